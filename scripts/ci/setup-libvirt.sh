@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Bring up a real libvirtd with QEMU (URI qemu:///system), idempotently:
+#   - apt-get install (no recommends) libvirt-daemon-system libvirt-clients qemu-system-x86
+#     qemu-utils dnsmasq-base (NAT networks need dnsmasq), and the tools the VM tests use to
+#     make guests and boot media: busybox-static cpio genisoimage xorriso isolinux syslinux-common;
+#   - /dev/kvm usable by libvirt-qemu (group kvm, mode 0660); note that nested KVM does not
+#     boot guests on these machines: domains of type `qemu` (TCG) do;
+#   - start `virtlogd -d` and `libvirtd -d` if libvirtd does not answer, detached from this
+#     shell, and wait until `virsh -c qemu:///system version` answers (60 s at most).
+# Usage: scripts/ci/setup-libvirt.sh     (root)
+set -euo pipefail
+
+STEP=libvirt
+T0=$EPOCHREALTIME
+LOG=/var/log/vac-setup.log
+STATE=/var/lib/vac-test
+URI=qemu:///system
+say() { printf '[setup-%s] %s\n' "$STEP" "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
+  'BEGIN { printf "[setup-%s] %s (%.1f s)\n", s, m, b - a }'; }
+apt_install() {  # install the Debian packages among "$@" that are missing
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+    say "apt-get update"
+    apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
+    mkdir -p "$STATE" && touch "$STATE/apt-updated"
+  fi
+  export VAC_APT_UPDATED=1
+  say "apt-get install ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+    >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
+}
+daemon_up() { timeout 10 virsh -c "$URI" version >/dev/null 2>&1; }
+running() { pgrep -x "$1" >/dev/null; }
+
+[ "$(id -u)" = 0 ] || die "run as root"
+mkdir -p "$STATE"
+
+apt_install libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base \
+  busybox-static cpio genisoimage xorriso isolinux syslinux-common
+
+if [ -e /dev/kvm ]; then
+  getent group kvm >/dev/null || groupadd -r kvm
+  [ "$(stat -c %G:%a /dev/kvm)" = kvm:660 ] || { chgrp kvm /dev/kvm && chmod 660 /dev/kvm; }
+  id -nG libvirt-qemu 2>/dev/null | grep -qw kvm || usermod -a -G kvm libvirt-qemu
+fi
+
+if ! daemon_up; then
+  running virtlogd || { say "starting virtlogd"; setsid virtlogd -d </dev/null >>/var/log/virtlogd.log 2>&1; }
+  if running libvirtd; then
+    say "libvirtd runs but does not answer yet"
+  else
+    say "starting libvirtd (log: /var/log/libvirtd.log)"
+    setsid libvirtd -d </dev/null >>/var/log/libvirtd.log 2>&1
+  fi
+  deadline=$((SECONDS + 60))
+  until daemon_up; do
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 /var/log/libvirtd.log >&2; die "libvirtd not answering after 60 s"; }
+    sleep 0.5
+  done
+fi
+
+summary "ok: $(virsh -c "$URI" version 2>/dev/null | awk '/hypervisor/ { print $3, $4 }' | head -n 1) on $URI, kvm $(stat -c %G:%a /dev/kvm 2>/dev/null || echo absent)"

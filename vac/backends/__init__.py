@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The backend registry: machine model -> backend class, imported only when asked for."""
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Type
+
+from vac.errors import BackendUnavailable
+
+# backend name -> (module, class, python package an admin would install)
+BACKENDS = {
+    "libvirt": ("vac.backends.libvirt", "LibvirtBackend", "libvirt-python (python3-libvirt)"),
+    "docker": ("vac.backends.docker", "DockerBackend", "docker (python3-docker)"),
+    "apptainer": ("vac.backends.apptainer", "ApptainerBackend", "spython"),
+    "fake": ("vac.backends.fake", "FakeBackend", ""),
+}
+
+MODEL_BACKENDS = {
+    "cernvm3": "libvirt", "cernvm4": "libvirt", "vm-raw": "libvirt",
+    "docker": "docker",
+    "singularity": "apptainer", "apptainer": "apptainer",
+    "fake": "fake",
+}
+
+_loaded: Dict[str, Type] = {}
+
+
+def backend_for_model(model: str) -> str:
+    """The backend name serving a machine_model (the only place models are resolved)."""
+    try:
+        return MODEL_BACKENDS[model]
+    except KeyError:
+        raise BackendUnavailable(model, f"no backend serves machine_model {model!r}") from None
+
+
+def get_backend_class(name: str) -> Type:
+    """Import and return a backend class.
+
+    Raises:
+        BackendUnavailable: unknown name, or its Python library is not installed.
+    """
+    if name in _loaded:
+        return _loaded[name]
+    if name not in BACKENDS:
+        raise BackendUnavailable(name, "unknown backend")
+    module_name, class_name, package = BACKENDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise BackendUnavailable(name, f"cannot import {e.name or e}: install {package}") from e
+    _loaded[name] = getattr(module, class_name)
+    return _loaded[name]

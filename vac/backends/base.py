@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The backend contract: what the factory may ask of libvirt, Docker, Apptainer and fakes.
+
+A backend is small: probe, create, destroy, list_machines, status. It declares the machine
+models it serves and where its machines see MJF and joboutputs. Foreign exceptions never
+leave a backend: they become vac.errors.BackendError (or a subclass) with `raise ... from e`.
+Nothing outside vac/backends/ knows which library a backend uses.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, FrozenSet, List, Mapping, Optional
+
+from vac.machine import MachineDir, MachineState
+
+if TYPE_CHECKING:
+    from vac.config import MachineType, Settings
+    from vac.slots import Slot
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's machines see; replaces the original's `if model in vmModels` chains."""
+
+    machinefeatures_url: str
+    jobfeatures_url: str
+    joboutputs_url: str
+    needs_metadata_server: bool = False
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Is the backend usable on this host now? If not, why (a sentence an admin can act on)."""
+
+    available: bool
+    version: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    """Everything a backend needs to create one machine. The directory is already populated
+    with MJF, joboutputs/ and user_data when create() is called."""
+
+    name: str
+    machinetype: "MachineType"
+    settings: "Settings"
+    slot: "Slot"
+    processors: int
+    memory_mb: int
+    created: int
+    shutdown_time: int
+    uuid: str
+    directory: MachineDir
+
+    @property
+    def model(self) -> str:
+        return self.machinetype.machine_model
+
+
+@dataclass(frozen=True)
+class MachineStatus:
+    """What a backend observes of one of its machines."""
+
+    name: str
+    state: MachineState
+    cpu_seconds: float = 0.0
+    backend_id: str = ""
+    exit_code: Optional[int] = None
+    oom_killed: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """Base class of every backend. Subclasses set NAME, MODELS and CAPABILITIES."""
+
+    NAME: ClassVar[str]
+    MODELS: ClassVar[FrozenSet[str]]
+    CAPABILITIES: ClassVar[Capabilities]
+
+    def __init__(self, settings: "Settings"):
+        self.settings = settings
+
+    def prepare_host(self) -> None:
+        """Optional once-per-cycle host preparation (networks, cgroup parents). No-op here."""
+
+    @abc.abstractmethod
+    def probe(self) -> Probe:
+        """Is the engine/library usable? Must not raise; must return within seconds."""
+
+    @abc.abstractmethod
+    def create(self, spec: MachineSpec) -> str:
+        """Start the machine; return its backend id (written to jobfeatures/job_id).
+
+        Raises:
+            BackendError: creation failed; nothing of the machine is left running.
+        """
+
+    @abc.abstractmethod
+    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        """Stop the machine and release everything it holds. Absent counts as success."""
+
+    @abc.abstractmethod
+    def list_machines(self) -> List[MachineStatus]:
+        """Every machine this backend holds that Vac owns (by label/name and factory)."""
+
+    @abc.abstractmethod
+    def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
+        """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
+
+    def collect(self, name: str, directory: MachineDir) -> MachineStatus:
+        """Final observation of a finished machine before destroy (exit code, OOM, logs).
+        Default: status()."""
+        return self.status(name, directory)

@@ -1,0 +1,97 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Filesystem primitives: atomic writes and bounded reads that never follow symlinks."""
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from typing import Optional, Union
+
+from vac.errors import StateError
+
+DEFAULT_READ_LIMIT = 64 * 1024
+
+
+def atomic_write(path: str, data: Union[str, bytes], mode: int = 0o644,
+                 mtime: Optional[float] = None) -> None:
+    """Write data to path through a temp file in the same directory and a rename.
+
+    Args:
+        mtime: if given, set atime and mtime of the new file (injected clocks use this).
+    """
+    directory = os.path.dirname(path) or "."
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        os.chmod(tmp, mode)
+        if mtime is not None:
+            os.utime(tmp, (mtime, mtime))
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_bytes_nofollow(path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+    """Read at most `limit` bytes of a regular file, refusing symlinks and non-files.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        StateError: it is a symlink, not a regular file, or larger than `limit`.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise
+        if e.errno == errno.ELOOP:
+            raise StateError(path, "is a symlink; refused") from e
+        raise StateError(path, e.strerror or str(e)) from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not _is_regular(st.st_mode):
+            raise StateError(path, "is not a regular file; refused")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise StateError(path, f"is larger than {limit} bytes; refused")
+    return data
+
+
+def read_text_nofollow(path: str, limit: int = DEFAULT_READ_LIMIT) -> str:
+    """Like read_bytes_nofollow, decoded as UTF-8 with replacement characters."""
+    return read_bytes_nofollow(path, limit).decode("utf-8", errors="replace")
+
+
+def read_optional(path: str, limit: int = DEFAULT_READ_LIMIT) -> Optional[str]:
+    """The file's text, or None if it is absent or unsafe to read."""
+    try:
+        return read_text_nofollow(path, limit)
+    except (FileNotFoundError, NotADirectoryError, StateError):
+        return None
+
+
+def mtime_or_none(path: str) -> Optional[float]:
+    """mtime of path (not following a final symlink), or None if absent."""
+    try:
+        return os.lstat(path).st_mtime
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def touch(path: str, when: float) -> None:
+    """Create path if needed (empty) and set its mtime to `when`."""
+    if not os.path.lexists(path):
+        atomic_write(path, b"", mtime=when)
+    else:
+        os.utime(path, (when, when), follow_symlinks=False)
+
+
+def _is_regular(mode: int) -> bool:
+    import stat
+
+    return stat.S_ISREG(mode)

@@ -1,0 +1,215 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The per-machine directory in the original's layout, slot records, and machine states.
+
+    machines/<created>_<machinetype>_<machine FQDN>/
+        started  heartbeat  finished  user_data  accounting_fqan  root_public_key  ip
+        machinefeatures/  jobfeatures/  joboutputs/  backend.json (ours)
+    slots/<machine FQDN>   "<created> <machinetype> <machine_model>"
+
+Only the factory writes here; the responder and metadata service only read. Everything under
+joboutputs/ is written by the guest and is read with size bounds and without following links.
+Times that the original took from ctime are taken from mtime, which we set explicitly, so an
+injected clock works in tests.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from vac import fsutil
+from vac.errors import StateError
+from vac.paths import Paths
+
+SHUTDOWN_MESSAGE_LIMIT = 4096
+BACKEND_RECORD_VERSION = 1
+
+
+class MachineState(str, enum.Enum):
+    """Machine states; the values are the strings VacQuery and the CLI have always used."""
+
+    UNKNOWN = "Unknown"
+    SHUTDOWN = "Shut down"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    ZOMBIE = "Zombie"
+
+
+@dataclass(frozen=True)
+class SlotRecord:
+    """slots/<name>: which machine directory currently belongs to a slot."""
+
+    created: int
+    machinetype: str
+    model: str
+
+
+def read_slot_record(paths: Paths, machine_name: str) -> Optional[SlotRecord]:
+    text = fsutil.read_optional(paths.slot_record(machine_name), 1024)
+    if text is None:
+        return None
+    parts = text.split()
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return SlotRecord(int(parts[0]), parts[1], parts[2])
+
+
+def write_slot_record(paths: Paths, machine_name: str, record: SlotRecord) -> None:
+    fsutil.atomic_write(paths.slot_record(machine_name),
+                        f"{record.created} {record.machinetype} {record.model}")
+
+
+class MachineDir:
+    """Reader and writer of one machine directory."""
+
+    def __init__(self, path: str):
+        self.path = path
+        parts = os.path.basename(path).split("_")
+        if len(parts) != 3 or not parts[0].isdigit():
+            raise StateError(path, "not a machine directory name <created>_<type>_<name>")
+        self.created = int(parts[0])
+        self.machinetype = parts[1]
+        self.name = parts[2]
+
+    def __repr__(self) -> str:
+        return f"MachineDir({self.path!r})"
+
+    @classmethod
+    def for_slot(cls, paths: Paths, machine_name: str) -> Optional["MachineDir"]:
+        """The directory the slot record points at, or None if either is missing."""
+        record = read_slot_record(paths, machine_name)
+        if record is None:
+            return None
+        path = paths.machine_dir(record.created, record.machinetype, machine_name)
+        return cls(path) if os.path.isdir(path) and not os.path.islink(path) else None
+
+    @classmethod
+    def create(cls, paths: Paths, created: int, machinetype: str,
+               machine_name: str) -> "MachineDir":
+        path = paths.machine_dir(created, machinetype, machine_name)
+        os.makedirs(path, mode=0o755)
+        for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
+            os.mkdir(os.path.join(path, sub), 0o755)
+        return cls(path)
+
+    # Generic access -------------------------------------------------------------------
+
+    def file(self, rel: str) -> str:
+        return os.path.join(self.path, rel)
+
+    def write(self, rel: str, data: Any, mode: int = 0o644, mtime: Optional[float] = None) -> None:
+        fsutil.atomic_write(self.file(rel), data if isinstance(data, bytes) else str(data),
+                            mode=mode, mtime=mtime)
+
+    def read(self, rel: str, limit: int = fsutil.DEFAULT_READ_LIMIT) -> Optional[str]:
+        """A file's text, or None if absent, a symlink, not regular, or over `limit`."""
+        parent = os.path.dirname(self.file(rel))
+        if parent != self.path and os.path.islink(parent):
+            return None
+        return fsutil.read_optional(self.file(rel), limit)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.lexists(self.file(rel))
+
+    def mtime(self, rel: str) -> Optional[float]:
+        return fsutil.mtime_or_none(self.file(rel))
+
+    def remove(self, rel: str) -> None:
+        try:
+            os.unlink(self.file(rel))
+        except FileNotFoundError:
+            pass
+
+    # Typed values -----------------------------------------------------------------------
+
+    def _number(self, rel: str) -> Optional[float]:
+        text = self.read(rel, 256)
+        try:
+            return float(text.split()[0]) if text and text.split() else None
+        except ValueError:
+            return None
+
+    @property
+    def started(self) -> Optional[float]:
+        """Start time: the `started` file's content, else its mtime; None if not started."""
+        if not self.exists("started"):
+            return None
+        return self._number("started") or self.mtime("started")
+
+    @property
+    def finished(self) -> Optional[float]:
+        return self.mtime("finished") if self.exists("finished") else None
+
+    @property
+    def heartbeat_time(self) -> Optional[float]:
+        return self.mtime("heartbeat")
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self._number("heartbeat") or 0.0
+
+    @property
+    def processors(self) -> int:
+        value = self._number("jobfeatures/allocated_cpu")
+        return int(value) if value else 1
+
+    @property
+    def shutdown_time(self) -> Optional[int]:
+        value = self._number("jobfeatures/shutdowntime_job")
+        return int(value) if value is not None else None
+
+    @property
+    def hs06(self) -> Optional[float]:
+        return self._number("machinefeatures/hs06")
+
+    @property
+    def job_id(self) -> Optional[str]:
+        text = self.read("jobfeatures/job_id", 256)
+        return text.strip() or None if text is not None else None
+
+    @property
+    def shutdown_message(self) -> Optional[str]:
+        """The first line of joboutputs/shutdown_message, stripped; None if absent or unsafe."""
+        text = self.read("joboutputs/shutdown_message", SHUTDOWN_MESSAGE_LIMIT)
+        if text is None:
+            return None
+        lines = text.strip().splitlines()
+        return lines[0].strip() if lines else ""
+
+    @property
+    def shutdown_message_time(self) -> Optional[float]:
+        return self.mtime("joboutputs/shutdown_message")
+
+    def write_shutdown_message_if_none(self, message: str, when: Optional[float] = None) -> bool:
+        """Write Vac's message only if the machine wrote none; True if written."""
+        if self.exists("joboutputs/shutdown_message"):
+            return False
+        self.write("joboutputs/shutdown_message", message, mtime=when)
+        return True
+
+    def disk_state(self) -> MachineState:
+        """The state from files alone (what the responder sees), §6 rules 2-4."""
+        if not self.exists("started"):
+            return MachineState.STARTING
+        if self.exists("finished"):
+            return MachineState.SHUTDOWN
+        return MachineState.RUNNING
+
+    # The backend's own record (ours, versioned JSON) ------------------------------------
+
+    def read_backend_record(self) -> Dict[str, Any]:
+        text = self.read("backend.json", 64 * 1024)
+        if not text:
+            return {}
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def write_backend_record(self, record: Dict[str, Any]) -> None:
+        self.write("backend.json", json.dumps({"version": BACKEND_RECORD_VERSION, **record},
+                                              sort_keys=True))

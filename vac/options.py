@@ -1,0 +1,144 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The declarative table of every vac.conf option: name, type, default, aliases, pipe rules."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple
+
+# Kinds of value. Booleans keep the original's quirks, each named for what enables it:
+#   "true"     only the word true (any case) is true      (user_data_proxy, legacy_proxy)
+#   "yes"      only the word yes (any case) is true       (draining)
+#   "notfalse" anything but the word false is true        (fix_networking)
+KINDS = ("str", "int", "float", "true", "yes", "notfalse", "words", "optint", "optfloat")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One vac.conf option as the parser applies it."""
+
+    name: str
+    kind: str
+    default: Any = None
+    aliases: Tuple[str, ...] = ()
+    from_pipe: bool = False
+    backend: Optional[str] = None
+    help: str = ""
+
+
+SETTINGS_OPTIONS: Tuple[Option, ...] = (
+    Option("vac_space", "str", None, help="space name (required)"),
+    Option("factory_name", "str", None, help="this factory's FQDN (default: host FQDN)"),
+    Option("factories", "words", (), help="all factories of the space"),
+    Option("udp_timeout_seconds", "float", 10.0),
+    Option("mb_per_processor", "int", 2048, aliases=("mb_per_cpu",)),
+    Option("hs06_per_processor", "optfloat", None, aliases=("hs06_per_cpu",)),
+    Option("processors_per_superslot", "int", 1,
+           aliases=("vcpu_per_machine", "cpu_per_machine")),
+    Option("total_processors", "optint", None, aliases=("cpu_total",)),
+    Option("host_processors", "optint", None,
+           help="override the processor count read from /proc/cpuinfo (tests, benchmarks)"),
+    Option("overload_per_processor", "float", 1.5, aliases=("overload_per_cpu",)),
+    Option("shutdown_time", "optint", None),
+    Option("draining", "yes", False),
+    Option("gocdb_sitename", "str", None),
+    Option("gocdb_cert_file", "str", None),
+    Option("gocdb_key_file", "str", None),
+    Option("description", "str", None),
+    Option("version_logger", "str", "1"),
+    Option("vacmon_hostport", "words", ()),
+    Option("volume_group", "str", None),
+    Option("disk_gb_per_processor", "optint", None,
+           aliases=("scratch_gb", "disk_gb_per_cpu")),
+    Option("root_public_key", "str", "/root/.ssh/id_rsa.pub"),
+    Option("singularity_user", "str", None),
+    Option("fix_networking", "notfalse", True),
+    Option("forward_dev", "str", None),
+    # Ours (no counterpart in the original).
+    Option("state_dir", "str", "/var/lib/vac"),
+    Option("cycle_seconds", "float", 60.0),
+    Option("vacquery_port", "int", 995),
+    Option("vacquery_address", "str", ""),
+    Option("max_creations_per_cycle", "int", 100),
+    Option("enable_fake_backend", "true", False, backend="fake"),
+    Option("singularity_path", "str", "", backend="apptainer"),
+    Option("docker_url", "str", "unix:///var/run/docker.sock", backend="docker"),
+    Option("backend_timeout_seconds", "float", 30.0),
+    Option("libvirt_uri", "str", "qemu:///system", backend="libvirt"),
+    Option("libvirt_virt_type", "str", "auto", backend="libvirt"),
+)
+
+# Options that the original accepted only to warn about; they have no effect.
+SETTINGS_OBSOLETE = ("domain_type", "total_machines", "delete_old_files")
+
+MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
+    Option("target_share", "float", 0.0, from_pipe=True),
+    Option("machine_model", "str", "cernvm3", aliases=("vm_model",), from_pipe=True),
+    Option("root_image", "str", None, from_pipe=True),
+    Option("user_data", "str", None, from_pipe=True),
+    Option("user_data_proxy", "true", False, from_pipe=True),
+    Option("legacy_proxy", "true", False, from_pipe=True),
+    Option("backoff_seconds", "int", 10, from_pipe=True),
+    Option("fizzle_seconds", "int", 600, from_pipe=True),
+    Option("max_wallclock_seconds", "int", 86400, from_pipe=True),
+    Option("min_wallclock_seconds", "optint", None, from_pipe=True,
+           help="default: max_wallclock_seconds"),
+    Option("min_processors", "int", 1, from_pipe=True),
+    Option("max_processors", "int", 1, from_pipe=True),
+    Option("machines_dir_days", "float", 3.0, aliases=("machineoutputs_days",)),
+    Option("heartbeat_file", "str", None, from_pipe=True),
+    Option("heartbeat_seconds", "int", 0, from_pipe=True),
+    Option("accounting_fqan", "str", None, from_pipe=True),
+    Option("machinegroup", "str", None, help="default: accounting_fqan, else the name"),
+    Option("cvmfs_repositories", "words", (), from_pipe=True),
+    Option("tmp_binds", "words", (), from_pipe=True),
+    Option("container_command", "str", "/user_data", from_pipe=True),
+    Option("disk_gb_per_processor", "optint", None, from_pipe=True),
+    Option("image_signing_dn", "str", None, aliases=("cernvm_signing_dn",), from_pipe=True),
+    Option("root_device", "str", "vda", from_pipe=True),
+    Option("scratch_device", "str", "vdb", from_pipe=True),
+    # Ours: backend-specific, namespaced where the issue did not fix the name.
+    Option("docker_network_mode", "str", "bridge", backend="docker"),
+    Option("docker_hard_cpu", "true", False, backend="docker"),
+    Option("docker_hard_memory", "notfalse", True, backend="docker"),
+    Option("docker_pids_limit", "int", 4096, backend="docker"),
+    Option("docker_pull_timeout_seconds", "int", 600, backend="docker"),
+    Option("kernel", "str", None, backend="libvirt"),
+    Option("initrd", "str", None, backend="libvirt"),
+    Option("cmdline", "str", None, backend="libvirt"),
+    Option("fake_run_seconds", "float", 3600.0, backend="fake"),
+    Option("fake_create_error", "str", None, backend="fake"),
+    Option("fake_cpu_per_second", "float", 0.5, backend="fake"),
+    Option("fake_shutdown_message", "str", None, backend="fake"),
+)
+
+# Per-machinetype options that the original accepted only to warn about.
+MACHINETYPE_OBSOLETE = ("rootpublickey", "root_public_key", "log_machineoutputs",
+                        "user_data_proxy_cert", "user_data_proxy_key")
+
+# Prefixes of option families; the part after the prefix must match [a-z0-9_]+.
+USER_DATA_OPTION = "user_data_option_"
+USER_DATA_FILE = "user_data_file_"
+MACHINEFEATURES_OPTION = "machinefeatures_option_"
+
+MODELS = ("cernvm3", "cernvm4", "vm-raw", "docker", "singularity", "apptainer", "fake")
+
+
+def by_name(table: Tuple[Option, ...]) -> dict:
+    """Map every name and alias of a table to its Option."""
+    found = {}
+    for opt in table:
+        found[opt.name] = opt
+        for alias in opt.aliases:
+            found[alias] = opt
+    return found
+
+
+def pipe_accepted(name: str) -> bool:
+    """True if a Vacuum Pipe may set this machinetype option (the original's list)."""
+    if name.startswith((USER_DATA_OPTION, USER_DATA_FILE)):
+        return True
+    return name in PIPE_OPTIONS
+
+
+# Exactly the names a pipe entry may carry (aliases are not accepted from pipes).
+PIPE_OPTIONS = frozenset(o.name for o in MACHINETYPE_OPTIONS if o.from_pipe) | {"suffix"}

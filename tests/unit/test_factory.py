@@ -1,0 +1,231 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The factory cycle end to end on the fake backend: create, heartbeat, finish, back off."""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from vac import config as configmod
+from vac.backendpool import BackendPool
+from vac.backends.fake import FakeBackend
+from vac.errors import ConfigError
+from vac.factory import Factory
+from vac.machine import MachineDir, read_slot_record
+
+BASE = """
+[settings]
+vac_space = vac01.example.com
+factory_name = f1.example.com
+enable_fake_backend = true
+overload_per_processor = 100
+{extra_settings}
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+user_data = /dev/null
+fizzle_seconds = 100
+backoff_seconds = 1000
+max_wallclock_seconds = 5000
+fake_run_seconds = {run}
+fake_shutdown_message = {message}
+{extra_alpha}
+"""
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def world(tmp_path, paths, host):
+    """A factory on the fake backend whose config text a test can rewrite between cycles."""
+
+    class World:
+        def __init__(self):
+            self.clock = Clock()
+            self.conf = tmp_path / "vac.conf"
+            self.write()
+            self.pool = None
+            self.factory = None
+            self.fake = None
+            self.start()
+
+        def write(self, run=1000, message="200 Success", extra_settings="", extra_alpha="",
+                  text=None):
+            body = text or BASE.format(run=run, message=message, extra_settings=extra_settings,
+                                       extra_alpha=extra_alpha)
+            body = body.replace("[settings]", f"[settings]\nstate_dir = {paths.state_dir}", 1)
+            self.conf.write_text(body)
+
+        def load(self):
+            return configmod.build(configmod.read_raw([str(self.conf)]), host)
+
+        def start(self):
+            settings = self.load().settings
+            self.fake = FakeBackend(settings, clock=self.clock)
+            self.pool = BackendPool(settings, {"fake": self.fake})
+            self.factory = Factory(self.load, self.pool, clock=self.clock,
+                                   loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
+            self.factory.started = self.clock.now - 10_000
+
+        def cycle(self, advance=0.0):
+            self.clock.now += advance
+            return self.factory.run_cycle()
+
+        def dir(self, name):
+            return MachineDir.for_slot(paths, name)
+
+    return World()
+
+
+def names(n):
+    return [f"f1-{i:02d}.example.com" for i in range(n)]
+
+
+def test_one_cycle_fills_every_slot(world, paths):
+    report = world.cycle()
+    assert sorted(report.created) == names(4)
+    for name in names(4):
+        d = world.dir(name)
+        assert d is not None and d.started == pytest.approx(world.clock.now, abs=1)
+        assert d.read("jobfeatures/allocated_cpu").strip() == "1"
+        assert d.read("heartbeat").startswith("0.0")
+        assert read_slot_record(paths, name).model == "fake"
+    assert not os.path.exists(paths.factory_error)
+
+
+def test_heartbeat_records_cpu_seconds(world):
+    world.cycle()
+    world.cycle(advance=100)
+    d = world.dir(names(1)[0])
+    cpu, percent = d.read("heartbeat").split()
+    assert float(cpu) == pytest.approx(50.0)  # fake_cpu_per_second 0.5 for 100 s
+    assert float(percent) == pytest.approx(50.0)
+
+
+def test_finished_machine_is_recorded_once_and_slot_refilled(world, paths):
+    world.write(run=200)
+    world.cycle()
+    first = world.dir(names(1)[0])
+    report = world.cycle(advance=300)
+    assert sorted(report.finished) == names(4)
+    assert first.finished is not None
+    assert first.shutdown_message == "200 Success"
+    assert sorted(report.created) == names(4)  # refilled in the same cycle
+    again = world.cycle(advance=1)
+    assert again.finished == []
+
+
+def test_finishes_names_most_recent_machine(world, paths):
+    world.write(run=200)
+    world.cycle()
+    world.cycle(advance=300)
+    created, machinetype, name = open(paths.finish_record("alpha")).read().split()
+    assert machinetype == "alpha"
+    assert int(created) == int(world.clock.now - 300)
+
+
+def test_config_error_keeps_managing_but_creates_nothing(world, paths):
+    world.write(run=200)
+    world.cycle()
+    world.write(text="[settings]\nvac_space = \n")
+    report = world.cycle(advance=300)
+    assert report.config_error
+    assert sorted(report.finished) == names(4)  # still managed with the last good config
+    assert report.created == []
+
+
+def test_config_error_on_first_cycle_does_nothing(world):
+    world.write(text="[machinetype x]\n")
+    with pytest.raises(ConfigError):
+        world.load()
+    report = world.cycle()
+    assert report.config_error and report.created == []
+
+
+def test_failed_creation_writes_factory_error_and_backs_off(world, paths):
+    world.write(extra_alpha="fake_create_error = image not found")
+    report = world.cycle()
+    assert report.created == [] and len(report.errors) == 4
+    assert "image not found" in open(paths.factory_error).read()
+    world.write()
+    report = world.cycle(advance=10)  # the failed machines finish with a 700 message
+    assert sorted(report.finished) == names(4)
+    assert world.dir(names(1)[0]).shutdown_message.startswith("700")
+    assert report.created == []  # backoff_seconds = 1000
+    assert any("backoff" in r for r in report.idle.values())
+    report = world.cycle(advance=1100)
+    assert sorted(report.created) == names(4)
+    assert not os.path.exists(paths.factory_error)
+
+
+def test_machine_past_shutdown_time_is_destroyed(world):
+    world.write(run=100000)
+    world.cycle()
+    report = world.cycle(advance=5001)
+    assert sorted(report.destroyed) == names(4)
+    assert sorted(report.finished) == names(4)
+    assert world.fake.destroyed
+
+
+def test_fizzle_without_message_backs_off(world):
+    world.write(run=20, message="")
+    world.cycle()
+    report = world.cycle(advance=30)
+    assert sorted(report.finished) == names(4)
+    assert world.dir(names(1)[0]).shutdown_message.startswith("300")
+    assert report.created == []
+
+
+def test_unavailable_backend_leaves_machines_alone(world):
+    world.write(run=200)
+    world.cycle()
+    world.fake.available = False
+    report = world.cycle(advance=300)
+    assert report.finished == [] and report.destroyed == [] and report.created == []
+    assert world.dir(names(1)[0]).finished is None
+    world.fake.available = True
+    report = world.cycle(advance=1)
+    assert sorted(report.finished) == names(4)
+
+
+def test_zombie_without_directory_is_destroyed(world):
+    world.cycle()
+    d = world.dir(names(1)[0])
+    import shutil
+
+    shutil.rmtree(d.path)
+    report = world.cycle(advance=1)
+    assert names(1)[0] in report.zombies
+
+
+def test_restarted_factory_adopts_running_machines(world):
+    world.cycle()
+    world.start()  # a new vacd: new Factory, new backend object, same state on disk
+    report = world.cycle(advance=10)
+    assert report.created == [] and report.destroyed == [] and report.zombies == []
+
+
+def test_expired_directories_are_removed(world, paths):
+    world.write(run=200, extra_alpha="machines_dir_days = 1")
+    world.cycle()
+    old = world.dir(names(1)[0]).path
+    world.cycle(advance=300)
+    assert os.path.isdir(old)
+    world.cycle(advance=2 * 86400)
+    assert not os.path.exists(old)
+
+
+def test_draining_creates_nothing_and_says_why(world):
+    world.write(extra_settings="draining = yes")
+    report = world.cycle()
+    assert report.created == []
+    assert set(report.idle) == set(names(4))
+    assert all("draining" in r for r in report.idle.values())

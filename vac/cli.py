@@ -1,0 +1,122 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""vac: the command-line tool. Imports no backend library.
+
+    vac [--config FILE]... config check [--json] [--fetch]
+    vac [--config FILE]... slots [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import List, Optional
+
+from vac import pipes
+from vac.config import Config, config_files
+from vac.errors import ConfigError
+from vac.hostinfo import HostFacts
+from vac.slotview import slot_rows
+
+SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
+                 "max_processors", "max_wallclock_seconds", "min_wallclock_seconds",
+                 "backoff_seconds", "fizzle_seconds", "heartbeat_file", "heartbeat_seconds",
+                 "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories")
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vac", description="Look at and check a Vac factory.")
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="config file to read instead of the standard ones (repeatable)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    config = sub.add_parser("config", help="configuration commands")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate config and pipes, show machinetypes")
+    check.add_argument("--json", action="store_true")
+    check.add_argument("--fetch", action="store_true",
+                       help="fetch pipes now (default: use the pipe cache only)")
+    slots = sub.add_parser("slots", help="this factory's slots and why idle ones are idle")
+    slots.add_argument("--json", action="store_true")
+    return parser.parse_args(argv)
+
+
+def _load(args: argparse.Namespace, update: bool) -> Config:
+    return pipes.load_config(config_files(args.config), HostFacts.read(), update=update,
+                             now=time.time())
+
+
+def config_check(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args, update=args.fetch)
+    except ConfigError as e:
+        if args.json:
+            print(json.dumps({"ok": False, "problems": [p.__dict__ for p in e.problems]},
+                             indent=1))
+        else:
+            print("vac: configuration rejected:", file=sys.stderr)
+            for problem in e.problems:
+                print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_config_json(config), indent=1, sort_keys=True))
+    else:
+        _print_config(config)
+    return 0
+
+
+def _config_json(config: Config) -> dict:
+    return {"ok": True, "files": list(config.files), "warnings": list(config.warnings),
+            "space": config.settings.vac_space, "factory": config.settings.factory_name,
+            "machinetypes": {
+                name: {opt: {"value": _jsonable(getattr(mt, opt)),
+                             "from": mt.origins.get(opt, "default")} for opt in SHOWN_OPTIONS}
+                for name, mt in config.machinetypes.items()}}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _print_config(config: Config) -> None:
+    s = config.settings
+    print(f"configuration OK: space {s.vac_space}, factory {s.factory_name}, "
+          f"{s.total_processors} processors, files: {', '.join(config.files)}")
+    for warning in config.warnings:
+        print(f"warning: {warning}")
+    for name, mt in config.machinetypes.items():
+        print(f"\n[machinetype {name}]" + (f"  (pipe {mt.pipe})" if mt.pipe else ""))
+        for opt in SHOWN_OPTIONS:
+            value = getattr(mt, opt)
+            if value in (None, ()):
+                continue
+            shown = " ".join(value) if isinstance(value, tuple) else value
+            print(f"  {opt:24} = {shown!s:40}  # {mt.origins.get(opt, 'default')}")
+    if not config.machinetypes:
+        print("\nno machinetypes configured: this factory will create nothing")
+
+
+def slots_command(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args, update=False)
+    except ConfigError as e:
+        print(f"vac: configuration rejected: {e}", file=sys.stderr)
+        return 1
+    rows = slot_rows(config, now=time.time())
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    for row in rows:
+        print(f"{row['name']:28} {row['machinetype'] or '----------':20} {row['state']:10} "
+              f"{row['processors']:>2} {row['age']:>9}  {row['detail']}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.command == "config":
+        return config_check(args)
+    return slots_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Creating one machine: slot record, directory, MJF, user_data, then the backend.
+
+The order is the original's (§5.1): the slot record is written first, so a crash leaves a
+Starting machine that the next cycle cleans up; `started` and `heartbeat` are written last,
+only when the backend has the machine running.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid as uuidlib
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from vac import __version__, mjf, userdata
+from vac.backends.base import Backend, MachineSpec
+from vac.config import MachineType, Settings
+from vac.errors import VacError
+from vac.machine import MachineDir, SlotRecord, write_slot_record
+from vac.slots import Slot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Created:
+    directory: MachineDir
+    backend_id: str
+
+
+def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, processors: int,
+                   shutdown_time: int, backend: Backend, now: float,
+                   fetcher: Optional[Callable] = None) -> Created:
+    """Prepare the machine directory and start the machine.
+
+    Raises:
+        VacError: any step failed; the directory is left in Starting state with the error in
+            joboutputs/shutdown_message so the next cycle finishes it and backs off.
+    """
+    paths = settings.paths
+    created = int(now)
+    write_slot_record(paths, slot.name, SlotRecord(created, machinetype.name,
+                                                   machinetype.machine_model))
+    directory = MachineDir.create(paths, created, machinetype.name, slot.name)
+    machine_uuid = str(uuidlib.uuid4())
+    try:
+        _populate(settings, machinetype, directory, slot, processors, shutdown_time,
+                  machine_uuid, backend, now, fetcher)
+        spec = MachineSpec(name=slot.name, machinetype=machinetype, settings=settings,
+                           slot=slot, processors=processors,
+                           memory_mb=settings.mb_per_processor * processors, created=created,
+                           shutdown_time=shutdown_time, uuid=machine_uuid, directory=directory)
+        backend_id = backend.create(spec) or machine_uuid
+    except VacError as e:
+        directory.write_shutdown_message_if_none(f"700 Vac: creation failed: {e}", when=now)
+        raise
+    if backend_id != machine_uuid:
+        directory.write("jobfeatures/job_id", backend_id)
+    directory.write("started", str(int(now)), mtime=now)
+    directory.write("heartbeat", "0.0 0.0", mtime=now)
+    return Created(directory, backend_id)
+
+
+def _populate(settings: Settings, machinetype: MachineType, directory: MachineDir, slot: Slot,
+              processors: int, shutdown_time: int, machine_uuid: str, backend: Backend,
+              now: float, fetcher: Optional[Callable]) -> None:
+    if machinetype.accounting_fqan:
+        directory.write("accounting_fqan", machinetype.accounting_fqan)
+    ctx = mjf.MjfContext(settings=settings, machinetype=machinetype, processors=processors,
+                         shutdown_time=shutdown_time, now=int(now), job_id=machine_uuid)
+    mjf.write_mjf(directory, ctx)
+    caps = backend.CAPABILITIES
+    if machinetype.user_data:
+        data = userdata.build_user_data(
+            settings, machinetype, machine_name=slot.name, uuid=machine_uuid,
+            mjf_urls=(caps.machinefeatures_url, caps.jobfeatures_url, caps.joboutputs_url),
+            shutdown_time=shutdown_time, version=__version__, fetcher=fetcher)
+        directory.write("user_data", data, mode=0o755)
+    if caps.needs_metadata_server:
+        directory.write("ip", slot.ip)
+    _copy_root_public_key(settings.root_public_key, directory)
+
+
+def _copy_root_public_key(source: str, directory: MachineDir) -> None:
+    try:
+        shutil.copyfile(source, directory.file("root_public_key"))
+    except OSError:
+        pass

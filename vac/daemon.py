@@ -1,0 +1,116 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""vacd: run factory cycles until told to stop.
+
+SIGTERM stops the daemon after the current cycle and leaves every machine running; SIGHUP
+starts the next cycle at once (the configuration is re-read at the start of every cycle).
+vacd does not fork: systemd (or the demo script) runs it; without --foreground it logs to
+/var/log/vacd.log, with it to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import List, Optional
+
+from vac import __version__, pipes
+from vac.config import config_files
+from vac.factory import Factory
+from vac.hostinfo import HostFacts
+
+log = logging.getLogger("vacd")
+
+LOG_FILE = "/var/log/vacd.log"
+LOG_FORMAT = "%(asctime)s vacd[%(process)d]: %(levelname)s %(message)s"
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="vacd", description="The Vac factory daemon.")
+    parser.add_argument("--config", action="append", metavar="FILE",
+                        help="read this file instead of /etc/vac.d/*.conf, /etc/vac.conf and "
+                             "/var/run/vac.conf (repeatable; later files win)")
+    parser.add_argument("--foreground", action="store_true", help="log to stderr")
+    parser.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: never)")
+    parser.add_argument("--cycle-seconds", type=float, default=None,
+                        help="seconds from one cycle's start to the next (default: "
+                             "cycle_seconds from the config, else 60)")
+    parser.add_argument("--log-file", default=LOG_FILE, help=argparse.SUPPRESS)
+    parser.add_argument("--version", action="version", version=f"vacd {__version__}")
+    return parser.parse_args(argv)
+
+
+def setup_logging(foreground: bool, log_file: str) -> None:
+    handler: logging.Handler
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        from logging.handlers import WatchedFileHandler  # reopens after logrotate
+
+        handler = WatchedFileHandler(log_file)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%b %d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class Daemon:
+    """The main loop with its signal handling; the cycle itself is Factory.run_cycle."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.files = config_files(args.config)
+        self.host = HostFacts.read()
+        self.factory = Factory(self._load_config)
+
+    def _load_config(self):
+        return pipes.load_config(self.files, self.host, update=True, now=time.time())
+
+    def _on_term(self, signum, frame) -> None:
+        log.info("signal %d: stopping after this cycle; machines keep running", signum)
+        self.stop.set()
+        self.wake.set()
+
+    def _on_hup(self, signum, frame) -> None:
+        log.info("SIGHUP: reloading configuration now")
+        self.wake.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        log.info("vacd %s starting with %s", __version__, ", ".join(self.files) or "no files")
+        done = 0
+        while not self.stop.is_set():
+            began = time.monotonic()
+            report = self.factory.run_cycle()
+            done += 1
+            log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", done,
+                     len(report.created), len(report.finished), len(report.destroyed),
+                     len(report.errors))
+            if self.args.cycles and done >= self.args.cycles:
+                break
+            self.wake.clear()
+            self.wake.wait(max(0.0, self._period() - (time.monotonic() - began)))
+        log.info("vacd stopped after %d cycles", done)
+        return 0
+
+    def _period(self) -> float:
+        if self.args.cycle_seconds is not None:
+            return self.args.cycle_seconds
+        config = self.factory.config
+        return config.settings.cycle_seconds if config is not None else 60.0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.foreground, args.log_file)
+    return Daemon(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""One factory cycle: observe the slots, plan (pure), then act on the plan.
+
+A config error does not stop the factory from managing what runs: the last good config is
+used for heartbeats, finishing and destroys, and nothing new is created.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from vac import fsutil, hostinfo, mjf, planner, shares
+from vac.backendpool import BackendPool
+from vac.config import Config
+from vac.creation import create_machine
+from vac.errors import ConfigError, VacError
+from vac.finishing import finish_machine, last_outcome, write_heartbeat
+from vac.machine import MachineDir
+from vac.observe import Observation, find_zombies, observe
+from vac.slots import Slot, make_slots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did; returned for tests, logs and `vac slots`."""
+
+    created: List[str] = field(default_factory=list)
+    finished: List[str] = field(default_factory=list)
+    destroyed: List[str] = field(default_factory=list)
+    zombies: List[str] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    idle: Dict[str, str] = field(default_factory=dict)
+    config_error: Optional[str] = None
+
+
+class Factory:
+    """Runs cycles. Dependencies are arguments: config loader, backends, clock, load, rng."""
+
+    def __init__(self, load_config: Callable[[], Config], pool: Optional[BackendPool] = None,
+                 clock: Callable[[], float] = time.time,
+                 loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
+                 rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None):
+        self.load_config = load_config
+        self.pool = pool
+        self.clock = clock
+        self.loadavg = loadavg
+        self.rng = rng or random.Random()
+        self.fetcher = fetcher
+        self.config: Optional[Config] = None
+        self.started = clock()
+
+    def run_cycle(self) -> CycleReport:
+        report = CycleReport()
+        config, creation_allowed = self._refresh_config(report)
+        if config is None:
+            return report
+        paths = config.settings.paths
+        paths.ensure()
+        now = self.clock()
+        fsutil.atomic_write(paths.factory_heartbeat, str(int(now)), mtime=now)
+        self.pool.start_cycle()
+        slots = make_slots(config.settings.factory_name, config.settings.host_processors)
+        seen = observe(config, slots, self.pool)
+        self._kill_zombies(config, seen, report)
+        census = self._census(config, seen, now)
+        plan = planner.plan(config if creation_allowed else _no_creation(config), seen.observed,
+                            census, load=max(self.loadavg()), now=now,
+                            daemon_started=self.started, rng=self.rng)
+        self._apply(config, plan, seen, slots, now, report)
+        self._expire(config, now)
+        self._write_summary(config, seen, plan, report, now)
+        return report
+
+    # Configuration ----------------------------------------------------------------------
+
+    def _refresh_config(self, report: CycleReport) -> Tuple[Optional[Config], bool]:
+        try:
+            config = self.load_config()
+        except ConfigError as e:
+            report.config_error = str(e)
+            log.error("configuration rejected, no machines will be created: %s", e)
+            return self.config, False
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        self.config = config
+        if self.pool is None:
+            self.pool = BackendPool(config.settings)
+        else:
+            self.pool.reconfigure(config.settings)
+        return config, True
+
+    # Observation helpers ----------------------------------------------------------------
+
+    def _kill_zombies(self, config: Config, seen: Observation, report: CycleReport) -> None:
+        for backend_name, name, reason in find_zombies(config, seen, self.pool):
+            log.warning("%s: destroying zombie %s machine: %s", name, backend_name, reason)
+            try:
+                self.pool.get(backend_name).destroy(name, None)
+                report.zombies.append(name)
+            except VacError as e:
+                report.errors.append(f"{name}: zombie destroy failed: {e}")
+
+    def _census(self, config: Config, seen: Observation, now: float) -> Dict[str, shares.Census]:
+        outcomes = {}
+        for name in config.machinetypes:
+            outcome = last_outcome(config.settings.paths, name)
+            if outcome is not None:
+                outcomes[name] = outcome
+        return shares.local_census(seen.observed, outcomes, config.machinetypes, now)
+
+    # Acting on the plan -----------------------------------------------------------------
+
+    def _apply(self, config: Config, plan: "planner.Plan", seen: Observation,
+               slots: Tuple[Slot, ...], now: float, report: CycleReport) -> None:
+        for beat in plan.heartbeats:
+            if beat.name in seen.directories and beat.name not in seen.unmanaged:
+                write_heartbeat(seen.directories[beat.name], beat.cpu_seconds, now)
+        for lower in plan.lower_shutdown:
+            if lower.name in seen.directories:
+                mjf.lower_shutdown_time(seen.directories[lower.name], lower.new_time)
+        finishing = [f.name for f in plan.finishes]
+        for destroy in plan.destroys:
+            if self._destroy(config, seen, destroy, now, report) and destroy.name not in \
+                    finishing:
+                finishing.append(destroy.name)
+        for name in finishing:
+            self._finish(config, seen, name, now, report)
+        by_name = {s.name: s for s in slots}
+        for create in plan.creates:
+            self._create(config, by_name[create.slot.name], create, report)
+
+    def _destroy(self, config: Config, seen: Observation, action, now: float,
+                 report: CycleReport) -> bool:
+        directory = seen.directories.get(action.name)
+        if directory is None or action.name in seen.unmanaged:
+            return False
+        try:
+            self.pool.for_model(_model_of(seen, action.name)).destroy(action.name, directory)
+        except VacError as e:
+            report.errors.append(f"{action.name}: destroy failed: {e}")
+            return False
+        if action.message:
+            directory.write_shutdown_message_if_none(action.message, when=now)
+        log.info("%s destroyed: %s", action.name, action.reason)
+        report.destroyed.append(action.name)
+        return True
+
+    def _finish(self, config: Config, seen: Observation, name: str, now: float,
+                report: CycleReport) -> None:
+        directory = seen.directories.get(name)
+        if directory is None or name in seen.unmanaged or directory.finished is not None:
+            return
+        try:
+            backend = self.pool.for_model(_model_of(seen, name))
+        except VacError:
+            backend = None
+        finish_machine(config.settings.paths, directory,
+                       config.machinetypes.get(directory.machinetype), backend, now)
+        report.finished.append(name)
+
+    def _create(self, config: Config, slot: Slot, action, report: CycleReport) -> None:
+        machinetype = config.machinetypes[action.machinetype]
+        paths = config.settings.paths
+        try:
+            backend = self.pool.for_model(machinetype.machine_model)
+            create_machine(config.settings, machinetype, slot, action.processors,
+                           action.shutdown_time, backend, self.clock(), fetcher=self.fetcher)
+        except VacError as e:
+            message = f"{slot.name} ({machinetype.name}) creation fails with: {e}"
+            log.error("%s", message)
+            fsutil.atomic_write(paths.factory_error, message + "\n")
+            report.errors.append(message)
+            return
+        log.info("%s created (%s, %d processors)", slot.name, machinetype.name,
+                 action.processors)
+        report.created.append(slot.name)
+        try:
+            os.unlink(paths.factory_error)
+        except FileNotFoundError:
+            pass
+
+    # Housekeeping ---------------------------------------------------------------------
+
+    def _expire(self, config: Config, now: float) -> None:
+        machines_dir = config.settings.paths.machines
+        entries = []
+        for entry in os.scandir(machines_dir):
+            if entry.is_dir(follow_symlinks=False) and entry.name.count("_") == 2:
+                machinetype = entry.name.split("_")[1]
+                entries.append((entry.path, machinetype,
+                                fsutil.mtime_or_none(os.path.join(entry.path, "heartbeat"))))
+        for path in planner.expired(entries, config.machinetypes, now):
+            log.info("removing expired machine directory %s", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _write_summary(self, config: Config, seen: Observation, plan, report: CycleReport,
+                       now: float) -> None:
+        paths = config.settings.paths
+        running = [o for o in seen.observed if o.machinetype and not o.finished
+                   and o.state.value == "Running"]
+        procs = sum(o.processors for o in running)
+        hs06 = sum(o.hs06 or float(o.processors) for o in running)
+        fsutil.atomic_write(paths.counts, f"{len(running)} {len(seen.observed)} {procs} "
+                                          f"{config.settings.total_processors} {hs06:.2f}")
+        report.idle = {slot.name: reason for slot, reason in plan.idle}
+        if report.config_error is None and not config.machinetypes:
+            report.idle = {k: "no machinetypes configured" for k in report.idle}
+        summary = {"time": int(now), "idle": report.idle, "unmanaged": seen.unmanaged,
+                   "config_error": report.config_error, "errors": report.errors}
+        fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1))
+
+
+def _model_of(seen: Observation, name: str) -> str:
+    for o in seen.observed:
+        if o.slot.name == name and o.model:
+            return o.model
+    raise VacError(f"{name}: no machine model recorded")
+
+
+def _no_creation(config: Config) -> Config:
+    """The same config with draining on: the planner then creates nothing."""
+    import dataclasses
+
+    return dataclasses.replace(config, settings=dataclasses.replace(config.settings,
+                                                                    draining=True))

@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Finishing one machine: final observation, outcome message, heartbeat, finished, finishes/.
+
+Run exactly once per machine, when the factory first sees it shut down (§3.3, §19 item 58).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+from vac import fsutil, shares
+from vac.backends.base import Backend, MachineStatus
+from vac.config import MachineType
+from vac.errors import BackendError
+from vac.machine import MachineDir
+from vac.paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+def write_heartbeat(directory: MachineDir, cpu_seconds: float, now: float) -> None:
+    """Rewrite the per-machine heartbeat: "<cpu seconds> <cpu % since the last heartbeat>"."""
+    previous_time = directory.heartbeat_time
+    previous_cpu = directory.cpu_seconds
+    text = f"{cpu_seconds:.1f}"
+    if previous_time is not None and now > previous_time and cpu_seconds >= previous_cpu:
+        percent = 100.0 * (cpu_seconds - previous_cpu) / (now - previous_time)
+        text += f" {percent:.1f}"
+    directory.write("heartbeat", text + "\n", mtime=now)
+
+
+def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
+                   backend: Optional[Backend], now: float) -> Optional[MachineStatus]:
+    """Record the end of a machine and release what the backend still holds.
+
+    Returns the backend's final status (None when no backend could be asked).
+    """
+    final = None
+    if backend is not None:
+        try:
+            final = backend.collect(directory.name, directory)
+        except BackendError as e:
+            log.warning("%s: final observation failed: %s", directory.name, e)
+    started = directory.started
+    if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
+        write_heartbeat(directory, final.cpu_seconds, now)
+    if machinetype is not None and started is not None:
+        ended = directory.heartbeat_time or now
+        synthesised = shares.outcome_message(directory.shutdown_message, started, ended,
+                                             machinetype.fizzle_seconds)
+        if synthesised and directory.shutdown_message is None:
+            directory.write_shutdown_message_if_none(synthesised, when=now)
+    fsutil.touch(directory.file("finished"), now)
+    update_finishes(paths, directory)
+    if backend is not None:
+        try:
+            backend.destroy(directory.name, directory)
+        except BackendError as e:
+            log.warning("%s: cleanup after finish failed: %s", directory.name, e)
+    log.info("%s finished (%s): %s", directory.name, directory.machinetype,
+             directory.shutdown_message or "no shutdown message")
+    return final
+
+
+def update_finishes(paths: Paths, directory: MachineDir) -> None:
+    """finishes/<machinetype> names the most recently created finished machine of its type."""
+    record = paths.finish_record(directory.machinetype)
+    current = fsutil.read_optional(record, 1024)
+    if current:
+        parts = current.split()
+        if parts and parts[0].isdigit() and int(parts[0]) > directory.created:
+            return
+    os.makedirs(paths.finishes, exist_ok=True)
+    fsutil.atomic_write(record, f"{directory.created} {directory.machinetype} {directory.name}")
+
+
+def last_outcome(paths: Paths, machinetype: str) -> Optional[shares.LastOutcome]:
+    """The finished machine named by finishes/<machinetype>, as the census wants it."""
+    text = fsutil.read_optional(paths.finish_record(machinetype), 1024)
+    parts = text.split() if text else []
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    path = paths.machine_dir(int(parts[0]), parts[1], parts[2])
+    if not os.path.isdir(path):
+        return None
+    directory = MachineDir(path)
+    return shares.LastOutcome(message=directory.shutdown_message,
+                              time=directory.shutdown_message_time or directory.finished,
+                              machine=directory.name, started=directory.started)

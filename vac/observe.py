@@ -1,0 +1,136 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Observing the factory: each slot's machine from its directory and its backend.
+
+The result is plain data (planner.Observed) so the planner stays pure. A machine whose
+backend is unavailable this cycle is reported with its disk state and marked `unmanaged`:
+the factory neither finishes nor destroys what it cannot see.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from vac.backendpool import BackendPool
+from vac.backends.base import MachineStatus
+from vac.config import Config
+from vac.errors import BackendError
+from vac.machine import MachineDir, MachineState, read_slot_record
+from vac.planner import Observed
+from vac.slots import Slot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Observation:
+    """One cycle's view: per-slot observations, their directories, and what to leave alone."""
+
+    observed: List[Observed] = field(default_factory=list)
+    directories: Dict[str, MachineDir] = field(default_factory=dict)
+    unmanaged: Dict[str, str] = field(default_factory=dict)
+
+
+def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observation:
+    """Read every slot's directory and ask the backends about unfinished machines."""
+    result = Observation()
+    paths = config.settings.paths
+    for slot in slots:
+        record = read_slot_record(paths, slot.name)
+        directory = MachineDir.for_slot(paths, slot.name) if record else None
+        if record is None or directory is None:
+            result.observed.append(_free(slot))
+            continue
+        result.directories[slot.name] = directory
+        state = directory.disk_state()
+        status = None
+        if state != MachineState.SHUTDOWN:
+            status, why = _backend_status(pool, record.model, directory)
+            if why:
+                result.unmanaged[slot.name] = why
+            elif status is not None and state == MachineState.RUNNING:
+                state = status.state
+        result.observed.append(_machine(config, slot, record.model, directory, state, status))
+    return result
+
+
+def _backend_status(pool: BackendPool, model: str,
+                    directory: MachineDir) -> Tuple[Optional[MachineStatus], str]:
+    probe = pool.available_for_model(model)
+    if not probe.available:
+        return None, probe.reason
+    try:
+        return pool.for_model(model).status(directory.name, directory), ""
+    except BackendError as e:
+        return None, str(e)
+
+
+def _free(slot: Slot) -> Observed:
+    return Observed(slot=slot, machinetype=None, model=None, state=MachineState.SHUTDOWN,
+                    created=None, started=None, finished=True, processors=0,
+                    shutdown_time=None, cpu_seconds=0.0, heartbeat_file_mtime=None,
+                    shutdown_message=None, hs06=None, last_heartbeat=None)
+
+
+def _machine(config: Config, slot: Slot, model: str, directory: MachineDir,
+             state: MachineState, status: Optional[MachineStatus]) -> Observed:
+    machinetype = config.machinetypes.get(directory.machinetype)
+    heartbeat_file_mtime = None
+    if machinetype is not None and machinetype.heartbeat_file:
+        heartbeat_file_mtime = directory.mtime(
+            os.path.join("joboutputs", machinetype.heartbeat_file))
+    cpu = status.cpu_seconds if status is not None else directory.cpu_seconds
+    finished = directory.finished is not None
+    return Observed(slot=slot, machinetype=directory.machinetype, model=model, state=state,
+                    created=directory.created, started=directory.started, finished=finished,
+                    processors=directory.processors, shutdown_time=directory.shutdown_time,
+                    cpu_seconds=max(cpu, directory.cpu_seconds),
+                    heartbeat_file_mtime=heartbeat_file_mtime,
+                    shutdown_message=directory.shutdown_message if finished or
+                    state == MachineState.SHUTDOWN else None,
+                    hs06=directory.hs06, last_heartbeat=directory.heartbeat_time)
+
+
+def find_zombies(config: Config, observation: Observation,
+                 pool: BackendPool) -> List[Tuple[str, str, str]]:
+    """(backend, machine name, reason) for machines a backend holds that no live slot owns.
+
+    A machine is ours to keep only if its slot's directory is unfinished, of a model this
+    backend serves, and its job_id matches the backend's id (§5.5).
+    """
+    live = {o.slot.name: o for o in observation.observed
+            if o.machinetype is not None and not o.finished}
+    zombies = []
+    for name, probe in pool.probed().items():
+        if not probe.available:
+            continue
+        backend = pool.get(name)
+        try:
+            listed = backend.list_machines()
+        except BackendError as e:
+            log.warning("cannot list %s machines: %s", name, e)
+            continue
+        for status in listed:
+            reason = _zombie_reason(status, live.get(status.name), backend.MODELS,
+                                    observation.directories.get(status.name))
+            if reason:
+                zombies.append((name, status.name, reason))
+    return zombies
+
+
+def _zombie_reason(status: MachineStatus, owner: Optional[Observed], models,
+                   directory: Optional[MachineDir]) -> str:
+    if owner is None or directory is None:
+        return "no live machine directory owns it"
+    if owner.model not in models:
+        return f"its slot now holds a {owner.model} machine"
+    job_id = directory.job_id
+    if job_id and status.backend_id and not _same_id(job_id, status.backend_id):
+        return f"its id {status.backend_id} is not the slot's job_id {job_id}"
+    return ""
+
+
+def _same_id(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a == b or a.startswith(b) or b.startswith(a)

@@ -13,6 +13,7 @@ setup(
     extras_require={
         "docker": ["docker>=6"],
         "libvirt": ["libvirt-python", "pycdlib"],
+        "proxy": ["cryptography"],
         "apptainer": ["spython"],
         "test": ["pytest", "hypothesis"],
     },

@@ -75,7 +75,7 @@ def _populate(settings: Settings, machinetype: MachineType, directory: MachineDi
         data = userdata.build_user_data(
             settings, machinetype, machine_name=slot.name, uuid=machine_uuid,
             mjf_urls=(caps.machinefeatures_url, caps.jobfeatures_url, caps.joboutputs_url),
-            shutdown_time=shutdown_time, version=__version__, fetcher=fetcher)
+            shutdown_time=shutdown_time, version=__version__, fetcher=fetcher, now=now)
         directory.write("user_data", data, mode=0o755)
     if caps.needs_metadata_server:
         directory.write("ip", slot.ip)

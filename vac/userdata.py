@@ -99,7 +99,7 @@ def build_user_data(settings: "Settings", machinetype: "MachineType", *, machine
     if machinetype.user_data_proxy:
         head.append(("option_x509_proxy",
                      _proxy(machinetype, shutdown_time, proxy_maker, now).encode()))
-    table = _merge(table, head, _option_values(machinetype), _file_values(machinetype))
+    table = table + head + _option_values(machinetype) + _file_values(machinetype)
     data = substitute(template.data, table)
     if len(data) > OUTPUT_LIMIT:
         raise UserDataError(f"machinetype {machinetype.name}: user_data from {template.source}"
@@ -189,13 +189,6 @@ def read_bounded(path: str, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")
     return data
-
-
-def _merge(*tables: Sequence[Tuple[str, bytes]]) -> List[Tuple[str, bytes]]:
-    merged: List[Tuple[str, bytes]] = []
-    for table in tables:
-        merged.extend(table)
-    return merged
 
 
 def _option_values(machinetype: "MachineType") -> List[Tuple[str, bytes]]:

@@ -7,7 +7,8 @@
 # Boot it directly (<kernel>, <initrd>, <cmdline>console=ttyS0</cmdline>), with
 # <features><acpi/></features> so that `poweroff -f` ends the domain, and the serial console
 # logged to a file. Boots and powers off in a few seconds under TCG (domain type qemu).
-# Skipped when the three outputs are newer than this script.
+# Skipped when the three outputs are newer than this script or were built by the same script
+# content (OUTDIR/.script-sha256). The kernel .deb is kept in /var/cache/vac-test.
 # Usage: scripts/ci/build-test-guest.sh [OUTDIR]     (default /var/lib/vac-test/guest; root)
 set -euo pipefail
 
@@ -23,12 +24,11 @@ die() { say "FAILED: $*"; exit 1; }
 summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
   'BEGIN { printf "[setup-%s] %s (%.1f s)\n", s, m, b - a }'; }
 apt_update_once() {
-  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
     say "apt-get update"
     apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
-  export VAC_APT_UPDATED=1
 }
 apt_install() {  # install the Debian packages among "$@" that are missing
   local p missing=()
@@ -49,8 +49,18 @@ net_failover virtio_net virtio_blk scsi_common scsi_mod cdrom sr_mod virtio_scsi
 isofs"
 
 [ "$(id -u)" = 0 ] || die "run as root"
-if [ -f "$OUTDIR/README" ] && [ "$OUTDIR/README" -nt "$SELF" ] && [ "$OUTDIR/vmlinuz" -nt "$SELF" ] \
-  && [ "$OUTDIR/initrd.img" -nt "$SELF" ]; then
+# Up to date: all three newer than this script, or built by a script with the same content
+# (a fresh clone of the repository makes the script newer without changing it).
+sum=$(sha256sum "$SELF" | cut -d' ' -f1)
+fresh=yes
+for f in README vmlinuz initrd.img; do
+  [ -f "$OUTDIR/$f" ] && [ "$OUTDIR/$f" -nt "$SELF" ] || fresh=no
+done
+if [ "$fresh" = no ] && [ -f "$OUTDIR/README" ] && [ -f "$OUTDIR/vmlinuz" ] && [ -f "$OUTDIR/initrd.img" ] \
+  && [ "$(cat "$OUTDIR/.script-sha256" 2>/dev/null)" = "$sum" ]; then
+  fresh=yes
+fi
+if [ "$fresh" = yes ]; then
   summary "ok: $OUTDIR/{vmlinuz,initrd.img,README} up to date"
   exit 0
 fi
@@ -60,11 +70,12 @@ apt_update_once
 kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
 [ -n "$kpkg" ] || die "cannot resolve linux-image-cloud-amd64 to a kernel package"
 mkdir -p "$CACHE"
-deb=$(ls "$CACHE/${kpkg}"_*.deb 2>/dev/null | head -n 1 || true)
+deb=$(find "$CACHE" -maxdepth 1 -name "${kpkg}_*.deb" | head -n 1)
 if [ -z "$deb" ]; then
   say "apt-get download $kpkg"
   (cd "$CACHE" && apt-get download -q "$kpkg" >>"$LOG" 2>&1) || die "apt-get download $kpkg (log: $LOG)"
-  deb=$(ls "$CACHE/${kpkg}"_*.deb | head -n 1)
+  deb=$(find "$CACHE" -maxdepth 1 -name "${kpkg}_*.deb" | head -n 1)
+  [ -n "$deb" ] || die "apt-get download $kpkg gave no .deb"
 fi
 
 work=$(mktemp -d)
@@ -84,7 +95,8 @@ for m in $MODULES; do
   [ -n "$ko" ] || die "module $m.ko not in $kpkg"
   cp "$ko" "$root/lib/modules/"
 done
-echo "$MODULES" | tr '\n' ' ' >"$root/lib/modules/order"
+# shellcheck disable=SC2086  # unquoted: the list on one line
+echo $MODULES >"$root/lib/modules/order"
 
 # ---- /bin/vac-http: HTTP/1.0 client over busybox nc (busybox wget segfaults here) ----------
 cat >"$root/bin/vac-http" <<'HTTP'
@@ -118,6 +130,7 @@ HTTP
 # ---- udhcpc event script (busybox has no usable default path) ------------------------------
 cat >"$root/etc/udhcpc.script" <<'DHCP'
 #!/bin/sh
+# shellcheck disable=SC2154  # udhcpc sets interface, ip, subnet, router, dns
 case $1 in
   deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
@@ -141,8 +154,8 @@ cat >"$root/init" <<'INIT'
 # 1. user_data, first choice: a CONFIG DRIVE, an ISO 9660 filesystem with volume label
 #    "config-2" on any block device: a virtio disk (/dev/vdX: fastest), a virtio-scsi or IDE
 #    CD-ROM (/dev/srX; IDE needs the "pc" machine: there is no AHCI driver, so no SATA CD-ROM
-#    on q35). File names need Rock Ridge (or Joliet) extensions, e.g. pycdlib
-#    new(interchange_level=4, rock_ridge="1.09", vol_ident="config-2") and rr_name=... .
+#    on q35). File names need Rock Ridge extensions (plain ISO 9660 shows 8.3 names), e.g.
+#    pycdlib new(interchange_level=4, rock_ridge="1.09", vol_ident="config-2"), rr_name=... .
 #    It is mounted read-only at /mnt/config and must hold
 #      openstack/latest/user_data          copied to /user_data (required)
 #      openstack/latest/machinefeatures/   MJF directory (optional)
@@ -182,7 +195,8 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 echo "VAC-GUEST: init started"
-for m in $(cat /lib/modules/order); do
+read -r modules </lib/modules/order
+for m in $modules; do
   insmod "/lib/modules/$m.ko" 2>/dev/null || echo "VAC-GUEST: insmod $m failed"
 done
 ip link set lo up
@@ -271,7 +285,7 @@ echo "VAC-JOBOUTPUTS-END"
 finish
 INIT
 chmod 755 "$root/init" "$root/bin/vac-http" "$root/etc/udhcpc.script"
-sh -n "$root/init" && sh -n "$root/bin/vac-http" || die "syntax error in /init or vac-http"
+{ sh -n "$root/init" && sh -n "$root/bin/vac-http"; } || die "syntax error in /init or vac-http"
 
 mkdir -p "$OUTDIR"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9) >"$OUTDIR/initrd.img.new"
@@ -287,4 +301,5 @@ mv "$OUTDIR/vmlinuz.new" "$OUTDIR/vmlinuz"
 mv "$OUTDIR/initrd.img.new" "$OUTDIR/initrd.img"
 mv "$OUTDIR/README.new" "$OUTDIR/README"
 chmod 644 "$OUTDIR"/{vmlinuz,initrd.img,README}
+echo "$sum" >"$OUTDIR/.script-sha256"
 summary "ok: built $OUTDIR/{vmlinuz,initrd.img,README} (kernel $kver)"

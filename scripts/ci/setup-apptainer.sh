@@ -40,12 +40,11 @@ apt_install() {  # install the Debian packages among "$@" that are missing
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
     say "apt-get update"
     apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
-  export VAC_APT_UPDATED=1
   say "apt-get install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
     >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
@@ -62,6 +61,7 @@ apt_install patchelf squashfs-tools uidmap busybox-static ca-certificates
 
 # ---- 1-3: apptainer from sid with a private glibc from trixie ------------------------------
 if ! installed_ok; then
+  # shellcheck disable=SC2016  # apt's own $(...) field names
   mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(IDENTIFIER)' \
     | awk '$2 == "bookworm" && $3 == "Packages" { print $1; exit }')
   [ -n "$mirror" ] || die "no bookworm source in the apt configuration to take the archive from"

@@ -2,7 +2,8 @@
 # Bring up a real Docker engine and the local test image, idempotently:
 #   - apt-get install docker.io (and busybox-static) if missing;
 #   - if `docker info` fails, start `dockerd` in the background, detached from this shell
-#     (own session, stdio on /var/log/dockerd.log), and wait until it answers (60 s at most);
+#     (own session, stdio on /var/log/dockerd.log, no other inherited file descriptor: a
+#     pipe held open by a daemon can keep a CI runner waiting forever), and wait until it answers (60 s at most);
 #   - build the image vac-test/busybox:1 (no registry here: a root fs with the static busybox
 #     and one symlink per applet, then `docker import`), only if it is not there yet.
 # Usage: scripts/ci/setup-docker.sh      (root)
@@ -23,15 +24,23 @@ apt_install() {  # install the Debian packages among "$@" that are missing
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
     say "apt-get update"
     apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
-  export VAC_APT_UPDATED=1
   say "apt-get install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
     >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
+}
+detached() {  # "$@" in a session of its own, stdin /dev/null, no inherited fd above 2
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && { eval "exec $fd>&-" 2>/dev/null || true; }
+    done
+    exec setsid "$@" </dev/null
+  )
 }
 engine_up() { timeout 10 docker info >/dev/null 2>&1; }
 
@@ -43,7 +52,7 @@ apt_install busybox-static
 
 if ! engine_up; then
   say "starting dockerd (log: /var/log/dockerd.log)"
-  setsid dockerd </dev/null >>/var/log/dockerd.log 2>&1 &
+  detached dockerd >>/var/log/dockerd.log 2>&1 &
   deadline=$((SECONDS + 60))
   until engine_up; do
     kill -0 $! 2>/dev/null || { tail -n 20 /var/log/dockerd.log >&2; die "dockerd exited"; }

@@ -6,7 +6,7 @@
 #   - /dev/kvm usable by libvirt-qemu (group kvm, mode 0660); note that nested KVM does not
 #     boot guests on these machines: domains of type `qemu` (TCG) do;
 #   - start `virtlogd -d` and `libvirtd -d` if libvirtd does not answer, detached from this
-#     shell, and wait until `virsh -c qemu:///system version` answers (60 s at most).
+#     shell (own session, no inherited file descriptor but stdio), and wait until `virsh -c qemu:///system version` answers (60 s at most).
 # Usage: scripts/ci/setup-libvirt.sh     (root)
 set -euo pipefail
 
@@ -25,15 +25,23 @@ apt_install() {  # install the Debian packages among "$@" that are missing
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
     say "apt-get update"
     apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
-  export VAC_APT_UPDATED=1
   say "apt-get install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
     >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
+}
+detached() {  # "$@" in a session of its own, stdin /dev/null, no inherited fd above 2
+  (
+    for fd in /proc/self/fd/*; do
+      fd=${fd##*/}
+      [ "$fd" -gt 2 ] && { eval "exec $fd>&-" 2>/dev/null || true; }
+    done
+    exec setsid "$@" </dev/null
+  )
 }
 daemon_up() { timeout 10 virsh -c "$URI" version >/dev/null 2>&1; }
 running() { pgrep -x "$1" >/dev/null; }
@@ -51,12 +59,12 @@ if [ -e /dev/kvm ]; then
 fi
 
 if ! daemon_up; then
-  running virtlogd || { say "starting virtlogd"; setsid virtlogd -d </dev/null >>/var/log/virtlogd.log 2>&1; }
+  running virtlogd || { say "starting virtlogd"; detached virtlogd -d >>/var/log/virtlogd.log 2>&1; }
   if running libvirtd; then
     say "libvirtd runs but does not answer yet"
   else
     say "starting libvirtd (log: /var/log/libvirtd.log)"
-    setsid libvirtd -d </dev/null >>/var/log/libvirtd.log 2>&1
+    detached libvirtd -d >>/var/log/libvirtd.log 2>&1
   fi
   deadline=$((SECONDS + 60))
   until daemon_up; do

@@ -24,12 +24,11 @@ apt_install() {  # install the Debian packages among "$@" that are missing
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
   done
   [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "${VAC_APT_UPDATED:-}" ] && [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
+  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
     say "apt-get update"
     apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
-  export VAC_APT_UPDATED=1
   say "apt-get install ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
     >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
@@ -40,8 +39,8 @@ PY=$(command -v python3) || die "no python3 on PATH"
 mkdir -p "$STATE"
 
 # Import names of the PyPI packages (pip name -> module name).
-MODULES="pytest hypothesis pycurl jinja2 docker spython libvirt pycdlib"
-PIP_PACKAGES="pytest hypothesis pycurl Jinja2 docker spython libvirt-python pycdlib"
+MODULES="pytest hypothesis pycurl jinja2 docker spython libvirt pycdlib cryptography"
+PIP_PACKAGES="pytest hypothesis pycurl Jinja2 docker spython libvirt-python pycdlib cryptography"
 
 if ! (cd / && "$PY" -c "import $(echo "$MODULES" | tr ' ' ',')") 2>/dev/null; then
   deps=(gcc pkg-config libcurl4-openssl-dev libssl-dev libvirt-dev)
@@ -60,8 +59,8 @@ fi
 if [ -f "$REPO/setup.py" ]; then
   want="$PY $REPO $(sha256sum "$REPO/setup.py" | cut -d' ' -f1)"
   have=$(cat "$STATE/pip-editable" 2>/dev/null || true)
-  where=$(cd / && "$PY" -c 'import os, vac; print(os.path.dirname(os.path.dirname(vac.__file__)))' \
-    2>/dev/null || true)
+  where=$(cd / && "$PY" -c 'import os, importlib.util as u; s = u.find_spec("vac")
+print(os.path.dirname(os.path.dirname(s.origin)) if s and s.origin else "")' 2>/dev/null || true)
   if [ "$want" != "$have" ] || [ "$where" != "$REPO" ]; then
     say "pip install -e $REPO"
     "$PY" -m pip install -q --disable-pip-version-check -e "$REPO" >>"$LOG" 2>&1 \

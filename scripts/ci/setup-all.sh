@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up the whole real test environment on a Debian 12 machine, in order: Python packages,
+# Docker engine + test image, libvirtd + QEMU, the test VM guest, Apptainer + its user and
+# images. Each step is idempotent: a second run only checks and takes a few seconds.
+# Stops at the first failing step and names it. Logs: /var/log/vac-setup.log (apt, pip),
+# /var/log/dockerd.log, /var/log/libvirtd.log.
+# Usage: scripts/ci/setup-all.sh      (root)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+T0=$EPOCHREALTIME
+
+run_step() {
+  local name=$1
+  shift
+  if ! "$@"; then
+    echo "setup-all: FAILED at step '$name' ($*); see the lines above and /var/log/vac-setup.log" >&2
+    exit 1
+  fi
+}
+
+# apt-get update runs at most once: the first step that needs it leaves the stamp
+# /var/lib/vac-test/apt-updated, which the other steps honour for an hour.
+run_step python bash "$here/setup-python.sh"
+run_step docker bash "$here/setup-docker.sh"
+run_step libvirt bash "$here/setup-libvirt.sh"
+run_step test-guest bash "$here/build-test-guest.sh"
+run_step apptainer bash "$here/setup-apptainer.sh"
+awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "[setup-all] ok: all steps (%.1f s)\n", b - a }'

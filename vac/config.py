@@ -584,3 +584,8 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                               f"machinetype {name} skipped")
             return False
     return True
+
+
+def pipe_sections(raw: RawConfig) -> Tuple[PipeSection, ...]:
+    """The usable [vacuum_pipe] sections of raw; build() reports the unusable ones."""
+    return tuple(_build_pipe_sections(raw, _Builder()).values())

@@ -171,8 +171,11 @@ class Factory:
         paths = config.settings.paths
         try:
             backend = self.pool.for_model(machinetype.machine_model)
+            shutdown_time = action.shutdown_time
+            if config.settings.shutdown_time is not None:
+                shutdown_time = min(shutdown_time, config.settings.shutdown_time)
             create_machine(config.settings, machinetype, slot, action.processors,
-                           action.shutdown_time, backend, self.clock(), fetcher=self.fetcher)
+                           shutdown_time, backend, self.clock(), fetcher=self.fetcher)
         except VacError as e:
             message = f"{slot.name} ({machinetype.name}) creation fails with: {e}"
             log.error("%s", message)

@@ -25,7 +25,7 @@ overload_per_processor = 100
 [machinetype alpha]
 machine_model = fake
 target_share = 1
-user_data = /dev/null
+user_data = {user_data}
 fizzle_seconds = 100
 backoff_seconds = 1000
 max_wallclock_seconds = 5000
@@ -59,8 +59,11 @@ def world(tmp_path, paths, host):
 
         def write(self, run=1000, message="200 Success", extra_settings="", extra_alpha="",
                   text=None):
+            template = tmp_path / "user_data"
+            template.write_text("#!/bin/sh\n# ##user_data_machine_hostname## "
+                                "##user_data_uuid## ##user_data_nothing##\n")
             body = text or BASE.format(run=run, message=message, extra_settings=extra_settings,
-                                       extra_alpha=extra_alpha)
+                                       extra_alpha=extra_alpha, user_data=template)
             body = body.replace("[settings]", f"[settings]\nstate_dir = {paths.state_dir}", 1)
             self.conf.write_text(body)
 
@@ -98,6 +101,8 @@ def test_one_cycle_fills_every_slot(world, paths):
         assert d.read("jobfeatures/allocated_cpu").strip() == "1"
         assert d.read("heartbeat").startswith("0.0")
         assert read_slot_record(paths, name).model == "fake"
+        job_id = d.read("jobfeatures/job_id").strip()
+        assert d.read("user_data") == f"#!/bin/sh\n# {name} {job_id} \n"
     assert not os.path.exists(paths.factory_error)
 
 

@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""vac config check, vac slots and vacd end to end on the fake backend (real processes)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vac import cli, daemon
+
+CONF = """
+[settings]
+vac_space = vac01.example.com
+factory_name = f1.example.com
+state_dir = {state}
+enable_fake_backend = true
+host_processors = 3
+overload_per_processor = 1000
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+user_data = {template}
+fake_run_seconds = 3600
+"""
+
+
+@pytest.fixture
+def conf(tmp_path):
+    template = tmp_path / "user_data"
+    template.write_text("#!/bin/sh\necho ##user_data_machinetype##\n")
+    path = tmp_path / "vac.conf"
+    path.write_text(CONF.format(state=tmp_path / "state", template=template))
+    return path
+
+
+def test_config_check_lists_machinetypes_with_origins(conf, capsys):
+    assert cli.main(["--config", str(conf), "config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "configuration OK" in out and "[machinetype alpha]" in out
+    assert f"# {conf} [machinetype alpha]" in out
+    assert cli.main(["--config", str(conf), "config", "check", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["machinetypes"]["alpha"]["target_share"] == {
+        "value": 1.0, "from": f"{conf} [machinetype alpha]"}
+    assert data["machinetypes"]["alpha"]["backoff_seconds"]["from"] == "default"
+
+
+def test_config_check_reports_every_problem_located(tmp_path, capsys):
+    bad = tmp_path / "bad.conf"
+    bad.write_text("[settings]\nvac_space = s.example.com\nfactory_name = f.example.com\n"
+                   "mb_per_processor = lots\n[machinetype x]\nmachine_model = xen\n")
+    assert cli.main(["--config", str(bad), "config", "check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:[settings]:mb_per_processor: 'lots' is not a valid integer" in err
+    assert f"{bad}:[machinetype x]:machine_model: unknown machine_model 'xen'" in err
+
+
+def test_slots_before_any_cycle(conf, capsys):
+    assert cli.main(["--config", str(conf), "slots", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == ["f1-00.example.com", "f1-01.example.com",
+                                         "f1-02.example.com"]
+    assert all("no cycle has run yet" in r["detail"] for r in rows)
+
+
+def test_vacd_cycles_then_vac_slots_shows_machines(conf, capsys, tmp_path):
+    assert daemon.main(["--config", str(conf), "--foreground", "--cycles", "2",
+                        "--cycle-seconds", "0"]) == 0
+    assert cli.main(["--config", str(conf), "slots", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["state"] for r in rows} == {"Running"}
+    assert {r["machinetype"] for r in rows} == {"alpha"}
+    assert os.path.exists(tmp_path / "state" / "factory-heartbeat")
+
+
+def test_vac_slots_explains_idle_slots(conf, capsys):
+    text = conf.read_text().replace("target_share = 1", "target_share = 0")
+    conf.write_text(text)
+    daemon.main(["--config", str(conf), "--foreground", "--cycles", "1"])
+    cli.main(["--config", str(conf), "slots"])
+    out = capsys.readouterr().out
+    assert out.count("idle:") == 3
+
+
+def test_sigterm_stops_vacd_and_leaves_machines(conf, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", str(conf),
+                             "--foreground", "--cycle-seconds", "30"],
+                            stderr=subprocess.PIPE, text=True)
+    fake = tmp_path / "state" / "fake-backend.json"
+    deadline = time.time() + 20
+    while not fake.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "machines keep running" in err
+    assert len(json.loads(fake.read_text())) == 3

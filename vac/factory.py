@@ -75,7 +75,7 @@ class Factory:
                             census, load=max(self.loadavg()), now=now,
                             daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
-        self._expire(config, now)
+        self._expire(config, seen, now)
         self._write_summary(config, seen, plan, report, now)
         return report
 
@@ -192,7 +192,7 @@ class Factory:
 
     # Housekeeping ---------------------------------------------------------------------
 
-    def _expire(self, config: Config, now: float) -> None:
+    def _expire(self, config: Config, seen: Observation, now: float) -> None:
         machines_dir = config.settings.paths.machines
         entries = []
         for entry in os.scandir(machines_dir):
@@ -200,7 +200,8 @@ class Factory:
                 machinetype = entry.name.split("_")[1]
                 entries.append((entry.path, machinetype,
                                 fsutil.mtime_or_none(os.path.join(entry.path, "heartbeat"))))
-        for path in planner.expired(entries, config.machinetypes, now):
+        keep = [d.path for name, d in seen.directories.items() if d.finished is None]
+        for path in planner.expired(entries, config.machinetypes, now, keep=keep):
             log.info("removing expired machine directory %s", path)
             shutil.rmtree(path, ignore_errors=True)
 

@@ -87,4 +87,5 @@ def last_outcome(paths: Paths, machinetype: str) -> Optional[shares.LastOutcome]
     directory = MachineDir(path)
     return shares.LastOutcome(message=directory.shutdown_message,
                               time=directory.shutdown_message_time or directory.finished,
-                              machine=directory.name, started=directory.started)
+                              machine=directory.name, started=directory.started,
+                              created=directory.created)

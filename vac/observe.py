@@ -49,6 +49,7 @@ def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observa
             status, why = _backend_status(pool, record.model, directory)
             if why:
                 result.unmanaged[slot.name] = why
+                state = MachineState.UNKNOWN  # the planner leaves unknown machines alone
             elif status is not None and state == MachineState.RUNNING:
                 state = status.state
         result.observed.append(_machine(config, slot, record.model, directory, state, status))

@@ -1,0 +1,397 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The factory cycle's decisions: observed slots + space census -> one Plan of actions (pure).
+
+plan() walks the slots in order (§3.3): running machines get a heartbeat, a lowered shutdown
+time and, past their time or failing the heartbeat-file rule (§3.5), a destroy; paused
+machines and creations left Starting are destroyed; shut-down machines not yet finished are
+finished. Every slot that ends up empty may be refilled in the same cycle: as many machines
+as the creation gate (§3.6) allows, up to settings.max_creations_per_cycle, each chosen by
+target shares, backoff/fizzle (§3.7, §3.8) and superslots (§3.9), the gate re-checked after
+each one with the planned machines counted as running. Every free slot left empty gets the
+reason why. The factory applies the plan; nothing here touches a file, a backend or a clock.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+
+from vac.config import Config, MachineType, Settings
+from vac.machine import MachineState
+from vac.shares import Census, Shares, choose, contribution, is_abort, machine_hs06, outcome_message
+from vac.slots import Slot
+
+HEARTBEAT_NOT_CREATED = "700 Heartbeat file not created"
+HEARTBEAT_NOT_UPDATED = "700 Heartbeat file not updated"
+CREATION_NOT_FINISHED = "700 Vac could not finish creating the machine"
+SHUTDOWN_TIME_REACHED = "100 Shutdown time reached"
+DEFAULT_MACHINES_DIR_DAYS = 3.0
+
+_RUNNING = MachineState.RUNNING
+_SHUTDOWN = MachineState.SHUTDOWN
+_PAUSED = MachineState.PAUSED
+_STARTING = MachineState.STARTING
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One slot as the factory sees it this cycle (disk and backend combined).
+
+    machinetype None means no slot record or machine directory: a free slot. State UNKNOWN
+    (or ZOMBIE) means "leave it alone": its processors stay counted and nothing is planned.
+    """
+
+    slot: Slot
+    machinetype: Optional[str] = None
+    model: Optional[str] = None
+    state: MachineState = MachineState.SHUTDOWN
+    created: Optional[int] = None
+    started: Optional[float] = None
+    finished: bool = False
+    processors: int = 1
+    shutdown_time: Optional[int] = None
+    cpu_seconds: float = 0.0
+    heartbeat_file_mtime: Optional[float] = None
+    shutdown_message: Optional[str] = None
+    hs06: Optional[float] = None
+    last_heartbeat: Optional[float] = None
+
+    @property
+    def name(self) -> str:
+        return self.slot.name
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Rewrite the machine's heartbeat file with its CPU seconds."""
+
+    name: str
+    cpu_seconds: float
+
+
+@dataclass(frozen=True)
+class LowerShutdown:
+    """Lower machinefeatures/shutdowntime and jobfeatures/shutdowntime_job to new_time."""
+
+    name: str
+    new_time: int
+
+
+@dataclass(frozen=True)
+class Destroy:
+    """Destroy the machine; write message as its shutdown_message if it wrote none."""
+
+    name: str
+    message: Optional[str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """A machine found shut down and not finished: write finished, account it if it started."""
+
+    name: str
+    machinetype: Optional[str]
+    account: bool
+
+
+@dataclass(frozen=True)
+class Create:
+    """Create a machine of this machinetype in this slot."""
+
+    slot: Slot
+    machinetype: str
+    processors: int
+    shutdown_time: int
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A free slot left empty this cycle, and exactly why. Unpacks as (slot, reason)."""
+
+    slot: Slot
+    reason: str
+
+    def __iter__(self) -> Iterator:
+        return iter((self.slot, self.reason))
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The /var/lib/vac/counts values after this cycle's destroys (before its creations)."""
+
+    running_machines: int = 0
+    slots: int = 0
+    running_processors: int = 0
+    total_processors: int = 0
+    running_hs06: float = 0.0
+
+    def text(self) -> str:
+        return (f"{self.running_machines} {self.slots} {self.running_processors} "
+                f"{self.total_processors} {self.running_hs06:.2f}")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one cycle will do, in the order the factory applies it.
+
+    Destroyed machines are not listed in `finishes`: the factory finishes each machine it
+    did destroy. `notes` are log lines about backoff.
+    """
+
+    heartbeats: Tuple[Heartbeat, ...] = ()
+    lower_shutdown: Tuple[LowerShutdown, ...] = ()
+    destroys: Tuple[Destroy, ...] = ()
+    finishes: Tuple[Finish, ...] = ()
+    creates: Tuple[Create, ...] = ()
+    idle: Tuple[Idle, ...] = ()
+    counts: Counts = Counts()
+    cvmfs_repositories: Tuple[str, ...] = ()
+    notes: Tuple[str, ...] = ()
+
+    def idle_reasons(self) -> Dict[str, str]:
+        """Machine name of each idle slot -> why it stays empty."""
+        return {i.slot.name: i.reason for i in self.idle}
+
+
+@dataclass
+class _Scan:
+    """What the slot scan found: actions, free slots and what still runs."""
+
+    heartbeats: List[Heartbeat] = field(default_factory=list)
+    lowers: List[LowerShutdown] = field(default_factory=list)
+    destroys: List[Destroy] = field(default_factory=list)
+    finishes: List[Finish] = field(default_factory=list)
+    free: List[Slot] = field(default_factory=list)
+    ended: List[Tuple[str, Optional[Tuple[float, int, bool]], Optional[float]]] = \
+        field(default_factory=list)
+    machines: int = 0
+    processors: int = 0
+    hs06: float = 0.0
+    superslots: Dict[int, int] = field(default_factory=dict)
+    cvmfs: Set[str] = field(default_factory=set)
+
+    def keep(self, obs: Observed, end: Optional[int], mt: Optional[MachineType]) -> None:
+        """Count a machine that runs on after this cycle's decisions."""
+        self.machines += 1
+        self.processors += obs.processors
+        self.hs06 += machine_hs06(obs.hs06, obs.processors)
+        if end is not None:
+            self.superslots[end] = self.superslots.get(end, 0) + obs.processors
+        if mt is not None and mt.cvmfs_repositories:
+            self.cvmfs.update(mt.cvmfs_repositories)
+
+
+def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Census], *,
+         load: float, now: float, daemon_started: float, rng: random.Random) -> Plan:
+    """Decide one cycle. `census` is space-wide, this factory's local_census included.
+
+    `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
+    grace period; `rng` breaks ties between equally starved machinetypes.
+    """
+    settings = config.settings
+    scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
+    book = Shares(config.machinetypes, census, rng, settings.hs06_per_processor)
+    for name, part, abort_time in scan.ended:
+        book.ended(name, part, abort_time)
+    creates, idle = _fill(config, scan, book, load, now)
+    counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
+                    scan.hs06)
+    return Plan(heartbeats=tuple(scan.heartbeats), lower_shutdown=tuple(scan.lowers),
+                destroys=tuple(scan.destroys), finishes=tuple(scan.finishes),
+                creates=tuple(creates), idle=tuple(idle), counts=counts,
+                cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)))
+
+
+# The slot scan (§3.3) --------------------------------------------------------------------
+
+def _scan(machinetypes: Mapping[str, MachineType], observed: Sequence[Observed],
+          shutdown_time: Optional[int], now: float, daemon_started: float) -> _Scan:
+    scan = _Scan()
+    ordered = observed if _in_order(observed) else sorted(observed, key=_ordinal)
+    for obs in ordered:
+        if obs.machinetype is None or obs.finished:
+            scan.free.append(obs.slot)  # empty, or finished (even if it never started)
+            continue
+        mt = machinetypes.get(obs.machinetype)
+        state = obs.state
+        if state is _RUNNING:
+            destroy = _running(obs, mt, scan, shutdown_time, now, daemon_started)
+        elif state is _SHUTDOWN:
+            scan.finishes.append(Finish(obs.slot.name, obs.machinetype, obs.started is not None))
+            scan.free.append(obs.slot)
+            continue
+        elif state is _PAUSED:
+            destroy = Destroy(obs.slot.name, None, "paused")
+        elif state is _STARTING:
+            destroy = Destroy(obs.slot.name, CREATION_NOT_FINISHED,
+                              "creation began in an earlier cycle and did not finish")
+        else:  # Unknown or Zombie: leave it alone, keep its processors counted
+            scan.processors += obs.processors
+            if obs.shutdown_time is not None:
+                scan.superslots[obs.shutdown_time] = \
+                    scan.superslots.get(obs.shutdown_time, 0) + obs.processors
+            continue
+        if destroy is not None:
+            scan.destroys.append(destroy)
+            scan.ended.append(_ended(obs, mt, destroy, now))
+            scan.free.append(obs.slot)
+    return scan
+
+
+def _ordinal(obs: Observed) -> int:
+    return obs.slot.ordinal
+
+
+def _in_order(observed: Sequence[Observed]) -> bool:
+    return all(observed[i].slot.ordinal < observed[i + 1].slot.ordinal
+               for i in range(len(observed) - 1))
+
+
+def _running(obs: Observed, mt: Optional[MachineType], scan: _Scan,
+             shutdown_time: Optional[int], now: float,
+             daemon_started: float) -> Optional[Destroy]:
+    """Heartbeat, lower the shutdown time, then destroy if past it or if the rule says so."""
+    name = obs.slot.name
+    scan.heartbeats.append(Heartbeat(name, obs.cpu_seconds))
+    end = obs.shutdown_time
+    if shutdown_time is not None and (end is None or shutdown_time < end):
+        scan.lowers.append(LowerShutdown(name, shutdown_time))
+        end = shutdown_time
+    if end is not None and now > end:
+        return Destroy(name, SHUTDOWN_TIME_REACHED, f"past its shutdown time {end}")
+    message = _heartbeat_file_rule(obs, mt, now, daemon_started)
+    if message is not None:
+        return Destroy(name, message, f"{message[4:]} ({mt.heartbeat_file})")
+    scan.keep(obs, end, mt)
+    return None
+
+
+def _heartbeat_file_rule(obs: Observed, mt: Optional[MachineType], now: float,
+                         daemon_started: float) -> Optional[str]:
+    """The 700 message if the machine fails its machinetype's heartbeat_file rule (§3.5)."""
+    if mt is None or not mt.heartbeat_file or mt.fizzle_seconds <= 0 or obs.started is None:
+        return None
+    if now <= obs.started + mt.fizzle_seconds or now <= daemon_started + mt.fizzle_seconds:
+        return None
+    if obs.heartbeat_file_mtime is None:
+        return HEARTBEAT_NOT_CREATED
+    if mt.heartbeat_seconds > 0 and now > obs.heartbeat_file_mtime + mt.heartbeat_seconds:
+        return HEARTBEAT_NOT_UPDATED
+    return None
+
+
+def _ended(obs: Observed, mt: Optional[MachineType], destroy: Destroy,
+           now: float) -> Tuple[str, Optional[Tuple[float, int, bool]], Optional[float]]:
+    """(machinetype, its census part, abort time or None) of a machine destroyed now."""
+    fizzle = mt.fizzle_seconds if mt is not None else 0
+    message = outcome_message(obs.shutdown_message or destroy.message, obs.started, now, fizzle)
+    return (obs.machinetype or "", contribution(obs, fizzle, now),
+            now if is_abort(message) else None)
+
+
+# Creation (§3.6, §3.9) ---------------------------------------------------------------------
+
+def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
+          now: float) -> Tuple[List[Create], List[Idle]]:
+    """Create in the lowest free slots while the gate, the cap and the shares allow."""
+    settings = config.settings
+    per = settings.processors_per_superslot
+    running = scan.processors
+    superslots = dict(scan.superslots)
+    incomplete = sorted(t for t, n in superslots.items() if n % per) if per > 1 else []
+    creates: List[Create] = []
+    reason = ""
+    for slot in scan.free:
+        reason = _gate(settings, load, running, now)
+        if not reason and len(creates) >= settings.max_creations_per_cycle:
+            reason = f"max_creations_per_cycle reached ({settings.max_creations_per_cycle})"
+        if not reason:
+            ordered, why = shares.ordered(now, settings.shutdown_time)
+            reason = "" if ordered else _none_eligible(config, why)
+        if not reason:
+            choice, reason = choose(ordered, ((t, superslots[t]) for t in incomplete),
+                                    settings.total_processors - running, per, now)
+        if reason:
+            break
+        creates.append(Create(slot, choice.machinetype.name, choice.processors,
+                              choice.shutdown_time))
+        running += choice.processors
+        shares.planned(choice.machinetype.name, choice.processors)
+        if per > 1:
+            _add_to_superslot(superslots, incomplete, choice.shutdown_time, choice.processors,
+                              per)
+    idle = [Idle(slot, reason) for slot in scan.free[len(creates):]]
+    return creates, idle
+
+
+def _add_to_superslot(superslots: Dict[int, int], incomplete: List[int], when: int,
+                      processors: int, per: int) -> None:
+    before = superslots.get(when, 0)
+    superslots[when] = before + processors
+    was, now_incomplete = before % per != 0, superslots[when] % per != 0
+    if was and not now_incomplete:
+        incomplete.remove(when)
+    elif now_incomplete and not was:
+        bisect.insort(incomplete, when)
+
+
+def _gate(settings: Settings, load: float, running: int, now: float) -> str:
+    """Why no (further) machine may be created, or "" (§3.6, in the original's order)."""
+    over = settings.overload_per_processor
+    if running > 4 and load > over * running:
+        return (f"overload: load {load:.2f} > overload_per_processor {over:g} x {running} "
+                "running processors")
+    if load > over * settings.host_processors:
+        return (f"overload: load {load:.2f} > overload_per_processor {over:g} x "
+                f"{settings.host_processors} processors")
+    if settings.shutdown_time is not None and now > settings.shutdown_time:
+        return f"after shutdown_time {settings.shutdown_time}"
+    if settings.draining:
+        return "draining"
+    if running >= settings.total_processors:
+        return (f"total_processors limit: {running} of {settings.total_processors} "
+                "processors in use")
+    return ""
+
+
+def _none_eligible(config: Config, reasons: List[str]) -> str:
+    if not config.machinetypes:
+        return "no machinetypes configured"
+    if not reasons:
+        return "no machinetype has a share"
+    return "; ".join(reasons)
+
+
+# Expiry of machine directories (§4.3) -----------------------------------------------------
+
+def expired(dirs: Sequence[Tuple[str, str, Optional[float]]],
+            machinetypes: Mapping[str, MachineType], now: float,
+            keep: Sequence[str] = ()) -> List[str]:
+    """Machine directories older than their machinetype's machines_dir_days.
+
+    `dirs` holds (path, machinetype, heartbeat mtime or None). Age counts from the last
+    heartbeat, else from the created time in the directory name, so failed creations expire
+    too (the original never expired them). Unknown machinetypes keep 3 days; days <= 0 keeps
+    forever. Paths in `keep` (directories that slots still point at) are never expired.
+    """
+    kept = set(keep)
+    result = []
+    for path, machinetype, heartbeat in dirs:
+        if path in kept:
+            continue
+        mt = machinetypes.get(machinetype)
+        days = mt.machines_dir_days if mt is not None else DEFAULT_MACHINES_DIR_DAYS
+        if days <= 0:
+            continue
+        last = heartbeat if heartbeat is not None else _created_from_name(path)
+        if last is not None and last < now - days * 86400:
+            result.append(path)
+    return result
+
+
+def _created_from_name(path: str) -> Optional[int]:
+    head = os.path.basename(path.rstrip("/")).split("_", 1)[0]
+    return int(head) if head.isdigit() else None

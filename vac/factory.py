@@ -21,7 +21,6 @@ from vac.config import Config
 from vac.creation import create_machine
 from vac.errors import ConfigError, VacError
 from vac.finishing import finish_machine, last_outcome, write_heartbeat
-from vac.machine import MachineDir
 from vac.observe import Observation, find_zombies, observe
 from vac.slots import Slot, make_slots
 
@@ -118,7 +117,7 @@ class Factory:
 
     # Acting on the plan -----------------------------------------------------------------
 
-    def _apply(self, config: Config, plan: "planner.Plan", seen: Observation,
+    def _apply(self, config: Config, plan: planner.Plan, seen: Observation,
                slots: Tuple[Slot, ...], now: float, report: CycleReport) -> None:
         for beat in plan.heartbeats:
             if beat.name in seen.directories and beat.name not in seen.unmanaged:

@@ -87,5 +87,5 @@ class HostFacts:
     vg_exists: Callable[[str], bool] = field(default=volume_group_exists, compare=False)
 
     @classmethod
-    def read(cls) -> "HostFacts":
+    def read(cls) -> HostFacts:
         return cls(fqdn=host_fqdn(), processors=read_processors())

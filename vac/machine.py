@@ -78,7 +78,7 @@ class MachineDir:
         return f"MachineDir({self.path!r})"
 
     @classmethod
-    def for_slot(cls, paths: Paths, machine_name: str) -> Optional["MachineDir"]:
+    def for_slot(cls, paths: Paths, machine_name: str) -> Optional[MachineDir]:
         """The directory the slot record points at, or None if either is missing."""
         record = read_slot_record(paths, machine_name)
         if record is None:
@@ -88,7 +88,7 @@ class MachineDir:
 
     @classmethod
     def create(cls, paths: Paths, created: int, machinetype: str,
-               machine_name: str) -> "MachineDir":
+               machine_name: str) -> MachineDir:
         path = paths.machine_dir(created, machinetype, machine_name)
         os.makedirs(path, mode=0o755)
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):

@@ -44,9 +44,9 @@ class MachineSpec:
     with MJF, joboutputs/ and user_data when create() is called."""
 
     name: str
-    machinetype: "MachineType"
-    settings: "Settings"
-    slot: "Slot"
+    machinetype: MachineType
+    settings: Settings
+    slot: Slot
     processors: int
     memory_mb: int
     created: int
@@ -80,10 +80,10 @@ class Backend(abc.ABC):
     MODELS: ClassVar[FrozenSet[str]]
     CAPABILITIES: ClassVar[Capabilities]
 
-    def __init__(self, settings: "Settings"):
+    def __init__(self, settings: Settings):
         self.settings = settings
 
-    def prepare_host(self) -> None:
+    def prepare_host(self) -> None:  # noqa: B027 (optional hook, no-op by default)
         """Optional once-per-cycle host preparation (networks, cgroup parents). No-op here."""
 
     @abc.abstractmethod

@@ -1,0 +1,146 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Benchmark: per-machine overhead of DockerBackend.create against a raw docker SDK run.
+
+Both sides start the same image and the same command (a shell that execs `sleep`) and are
+timed until the engine says the container is running: DockerBackend.create() with a machine
+directory prepared beforehand (MJF, user_data) against `client.containers.run(detach=True)`.
+They alternate (which goes first alternates too), after one untimed warm-up each; containers
+are removed between runs, outside the timing. Needs a running engine and the local image
+vac-test/busybox:1 (scripts/ci/setup-docker.sh). Run:
+
+    python3 bench/docker_backend.py [--repeat N]
+
+Prints both medians and their ratio side by side; the target is a ratio of at most 1.10.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from typing import Callable, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vac import config as configmod  # noqa: E402
+from vac import mjf  # noqa: E402
+from vac.backends.base import MachineSpec  # noqa: E402
+from vac.backends.docker import DockerBackend  # noqa: E402
+from vac.hostinfo import HostFacts  # noqa: E402
+from vac.machine import MachineDir  # noqa: E402
+from vac.paths import Paths  # noqa: E402
+from vac.slots import Slot, machine_name  # noqa: E402
+
+IMAGE = "vac-test/busybox:1"
+ENGINE = "unix:///var/run/docker.sock"
+TARGET = 1.10
+FACTORY = f"bench{uuid.uuid4().hex[:6]}.example.com"
+USER_DATA = "#!/bin/sh\nexec sleep 300\n"
+RAW_COMMAND = ["/bin/sh", "-c", "exec sleep 300"]
+
+CONF = """
+[settings]
+state_dir = {state}
+vac_space = bench.example.com
+factory_name = {factory}
+mb_per_processor = 256
+docker_url = {url}
+
+[machinetype bench]
+machine_model = docker
+root_image = docker://{image}
+target_share = 1
+"""
+
+
+def load_config(tmp: str, state: str) -> configmod.Config:
+    path = os.path.join(tmp, "vac.conf")
+    with open(path, "w") as f:
+        f.write(CONF.format(state=state, factory=FACTORY, url=ENGINE, image=IMAGE))
+    return configmod.build(configmod.read_raw([path]), HostFacts(fqdn=FACTORY, processors=64))
+
+
+def prepare(config: configmod.Config, ordinal: int, created: int) -> MachineSpec:
+    """A machine directory as the factory prepares it before backend.create()."""
+    settings, mt = config.settings, config.machinetypes["bench"]
+    name = machine_name(settings.factory_name, ordinal)
+    directory = MachineDir.create(settings.paths, created, mt.name, name)
+    mjf.write_mjf(directory, mjf.MjfContext(settings=settings, machinetype=mt, processors=1,
+                                            shutdown_time=created + 3600, now=created))
+    directory.write("user_data", USER_DATA, mode=0o644)
+    return MachineSpec(name=name, machinetype=mt, settings=settings, slot=Slot(ordinal, name),
+                       processors=1, memory_mb=settings.mb_per_processor, created=created,
+                       shutdown_time=created + 3600, uuid=str(uuid.uuid4()),
+                       directory=directory)
+
+
+def until_running(api, container_id: str) -> None:
+    while not api.inspect_container(container_id)["State"]["Running"]:
+        time.sleep(0.005)
+
+
+def run_ours(backend: DockerBackend, api, spec: MachineSpec) -> Tuple[float, Callable]:
+    start = time.perf_counter()
+    container_id = backend.create(spec)
+    until_running(api, container_id)
+    elapsed = time.perf_counter() - start
+    return elapsed, lambda: backend.destroy(spec.name, spec.directory)
+
+
+def run_raw(client, api, name: str) -> Tuple[float, Callable]:
+    start = time.perf_counter()
+    container = client.containers.run(IMAGE, RAW_COMMAND, name=name, detach=True)
+    until_running(api, container.id)
+    elapsed = time.perf_counter() - start
+    return elapsed, lambda: container.remove(force=True)
+
+
+def main() -> int:
+    import docker
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    client = docker.DockerClient(base_url=ENGINE, timeout=60)
+    api = client.api
+    with tempfile.TemporaryDirectory() as tmp:
+        state = os.path.join(tmp, "state")
+        Paths(state).ensure()
+        config = load_config(tmp, state)
+        backend = DockerBackend(config.settings)
+        probe = backend.probe()
+        if not probe.available:
+            print(f"docker backend unavailable: {probe.reason}", file=sys.stderr)
+            return 1
+        ours: List[float] = []
+        raw: List[float] = []
+        created = int(time.time())
+        for i in range(args.repeat + 1):
+            spec = prepare(config, 1 + i % 90, created + i)
+            raw_name = f"{FACTORY}-raw-{i}"
+            order = ("ours", "raw") if i % 2 == 0 else ("raw", "ours")
+            for side in order:
+                if side == "ours":
+                    took, cleanup = run_ours(backend, api, spec)
+                    (ours if i else []).append(took)
+                else:
+                    took, cleanup = run_raw(client, api, raw_name)
+                    (raw if i else []).append(took)
+                cleanup()
+        m_ours, m_raw = statistics.median(ours), statistics.median(raw)
+        ratio = m_ours / m_raw
+        print(f"engine {probe.version}, image {IMAGE}, {args.repeat} runs each, alternating")
+        print(f"{'':28}{'median':>10}{'min':>10}{'max':>10}")
+        for label, values in (("DockerBackend.create", ours), ("raw containers.run", raw)):
+            print(f"{label:28}{statistics.median(values) * 1000:>8.1f}ms"
+                  f"{min(values) * 1000:>8.1f}ms{max(values) * 1000:>8.1f}ms")
+        verdict = "ok" if ratio <= TARGET else "OVER TARGET"
+        print(f"ratio ours/raw (medians)    {ratio:>8.3f}   target <= {TARGET:.2f}: {verdict}")
+    return 0 if ratio <= TARGET else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,470 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""DockerBackend on the real Docker engine: machine directories made as the factory makes them,
+payloads that read MJF and write joboutputs, limits seen by `inspect`, CPU seconds, OOM,
+adoption, ownership by label, and an engine that goes away mid-run."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Callable, List, Optional
+
+import pytest
+from conftest import require_engine
+
+from vac import mjf
+from vac.backends.base import MachineSpec
+from vac.backends.docker import DockerBackend
+from vac.errors import BackendError, BackendUnavailable
+from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.slots import Slot, machine_name
+
+pytestmark = [pytest.mark.docker]
+
+IMAGE = "vac-test/busybox:1"
+ENGINE = "unix:///var/run/docker.sock"
+FACTORY = f"dk{uuid.uuid4().hex[:8]}.example.com"   # this run's containers only
+SPACE = "space.example.com"
+
+CONF = """
+[settings]
+vac_space = {space}
+factory_name = {factory}
+mb_per_processor = {mb}
+docker_url = {url}
+backend_timeout_seconds = {timeout}
+
+[machinetype dock]
+machine_model = docker
+root_image = docker://{image}
+target_share = 1
+tmp_binds = /scratch
+docker_pids_limit = 123
+{extra}
+"""
+
+PAYLOAD = r"""#!/bin/sh
+cd "$JOBOUTPUTS"
+cat "$MACHINEFEATURES/total_cpu" > total_cpu
+cat "$JOBFEATURES/allocated_cpu" > allocated_cpu
+cat /etc/jobfeatures/max_rss_bytes > max_rss_bytes
+cat /etc/machinefeatures/shutdowntime > shutdowntime
+hostname > hostname
+echo "$0" > argv0
+echo ok > /scratch/written && echo yes > scratch
+if (echo x >> /user_data) 2>/dev/null; then echo writable; else echo readonly; fi > user_data_mode
+if touch /etc/jobfeatures/new 2>/dev/null; then echo writable; else echo readonly; fi > mjf_mode
+i=0; while [ $i -lt 600000 ]; do i=$((i+1)); done
+echo console-marker-1
+echo "200 Intended work completed ok" > shutdown_message
+exit 3
+"""
+
+
+def config_text(mb: int = 64, url: str = ENGINE, timeout: float = 20, extra: str = "",
+                image: str = IMAGE) -> str:
+    return CONF.format(space=SPACE, factory=FACTORY, mb=mb, url=url, timeout=timeout,
+                       extra=extra, image=image)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+def sdk():
+    import docker
+    return docker.APIClient(base_url=ENGINE, timeout=30)
+
+
+def remove_ours() -> None:
+    api = sdk()
+    for c in api.containers(all=True, filters={"label": f"vac.factory={FACTORY}"}):
+        api.remove_container(c["Id"], force=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cleanup_module():
+    yield
+    try:
+        remove_ours()
+    except Exception:  # engine gone: nothing we can clean
+        pass
+
+
+@pytest.fixture
+def make_backend(make_config):
+    made: List[DockerBackend] = []
+
+    def make(**kw) -> DockerBackend:
+        config = make_config(config_text(**kw))
+        backend = DockerBackend(config.settings)
+        backend.config = config
+        made.append(backend)
+        return backend
+
+    yield make
+    live = made[0] if made else None
+    if live is not None and live.probe().available:
+        for m in DockerBackend(live.settings).list_machines():
+            DockerBackend(live.settings).destroy(m.name, None)
+        remove_ours()
+
+
+@pytest.fixture
+def backend(make_backend) -> DockerBackend:
+    b = make_backend()
+    probe = b.probe()
+    require_engine("docker", probe.available, probe.reason)
+    if not wait_until(lambda: _image_present(), timeout=1):
+        pytest.fail(f"image {IMAGE} missing: run scripts/ci/setup-docker.sh")
+    return b
+
+
+def _image_present() -> bool:
+    import docker
+    try:
+        sdk().inspect_image(IMAGE)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def make_machine(paths, backend: DockerBackend, ordinal: int, payload: Optional[str],
+                 processors: int = 1, created: Optional[int] = None) -> MachineSpec:
+    """A machine directory as the factory makes it: slot record, MJF, user_data."""
+    settings = backend.config.settings
+    mt = backend.config.machinetypes["dock"]
+    name = machine_name(settings.factory_name, ordinal)
+    created = created or int(time.time())
+    write_slot_record(paths, name, SlotRecord(created, mt.name, mt.machine_model))
+    directory = MachineDir.create(paths, created, mt.name, name)
+    mjf.write_mjf(directory, mjf.MjfContext(settings=settings, machinetype=mt,
+                                            processors=processors, shutdown_time=created + 600,
+                                            now=created, job_id=None))
+    if payload is not None:
+        directory.write("user_data", payload, mode=0o644)
+    return MachineSpec(name=name, machinetype=mt, settings=settings, slot=Slot(ordinal, name),
+                       processors=processors, memory_mb=settings.mb_per_processor * processors,
+                       created=created, shutdown_time=created + 600, uuid=str(uuid.uuid4()),
+                       directory=directory)
+
+
+def finished(backend: DockerBackend, spec: MachineSpec, timeout: float = 60):
+    assert wait_until(lambda: backend.status(spec.name, spec.directory).state
+                      is MachineState.SHUTDOWN, timeout), f"{spec.name} did not finish"
+    return backend.status(spec.name, spec.directory)
+
+
+# A machine's life -------------------------------------------------------------------------
+
+def test_payload_reads_mjf_writes_joboutputs_and_finishes(paths, backend):
+    spec = make_machine(paths, backend, 1, PAYLOAD, processors=2)
+    container_id = backend.create(spec)
+    d = spec.directory
+    assert d.read_backend_record()["container_id"] == container_id
+    st = finished(backend, spec)
+    out = lambda key: d.read(f"joboutputs/{key}").strip()  # noqa: E731
+    assert out("total_cpu") == "2" and out("allocated_cpu") == "2"
+    assert out("max_rss_bytes") == str(2 * 64 * 1024 * 1024)
+    assert out("shutdowntime") == str(spec.shutdown_time)
+    assert out("hostname") == spec.name
+    assert out("argv0") == "/user_data"
+    assert out("scratch") == "yes"
+    assert out("user_data_mode") == "readonly" and out("mjf_mode") == "readonly"
+    scratch = [e for e in os.listdir(d.file("mnt")) if e.startswith("_scratch")]
+    assert len(scratch) == 1
+    assert open(os.path.join(d.file("mnt"), scratch[0], "written")).read() == "ok\n"
+    assert st.state is MachineState.SHUTDOWN and st.backend_id == container_id
+    assert st.exit_code == 3 and st.oom_killed is False
+    assert st.cpu_seconds > 0.3, st
+    final = backend.collect(spec.name, d)
+    assert final.exit_code == 3 and final.cpu_seconds == pytest.approx(st.cpu_seconds)
+    assert "console-marker-1" in d.read("console.log")
+    assert d.shutdown_message == "200 Intended work completed ok"
+    backend.destroy(spec.name, d)
+    backend.destroy(spec.name, d)
+    assert backend.status(spec.name, d).state is MachineState.SHUTDOWN
+    assert not [c for c in sdk().containers(all=True, filters={"name": spec.name})
+                if c["Names"] == [f"/{spec.name}"]]
+    parent = d.read_backend_record()["cgroup_parent"]
+    assert parent.startswith("/vac/docker-")
+    assert backend.cgroups.cpu_seconds(parent) is None
+
+
+def test_inspect_shows_labels_limits_binds_and_no_privileges(paths, make_backend):
+    backend = make_backend(mb=48)
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 2, "#!/bin/sh\nsleep 300\n", processors=2)
+    container_id = backend.create(spec)
+    attrs = sdk().inspect_container(container_id)
+    cfg, hc = attrs["Config"], attrs["HostConfig"]
+    assert attrs["Name"] == f"/{spec.name}" and cfg["Hostname"] == spec.name
+    assert cfg["Labels"] == {"vac.space": SPACE, "vac.factory": FACTORY,
+                             "vac.machine": spec.name, "vac.machinetype": "dock",
+                             "vac.created": str(spec.created)}
+    assert cfg["Cmd"] == ["/user_data"] and not cfg.get("Entrypoint")
+    assert {"MACHINEFEATURES=/etc/machinefeatures", "JOBFEATURES=/etc/jobfeatures",
+            "JOBOUTPUTS=/var/spool/joboutputs"} <= set(cfg["Env"])
+    assert hc["CpuShares"] == 2048 and hc["NanoCpus"] == 0
+    assert hc["Memory"] == 96 * 1024 * 1024 and hc["MemorySwap"] == 96 * 1024 * 1024
+    assert hc["PidsLimit"] == 123
+    assert hc["SecurityOpt"] == ["no-new-privileges"] and hc["Privileged"] is False
+    assert hc["NetworkMode"] == "bridge"
+    mounts = {m["Destination"]: m for m in attrs["Mounts"]}
+    d = spec.directory
+    assert mounts["/var/spool/joboutputs"]["Source"] == d.file("joboutputs")
+    assert mounts["/var/spool/joboutputs"]["RW"] is True
+    for target, source in (("/etc/machinefeatures", "machinefeatures"),
+                           ("/etc/jobfeatures", "jobfeatures"), ("/user_data", "user_data")):
+        assert mounts[target]["Source"] == d.file(source) and mounts[target]["RW"] is False
+    assert mounts["/scratch"]["RW"] is True
+    assert os.stat(d.file("user_data")).st_mode & 0o777 == 0o755
+    st = backend.status(spec.name, d)
+    assert st.state is MachineState.RUNNING and st.backend_id == container_id
+    assert st.exit_code is None and st.cpu_seconds >= 0
+    assert st.labels["vac.machine"] == spec.name
+
+
+def test_hard_cpu_and_soft_memory_options(paths, make_backend):
+    backend = make_backend(extra="docker_hard_cpu = true\ndocker_hard_memory = false\n"
+                                 "docker_network_mode = none")
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 3, "#!/bin/sh\nsleep 300\n", processors=2)
+    hc = sdk().inspect_container(backend.create(spec))["HostConfig"]
+    assert hc["NanoCpus"] == 2 * 10**9
+    assert hc["Memory"] == 0 and hc["MemoryReservation"] == 128 * 1024 * 1024
+    assert hc["NetworkMode"] == "none"
+
+
+def test_pause_adoption_idempotent_create_and_listing(paths, backend):
+    spec = make_machine(paths, backend, 4, "#!/bin/sh\nsleep 300\n")
+    container_id = backend.create(spec)
+    api = sdk()
+    api.pause(container_id)
+    assert backend.status(spec.name, spec.directory).state is MachineState.PAUSED
+    api.unpause(container_id)
+    # a restarted vacd: a new backend adopts the running container by name
+    again = DockerBackend(backend.settings)
+    for directory in (None, spec.directory):
+        st = again.status(spec.name, directory)
+        assert st.state is MachineState.RUNNING and st.backend_id == container_id
+    assert again.create(spec) == container_id
+    listed = {m.name: m for m in again.list_machines()}
+    assert listed[spec.name].backend_id == container_id
+    assert listed[spec.name].state is MachineState.RUNNING
+    assert listed[spec.name].labels["vac.created"] == str(spec.created)
+    again.destroy(spec.name, None)
+    assert spec.name not in {m.name for m in again.list_machines()}
+
+
+def test_stale_container_of_an_earlier_machine_is_replaced(paths, backend):
+    old = make_machine(paths, backend, 5, "#!/bin/sh\nsleep 300\n", created=1700000000)
+    old_id = backend.create(old)
+    new = make_machine(paths, backend, 5, "#!/bin/sh\nsleep 300\n", created=1700000100)
+    assert backend.status(new.name, new.directory).state is MachineState.SHUTDOWN
+    new_id = backend.create(new)
+    assert new_id != old_id
+    assert sdk().inspect_container(new.name)["Config"]["Labels"]["vac.created"] == "1700000100"
+    assert backend.status(old.name, old.directory).state is MachineState.SHUTDOWN
+    assert backend.status(new.name, new.directory).state is MachineState.RUNNING
+    assert backend.cgroups.cpu_seconds(old.directory.read_backend_record()["cgroup_parent"]) \
+        is None
+
+
+def test_foreign_container_is_neither_listed_nor_touched(paths, backend):
+    api = sdk()
+    name = machine_name(FACTORY, 6)
+    foreign = api.create_container(IMAGE, command=["sleep", "300"], name=name)["Id"]
+    try:
+        api.start(foreign)
+        assert name not in {m.name for m in backend.list_machines()}
+        assert backend.status(name, None).state is MachineState.SHUTDOWN
+        backend.destroy(name, None)
+        assert api.inspect_container(foreign)["State"]["Running"] is True
+        spec = make_machine(paths, backend, 6, "#!/bin/sh\nsleep 300\n")
+        with pytest.raises(BackendError, match="not this factory's"):
+            backend.create(spec)
+        assert api.inspect_container(foreign)["State"]["Running"] is True
+    finally:
+        api.remove_container(foreign, force=True)
+
+
+def test_oom_killed_machine_gets_a_coded_shutdown_message(paths, make_backend):
+    backend = make_backend(mb=16)
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 7,
+                        "#!/bin/sh\necho before-oom\nhead -c 300m /dev/zero | tail\nexit 0\n")
+    backend.create(spec)
+    st = finished(backend, spec)
+    assert st.oom_killed is True
+    final = backend.collect(spec.name, spec.directory)
+    assert final.oom_killed is True
+    assert spec.directory.shutdown_message == \
+        "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
+    assert "before-oom" in spec.directory.read("console.log")
+    backend.destroy(spec.name, spec.directory)
+
+
+def test_oom_does_not_overwrite_the_machines_own_message(paths, make_backend):
+    backend = make_backend(mb=16)
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 8, "#!/bin/sh\necho '300 No more work' > "
+                        "$JOBOUTPUTS/shutdown_message\nhead -c 300m /dev/zero | tail\n")
+    backend.create(spec)
+    assert finished(backend, spec).oom_killed is True
+    backend.collect(spec.name, spec.directory)
+    assert spec.directory.shutdown_message == "300 No more work"
+
+
+def test_missing_image_is_a_clear_error_and_leaves_nothing(paths, make_backend):
+    backend = make_backend(image="vac-test/absent:1")
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 9, "#!/bin/sh\nexit 0\n")
+    with pytest.raises(BackendError, match="cannot pull image vac-test/absent:1"):
+        backend.create(spec)
+    assert spec.name not in {m.name for m in backend.list_machines()}
+
+
+def test_command_missing_in_image_fails_create_and_leaves_nothing(paths, make_backend):
+    backend = make_backend(extra="container_command = /no/such/program")
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = make_machine(paths, backend, 10, "#!/bin/sh\nexit 0\n")
+    with pytest.raises(BackendError, match="cannot start container"):
+        backend.create(spec)
+    assert spec.name not in {m.name for m in backend.list_machines()}
+
+
+def test_cvmfs_repositories_are_bound_read_only(paths, make_backend, tmp_path):
+    backend = make_backend(extra="cvmfs_repositories = atlas.cern.ch")
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    (tmp_path / "cvmfs" / "atlas.cern.ch").mkdir(parents=True)
+    (tmp_path / "cvmfs" / "atlas.cern.ch" / "README").write_text("repo\n")
+    backend.cvmfs_root = str(tmp_path / "cvmfs")
+    spec = make_machine(paths, backend, 11, "#!/bin/sh\ncat /cvmfs/atlas.cern.ch/README > "
+                        "$JOBOUTPUTS/cvmfs\ntouch /cvmfs/x 2>/dev/null || echo ro >> "
+                        "$JOBOUTPUTS/cvmfs\n")
+    backend.create(spec)
+    finished(backend, spec)
+    assert spec.directory.read("joboutputs/cvmfs") == "repo\nro\n"
+
+
+# The engine going away (last in this file) ----------------------------------------------------
+
+class SocketProxy:
+    """A UNIX socket in front of the engine's: stop() is the engine vanishing for every client
+    of the proxy (socket gone, connections cut), hang() an engine that accepts and never
+    answers. The shared dockerd itself is never stopped."""
+
+    def __init__(self, path: str, target: str = "/var/run/docker.sock"):
+        self.path, self.target = path, target
+        self.hanging = False
+        self.conns: List[socket.socket] = []
+        self.listener: Optional[socket.socket] = None
+
+    def start(self) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+        self.conns = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            if self.hanging:
+                continue
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.target)
+            self.conns.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+
+def test_engine_going_away_mid_run_is_unavailable_not_a_crash(paths, backend, make_backend,
+                                                              tmp_path):
+    proxy = SocketProxy(str(tmp_path / "engine.sock"))
+    proxy.start()
+    try:
+        via = make_backend(url=f"unix://{proxy.path}", timeout=2)
+        spec = make_machine(paths, via, 12, "#!/bin/sh\nsleep 300\n")
+        container_id = via.create(spec)
+        assert via.status(spec.name, spec.directory).state is MachineState.RUNNING
+        proxy.stop()                                   # the engine is gone
+        probe = via.probe()
+        assert not probe.available
+        assert probe.reason.startswith(f"Docker engine not reachable at unix://{proxy.path}")
+        with pytest.raises(BackendUnavailable):
+            via.status(spec.name, spec.directory)
+        with pytest.raises(BackendUnavailable):
+            via.list_machines()
+        with pytest.raises(BackendUnavailable):
+            via.destroy(spec.name, spec.directory)
+        with pytest.raises(BackendUnavailable):
+            DockerBackend(via.settings).status(spec.name, None)
+        proxy.hanging = True                           # accepts, never answers
+        proxy.start()
+        for call in (lambda: via.status(spec.name, spec.directory), via.list_machines):
+            start = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                call()
+            assert time.monotonic() - start < 5
+        start = time.monotonic()
+        assert not via.probe().available
+        assert time.monotonic() - start < 5
+        proxy.stop()
+        proxy.hanging = False                          # the engine is back
+        proxy.start()
+        assert via.probe().available
+        st = via.status(spec.name, spec.directory)
+        assert st.state is MachineState.RUNNING and st.backend_id == container_id
+        via.destroy(spec.name, spec.directory)
+    finally:
+        proxy.stop()
+    assert backend.status(spec.name, spec.directory).state is MachineState.SHUTDOWN

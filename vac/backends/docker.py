@@ -1,0 +1,550 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The Docker backend: machines of model `docker` as containers of a Docker engine (docker SDK).
+
+Containers are ours when they carry the labels vac.space and vac.factory of this factory (plus
+vac.machine, vac.machinetype, vac.created naming the machine). The machine sees MJF at
+/etc/machinefeatures and /etc/jobfeatures (read-only binds of the machine directory) and writes
+to /var/spool/joboutputs; /user_data is its command. With the cgroupfs driver each container
+gets its own cgroup parent /vac/docker-<machine dir>, which keeps the container's CPU seconds
+after the container has ended (§5.3 read cpuacct.usage of the live container only).
+
+The `docker` package is imported lazily: importing this module never needs it, and probe()
+says what to install. Every docker/requests exception becomes BackendError, or
+BackendUnavailable when the engine cannot be reached.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import stat
+import tempfile
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.cgroupfs import Cgroups
+from vac.errors import BackendError, BackendUnavailable
+from vac.machine import MachineDir, MachineState
+
+log = logging.getLogger(__name__)
+
+NAME = "docker"
+IMAGE_PREFIX = "docker://"
+MACHINEFEATURES = "/etc/machinefeatures"
+JOBFEATURES = "/etc/jobfeatures"
+JOBOUTPUTS = "/var/spool/joboutputs"
+USER_DATA = "/user_data"
+CVMFS = "/cvmfs"
+MIB = 1024 * 1024
+CONSOLE_LIMIT = 64 * 1024
+CONSOLE_TAIL_ENTRIES = 8192
+PROBE_TIMEOUT = 5.0
+CGROUP_ROOT = "/vac"
+INSTALL = "install the Python package docker (python3-docker, or pip install docker)"
+OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
+STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
+          "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
+CVMFS_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+TARGET_RE = re.compile(r"^(/[A-Za-z0-9._+@-]+)+$")
+
+
+def _sdk() -> Any:
+    """The docker package, imported on first use."""
+    try:
+        import docker
+    except ImportError as e:
+        raise BackendUnavailable(NAME, f"cannot import docker: {INSTALL}") from e
+    return docker
+
+
+def _foreign_errors() -> Tuple[tuple, tuple]:
+    """(engine unreachable, other failure) exception classes of docker, requests, urllib3."""
+    docker = _sdk()
+    import requests
+    import urllib3
+
+    unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                   urllib3.exceptions.HTTPError)
+    failed = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+    return unreachable, failed
+
+
+def describe(e: BaseException) -> str:
+    """The most useful one-line text of a docker/requests exception."""
+    text = getattr(e, "explanation", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())
+
+
+# Pure parts: what to ask the engine for ----------------------------------------------------
+
+def image_of(root_image: Optional[str]) -> str:
+    """docker://REF -> REF.
+
+    Raises:
+        BackendError: not a docker:// reference.
+    """
+    if not root_image or not root_image.startswith(IMAGE_PREFIX) or \
+            len(root_image) == len(IMAGE_PREFIX) or any(c.isspace() for c in root_image):
+        raise BackendError(NAME, f"root_image {root_image!r} is not docker://<image>")
+    return root_image[len(IMAGE_PREFIX):]
+
+
+def labels_for(spec: MachineSpec) -> Dict[str, str]:
+    """The labels that mark a container as this factory's machine."""
+    return {"vac.space": spec.settings.vac_space, "vac.factory": spec.settings.factory_name,
+            "vac.machine": spec.name, "vac.machinetype": spec.machinetype.name,
+            "vac.created": str(spec.created)}
+
+
+def cgroup_parent_for(directory: MachineDir) -> str:
+    """The per-machine cgroup parent (cgroupfs driver): /vac/docker-<machine dir name>."""
+    return f"{CGROUP_ROOT}/docker-{os.path.basename(directory.path)}"
+
+
+def bind(source: str, target: str, read_only: bool) -> Dict[str, Any]:
+    """A bind mount in the engine's Mounts format (a missing source is an error, not a dir)."""
+    return {"Type": "bind", "Source": source, "Target": target, "ReadOnly": read_only}
+
+
+def container_args(spec: MachineSpec) -> Dict[str, Any]:
+    """Keyword arguments of APIClient.create_container (without image and host_config)."""
+    return {"command": [spec.machinetype.container_command], "name": spec.name,
+            "hostname": spec.name, "labels": labels_for(spec), "detach": True,
+            "environment": {"MACHINEFEATURES": MACHINEFEATURES, "JOBFEATURES": JOBFEATURES,
+                            "JOBOUTPUTS": JOBOUTPUTS},
+            "use_config_proxy": False}
+
+
+def host_config_args(spec: MachineSpec, mounts: List[Dict[str, Any]],
+                     cgroup_parent: Optional[str]) -> Dict[str, Any]:
+    """Keyword arguments of APIClient.create_host_config: limits, binds, no privileges."""
+    mt = spec.machinetype
+    memory = spec.memory_mb * MIB
+    args: Dict[str, Any] = {"mounts": list(mounts), "cpu_shares": 1024 * spec.processors,
+                            "security_opt": ["no-new-privileges"], "privileged": False,
+                            "network_mode": mt.docker_network_mode}
+    if mt.docker_pids_limit > 0:
+        args["pids_limit"] = mt.docker_pids_limit
+    if mt.docker_hard_cpu:
+        args["nano_cpus"] = spec.processors * 10**9
+    if mt.docker_hard_memory:
+        args["mem_limit"] = memory
+        args["memswap_limit"] = memory
+    else:
+        args["mem_reservation"] = memory
+    if cgroup_parent:
+        args["cgroup_parent"] = cgroup_parent
+    return args
+
+
+def state_of(status: str) -> MachineState:
+    """Engine container status -> machine state (exited, dead, removing: shut down)."""
+    return STATES.get(status, MachineState.SHUTDOWN)
+
+
+def owned(labels: Optional[Mapping[str, str]], space: str, factory: str) -> bool:
+    labels = labels or {}
+    return labels.get("vac.space") == space and labels.get("vac.factory") == factory
+
+
+# Preparing the machine directory -------------------------------------------------------------
+
+def _real_dir(path: str) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise BackendError(NAME, f"{path} is missing") from None
+    if not stat.S_ISDIR(mode):
+        raise BackendError(NAME, f"{path} is not a directory (symlink?); refused")
+    return path
+
+
+def check_target(path: str, taken: List[str]) -> str:
+    """A tmp_binds container path from a pipe: absolute, plain, not one of ours.
+
+    Raises:
+        BackendError: anything else.
+    """
+    if not TARGET_RE.match(path) or path != os.path.normpath(path) or path in taken:
+        raise BackendError(NAME, f"tmp_binds path {path!r} refused: it must be an absolute "
+                                 f"path of letters, digits and ._+@- not used by Vac")
+    return path
+
+
+def prepare_mounts(spec: MachineSpec, cvmfs_root: str = CVMFS) -> List[Dict[str, Any]]:
+    """Make the directory ready (user_data 0755, mnt/, tmp_binds dirs, cvmfs listed) and
+    return the bind mounts, read-only except joboutputs and the tmp_binds."""
+    d, mt = spec.directory, spec.machinetype
+    mounts = [bind(_real_dir(d.file("joboutputs")), JOBOUTPUTS, False),
+              bind(_real_dir(d.file("machinefeatures")), MACHINEFEATURES, True),
+              bind(_real_dir(d.file("jobfeatures")), JOBFEATURES, True)]
+    user_data = d.file("user_data")
+    if os.path.lexists(user_data):
+        if not stat.S_ISREG(os.lstat(user_data).st_mode):
+            raise BackendError(NAME, f"{user_data} is not a regular file; refused", spec.name)
+        os.chmod(user_data, 0o755)
+        mounts.append(bind(user_data, USER_DATA, True))
+    elif mt.container_command == USER_DATA:
+        raise BackendError(NAME, f"container_command is {USER_DATA} but machinetype {mt.name} "
+                                 f"has no user_data", spec.name)
+    if mt.cvmfs_repositories:
+        for repo in mt.cvmfs_repositories:
+            _list_cvmfs(cvmfs_root, repo)
+        mounts.append(bind(cvmfs_root, CVMFS, True))
+    mnt = d.file("mnt")
+    if not os.path.lexists(mnt):
+        os.mkdir(mnt, 0o755)
+    _real_dir(mnt)
+    taken = [m["Target"] for m in mounts]
+    for path in mt.tmp_binds:
+        taken.append(check_target(path, taken))
+        host = tempfile.mkdtemp(prefix=path.replace("/", "_")[:30], dir=mnt)
+        os.chmod(host, 0o755)
+        mounts.append(bind(host, path, False))
+    return mounts
+
+
+def _list_cvmfs(cvmfs_root: str, repo: str) -> None:
+    """List /cvmfs/<repo> so autofs mounts it before the container binds /cvmfs."""
+    if not CVMFS_REPO_RE.match(repo):
+        raise BackendError(NAME, f"cvmfs repository name {repo!r} refused")
+    try:
+        os.listdir(os.path.join(cvmfs_root, repo))
+    except OSError as e:
+        raise BackendError(NAME, f"cvmfs repository {repo} not available at "
+                                 f"{os.path.join(cvmfs_root, repo)}: {e.strerror}") from e
+
+
+# The backend ---------------------------------------------------------------------------------
+
+class DockerBackend(Backend):
+    """Containers of one Docker engine (settings.docker_url) as Vac machines."""
+
+    NAME = NAME
+    MODELS = frozenset({"docker"})
+    CAPABILITIES = Capabilities(machinefeatures_url=MACHINEFEATURES,
+                                jobfeatures_url=JOBFEATURES, joboutputs_url=JOBOUTPUTS)
+
+    def __init__(self, settings: Any, cgroups: Optional[Cgroups] = None):
+        super().__init__(settings)
+        self.url = settings.docker_url
+        self.timeout = float(settings.backend_timeout_seconds)
+        self.cgroups = cgroups or Cgroups()
+        self.cvmfs_root = CVMFS
+        self._api: Any = None
+        self._driver: Optional[str] = None
+
+    # Engine access ---------------------------------------------------------------------------
+
+    def _unreachable(self, e: BaseException) -> str:
+        return f"Docker engine not reachable at {self.url}: {describe(e)}"
+
+    @contextlib.contextmanager
+    def _boundary(self, what: str, machine: Optional[str] = None) -> Iterator[None]:
+        """Turn docker/requests/OS exceptions into BackendError/BackendUnavailable."""
+        try:
+            yield
+        except BackendError:
+            raise
+        except Exception as e:
+            unreachable, failed = _foreign_errors()
+            if isinstance(e, unreachable):
+                raise BackendUnavailable(NAME, self._unreachable(e), machine) from e
+            if isinstance(e, failed):
+                raise BackendError(NAME, f"{what}: {describe(e)}", machine) from e
+            raise
+
+    def _client(self) -> Any:
+        """The low-level API client (timeout on every call), connected on first use."""
+        if self._api is None:
+            docker = _sdk()
+            try:
+                self._api = docker.APIClient(base_url=self.url, timeout=self.timeout,
+                                             version="auto")
+            except (docker.errors.DockerException, OSError) as e:
+                raise BackendUnavailable(NAME, self._unreachable(e)) from e
+        return self._api
+
+    def _cgroup_driver(self) -> str:
+        """The engine's cgroup driver (cgroupfs, systemd), asked once."""
+        if self._driver is None:
+            with self._boundary("info"):
+                self._driver = str(self._client().info().get("CgroupDriver", ""))
+        return self._driver
+
+    def probe(self) -> Probe:
+        try:
+            docker = _sdk()
+        except BackendUnavailable:
+            return Probe(False, reason=f"the Python package docker is not installed: {INSTALL}")
+        api = None
+        try:
+            api = docker.APIClient(base_url=self.url, timeout=min(PROBE_TIMEOUT, self.timeout),
+                                   version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+            version = api.version(api_version=False)
+        except Exception as e:  # never raises: every failure is a reason
+            return Probe(False, reason=self._unreachable(e))
+        finally:
+            if api is not None:
+                api.close()
+        return Probe(True, version=f"{version.get('Version', '?')} "
+                                   f"(API {version.get('ApiVersion', '?')})")
+
+    # Creation ----------------------------------------------------------------------------------
+
+    def create(self, spec: MachineSpec) -> str:
+        image = image_of(spec.machinetype.root_image)
+        try:
+            mounts = prepare_mounts(spec, self.cvmfs_root)
+        except OSError as e:
+            raise BackendError(NAME, f"preparing {spec.directory.path}: {e}", spec.name) from e
+        parent = cgroup_parent_for(spec.directory) \
+            if self._cgroup_driver() == "cgroupfs" else None
+        api = self._client()
+        with self._boundary("create", spec.name):
+            container_id, fresh = self._create_container(api, image, spec, mounts, parent)
+            if fresh:
+                self._start(api, container_id, spec.name, parent)
+        try:
+            spec.directory.write_backend_record({
+                "backend": NAME, "container_id": container_id, "image": image,
+                "cgroup_driver": self._driver or "", "cgroup_parent": parent or "",
+                "memory_mb": spec.memory_mb, "processors": spec.processors})
+        except OSError as e:
+            self.destroy(spec.name, None)
+            raise BackendError(NAME, f"cannot record the container: {e}", spec.name) from e
+        log.info("%s: container %s started from %s", spec.name, container_id[:12], image)
+        return container_id
+
+    def _create_container(self, api: Any, image: str, spec: MachineSpec,
+                          mounts: List[Dict[str, Any]],
+                          parent: Optional[str]) -> Tuple[str, bool]:
+        """(container id, True if new). Pulls a missing image; adopts or replaces a
+        container that already has the name (idempotent create)."""
+        docker = _sdk()
+        pulled = False
+        for _ in range(3):
+            host_config = api.create_host_config(**host_config_args(spec, mounts, parent))
+            try:
+                made = api.create_container(image, host_config=host_config,
+                                            **container_args(spec))
+                return made["Id"], True
+            except docker.errors.ImageNotFound as e:
+                if pulled:
+                    raise BackendError(NAME, f"image {image} not found after pull: "
+                                             f"{describe(e)}", spec.name) from e
+                self._pull(api, image, spec)
+                pulled = True
+            except docker.errors.APIError as e:
+                if e.status_code != 409:
+                    raise
+                existing = self._existing(api, spec)
+                if existing:
+                    return existing, False
+        raise BackendError(NAME, f"container name {spec.name} stays in use", spec.name)
+
+    def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
+        """Id of this machine's container if it already exists (then started if it was only
+        created); None after removing a stale container of ours that has the name."""
+        docker = _sdk()
+        try:
+            attrs = api.inspect_container(spec.name)
+        except docker.errors.NotFound:
+            return None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if not owned(labels, spec.settings.vac_space, spec.settings.factory_name):
+            raise BackendError(NAME, f"a container named {spec.name} exists that is not this "
+                                     f"factory's (no vac.factory/vac.space labels); remove it",
+                               spec.name)
+        if labels.get("vac.created") == str(spec.created) and \
+                labels.get("vac.machinetype") == spec.machinetype.name:
+            if attrs["State"]["Status"] == "created":
+                api.start(attrs["Id"])
+            log.info("%s: adopting existing container %s", spec.name, attrs["Id"][:12])
+            return str(attrs["Id"])
+        log.warning("%s: removing stale container %s of an earlier machine (created %s)",
+                    spec.name, attrs["Id"][:12], labels.get("vac.created"))
+        api.remove_container(attrs["Id"], force=True, v=True)
+        self._remove_cgroup(str((attrs.get("HostConfig") or {}).get("CgroupParent") or ""))
+        return None
+
+    def _pull(self, api: Any, image: str, spec: MachineSpec) -> None:
+        """Pull an image within docker_pull_timeout_seconds.
+
+        Raises:
+            BackendError: the pull failed or timed out (the factory backs off the machinetype).
+        """
+        limit = spec.machinetype.docker_pull_timeout_seconds
+        deadline = time.monotonic() + limit
+        log.info("%s: pulling image %s", spec.name, image)
+        with self._boundary(f"cannot pull image {image}", spec.name):
+            for event in api.pull(image, stream=True, decode=True):
+                if isinstance(event, dict) and event.get("error"):
+                    raise BackendError(NAME, f"cannot pull image {image}: {event['error']}",
+                                       spec.name)
+                if time.monotonic() > deadline:
+                    raise BackendError(NAME, f"cannot pull image {image}: not done after "
+                                             f"{limit} s", spec.name)
+
+    def _start(self, api: Any, container_id: str, name: str, parent: Optional[str]) -> None:
+        """Start a new container; on failure remove it so nothing is left behind."""
+        docker = _sdk()
+        try:
+            api.start(container_id)
+        except docker.errors.APIError as e:
+            with contextlib.suppress(docker.errors.APIError):
+                api.remove_container(container_id, force=True, v=True)
+            self._remove_cgroup(parent)
+            raise BackendError(NAME, f"cannot start container: {describe(e)}", name) from e
+
+    # Observation -------------------------------------------------------------------------------
+
+    def _inspect(self, name: str, directory: Optional[MachineDir]) -> Optional[Dict[str, Any]]:
+        """The engine's record of this machine's container, or None if it has none."""
+        docker = _sdk()
+        record = directory.read_backend_record() if directory is not None else {}
+        ident = str(record.get("container_id") or name)
+        api = self._client()
+        with self._boundary("inspect", name):
+            try:
+                attrs = api.inspect_container(ident)
+            except docker.errors.NotFound:
+                return None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if not owned(labels, self.settings.vac_space, self.settings.factory_name) or \
+                labels.get("vac.machine") != name:
+            return None
+        if directory is not None and labels.get("vac.created") != str(directory.created):
+            return None
+        return attrs
+
+    def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
+        return self._status(name, directory, self._inspect(name, directory))
+
+    def _status(self, name: str, directory: Optional[MachineDir],
+                attrs: Optional[Dict[str, Any]]) -> MachineStatus:
+        record = directory.read_backend_record() if directory is not None else {}
+        if attrs is None:
+            parent = str(record.get("cgroup_parent") or "")
+            cpu = self._parent_cpu(parent)
+            if cpu is None:
+                cpu = directory.cpu_seconds if directory is not None else 0.0
+            return MachineStatus(name=name, state=MachineState.SHUTDOWN, cpu_seconds=cpu,
+                                 backend_id=str(record.get("container_id") or ""))
+        state = attrs.get("State") or {}
+        machine_state = state_of(str(state.get("Status", "")))
+        alive = machine_state in (MachineState.RUNNING, MachineState.PAUSED)
+        return MachineStatus(
+            name=name, state=machine_state, backend_id=str(attrs.get("Id", "")),
+            cpu_seconds=self._cpu(attrs, alive, directory),
+            exit_code=None if alive else state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
+            extra={"status": str(state.get("Status", "")),
+                   "image": str((attrs.get("Config") or {}).get("Image", "")),
+                   "started_at": str(state.get("StartedAt", "")),
+                   "finished_at": str(state.get("FinishedAt", ""))})
+
+    def _parent_cpu(self, parent: str) -> Optional[float]:
+        if not parent.startswith(CGROUP_ROOT + "/docker-"):
+            return None
+        return self.cgroups.cpu_seconds(parent)
+
+    def _cpu(self, attrs: Dict[str, Any], alive: bool,
+             directory: Optional[MachineDir]) -> float:
+        """CPU seconds: our cgroup parent (survives the container), else the live container's
+        cgroup, else the stats API, else the last heartbeat's value."""
+        cpu = self._parent_cpu(str((attrs.get("HostConfig") or {}).get("CgroupParent") or ""))
+        if cpu is None and alive:
+            cpu = self.cgroups.cpu_seconds_of_pid(int((attrs.get("State") or {}).get("Pid") or 0))
+        if cpu is None and alive:
+            cpu = self._stats_cpu(str(attrs.get("Id", "")))
+        if cpu is None:
+            cpu = directory.cpu_seconds if directory is not None else 0.0
+        return cpu
+
+    def _stats_cpu(self, container_id: str) -> Optional[float]:
+        with self._boundary("stats", container_id[:12]):
+            stats = self._client().stats(container_id, stream=False, one_shot=True)
+        usage = ((stats or {}).get("cpu_stats") or {}).get("cpu_usage") or {}
+        total = usage.get("total_usage")
+        return total / 1e9 if isinstance(total, (int, float)) and total > 0 else None
+
+    def list_machines(self) -> List[MachineStatus]:
+        filters = {"label": [f"vac.factory={self.settings.factory_name}",
+                             f"vac.space={self.settings.vac_space}"]}
+        api = self._client()
+        with self._boundary("list"):
+            found = api.containers(all=True, filters=filters)
+        machines = []
+        for c in found:
+            labels = c.get("Labels") or {}
+            if not owned(labels, self.settings.vac_space, self.settings.factory_name):
+                continue
+            names = [n.lstrip("/") for n in c.get("Names") or []]
+            machines.append(MachineStatus(
+                name=labels.get("vac.machine") or (names[0] if names else ""),
+                state=state_of(str(c.get("State", ""))), backend_id=str(c.get("Id", "")),
+                labels=dict(labels),
+                extra={"status": str(c.get("Status", "")), "image": str(c.get("Image", "")),
+                       "container_name": names[0] if names else ""}))
+        return machines
+
+    # Finishing ---------------------------------------------------------------------------------
+
+    def collect(self, name: str, directory: MachineDir) -> MachineStatus:
+        attrs = self._inspect(name, directory)
+        final = self._status(name, directory, attrs)
+        if attrs is not None:
+            try:
+                self._save_console(str(attrs["Id"]), directory)
+            except BackendError as e:
+                log.warning("%s: console log not saved: %s", name, e)
+        if final.oom_killed:
+            mb = directory.read_backend_record().get("memory_mb", "?")
+            if directory.write_shutdown_message_if_none(OOM_MESSAGE.format(mb=mb)):
+                log.info("%s: killed by the OOM killer; shutdown_message written", name)
+        return final
+
+    def _save_console(self, container_id: str, directory: MachineDir) -> None:
+        """The last CONSOLE_LIMIT bytes of the container's log -> console.log (atomic)."""
+        kept = bytearray()
+        deadline = time.monotonic() + self.timeout
+        with self._boundary("logs", directory.name):
+            stream = self._client().logs(container_id, stdout=True, stderr=True, stream=True,
+                                         follow=False, tail=CONSOLE_TAIL_ENTRIES)
+            try:
+                for chunk in stream:
+                    kept += chunk
+                    if len(kept) > 2 * CONSOLE_LIMIT:
+                        del kept[:-CONSOLE_LIMIT]
+                    if time.monotonic() > deadline:
+                        break
+            finally:
+                with contextlib.suppress(Exception):
+                    stream.close()
+        directory.write("console.log", bytes(kept[-CONSOLE_LIMIT:]))
+
+    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        docker = _sdk()
+        attrs = self._inspect(name, directory)
+        record = directory.read_backend_record() if directory is not None else {}
+        parent = str(record.get("cgroup_parent") or "")
+        if attrs is not None:
+            parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or parent)
+            with self._boundary("remove", name):
+                try:
+                    self._client().remove_container(attrs["Id"], force=True, v=True)
+                    log.info("%s: container %s removed", name, str(attrs["Id"])[:12])
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError as e:
+                    if e.status_code != 409:  # 409: removal already in progress
+                        raise
+        self._remove_cgroup(parent)
+
+    def _remove_cgroup(self, parent: Optional[str]) -> None:
+        if parent and parent.startswith(CGROUP_ROOT + "/docker-"):
+            self.cgroups.remove(parent)

@@ -106,6 +106,15 @@ class Factory:
                 report.zombies.append(name)
             except VacError as e:
                 report.errors.append(f"{name}: zombie destroy failed: {e}")
+        for backend_name, probe in self.pool.probed().items():
+            if probe.available:
+                try:
+                    killed = self.pool.get(backend_name).kill_strays()
+                except VacError as e:
+                    report.errors.append(f"{backend_name}: killing stray processes failed: {e}")
+                    continue
+                if killed:
+                    log.warning("killed %d stray %s processes", killed, backend_name)
 
     def _census(self, config: Config, seen: Observation, now: float) -> Dict[str, shares.Census]:
         outcomes = {}

@@ -110,6 +110,11 @@ class Backend(abc.ABC):
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
 
+    def kill_strays(self) -> int:
+        """Once per cycle: kill processes this backend runs outside any live machine
+        (Apptainer's zombie killer). Returns how many were killed. Default: none."""
+        return 0
+
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         """Final observation of a finished machine before destroy (exit code, OOM, logs).
         Default: status()."""

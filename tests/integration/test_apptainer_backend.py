@@ -1,0 +1,333 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""ApptainerBackend on the real Apptainer, as root starting containers as singularity_user.
+
+Needs scripts/ci/setup-apptainer.sh (apptainer, the user vacsngly, the busybox sandbox image).
+Machine directories are prepared as the factory prepares them (slot record, MachineDir, MJF,
+user_data). Each test uses its own cgroup parent (vac-test-<random>) and its own state
+directory under /var/tmp (pytest's tmp_path is under a 0700 directory the user cannot enter),
+and teardown kills and removes everything under that parent.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+from conftest import require_engine
+
+from vac import cgroups, mjf, procs
+from vac.backends.apptainer import ApptainerBackend
+from vac.backends.base import MachineSpec
+from vac.errors import BackendError
+from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.slots import Slot, machine_name
+
+pytestmark = [pytest.mark.apptainer, pytest.mark.root]
+
+SANDBOX = "/var/lib/vac-test/busybox-sandbox"
+USER = "vacsngly"
+CONF = """
+[settings]
+vac_space = vac01.example.com
+factory_name = {factory}
+state_dir = {state}
+singularity_user = vacsngly
+mb_per_processor = {mb}
+machinefeatures_option_site_flavour = vanilla
+
+[machinetype app]
+machine_model = apptainer
+target_share = 1
+root_image = {image}
+user_data = /dev/null
+container_command = /bin/sh /user_data
+"""
+
+
+class Env:
+    """A state directory, a config, a backend with a private cgroup parent, and machines."""
+
+    def __init__(self, make_config, tmp_path):
+        self.state = tempfile.mkdtemp(prefix="vac-apptainer-", dir="/var/tmp")
+        os.chmod(self.state, 0o755)
+        self.tag = uuid.uuid4().hex[:8]
+        self.factory = f"t{self.tag}.example.com"
+        self.make_config = make_config
+        self.parent = f"vac-test-{self.tag}"
+        self.configure(2048)
+        self.names = []
+
+    def configure(self, mb, image=SANDBOX):
+        self.cfg = self.make_config(CONF.format(factory=self.factory, state=self.state, mb=mb,
+                                                image=image))
+        self.paths = self.cfg.settings.paths
+        self.paths.ensure()
+        self.backend = self.new_backend()
+
+    def new_backend(self):
+        return ApptainerBackend(self.cfg.settings, cgroup_parent=self.parent)
+
+    def machine(self, payload, ordinal=1, processors=1):
+        """A machine directory prepared like the factory does; returns its MachineSpec."""
+        name = machine_name(self.factory, ordinal)
+        self.names.append(name)
+        mt = self.cfg.machinetypes["app"]
+        now = int(time.time())
+        write_slot_record(self.paths, name, SlotRecord(now, "app", "apptainer"))
+        directory = MachineDir.create(self.paths, now, "app", name)
+        mjf.write_mjf(directory, mjf.MjfContext(settings=self.cfg.settings, machinetype=mt,
+                                                processors=processors, shutdown_time=now + 3600,
+                                                now=now, job_id=None))
+        directory.write("user_data", "#!/bin/sh\n" + payload + "\n", mode=0o755)
+        return MachineSpec(name=name, machinetype=mt, settings=self.cfg.settings,
+                           slot=Slot(ordinal, name), processors=processors,
+                           memory_mb=self.cfg.settings.mb_per_processor * processors,
+                           created=now, shutdown_time=now + 3600, uuid=str(uuid.uuid4()),
+                           directory=directory)
+
+    def wait(self, spec, state, timeout=20.0, backend=None):
+        backend = backend or self.backend
+        deadline = time.monotonic() + timeout
+        while True:
+            status = backend.status(spec.name, spec.directory)
+            if status.state == state or time.monotonic() > deadline:
+                return status
+            time.sleep(0.05)
+
+    def wait_for_file(self, path, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            assert time.monotonic() < deadline, f"{path} never appeared"
+            time.sleep(0.02)
+
+    def cgroup(self, spec_or_name):
+        name = getattr(spec_or_name, "name", spec_or_name)
+        return cgroups.MachineCgroup(self.backend.hierarchy, f"apptainer-{name}", self.parent)
+
+    def cleanup(self):
+        hierarchy = self.backend.hierarchy
+        for child in cgroups.list_children(hierarchy, ("",), self.parent):
+            cg = cgroups.MachineCgroup(hierarchy, child, self.parent)
+            cg.kill()
+            cg.remove()
+        for root in set(hierarchy.mounts.values()):
+            try:
+                os.rmdir(os.path.join(root, self.parent))
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+@pytest.fixture
+def env(make_config, tmp_path):
+    require_engine("apptainer", os.geteuid() == 0, "the Apptainer tests run as root")
+    e = Env(make_config, tmp_path)
+    probe = e.backend.probe()
+    require_engine("apptainer", probe.available and os.path.isdir(SANDBOX),
+                   probe.reason or f"no sandbox image {SANDBOX}: run scripts/ci/setup-apptainer.sh")
+    yield e
+    e.cleanup()
+
+
+def user_uid():
+    return pwd.getpwnam(USER).pw_uid
+
+
+def test_probe_reports_the_version(env):
+    probe = env.backend.probe()
+    assert probe.available
+    assert probe.version.startswith(("apptainer ", "singularity "))
+
+
+def test_machine_runs_as_the_user_with_its_binds_hostname_mjf_and_cgroup(env):
+    payload = r"""
+echo hello from the payload
+O=/tmp/joboutputs
+id -u > $O/uid
+hostname > $O/hostname
+cat /tmp/machinefeatures/total_cpu > $O/total_cpu
+cat /tmp/machinefeatures/site_flavour > $O/flavour
+cat /tmp/jobfeatures/allocated_cpu > $O/allocated_cpu
+echo "$MACHINEFEATURES $JOBFEATURES $JOBOUTPUTS" > $O/env
+head -c 9 /user_data > $O/user_data_head
+if echo x > /tmp/machinefeatures/new 2>/dev/null; then echo rw; else echo ro; fi > $O/mjf_mode
+grep -E '^[0-9]+:memory:|^0::' /proc/self/cgroup > $O/cgroup
+grep NoNewPrivs /proc/self/status | tr -d ' \t' > $O/nnp
+echo "200 Intended work completed" > $O/shutdown_message
+"""
+    spec = env.machine(payload, processors=2)
+    job_id = env.backend.create(spec)
+    status = env.wait(spec, MachineState.SHUTDOWN)
+    assert status.state == MachineState.SHUTDOWN
+    assert status.exit_code == 0
+    out = spec.directory.file("joboutputs")
+
+    def read(name):
+        with open(os.path.join(out, name)) as f:
+            return f.read().strip()
+
+    assert read("uid") == str(user_uid())
+    assert read("hostname") == spec.name
+    assert read("total_cpu") == "2"
+    assert read("allocated_cpu") == "2"
+    assert read("flavour") == "vanilla"
+    assert read("env") == "/tmp/machinefeatures /tmp/jobfeatures /tmp/joboutputs"
+    assert read("user_data_head") == "#!/bin/sh"
+    assert read("mjf_mode") == "ro"
+    v2 = env.backend.hierarchy.version == 2
+    line = [x for x in read("cgroup").splitlines() if x.startswith("0::") == v2][0]
+    assert line.endswith(f":/{env.parent}/apptainer-{spec.name}")
+    assert read("nnp") == "NoNewPrivs:1"  # Apptainer sets no_new_privs for the payload
+    pid = int(job_id.split("-", 1)[0])
+    assert job_id == f"{pid:06d}-{spec.uuid}"
+    assert spec.directory.job_id == job_id
+    assert status.backend_id == job_id
+    with open(spec.directory.file("console.log")) as f:
+        assert "hello from the payload" in f.read()
+    final = env.backend.collect(spec.name, spec.directory)
+    assert spec.directory.shutdown_message == "200 Intended work completed"
+    assert not final.oom_killed
+    env.backend.destroy(spec.name, spec.directory)
+    assert not env.cgroup(spec).exists()
+
+
+def test_memory_limit_kills_a_payload_that_allocates_past_it(env):
+    env.configure(mb=32)
+    spec = env.machine("dd if=/dev/zero of=/dev/null bs=200M count=1\n"
+                       "echo dd=$? > /tmp/joboutputs/dd")
+    env.backend.create(spec)
+    assert env.cgroup(spec).memory_limit() == 32 * 1024 * 1024
+    status = env.wait(spec, MachineState.SHUTDOWN)
+    assert status.state == MachineState.SHUTDOWN
+    assert status.oom_killed
+    with open(spec.directory.file("joboutputs/dd")) as f:
+        assert f.read().strip() == "dd=137"  # SIGKILLed by the OOM killer
+    final = env.backend.collect(spec.name, spec.directory)
+    assert final.oom_killed
+    assert spec.directory.shutdown_message == \
+        "700 Vac: killed by the OOM killer (memory limit 32 MiB)"
+    env.backend.destroy(spec.name, spec.directory)
+    assert env.backend.status(spec.name, spec.directory).oom_killed  # remembered
+
+
+def test_cpu_seconds_are_counted_for_a_cpu_burning_payload(env):
+    spec = env.machine("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n"
+                       "touch /tmp/joboutputs/burnt; sleep 1000")
+    env.backend.create(spec)
+    env.wait_for_file(spec.directory.file("joboutputs/burnt"), timeout=60)
+    status = env.backend.status(spec.name, spec.directory)
+    assert status.state == MachineState.RUNNING
+    assert status.cpu_seconds > 0.2
+    env.backend.destroy(spec.name, spec.directory)
+    final = env.backend.status(spec.name, spec.directory)
+    assert final.state == MachineState.SHUTDOWN
+    assert final.cpu_seconds >= status.cpu_seconds  # remembered after the cgroup has gone
+
+
+def test_destroy_kills_every_process_not_only_the_head(env):
+    spec = env.machine("sleep 1001 & sleep 1002 & sleep 1003 &\n"
+                       "touch /tmp/joboutputs/spawned; exit 0")
+    env.backend.create(spec)
+    env.wait_for_file(spec.directory.file("joboutputs/spawned"))
+    # The head has exited, but its background sleepers are still in the machine's cgroup.
+    status = env.wait(spec, MachineState.SHUTDOWN)
+    assert status.state == MachineState.SHUTDOWN and status.exit_code == 0
+    deadline = time.monotonic() + 10
+    while len(env.cgroup(spec).pids()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = env.cgroup(spec).pids()
+    assert len(left) >= 3
+    assert all(procs.read(p).uid == user_uid() for p in left)
+    env.backend.destroy(spec.name, spec.directory)
+    assert not env.cgroup(spec).exists()
+    for pid in left:
+        info = procs.read(pid)
+        assert info is None or not info.alive or info.uid != user_uid()
+
+
+def test_a_running_machine_is_destroyed_whole(env):
+    spec = env.machine("sleep 1001 & sleep 1002 & touch /tmp/joboutputs/up; sleep 1000")
+    env.backend.create(spec)
+    env.wait_for_file(spec.directory.file("joboutputs/up"))
+    assert env.backend.status(spec.name, spec.directory).state == MachineState.RUNNING
+    pids = env.cgroup(spec).pids()
+    assert len(pids) >= 4
+    env.backend.destroy(spec.name, None)  # as the zombie pass calls it: by name only
+    assert not env.cgroup(spec).exists()
+    assert all(procs.read(p) is None or not procs.read(p).alive for p in pids)
+    assert env.backend.status(spec.name, spec.directory).state == MachineState.SHUTDOWN
+
+
+def test_a_restarted_vacd_adopts_a_running_machine_by_pid_and_start_time(env):
+    spec = env.machine("touch /tmp/joboutputs/up; sleep 1000")
+    job_id = env.backend.create(spec)
+    env.wait_for_file(spec.directory.file("joboutputs/up"))
+    fresh = env.new_backend()  # not the parent of the container
+    status = fresh.status(spec.name, spec.directory)
+    assert status.state == MachineState.RUNNING
+    assert status.backend_id == job_id
+    assert [s.name for s in fresh.list_machines()] == [spec.name]
+    # A record naming another live process (ours: root, another start time) is not it.
+    other = env.machine("sleep 1000", ordinal=2)
+    record = spec.directory.read_backend_record()
+    record.pop("version")
+    record.update(pid=os.getpid(), start_time=procs.read(os.getpid()).start_time)
+    other.directory.write_backend_record(record)
+    assert fresh.status(other.name, other.directory).state == MachineState.SHUTDOWN
+    # The same pid with another start time (a recycled pid) is not it either.
+    record.update(pid=int(job_id.split("-")[0]), start_time=record["start_time"] + 1)
+    other.directory.write_backend_record(record)
+    assert fresh.status(other.name, other.directory).state == MachineState.SHUTDOWN
+    fresh.destroy(spec.name, spec.directory)
+    assert fresh.status(spec.name, spec.directory).state == MachineState.SHUTDOWN
+    assert not env.cgroup(spec).exists()
+
+
+def test_kill_strays_kills_user_processes_outside_live_machines(env, monkeypatch):
+    live = env.machine("touch /tmp/joboutputs/up; sleep 1000")
+    env.backend.create(live)
+    env.wait_for_file(live.directory.file("joboutputs/up"))
+    uid = user_uid()
+    stray = subprocess.Popen(["sleep", "1000"], user=uid, group=pwd.getpwnam(USER).pw_gid,
+                             extra_groups=[], start_new_session=True)
+    empty = env.cgroup("gone.example.com")
+    empty.create(1, 1 << 20)
+    try:
+        ours = {stray.pid} | env.cgroup(live).pids()
+        real = procs.pids_of_user(uid)
+        assert ours <= set(real)
+        # Only touch this test's processes: other tests may be running containers as vacsngly.
+        monkeypatch.setattr(procs, "pids_of_user", lambda u, root="/proc": [
+            p for p in real if p in ours])
+        assert env.backend.kill_strays([live.name]) == 1
+        assert stray.wait(timeout=5) == -9
+        assert not empty.exists()
+        assert env.backend.status(live.name, live.directory).state == MachineState.RUNNING
+        assert env.backend.kill_strays([]) >= 1  # no live machine: its processes go too
+        assert env.wait(live, MachineState.SHUTDOWN).state == MachineState.SHUTDOWN
+        assert not env.cgroup(live).exists()
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
+
+
+def test_missing_image_and_missing_user_are_backend_errors(env):
+    env.configure(2048, image="/var/lib/vac-test/no-such-image")
+    spec = env.machine("true")
+    with pytest.raises(BackendError, match="no-such-image does not exist"):
+        env.backend.create(spec)
+    assert not env.cgroup(spec).exists()
+    backend = ApptainerBackend(dataclasses.replace(env.cfg.settings,
+                                                   singularity_user="no-such-user-vac"),
+                               cgroup_parent=env.parent)
+    with pytest.raises(BackendError, match="does not exist"):
+        backend.create(spec)
+    assert not backend.probe().available
+    assert not env.cgroup(spec).exists()

@@ -1,0 +1,534 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""ApptainerBackend: `singularity`/`apptainer` machines run as the non-root singularity_user.
+
+vacd runs as root; each machine is `apptainer exec --contain` started by subprocess.Popen with
+a preexec step that, still as root, writes the child's own pid into the machine's cgroup
+(`vac/apptainer-<machine name>`, vac.cgroups: CPU weight from processors, hard memory limit
+mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
+process of the machine is in its cgroup from the first instruction: CPU accounting, the memory
+limit and destroy (kill the whole cgroup) cover them all. Apptainer itself runs unprivileged
+through user namespaces (as root it fails on these hosts).
+
+Identity: backend.json records the head pid, its start time (/proc/<pid>/stat field 22), its
+uid and the cgroup's inode, so a recycled pid or a re-created cgroup is never mistaken for the
+machine, and a restarted vacd adopts running machines without being their parent.
+
+spython is used only to build the `--bind` arguments (generate_bind_list), after every bind
+source has been checked here (its sys.exit on a missing source is also caught). It is not used
+to run anything: its Client hard-codes `singularity` on PATH (ignoring singularity_path), has
+no timeouts, ignores contain=, and cannot place a process in a cgroup or drop privileges; the
+version check in probe() uses vac.subp.run with a timeout for the same reasons.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shlex
+import shutil
+import stat
+import subprocess
+from typing import Dict, Iterable, List, Optional
+
+from vac import cgroups, procs, subp
+from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
+from vac.machine import MachineDir, MachineState, read_slot_record
+
+log = logging.getLogger(__name__)
+
+CGROUP_PREFIX = "apptainer-"
+LEGACY_CGROUP_PREFIX = "singularity-"  # the original Vac's vac/singularity-<job_id>
+MIB = 1024 * 1024
+# (directory in the machine dir, path inside, bind mode, environment variable)
+MJF_BINDS = (("machinefeatures", "/tmp/machinefeatures", "ro", "MACHINEFEATURES"),
+             ("jobfeatures", "/tmp/jobfeatures", "ro", "JOBFEATURES"),
+             ("joboutputs", "/tmp/joboutputs", "rw", "JOBOUTPUTS"))
+CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+VERSION_TIMEOUT = 10.0
+
+
+# Pure helpers -----------------------------------------------------------------------------
+
+def job_id_for(pid: int, uuid: str) -> str:
+    """The original's Singularity job_id: %06d-<uuid> with the head pid."""
+    return f"{pid:06d}-{uuid}"
+
+
+def cgroup_name(machine_name: str) -> str:
+    return CGROUP_PREFIX + machine_name
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's returncode as a shell would show it (killed by signal N -> 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def build_argv(binary: str, image: str, machine_dir: str, hostname: str, command: List[str],
+               bind_args: List[str]) -> List[str]:
+    """The `apptainer exec` argv of one machine (bind_args from bind_specs via spython)."""
+    argv = [binary, "exec", "--contain", "--workdir", os.path.join(machine_dir, "mnt"),
+            "--hostname", hostname]
+    argv += bind_args
+    for _, inside, _, variable in MJF_BINDS:
+        argv += ["--env", f"{variable}={inside}"]
+    return argv + [image] + command
+
+
+def bind_specs(machine_dir: str, cvmfs: bool, user_data: bool) -> List[str]:
+    """SRC:DST[:ro] binds: /cvmfs if asked for, MJF ro, joboutputs rw, user_data ro."""
+    specs = ["/cvmfs:/cvmfs:ro"] if cvmfs else []
+    specs += [f"{os.path.join(machine_dir, sub)}:{inside}:{mode}"
+              for sub, inside, mode, _ in MJF_BINDS]
+    if user_data:
+        specs.append(f"{os.path.join(machine_dir, 'user_data')}:/user_data:ro")
+    return specs
+
+
+def spython_bind_args(specs: List[str]) -> List[str]:
+    """['--bind', spec, ...] built by spython; sources must have been checked already."""
+    try:
+        from spython.main.base.command import generate_bind_list
+    except ImportError as e:
+        raise BackendUnavailable("apptainer", f"cannot import spython ({e}): install spython "
+                                 "(python3-spython)") from e
+    try:
+        return list(generate_bind_list(None, specs))
+    except SystemExit as e:  # spython exits when a bind source is missing
+        raise BackendError("apptainer", f"a bind source vanished: {specs}") from e
+
+
+def child_setup(procs_files: List[str], uid: int, gid: int, groups: List[int]):
+    """The preexec step: join the machine's cgroup (as root), then become the user.
+
+    Only os calls run in the forked child (no imports, no locks, no logging).
+    """
+    def setup() -> None:
+        pid = str(os.getpid()).encode()
+        for path in procs_files:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+        os.umask(0o022)
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    return setup
+
+
+# The backend ------------------------------------------------------------------------------
+
+class ApptainerBackend(Backend):
+    NAME = "apptainer"
+    MODELS = frozenset({"singularity", "apptainer"})
+    CAPABILITIES = Capabilities(machinefeatures_url="/tmp/machinefeatures",
+                                jobfeatures_url="/tmp/jobfeatures",
+                                joboutputs_url="/tmp/joboutputs")
+
+    def __init__(self, settings, proc_root: str = "/proc",
+                 hierarchy: Optional[cgroups.Hierarchy] = None,
+                 cgroup_fs: Optional[cgroups.CgroupFS] = None,
+                 cgroup_parent: str = cgroups.PARENT):
+        super().__init__(settings)
+        self.proc_root = proc_root
+        self.cgroup_parent = cgroup_parent
+        self._hierarchy = hierarchy
+        self.cgroup_fs = cgroup_fs or cgroups.CgroupFS()
+        self._children: Dict[str, subprocess.Popen] = {}
+
+    # Host facts ---------------------------------------------------------------------------
+
+    @property
+    def hierarchy(self) -> cgroups.Hierarchy:
+        if self._hierarchy is None:
+            self._hierarchy = cgroups.read_hierarchy(os.path.join(self.proc_root, "self",
+                                                                  "mounts"))
+        return self._hierarchy
+
+    def binary(self) -> str:
+        """singularity_path, else apptainer or singularity on PATH (BackendUnavailable if none
+        is an executable file)."""
+        configured = self.settings.singularity_path
+        if configured:
+            if os.path.isfile(configured) and os.access(configured, os.X_OK):
+                return configured
+            raise BackendUnavailable(self.NAME, f"singularity_path {configured} is not an "
+                                     "executable file")
+        found = shutil.which("apptainer") or shutil.which("singularity")
+        if not found:
+            raise BackendUnavailable(self.NAME, "neither apptainer nor singularity is on PATH: "
+                                     "install apptainer or set singularity_path")
+        return found
+
+    def user(self) -> pwd.struct_passwd:
+        """The singularity_user's passwd entry (BackendError if unset, absent or root)."""
+        name = self.settings.singularity_user
+        if not name:
+            raise BackendError(self.NAME, "singularity_user is not set in [settings]")
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise BackendError(self.NAME, f"singularity_user {name!r} does not exist") from None
+        if entry.pw_uid == 0:
+            raise BackendError(self.NAME, f"singularity_user {name!r} is root; containers "
+                               "must run as a non-root user")
+        return entry
+
+    def _cgroup(self, machine_name: str) -> cgroups.MachineCgroup:
+        return self._cgroup_named(cgroup_name(machine_name))
+
+    def _cgroup_named(self, name: str) -> cgroups.MachineCgroup:
+        return cgroups.MachineCgroup(self.hierarchy, name, self.cgroup_parent, self.cgroup_fs)
+
+    # probe --------------------------------------------------------------------------------
+
+    def probe(self) -> Probe:
+        try:
+            binary = self.binary()
+            done = subp.run([binary, "version"], timeout=min(
+                VERSION_TIMEOUT, self.settings.backend_timeout_seconds))
+            self.user()
+            import spython  # noqa: F401  (create() builds --bind arguments with it)
+            ok, reason = cgroups.writable(self.hierarchy)
+        except ImportError as e:
+            return Probe(False, reason=f"cannot import spython ({e}): install spython")
+        except (VacError, OSError, ValueError) as e:
+            return Probe(False, reason=str(e))
+        version = (done.stdout.strip().splitlines() or [""])[0]
+        if not ok:
+            return Probe(False, version=version, reason=f"cgroups: {reason}")
+        return Probe(True, version=f"{os.path.basename(binary)} {version}")
+
+    # create -------------------------------------------------------------------------------
+
+    def create(self, spec: MachineSpec) -> str:
+        user = self.user()
+        binary = self.binary()
+        directory = spec.directory
+        image = self._image(spec)
+        command = self._command(spec)
+        groups = os.getgrouplist(user.pw_name, user.pw_gid)
+        has_user_data = self._prepare_directory(spec, user)
+        specs = bind_specs(directory.path, bool(spec.machinetype.cvmfs_repositories),
+                           has_user_data)
+        self._check_sources(spec.name, specs, [image], user, groups)
+        argv = build_argv(binary, image, directory.path, spec.name, command,
+                          spython_bind_args(specs))
+        cgroup = self._new_cgroup(spec)
+        proc = self._start(spec, argv, cgroup, user, groups)
+        try:
+            job_id = self._record(spec, proc, cgroup, user, image)
+        except (VacError, OSError) as e:
+            self._kill_and_remove(spec.name, cgroup)
+            raise BackendError(self.NAME, f"cannot record the new machine: {e}",
+                               spec.name) from e
+        log.info("%s: started %s as %s (pid %d, cgroup %s)", spec.name, image, user.pw_name,
+                 proc.pid, cgroup.relative_path)
+        return job_id
+
+    def _image(self, spec: MachineSpec) -> str:
+        root = spec.machinetype.root_image
+        if not root:
+            raise BackendError(self.NAME, f"machinetype {spec.machinetype.name} has no "
+                               "root_image", spec.name)
+        if root.startswith(("https://", "http://")):
+            return self._fetch(spec, root)
+        if "://" in root:
+            raise BackendError(self.NAME, f"root_image {root}: only https URLs, absolute paths "
+                               "and file names under the machinetype's files/ are supported",
+                               spec.name)
+        path = spec.machinetype.files_path(root)
+        if not os.path.exists(path):
+            raise BackendError(self.NAME, f"root_image {path} does not exist", spec.name)
+        return path
+
+    def _fetch(self, spec: MachineSpec, url: str) -> str:
+        from vac import fetch  # lazily: only machinetypes with remote images need pycurl
+
+        paths = self.settings.paths
+        cache = paths.image_cache(url)
+        try:
+            return fetch.fetch_to_cache(url, cache, paths.tmp)
+        except FetchError as e:
+            if os.path.isfile(cache):
+                log.warning("%s: %s; using the cached copy %s", spec.name, e, cache)
+                return cache
+            raise BackendError(self.NAME, f"cannot fetch root_image: {e}", spec.name) from e
+
+    def _command(self, spec: MachineSpec) -> List[str]:
+        try:
+            command = shlex.split(spec.machinetype.container_command or "")
+        except ValueError as e:
+            raise BackendError(self.NAME, f"container_command: {e}", spec.name) from e
+        if not command:
+            raise BackendError(self.NAME, "container_command is empty", spec.name)
+        return command
+
+    def _prepare_directory(self, spec: MachineSpec, user: pwd.struct_passwd) -> bool:
+        """mkdir mnt/, hand mnt/ and joboutputs/ to the user, chmod user_data 0755.
+        Returns True if there is a user_data file to bind."""
+        directory = spec.directory
+        for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
+            path = directory.file(sub)
+            if os.path.islink(path) or not os.path.isdir(path):
+                raise BackendError(self.NAME, f"{path} is missing or not a directory",
+                                   spec.name)
+        mnt = directory.file("mnt")
+        try:
+            os.mkdir(mnt, 0o700)
+        except FileExistsError:
+            if os.path.islink(mnt) or not os.path.isdir(mnt):
+                raise BackendError(self.NAME, f"{mnt} is not a directory", spec.name) from None
+        try:
+            for path in (mnt, directory.file("joboutputs")):
+                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+            user_data = directory.file("user_data")
+            if not os.path.lexists(user_data):
+                return False
+            if not stat.S_ISREG(os.lstat(user_data).st_mode):
+                raise BackendError(self.NAME, f"{user_data} is not a regular file", spec.name)
+            os.chmod(user_data, 0o755)
+        except OSError as e:
+            raise BackendError(self.NAME, f"cannot prepare {directory.path}: {e}",
+                               spec.name) from e
+        return True
+
+    def _check_sources(self, name: str, specs: List[str], images: List[str],
+                       user: pwd.struct_passwd, groups: List[int]) -> None:
+        """Every bind source and the image must exist and be reachable by the user."""
+        for spec_text in specs:
+            source = spec_text.split(":", 1)[0]
+            if "," in spec_text or spec_text.count(":") != 2:
+                raise BackendError(self.NAME, f"cannot bind {source}: ',' or ':' in the path",
+                                   name)
+        for path in [s.split(":", 1)[0] for s in specs] + images:
+            if not os.path.exists(path):
+                raise BackendError(self.NAME, f"bind source {path} does not exist", name)
+            blocked = procs.unsearchable_ancestor(path, user.pw_uid, groups)
+            if blocked:
+                raise BackendError(self.NAME, f"singularity_user {user.pw_name} cannot reach "
+                                   f"{path}: {blocked} is not searchable by it", name)
+
+    def _new_cgroup(self, spec: MachineSpec) -> cgroups.MachineCgroup:
+        cgroup = self._cgroup(spec.name)
+        try:
+            if cgroup.exists():
+                if cgroup.pids():
+                    raise BackendError(self.NAME, f"cgroup {cgroup.relative_path} still has "
+                                       "processes of an earlier machine", spec.name)
+                cgroup.remove()  # a fresh cgroup: CPU and OOM counters start at zero
+            cgroup.create(spec.processors, spec.memory_mb * MIB)
+        except cgroups.CgroupError as e:
+            raise BackendError(self.NAME, str(e), spec.name) from e
+        return cgroup
+
+    def _start(self, spec: MachineSpec, argv: List[str], cgroup: cgroups.MachineCgroup,
+               user: pwd.struct_passwd, groups: List[int]) -> subprocess.Popen:
+        env = {"PATH": CHILD_PATH, "HOME": user.pw_dir, "USER": user.pw_name,
+               "LOGNAME": user.pw_name, "LANG": "C"}
+        try:
+            console = os.open(spec.directory.file("console.log"),
+                              os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            self._kill_and_remove(spec.name, cgroup)
+            raise BackendError(self.NAME, f"cannot open console.log: {e}", spec.name) from e
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
+                                    stderr=subprocess.STDOUT, cwd="/tmp", env=env,
+                                    start_new_session=True, close_fds=True,
+                                    preexec_fn=child_setup(cgroup.procs_files, user.pw_uid,
+                                                           user.pw_gid, groups))
+        except (OSError, subprocess.SubprocessError) as e:
+            self._kill_and_remove(spec.name, cgroup)
+            raise BackendError(self.NAME, f"cannot start {argv[0]}: {e}", spec.name) from e
+        finally:
+            os.close(console)
+        self._children[spec.name] = proc
+        return proc
+
+    def _record(self, spec: MachineSpec, proc: subprocess.Popen,
+                cgroup: cgroups.MachineCgroup, user: pwd.struct_passwd, image: str) -> str:
+        info = procs.read(proc.pid, self.proc_root)
+        if info is None:
+            raise BackendError(self.NAME, f"pid {proc.pid} vanished at once", spec.name)
+        job_id = job_id_for(proc.pid, spec.uuid)
+        spec.directory.write_backend_record({
+            "backend": self.NAME, "pid": proc.pid, "start_time": info.start_time,
+            "uid": user.pw_uid, "user": user.pw_name, "job_id": job_id, "image": image,
+            "cgroup": cgroup.relative_path, "cgroup_dirs": cgroup.dirs,
+            "cgroup_inode": self._inode(cgroup),
+            "memory_limit_bytes": spec.memory_mb * MIB})
+        # The factory writes job_id too; writing it now narrows the window in which the
+        # payload could read the provisional one.
+        spec.directory.write("jobfeatures/job_id", job_id)
+        return job_id
+
+    # status / collect ---------------------------------------------------------------------
+
+    def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
+        directory = directory or MachineDir.for_slot(self.settings.paths, name)
+        record = directory.read_backend_record() if directory is not None else {}
+        if record.get("backend") != self.NAME:
+            return self._status_without_record(name)
+        cgroup = self._cgroup(name)
+        ours = cgroup.exists() and self._inode(cgroup) == record.get("cgroup_inode")
+        running = self._head_alive(record)
+        exit_code = self._reap(name, record)
+        if exit_code is not None and record.get("exit_code") is None and directory:
+            record["exit_code"] = exit_code
+            self._save(directory, record)
+        return MachineStatus(
+            name=name, state=MachineState.RUNNING if running else MachineState.SHUTDOWN,
+            cpu_seconds=cgroup.cpu_seconds() if ours else float(record.get("cpu_seconds", 0)),
+            backend_id=str(record.get("job_id", "")),
+            exit_code=None if running else record.get("exit_code", exit_code),
+            oom_killed=(cgroup.oom_kills() > 0) if ours else bool(record.get("oom_killed")),
+            extra={"pid": str(record.get("pid", "")), "cgroup": cgroup.relative_path})
+
+    def collect(self, name: str, directory: MachineDir) -> MachineStatus:
+        final = self.status(name, directory)
+        self._remember(directory, final)
+        if final.oom_killed:
+            limit = int(directory.read_backend_record().get("memory_limit_bytes", 0)) // MIB
+            if directory.write_shutdown_message_if_none(
+                    f"700 Vac: killed by the OOM killer (memory limit {limit} MiB)"):
+                log.warning("%s: killed by the OOM killer (memory limit %d MiB)", name, limit)
+        return final
+
+    def _status_without_record(self, name: str) -> MachineStatus:
+        cgroup = self._cgroup(name)
+        busy = bool(cgroup.pids())
+        return MachineStatus(name=name,
+                             state=MachineState.RUNNING if busy else MachineState.SHUTDOWN,
+                             cpu_seconds=cgroup.cpu_seconds(), oom_killed=cgroup.oom_kills() > 0,
+                             extra={"cgroup": cgroup.relative_path})
+
+    def _head_alive(self, record: dict) -> bool:
+        pid = record.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return False
+        return procs.is_same(pid, record.get("start_time"), record.get("uid"), self.proc_root)
+
+    def _reap(self, name: str, record: dict) -> Optional[int]:
+        """The exit code if the head is our child and has ended (reaping it), else None."""
+        proc = self._children.get(name)
+        if proc is None or proc.pid != record.get("pid"):
+            return None
+        returncode = proc.poll()
+        if returncode is None:
+            return None
+        del self._children[name]
+        return exit_code_of(returncode)
+
+    def _remember(self, directory: MachineDir, final: MachineStatus) -> None:
+        """Keep the final CPU seconds, OOM verdict and exit code once the cgroup is gone."""
+        record = directory.read_backend_record()
+        if record.get("backend") != self.NAME:
+            return
+        record.update(cpu_seconds=final.cpu_seconds, oom_killed=final.oom_killed)
+        if final.exit_code is not None:
+            record["exit_code"] = final.exit_code
+        self._save(directory, record)
+
+    def _save(self, directory: MachineDir, record: dict) -> None:
+        record = {k: v for k, v in record.items() if k != "version"}
+        try:
+            directory.write_backend_record(record)
+        except OSError as e:
+            log.warning("%s: cannot update backend.json: %s", directory.name, e)
+
+    def _inode(self, cgroup: cgroups.MachineCgroup) -> Optional[int]:
+        d = cgroup.dir("memory")
+        try:
+            return os.stat(d).st_ino if d else None
+        except OSError:
+            return None
+
+    # destroy / list / strays --------------------------------------------------------------
+
+    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        cgroup = self._cgroup(name)
+        record = directory.read_backend_record() if directory is not None else {}
+        if directory is not None and record.get("backend") == self.NAME and cgroup.exists() \
+                and self._inode(cgroup) == record.get("cgroup_inode"):
+            self._remember(directory, self.status(name, directory))
+        if record.get("backend") == self.NAME and self._head_alive(record):
+            procs.kill_all([record["pid"]], self.cgroup_fs.kill)
+        self._kill_and_remove(name, cgroup)
+
+    def _kill_and_remove(self, name: str, cgroup: cgroups.MachineCgroup) -> None:
+        try:
+            emptied = cgroup.kill()
+            proc = self._children.pop(name, None)
+            if proc is not None:
+                try:
+                    proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    log.warning("%s: pid %d did not exit after SIGKILL", name, proc.pid)
+            removed = cgroup.remove()
+        except cgroups.CgroupError as e:
+            raise BackendError(self.NAME, str(e), name) from e
+        if not emptied or not removed:
+            raise BackendError(self.NAME, f"cgroup {cgroup.relative_path} still has processes "
+                               "after SIGKILL; will retry", name)
+        log.info("%s: destroyed (cgroup %s removed)", name, cgroup.relative_path)
+
+    def list_machines(self) -> List[MachineStatus]:
+        names = cgroups.list_children(self.hierarchy, (CGROUP_PREFIX,), self.cgroup_parent,
+                                      self.cgroup_fs)
+        return [self.status(n[len(CGROUP_PREFIX):], None) for n in names]
+
+    def live_machine_names(self) -> List[str]:
+        """Slots whose record names a singularity/apptainer model and whose directory is
+        unfinished: the machines whose cgroups kill_strays must leave alone."""
+        paths = self.settings.paths
+        live = []
+        for entry in sorted(os.listdir(paths.slots)) if os.path.isdir(paths.slots) else []:
+            record = read_slot_record(paths, entry)
+            if record is None or record.model not in self.MODELS:
+                continue
+            directory = MachineDir.for_slot(paths, entry)
+            if directory is not None and not directory.exists("finished"):
+                live.append(entry)
+        return live
+
+    def kill_strays(self, live_names: Optional[Iterable[str]] = None) -> int:
+        """The Singularity zombie killer (§5.5), once per cycle: SIGKILL every process of
+        singularity_user outside the cgroup of a live machine, then remove every empty Vac
+        Apptainer cgroup that no live machine owns. Returns the number of processes killed.
+
+        live_names: the live machines (default: live_machine_names() from the state dir).
+        """
+        if not self.settings.singularity_user:
+            return 0
+        uid = self.user().pw_uid
+        live = set(self.live_machine_names() if live_names is None else live_names)
+        key = cgroups.membership_key(self.hierarchy)
+        inside = [self._cgroup(n).relative_path for n in live]
+        strays = []
+        for pid in procs.pids_of_user(uid, self.proc_root):
+            where = procs.cgroups_of(pid, self.proc_root).get(key, "")
+            if not any(cgroups.in_cgroup(where, path) for path in inside):
+                log.warning("killing stray process %d of %s in cgroup %s",
+                            pid, self.settings.singularity_user, where or "?")
+                strays.append(pid)
+        killed = procs.kill_all(strays, self.cgroup_fs.kill)
+        self._remove_unowned_cgroups(live)
+        return killed
+
+    def _remove_unowned_cgroups(self, live: set) -> None:
+        prefixes = (CGROUP_PREFIX, LEGACY_CGROUP_PREFIX)
+        for child in cgroups.list_children(self.hierarchy, prefixes, self.cgroup_parent,
+                                           self.cgroup_fs):
+            if child.startswith(CGROUP_PREFIX) and child[len(CGROUP_PREFIX):] in live:
+                continue
+            cgroup = self._cgroup_named(child)
+            try:
+                # Its processes were strays and have been killed; wait for them to go.
+                if cgroup.kill(timeout=1.0) and cgroup.remove(timeout=1.0):
+                    log.info("removed empty cgroup %s", cgroup.relative_path)
+            except cgroups.CgroupError as e:
+                log.warning("cannot remove %s: %s", cgroup.relative_path, e)

@@ -17,13 +17,15 @@ from vac.backends.apptainer import (
     ApptainerBackend,
     bind_specs,
     build_argv,
+    child_setup,
     exit_code_of,
     job_id_for,
+    join_files,
     spython_bind_args,
 )
 from vac.backends.base import MachineSpec
 from vac.cgroups import CgroupFS, Hierarchy, MachineCgroup, parse_pids
-from vac.errors import BackendError, BackendUnavailable, FetchError
+from vac.errors import BackendError, BackendUnavailable, FetchError, ProcessError
 from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
 from vac.slots import Slot
 
@@ -463,3 +465,44 @@ def test_https_images_are_fetched_into_the_image_cache(creatable, monkeypatch):
     os.unlink(path)
     with pytest.raises(BackendError, match="cannot fetch root_image.*503"):
         creatable.backend.create(spec)
+
+
+# Joining the cgroup and the version cache ------------------------------------------------
+
+def test_a_new_machine_joins_by_tasks_on_v1_and_by_cgroup_procs_on_v2(tmp_path, monkeypatch):
+    v1 = MachineCgroup(Hierarchy(1, {c: f"/cg/{c}" for c in ("cpu", "cpuacct", "memory")}),
+                       "apptainer-m")
+    assert join_files(v1) == [f"/cg/{c}/vac/apptainer-m/tasks"
+                              for c in ("cpu", "cpuacct", "memory")]
+    v2 = MachineCgroup(Hierarchy(2, {"": "/sys/fs/cgroup"}), "apptainer-m")
+    assert join_files(v2) == ["/sys/fs/cgroup/vac/apptainer-m/cgroup.procs"]
+    files = [tmp_path / "a", tmp_path / "b"]
+    for f in files:
+        f.write_text("")
+    calls = []
+    for name in ("umask", "setgroups", "setgid", "setuid"):
+        monkeypatch.setattr(os, name, lambda value, name=name: calls.append((name, value)))
+    child_setup([str(f) for f in files], 4242, 4243, [4243, 7])()
+    assert [f.read_text() for f in files] == ["0", "0"]  # "0": the writer itself
+    assert calls == [("umask", 0o022), ("setgroups", [4243, 7]), ("setgid", 4243),
+                     ("setuid", 4242)]
+
+
+def test_probe_runs_the_version_command_again_only_when_the_binary_changes(world, tmp_path):
+    tool = tmp_path / "apptainer"
+    count = tmp_path / "count"
+    tool.write_text(f"#!/bin/sh\necho x >> {count}\necho 1.4.5\n")
+    tool.chmod(0o755)
+    backend = ApptainerBackend(dataclasses.replace(world.cfg.settings,
+                                                   singularity_path=str(tool)),
+                               proc_root=str(world.proc), hierarchy=world.backend.hierarchy,
+                               cgroup_fs=world.kernel)
+    first = backend._version(str(tool))
+    assert first == backend._version(str(tool)) == "1.4.5"
+    assert count.read_text().count("x") == 1
+    tool.write_text(f"#!/bin/sh\necho x >> {count}\necho broken >&2\nexit 3\n")
+    with pytest.raises(ProcessError, match="broken"):
+        backend._version(str(tool))  # a changed binary is asked again
+    with pytest.raises(ProcessError, match="broken"):
+        backend._version(str(tool))  # and a failure is never reused
+    assert count.read_text().count("x") == 3

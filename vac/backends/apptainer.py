@@ -2,7 +2,7 @@
 """ApptainerBackend: `singularity`/`apptainer` machines run as the non-root singularity_user.
 
 vacd runs as root; each machine is `apptainer exec --contain` started by subprocess.Popen with
-a preexec step that, still as root, writes the child's own pid into the machine's cgroup
+a preexec step that, still as root, moves the child into the machine's cgroup (join_files)
 (`vac/apptainer-<machine name>`, vac.cgroups: CPU weight from processors, hard memory limit
 mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
 process of the machine is in its cgroup from the first instruction: CPU accounting, the memory
@@ -28,7 +28,8 @@ import shlex
 import shutil
 import stat
 import subprocess
-from typing import Dict, Iterable, List, Optional
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from vac import cgroups, procs, subp
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
@@ -46,6 +47,7 @@ MJF_BINDS = (("machinefeatures", "/tmp/machinefeatures", "ro", "MACHINEFEATURES"
              ("joboutputs", "/tmp/joboutputs", "rw", "JOBOUTPUTS"))
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION_TIMEOUT = 10.0
+VERSION_CACHE_SECONDS = 600.0
 
 
 # Pure helpers -----------------------------------------------------------------------------
@@ -98,17 +100,30 @@ def spython_bind_args(specs: List[str]) -> List[str]:
         raise BackendError("apptainer", f"a bind source vanished: {specs}") from e
 
 
-def child_setup(procs_files: List[str], uid: int, gid: int, groups: List[int]):
+def join_files(cgroup: cgroups.MachineCgroup) -> List[str]:
+    """The files a new, single-threaded process writes "0" (itself) into to join the cgroup.
+
+    v1: `tasks`, which moves only the writing thread (the whole process, as it has one) and so
+    skips the kernel's global threadgroup lock, whose first writer after an idle spell waits
+    an RCU grace period (5-15 ms, on the path of every creation). v2 has no such way in
+    (a thread cannot leave its domain cgroup): cgroup.procs.
+    """
+    if cgroup.hierarchy.version == 1:
+        return [os.path.join(d, "tasks") for d in cgroup.dirs]
+    return cgroup.procs_files
+
+
+def child_setup(join: List[str], uid: int, gid: int, groups: List[int]):
     """The preexec step: join the machine's cgroup (as root), then become the user.
 
-    Only os calls run in the forked child (no imports, no locks, no logging).
+    join: cgroup.procs or (v1, see join_files) tasks files; the child writes "0" (itself)
+    into each. Only os calls run in the forked child (no imports, no locks, no logging).
     """
     def setup() -> None:
-        pid = str(os.getpid()).encode()
-        for path in procs_files:
+        for path in join:
             fd = os.open(path, os.O_WRONLY)
             try:
-                os.write(fd, pid)
+                os.write(fd, b"0")
             finally:
                 os.close(fd)
         os.umask(0o022)
@@ -137,6 +152,7 @@ class ApptainerBackend(Backend):
         self._hierarchy = hierarchy
         self.cgroup_fs = cgroup_fs or cgroups.CgroupFS()
         self._children: Dict[str, subprocess.Popen] = {}
+        self._version_cache: Optional[Tuple[tuple, float, str]] = None
 
     # Host facts ---------------------------------------------------------------------------
 
@@ -187,8 +203,7 @@ class ApptainerBackend(Backend):
     def probe(self) -> Probe:
         try:
             binary = self.binary()
-            done = subp.run([binary, "version"], timeout=min(
-                VERSION_TIMEOUT, self.settings.backend_timeout_seconds))
+            version = self._version(binary)
             self.user()
             import spython  # noqa: F401  (create() builds --bind arguments with it)
             ok, reason = cgroups.writable(self.hierarchy)
@@ -196,10 +211,26 @@ class ApptainerBackend(Backend):
             return Probe(False, reason=f"cannot import spython ({e}): install spython")
         except (VacError, OSError, ValueError) as e:
             return Probe(False, reason=str(e))
-        version = (done.stdout.strip().splitlines() or [""])[0]
         if not ok:
             return Probe(False, version=version, reason=f"cgroups: {reason}")
         return Probe(True, version=f"{os.path.basename(binary)} {version}")
+
+    def _version(self, binary: str) -> str:
+        """`<binary> version`'s first line. The probe runs every cycle, just before machines
+        are created, and the command takes ~20 ms, so a success is reused while the binary
+        file is unchanged, for at most VERSION_CACHE_SECONDS; a failure is never reused."""
+        st = os.stat(binary)
+        key = (binary, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._version_cache
+        if cached is not None and cached[0] == key and \
+                time.monotonic() - cached[1] < VERSION_CACHE_SECONDS:
+            return cached[2]
+        self._version_cache = None
+        done = subp.run([binary, "version"], timeout=min(
+            VERSION_TIMEOUT, self.settings.backend_timeout_seconds))
+        version = (done.stdout.strip().splitlines() or [""])[0]
+        self._version_cache = (key, time.monotonic(), version)
+        return version
 
     # create -------------------------------------------------------------------------------
 
@@ -339,7 +370,7 @@ class ApptainerBackend(Backend):
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=console,
                                     stderr=subprocess.STDOUT, cwd="/tmp", env=env,
                                     start_new_session=True, close_fds=True,
-                                    preexec_fn=child_setup(cgroup.procs_files, user.pw_uid,
+                                    preexec_fn=child_setup(join_files(cgroup), user.pw_uid,
                                                            user.pw_gid, groups))
         except (OSError, subprocess.SubprocessError) as e:
             self._kill_and_remove(spec.name, cgroup)

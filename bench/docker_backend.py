@@ -23,7 +23,10 @@ import time
 import uuid
 from typing import Callable, List, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/docker.py would shadow the docker SDK: keep this directory off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+sys.path.insert(0, os.path.dirname(HERE))
 
 from vac import config as configmod  # noqa: E402
 from vac import mjf  # noqa: E402

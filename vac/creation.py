@@ -55,8 +55,8 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
     except VacError as e:
         directory.write_shutdown_message_if_none(f"700 Vac: creation failed: {e}", when=now)
         raise
-    if backend_id != machine_uuid:
-        directory.write("jobfeatures/job_id", backend_id)
+    # jobfeatures/job_id stays the UUID of the MJF and user_data (##user_data_uuid##): the
+    # machine may have read it already. The backend's own id is in its backend record.
     directory.write("started", str(int(now)), mtime=now)
     directory.write("heartbeat", "0.0 0.0", mtime=now)
     return Created(directory, backend_id)

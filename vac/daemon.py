@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from vac import __version__, pipes
 from vac.config import config_files
-from vac.factory import Factory
+from vac.factory import CycleReport, Factory
 from vac.hostinfo import HostFacts
 
 log = logging.getLogger("vacd")
@@ -87,7 +87,11 @@ class Daemon:
         done = 0
         while not self.stop.is_set():
             began = time.monotonic()
-            report = self.factory.run_cycle()
+            try:
+                report = self.factory.run_cycle()
+            except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
+                log.exception("cycle %d failed; the next cycle runs as usual", done + 1)
+                report = CycleReport(errors=["cycle failed: see the log"])
             done += 1
             log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", done,
                      len(report.created), len(report.finished), len(report.destroyed),

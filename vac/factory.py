@@ -6,6 +6,7 @@ used for heartbeats, finishing and destroys, and nothing new is created.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from vac import fsutil, hostinfo, mjf, planner, shares
 from vac.backendpool import BackendPool
-from vac.config import Config
+from vac.backends import backend_for_model
+from vac.config import Config, MachineType
 from vac.creation import create_machine
 from vac.errors import ConfigError, VacError
 from vac.finishing import finish_machine, last_outcome, write_heartbeat
@@ -25,6 +27,8 @@ from vac.observe import Observation, find_zombies, observe
 from vac.slots import Slot, make_slots
 
 log = logging.getLogger(__name__)
+
+NO_MACHINETYPES = "no machinetypes configured"  # the planner's idle reason
 
 
 @dataclass
@@ -68,14 +72,16 @@ class Factory:
         self.pool.start_cycle()
         slots = make_slots(config.settings.factory_name, config.settings.host_processors)
         seen = observe(config, slots, self.pool)
+        # Probes every configured machinetype's backend, so zombies are looked for there too.
+        creatable, waiting = self._creatable(config if creation_allowed
+                                             else _no_creation(config))
         self._kill_zombies(config, seen, report)
         census = self._census(config, seen, now)
-        plan = planner.plan(config if creation_allowed else _no_creation(config), seen.observed,
-                            census, load=max(self.loadavg()), now=now,
-                            daemon_started=self.started, rng=self.rng)
+        plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
+                            now=now, daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
         self._expire(config, seen, now)
-        self._write_summary(config, seen, plan, report, now)
+        self._write_summary(config, seen, plan, report, now, waiting)
         return report
 
     # Configuration ----------------------------------------------------------------------
@@ -115,6 +121,23 @@ class Factory:
                     continue
                 if killed:
                     log.warning("killed %d stray %s processes", killed, backend_name)
+
+    def _creatable(self, config: Config) -> Tuple[Config, str]:
+        """The config the planner creates from: machinetypes whose backend is unavailable this
+        cycle wait (no failed creation, no backoff), and the text saying why."""
+        held: Dict[str, List[str]] = {}   # "backend B unavailable: why" -> machinetypes
+        for mt in config.machinetypes.values():
+            probe = self.pool.available_for_model(mt.machine_model)
+            if not probe.available:
+                why = f"backend {_backend_name(mt)} unavailable: {probe.reason or 'no reason'}"
+                held.setdefault(why, []).append(mt.name)
+        if not held:
+            return config, ""
+        waiting = {name for names in held.values() for name in names}
+        kept = {name: mt for name, mt in config.machinetypes.items() if name not in waiting}
+        text = "; ".join(f"{why} ({', '.join(sorted(names))} waiting)"
+                         for why, names in sorted(held.items()))
+        return dataclasses.replace(config, machinetypes=kept), text
 
     def _census(self, config: Config, seen: Observation, now: float) -> Dict[str, shares.Census]:
         outcomes = {}
@@ -177,13 +200,19 @@ class Factory:
     def _create(self, config: Config, slot: Slot, action, report: CycleReport) -> None:
         machinetype = config.machinetypes[action.machinetype]
         paths = config.settings.paths
+        now = self.clock()
+        if os.path.lexists(paths.machine_dir(int(now), machinetype.name, slot.name)):
+            # Directory names have one-second resolution: the slot's previous machine began
+            # and ended within this second. Refill the slot next cycle, not over its record.
+            report.idle[slot.name] = "previous machine ended within its first second"
+            return
         try:
             backend = self.pool.for_model(machinetype.machine_model)
             shutdown_time = action.shutdown_time
             if config.settings.shutdown_time is not None:
                 shutdown_time = min(shutdown_time, config.settings.shutdown_time)
             create_machine(config.settings, machinetype, slot, action.processors,
-                           shutdown_time, backend, self.clock(), fetcher=self.fetcher)
+                           shutdown_time, backend, now, fetcher=self.fetcher)
         except VacError as e:
             message = f"{slot.name} ({machinetype.name}) creation fails with: {e}"
             log.error("%s", message)
@@ -214,7 +243,7 @@ class Factory:
             shutil.rmtree(path, ignore_errors=True)
 
     def _write_summary(self, config: Config, seen: Observation, plan, report: CycleReport,
-                       now: float) -> None:
+                       now: float, waiting: str = "") -> None:
         paths = config.settings.paths
         running = [o for o in seen.observed if o.machinetype and not o.finished
                    and o.state.value == "Running"]
@@ -222,9 +251,17 @@ class Factory:
         hs06 = sum(o.hs06 or float(o.processors) for o in running)
         fsutil.atomic_write(paths.counts, f"{len(running)} {len(seen.observed)} {procs} "
                                           f"{config.settings.total_processors} {hs06:.2f}")
+        deferred = dict(report.idle)
         report.idle = {slot.name: reason for slot, reason in plan.idle}
         if report.config_error is None and not config.machinetypes:
-            report.idle = {k: "no machinetypes configured" for k in report.idle}
+            report.idle = {k: NO_MACHINETYPES for k in report.idle}
+        elif waiting:
+            report.idle = {k: waiting if r == NO_MACHINETYPES else f"{r}; {waiting}"
+                           for k, r in report.idle.items()}
+        report.idle.update(deferred)
+        if report.config_error is not None:
+            report.idle = {k: f"configuration rejected: {report.config_error}"
+                           for k in report.idle}
         summary = {"time": int(now), "idle": report.idle, "unmanaged": seen.unmanaged,
                    "config_error": report.config_error, "errors": report.errors}
         fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1))
@@ -237,9 +274,14 @@ def _model_of(seen: Observation, name: str) -> str:
     raise VacError(f"{name}: no machine model recorded")
 
 
+def _backend_name(mt: MachineType) -> str:
+    try:
+        return backend_for_model(mt.machine_model)
+    except VacError:
+        return mt.machine_model
+
+
 def _no_creation(config: Config) -> Config:
     """The same config with draining on: the planner then creates nothing."""
-    import dataclasses
-
     return dataclasses.replace(config, settings=dataclasses.replace(config.settings,
                                                                     draining=True))

@@ -25,11 +25,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Observation:
-    """One cycle's view: per-slot observations, their directories, and what to leave alone."""
+    """One cycle's view: per-slot observations, their directories, what to leave alone, and
+    the id each slot's backend gave for its machine."""
 
     observed: List[Observed] = field(default_factory=list)
     directories: Dict[str, MachineDir] = field(default_factory=dict)
     unmanaged: Dict[str, str] = field(default_factory=dict)
+    backend_ids: Dict[str, str] = field(default_factory=dict)
 
 
 def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observation:
@@ -52,6 +54,8 @@ def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observa
                 state = MachineState.UNKNOWN  # the planner leaves unknown machines alone
             elif status is not None and state == MachineState.RUNNING:
                 state = status.state
+            if status is not None and status.backend_id:
+                result.backend_ids[slot.name] = status.backend_id
         result.observed.append(_machine(config, slot, record.model, directory, state, status))
     return result
 
@@ -98,7 +102,8 @@ def find_zombies(config: Config, observation: Observation,
     """(backend, machine name, reason) for machines a backend holds that no live slot owns.
 
     A machine is ours to keep only if its slot's directory is unfinished, of a model this
-    backend serves, and its job_id matches the backend's id (§5.5).
+    backend serves, and its id matches the slot's job_id or the id the backend recorded for
+    the slot's machine (a container id: job_id stays the UUID the machine was given, §5.5).
     """
     live = {o.slot.name: o for o in observation.observed
             if o.machinetype is not None and not o.finished}
@@ -113,22 +118,25 @@ def find_zombies(config: Config, observation: Observation,
             log.warning("cannot list %s machines: %s", name, e)
             continue
         for status in listed:
+            if status.name in observation.unmanaged:
+                continue  # its slot's machine could not be observed: leave it alone
             reason = _zombie_reason(status, live.get(status.name), backend.MODELS,
-                                    observation.directories.get(status.name))
+                                    observation.directories.get(status.name),
+                                    observation.backend_ids.get(status.name, ""))
             if reason:
                 zombies.append((name, status.name, reason))
     return zombies
 
 
 def _zombie_reason(status: MachineStatus, owner: Optional[Observed], models,
-                   directory: Optional[MachineDir]) -> str:
+                   directory: Optional[MachineDir], known_id: str) -> str:
     if owner is None or directory is None:
         return "no live machine directory owns it"
     if owner.model not in models:
         return f"its slot now holds a {owner.model} machine"
-    job_id = directory.job_id
-    if job_id and status.backend_id and not _same_id(job_id, status.backend_id):
-        return f"its id {status.backend_id} is not the slot's job_id {job_id}"
+    ids = [i for i in (directory.job_id, known_id) if i]
+    if ids and status.backend_id and not any(_same_id(i, status.backend_id) for i in ids):
+        return f"its id {status.backend_id} is not the slot's machine's ({' or '.join(ids)})"
     return ""
 
 

@@ -164,6 +164,8 @@ cat >"$root/init" <<'INIT'
 #      MACHINEFEATURES=/mnt/config/openstack/latest/machinefeatures
 #      JOBFEATURES=/mnt/config/openstack/latest/jobfeatures
 #      JOBOUTPUTS=/joboutputs  JOBOUTPUTS_DIR=/joboutputs   (a local, writable directory)
+#    The kernel command-line word "vac.datasource=network" skips the config drive (the
+#    libvirt backend attaches one to every VM; its metadata-service tests use this).
 # 2. Otherwise the NETWORK: eth0 (virtio-net) is configured by DHCP
 #    (udhcpc -s /etc/udhcpc.script), then user_data is fetched with HTTP/1.0 GET
 #    http://169.254.169.254/latest/user-data (10 tries, 1 s apart; 2xx only) to /user_data.
@@ -226,7 +228,10 @@ finish() {
 
 MODE=none
 mkdir -p /joboutputs
-dev=$(find_config_drive || { sleep 1; find_config_drive; } || true)
+case " $(cat /proc/cmdline) " in
+  *" vac.datasource=network "*) dev= ;;
+  *) dev=$(find_config_drive || { sleep 1; find_config_drive; } || true) ;;
+esac
 if [ -n "$dev" ]; then
   MODE=configdrive
   cp /mnt/config/openstack/latest/user_data /user_data

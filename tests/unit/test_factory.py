@@ -234,3 +234,13 @@ def test_draining_creates_nothing_and_says_why(world):
     assert report.created == []
     assert set(report.idle) == set(names(4))
     assert all("draining" in r for r in report.idle.values())
+
+
+def test_machine_ending_in_its_first_second_is_refilled_next_cycle(world):
+    world.write(run=0)
+    assert sorted(world.cycle().created) == names(4)
+    report = world.cycle()  # same second: finished, but the directory name is taken
+    assert sorted(report.finished) == names(4) and report.created == []
+    assert all("first second" in r for r in report.idle.values())
+    assert report.errors == []
+    assert sorted(world.cycle(advance=1).created) == names(4)

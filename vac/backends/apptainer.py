@@ -392,9 +392,8 @@ class ApptainerBackend(Backend):
             "cgroup": cgroup.relative_path, "cgroup_dirs": cgroup.dirs,
             "cgroup_inode": self._inode(cgroup),
             "memory_limit_bytes": spec.memory_mb * MIB})
-        # The factory writes job_id too; writing it now narrows the window in which the
-        # payload could read the provisional one.
-        spec.directory.write("jobfeatures/job_id", job_id)
+        # jobfeatures/job_id stays the factory's UUID (as in 03.00.02): the payload may have
+        # read it already. The original's %06d-<uuid> is our backend id, in backend.json.
         return job_id
 
     # status / collect ---------------------------------------------------------------------

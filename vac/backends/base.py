@@ -92,7 +92,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def create(self, spec: MachineSpec) -> str:
-        """Start the machine; return its backend id (written to jobfeatures/job_id).
+        """Start the machine; return its backend id (recorded by the backend in backend.json;
+        jobfeatures/job_id stays the factory's UUID, which user_data and MJF already carry).
 
         Raises:
             BackendError: creation failed; nothing of the machine is left running.

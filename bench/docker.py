@@ -1,0 +1,269 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Benchmark: Docker machines made through vacd's cycle against raw docker SDK runs.
+
+(a) Per machine: an empty 1-slot factory (host_processors = 1) runs one Factory cycle; the
+    time of its create step (create_machine: slot record, directory, MJF, user_data,
+    DockerBackend.create) until the engine says the container is running, against
+    `client.containers.run(detach=True)` of the same image and command until running.
+    The two sides alternate (which goes first alternates too), after one untimed warm-up
+    each; target: median ratio <= 1.10. The whole cycle's time is shown too.
+(b) Fill: one cycle of an empty 32-slot factory (host_processors = 32; every container
+    checked running) against 32 serial raw runs; target: ratio <= 1.3.
+
+Containers are removed between runs, outside the timing, and at the end (by label). Needs a
+running engine and the local image vac-test/busybox:1 (scripts/ci/setup-docker.sh). Run:
+
+    python3 bench/docker.py [--repeat N] [--rounds N] [--slots N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from typing import Callable, List, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This file is named docker.py: keep its directory off sys.path so `import docker` finds the
+# SDK, not this script.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+sys.path.insert(0, os.path.dirname(HERE))
+
+from vac import factory as factorymod  # noqa: E402
+from vac import pipes  # noqa: E402
+from vac.factory import Factory  # noqa: E402
+from vac.hostinfo import HostFacts  # noqa: E402
+
+IMAGE = "vac-test/busybox:1"
+ENGINE = "unix:///var/run/docker.sock"
+SPACE = "bench.example.com"
+TARGET_ONE = 1.10
+TARGET_FILL = 1.3
+RUN = uuid.uuid4().hex[:6]
+BENCH_LABEL = "vac.bench"
+USER_DATA = "#!/bin/sh\nexec sleep 300\n"
+RAW_COMMAND = ["/bin/sh", "-c", "exec sleep 300"]
+BENCHES: List[Bench] = []
+
+CONF = """
+[settings]
+state_dir = {state}
+vac_space = {space}
+factory_name = {factory}
+host_processors = {slots}
+overload_per_processor = 1000
+mb_per_processor = 256
+docker_url = {url}
+
+[machinetype bench]
+machine_model = docker
+root_image = docker://{image}
+user_data = {user_data}
+target_share = 1
+"""
+
+
+def until_running(api, container_id: str) -> None:
+    while not api.inspect_container(container_id)["State"]["Running"]:
+        time.sleep(0.005)
+
+
+class TimedCreations:
+    """Wraps factory.create_machine: times each create step until the container runs."""
+
+    def __init__(self, api):
+        self.api = api
+        self.times: List[float] = []
+        self.ids: List[str] = []
+        self.real = factorymod.create_machine
+
+    def __call__(self, *args, **kw):
+        start = time.perf_counter()
+        created = self.real(*args, **kw)
+        until_running(self.api, created.backend_id)
+        self.times.append(time.perf_counter() - start)
+        self.ids.append(created.backend_id)
+        return created
+
+    def __enter__(self) -> TimedCreations:
+        factorymod.create_machine = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        factorymod.create_machine = self.real
+
+
+class Bench:
+    """One factory (a state dir and a config file) per benchmark, driven as vacd drives it."""
+
+    def __init__(self, tmp: str, slots: int, tag: str):
+        self.tmp = os.path.join(tmp, tag)
+        self.state = os.path.join(self.tmp, "state")
+        self.factory_name = f"b{RUN}{tag}.example.com"
+        os.makedirs(self.tmp)
+        template = os.path.join(self.tmp, "user_data")
+        with open(template, "w") as f:
+            f.write(USER_DATA)
+        self.conf = os.path.join(self.tmp, "vac.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(state=self.state, space=SPACE, factory=self.factory_name,
+                                slots=slots, url=ENGINE, image=IMAGE, user_data=template))
+        self.host = HostFacts.read()
+        self.factory = Factory(self._load)
+        BENCHES.append(self)
+
+    def _load(self):
+        return pipes.load_config([self.conf], self.host, update=True, now=time.time())
+
+    def cycle(self, api) -> Tuple[float, TimedCreations]:
+        with TimedCreations(api) as timed:
+            start = time.perf_counter()
+            report = self.factory.run_cycle()
+            took = time.perf_counter() - start
+        if report.errors:
+            raise SystemExit(f"cycle errors: {report.errors}")
+        return took, timed
+
+    def empty(self, api) -> None:
+        """Remove this factory's containers (through the backend, which removes their cgroup
+        parents too) and its state: the next cycle starts empty."""
+        if self.factory.pool is not None:
+            backend = self.factory.pool.get("docker")
+            for machine in backend.list_machines():
+                backend.destroy(machine.name, None)
+        remove_label(api, f"vac.factory={self.factory_name}")
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+def remove_label(api, label: str) -> None:
+    for c in api.containers(all=True, filters={"label": label}):
+        api.remove_container(c["Id"], force=True)
+
+
+def raw_run(client, api, name: str) -> float:
+    start = time.perf_counter()
+    container = client.containers.run(IMAGE, RAW_COMMAND, name=name, detach=True,
+                                      labels={BENCH_LABEL: RUN})
+    until_running(api, container.id)
+    return time.perf_counter() - start
+
+
+def alternate(pairs: int, ours: Callable[[], None], raw: Callable[[], None]) -> None:
+    for i in range(pairs):
+        for side in ((ours, raw) if i % 2 == 0 else (raw, ours)):
+            side()
+
+
+def per_machine(client, api, tmp: str, repeat: int) -> Tuple[List[float], List[float],
+                                                              List[float]]:
+    bench = Bench(tmp, 1, "one")
+    create: List[float] = []
+    cycle: List[float] = []
+    raw: List[float] = []
+    counter = [0]
+
+    def ours() -> None:
+        took, timed = bench.cycle(api)
+        assert len(timed.times) == 1, "the 1-slot cycle did not create one machine"
+        if counter[0]:
+            create.append(timed.times[0])
+            cycle.append(took)
+        bench.empty(api)
+
+    def theirs() -> None:
+        took = raw_run(client, api, f"b{RUN}-raw-{counter[0]}")
+        if counter[0]:
+            raw.append(took)
+        remove_label(api, f"{BENCH_LABEL}={RUN}")
+        counter[0] += 1
+
+    alternate(repeat + 1, ours, theirs)
+    return create, cycle, raw
+
+
+def fill(client, api, tmp: str, slots: int, rounds: int) -> Tuple[List[float], List[float],
+                                                                  List[float]]:
+    ours_t: List[float] = []
+    creates: List[float] = []
+    raw_t: List[float] = []
+    benches = [Bench(tmp, slots, f"fill{r}") for r in range(rounds)]
+
+    def ours() -> None:
+        bench = benches[len(ours_t)]
+        took, timed = bench.cycle(api)
+        if len(timed.times) != slots:
+            raise SystemExit(f"one cycle created {len(timed.times)} of {slots} machines")
+        ours_t.append(took)
+        creates.append(sum(timed.times))
+        bench.empty(api)
+
+    def theirs() -> None:
+        total = sum(raw_run(client, api, f"b{RUN}-fill-{len(raw_t)}-{i}")
+                    for i in range(slots))
+        raw_t.append(total)
+        remove_label(api, f"{BENCH_LABEL}={RUN}")
+
+    alternate(rounds, ours, theirs)
+    return ours_t, creates, raw_t
+
+
+def ms(values: List[float]) -> str:
+    return (f"{statistics.median(values) * 1000:>9.1f}ms{min(values) * 1000:>9.1f}ms"
+            f"{max(values) * 1000:>9.1f}ms")
+
+
+def main() -> int:
+    import docker
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=20, help="per-machine pairs (20)")
+    parser.add_argument("--rounds", type=int, default=2, help="fill pairs (2)")
+    parser.add_argument("--slots", type=int, default=32, help="fill slots (32)")
+    args = parser.parse_args()
+    client = docker.DockerClient(base_url=ENGINE, timeout=60)
+    api = client.api
+    try:
+        api.inspect_image(IMAGE)
+    except docker.errors.DockerException as e:
+        print(f"engine or image {IMAGE} not usable: {e} (scripts/ci/setup-docker.sh)",
+              file=sys.stderr)
+        return 1
+    version = api.version()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            create, cycle, raw = per_machine(client, api, tmp, args.repeat)
+            fill_ours, fill_creates, fill_raw = fill(client, api, tmp, args.slots,
+                                                     args.rounds)
+    finally:
+        remove_label(api, f"{BENCH_LABEL}={RUN}")
+        for bench in BENCHES:
+            bench.empty(api)
+    one = statistics.median(create) / statistics.median(raw)
+    whole = statistics.median(cycle) / statistics.median(raw)
+    filled = statistics.median(fill_ours) / statistics.median(fill_raw)
+    print(f"engine {version.get('Version')} (API {version.get('ApiVersion')}), image {IMAGE}")
+    print(f"\n(a) one machine, {args.repeat} runs each, alternating"
+          f"{'median':>14}{'min':>11}{'max':>11}")
+    print(f"  vacd create step until running         {ms(create)}")
+    print(f"  vacd whole 1-slot cycle                {ms(cycle)}")
+    print(f"  raw containers.run until running       {ms(raw)}")
+    print(f"\n(b) fill {args.slots} slots, {args.rounds} rounds each, alternating"
+          f"{'median':>9}{'min':>11}{'max':>11}")
+    print(f"  vacd one cycle, {args.slots} machines running       {ms(fill_ours)}")
+    print(f"    of which its {args.slots} create steps          {ms(fill_creates)}")
+    print(f"  {args.slots} serial raw runs until running      {ms(fill_raw)}")
+    ok_one, ok_fill = one <= TARGET_ONE, filled <= TARGET_FILL
+    print(f"\nratio create step / raw run   {one:6.3f}  target <= {TARGET_ONE:.2f}: "
+          f"{'ok' if ok_one else 'OVER TARGET'}")
+    print(f"ratio whole cycle / raw run   {whole:6.3f}  (shown, no target)")
+    print(f"ratio fill cycle / raw runs   {filled:6.3f}  target <= {TARGET_FILL:.2f}: "
+          f"{'ok' if ok_fill else 'OVER TARGET'}")
+    return 0 if ok_one and ok_fill else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

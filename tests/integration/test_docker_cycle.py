@@ -1,0 +1,440 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Docker machines through vacd's cycle on the real engine: Factory.run_cycle() with the real
+clock and the real BackendPool fills every slot in one cycle (MJF, user_data, limits), finishes
+what exits (heartbeat CPU, finishes/, removal, refill), backs off after an OOM kill, leaves
+machines alone while the engine is gone, adopts after a SIGKILLed vacd, and removes orphans.
+
+Each test has a factory_name of its own, so left-over or parallel containers never collide;
+every container a test makes is removed by label (or id) in its teardown.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import Callable, Dict, List
+
+import pytest
+from conftest import REPO, require_engine
+from test_docker_backend import SocketProxy  # the engine-vanishing proxy, reused
+
+from vac.backends.cgroupfs import Cgroups
+from vac.backends.docker import DockerBackend
+from vac.factory import CycleReport, Factory
+from vac.finishing import last_outcome
+from vac.machine import MachineDir
+from vac.slots import machine_name
+
+pytestmark = [pytest.mark.docker]
+
+IMAGE = "vac-test/busybox:1"
+ENGINE = "unix:///var/run/docker.sock"
+SPACE = "cycle.example.com"
+MT = "dock"
+
+CONF = """
+[settings]
+vac_space = {space}
+factory_name = {factory}
+state_dir = {state}
+host_processors = {slots}
+overload_per_processor = 1000
+mb_per_processor = {mb}
+docker_url = {url}
+backend_timeout_seconds = {timeout}
+{extra_settings}
+
+[machinetype {mt}]
+machine_model = docker
+root_image = docker://{image}
+user_data = {user_data}
+target_share = 1
+docker_pids_limit = 200
+backoff_seconds = 600
+{extra_mt}
+"""
+
+# Copies what the machine sees into joboutputs, then runs on.
+MJF_PAYLOAD = r"""#!/bin/sh
+cd "$JOBOUTPUTS"
+echo "##user_data_machine_hostname## ##user_data_uuid## ##user_data_space##" > userdata_values
+cat "$MACHINEFEATURES/total_cpu" > total_cpu
+cat "$JOBFEATURES/allocated_cpu" > allocated_cpu
+cat "$JOBFEATURES/job_id" > job_id
+hostname > hostname
+exec sleep 300
+"""
+
+# Burns about a second of CPU, says it succeeded, exits.
+FINISHING_PAYLOAD = r"""#!/bin/sh
+cd "$JOBOUTPUTS"
+timeout 1 sh -c 'while :; do :; done'
+echo "200 Success from ##user_data_machine_hostname##" > shutdown_message
+exit 0
+"""
+
+OOM_PAYLOAD = "#!/bin/sh\necho before-oom\nhead -c 300m /dev/zero | tail\nexit 0\n"
+SLEEP_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
+OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
+
+
+def sdk():
+    import docker
+    return docker.APIClient(base_url=ENGINE, timeout=30)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 30, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return check()
+
+
+def engine_ready() -> None:
+    """require_engine("docker"), and the local image must be there."""
+    try:
+        import docker
+        api = sdk()
+        api.version()
+    except Exception as e:  # any failure means: no engine here
+        require_engine("docker", False, f"{type(e).__name__}: {e}")
+        return
+    try:
+        api.inspect_image(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(f"image {IMAGE} missing: run scripts/ci/setup-docker.sh")
+
+
+class DockerFactory:
+    """One factory of its own on the real engine, driven cycle by cycle."""
+
+    def __init__(self, tmp_path, make_config):
+        self.tmp_path = tmp_path
+        self.make_config = make_config
+        self.name = f"dc{uuid.uuid4().hex[:8]}.example.com"
+        self.state = str(tmp_path / "state")
+        self.user_data = tmp_path / "user_data"
+        self.text = ""
+        self.factory = Factory(self.load)
+        self.extra_ids: List[str] = []
+
+    def write(self, payload: str, slots: int = 3, mb: int = 64, url: str = ENGINE,
+              timeout: float = 20, extra_settings: str = "", extra_mt: str = "") -> None:
+        self.user_data.write_text(payload)
+        self.text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
+                                mb=mb, url=url, timeout=timeout, extra_settings=extra_settings,
+                                mt=MT, image=IMAGE, user_data=self.user_data,
+                                extra_mt=extra_mt)
+        self.config_file = str(self.load().files[0])
+
+    def load(self):
+        return self.make_config(self.text)
+
+    def cycle(self) -> CycleReport:
+        return self.factory.run_cycle()
+
+    def slot(self, n: int) -> str:
+        return machine_name(self.name, n)
+
+    def slots(self, count: int) -> List[str]:
+        return [self.slot(n) for n in range(count)]
+
+    def dir(self, name: str) -> MachineDir:
+        d = MachineDir.for_slot(self.load().settings.paths, name)
+        assert d is not None, f"{name} has no machine directory"
+        return d
+
+    def containers(self) -> Dict[str, dict]:
+        """This factory's containers on the engine, by container name."""
+        found = sdk().containers(all=True, filters={"label": f"vac.factory={self.name}"})
+        return {c["Names"][0].lstrip("/"): c for c in found}
+
+    def remove_all(self) -> None:
+        """Every container of this test: ours through the backend (it removes their cgroup
+        parents too), then whatever is left by label or id."""
+        if self.text:
+            settings = dataclasses.replace(self.load().settings, docker_url=ENGINE)
+            backend = DockerBackend(settings)
+            for machine in backend.list_machines():
+                backend.destroy(machine.name, None)
+        api = sdk()
+        for c in api.containers(all=True, filters={"label": f"vac.factory={self.name}"}):
+            api.remove_container(c["Id"], force=True)
+        for ident in self.extra_ids:
+            try:
+                api.remove_container(ident, force=True)
+            except Exception:  # already gone
+                pass
+
+
+@pytest.fixture
+def dock(tmp_path, make_config):
+    engine_ready()
+    world = DockerFactory(tmp_path, make_config)
+    yield world
+    world.remove_all()
+
+
+def inspect(container_id: str) -> dict:
+    return sdk().inspect_container(container_id)
+
+
+def gone(container_id: str) -> bool:
+    import docker
+    try:
+        sdk().inspect_container(container_id)
+    except docker.errors.NotFound:
+        return True
+    return False
+
+
+def all_exited(world: DockerFactory, count: int) -> bool:
+    found = world.containers()
+    return len(found) == count and all(c["State"] == "exited" for c in found.values())
+
+
+# (a) one cycle fills every slot --------------------------------------------------------------
+
+def test_one_cycle_starts_a_container_in_every_slot_with_mjf_user_data_and_limits(dock):
+    dock.write(MJF_PAYLOAD, slots=3, mb=64)
+    report = dock.cycle()
+    names = dock.slots(3)
+    assert sorted(report.created) == names and report.errors == []
+    found = dock.containers()
+    assert sorted(found) == names
+    assert all(c["State"] == "running" for c in found.values())
+
+    def out(name: str, key: str) -> str:
+        return dock.dir(name).read(f"joboutputs/{key}") or ""
+
+    assert wait_until(lambda: all(out(n, "hostname") for n in names), 20)
+    for name in names:
+        d = dock.dir(name)
+        job_id = d.read("jobfeatures/job_id").strip()
+        assert out(name, "total_cpu").strip() == "1"
+        assert out(name, "allocated_cpu").strip() == "1"
+        assert out(name, "job_id").strip() == job_id      # what the machine read is final
+        assert out(name, "hostname").strip() == name
+        assert out(name, "userdata_values") == f"{name} {job_id} {SPACE}\n"
+        assert d.read("user_data").startswith(f"#!/bin/sh\ncd \"$JOBOUTPUTS\"\necho \"{name} ")
+        container_id = d.read_backend_record()["container_id"]
+        assert found[name]["Id"] == container_id
+        attrs = inspect(container_id)
+        hc = attrs["HostConfig"]
+        assert attrs["State"]["Running"] is True and attrs["Config"]["Hostname"] == name
+        assert hc["CpuShares"] == 1024 * 1
+        assert hc["Memory"] == 64 * 1024 * 1024
+        assert hc["PidsLimit"] == 200
+        assert hc["SecurityOpt"] == ["no-new-privileges"] and hc["Privileged"] is False
+        assert attrs["Config"]["Labels"]["vac.machine"] == name
+        assert d.started is not None and d.finished is None
+    again = dock.cycle()    # our own machines are neither zombies nor touched
+    assert again.created == again.finished == again.destroyed == again.zombies == []
+    assert {n: c["Id"] for n, c in dock.containers().items()} == \
+        {n: c["Id"] for n, c in found.items()}
+
+
+# (b) a machine that exits is finished and its slot refilled ----------------------------------
+
+def test_exited_machines_are_finished_accounted_removed_and_refilled(dock):
+    dock.write(FINISHING_PAYLOAD, slots=2)
+    names = dock.slots(2)
+    first = dock.cycle()
+    assert sorted(first.created) == names
+    old = {n: dock.dir(n) for n in names}
+    old_ids = {n: d.read_backend_record()["container_id"] for n, d in old.items()}
+    parents = [d.read_backend_record()["cgroup_parent"] for d in old.values()]
+    assert wait_until(lambda: all_exited(dock, 2), 30), dock.containers()
+    report = dock.cycle()
+    assert sorted(report.finished) == names and report.errors == []
+    assert report.destroyed == [] and report.zombies == []
+    for name, d in old.items():
+        assert d.finished is not None
+        assert d.shutdown_message == f"200 Success from {name}"
+        cpu = float(d.read("heartbeat").split()[0])
+        assert cpu > 0.1, d.read("heartbeat")
+        assert gone(old_ids[name])
+    for parent in filter(None, parents):      # cgroupfs driver: the machine's own parent
+        assert Cgroups().cpu_seconds(parent) is None, f"{parent} left behind"
+    newest = max(old.values(), key=lambda d: (d.created, d.name))
+    record = open(dock.load().settings.paths.finish_record(MT)).read().split()
+    assert record[:2] == [str(newest.created), MT]
+    outcome = last_outcome(dock.load().settings.paths, MT)
+    assert outcome is not None and outcome.message.startswith("200 Success")
+    assert sorted(report.created) == names                  # refilled in the same cycle
+    new_ids = {n: dock.dir(n).read_backend_record()["container_id"] for n in names}
+    assert set(new_ids.values()).isdisjoint(old_ids.values())
+    assert sorted(dock.containers()) == names
+
+
+# (c) OOM: a coded 700 message and backoff ----------------------------------------------------
+
+def test_oom_killed_machine_is_finished_with_700_and_its_machinetype_backs_off(dock):
+    dock.write(OOM_PAYLOAD, slots=1, mb=16)
+    name = dock.slot(0)
+    assert dock.cycle().created == [name]
+    d = dock.dir(name)
+    assert wait_until(lambda: all_exited(dock, 1), 30), dock.containers()
+    report = dock.cycle()
+    assert report.finished == [name] and report.created == []
+    assert d.finished is not None
+    assert d.shutdown_message == OOM_MESSAGE
+    assert "before-oom" in d.read("console.log")
+    assert "backoff" in report.idle[name], report.idle
+    assert dock.containers() == {}
+    assert dock.cycle().created == []                      # still backing off
+
+
+# (d) the engine going away mid-run -----------------------------------------------------------
+
+def test_engine_gone_or_hanging_leaves_machines_alone_then_management_resumes(dock, tmp_path,
+                                                                               caplog):
+    proxy = SocketProxy(str(tmp_path / "engine.sock"))
+    proxy.start()
+    try:
+        dock.write(SLEEP_PAYLOAD, slots=3, url=f"unix://{proxy.path}", timeout=2,
+                   extra_settings="max_creations_per_cycle = 2")
+        names = dock.slots(3)
+        first = dock.cycle()
+        assert sorted(first.created) == names[:2]
+        assert "max_creations_per_cycle" in first.idle[names[2]]
+        ids = {n: c["Id"] for n, c in dock.containers().items()}
+        assert sorted(ids) == names[:2]
+        proxy.stop()                                       # the engine vanishes
+        for hanging in (False, True):
+            if hanging:
+                proxy.hanging = True                       # accepts, never answers
+                proxy.start()
+            caplog.clear()
+            with caplog.at_level(logging.WARNING):
+                start = time.monotonic()
+                report = dock.cycle()
+                took = time.monotonic() - start
+            assert took < 15
+            assert report.created == report.finished == report.destroyed == [], report
+            assert report.zombies == [] and report.errors == [], report
+            assert "backend docker unavailable" in report.idle[names[2]], report.idle
+            assert "Docker engine not reachable" in report.idle[names[2]]
+            assert "backend docker unavailable this cycle" in caplog.text
+            summary = json.load(open(dock.load().settings.paths.plan))
+            assert sorted(summary["unmanaged"]) == names[:2]
+            for name in names[:2]:
+                assert dock.dir(name).finished is None
+                assert dock.dir(name).shutdown_message is None
+            assert not os.path.exists(dock.load().settings.paths.slot_record(names[2]))
+            assert {n: c["Id"] for n, c in dock.containers().items()} == ids
+            assert all(c["State"] == "running" for c in dock.containers().values())
+        proxy.stop()
+        proxy.hanging = False
+        proxy.start()                                      # the engine is back
+        report = dock.cycle()
+        assert report.created == [names[2]], report
+        assert report.finished == report.destroyed == report.zombies == report.errors == []
+        now = {n: c["Id"] for n, c in dock.containers().items()}
+        assert {n: now[n] for n in names[:2]} == ids
+        assert all(c["State"] == "running" for c in dock.containers().values())
+        assert dock.dir(names[0]).heartbeat_time is not None
+    finally:
+        proxy.stop()
+
+
+# (e) vacd SIGKILLed and restarted adopts its machines ----------------------------------------
+
+def start_vacd(config_file: str, log_path: str) -> subprocess.Popen:
+    log = open(log_path, "w")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        return subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", config_file,
+                                 "--foreground", "--cycle-seconds", "1"], cwd=REPO, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        log.close()
+
+
+def cycles_logged(log_path: str) -> List[str]:
+    with open(log_path) as f:
+        return [line for line in f if "vacd[" in line and ": INFO cycle " in line]
+
+
+def stop(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    proc.wait(timeout=30)
+
+
+def test_sigkilled_vacd_restarted_adopts_its_containers(dock, tmp_path):
+    dock.write(SLEEP_PAYLOAD, slots=2)
+    names = dock.slots(2)
+    first_log, second_log = str(tmp_path / "vacd1.log"), str(tmp_path / "vacd2.log")
+    vacd = start_vacd(dock.config_file, first_log)
+    try:
+        assert wait_until(lambda: cycles_logged(first_log), 30), open(first_log).read()
+    finally:
+        stop(vacd, signal.SIGKILL)
+    assert vacd.returncode == -signal.SIGKILL
+    assert "cycle 1: created 2," in cycles_logged(first_log)[0]
+    before = {n: inspect(c["Id"]) for n, c in dock.containers().items()}
+    assert sorted(before) == names
+    dirs = {n: dock.dir(n).path for n in names}
+    vacd = start_vacd(dock.config_file, second_log)
+    try:
+        assert wait_until(lambda: len(cycles_logged(second_log)) >= 3, 30), \
+            open(second_log).read()
+    finally:
+        stop(vacd, signal.SIGTERM)
+    assert vacd.returncode == 0, open(second_log).read()
+    for line in cycles_logged(second_log):
+        assert "created 0, finished 0, destroyed 0, errors 0" in line, line
+    text = open(second_log).read()
+    assert "zombie" not in text and "ERROR" not in text, text
+    after = {n: inspect(c["Id"]) for n, c in dock.containers().items()}
+    assert sorted(after) == names                               # no leaks, no duplicates
+    for name in names:
+        assert after[name]["Id"] == before[name]["Id"]          # the same containers
+        assert after[name]["State"]["Running"] is True
+        assert after[name]["State"]["StartedAt"] == before[name]["State"]["StartedAt"]
+        assert after[name]["RestartCount"] == 0
+        assert dock.dir(name).path == dirs[name] and dock.dir(name).finished is None
+
+
+# (f) orphans carrying our labels are removed, others are left alone --------------------------
+
+def test_orphan_containers_are_removed_and_foreign_ones_left_alone(dock):
+    dock.write(SLEEP_PAYLOAD, slots=2)
+    names = dock.slots(2)
+    api = sdk()
+
+    def run(name: str, labels: Dict[str, str]) -> str:
+        ident = api.create_container(IMAGE, command=["sleep", "300"], name=name,
+                                     labels=labels)["Id"]
+        dock.extra_ids.append(ident)
+        api.start(ident)
+        return ident
+
+    def ours(name: str) -> Dict[str, str]:
+        return {"vac.space": SPACE, "vac.factory": dock.name, "vac.machine": name,
+                "vac.machinetype": MT, "vac.created": "1700000000"}
+
+    in_slot = run(names[0], ours(names[0]))             # a slot with no machine directory
+    beyond = run(dock.slot(5), ours(dock.slot(5)))      # a slot this factory no longer has
+    foreign = run(dock.slot(6), {})                     # unlabelled, named like our slots
+    other = {**ours(dock.slot(7)), "vac.factory": f"other-{dock.name}"}
+    elsewhere = run(dock.slot(7), other)                # another factory of the space
+    report = dock.cycle()
+    assert sorted(report.zombies) == sorted([names[0], dock.slot(5)]), report
+    assert gone(in_slot) and gone(beyond)
+    assert inspect(foreign)["State"]["Running"] is True
+    assert inspect(elsewhere)["State"]["Running"] is True
+    assert sorted(report.created) == names and report.errors == []
+    assert sorted(dock.containers()) == names
+    again = dock.cycle()
+    assert again.zombies == [] and again.created == [] and again.errors == []
+    assert inspect(foreign)["State"]["Running"] is True

@@ -1,0 +1,494 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The libvirt backend: VMs (cernvm3, cernvm4, vm-raw) as transient libvirt/QEMU domains.
+
+Each VM is a transient domain (createXML) named after its slot's FQDN, with the factory's
+UUID for the machine as domain UUID (the backend id), on the NAT network vac_169.254.0.0 with
+its slot's MAC, a serial console logged to <machine dir>/console.log, VNC on
+127.0.0.1:5900+ordinal, and an OpenStack config drive (label config-2) holding its user_data,
+meta_data.json and an MJF snapshot. Poweroff, reboot and crash all end the domain.
+
+Disks (vac.vmimages): cernvm3/cernvm4 boot the root_image ISO from an IDE CD-ROM and get a
+root disk (an LV with volume_group, else a sparse file of disk_gb_per_processor (default 40)
+x processors GB); vm-raw gets a qcow2 overlay over the (cached) image plus a scratch disk (an
+LV with volume_group, else a sparse file only if disk_gb_per_processor is set). Temporary
+disk files live in <state>/tmp and are unlinked once QEMU has them open. With machinetype
+kernel/initrd/cmdline the domain boots that kernel directly, and root_image may be unset.
+
+Domain type (libvirt_virt_type): kvm or qemu as configured; "auto" chooses kvm only if
+libvirt offers kvm, /dev/kvm is usable, and this host is not itself a virtual machine (the
+"hypervisor" CPU flag in /proc/cpuinfo): nested KVM is seen to hang guests at boot on
+such hosts, so they get qemu (TCG), with one log line saying why.
+
+Returning joboutputs without a network: a guest may print lines
+    VAC-JOBOUTPUT <name> <base64 of the content>
+on its serial console; collect() parses them from console.log into joboutputs/ (bounded,
+single-component names, never replacing a file the guest already PUT over HTTP).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from vac import configdrive, joboutputs, metadata, vmimages, vmnetwork
+from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.errors import BackendError, BackendUnavailable, VacError
+from vac.machine import MachineDir, MachineState
+from vac.slots import ordinal_of
+
+log = logging.getLogger(__name__)
+
+CONFIG_DRIVE = "config-drive.iso"
+CONSOLE_LOG = "console.log"
+CONSOLE_READ_LIMIT = 8 * 1024 * 1024
+NWFILTER = "clean-traffic"
+TEMPLATE = "libvirt-domain.xml.j2"
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                             "templates")
+CPUINFO = "/proc/cpuinfo"
+KVM_DEVICE = "/dev/kvm"
+VM_MODELS = frozenset({"cernvm3", "cernvm4", "vm-raw"})
+
+_jinja_env = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    """One <disk> of the domain."""
+
+    source: str
+    target: str
+    device: str = "disk"        # disk | cdrom
+    kind: str = "file"          # file | block
+    format: str = "raw"         # raw | qcow2
+    readonly: bool = False
+
+    @property
+    def bus(self) -> str:
+        """virtio if the device name contains "vd", else ide (the original's rule)."""
+        return "virtio" if "vd" in self.target else "ide"
+
+
+@dataclass(frozen=True)
+class DomainParams:
+    """Every value the domain template uses."""
+
+    virt_type: str
+    name: str
+    uuid: str
+    memory_mb: int
+    vcpus: int
+    mac: str
+    ip: str
+    vnc_port: int
+    console_log: str
+    disks: Tuple[Disk, ...] = ()
+    boot_dev: str = "hd"
+    kernel: Optional[str] = None
+    initrd: Optional[str] = None
+    cmdline: Optional[str] = None
+    nwfilter: Optional[str] = NWFILTER
+    network: str = vmnetwork.NETWORK_NAME
+
+
+def render_domain_xml(params: DomainParams) -> str:
+    """The domain XML (Jinja2 with autoescape and StrictUndefined)."""
+    global _jinja_env
+    if _jinja_env is None:
+        import jinja2
+
+        _jinja_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+                                        autoescape=True, undefined=jinja2.StrictUndefined,
+                                        keep_trailing_newline=True)
+    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    values["disks"] = [dict(dataclasses.asdict(d), bus=d.bus) for d in params.disks]
+    return _jinja_env.get_template(TEMPLATE).render(**values)
+
+
+def choose_virt_type(setting: str, libvirt_has_kvm: bool, kvm_usable: bool,
+                     under_hypervisor: bool) -> Tuple[str, str]:
+    """(domain type, why) for libvirt_virt_type = auto | kvm | qemu (pure)."""
+    if setting in ("kvm", "qemu"):
+        return setting, f"libvirt_virt_type = {setting}"
+    if not libvirt_has_kvm:
+        return "qemu", "libvirt offers no kvm domains here"
+    if not kvm_usable:
+        return "qemu", f"{KVM_DEVICE} is missing or not usable"
+    if under_hypervisor:
+        return "qemu", ("this host is itself a virtual machine (CPU flag 'hypervisor'), where "
+                        "nested KVM is known to hang guests; set libvirt_virt_type = kvm to "
+                        "override")
+    return "kvm", f"{KVM_DEVICE} is usable and this host is not a virtual machine"
+
+
+def host_kvm_facts() -> Tuple[bool, bool]:
+    """(/dev/kvm usable, host has the 'hypervisor' CPU flag)."""
+    usable = os.path.exists(KVM_DEVICE) and os.access(KVM_DEVICE, os.R_OK | os.W_OK)
+    nested = False
+    try:
+        with open(CPUINFO) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    nested = "hypervisor" in line.split(":", 1)[-1].split()
+                    break
+    except OSError:
+        pass
+    return usable, nested
+
+
+def config_drive_target(used: List[str]) -> str:
+    """The first virtio disk name not used by the machine's other disks."""
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        if f"vd{letter}" not in used:
+            return f"vd{letter}"
+    raise BackendError("libvirt", "no free virtio disk name for the config drive")
+
+
+def read_console_tail(path: str, limit: int = CONSOLE_READ_LIMIT) -> List[str]:
+    """The last `limit` bytes of a console log as lines (first partial line dropped)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - limit))
+        data = f.read(limit)
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    return lines[1:] if size > limit else lines
+
+
+def _libvirt() -> Any:
+    """The libvirt module, imported on first use.
+
+    Raises:
+        BackendUnavailable: libvirt-python is not installed.
+    """
+    try:
+        import libvirt
+    except ImportError as e:
+        raise BackendUnavailable("libvirt", "cannot import libvirt: install libvirt-python "
+                                 "(python3-libvirt)") from e
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+class LibvirtBackend(Backend):
+    """VMs as transient libvirt domains on the factory's NAT network."""
+
+    NAME = "libvirt"
+    MODELS = VM_MODELS
+    CAPABILITIES = Capabilities(machinefeatures_url=metadata.MACHINEFEATURES_URL,
+                                jobfeatures_url=metadata.JOBFEATURES_URL,
+                                joboutputs_url=metadata.JOBOUTPUTS_URL,
+                                needs_metadata_server=True)
+
+    def __init__(self, settings, shutdown_wait_seconds: float = 30.0,
+                 connect_timeout: float = 10.0):
+        super().__init__(settings)
+        self.shutdown_wait_seconds = shutdown_wait_seconds
+        self.connect_timeout = connect_timeout
+        self._connection = None
+        self._connection_uri = ""
+        self._lock = threading.Lock()
+        self._virt_type: Optional[Tuple[str, str]] = None   # (setting, chosen type)
+
+    # Connection ---------------------------------------------------------------------------
+
+    def _open(self) -> Any:
+        """A new connection, opened in a thread so a wedged libvirtd cannot hang us."""
+        libvirt = _libvirt()
+        uri = self.settings.libvirt_uri
+        box: Dict[str, Any] = {}
+
+        def opener() -> None:
+            try:
+                box["conn"] = libvirt.open(uri)
+            except libvirt.libvirtError as e:
+                box["error"] = e.get_error_message()
+
+        thread = threading.Thread(target=opener, name="libvirt-open", daemon=True)
+        thread.start()
+        thread.join(self.connect_timeout)
+        if thread.is_alive():
+            raise BackendUnavailable("libvirt", f"{uri} did not answer within "
+                                     f"{self.connect_timeout:g} s; is libvirtd running?")
+        if "conn" not in box:
+            raise BackendUnavailable("libvirt", f"cannot connect to {uri}: "
+                                     f"{box.get('error')}; is libvirtd running?")
+        return box["conn"]
+
+    def _conn(self) -> Any:
+        with self._lock:
+            conn, uri = self._connection, self.settings.libvirt_uri
+            try:
+                alive = conn is not None and self._connection_uri == uri and conn.isAlive()
+            except Exception:  # noqa: BLE001 (a dead connection raises libvirtError)
+                alive = False
+            if not alive:
+                self._connection = self._open()
+                self._connection_uri = uri
+            return self._connection
+
+    def _call(self, what: str, fn, *args, machine: Optional[str] = None) -> Any:
+        """Run a libvirt call; its errors become BackendError."""
+        libvirt = _libvirt()
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as e:
+            raise BackendError("libvirt", f"{what}: {e.get_error_message()}", machine) from e
+
+    def _lookup(self, name: str) -> Any:
+        """The domain named `name`, or None."""
+        libvirt = _libvirt()
+        try:
+            return self._conn().lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise BackendError("libvirt", f"lookup: {e.get_error_message()}", name) from e
+
+    # Contract -----------------------------------------------------------------------------
+
+    def probe(self) -> Probe:
+        try:
+            conn = self._conn()
+            version = (f"libvirt {_version(conn.getLibVersion())}, "
+                       f"{conn.getType()} {_version(conn.getVersion())}")
+        except VacError as e:
+            return Probe(False, reason=str(e))
+        except Exception as e:  # noqa: BLE001 (probe must never raise)
+            return Probe(False, reason=f"libvirt: {e}")
+        return Probe(True, version=version)
+
+    def prepare_host(self) -> None:
+        vmnetwork.ensure_network(self._conn(), self.settings.factory_name,
+                                 self.settings.forward_dev)
+
+    @property
+    def virt_type(self) -> str:
+        """The domain type used for new VMs (decided once per libvirt_virt_type value)."""
+        setting = self.settings.libvirt_virt_type
+        if self._virt_type is None or self._virt_type[0] != setting:
+            caps = self._call("capabilities", self._conn().getCapabilities)
+            chosen, why = choose_virt_type(setting, "domain type='kvm'" in caps,
+                                           *host_kvm_facts())
+            log.info("libvirt domains will be of type %s: %s", chosen, why)
+            self._virt_type = (setting, chosen)
+        return self._virt_type[1]
+
+    def create(self, spec: MachineSpec) -> str:
+        if spec.model not in VM_MODELS:
+            raise BackendError("libvirt", f"model {spec.model} is not a VM model", spec.name)
+        conn = self._conn()
+        directory = spec.directory
+        virt_type = self.virt_type
+        disks, temporary, lv = self._disks(spec)
+        try:
+            drive = configdrive.build_config_drive(directory, self.settings.factory_name,
+                                                   directory.file(CONFIG_DRIVE))
+            disks.append(Disk(drive, config_drive_target([d.target for d in disks]),
+                              readonly=True))
+            xml = render_domain_xml(self._params(spec, virt_type, disks))
+            self._call("createXML", conn.createXML, xml, 0, machine=spec.name)
+        except BaseException:
+            if lv:
+                self._remove_lv_quietly(spec.name)
+            raise
+        finally:
+            for path in temporary:
+                _unlink(path)
+        directory.write_backend_record({"backend": self.NAME, "uuid": spec.uuid,
+                                        "virt_type": virt_type, "volume_group":
+                                        self.settings.volume_group if lv else None})
+        log.info("%s created: %s domain, %d processors, %d MiB", spec.name, virt_type,
+                 spec.processors, spec.memory_mb)
+        return spec.uuid
+
+    def _params(self, spec: MachineSpec, virt_type: str, disks: List[Disk]) -> DomainParams:
+        mt = spec.machinetype
+        kernel = mt.files_path(mt.kernel) if mt.kernel else None
+        initrd = mt.files_path(mt.initrd) if mt.initrd and kernel else None
+        has_filter = vmnetwork.nwfilter_exists(self._conn(), NWFILTER)
+        return DomainParams(
+            virt_type=virt_type, name=spec.name, uuid=spec.uuid, memory_mb=spec.memory_mb,
+            vcpus=spec.processors, mac=spec.slot.mac, ip=spec.slot.ip,
+            vnc_port=spec.slot.vnc_port, console_log=spec.directory.file(CONSOLE_LOG),
+            disks=tuple(disks), boot_dev="cdrom" if spec.model != "vm-raw" else "hd",
+            kernel=kernel, initrd=initrd, cmdline=mt.cmdline if kernel else None,
+            nwfilter=NWFILTER if has_filter else None)
+
+    def _disks(self, spec: MachineSpec) -> Tuple[List[Disk], List[str], bool]:
+        """(disks, temporary files to unlink after createXML, whether an LV was made)."""
+        mt = spec.machinetype
+        paths = self.settings.paths
+        gb = vmimages.disk_gb_per_processor(mt, self.settings)
+        image = None
+        if mt.root_image or not mt.kernel:
+            image = vmimages.resolve_root_image(mt, paths)
+        disks: List[Disk] = []
+        temporary: List[str] = []
+        lv = False
+        try:
+            if spec.model == "vm-raw":
+                if image:
+                    overlay = vmimages.create_overlay(image, paths.tmp)
+                    temporary.append(overlay)
+                    disks.append(Disk(overlay, mt.root_device, format="qcow2"))
+                scratch = self._volume(spec, gb, temporary, "scratch.disk.", gb is not None)
+                if scratch:
+                    disks.append(dataclasses.replace(scratch, target=mt.scratch_device))
+            else:
+                if image:
+                    disks.append(Disk(image, "hdc", device="cdrom", readonly=True))
+                root = self._volume(spec, gb, temporary, "root.disk.", True)
+                disks.append(dataclasses.replace(root, target=mt.root_device))
+            lv = any(d.kind == "block" for d in disks)
+        except BaseException:
+            for path in temporary:
+                _unlink(path)
+            raise
+        return disks, temporary, lv
+
+    def _volume(self, spec: MachineSpec, gb: Optional[int], temporary: List[str],
+                prefix: str, file_wanted: bool) -> Optional[Disk]:
+        """An LV if a volume group is set, else a sparse file if wanted, else None."""
+        vg_name = self.settings.volume_group
+        if vg_name:
+            vg = vmimages.read_volume_group(vg_name)
+            size = vmimages.lv_bytes(spec.processors, gb, vg, self.settings.total_processors,
+                                     vmimages.vac_lv_pattern(self.settings.factory_name).fullmatch)
+            return Disk(vmimages.create_lv(vg, spec.name, size), "", kind="block")
+        if not file_wanted:
+            return None
+        path = vmimages.create_sparse_file(self.settings.paths.tmp, prefix,
+                                           vmimages.sparse_disk_bytes(spec.processors, gb))
+        temporary.append(path)
+        return Disk(path, "")
+
+    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        """ACPI shutdown, up to shutdown_wait_seconds for the guest to power off, then force.
+        Given a directory, a domain of that name with another UUID is not this machine's
+        (the zombie killer, which passes no directory, deals with it) and is left alone."""
+        libvirt = _libvirt()
+        dom = self._lookup(name)
+        job_id = directory.job_id if directory is not None else None
+        if dom is not None and job_id and dom.UUIDString().lower() != job_id.lower():
+            log.warning("%s: domain %s is not machine %s; left alone", name,
+                        dom.UUIDString(), job_id)
+            if directory is not None:
+                directory.remove(CONFIG_DRIVE)
+            return
+        if dom is not None:
+            try:
+                dom.shutdown()
+                self._wait_gone(name, self.shutdown_wait_seconds)
+            except libvirt.libvirtError as e:
+                log.info("%s: ACPI shutdown refused (%s)", name, e.get_error_message())
+            dom = self._lookup(name)
+        if dom is not None:
+            try:
+                dom.destroy()
+                log.info("%s: domain destroyed", name)
+            except libvirt.libvirtError as e:
+                if self._lookup(name) is not None:
+                    raise BackendError("libvirt", f"destroy: {e.get_error_message()}",
+                                       name) from e
+        if directory is not None:
+            self.console_joboutputs(directory)      # lines printed during the shutdown
+            if directory.read_backend_record().get("volume_group"):
+                self._remove_lv(name)
+            directory.remove(CONFIG_DRIVE)
+
+    def _wait_gone(self, name: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self._lookup(name) is None:
+                log.info("%s: shut down after ACPI request", name)
+                return
+            time.sleep(0.2)
+
+    def _remove_lv(self, name: str) -> None:
+        if self.settings.volume_group:
+            vmimages.remove_lv(self.settings.volume_group, name)
+
+    def _remove_lv_quietly(self, name: str) -> None:
+        """Undo an LV after a failed create without hiding the failure."""
+        try:
+            self._remove_lv(name)
+        except BackendError as e:
+            log.warning("%s: %s", name, e)
+
+    def list_machines(self) -> List[MachineStatus]:
+        libvirt = _libvirt()
+        found = []
+        for dom in self._call("listAllDomains", self._conn().listAllDomains, 0):
+            try:
+                name = dom.name()
+                if ordinal_of(self.settings.factory_name, name) < 0:
+                    continue
+                found.append(self._status_of(name, dom))
+            except libvirt.libvirtError:
+                continue        # the domain went away while we looked
+        return found
+
+    def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
+        libvirt = _libvirt()
+        dom = self._lookup(name)
+        if dom is None:
+            return MachineStatus(name, MachineState.SHUTDOWN)
+        try:
+            return self._status_of(name, dom)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return MachineStatus(name, MachineState.SHUTDOWN)
+            raise BackendError("libvirt", f"info: {e.get_error_message()}", name) from e
+
+    def _status_of(self, name: str, dom: Any) -> MachineStatus:
+        libvirt = _libvirt()
+        state, _max_kib, _kib, _vcpus, cpu_ns = dom.info()
+        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
+        return MachineStatus(name, MachineState.RUNNING if running else MachineState.PAUSED,
+                             cpu_seconds=cpu_ns / 1e9, backend_id=dom.UUIDString())
+
+    def collect(self, name: str, directory: MachineDir) -> MachineStatus:
+        """Status, after moving joboutputs framed on the serial console into joboutputs/."""
+        stored = self.console_joboutputs(directory)
+        final = self.status(name, directory)
+        if stored:
+            final = dataclasses.replace(final, extra={"console_joboutputs": " ".join(stored)})
+        return final
+
+    @staticmethod
+    def console_joboutputs(directory: MachineDir) -> List[str]:
+        """Store the VAC-JOBOUTPUT lines of console.log; return the names stored."""
+        found, rejected = joboutputs.parse_console(
+            read_console_tail(directory.file(CONSOLE_LOG)))
+        for reason in rejected[:5]:
+            log.warning("%s: console joboutput rejected: %s", directory.name, reason)
+        stored = []
+        for name, body in found.items():
+            try:
+                if joboutputs.write_joboutput(directory.file("joboutputs"), name, body,
+                                              replace=False):
+                    stored.append(name)
+            except joboutputs.JoboutputRefused as e:
+                log.warning("%s: console joboutput refused: %s", directory.name, e)
+        if stored:
+            log.info("%s: joboutputs from the console: %s", directory.name, " ".join(stored))
+        return stored
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,199 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The factory's libvirt NAT network vac_169.254.0.0, checked and repaired every cycle (§8.4).
+
+    <network>  forward nat [dev=forward_dev]
+      ip 169.254.169.253/16 with DHCP: 100 static hosts, ordinal n -> MAC 56:4D:A9:FE:A9:nn,
+                                       IP 169.254.169.n, name = the slot's FQDN; no range
+      ip 169.254.169.254/32            the metadata address, on the same bridge (the original
+                                       used a dummy0 interface, which these kernels lack)
+
+libvirt's dnsmasq gives the VMs DHCP and DNS; the VMs' gateway is 169.254.169.253. Everything
+goes through the libvirt API (no shell, no ip/brctl/ifconfig). A network whose addresses or
+MAC -> IP table differ is destroyed and redefined; a network whose host names alone differ
+(factory renamed) gets them in its definition at once and live when no VM uses it.
+"""
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from typing import Any, Dict, List, Optional, Tuple
+
+from vac.errors import BackendError
+from vac.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, NETMASK, Slot, machine_name
+
+log = logging.getLogger(__name__)
+
+NETWORK_NAME = "vac_169.254.0.0"
+DHCP_HOSTS = 100
+HINTS = ("is 169.254.0.0/16 already used by another interface or libvirt network (Zeroconf, "
+         "a stale bridge)? is dnsmasq-base installed? is a stale dnsmasq listening on "
+         f"{BRIDGE_ADDRESS}?")
+
+
+def dhcp_hosts(factory_name: str) -> List[Tuple[str, str, str]]:
+    """(MAC, IP, name) of the static DHCP hosts: ordinals 0-99."""
+    return [(Slot(n, "").mac, Slot(n, "").ip, machine_name(factory_name, n))
+            for n in range(DHCP_HOSTS)]
+
+
+def network_xml(factory_name: str, forward_dev: Optional[str] = None) -> str:
+    """The network's definition."""
+    net = ET.Element("network")
+    ET.SubElement(net, "name").text = NETWORK_NAME
+    forward = ET.SubElement(net, "forward", mode="nat")
+    if forward_dev:
+        forward.set("dev", forward_dev)
+    ET.SubElement(net, "bridge", stp="off", delay="0")
+    ip = ET.SubElement(net, "ip", address=BRIDGE_ADDRESS, netmask=NETMASK)
+    dhcp = ET.SubElement(ip, "dhcp")
+    for mac, address, name in dhcp_hosts(factory_name):
+        ET.SubElement(dhcp, "host", mac=mac, name=name, ip=address)
+    ET.SubElement(net, "ip", address=METADATA_ADDRESS, prefix="32")
+    return ET.tostring(net, encoding="unicode")
+
+
+def host_xml(mac: str, address: str, name: str) -> str:
+    return ET.tostring(ET.Element("host", mac=mac, name=name, ip=address), encoding="unicode")
+
+
+def check_network(xml_text: str, factory_name: str,
+                  forward_dev: Optional[str] = None) -> Tuple[List[str], List[Tuple[str, ...]]]:
+    """(structural problems, hosts whose name alone differs) of an existing definition."""
+    try:
+        net = ET.fromstring(xml_text)
+    except ET.ParseError as e:
+        return [f"unreadable XML: {e}"], []
+    problems = []
+    forward = net.find("forward")
+    if forward is None or forward.get("mode") != "nat":
+        problems.append("not a NAT network")
+    elif (forward.get("dev") or None) != (forward_dev or None):
+        problems.append(f"forward dev {forward.get('dev')!r} is not {forward_dev!r}")
+    ips = {ip.get("address"): ip for ip in net.findall("ip")}
+    bridge = ips.get(BRIDGE_ADDRESS)
+    if bridge is None or not _mask_is(bridge, NETMASK, "16"):
+        problems.append(f"no ip {BRIDGE_ADDRESS}/16")
+    meta = ips.get(METADATA_ADDRESS)
+    if meta is None or not _mask_is(meta, "255.255.255.255", "32"):
+        problems.append(f"no ip {METADATA_ADDRESS}/32")
+    have: Dict[str, Tuple[str, str]] = {}
+    if bridge is not None:
+        for host in bridge.findall("dhcp/host"):
+            have[(host.get("mac") or "").upper()] = (host.get("ip") or "", host.get("name") or "")
+        if bridge.find("dhcp/range") is not None:
+            problems.append("has a dynamic DHCP range")
+    renamed = []
+    for mac, address, name in dhcp_hosts(factory_name):
+        if have.get(mac, ("",))[0] != address:
+            problems.append(f"no DHCP host {mac} -> {address}")
+            break
+        if have[mac][1] != name:
+            renamed.append((mac, address, name))
+    return problems, renamed
+
+
+def _mask_is(ip: ET.Element, netmask: str, prefix: str) -> bool:
+    return ip.get("netmask") == netmask or ip.get("prefix") == prefix
+
+
+def ensure_network(conn: Any, factory_name: str, forward_dev: Optional[str] = None) -> None:
+    """Make the network exist as defined, persistent, active and autostarted.
+
+    Args:
+        conn: an open libvirt connection.
+
+    Raises:
+        BackendError: libvirt refused; the message says what to look at.
+    """
+    import libvirt
+
+    try:
+        net = _lookup(conn, libvirt)
+        if net is not None:
+            problems, renamed = check_network(net.XMLDesc(0), factory_name, forward_dev)
+            if problems:
+                log.warning("network %s is not as Vac defines it (%s); redefining it",
+                            NETWORK_NAME, "; ".join(problems))
+                _remove(net)
+                net = None
+            else:
+                _rename_hosts(conn, net, factory_name, forward_dev, bool(renamed), libvirt)
+        if net is None or not net.isPersistent():
+            log.info("defining libvirt network %s", NETWORK_NAME)
+            net = conn.networkDefineXML(network_xml(factory_name, forward_dev))
+        if not net.isActive():
+            log.info("starting libvirt network %s", NETWORK_NAME)
+            try:
+                net.create()
+            except libvirt.libvirtError as e:
+                raise BackendError("libvirt", f"cannot start network {NETWORK_NAME}: "
+                                   f"{e.get_error_message()}; {HINTS}") from e
+        if not net.autostart():
+            net.setAutostart(1)
+    except libvirt.libvirtError as e:
+        raise BackendError("libvirt", f"network {NETWORK_NAME}: {e.get_error_message()}") from e
+
+
+def _lookup(conn: Any, libvirt: Any) -> Any:
+    try:
+        return conn.networkLookupByName(NETWORK_NAME)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+            return None
+        raise
+
+
+def _remove(net: Any) -> None:
+    if net.isActive():
+        net.destroy()
+    if net.isPersistent():
+        net.undefine()
+
+
+def _rename_hosts(conn: Any, net: Any, factory_name: str, forward_dev: Optional[str],
+                  live_renamed: bool, libvirt: Any) -> None:
+    """Give the DHCP hosts this factory's names: in the definition at once (cheap), and live
+    by restarting the network as soon as no running domain uses it (a live update costs
+    about 0.5 s per host)."""
+    if net.isPersistent():
+        inactive = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+        _, pending = check_network(inactive, factory_name, forward_dev)
+        for mac, address, name in pending:
+            net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_MODIFY,
+                       libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, 0,
+                       host_xml(mac, address, name), libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG)
+        if pending:
+            log.info("renamed %d DHCP hosts of network %s for %s", len(pending), NETWORK_NAME,
+                     factory_name)
+    if not live_renamed or not net.isPersistent() or not net.isActive():
+        return
+    if not _in_use(conn, libvirt):
+        log.info("restarting idle network %s to use the new DHCP host names", NETWORK_NAME)
+        net.destroy()
+    else:
+        log.debug("network %s in use: DHCP host names change when it is next idle",
+                  NETWORK_NAME)
+
+
+def _in_use(conn: Any, libvirt: Any) -> bool:
+    """True if any running domain has an interface on the network."""
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            root = ET.fromstring(dom.XMLDesc(0))
+        except (libvirt.libvirtError, ET.ParseError):
+            return True          # cannot tell: assume it is
+        for source in root.findall("devices/interface/source"):
+            if source.get("network") == NETWORK_NAME:
+                return True
+    return False
+
+
+def nwfilter_exists(conn: Any, name: str) -> bool:
+    """True if libvirt has the named network filter (e.g. clean-traffic)."""
+    import libvirt
+
+    try:
+        conn.nwfilterLookupByName(name)
+        return True
+    except libvirt.libvirtError:
+        return False

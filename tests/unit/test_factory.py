@@ -241,6 +241,6 @@ def test_machine_ending_in_its_first_second_is_refilled_next_cycle(world):
     assert sorted(world.cycle().created) == names(4)
     report = world.cycle()  # same second: finished, but the directory name is taken
     assert sorted(report.finished) == names(4) and report.created == []
-    assert all("first second" in r for r in report.idle.values())
+    assert all("first second" in r for r in report.idle.values()), report.idle
     assert report.errors == []
     assert sorted(world.cycle(advance=1).created) == names(4)

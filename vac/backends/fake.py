@@ -79,7 +79,12 @@ class FakeBackend(Backend):
         machine = self._load().get(name)
         if machine is None:
             return MachineStatus(name=name, state=MachineState.SHUTDOWN)
-        return self._status(name, machine)
+        status = self._status(name, machine)
+        if status.state == MachineState.SHUTDOWN and directory is not None and \
+                machine.get("message"):
+            # A real payload writes its shutdown_message before it exits.
+            directory.write_shutdown_message_if_none(machine["message"])
+        return status
 
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         status = self.status(name, directory)

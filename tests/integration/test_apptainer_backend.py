@@ -186,7 +186,7 @@ echo "200 Intended work completed" > $O/shutdown_message
     assert read("nnp") == "NoNewPrivs:1"  # Apptainer sets no_new_privs for the payload
     pid = int(job_id.split("-", 1)[0])
     assert job_id == f"{pid:06d}-{spec.uuid}"
-    assert spec.directory.job_id == job_id
+    assert spec.directory.read_backend_record()["job_id"] == job_id  # job_id file: the UUID
     assert status.backend_id == job_id
     with open(spec.directory.file("console.log")) as f:
         assert "hello from the payload" in f.read()

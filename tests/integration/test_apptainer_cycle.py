@@ -339,7 +339,7 @@ def test_a_restarted_vacd_adopts_the_running_machine(world):
     assert d.job_id == job_id and d.read_backend_record()["pid"] == record["pid"]
     assert alive(record["pid"])
     status = world.backend.status(world.name, d)
-    assert status.state == MachineState.RUNNING and status.backend_id == job_id
+    assert status.state == MachineState.RUNNING and status.backend_id == record["job_id"]
     assert [s.name for s in world.backend.list_machines()] == [world.name]
     assert cgroups.list_children(world.backend.hierarchy, ("",), world.parent) == \
         [f"apptainer-{world.name}"]

@@ -30,6 +30,18 @@ fake_run_seconds = 3600
 """
 
 
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """vacd replaces the root logger's handlers; give later tests theirs back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def conf(tmp_path):
     template = tmp_path / "user_data"

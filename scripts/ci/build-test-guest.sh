@@ -19,28 +19,7 @@ STATE=/var/lib/vac-test
 OUTDIR=${1:-$STATE/guest}
 CACHE=/var/cache/vac-test
 SELF=$(readlink -f "$0")
-say() { printf '[setup-%s] %s\n' "$STEP" "$*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
-summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
-  'BEGIN { printf "[setup-%s] %s (%.1f s)\n", s, m, b - a }'; }
-apt_update_once() {
-  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
-    say "apt-get update"
-    apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
-    mkdir -p "$STATE" && touch "$STATE/apt-updated"
-  fi
-}
-apt_install() {  # install the Debian packages among "$@" that are missing
-  local p missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  apt_update_once
-  say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-    >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Modules in insmod order (the package has no modules.dep, the guest no modprobe):
 # virtio PCI and net, virtio disk, SCSI + CD-ROM (virtio-scsi and IDE CD-ROMs), ISO 9660.

@@ -30,25 +30,7 @@ LIBEXEC=/usr/lib/x86_64-linux-gnu/apptainer
 USER_NAME=vacsngly
 SANDBOX=$STATE/busybox-sandbox
 SIF=$STATE/busybox.sif
-say() { printf '[setup-%s] %s\n' "$STEP" "$*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
-summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
-  'BEGIN { printf "[setup-%s] %s (%.1f s)\n", s, m, b - a }'; }
-apt_install() {  # install the Debian packages among "$@" that are missing
-  local p missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
-    say "apt-get update"
-    apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
-    mkdir -p "$STATE" && touch "$STATE/apt-updated"
-  fi
-  say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-    >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 as_user() { (cd / && runuser -u "$USER_NAME" -- "$@"); }
 installed_ok() {
   [ -x /usr/bin/apptainer ] && [ "$(patchelf --print-interpreter /usr/bin/apptainer 2>/dev/null)" = "$GLIBC/ld-linux-x86-64.so.2" ] \

@@ -15,34 +15,7 @@ T0=$EPOCHREALTIME
 LOG=/var/log/vac-setup.log
 STATE=/var/lib/vac-test
 URI=qemu:///system
-say() { printf '[setup-%s] %s\n' "$STEP" "$*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
-summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
-  'BEGIN { printf "[setup-%s] %s (%.1f s)\n", s, m, b - a }'; }
-apt_install() {  # install the Debian packages among "$@" that are missing
-  local p missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -qx 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then  # at most once an hour
-    say "apt-get update"
-    apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
-    mkdir -p "$STATE" && touch "$STATE/apt-updated"
-  fi
-  say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
-    >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
-}
-detached() {  # "$@" in a session of its own, stdin /dev/null, no inherited fd above 2
-  (
-    for fd in /proc/self/fd/*; do
-      fd=${fd##*/}
-      [ "$fd" -gt 2 ] && { eval "exec $fd>&-" 2>/dev/null || true; }
-    done
-    exec setsid "$@" </dev/null
-  )
-}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 daemon_up() { timeout 10 virsh -c "$URI" version >/dev/null 2>&1; }
 running() { pgrep -x "$1" >/dev/null; }
 

@@ -38,7 +38,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vac import cgroups, config, planner, procs  # noqa: E402
+from vac import cgroupmachine, cgroups, config, planner, procs  # noqa: E402
 from vac.backendpool import BackendPool  # noqa: E402
 from vac.backends.apptainer import ApptainerBackend  # noqa: E402
 from vac.factory import Factory  # noqa: E402
@@ -166,8 +166,8 @@ class Bench:
 
     def cleanup(self) -> None:
         hierarchy = self.backend.hierarchy
-        for child in cgroups.list_children(hierarchy, ("",), self.parent):
-            cg = cgroups.MachineCgroup(hierarchy, child, self.parent)
+        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
+            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
             cg.kill()
             cg.remove()
         for proc in self.backend._children.values():

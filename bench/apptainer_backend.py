@@ -31,7 +31,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vac import cgroups, config, mjf  # noqa: E402
+from vac import cgroupmachine, config, mjf  # noqa: E402
 from vac.backends.apptainer import ApptainerBackend  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
 from vac.hostinfo import HostFacts  # noqa: E402
@@ -125,8 +125,8 @@ class Bench:
 
     def cleanup(self) -> None:
         hierarchy = self.backend.hierarchy
-        for child in cgroups.list_children(hierarchy, ("",), self.parent):
-            cg = cgroups.MachineCgroup(hierarchy, child, self.parent)
+        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
+            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
             cg.kill()
             cg.remove()
         for root in set(hierarchy.mounts.values()):

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Facts about this host: name, processors, users, volume groups, load, memory, disk, cgroups.
+"""Facts about this host: name, processors, users, volume groups, load, memory, disk.
 
 Parsers are pure functions of file text; readers take the root to read under so tests can
 point them at a fake /proc.
@@ -66,15 +66,6 @@ def parse_meminfo(text: str) -> dict:
         if parts and parts[0].isdigit():
             found[key.strip()] = int(parts[0])
     return found
-
-
-def cgroup_version(mounts_text: str) -> int:
-    """2 if /sys/fs/cgroup is a unified (cgroup2) mount, else 1."""
-    for line in mounts_text.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] == "/sys/fs/cgroup":
-            return 2 if parts[2] == "cgroup2" else 1
-    return 1
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import uuid
 import pytest
 from conftest import require_engine
 
-from vac import cgroups, mjf, procs
+from vac import cgroupmachine, mjf, procs
 from vac.backends.apptainer import ApptainerBackend
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError
@@ -108,12 +108,13 @@ class Env:
 
     def cgroup(self, spec_or_name):
         name = getattr(spec_or_name, "name", spec_or_name)
-        return cgroups.MachineCgroup(self.backend.hierarchy, f"apptainer-{name}", self.parent)
+        return cgroupmachine.MachineCgroup(self.backend.hierarchy, f"apptainer-{name}",
+                                           self.parent)
 
     def cleanup(self):
         hierarchy = self.backend.hierarchy
-        for child in cgroups.list_children(hierarchy, ("",), self.parent):
-            cg = cgroups.MachineCgroup(hierarchy, child, self.parent)
+        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
+            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
             cg.kill()
             cg.remove()
         for root in set(hierarchy.mounts.values()):

@@ -26,7 +26,7 @@ import uuid
 import pytest
 from conftest import require_engine
 
-from vac import cgroups, config, procs
+from vac import cgroupmachine, cgroups, config, procs
 from vac.backendpool import BackendPool
 from vac.backends.apptainer import ApptainerBackend, child_setup
 from vac.factory import Factory
@@ -148,8 +148,8 @@ class World:
         return text.strip()
 
     def cgroup(self, name=None):
-        return cgroups.MachineCgroup(self.backend.hierarchy, f"apptainer-{name or self.name}",
-                                     self.parent)
+        return cgroupmachine.MachineCgroup(self.backend.hierarchy,
+                                           f"apptainer-{name or self.name}", self.parent)
 
     def wait_for_output(self, rel, timeout=30.0):
         path = self.dir().file(os.path.join("joboutputs", rel))
@@ -184,8 +184,8 @@ class World:
                 proc.kill()
             proc.wait()
         hierarchy = self.backend.hierarchy
-        for child in cgroups.list_children(hierarchy, ("",), self.parent):
-            cg = cgroups.MachineCgroup(hierarchy, child, self.parent)
+        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
+            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
             cg.kill()
             cg.remove()
         for backend in self.backends:
@@ -341,7 +341,7 @@ def test_a_restarted_vacd_adopts_the_running_machine(world):
     status = world.backend.status(world.name, d)
     assert status.state == MachineState.RUNNING and status.backend_id == record["job_id"]
     assert [s.name for s in world.backend.list_machines()] == [world.name]
-    assert cgroups.list_children(world.backend.hierarchy, ("",), world.parent) == \
+    assert cgroupmachine.list_children(world.backend.hierarchy, ("",), world.parent) == \
         [f"apptainer-{world.name}"]
     assert world.cgroup().pids() == before  # nothing killed, nothing started twice
     report = world.cycle()

@@ -24,8 +24,8 @@ import pytest
 from conftest import REPO, require_engine
 from test_docker_backend import SocketProxy  # the engine-vanishing proxy, reused
 
-from vac.backends.cgroupfs import Cgroups
 from vac.backends.docker import DockerBackend
+from vac.cgroups import Cgroups
 from vac.factory import CycleReport, Factory
 from vac.finishing import last_outcome
 from vac.machine import MachineDir

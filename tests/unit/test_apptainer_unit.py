@@ -24,7 +24,8 @@ from vac.backends.apptainer import (
     spython_bind_args,
 )
 from vac.backends.base import MachineSpec
-from vac.cgroups import CgroupFS, Hierarchy, MachineCgroup, parse_pids
+from vac.cgroupmachine import MachineCgroup
+from vac.cgroups import CgroupFS, Hierarchy, parse_pids
 from vac.errors import BackendError, BackendUnavailable, FetchError, ProcessError
 from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
 from vac.slots import Slot

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac.cgroups: parsers, and create/limit/read/kill/remove on a fake v1 and v2 tree."""
+"""vac.cgroups parsers, and vac.cgroupmachine create/limit/read/kill/remove on a fake v1 and v2
+tree."""
 from __future__ import annotations
 
 import errno
@@ -8,26 +9,28 @@ import shutil
 
 import pytest
 
-from vac import cgroups
-from vac.cgroups import CgroupError, Hierarchy, MachineCgroup
+from vac import cgroupmachine, cgroups
+from vac.cgroupmachine import CgroupError, MachineCgroup
+from vac.cgroups import Hierarchy
 
-# /proc/self/mounts of the development machines: v1 with separate cpu and cpuacct
+# /proc/self/mountinfo of the development machines: v1 with separate cpu and cpuacct
 # hierarchies and an empty cgroup2 at /sys/fs/cgroup/unified (hybrid).
 MOUNTS_DEV = """\
-tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0
-cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0
-cgroup /sys/fs/cgroup/cpuacct cgroup rw,relatime,cpuacct 0 0
-cgroup /sys/fs/cgroup/cpuset cgroup rw,relatime,cpuset 0 0
-cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0
-cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0
-cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 """
 MOUNTS_EL7 = """\
-cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,nosuid,nodev,noexec,relatime,cpuacct,cpu 0 0
-cgroup /sys/fs/cgroup/memory cgroup rw,nosuid,nodev,noexec,relatime,memory 0 0
+27 24 0:23 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime - cgroup cgroup \
+rw,cpuacct,cpu
+28 24 0:24 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime - cgroup cgroup rw,memory
 """
 MOUNTS_EL9 = """\
-cgroup2 /sys/fs/cgroup cgroup2 rw,seclabel,nosuid,nodev,noexec,relatime,nsdelegate 0 0
+26 23 0:25 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,seclabel,nsdelegate
 """
 
 
@@ -141,26 +144,27 @@ def put(cgroup_dir, name, text):
 # Parsers --------------------------------------------------------------------------------
 
 def test_mounts_of_a_hybrid_v1_host_use_the_v1_controllers():
-    h = cgroups.parse_mounts(MOUNTS_DEV)
+    h = cgroups.parse_mountinfo(MOUNTS_DEV).for_machines()
     assert h.version == 1
     assert h.mounts == {"cpu": "/sys/fs/cgroup/cpu", "cpuacct": "/sys/fs/cgroup/cpuacct",
                         "memory": "/sys/fs/cgroup/memory"}
 
 
 def test_mounts_with_cpu_and_cpuacct_combined_share_one_directory():
-    h = cgroups.parse_mounts(MOUNTS_EL7)
+    h = cgroups.parse_mountinfo(MOUNTS_EL7).for_machines()
     assert h.root("cpu") == h.root("cpuacct") == "/sys/fs/cgroup/cpu,cpuacct"
     assert h.root("memory") == "/sys/fs/cgroup/memory"
 
 
 def test_mounts_of_a_unified_host_are_v2():
-    h = cgroups.parse_mounts(MOUNTS_EL9)
+    h = cgroups.parse_mountinfo(MOUNTS_EL9).for_machines()
     assert h == Hierarchy(2, {"": "/sys/fs/cgroup"})
     assert h.root("memory") == h.root("cpuacct") == "/sys/fs/cgroup"
 
 
 def test_mount_points_with_escaped_spaces_are_unescaped():
-    h = cgroups.parse_mounts("cgroup /mnt/my\\040cg cgroup rw,memory 0 0\n")
+    h = cgroups.parse_mountinfo("40 1 0:37 / /mnt/my\\040cg rw - cgroup cgroup rw,memory\n"
+                                ).for_machines()
     assert h.root("memory") == "/mnt/my cg"
 
 
@@ -299,12 +303,12 @@ def test_list_children_finds_vac_cgroups_by_prefix_in_any_hierarchy(tmp_path):
     for name in ("apptainer-a", "singularity-000123-x", "docker-z"):
         MachineCgroup(h, name, fs=kernel).create(1, 1 << 20)
     os.makedirs(tmp_path / "memory" / "vac" / "apptainer-only-memory")
-    assert cgroups.list_children(h, ("apptainer-",), fs=kernel) == ["apptainer-a",
-                                                                    "apptainer-only-memory"]
-    assert cgroups.list_children(h, ("apptainer-", "singularity-"), fs=kernel) == [
+    assert cgroupmachine.list_children(h, ("apptainer-",), fs=kernel) == [
+        "apptainer-a", "apptainer-only-memory"]
+    assert cgroupmachine.list_children(h, ("apptainer-", "singularity-"), fs=kernel) == [
         "apptainer-a", "apptainer-only-memory", "singularity-000123-x"]
-    assert cgroups.list_children(Hierarchy(1, {"memory": str(tmp_path / "none")}),
-                                 ("apptainer-",), fs=kernel) == []
+    assert cgroupmachine.list_children(Hierarchy(1, {"memory": str(tmp_path / "none")}),
+                                       ("apptainer-",), fs=kernel) == []
 
 
 # v2 -------------------------------------------------------------------------------------
@@ -369,9 +373,9 @@ def test_v2_kill_without_cgroup_kill_signals_each_pid(tmp_path):
 
 def test_writable_reports_a_missing_memory_controller(tmp_path):
     h, _ = v2_tree(tmp_path)
-    assert cgroups.writable(h) == (True, "")
+    assert cgroupmachine.writable(h) == (True, "")
     (tmp_path / "unified" / "cgroup.controllers").write_text("cpu io pids\n")
-    ok, reason = cgroups.writable(h)
+    ok, reason = cgroupmachine.writable(h)
     assert not ok and "memory controller" in reason
-    ok, reason = cgroups.writable(Hierarchy(1, {"cpu": str(tmp_path)}))
+    ok, reason = cgroupmachine.writable(Hierarchy(1, {"cpu": str(tmp_path)}))
     assert not ok and "no memory hierarchy" in reason

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from vac.backends import cgroupfs
+from vac import cgroups, procs
 from vac.backends import docker as dk
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError, BackendUnavailable
@@ -223,16 +223,16 @@ def test_prepare_mounts_lists_cvmfs_repositories_first(paths, conf, tmp_path):
 # cgroups, from recorded files ---------------------------------------------------------------
 
 def test_recorded_mountinfo_gives_every_hierarchy():
-    hybrid = cgroupfs.parse_mountinfo(recorded("mountinfo_v1_hybrid.txt"))
+    hybrid = cgroups.parse_mountinfo(recorded("mountinfo_v1_hybrid.txt"))
     assert hybrid.version == 1
-    assert hybrid.v1["cpuacct"] == cgroupfs.Mount("/", "/sys/fs/cgroup/cpuacct")
+    assert hybrid.v1["cpuacct"] == cgroups.Mount("/", "/sys/fs/cgroup/cpuacct")
     assert hybrid.v1["name=systemd"].point == "/sys/fs/cgroup/systemd"
-    assert hybrid.v2 == cgroupfs.Mount("/", "/sys/fs/cgroup/unified")
+    assert hybrid.v2 == cgroups.Mount("/", "/sys/fs/cgroup/unified")
     assert len(hybrid.mounts()) == 10
-    el9 = cgroupfs.parse_mountinfo(recorded("mountinfo_v2_el9.txt"))
+    el9 = cgroups.parse_mountinfo(recorded("mountinfo_v2_el9.txt"))
     assert el9.version == 2 and el9.v1 == {}
-    assert el9.mounts() == [cgroupfs.Mount("/", "/sys/fs/cgroup")]
-    el7 = cgroupfs.parse_mountinfo(recorded("mountinfo_v1_el7.txt"))
+    assert el9.mounts() == [cgroups.Mount("/", "/sys/fs/cgroup")]
+    el7 = cgroups.parse_mountinfo(recorded("mountinfo_v1_el7.txt"))
     assert el7.v1["cpu"] is el7.v1["cpuacct"]
     assert el7.v1["cpuacct"].point == "/sys/fs/cgroup/cpu,cpuacct"
     assert "seclabel" not in el7.v1 and "xattr" not in el7.v1
@@ -240,40 +240,40 @@ def test_recorded_mountinfo_gives_every_hierarchy():
 
 
 def test_recorded_proc_cgroup_names_the_container_cgroup():
-    v1 = cgroupfs.parse_proc_cgroup(recorded("proc_pid_cgroup_v1_cgroupfs.txt"))
-    assert v1["cpuacct"] == v1["cpu"] == v1[cgroupfs.V2] == f"/docker/{CONTAINER_ID}"
+    v1 = procs.parse_cgroup(recorded("proc_pid_cgroup_v1_cgroupfs.txt"))
+    assert v1["cpuacct"] == v1["cpu"] == v1[cgroups.V2] == f"/docker/{CONTAINER_ID}"
     assert v1["name=systemd"] == f"/docker/{CONTAINER_ID}"
-    v2 = cgroupfs.parse_proc_cgroup(recorded("proc_pid_cgroup_v2_systemd.txt"))
+    v2 = procs.parse_cgroup(recorded("proc_pid_cgroup_v2_systemd.txt"))
     assert v2 == {"": f"/system.slice/docker-{CONTAINER_ID}.scope"}
-    el7 = cgroupfs.parse_proc_cgroup(recorded("proc_pid_cgroup_v1_el7.txt"))
+    el7 = procs.parse_cgroup(recorded("proc_pid_cgroup_v1_el7.txt"))
     assert el7["cpuacct"] == el7["cpu"] == f"/system.slice/docker-{CONTAINER_ID}.scope"
 
 
 def test_recorded_cpu_files_parse_to_seconds():
-    assert cgroupfs.parse_cpuacct_usage(recorded("cpuacct.usage_v1.txt")) == \
+    assert cgroups.parse_cpuacct_usage(recorded("cpuacct.usage_v1.txt")) == \
         pytest.approx(0.220107192)
-    assert cgroupfs.parse_cpu_stat(recorded("cpu.stat_v2.txt")) == pytest.approx(0.220107)
-    assert cgroupfs.parse_cpu_stat(recorded("cpu.stat_v2_el9.txt")) == \
+    assert cgroups.parse_cpu_stat(recorded("cpu.stat_v2.txt")) == pytest.approx(0.220107)
+    assert cgroups.parse_cpu_stat(recorded("cpu.stat_v2_el9.txt")) == \
         pytest.approx(1534.200125)
     for bad in ("", "12x"):
         with pytest.raises(ValueError):
-            cgroupfs.parse_cpuacct_usage(bad)
+            cgroups.parse_cpuacct_usage(bad)
     with pytest.raises(ValueError):
-        cgroupfs.parse_cpu_stat("user_usec 5\n")
+        cgroups.parse_cpu_stat("user_usec 5\n")
 
 
 def test_host_path_honours_the_mount_root():
-    nested = cgroupfs.parse_mountinfo(recorded("mountinfo_v2_nested.txt")).v2
-    assert cgroupfs.host_path(nested, "/system.slice/vacd.service/x") == "/sys/fs/cgroup/x"
-    assert cgroupfs.host_path(nested, "/system.slice/vacd.service") == "/sys/fs/cgroup"
-    assert cgroupfs.host_path(nested, "/system.slice/other") is None
-    top = cgroupfs.Mount("/", "/sys/fs/cgroup/cpuacct")
-    assert cgroupfs.host_path(top, "/docker/abc") == "/sys/fs/cgroup/cpuacct/docker/abc"
+    nested = cgroups.parse_mountinfo(recorded("mountinfo_v2_nested.txt")).v2
+    assert cgroups.host_path(nested, "/system.slice/vacd.service/x") == "/sys/fs/cgroup/x"
+    assert cgroups.host_path(nested, "/system.slice/vacd.service") == "/sys/fs/cgroup"
+    assert cgroups.host_path(nested, "/system.slice/other") is None
+    top = cgroups.Mount("/", "/sys/fs/cgroup/cpuacct")
+    assert cgroups.host_path(top, "/docker/abc") == "/sys/fs/cgroup/cpuacct/docker/abc"
     for bad in ("docker/abc", "/docker/../../etc", ""):
-        assert cgroupfs.host_path(top, bad) is None
+        assert cgroups.host_path(top, bad) is None
 
 
-def fake_host(tmp_path, mountinfo: str, proc: dict, sys_files: dict) -> cgroupfs.Cgroups:
+def fake_host(tmp_path, mountinfo: str, proc: dict, sys_files: dict) -> cgroups.Cgroups:
     """A proc root and a cgroup tree under tmp_path, from recorded files."""
     text = recorded(mountinfo).replace(" /sys/fs/cgroup", f" {tmp_path}/sys")
     files = {"proc/self/mountinfo": text, **{f"proc/{k}": v for k, v in proc.items()},
@@ -282,7 +282,7 @@ def fake_host(tmp_path, mountinfo: str, proc: dict, sys_files: dict) -> cgroupfs
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
-    return cgroupfs.Cgroups(proc_root=str(tmp_path / "proc"))
+    return cgroups.Cgroups(proc_root=str(tmp_path / "proc"))
 
 
 def test_cpu_seconds_v1_of_a_pid_and_a_path(tmp_path):

@@ -3,8 +3,8 @@
 
 vacd runs as root; each machine is `apptainer exec --contain` started by subprocess.Popen with
 a preexec step that, still as root, moves the child into the machine's cgroup (join_files)
-(`vac/apptainer-<machine name>`, vac.cgroups: CPU weight from processors, hard memory limit
-mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
+(`vac/apptainer-<machine name>`, vac.cgroupmachine: CPU weight from processors, hard memory
+limit mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
 process of the machine is in its cgroup from the first instruction: CPU accounting, the memory
 limit and destroy (kill the whole cgroup) cover them all. Apptainer itself runs unprivileged
 through user namespaces (as root it fails on these hosts).
@@ -33,6 +33,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from vac import cgroups, procs, subp
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.machine import MachineDir, MachineState, read_slot_record
 
@@ -100,7 +101,7 @@ def spython_bind_args(specs: List[str]) -> List[str]:
         raise BackendError("apptainer", f"a bind source vanished: {specs}") from e
 
 
-def join_files(cgroup: cgroups.MachineCgroup) -> List[str]:
+def join_files(cgroup: MachineCgroup) -> List[str]:
     """The files a new, single-threaded process writes "0" (itself) into to join the cgroup.
 
     v1: `tasks`, which moves only the writing thread (the whole process, as it has one) and so
@@ -159,8 +160,7 @@ class ApptainerBackend(Backend):
     @property
     def hierarchy(self) -> cgroups.Hierarchy:
         if self._hierarchy is None:
-            self._hierarchy = cgroups.read_hierarchy(os.path.join(self.proc_root, "self",
-                                                                  "mounts"))
+            self._hierarchy = cgroups.read_hierarchy(self.proc_root)
         return self._hierarchy
 
     def binary(self) -> str:
@@ -192,11 +192,11 @@ class ApptainerBackend(Backend):
                                "must run as a non-root user")
         return entry
 
-    def _cgroup(self, machine_name: str) -> cgroups.MachineCgroup:
+    def _cgroup(self, machine_name: str) -> MachineCgroup:
         return self._cgroup_named(cgroup_name(machine_name))
 
-    def _cgroup_named(self, name: str) -> cgroups.MachineCgroup:
-        return cgroups.MachineCgroup(self.hierarchy, name, self.cgroup_parent, self.cgroup_fs)
+    def _cgroup_named(self, name: str) -> MachineCgroup:
+        return MachineCgroup(self.hierarchy, name, self.cgroup_parent, self.cgroup_fs)
 
     # probe --------------------------------------------------------------------------------
 
@@ -206,7 +206,7 @@ class ApptainerBackend(Backend):
             version = self._version(binary)
             self.user()
             import spython  # noqa: F401  (create() builds --bind arguments with it)
-            ok, reason = cgroups.writable(self.hierarchy)
+            ok, reason = writable(self.hierarchy)
         except ImportError as e:
             return Probe(False, reason=f"cannot import spython ({e}): install spython")
         except (VacError, OSError, ValueError) as e:
@@ -342,7 +342,7 @@ class ApptainerBackend(Backend):
                 raise BackendError(self.NAME, f"singularity_user {user.pw_name} cannot reach "
                                    f"{path}: {blocked} is not searchable by it", name)
 
-    def _new_cgroup(self, spec: MachineSpec) -> cgroups.MachineCgroup:
+    def _new_cgroup(self, spec: MachineSpec) -> MachineCgroup:
         cgroup = self._cgroup(spec.name)
         try:
             if cgroup.exists():
@@ -351,11 +351,11 @@ class ApptainerBackend(Backend):
                                        "processes of an earlier machine", spec.name)
                 cgroup.remove()  # a fresh cgroup: CPU and OOM counters start at zero
             cgroup.create(spec.processors, spec.memory_mb * MIB)
-        except cgroups.CgroupError as e:
+        except CgroupError as e:
             raise BackendError(self.NAME, str(e), spec.name) from e
         return cgroup
 
-    def _start(self, spec: MachineSpec, argv: List[str], cgroup: cgroups.MachineCgroup,
+    def _start(self, spec: MachineSpec, argv: List[str], cgroup: MachineCgroup,
                user: pwd.struct_passwd, groups: List[int]) -> subprocess.Popen:
         env = {"PATH": CHILD_PATH, "HOME": user.pw_dir, "USER": user.pw_name,
                "LOGNAME": user.pw_name, "LANG": "C"}
@@ -381,7 +381,7 @@ class ApptainerBackend(Backend):
         return proc
 
     def _record(self, spec: MachineSpec, proc: subprocess.Popen,
-                cgroup: cgroups.MachineCgroup, user: pwd.struct_passwd, image: str) -> str:
+                cgroup: MachineCgroup, user: pwd.struct_passwd, image: str) -> str:
         info = procs.read(proc.pid, self.proc_root)
         if info is None:
             raise BackendError(self.NAME, f"pid {proc.pid} vanished at once", spec.name)
@@ -470,7 +470,7 @@ class ApptainerBackend(Backend):
         except OSError as e:
             log.warning("%s: cannot update backend.json: %s", directory.name, e)
 
-    def _inode(self, cgroup: cgroups.MachineCgroup) -> Optional[int]:
+    def _inode(self, cgroup: MachineCgroup) -> Optional[int]:
         d = cgroup.dir("memory")
         try:
             return os.stat(d).st_ino if d else None
@@ -489,7 +489,7 @@ class ApptainerBackend(Backend):
             procs.kill_all([record["pid"]], self.cgroup_fs.kill)
         self._kill_and_remove(name, cgroup)
 
-    def _kill_and_remove(self, name: str, cgroup: cgroups.MachineCgroup) -> None:
+    def _kill_and_remove(self, name: str, cgroup: MachineCgroup) -> None:
         try:
             emptied = cgroup.kill()
             proc = self._children.pop(name, None)
@@ -499,7 +499,7 @@ class ApptainerBackend(Backend):
                 except subprocess.TimeoutExpired:
                     log.warning("%s: pid %d did not exit after SIGKILL", name, proc.pid)
             removed = cgroup.remove()
-        except cgroups.CgroupError as e:
+        except CgroupError as e:
             raise BackendError(self.NAME, str(e), name) from e
         if not emptied or not removed:
             raise BackendError(self.NAME, f"cgroup {cgroup.relative_path} still has processes "
@@ -507,8 +507,8 @@ class ApptainerBackend(Backend):
         log.info("%s: destroyed (cgroup %s removed)", name, cgroup.relative_path)
 
     def list_machines(self) -> List[MachineStatus]:
-        names = cgroups.list_children(self.hierarchy, (CGROUP_PREFIX,), self.cgroup_parent,
-                                      self.cgroup_fs)
+        names = list_children(self.hierarchy, (CGROUP_PREFIX,), self.cgroup_parent,
+                              self.cgroup_fs)
         return [self.status(n[len(CGROUP_PREFIX):], None) for n in names]
 
     def live_machine_names(self) -> List[str]:
@@ -551,8 +551,8 @@ class ApptainerBackend(Backend):
 
     def _remove_unowned_cgroups(self, live: set) -> None:
         prefixes = (CGROUP_PREFIX, LEGACY_CGROUP_PREFIX)
-        for child in cgroups.list_children(self.hierarchy, prefixes, self.cgroup_parent,
-                                           self.cgroup_fs):
+        for child in list_children(self.hierarchy, prefixes, self.cgroup_parent,
+                                   self.cgroup_fs):
             if child.startswith(CGROUP_PREFIX) and child[len(CGROUP_PREFIX):] in live:
                 continue
             cgroup = self._cgroup_named(child)
@@ -560,5 +560,5 @@ class ApptainerBackend(Backend):
                 # Its processes were strays and have been killed; wait for them to go.
                 if cgroup.kill(timeout=1.0) and cgroup.remove(timeout=1.0):
                     log.info("removed empty cgroup %s", cgroup.relative_path)
-            except cgroups.CgroupError as e:
+            except CgroupError as e:
                 log.warning("cannot remove %s: %s", cgroup.relative_path, e)

@@ -6,7 +6,8 @@ vac.machine, vac.machinetype, vac.created naming the machine). The machine sees 
 /etc/machinefeatures and /etc/jobfeatures (read-only binds of the machine directory) and writes
 to /var/spool/joboutputs; /user_data is its command. With the cgroupfs driver each container
 gets its own cgroup parent /vac/docker-<machine dir>, which keeps the container's CPU seconds
-after the container has ended (§5.3 read cpuacct.usage of the live container only).
+after the container has ended (§5.3 read cpuacct.usage of the live container only); vac.cgroups
+reads it (v1 or v2) and removes it from every hierarchy.
 
 The `docker` package is imported lazily: importing this module never needs it, and probe()
 says what to install. Every docker/requests exception becomes BackendError, or
@@ -24,7 +25,7 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.cgroupfs import Cgroups
+from vac.cgroups import PARENT, Cgroups, cpu_shares
 from vac.errors import BackendError, BackendUnavailable
 from vac.machine import MachineDir, MachineState
 
@@ -41,7 +42,7 @@ MIB = 1024 * 1024
 CONSOLE_LIMIT = 64 * 1024
 CONSOLE_TAIL_ENTRIES = 8192
 PROBE_TIMEOUT = 5.0
-CGROUP_ROOT = "/vac"
+CGROUP_ROOT = f"/{PARENT}"
 INSTALL = "install the Python package docker (python3-docker, or pip install docker)"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
 STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
@@ -122,7 +123,7 @@ def host_config_args(spec: MachineSpec, mounts: List[Dict[str, Any]],
     """Keyword arguments of APIClient.create_host_config: limits, binds, no privileges."""
     mt = spec.machinetype
     memory = spec.memory_mb * MIB
-    args: Dict[str, Any] = {"mounts": list(mounts), "cpu_shares": 1024 * spec.processors,
+    args: Dict[str, Any] = {"mounts": list(mounts), "cpu_shares": cpu_shares(spec.processors),
                             "security_opt": ["no-new-privileges"], "privileged": False,
                             "network_mode": mt.docker_network_mode}
     if mt.docker_pids_limit > 0:

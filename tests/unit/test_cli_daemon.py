@@ -113,3 +113,23 @@ def test_sigterm_stops_vacd_and_leaves_machines(conf, tmp_path):
     assert proc.returncode == 0, err
     assert "machines keep running" in err
     assert len(json.loads(fake.read_text())) == 3
+
+
+def test_sighup_runs_the_next_cycle_at_once(conf, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", str(conf),
+                             "--foreground", "--cycle-seconds", "300"],
+                            stderr=subprocess.PIPE, text=True)
+    heartbeat = tmp_path / "state" / "factory-heartbeat"
+    deadline = time.time() + 20
+    while not heartbeat.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    first = heartbeat.stat().st_mtime_ns
+    time.sleep(1.1)  # heartbeat contents have one-second resolution
+    proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while heartbeat.stat().st_mtime_ns == first and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert heartbeat.stat().st_mtime_ns != first, err
+    assert "SIGHUP" in err and err.count("cycle ") >= 2

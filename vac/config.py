@@ -68,6 +68,7 @@ class Settings:
     backend_timeout_seconds: float
     libvirt_uri: str
     libvirt_virt_type: str
+    libvirt_shutdown_wait_seconds: float
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)
@@ -443,6 +444,9 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
                   "max_creations_per_cycle")
     if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
         b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")
+    if values["libvirt_shutdown_wait_seconds"] < 0:
+        b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
+                  "libvirt_shutdown_wait_seconds")
 
 
 def _warn_unknown(section: Mapping[str, RawValue], table: Tuple[O.Option, ...],

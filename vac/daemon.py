@@ -4,7 +4,9 @@
 SIGTERM stops the daemon after the current cycle and leaves every machine running; SIGHUP
 starts the next cycle at once (the configuration is re-read at the start of every cycle).
 vacd does not fork: systemd (or the demo script) runs it; without --foreground it logs to
-/var/log/vacd.log, with it to stderr.
+/var/log/vacd.log, with it to stderr. When a VM machinetype is configured, vacd also runs
+the metadata service (vac.services), bound after each cycle's host preparation and closed on
+exit.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from vac import __version__, pipes
 from vac.config import config_files
 from vac.factory import CycleReport, Factory
 from vac.hostinfo import HostFacts
+from vac.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
 
 log = logging.getLogger("vacd")
 
@@ -38,6 +41,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help="seconds from one cycle's start to the next (default: "
                              "cycle_seconds from the config, else 60)")
     parser.add_argument("--log-file", default=LOG_FILE, help=argparse.SUPPRESS)
+    # Tests of vacd itself serve metadata on 127.0.0.1 and port 0 instead.
+    parser.add_argument("--metadata-address", action="append", help=argparse.SUPPRESS)
+    parser.add_argument("--metadata-port", type=int, default=DEFAULT_PORT,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"vacd {__version__}")
     return parser.parse_args(argv)
 
@@ -65,7 +72,9 @@ class Daemon:
         self.wake = threading.Event()
         self.files = config_files(args.config)
         self.host = HostFacts.read()
-        self.factory = Factory(self._load_config)
+        self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
+                                           args.metadata_port)
+        self.factory = Factory(self._load_config, after_prepare=self.services.ensure)
 
     def _load_config(self):
         return pipes.load_config(self.files, self.host, update=True, now=time.time())
@@ -84,6 +93,15 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)
         log.info("vacd %s starting with %s", __version__, ", ".join(self.files) or "no files")
+        try:
+            done = self._loop()
+        finally:
+            self.services.close()
+        log.info("vacd stopped after %d cycles", done)
+        return 0
+
+    def _loop(self) -> int:
+        """Run cycles until stopped or --cycles are done; return how many ran."""
         done = 0
         while not self.stop.is_set():
             began = time.monotonic()
@@ -100,8 +118,7 @@ class Daemon:
                 break
             self.wake.clear()
             self.wake.wait(max(0.0, self._period() - (time.monotonic() - began)))
-        log.info("vacd stopped after %d cycles", done)
-        return 0
+        return done
 
     def _period(self) -> float:
         if self.args.cycle_seconds is not None:

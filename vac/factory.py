@@ -1,6 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """One factory cycle: observe the slots, plan (pure), then act on the plan.
 
+Before planning, every available backend prepares the host once (the libvirt NAT network);
+a backend whose preparation fails is treated like an unavailable one: its machinetypes wait
+this cycle. Then the `after_prepare` hook runs (vacd's metadata service, vac.services), so
+servers stay out of the Factory.
+
 A config error does not stop the factory from managing what runs: the last good config is
 used for heartbeats, finishing and destroys, and nothing new is created.
 """
@@ -50,8 +55,10 @@ class Factory:
     def __init__(self, load_config: Callable[[], Config], pool: Optional[BackendPool] = None,
                  clock: Callable[[], float] = time.time,
                  loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
-                 rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None):
+                 rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
+                 after_prepare: Optional[Callable[[Config], List[str]]] = None):
         self.load_config = load_config
+        self.after_prepare = after_prepare
         self.pool = pool
         self.clock = clock
         self.loadavg = loadavg
@@ -73,8 +80,11 @@ class Factory:
         slots = make_slots(config.settings.factory_name, config.settings.host_processors)
         seen = observe(config, slots, self.pool)
         # Probes every configured machinetype's backend, so zombies are looked for there too.
+        unprepared = self._prepare_hosts(config)
+        if self.after_prepare is not None:
+            report.errors.extend(self.after_prepare(config))
         creatable, waiting = self._creatable(config if creation_allowed
-                                             else _no_creation(config))
+                                             else _no_creation(config), unprepared)
         self._kill_zombies(config, seen, report)
         census = self._census(config, seen, now)
         plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
@@ -122,14 +132,35 @@ class Factory:
                 if killed:
                     log.warning("killed %d stray %s processes", killed, backend_name)
 
-    def _creatable(self, config: Config) -> Tuple[Config, str]:
+    def _prepare_hosts(self, config: Config) -> Dict[str, str]:
+        """Probe every configured machinetype's backend, then prepare_host() each available
+        backend once; return backend name -> why its preparation failed."""
+        for mt in config.machinetypes.values():
+            self.pool.available_for_model(mt.machine_model)
+        failed: Dict[str, str] = {}
+        for name, probe in sorted(self.pool.probed().items()):
+            if not probe.available:
+                continue
+            try:
+                self.pool.get(name).prepare_host()
+            except VacError as e:
+                failed[name] = f"host preparation failed: {e}"
+                log.warning("backend %s unavailable this cycle: %s", name, failed[name])
+        return failed
+
+    def _creatable(self, config: Config,
+                   unprepared: Optional[Dict[str, str]] = None) -> Tuple[Config, str]:
         """The config the planner creates from: machinetypes whose backend is unavailable this
-        cycle wait (no failed creation, no backoff), and the text saying why."""
+        cycle, or could not prepare the host, wait (no failed creation, no backoff), and the
+        text saying why."""
         held: Dict[str, List[str]] = {}   # "backend B unavailable: why" -> machinetypes
+        unprepared = unprepared or {}
         for mt in config.machinetypes.values():
             probe = self.pool.available_for_model(mt.machine_model)
-            if not probe.available:
-                why = f"backend {_backend_name(mt)} unavailable: {probe.reason or 'no reason'}"
+            backend = _backend_name(mt)
+            reason = probe.reason if not probe.available else unprepared.get(backend)
+            if not probe.available or reason:
+                why = f"backend {backend} unavailable: {reason or 'no reason'}"
                 held.setdefault(why, []).append(mt.name)
         if not held:
             return config, ""

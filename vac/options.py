@@ -65,6 +65,9 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
     Option("backend_timeout_seconds", "float", 30.0),
     Option("libvirt_uri", "str", "qemu:///system", backend="libvirt"),
     Option("libvirt_virt_type", "str", "auto", backend="libvirt"),
+    Option("libvirt_shutdown_wait_seconds", "float", 30.0, backend="libvirt",
+           help="seconds a VM being destroyed has to power off after the ACPI shutdown "
+                "request before it is forced off"),
 )
 
 # Options that the original accepted only to warn about; they have no effect.

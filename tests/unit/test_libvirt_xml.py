@@ -177,3 +177,26 @@ def test_capabilities():
     assert caps.jobfeatures_url == "http://169.254.169.253/jobfeatures"
     assert caps.joboutputs_url == "http://169.254.169.253/joboutputs"
     assert caps.needs_metadata_server
+
+
+@pytest.mark.parametrize("state, expected", [
+    ("VIR_DOMAIN_RUNNING", "RUNNING"), ("VIR_DOMAIN_BLOCKED", "RUNNING"),
+    ("VIR_DOMAIN_NOSTATE", "RUNNING"),
+    ("VIR_DOMAIN_SHUTDOWN", "RUNNING"),        # powering off: not a paused machine to destroy
+    ("VIR_DOMAIN_PAUSED", "PAUSED"), ("VIR_DOMAIN_PMSUSPENDED", "PAUSED"),
+    ("VIR_DOMAIN_SHUTOFF", "SHUTDOWN"), ("VIR_DOMAIN_CRASHED", "SHUTDOWN"),
+])
+def test_domain_states_map_to_machine_states(state, expected):
+    libvirt = pytest.importorskip("libvirt")
+    from vac.machine import MachineState
+
+    class Dom:
+        def info(self):
+            return [getattr(libvirt, state), 262144, 262144, 1, 2_500_000_000]
+
+        def UUIDString(self):
+            return "0e8b2cb5-1f5c-4d47-9f8e-6f0d6c3a1b05"
+
+    status = lv.LibvirtBackend(None)._status_of("f1-05.example.com", Dom())
+    assert status.state == MachineState[expected]
+    assert status.cpu_seconds == 2.5 and status.backend_id.startswith("0e8b2cb5")

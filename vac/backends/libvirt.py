@@ -187,15 +187,23 @@ class LibvirtBackend(Backend):
                                 joboutputs_url=metadata.JOBOUTPUTS_URL,
                                 needs_metadata_server=True)
 
-    def __init__(self, settings, shutdown_wait_seconds: float = 30.0,
+    def __init__(self, settings, shutdown_wait_seconds: Optional[float] = None,
                  connect_timeout: float = 10.0):
         super().__init__(settings)
-        self.shutdown_wait_seconds = shutdown_wait_seconds
+        self._shutdown_wait_seconds = shutdown_wait_seconds
         self.connect_timeout = connect_timeout
         self._connection = None
         self._connection_uri = ""
         self._lock = threading.Lock()
         self._virt_type: Optional[Tuple[str, str]] = None   # (setting, chosen type)
+
+    @property
+    def shutdown_wait_seconds(self) -> float:
+        """How long destroy() waits after the ACPI request: the constructor's argument, else
+        libvirt_shutdown_wait_seconds."""
+        if self._shutdown_wait_seconds is not None:
+            return self._shutdown_wait_seconds
+        return self.settings.libvirt_shutdown_wait_seconds
 
     # Connection ---------------------------------------------------------------------------
 
@@ -451,9 +459,13 @@ class LibvirtBackend(Backend):
     def _status_of(self, name: str, dom: Any) -> MachineStatus:
         libvirt = _libvirt()
         state, _max_kib, _kib, _vcpus, cpu_ns = dom.info()
-        running = state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED)
-        return MachineStatus(name, MachineState.RUNNING if running else MachineState.PAUSED,
-                             cpu_seconds=cpu_ns / 1e9, backend_id=dom.UUIDString())
+        if state in (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PMSUSPENDED):
+            ours = MachineState.PAUSED
+        elif state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+            ours = MachineState.SHUTDOWN       # a transient domain on its way out
+        else:   # running, blocked, no state, or powering off (VIR_DOMAIN_SHUTDOWN)
+            ours = MachineState.RUNNING
+        return MachineStatus(name, ours, cpu_seconds=cpu_ns / 1e9, backend_id=dom.UUIDString())
 
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         """Status, after moving joboutputs framed on the serial console into joboutputs/."""

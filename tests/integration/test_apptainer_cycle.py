@@ -355,7 +355,8 @@ def test_user_processes_outside_every_machine_are_killed_by_the_next_cycle(world
     world.wait_for_output("up")
     machine = world.cgroup().pids()
     loose = world.stray()
-    leftover = world.cgroup("gone.example.com")  # a machine whose directory has gone
+    gone = machine_name(world.factory_name, 7)  # a machine of ours whose directory has gone
+    leftover = world.cgroup(gone)
     leftover.create(1, 64 * 1024 * 1024)
     held = world.stray(leftover)
     deadline = time.monotonic() + 5
@@ -365,7 +366,7 @@ def test_user_processes_outside_every_machine_are_killed_by_the_next_cycle(world
 
     report = world.cycle()
     assert report.errors == [] and report.created == [] and report.destroyed == []
-    assert report.zombies == ["gone.example.com"]
+    assert report.zombies == [gone]
     assert loose.wait(timeout=5) == -9
     assert held.wait(timeout=5) == -9
     assert not leftover.exists()

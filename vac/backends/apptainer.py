@@ -36,6 +36,7 @@ from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus,
 from vac.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.machine import MachineDir, MachineState, read_slot_record
+from vac.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +400,8 @@ class ApptainerBackend(Backend):
     # status / collect ---------------------------------------------------------------------
 
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
+        if not self._ours(name):
+            return MachineStatus(name=name, state=MachineState.SHUTDOWN)
         directory = directory or MachineDir.for_slot(self.settings.paths, name)
         record = directory.read_backend_record() if directory is not None else {}
         if record.get("backend") != self.NAME:
@@ -480,6 +483,8 @@ class ApptainerBackend(Backend):
     # destroy / list / strays --------------------------------------------------------------
 
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        if not self._ours(name):
+            return
         cgroup = self._cgroup(name)
         record = directory.read_backend_record() if directory is not None else {}
         if directory is not None and record.get("backend") == self.NAME and cgroup.exists() \
@@ -509,7 +514,12 @@ class ApptainerBackend(Backend):
     def list_machines(self) -> List[MachineStatus]:
         names = list_children(self.hierarchy, (CGROUP_PREFIX,), self.cgroup_parent,
                               self.cgroup_fs)
-        return [self.status(n[len(CGROUP_PREFIX):], None) for n in names]
+        return [self.status(n[len(CGROUP_PREFIX):], None) for n in names
+                if self._ours(n[len(CGROUP_PREFIX):])]
+
+    def _ours(self, name: str) -> bool:
+        """Only this factory's slot names are ours to list, observe or destroy."""
+        return ordinal_of(self.settings.factory_name, name) >= 0
 
     def live_machine_names(self) -> List[str]:
         """Slots whose record names a singularity/apptainer model and whose directory is

@@ -24,12 +24,9 @@ and scripts/ci/setup-apptainer.sh. Run:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -38,7 +35,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vac import cgroupmachine, cgroups, config, planner, procs  # noqa: E402
+from bench import rawapptainer  # noqa: E402
+from bench.sidebyside import ms_spread, ratio  # noqa: E402
+from vac import cgroups, config, planner, procs  # noqa: E402
 from vac.backendpool import BackendPool  # noqa: E402
 from vac.backends.apptainer import ApptainerBackend  # noqa: E402
 from vac.factory import Factory  # noqa: E402
@@ -46,8 +45,6 @@ from vac.hostinfo import HostFacts  # noqa: E402
 from vac.machine import MachineDir  # noqa: E402
 from vac.slots import machine_name  # noqa: E402
 
-USER = "vacsngly"
-PAYLOAD = "touch /tmp/joboutputs/F; sleep 5"
 CONF = """
 [settings]
 vac_space = vac01.example.com
@@ -65,14 +62,6 @@ user_data = {template}
 """
 
 
-def wait_for(path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} never appeared")
-        time.sleep(0.001)
-
-
 class Bench:
     def __init__(self, image: str):
         self.image = image
@@ -82,7 +71,7 @@ class Bench:
         self.parent = f"vac-bench-{self.tag}"
         self.template = os.path.join(self.top, "user_data")
         with open(self.template, "w") as f:
-            f.write(f"#!/bin/sh\n{PAYLOAD}\n")
+            f.write(f"#!/bin/sh\n{rawapptainer.PAYLOAD}\n")
         self.host = HostFacts.read()
         self.count = 0
         self.backend = None
@@ -125,7 +114,7 @@ class Bench:
         state = os.path.join(self.top, f"state{self.count}")
         conf = os.path.join(self.top, f"vac{self.count}.conf")
         with open(conf, "w") as f:
-            f.write(textwrap.dedent(CONF.format(factory=name, state=state, user=USER,
+            f.write(textwrap.dedent(CONF.format(factory=name, state=state, user=rawapptainer.USER,
                                                 image=self.image, template=self.template)))
         return name, lambda: config.build(config.read_raw([conf]), self.host), state
 
@@ -142,51 +131,22 @@ class Bench:
         if report.created != [name]:
             raise SystemExit(f"the cycle did not create {name}: {report}")
         directory = MachineDir.for_slot(factory.config.settings.paths, name)
-        wait_for(directory.file("joboutputs/F"))
+        rawapptainer.wait_for(directory.file("joboutputs/F"))
         seen = time.perf_counter()
         self.backend.destroy(name, directory)
         shutil.rmtree(state, ignore_errors=True)
         return seen - t0, seen - self.decided, cycle
 
     def raw_once(self) -> float:
-        out = tempfile.mkdtemp(prefix="raw-", dir=self.top)
-        shutil.chown(out, USER, USER)
-        target = os.path.join(out, "F")
-        argv = ["runuser", "-u", USER, "--", self.backend.binary(), "exec", "--contain",
-                "--bind", f"{out}:/tmp/joboutputs", self.image, "/bin/sh", "-c", PAYLOAD]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd="/tmp", start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(target)
-        elapsed = time.perf_counter() - t0
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
-        return elapsed
+        return rawapptainer.raw_exec(self.backend.binary(), self.image, self.top)
 
     def cleanup(self) -> None:
-        hierarchy = self.backend.hierarchy
-        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
-            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
-            cg.kill()
-            cg.remove()
-        for proc in self.backend._children.values():
-            proc.wait(timeout=5)
-        for root in set(hierarchy.mounts.values()):
-            try:
-                os.rmdir(os.path.join(root, self.parent))
-            except FileNotFoundError:
-                pass
+        rawapptainer.remove_cgroups(self.backend, self.parent)
         shutil.rmtree(self.top, ignore_errors=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--image", default="/var/lib/vac-test/busybox-sandbox")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (vacd starts containers as root, then drops to the user)")
+    args = rawapptainer.command_line(__doc__.splitlines()[0])
     bench = Bench(args.image)
     times = {"vacd": [], "raw": []}
     planned, cycles = [], []
@@ -201,16 +161,13 @@ def main() -> int:
             times["raw"].append(bench.raw_once())
     finally:
         bench.cleanup()
-    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"apptainer: decision to running payload, median of {args.repeat} alternating runs")
     for k in ("vacd", "raw"):
-        print(f"  {k:5s} {med[k] * 1000:7.1f} ms   (min {min(times[k]) * 1000:.1f}, "
-              f"max {max(times[k]) * 1000:.1f})")
+        print(f"  {k:5s} {ms_spread(times[k])}")
     print(f"  vacd from the plan until the payload runs {statistics.median(planned) * 1000:.1f}"
           f" ms; run_cycle() returned after {statistics.median(cycles) * 1000:.1f} ms (medians)")
-    ratio = med["vacd"] / med["raw"]
-    print(f"  ratio vacd/raw = {ratio:.2f}   (target <= 1.10; from the plan: "
-          f"{statistics.median(planned) / med['raw']:.2f})")
+    print(f"  ratio vacd/raw = {ratio(times['vacd'], times['raw']):.2f}   (target <= 1.10; "
+          f"from the plan: {ratio(planned, times['raw']):.2f})")
     return 0
 
 

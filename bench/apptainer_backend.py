@@ -17,12 +17,8 @@ Needs root and scripts/ci/setup-apptainer.sh. Run:
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -31,23 +27,14 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vac import cgroupmachine, config, mjf  # noqa: E402
+from bench import rawapptainer  # noqa: E402
+from bench.sidebyside import ms_spread, ratio  # noqa: E402
+from vac import config, mjf  # noqa: E402
 from vac.backends.apptainer import ApptainerBackend  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
 from vac.hostinfo import HostFacts  # noqa: E402
 from vac.machine import MachineDir, SlotRecord, write_slot_record  # noqa: E402
 from vac.slots import Slot, machine_name  # noqa: E402
-
-USER = "vacsngly"
-PAYLOAD = "touch /tmp/joboutputs/F; sleep 5"
-
-
-def wait_for(path: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{path} never appeared")
-        time.sleep(0.001)
 
 
 class Bench:
@@ -64,7 +51,7 @@ class Bench:
                 vac_space = vac01.example.com
                 factory_name = {self.factory}
                 state_dir = {self.state}
-                singularity_user = {USER}
+                singularity_user = {rawapptainer.USER}
                 [machinetype app]
                 machine_model = apptainer
                 target_share = 1
@@ -92,7 +79,7 @@ class Bench:
         mjf.write_mjf(directory, mjf.MjfContext(settings=self.cfg.settings, machinetype=mt,
                                                 processors=1, shutdown_time=now + 3600,
                                                 now=now))
-        directory.write("user_data", f"#!/bin/sh\n{PAYLOAD}\n", mode=0o755)
+        directory.write("user_data", f"#!/bin/sh\n{rawapptainer.PAYLOAD}\n", mode=0o755)
         return MachineSpec(name=name, machinetype=mt, settings=self.cfg.settings,
                            slot=Slot(self.count, name), processors=1,
                            memory_mb=self.cfg.settings.mb_per_processor, created=now,
@@ -103,47 +90,21 @@ class Bench:
         target = spec.directory.file("joboutputs/F")
         t0 = time.perf_counter()
         self.backend.create(spec)
-        wait_for(target)
+        rawapptainer.wait_for(target)
         elapsed = time.perf_counter() - t0
         self.backend.destroy(spec.name, spec.directory)
         return elapsed
 
     def raw_once(self) -> float:
-        out = tempfile.mkdtemp(prefix="raw-", dir=self.state)
-        shutil.chown(out, USER, USER)
-        target = os.path.join(out, "F")
-        argv = ["runuser", "-u", USER, "--", self.backend.binary(), "exec", "--contain",
-                "--bind", f"{out}:/tmp/joboutputs", self.image, "/bin/sh", "-c", PAYLOAD]
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd="/tmp", start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(target)
-        elapsed = time.perf_counter() - t0
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return elapsed
+        return rawapptainer.raw_exec(self.backend.binary(), self.image, self.state)
 
     def cleanup(self) -> None:
-        hierarchy = self.backend.hierarchy
-        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
-            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
-            cg.kill()
-            cg.remove()
-        for root in set(hierarchy.mounts.values()):
-            try:
-                os.rmdir(os.path.join(root, self.parent))
-            except FileNotFoundError:
-                pass
+        rawapptainer.remove_cgroups(self.backend, self.parent)
         shutil.rmtree(self.state, ignore_errors=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=10)
-    parser.add_argument("--image", default="/var/lib/vac-test/busybox-sandbox")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (vacd starts containers as root, then drops to the user)")
+    args = rawapptainer.command_line(__doc__.splitlines()[0])
     bench = Bench(args.image)
     times = {"backend": [], "raw": []}
     try:
@@ -154,13 +115,10 @@ def main() -> int:
             times["raw"].append(bench.raw_once())
     finally:
         bench.cleanup()
-    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"apptainer start until the payload runs, median of {args.repeat} alternating runs")
     for k in ("backend", "raw"):
-        print(f"  {k:8s} {med[k] * 1000:7.1f} ms   (min {min(times[k]) * 1000:.1f}, "
-              f"max {max(times[k]) * 1000:.1f})")
-    ratio = med["backend"] / med["raw"]
-    print(f"  ratio backend/raw = {ratio:.2f}   (target <= 1.10)")
+        print(f"  {k:8s} {ms_spread(times[k])}")
+    print(f"  ratio backend/raw = {ratio(times['backend'], times['raw']):.2f}   (target <= 1.10)")
     return 0
 
 

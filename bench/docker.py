@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # This file is named docker.py: keep its directory off sys.path so `import docker` finds the
@@ -33,20 +32,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
-from vac import factory as factorymod  # noqa: E402
+from bench import sidebyside  # noqa: E402
+from bench.rawdocker import ENGINE, IMAGE, USER_DATA, raw_run, until_running  # noqa: E402
 from vac import pipes  # noqa: E402
 from vac.factory import Factory  # noqa: E402
 from vac.hostinfo import HostFacts  # noqa: E402
 
-IMAGE = "vac-test/busybox:1"
-ENGINE = "unix:///var/run/docker.sock"
 SPACE = "bench.example.com"
 TARGET_ONE = 1.10
 TARGET_FILL = 1.3
 RUN = uuid.uuid4().hex[:6]
 BENCH_LABEL = "vac.bench"
-USER_DATA = "#!/bin/sh\nexec sleep 300\n"
-RAW_COMMAND = ["/bin/sh", "-c", "exec sleep 300"]
 BENCHES: List[Bench] = []
 
 CONF = """
@@ -65,36 +61,6 @@ root_image = docker://{image}
 user_data = {user_data}
 target_share = 1
 """
-
-
-def until_running(api, container_id: str) -> None:
-    while not api.inspect_container(container_id)["State"]["Running"]:
-        time.sleep(0.005)
-
-
-class TimedCreations:
-    """Wraps factory.create_machine: times each create step until the container runs."""
-
-    def __init__(self, api):
-        self.api = api
-        self.times: List[float] = []
-        self.ids: List[str] = []
-        self.real = factorymod.create_machine
-
-    def __call__(self, *args, **kw):
-        start = time.perf_counter()
-        created = self.real(*args, **kw)
-        until_running(self.api, created.backend_id)
-        self.times.append(time.perf_counter() - start)
-        self.ids.append(created.backend_id)
-        return created
-
-    def __enter__(self) -> TimedCreations:
-        factorymod.create_machine = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        factorymod.create_machine = self.real
 
 
 class Bench:
@@ -119,13 +85,11 @@ class Bench:
     def _load(self):
         return pipes.load_config([self.conf], self.host, update=True, now=time.time())
 
-    def cycle(self, api) -> Tuple[float, TimedCreations]:
-        with TimedCreations(api) as timed:
-            start = time.perf_counter()
-            report = self.factory.run_cycle()
-            took = time.perf_counter() - start
-        if report.errors:
-            raise SystemExit(f"cycle errors: {report.errors}")
+    def cycle(self, api) -> Tuple[float, sidebyside.TimedCreations]:
+        def running(_slot, created) -> None:
+            until_running(api, created.backend_id)
+
+        took, timed, _ = sidebyside.timed_cycle(self.factory, running)
         return took, timed
 
     def empty(self, api) -> None:
@@ -144,18 +108,8 @@ def remove_label(api, label: str) -> None:
         api.remove_container(c["Id"], force=True)
 
 
-def raw_run(client, api, name: str) -> float:
-    start = time.perf_counter()
-    container = client.containers.run(IMAGE, RAW_COMMAND, name=name, detach=True,
-                                      labels={BENCH_LABEL: RUN})
-    until_running(api, container.id)
-    return time.perf_counter() - start
-
-
-def alternate(pairs: int, ours: Callable[[], None], raw: Callable[[], None]) -> None:
-    for i in range(pairs):
-        for side in ((ours, raw) if i % 2 == 0 else (raw, ours)):
-            side()
+def labelled_raw_run(client, api, name: str) -> float:
+    return raw_run(client, api, name, {BENCH_LABEL: RUN})[0]
 
 
 def per_machine(client, api, tmp: str, repeat: int) -> Tuple[List[float], List[float],
@@ -175,13 +129,13 @@ def per_machine(client, api, tmp: str, repeat: int) -> Tuple[List[float], List[f
         bench.empty(api)
 
     def theirs() -> None:
-        took = raw_run(client, api, f"b{RUN}-raw-{counter[0]}")
+        took = labelled_raw_run(client, api, f"b{RUN}-raw-{counter[0]}")
         if counter[0]:
             raw.append(took)
         remove_label(api, f"{BENCH_LABEL}={RUN}")
         counter[0] += 1
 
-    alternate(repeat + 1, ours, theirs)
+    sidebyside.alternate(repeat + 1, ours, theirs)
     return create, cycle, raw
 
 
@@ -202,18 +156,13 @@ def fill(client, api, tmp: str, slots: int, rounds: int) -> Tuple[List[float], L
         bench.empty(api)
 
     def theirs() -> None:
-        total = sum(raw_run(client, api, f"b{RUN}-fill-{len(raw_t)}-{i}")
+        total = sum(labelled_raw_run(client, api, f"b{RUN}-fill-{len(raw_t)}-{i}")
                     for i in range(slots))
         raw_t.append(total)
         remove_label(api, f"{BENCH_LABEL}={RUN}")
 
-    alternate(rounds, ours, theirs)
+    sidebyside.alternate(rounds, ours, theirs)
     return ours_t, creates, raw_t
-
-
-def ms(values: List[float]) -> str:
-    return (f"{statistics.median(values) * 1000:>9.1f}ms{min(values) * 1000:>9.1f}ms"
-            f"{max(values) * 1000:>9.1f}ms")
 
 
 def main() -> int:
@@ -242,26 +191,26 @@ def main() -> int:
         remove_label(api, f"{BENCH_LABEL}={RUN}")
         for bench in BENCHES:
             bench.empty(api)
-    one = statistics.median(create) / statistics.median(raw)
-    whole = statistics.median(cycle) / statistics.median(raw)
-    filled = statistics.median(fill_ours) / statistics.median(fill_raw)
+    one = sidebyside.ratio(create, raw)
+    whole = sidebyside.ratio(cycle, raw)
+    filled = sidebyside.ratio(fill_ours, fill_raw)
     print(f"engine {version.get('Version')} (API {version.get('ApiVersion')}), image {IMAGE}")
     print(f"\n(a) one machine, {args.repeat} runs each, alternating"
           f"{'median':>14}{'min':>11}{'max':>11}")
-    print(f"  vacd create step until running         {ms(create)}")
-    print(f"  vacd whole 1-slot cycle                {ms(cycle)}")
-    print(f"  raw containers.run until running       {ms(raw)}")
+    print(f"  vacd create step until running         {sidebyside.ms(create)}")
+    print(f"  vacd whole 1-slot cycle                {sidebyside.ms(cycle)}")
+    print(f"  raw containers.run until running       {sidebyside.ms(raw)}")
     print(f"\n(b) fill {args.slots} slots, {args.rounds} rounds each, alternating"
           f"{'median':>9}{'min':>11}{'max':>11}")
-    print(f"  vacd one cycle, {args.slots} machines running       {ms(fill_ours)}")
-    print(f"    of which its {args.slots} create steps          {ms(fill_creates)}")
-    print(f"  {args.slots} serial raw runs until running      {ms(fill_raw)}")
+    print(f"  vacd one cycle, {args.slots} machines running       {sidebyside.ms(fill_ours)}")
+    print(f"    of which its {args.slots} create steps          {sidebyside.ms(fill_creates)}")
+    print(f"  {args.slots} serial raw runs until running      {sidebyside.ms(fill_raw)}")
     ok_one, ok_fill = one <= TARGET_ONE, filled <= TARGET_FILL
     print(f"\nratio create step / raw run   {one:6.3f}  target <= {TARGET_ONE:.2f}: "
-          f"{'ok' if ok_one else 'OVER TARGET'}")
+          f"{sidebyside.verdict(one, TARGET_ONE)}")
     print(f"ratio whole cycle / raw run   {whole:6.3f}  (shown, no target)")
     print(f"ratio fill cycle / raw runs   {filled:6.3f}  target <= {TARGET_FILL:.2f}: "
-          f"{'ok' if ok_fill else 'OVER TARGET'}")
+          f"{sidebyside.verdict(filled, TARGET_FILL)}")
     return 0 if ok_one and ok_fill else 2
 
 

@@ -15,19 +15,21 @@ Prints both medians and their ratio side by side; the target is a ratio of at mo
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import statistics
 import sys
 import tempfile
 import time
 import uuid
-from typing import Callable, List, Tuple
+from typing import Callable, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # bench/docker.py would shadow the docker SDK: keep this directory off sys.path.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench import sidebyside  # noqa: E402
+from bench.rawdocker import ENGINE, IMAGE, USER_DATA, raw_run, until_running  # noqa: E402
 from vac import config as configmod  # noqa: E402
 from vac import mjf  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
@@ -37,12 +39,8 @@ from vac.machine import MachineDir  # noqa: E402
 from vac.paths import Paths  # noqa: E402
 from vac.slots import Slot, machine_name  # noqa: E402
 
-IMAGE = "vac-test/busybox:1"
-ENGINE = "unix:///var/run/docker.sock"
 TARGET = 1.10
 FACTORY = f"bench{uuid.uuid4().hex[:6]}.example.com"
-USER_DATA = "#!/bin/sh\nexec sleep 300\n"
-RAW_COMMAND = ["/bin/sh", "-c", "exec sleep 300"]
 
 CONF = """
 [settings]
@@ -80,11 +78,6 @@ def prepare(config: configmod.Config, ordinal: int, created: int) -> MachineSpec
                        directory=directory)
 
 
-def until_running(api, container_id: str) -> None:
-    while not api.inspect_container(container_id)["State"]["Running"]:
-        time.sleep(0.005)
-
-
 def run_ours(backend: DockerBackend, api, spec: MachineSpec) -> Tuple[float, Callable]:
     start = time.perf_counter()
     container_id = backend.create(spec)
@@ -94,10 +87,7 @@ def run_ours(backend: DockerBackend, api, spec: MachineSpec) -> Tuple[float, Cal
 
 
 def run_raw(client, api, name: str) -> Tuple[float, Callable]:
-    start = time.perf_counter()
-    container = client.containers.run(IMAGE, RAW_COMMAND, name=name, detach=True)
-    until_running(api, container.id)
-    elapsed = time.perf_counter() - start
+    elapsed, container = raw_run(client, api, name)
     return elapsed, lambda: container.remove(force=True)
 
 
@@ -118,31 +108,30 @@ def main() -> int:
         if not probe.available:
             print(f"docker backend unavailable: {probe.reason}", file=sys.stderr)
             return 1
-        ours: List[float] = []
-        raw: List[float] = []
         created = int(time.time())
-        for i in range(args.repeat + 1):
-            spec = prepare(config, 1 + i % 90, created + i)
-            raw_name = f"{FACTORY}-raw-{i}"
-            order = ("ours", "raw") if i % 2 == 0 else ("raw", "ours")
-            for side in order:
-                if side == "ours":
-                    took, cleanup = run_ours(backend, api, spec)
-                    (ours if i else []).append(took)
-                else:
-                    took, cleanup = run_raw(client, api, raw_name)
-                    (raw if i else []).append(took)
-                cleanup()
-        m_ours, m_raw = statistics.median(ours), statistics.median(raw)
-        ratio = m_ours / m_raw
+        ours_runs, raw_runs = itertools.count(), itertools.count()
+
+        def ours_once() -> float:
+            i = next(ours_runs)
+            took, cleanup = run_ours(backend, api, prepare(config, 1 + i % 90, created + i))
+            cleanup()
+            return took
+
+        def raw_once() -> float:
+            took, cleanup = run_raw(client, api, f"{FACTORY}-raw-{next(raw_runs)}")
+            cleanup()
+            return took
+
+        ours, raw = sidebyside.timed_alternately(args.repeat + 1, ours_once, raw_once,
+                                                 warmups=1)
+        result = sidebyside.ratio(ours, raw)
         print(f"engine {probe.version}, image {IMAGE}, {args.repeat} runs each, alternating")
         print(f"{'':28}{'median':>10}{'min':>10}{'max':>10}")
         for label, values in (("DockerBackend.create", ours), ("raw containers.run", raw)):
-            print(f"{label:28}{statistics.median(values) * 1000:>8.1f}ms"
-                  f"{min(values) * 1000:>8.1f}ms{max(values) * 1000:>8.1f}ms")
-        verdict = "ok" if ratio <= TARGET else "OVER TARGET"
-        print(f"ratio ours/raw (medians)    {ratio:>8.3f}   target <= {TARGET:.2f}: {verdict}")
-    return 0 if ratio <= TARGET else 2
+            print(f"{label:28}{sidebyside.ms(values, 8)}")
+        print(f"ratio ours/raw (medians)    {result:>8.3f}   target <= {TARGET:.2f}: "
+              f"{sidebyside.verdict(result, TARGET)}")
+    return 0 if result <= TARGET else 2
 
 
 if __name__ == "__main__":

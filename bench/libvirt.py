@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # This file is named libvirt.py: keep its directory off sys.path so `import libvirt` finds
@@ -38,10 +38,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
-import vac.backends.libvirt as vlibvirt  # noqa: E402
+from bench import rawlibvirt, sidebyside  # noqa: E402
 from vac import config as configmod  # noqa: E402
-from vac import configdrive, mjf  # noqa: E402
-from vac import factory as factorymod  # noqa: E402
+from vac import mjf  # noqa: E402
 from vac.factory import CycleReport, Factory  # noqa: E402
 from vac.hostinfo import HostFacts  # noqa: E402
 from vac.machine import MachineDir  # noqa: E402
@@ -49,15 +48,12 @@ from vac.paths import Paths  # noqa: E402
 from vac.services import MetadataSupervisor  # noqa: E402
 from vac.slots import machine_name  # noqa: E402
 
-GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 URI = "qemu:///system"
 RUN = uuid.uuid4().hex[:6]
 FACTORY = f"lvb{RUN}.example.com"
 TARGET = 1.10
-SLEEPER = "#!/bin/sh\nsleep 600\n"
 CONSOLE = "console=ttyS0 quiet"
 NETWORK = "console=ttyS0 quiet vac.datasource=network"
-QUICK = '#!/bin/sh\necho "300 Nothing to do" > "$JOBOUTPUTS_DIR/shutdown_message"\n'
 
 CONF = """
 [settings]
@@ -81,29 +77,6 @@ target_share = 1
 """
 
 
-class TimedCreations:
-    """Wraps factory.create_machine: times each create step until the domain runs."""
-
-    def __init__(self, until_running: Callable[[str], None]):
-        self.until_running = until_running
-        self.times: List[float] = []
-        self.real = factorymod.create_machine
-
-    def __call__(self, settings, machinetype, slot, *args, **kw):
-        start = time.perf_counter()
-        created = self.real(settings, machinetype, slot, *args, **kw)
-        self.until_running(slot.name)
-        self.times.append(time.perf_counter() - start)
-        return created
-
-    def __enter__(self) -> TimedCreations:
-        factorymod.create_machine = self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        factorymod.create_machine = self.real
-
-
 class Bench:
     """One 1-slot factory in a directory QEMU can reach, driven as vacd drives it."""
 
@@ -117,15 +90,15 @@ class Bench:
                               vg_exists=lambda _v: False)
         self.name = machine_name(FACTORY, 0)
         self.supervisor = supervisor
-        self.write(SLEEPER)
+        self.write(rawlibvirt.SLEEPER)
         self.factory = Factory(self.load, after_prepare=self._after_prepare)
 
     def write(self, user_data: str, cmdline: str = CONSOLE, draining: bool = False) -> None:
         with open(self.user_data, "w") as f:
             f.write(user_data)
         with open(self.conf, "w") as f:
-            f.write(CONF.format(state=self.state, factory=FACTORY, uri=URI, guest=GUEST,
-                                cmdline=cmdline, user_data=self.user_data,
+            f.write(CONF.format(state=self.state, factory=FACTORY, uri=URI,
+                                guest=rawlibvirt.GUEST, cmdline=cmdline, user_data=self.user_data,
                                 draining="yes" if draining else "no"))
 
     def load(self):
@@ -134,28 +107,14 @@ class Bench:
     def _after_prepare(self, config) -> List[str]:
         return self.supervisor.ensure(config) if self.supervisor is not None else []
 
-    def until_running(self, name: str) -> None:
-        import libvirt
+    def cycle(self) -> Tuple[float, sidebyside.TimedCreations, CycleReport]:
+        def running(slot, _created) -> None:
+            rawlibvirt.until_running(self.conn, slot.name)
 
-        while self.conn.lookupByName(name).state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            time.sleep(0.005)
-
-    def cycle(self) -> Tuple[float, TimedCreations, CycleReport]:
-        with TimedCreations(self.until_running) as timed:
-            start = time.perf_counter()
-            report = self.factory.run_cycle()
-            took = time.perf_counter() - start
-        if report.errors:
-            raise SystemExit(f"cycle errors: {report.errors}")
-        return took, timed, report
+        return sidebyside.timed_cycle(self.factory, running)
 
     def kill(self) -> None:
-        for dom in self.conn.listAllDomains(0):
-            if dom.name() == self.name:
-                try:
-                    dom.destroy()
-                except Exception:  # noqa: BLE001 (gone meanwhile)
-                    pass
+        rawlibvirt.kill(self.conn, self.name)
 
     def empty(self) -> None:
         """Destroy the domain and the state: the next cycle starts in an empty factory."""
@@ -173,27 +132,15 @@ class Raw:
 
     def __init__(self, bench: Bench):
         self.bench = bench
-        self.xml = ""
-        self.old_dir = ""
-        self.old_uuid = ""
+        self.template = rawlibvirt.DomainTemplate("", "", "")
         self.count = 0
 
     def capture(self) -> None:
         """Run the bench's warm-up cycle, recording the XML the backend renders."""
-        seen: List[str] = []
-        original = vlibvirt.render_domain_xml
-
-        def recording(params):
-            seen.append(original(params))
-            return seen[-1]
-
-        vlibvirt.render_domain_xml = recording
-        try:
+        with rawlibvirt.recording_xml() as seen:
             self.bench.cycle()
-        finally:
-            vlibvirt.render_domain_xml = original
         d = self.bench.machine_dir()
-        self.xml, self.old_dir, self.old_uuid = seen[-1], d.path, d.job_id
+        self.template = rawlibvirt.DomainTemplate(seen[-1], d.path, d.job_id)
         self.bench.empty()
 
     def run(self) -> float:
@@ -208,15 +155,9 @@ class Raw:
         mjf.write_mjf(d, mjf.MjfContext(settings=settings, machinetype=mt, processors=1,
                                         shutdown_time=created + 3600, now=created,
                                         job_id=new_uuid))
-        d.write("user_data", SLEEPER, mode=0o755)
-        configdrive.build_config_drive(d, FACTORY, d.file(vlibvirt.CONFIG_DRIVE))
-        xml = self.xml.replace(self.old_dir, d.path).replace(self.old_uuid, new_uuid)
-        started = time.perf_counter()
-        self.bench.conn.createXML(xml, 0)
-        self.bench.until_running(self.bench.name)
-        took = time.perf_counter() - started
-        self.bench.kill()
-        return took
+        d.write("user_data", rawlibvirt.SLEEPER, mode=0o755)
+        return rawlibvirt.raw_create(self.bench.conn, self.template, d, new_uuid, FACTORY,
+                                     self.bench.name)
 
 
 def decision_to_running(bench: Bench, repeat: int) -> Tuple[List[float], List[float],
@@ -236,10 +177,7 @@ def decision_to_running(bench: Bench, repeat: int) -> Tuple[List[float], List[fl
         cycle.append(took)
         bench.empty()
 
-    for i in range(repeat):
-        for side in ((ours, lambda: theirs.append(raw.run())) if i % 2 == 0 else
-                     (lambda: theirs.append(raw.run()), ours)):
-            side()
+    sidebyside.alternate(repeat, ours, lambda: theirs.append(raw.run()))
     return create, cycle, theirs
 
 
@@ -248,12 +186,12 @@ def boot_through_cycles(bench: Bench, cmdline: str, timeout: float = 120) -> Tup
     """(seconds until the guest's domain ended, until a cycle finished it with the guest's
     shutdown_message), both from the start of the creating cycle."""
     bench.empty()
-    bench.write(QUICK, cmdline)
+    bench.write(rawlibvirt.QUICK, cmdline)
     start = time.perf_counter()
     _, timed, report = bench.cycle()
     if report.created != [bench.name]:
         raise SystemExit(f"no machine created: {report}")
-    bench.write(QUICK, cmdline, draining=True)       # no refill in the finishing cycle
+    bench.write(rawlibvirt.QUICK, cmdline, draining=True)       # no refill in the finishing cycle
     ended = None
     while time.perf_counter() - start < timeout:
         if ended is None and bench.name not in {d.name() for d in bench.conn.listAllDomains(0)}:
@@ -268,11 +206,6 @@ def boot_through_cycles(bench: Bench, cmdline: str, timeout: float = 120) -> Tup
             return ended or took, took
         time.sleep(0.25)
     raise SystemExit(f"guest not finished after {timeout} s")
-
-
-def ms(values: List[float]) -> str:
-    return (f"{statistics.median(values) * 1000:>9.1f}ms{min(values) * 1000:>9.1f}ms"
-            f"{max(values) * 1000:>9.1f}ms")
 
 
 def boots(bench: Bench, count: int, cmdline: str, label: str) -> None:
@@ -293,8 +226,9 @@ def main() -> int:
     parser.add_argument("--boots", type=int, default=3, help="guest boots per path (3)")
     args = parser.parse_args()
     for f in ("vmlinuz", "initrd.img"):
-        if not os.path.isfile(os.path.join(GUEST, f)):
-            print(f"no test guest in {GUEST} (scripts/ci/build-test-guest.sh)", file=sys.stderr)
+        if not os.path.isfile(os.path.join(rawlibvirt.GUEST, f)):
+            print(f"no test guest in {rawlibvirt.GUEST} (scripts/ci/build-test-guest.sh)",
+                  file=sys.stderr)
             return 1
     conn = libvirt.open(URI)
     top = tempfile.mkdtemp(prefix="vac-bench-cycle-", dir="/var/tmp")
@@ -304,18 +238,17 @@ def main() -> int:
     try:
         create, cycle, raw = decision_to_running(bench, args.repeat)
         virt_type = bench.factory.pool.get("libvirt").virt_type
-        ratio = statistics.median(create) / statistics.median(raw)
-        whole = statistics.median(cycle) / statistics.median(raw)
+        result, whole = sidebyside.ratio(create, raw), sidebyside.ratio(cycle, raw)
         v = conn.getLibVersion()
         print(f"libvirt {v // 1000000}.{v // 1000 % 1000}.{v % 1000}, domain type {virt_type}, "
-              f"test guest {GUEST}")
+              f"test guest {rawlibvirt.GUEST}")
         print(f"\n(a) decision to domain running, {args.repeat} runs each, alternating"
               f"{'median':>8}{'min':>11}{'max':>11}")
-        print(f"  vacd create step until running          {ms(create)}")
-        print(f"  vacd whole 1-slot cycle                 {ms(cycle)}")
-        print(f"  raw createXML until running             {ms(raw)}")
-        print(f"  ratio create step / raw createXML  {ratio:6.3f}  target <= {TARGET:.2f}: "
-              f"{'ok' if ratio <= TARGET else 'OVER TARGET'}")
+        print(f"  vacd create step until running          {sidebyside.ms(create)}")
+        print(f"  vacd whole 1-slot cycle                 {sidebyside.ms(cycle)}")
+        print(f"  raw createXML until running             {sidebyside.ms(raw)}")
+        print(f"  ratio create step / raw createXML  {result:6.3f}  target <= {TARGET:.2f}: "
+              f"{sidebyside.verdict(result, TARGET)}")
         print(f"  ratio whole cycle / raw createXML  {whole:6.3f}  (shown, no target)")
         print(f"\n(b) guest boot to shutdown_message through cycles, {args.boots} boots each")
         boots(bench, args.boots, CONSOLE, "config drive + console ")
@@ -324,7 +257,7 @@ def main() -> int:
             print(f"  network + metadata service: skipped ({problems[0]})")
         else:
             boots(bench, args.boots, NETWORK, "network + metadata PUT ")
-        return 0 if ratio <= TARGET else 2
+        return 0 if result <= TARGET else 2
     finally:
         supervisor.close()
         bench.empty()

@@ -30,24 +30,26 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Callable, List, Tuple
+from typing import List
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# bench/libvirt.py would shadow libvirt-python: keep this directory off sys.path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+sys.path.insert(0, os.path.dirname(HERE))
 
 import vac.backends.libvirt as vlibvirt  # noqa: E402
+from bench import rawlibvirt  # noqa: E402
+from bench.sidebyside import ratio, timed_alternately, verdict  # noqa: E402
 from vac import config as configmod  # noqa: E402
-from vac import configdrive, metadata, mjf  # noqa: E402
+from vac import metadata, mjf  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
 from vac.hostinfo import HostFacts  # noqa: E402
 from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record  # noqa: E402
 from vac.slots import Slot, machine_name  # noqa: E402
 
-GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 FACTORY = "vacbench.example.com"
 ORDINAL = 20
 TARGET = 1.10
-SLEEPER = "#!/bin/sh\nsleep 600\n"
-QUICK = '#!/bin/sh\necho "300 Nothing to do" > "$JOBOUTPUTS_DIR/shutdown_message"\n'
 
 CONF = """
 [settings]
@@ -74,7 +76,8 @@ class Bench:
     def __init__(self, top: str):
         path = os.path.join(top, "vac.conf")
         with open(path, "w") as f:
-            f.write(CONF.format(state=os.path.join(top, "state"), factory=FACTORY, guest=GUEST))
+            f.write(CONF.format(state=os.path.join(top, "state"), factory=FACTORY,
+                                guest=rawlibvirt.GUEST))
         self.config = configmod.build(configmod.read_raw([path]),
                                       HostFacts(fqdn=FACTORY, processors=64))
         self.settings = self.config.settings
@@ -89,7 +92,8 @@ class Bench:
         self.name = machine_name(FACTORY, ORDINAL)
         self.overheads: List[float] = []
 
-    def prepare(self, machinetype: str = "bench", user_data: str = SLEEPER) -> MachineSpec:
+    def prepare(self, machinetype: str = "bench",
+                user_data: str = rawlibvirt.SLEEPER) -> MachineSpec:
         """A machine directory as the factory prepares it before backend.create()."""
         self.created += 1
         mt = self.config.machinetypes[machinetype]
@@ -107,15 +111,10 @@ class Bench:
                            uuid=machine_uuid, directory=d)
 
     def until_running(self) -> None:
-        import libvirt
-
-        while self.conn.lookupByName(self.name).state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            time.sleep(0.005)
+        rawlibvirt.until_running(self.conn, self.name)
 
     def kill(self) -> None:
-        for dom in self.conn.listAllDomains(0):
-            if dom.name() == self.name:
-                dom.destroy()
+        rawlibvirt.kill(self.conn, self.name)
 
     def backend_create(self) -> float:
         spec = self.prepare()
@@ -141,42 +140,25 @@ class Bench:
         self.kill()
         return took
 
-    def raw_create(self, template: Tuple[str, str, str]) -> float:
+    def raw_create(self, template: rawlibvirt.DomainTemplate) -> float:
         """createXML of the captured XML with a fresh UUID and machine directory, whose config
         drive is built outside the timing (fresh per-VM files cost libvirt some time too)."""
-        xml, old_dir, old_uuid = template
         spec = self.prepare()
-        configdrive.build_config_drive(spec.directory, FACTORY,
-                                       spec.directory.file(vlibvirt.CONFIG_DRIVE))
-        xml = xml.replace(old_dir, spec.directory.path).replace(old_uuid, spec.uuid)
-        started = time.perf_counter()
-        self.conn.createXML(xml, 0)
-        self.until_running()
-        took = time.perf_counter() - started
-        self.kill()
-        return took
+        return rawlibvirt.raw_create(self.conn, template, spec.directory, spec.uuid, FACTORY,
+                                     self.name)
 
-    def capture_xml(self) -> Tuple[str, str, str]:
-        """(XML the backend renders, its machine directory, its UUID) from a warm-up run."""
-        seen: List[str] = []
-        original = vlibvirt.render_domain_xml
-
-        def recording(params):
-            seen.append(original(params))
-            return seen[-1]
-
-        vlibvirt.render_domain_xml = recording
+    def capture_xml(self) -> rawlibvirt.DomainTemplate:
+        """The XML the backend renders, with its machine directory and UUID, from a warm-up
+        run."""
         spec = self.prepare()
-        try:
+        with rawlibvirt.recording_xml() as seen:
             self.backend.create(spec)
-        finally:
-            vlibvirt.render_domain_xml = original
         self.kill()
-        return seen[-1], spec.directory.path, spec.uuid
+        return rawlibvirt.DomainTemplate(seen[-1], spec.directory.path, spec.uuid)
 
     def boot(self, machinetype: str) -> float:
         """create() until joboutputs/shutdown_message exists (collect() for the console)."""
-        spec = self.prepare(machinetype, QUICK)
+        spec = self.prepare(machinetype, rawlibvirt.QUICK)
         started = time.perf_counter()
         self.backend.create(spec)
         while spec.directory.shutdown_message is None:
@@ -191,15 +173,6 @@ class Bench:
         return took
 
 
-def alternate(repeat: int, a: Callable[[], float], b: Callable[[], float]):
-    times_a, times_b = [], []
-    for i in range(repeat):
-        pair = ((a, times_a), (b, times_b)) if i % 2 == 0 else ((b, times_b), (a, times_a))
-        for fn, out in pair:
-            out.append(fn())
-    return times_a, times_b
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=9)
@@ -212,16 +185,16 @@ def main() -> int:
         bench.kill()
         xml = bench.capture_xml()
         bench.raw_create(xml)                                   # warm-up, untimed
-        ours, raw = alternate(args.repeat, bench.backend_create, lambda: bench.raw_create(xml))
+        ours, raw = timed_alternately(args.repeat, bench.backend_create,
+                                      lambda: bench.raw_create(xml))
         m_ours, m_raw = statistics.median(ours), statistics.median(raw)
-        ratio = m_ours / m_raw
+        result = ratio(ours, raw)
         print(f"domain type {bench.backend.virt_type}; {args.repeat} runs each, alternating")
         print(f"  raw conn.createXML     median {m_raw * 1000:8.1f} ms   "
               f"{' '.join(f'{t * 1000:.0f}' for t in raw)}")
         print(f"  LibvirtBackend.create  median {m_ours * 1000:8.1f} ms   "
               f"{' '.join(f'{t * 1000:.0f}' for t in ours)}")
-        print(f"  ratio {ratio:.3f} (target <= {TARGET:.2f}): "
-              f"{'ok' if ratio <= TARGET else 'OVER TARGET'}")
+        print(f"  ratio {result:.3f} (target <= {TARGET:.2f}): {verdict(result, TARGET)}")
         print(f"  LibvirtBackend.create outside createXML (config drive, XML, lookups): "
               f"median {statistics.median(bench.overheads) * 1000:.1f} ms")
         servers = metadata.MetadataServers(metadata.MetadataService(bench.settings.paths,
@@ -239,7 +212,7 @@ def main() -> int:
                       f"{' '.join(f'{t:.2f}' for t in boots)}")
         finally:
             servers.close()
-        return 0 if ratio <= TARGET else 1
+        return 0 if result <= TARGET else 1
     finally:
         bench.kill()
         shutil.rmtree(top, ignore_errors=True)

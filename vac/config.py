@@ -3,26 +3,29 @@
 
 The files are read in the original's order (later wins); every value remembers the file and
 section it came from so `vac config check` can say so. Problems are collected, not raised one
-by one, so a site admin sees all of them at once.
+by one, so a site admin sees all of them at once. The values of each section are interpreted
+and checked by vac.configcheck; this module reads the files and makes the frozen objects.
 """
 from __future__ import annotations
 
 import configparser
 import glob
 import os
-import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac import options as O
+from vac.configcheck import (
+    Builder,
+    check_legacy_sections,
+    machinetype_sections,
+    machinetype_values,
+    pipe_section_values,
+    prefix_of,
+    settings_values,
+)
 from vac.errors import ConfigError, Problem
 from vac.hostinfo import HostFacts
 from vac.paths import CONFIG_DIR_DEFAULT, CONFIG_FILES_DEFAULT, Paths
-
-NAME_RE = re.compile(r"^[a-z0-9-]+$")
-KEY_RE = re.compile(r"^[a-z0-9_]+$")
-DEVICE_RE = re.compile(r"^[a-z0-9]+$")
-HOSTPORT_RE = re.compile(r"^[a-z0-9.-]+:[0-9]+$")
 
 # (value, origin) as read from a file, a pipe section or a pipe document.
 RawValue = Tuple[str, str]
@@ -224,83 +227,6 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-class _Builder:
-    """Collects problems and warnings while turning raw values into typed ones."""
-
-    def __init__(self) -> None:
-        self.problems: List[Problem] = []
-        self.warnings: List[str] = []
-
-    def problem(self, message: str, origin: str = "", option: Optional[str] = None) -> None:
-        file, _, section = origin.partition(" [")
-        self.problems.append(Problem(message, file=file or None,
-                                     section=section.rstrip("]") or None, option=option))
-
-    def convert(self, opt: O.Option, value: str, origin: str, name: str) -> Any:
-        try:
-            return _convert(opt.kind, value)
-        except ValueError:
-            self.problem(f"{value!r} is not a valid {_KIND_WORDS[opt.kind]}", origin, name)
-            return opt.default
-
-    def apply_table(self, table: Tuple[O.Option, ...], section: Mapping[str, RawValue],
-                    context: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
-        """Values for every option of the table, new names beating deprecated aliases."""
-        values: Dict[str, Any] = {}
-        origins: Dict[str, str] = {}
-        for opt in table:
-            chosen = None
-            for alias in opt.aliases:
-                if alias in section:
-                    self.warnings.append(f"{section[alias][1]}: {alias} is deprecated; "
-                                         f"use {opt.name}")
-                    chosen = (alias, section[alias])
-            if opt.name in section:
-                chosen = (opt.name, section[opt.name])
-            if chosen is None:
-                values[opt.name] = opt.default
-                origins[opt.name] = "default"
-                continue
-            name, (value, origin) = chosen
-            values[opt.name] = self.convert(opt, value, origin, name)
-            origins[opt.name] = origin
-        return values, origins
-
-
-_KIND_WORDS = {"int": "integer", "optint": "integer", "float": "number", "optfloat": "number",
-               "str": "string", "words": "list", "true": "boolean", "yes": "boolean",
-               "notfalse": "boolean"}
-
-
-def _convert(kind: str, value: str) -> Any:
-    if kind in ("int", "optint"):
-        return None if kind == "optint" and value == "" else int(value)
-    if kind in ("float", "optfloat"):
-        return None if kind == "optfloat" and value == "" else float(value)
-    if kind == "true":
-        return value.strip().lower() == "true"
-    if kind == "yes":
-        return value.strip().lower() == "yes"
-    if kind == "notfalse":
-        return value.strip().lower() != "false"
-    if kind == "words":
-        return tuple(value.split())
-    return value
-
-
-def _family(section: Mapping[str, RawValue], prefix: str, b: _Builder) -> Dict[str, RawValue]:
-    """Options of one prefix family, keyed by the part after the prefix, names checked."""
-    found = {}
-    for option, (value, origin) in section.items():
-        if option.startswith(prefix):
-            key = option[len(prefix):]
-            if not KEY_RE.match(key):
-                b.problem("name must use only a-z, 0-9 and _", origin, option)
-                continue
-            found[key] = (value, origin)
-    return found
-
-
 def build(raw: RawConfig, host: HostFacts,
           pipe_values: Optional[Mapping[str, Mapping[str, RawValue]]] = None,
           pipe_warnings: Sequence[str] = ()) -> Config:
@@ -312,15 +238,15 @@ def build(raw: RawConfig, host: HostFacts,
     Raises:
         ConfigError: with every problem found, each naming its file, section and option.
     """
-    b = _Builder()
+    b = Builder()
     b.warnings.extend(pipe_warnings)
-    _check_legacy_sections(raw, b)
+    check_legacy_sections(raw, b)
     settings = _build_settings(raw, host, b)
     pipes = _build_pipe_sections(raw, b)
     machinetypes = {}
     if settings is not None:
-        for name, section in _machinetype_sections(raw, pipes, pipe_values or {}, b).items():
-            prefix = _prefix_of(name, pipes) if name in (pipe_values or {}) else None
+        for name, section in machinetype_sections(raw, pipes, pipe_values or {}, b).items():
+            prefix = prefix_of(name, pipes) if name in (pipe_values or {}) else None
             origin = raw.origin("machinetype", name) if ("machinetype", name) in \
                 raw.sections else raw.origin("vmtype", name)
             mt = _build_machinetype(name, section, settings, prefix, origin, b)
@@ -332,264 +258,33 @@ def build(raw: RawConfig, host: HostFacts,
                   warnings=tuple(b.warnings), files=tuple(raw.files))
 
 
-def _check_legacy_sections(raw: RawConfig, b: _Builder) -> None:
-    if raw.section("factories") and "factories" not in raw.section("settings"):
-        origin = raw.origin("factories")
-        b.problem("the [factories] section is no longer supported; put factories = ... in "
-                  "[settings]", origin)
-    if ("targetshares", "") in raw.sections:
-        origin = raw.origin("targetshares")
-        b.problem("the [targetshares] section is no longer supported; set target_share in "
-                  "each [machinetype] section", origin)
-
-
-def _build_settings(raw: RawConfig, host: HostFacts, b: _Builder) -> Optional[Settings]:
-    section = raw.section("settings")
-    if ("settings", "") not in raw.sections:
-        b.problem("no [settings] section in " + (", ".join(raw.files) or "any config file"))
+def _build_settings(raw: RawConfig, host: HostFacts, b: Builder) -> Optional[Settings]:
+    found = settings_values(raw, host, b)
+    if found is None:
         return None
-    _warn_unknown(section, O.SETTINGS_OPTIONS, O.SETTINGS_OBSOLETE,
-                  (O.USER_DATA_OPTION, O.USER_DATA_FILE, O.MACHINEFEATURES_OPTION), b)
-    values, origins = b.apply_table(O.SETTINGS_OPTIONS, section, "settings")
-    if not values["vac_space"]:
-        b.problem("vac_space is required", raw.origin("settings"), "vac_space")
-        return None
-    values["vac_space"] = values["vac_space"].lower()
-    values["factories"] = tuple(f.lower() for f in values["factories"])
-    values["vacmon_hostport"] = tuple(h.lower() for h in values["vacmon_hostport"])
-    _resolve_factory_name(values, origins, host, b)
-    _resolve_processors(values, origins, host, b)
-    values["version_logger"] = _version_logger(values["version_logger"], origins, b)
-    _check_settings(values, origins, host, b)
-    families = {
-        "machinefeatures_options": _family(section, O.MACHINEFEATURES_OPTION, b),
-        "user_data_options": _family(section, O.USER_DATA_OPTION, b),
-        "user_data_files": _family(section, O.USER_DATA_FILE, b),
-    }
-    for attr, fam in families.items():
-        values[attr] = {k: v for k, (v, _) in fam.items()}
-    origins.update({f"{O.USER_DATA_OPTION}{k}": o for k, (_, o) in
-                    families["user_data_options"].items()})
+    values, origins = found
     return Settings(origins=origins, **values)
 
 
-def _resolve_factory_name(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,
-                          b: _Builder) -> None:
-    if not values["factory_name"]:
-        values["factory_name"] = host.fqdn
-        origins["factory_name"] = "host name"
-    values["factory_name"] = values["factory_name"].lower()
-    if "." not in values["factory_name"]:
-        b.problem(f"factory name {values['factory_name']!r} is not a fully qualified domain "
-                  "name; give the host an FQDN or set factory_name in [settings]",
-                  origins["factory_name"] if origins["factory_name"] != "host name" else "",
-                  "factory_name")
-
-
-def _resolve_processors(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,
-                        b: _Builder) -> None:
-    counted = host.processors
-    if values["host_processors"] is not None:
-        if values["host_processors"] < 1:
-            b.problem("must be at least 1", origins["host_processors"], "host_processors")
-        else:
-            counted = values["host_processors"]
-    values["host_processors"] = counted
-    total = values["total_processors"]
-    if total is None:
-        values["total_processors"] = counted
-        origins["total_processors"] = "processors counted on this host"
-    elif total > counted:
-        b.problem(f"{total} is more than the {counted} processors of this host",
-                  origins["total_processors"], "total_processors")
-    elif total < 0:
-        b.problem("must not be negative", origins["total_processors"], "total_processors")
-
-
-def _version_logger(value: str, origins: Dict[str, str], b: _Builder) -> int:
-    word = str(value).strip().lower()
-    if word in ("true", "false"):
-        b.warnings.append(f"{origins['version_logger']}: version_logger = {value} is "
-                          "deprecated; use a number of messages per day")
-        return 1 if word == "true" else 0
-    try:
-        return max(0, int(word))
-    except ValueError:
-        return 0
-
-
-def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,
-                    b: _Builder) -> None:
-    for hp in values["vacmon_hostport"]:
-        if not HOSTPORT_RE.match(hp):
-            b.problem(f"{hp!r} is not host:port", origins["vacmon_hostport"], "vacmon_hostport")
-    user = values["singularity_user"]
-    if user:
-        uid = host.uid_of(user)
-        if uid is None:
-            b.problem(f"user {user!r} does not exist", origins["singularity_user"],
-                      "singularity_user")
-        elif uid == 0:
-            b.problem(f"user {user!r} is root; Apptainer containers must run as a non-root "
-                      "user", origins["singularity_user"], "singularity_user")
-    vg = values["volume_group"]
-    if vg and not host.vg_exists(vg):
-        b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
-                  "volume_group")
-    for name in ("processors_per_superslot", "mb_per_processor", "cycle_seconds"):
-        if values[name] is not None and values[name] <= 0:
-            b.problem("must be greater than 0", origins[name], name)
-    if values["max_creations_per_cycle"] < 1:
-        b.problem("must be at least 1", origins["max_creations_per_cycle"],
-                  "max_creations_per_cycle")
-    if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
-        b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")
-    if values["libvirt_shutdown_wait_seconds"] < 0:
-        b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
-                  "libvirt_shutdown_wait_seconds")
-
-
-def _warn_unknown(section: Mapping[str, RawValue], table: Tuple[O.Option, ...],
-                  obsolete: Sequence[str], prefixes: Tuple[str, ...], b: _Builder) -> None:
-    known = O.by_name(table)
-    for option, (_, origin) in section.items():
-        if option in known or option.startswith(prefixes):
-            continue
-        if option in obsolete:
-            b.warnings.append(f"{origin}: {option} is obsolete and has no effect")
-        else:
-            b.warnings.append(f"{origin}: unknown option {option} ignored")
-
-
-def _build_pipe_sections(raw: RawConfig, b: _Builder) -> Dict[str, PipeSection]:
+def _build_pipe_sections(raw: RawConfig, b: Builder) -> Dict[str, PipeSection]:
     pipes = {}
     for prefix in raw.of_kind("vacuum_pipe"):
-        section = raw.section("vacuum_pipe", prefix)
-        origin = raw.origin("vacuum_pipe", prefix)
-        if not NAME_RE.match(prefix):
-            b.problem(f"pipe prefix {prefix!r} must use only a-z, 0-9 and -", origin)
-            continue
-        if "vacuum_pipe_url" not in section:
-            b.problem("vacuum_pipe_url is required", origin, "vacuum_pipe_url")
-            continue
-        share_value, share_origin = section.get("target_share", ("0.0", origin))
-        try:
-            share = float(share_value)
-        except ValueError:
-            b.problem(f"{share_value!r} is not a valid number", share_origin, "target_share")
-            share = 0.0
-        inherited = {k: v for k, v in section.items()
-                     if k not in ("vacuum_pipe_url", "target_share")}
-        pipes[prefix] = PipeSection(prefix=prefix, url=section["vacuum_pipe_url"][0],
-                                    target_share=share, options=inherited, origin=origin)
+        fields = pipe_section_values(raw, prefix, b)
+        if fields is not None:
+            pipes[prefix] = PipeSection(**fields)
     return pipes
-
-
-def _machinetype_sections(raw: RawConfig, pipes: Mapping[str, PipeSection],
-                          pipe_values: Mapping[str, Mapping[str, RawValue]],
-                          b: _Builder) -> Dict[str, Dict[str, RawValue]]:
-    """Each machinetype's raw options: pipe document < [vacuum_pipe] section < local."""
-    merged: Dict[str, Dict[str, RawValue]] = {}
-    for name, values in pipe_values.items():
-        prefix = _prefix_of(name, pipes)
-        section = dict(values)
-        if prefix in pipes:
-            section.update(pipes[prefix].options)
-        merged[name] = section
-    for kind in ("vmtype", "machinetype"):
-        for name in raw.of_kind(kind):
-            local = raw.section(kind, name)
-            if kind == "vmtype":
-                b.warnings.append(f"{raw.origin(kind, name)}: [vmtype {name}] is deprecated; use "
-                                  f"[machinetype {name}]")
-            merged.setdefault(name, {}).update(local)
-    return merged
-
-
-def _prefix_of(name: str, pipes: Mapping[str, PipeSection]) -> Optional[str]:
-    """The longest pipe prefix P with name == P-suffix (prefixes may contain hyphens)."""
-    best = None
-    for prefix in pipes:
-        if name.startswith(prefix + "-") and (best is None or len(prefix) > len(best)):
-            best = prefix
-    return best
 
 
 def _build_machinetype(name: str, section: Mapping[str, RawValue], settings: Settings,
                        prefix: Optional[str], origin: str,
-                       b: _Builder) -> Optional[MachineType]:
-    if not NAME_RE.match(name):
-        b.problem(f"machinetype name {name!r} must use only a-z, 0-9 and -", origin)
+                       b: Builder) -> Optional[MachineType]:
+    found = machinetype_values(name, section, settings, prefix, origin, b)
+    if found is None:
         return None
-    _warn_unknown(section, O.MACHINETYPE_OPTIONS, O.MACHINETYPE_OBSOLETE,
-                  (O.USER_DATA_OPTION, O.USER_DATA_FILE), b)
-    values, origins = b.apply_table(O.MACHINETYPE_OPTIONS, section, f"machinetype {name}")
-    values["pipe"] = prefix
-    values["machinetype_path"] = settings.paths.machinetype_dir(prefix or name)
-    _defaults_from_others(values, origins, name)
-    values["user_data_options"], values["user_data_files"] = _user_data_families(
-        section, settings, origins, b)
-    if not _check_machinetype(name, values, origins, settings, b):
-        return None
+    values, origins = found
     return MachineType(name=name, origins=origins, **values)
-
-
-def _defaults_from_others(values: Dict[str, Any], origins: Dict[str, str], name: str) -> None:
-    if values["min_wallclock_seconds"] is None:
-        values["min_wallclock_seconds"] = values["max_wallclock_seconds"]
-        origins["min_wallclock_seconds"] = "max_wallclock_seconds"
-    if not values["machinegroup"]:
-        values["machinegroup"] = values["accounting_fqan"] or name
-        origins["machinegroup"] = "accounting_fqan" if values["accounting_fqan"] else "name"
-
-
-def _user_data_families(section: Mapping[str, RawValue], settings: Settings,
-                        origins: Dict[str, str], b: _Builder) -> Tuple[dict, dict]:
-    opts = dict(settings.user_data_options)
-    files = dict(settings.user_data_files)
-    for key in opts:
-        origins[O.USER_DATA_OPTION + key] = settings.origins.get(O.USER_DATA_OPTION + key,
-                                                                 "[settings]")
-    for key, (value, origin) in _family(section, O.USER_DATA_OPTION, b).items():
-        opts[key] = value
-        origins[O.USER_DATA_OPTION + key] = origin
-    for key, (value, origin) in _family(section, O.USER_DATA_FILE, b).items():
-        files[key] = value
-        origins[O.USER_DATA_FILE + key] = origin
-    return opts, files
-
-
-def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
-                       settings: Settings, b: _Builder) -> bool:
-    """Record problems (config errors) and return False for a skipped machinetype."""
-    model = v["machine_model"]
-    if model not in O.MODELS or (model == "fake" and not settings.enable_fake_backend):
-        b.problem(f"unknown machine_model {model!r} (known: "
-                  f"{', '.join(m for m in O.MODELS if m != 'fake')})",
-                  origins["machine_model"], "machine_model")
-    image = v["root_image"] or ""
-    if image.startswith("docker://") and model != "docker":
-        b.problem("a docker:// root_image needs machine_model = docker",
-                  origins["root_image"], "root_image")
-    if model == "docker" and v["root_image"] and not image.startswith("docker://"):
-        b.problem("machine_model docker needs a root_image starting docker://",
-                  origins["root_image"], "root_image")
-    if model in ("singularity", "apptainer") and not settings.singularity_user:
-        b.problem(f"machine_model {model} needs singularity_user in [settings]",
-                  origins["machine_model"], "machine_model")
-    if v["max_processors"] < v["min_processors"]:
-        b.problem(f"max_processors ({v['max_processors']}) is less than min_processors "
-                  f"({v['min_processors']})", origins["max_processors"], "max_processors")
-    if v["min_processors"] < 1:
-        b.problem("must be at least 1", origins["min_processors"], "min_processors")
-    for opt in ("root_device", "scratch_device"):
-        if not DEVICE_RE.match(v[opt]):
-            b.warnings.append(f"{origins[opt]}: {opt} {v[opt]!r} must use only a-z and 0-9; "
-                              f"machinetype {name} skipped")
-            return False
-    return True
 
 
 def pipe_sections(raw: RawConfig) -> Tuple[PipeSection, ...]:
     """The usable [vacuum_pipe] sections of raw; build() reports the unusable ones."""
-    return tuple(_build_pipe_sections(raw, _Builder()).values())
+    return tuple(_build_pipe_sections(raw, Builder()).values())

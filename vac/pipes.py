@@ -30,7 +30,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac import config, fetch
+from vac import config, configcheck, fetch
 from vac import options as O
 from vac.errors import ConfigError, PipeError, StateError, VacError
 from vac.fsutil import atomic_write, mtime_or_none, read_bytes_nofollow
@@ -294,7 +294,7 @@ def _entry_name(prefix: str, entry: Mapping[str, Any],
         suffix = _scalar(entry["suffix"])
     except ValueError as e:
         return None, f"suffix {e}"
-    if not config.NAME_RE.match(suffix) or len(suffix) > MAX_SUFFIX_CHARS:
+    if not configcheck.NAME_RE.match(suffix) or len(suffix) > MAX_SUFFIX_CHARS:
         return None, (f"suffix {_show(suffix)} must be 1 to {MAX_SUFFIX_CHARS} characters "
                       "a-z, 0-9 and -")
     name = f"{prefix}-{suffix}"
@@ -344,7 +344,7 @@ def _check_key(key: str) -> None:
     if not O.pipe_accepted(key):
         raise ValueError("not accepted from a pipe")
     for family in (O.USER_DATA_OPTION, O.USER_DATA_FILE):
-        if key.startswith(family) and not config.KEY_RE.match(key[len(family):]):
+        if key.startswith(family) and not configcheck.KEY_RE.match(key[len(family):]):
             raise ValueError(f"the name after {family} must use only a-z, 0-9 and _")
 
 

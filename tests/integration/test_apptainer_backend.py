@@ -19,7 +19,7 @@ import time
 import uuid
 
 import pytest
-from conftest import require_engine
+from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
 
 from vac import cgroupmachine, mjf, procs
 from vac.backends.apptainer import ApptainerBackend
@@ -30,8 +30,6 @@ from vac.slots import Slot, machine_name
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.root]
 
-SANDBOX = "/var/lib/vac-test/busybox-sandbox"
-USER = "vacsngly"
 CONF = """
 [settings]
 vac_space = vac01.example.com
@@ -112,32 +110,17 @@ class Env:
                                            self.parent)
 
     def cleanup(self):
-        hierarchy = self.backend.hierarchy
-        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
-            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
-            cg.kill()
-            cg.remove()
-        for root in set(hierarchy.mounts.values()):
-            try:
-                os.rmdir(os.path.join(root, self.parent))
-            except FileNotFoundError:
-                pass
+        remove_cgroups(self.backend.hierarchy, self.parent)
         shutil.rmtree(self.state, ignore_errors=True)
 
 
 @pytest.fixture
 def env(make_config, tmp_path):
-    require_engine("apptainer", os.geteuid() == 0, "the Apptainer tests run as root")
+    require_root()
     e = Env(make_config, tmp_path)
-    probe = e.backend.probe()
-    require_engine("apptainer", probe.available and os.path.isdir(SANDBOX),
-                   probe.reason or f"no sandbox image {SANDBOX}: run scripts/ci/setup-apptainer.sh")
+    require_usable(e.backend)
     yield e
     e.cleanup()
-
-
-def user_uid():
-    return pwd.getpwnam(USER).pw_uid
 
 
 def test_probe_reports_the_version(env):

@@ -24,7 +24,7 @@ import time
 import uuid
 
 import pytest
-from conftest import require_engine
+from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
 
 from vac import cgroupmachine, cgroups, config, procs
 from vac.backendpool import BackendPool
@@ -36,8 +36,6 @@ from vac.slots import machine_name
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.root]
 
-SANDBOX = "/var/lib/vac-test/busybox-sandbox"
-USER = "vacsngly"
 BURN = "i=0; while [ $i -lt 900000 ]; do i=$((i+1)); done"  # about 1 s of CPU in busybox sh
 CONF = """
 [settings]
@@ -183,35 +181,17 @@ class World:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        hierarchy = self.backend.hierarchy
-        for child in cgroupmachine.list_children(hierarchy, ("",), self.parent):
-            cg = cgroupmachine.MachineCgroup(hierarchy, child, self.parent)
-            cg.kill()
-            cg.remove()
-        for backend in self.backends:
-            for proc in backend._children.values():
-                proc.wait(timeout=5)
-        for root in set(hierarchy.mounts.values()):
-            try:
-                os.rmdir(os.path.join(root, self.parent))
-            except FileNotFoundError:
-                pass
+        remove_cgroups(self.backend.hierarchy, self.parent, self.backends)
         shutil.rmtree(self.state, ignore_errors=True)
 
 
 @pytest.fixture
 def world(monkeypatch):
-    require_engine("apptainer", os.geteuid() == 0, "the Apptainer tests run as root")
+    require_root()
     w = World(monkeypatch)
-    probe = w.backend.probe()
-    require_engine("apptainer", probe.available and os.path.isdir(SANDBOX),
-                   probe.reason or f"no sandbox image {SANDBOX}: run scripts/ci/setup-apptainer.sh")
+    require_usable(w.backend)
     yield w
     w.cleanup()
-
-
-def user_uid():
-    return pwd.getpwnam(USER).pw_uid
 
 
 def alive(pid):

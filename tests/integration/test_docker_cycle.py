@@ -14,15 +14,20 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import pytest
-from conftest import REPO, require_engine
-from test_docker_backend import SocketProxy  # the engine-vanishing proxy, reused
+from conftest import require_engine
+from test_docker_backend import (  # the engine-vanishing proxy and the waiting, reused
+    ENGINE,
+    IMAGE,
+    SocketProxy,
+    sdk,
+    wait_until,
+)
+from vacd_process import cycles_logged, start_vacd, stop
 
 from vac.backends.docker import DockerBackend
 from vac.cgroups import Cgroups
@@ -33,8 +38,6 @@ from vac.slots import machine_name
 
 pytestmark = [pytest.mark.docker]
 
-IMAGE = "vac-test/busybox:1"
-ENGINE = "unix:///var/run/docker.sock"
 SPACE = "cycle.example.com"
 MT = "dock"
 
@@ -82,20 +85,6 @@ exit 0
 OOM_PAYLOAD = "#!/bin/sh\necho before-oom\nhead -c 300m /dev/zero | tail\nexit 0\n"
 SLEEP_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
-
-
-def sdk():
-    import docker
-    return docker.APIClient(base_url=ENGINE, timeout=30)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
 
 
 def engine_ready() -> None:
@@ -347,28 +336,6 @@ def test_engine_gone_or_hanging_leaves_machines_alone_then_management_resumes(do
 
 
 # (e) vacd SIGKILLed and restarted adopts its machines ----------------------------------------
-
-def start_vacd(config_file: str, log_path: str) -> subprocess.Popen:
-    log = open(log_path, "w")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        return subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", config_file,
-                                 "--foreground", "--cycle-seconds", "1"], cwd=REPO, env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-    finally:
-        log.close()
-
-
-def cycles_logged(log_path: str) -> List[str]:
-    with open(log_path) as f:
-        return [line for line in f if "vacd[" in line and ": INFO cycle " in line]
-
-
-def stop(proc: subprocess.Popen, sig: int) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    proc.wait(timeout=30)
-
 
 def test_sigkilled_vacd_restarted_adopts_its_containers(dock, tmp_path):
     dock.write(SLEEP_PAYLOAD, slots=2)

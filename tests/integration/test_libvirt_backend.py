@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import require_engine
+from libvirt_env import GUEST, guest_problem
 
 from vac import config, metadata, vmnetwork
 from vac.backends.base import MachineSpec
@@ -32,7 +33,6 @@ from vac.slots import Slot, machine_name, ordinal_of
 
 pytestmark = pytest.mark.libvirt
 
-GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 FACTORY = "vactest.example.com"
 CONF = """
 [settings]
@@ -78,23 +78,11 @@ class Lab:
     conn: object
 
 
-def _engine_problem() -> str:
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        return "libvirt-python is not installed (scripts/ci/setup-python.sh)"
-    if os.geteuid() != 0:
-        return "needs root for qemu:///system"
-    if not all(os.path.isfile(os.path.join(GUEST, f)) for f in ("vmlinuz", "initrd.img")):
-        return f"no test guest in {GUEST} (scripts/ci/build-test-guest.sh)"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def lab():
     from vac.backends.libvirt import LibvirtBackend
 
-    problem = _engine_problem()
+    problem = guest_problem()
     require_engine("libvirt", not problem, problem)
     top = tempfile.mkdtemp(prefix="vac-libvirt-test-", dir="/var/tmp")
     os.chmod(top, 0o755)           # QEMU runs as libvirt-qemu and must reach the files

@@ -23,8 +23,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -33,7 +31,9 @@ import uuid as uuidlib
 from typing import Callable, Dict, List, Optional
 
 import pytest
-from conftest import REPO, require_engine
+from conftest import require_engine
+from libvirt_env import GUEST, guest_problem
+from vacd_process import cycles_logged, start_vacd, stop
 
 from vac import config as configmod
 from vac.factory import CycleReport, Factory
@@ -44,7 +44,6 @@ from vac.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, Slot, machine_name, ordi
 
 pytestmark = pytest.mark.libvirt
 
-GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 URI = "qemu:///system"
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/vac-test/libvirt-sock"
 SPACE = "lvcycle.example.com"
@@ -112,14 +111,11 @@ def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.2) -> 
 
 
 def _engine_problem() -> str:
-    try:
-        import libvirt  # noqa: F401
-    except ImportError:
-        return "libvirt-python is not installed (scripts/ci/setup-python.sh)"
-    if os.geteuid() != 0:
-        return "needs root for qemu:///system"
-    if not all(os.path.isfile(os.path.join(GUEST, f)) for f in ("vmlinuz", "initrd.img")):
-        return f"no test guest in {GUEST} (scripts/ci/build-test-guest.sh)"
+    problem = guest_problem()
+    if problem:
+        return problem
+    import libvirt
+
     try:
         libvirt.open(URI).close()
     except libvirt.libvirtError as e:
@@ -350,28 +346,7 @@ def test_guest_that_never_ends_is_destroyed_at_max_wallclock(lv, caplog):
 
 # (d) vacd SIGKILLed and restarted adopts its domain --------------------------------------
 
-def start_vacd(config_file: str, log_path: str) -> subprocess.Popen:
-    log = open(log_path, "w")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    try:
-        return subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", config_file,
-                                 "--foreground", "--cycle-seconds", "1",
-                                 "--metadata-address", "127.0.0.1", "--metadata-port", "0"],
-                                cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=log)
-    finally:
-        log.close()
-
-
-def cycles_logged(log_path: str) -> List[str]:
-    with open(log_path) as f:
-        return [line for line in f if "vacd[" in line and ": INFO cycle " in line]
-
-
-def stop(proc: subprocess.Popen, sig: int) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    proc.wait(timeout=60)
+METADATA_ARGS = ("--metadata-address", "127.0.0.1", "--metadata-port", "0")
 
 
 def test_sigkilled_vacd_restarted_adopts_its_domain(lv):
@@ -379,23 +354,23 @@ def test_sigkilled_vacd_restarted_adopts_its_domain(lv):
     name = lv.slot(0)
     first_log = os.path.join(lv.top, "vacd1.log")
     second_log = os.path.join(lv.top, "vacd2.log")
-    vacd = start_vacd(lv.config_file, first_log)
+    vacd = start_vacd(lv.config_file, first_log, METADATA_ARGS)
     try:
         assert wait_until(lambda: cycles_logged(first_log), 60), open(first_log).read()
     finally:
-        stop(vacd, signal.SIGKILL)
+        stop(vacd, signal.SIGKILL, timeout=60)
     assert "cycle 1: created 1," in cycles_logged(first_log)[0], open(first_log).read()
     d = lv.dir(name)
     before = lv.domains()
     assert list(before) == [name]
     domain_id, domain_uuid = before[name].ID(), before[name].UUIDString()
     assert domain_uuid.lower() == d.job_id.lower()
-    vacd = start_vacd(lv.config_file, second_log)
+    vacd = start_vacd(lv.config_file, second_log, METADATA_ARGS)
     try:
         assert wait_until(lambda: len(cycles_logged(second_log)) >= 3, 60), \
             open(second_log).read()
     finally:
-        stop(vacd, signal.SIGTERM)
+        stop(vacd, signal.SIGTERM, timeout=60)
     text = open(second_log).read()
     assert vacd.returncode == 0, text
     for line in cycles_logged(second_log):

@@ -13,6 +13,7 @@ import pytest
 
 from vac import cgroups, procs
 from vac.backends import docker as dk
+from vac.backends import dockerspec as ds
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError, BackendUnavailable
 from vac.machine import MachineDir, MachineState
@@ -160,11 +161,11 @@ def test_prepare_mounts_binds_chmods_user_data_and_makes_tmp_binds(paths, conf):
     mounts = dk.prepare_mounts(spec)
     d = spec.directory
     by_target = {m["Target"]: m for m in mounts}
-    assert by_target["/var/spool/joboutputs"] == dk.bind(d.file("joboutputs"),
+    assert by_target["/var/spool/joboutputs"] == ds.bind(d.file("joboutputs"),
                                                          "/var/spool/joboutputs", False)
     assert by_target["/etc/machinefeatures"]["Source"] == d.file("machinefeatures")
     assert by_target["/etc/jobfeatures"]["ReadOnly"] is True
-    assert by_target["/user_data"] == dk.bind(d.file("user_data"), "/user_data", True)
+    assert by_target["/user_data"] == ds.bind(d.file("user_data"), "/user_data", True)
     assert stat.S_IMODE(os.stat(d.file("user_data")).st_mode) == 0o755
     for target, prefix in (("/scratch", "_scratch"), ("/tmp/work", "_tmp_work")):
         source = by_target[target]["Source"]
@@ -210,7 +211,7 @@ def test_prepare_mounts_lists_cvmfs_repositories_first(paths, conf, tmp_path):
     (root / "atlas.cern.ch").mkdir(parents=True)
     spec = make_spec(paths, conf("cvmfs_repositories = atlas.cern.ch"))
     mounts = dk.prepare_mounts(spec, str(root))
-    assert dk.bind(str(root), "/cvmfs", True) in mounts
+    assert ds.bind(str(root), "/cvmfs", True) in mounts
     spec = make_spec(paths, conf("cvmfs_repositories = atlas.cern.ch lhcb.cern.ch"),
                      created=1700000001)
     with pytest.raises(BackendError, match="lhcb.cern.ch not available"):

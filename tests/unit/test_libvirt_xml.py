@@ -11,6 +11,7 @@ import jinja2
 import pytest
 
 from vac.backends import libvirt as lv
+from vac.backends import libvirtxml
 from vac.backends.libvirt import Disk, DomainParams, render_domain_xml
 from vac.machine import MachineDir
 
@@ -103,11 +104,12 @@ def test_values_are_escaped(evil):
 
 
 def test_template_is_strict_about_missing_values():
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(lv.TEMPLATES_DIR),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(libvirtxml.TEMPLATES_DIR),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     with pytest.raises(jinja2.UndefinedError):
-        env.get_template(lv.TEMPLATE).render(virt_type="qemu", name="x")
-    assert lv._jinja_env is None or lv._jinja_env.undefined is jinja2.StrictUndefined
+        env.get_template(libvirtxml.TEMPLATE).render(virt_type="qemu", name="x")
+    assert libvirtxml._jinja_env is None or \
+        libvirtxml._jinja_env.undefined is jinja2.StrictUndefined
 
 
 @pytest.mark.parametrize("setting,has_kvm,usable,nested,expected", [

@@ -7,7 +7,8 @@ a preexec step that, still as root, moves the child into the machine's cgroup (j
 limit mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
 process of the machine is in its cgroup from the first instruction: CPU accounting, the memory
 limit and destroy (kill the whole cgroup) cover them all. Apptainer itself runs unprivileged
-through user namespaces (as root it fails on these hosts).
+through user namespaces (as root it fails on these hosts). The argv, the binds and the preexec
+step are built by vac.backends.apptainerexec.
 
 Identity: backend.json records the head pid, its start time (/proc/<pid>/stat field 22), its
 uid and the cgroup's inode, so a recycled pid or a re-created cgroup is never mistaken for the
@@ -24,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 import pwd
-import shlex
 import shutil
 import stat
 import subprocess
@@ -32,6 +32,16 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from vac import cgroups, procs, subp
+from vac.backends.apptainerexec import (
+    bind_specs,
+    build_argv,
+    child_setup,
+    command_of,
+    exit_code_of,
+    job_id_for,
+    join_files,
+    spython_bind_args,
+)
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
@@ -43,96 +53,13 @@ log = logging.getLogger(__name__)
 CGROUP_PREFIX = "apptainer-"
 LEGACY_CGROUP_PREFIX = "singularity-"  # the original Vac's vac/singularity-<job_id>
 MIB = 1024 * 1024
-# (directory in the machine dir, path inside, bind mode, environment variable)
-MJF_BINDS = (("machinefeatures", "/tmp/machinefeatures", "ro", "MACHINEFEATURES"),
-             ("jobfeatures", "/tmp/jobfeatures", "ro", "JOBFEATURES"),
-             ("joboutputs", "/tmp/joboutputs", "rw", "JOBOUTPUTS"))
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION_TIMEOUT = 10.0
 VERSION_CACHE_SECONDS = 600.0
 
 
-# Pure helpers -----------------------------------------------------------------------------
-
-def job_id_for(pid: int, uuid: str) -> str:
-    """The original's Singularity job_id: %06d-<uuid> with the head pid."""
-    return f"{pid:06d}-{uuid}"
-
-
 def cgroup_name(machine_name: str) -> str:
     return CGROUP_PREFIX + machine_name
-
-
-def exit_code_of(returncode: int) -> int:
-    """Popen's returncode as a shell would show it (killed by signal N -> 128 + N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def build_argv(binary: str, image: str, machine_dir: str, hostname: str, command: List[str],
-               bind_args: List[str]) -> List[str]:
-    """The `apptainer exec` argv of one machine (bind_args from bind_specs via spython)."""
-    argv = [binary, "exec", "--contain", "--workdir", os.path.join(machine_dir, "mnt"),
-            "--hostname", hostname]
-    argv += bind_args
-    for _, inside, _, variable in MJF_BINDS:
-        argv += ["--env", f"{variable}={inside}"]
-    return argv + [image] + command
-
-
-def bind_specs(machine_dir: str, cvmfs: bool, user_data: bool) -> List[str]:
-    """SRC:DST[:ro] binds: /cvmfs if asked for, MJF ro, joboutputs rw, user_data ro."""
-    specs = ["/cvmfs:/cvmfs:ro"] if cvmfs else []
-    specs += [f"{os.path.join(machine_dir, sub)}:{inside}:{mode}"
-              for sub, inside, mode, _ in MJF_BINDS]
-    if user_data:
-        specs.append(f"{os.path.join(machine_dir, 'user_data')}:/user_data:ro")
-    return specs
-
-
-def spython_bind_args(specs: List[str]) -> List[str]:
-    """['--bind', spec, ...] built by spython; sources must have been checked already."""
-    try:
-        from spython.main.base.command import generate_bind_list
-    except ImportError as e:
-        raise BackendUnavailable("apptainer", f"cannot import spython ({e}): install spython "
-                                 "(python3-spython)") from e
-    try:
-        return list(generate_bind_list(None, specs))
-    except SystemExit as e:  # spython exits when a bind source is missing
-        raise BackendError("apptainer", f"a bind source vanished: {specs}") from e
-
-
-def join_files(cgroup: MachineCgroup) -> List[str]:
-    """The files a new, single-threaded process writes "0" (itself) into to join the cgroup.
-
-    v1: `tasks`, which moves only the writing thread (the whole process, as it has one) and so
-    skips the kernel's global threadgroup lock, whose first writer after an idle spell waits
-    an RCU grace period (5-15 ms, on the path of every creation). v2 has no such way in
-    (a thread cannot leave its domain cgroup): cgroup.procs.
-    """
-    if cgroup.hierarchy.version == 1:
-        return [os.path.join(d, "tasks") for d in cgroup.dirs]
-    return cgroup.procs_files
-
-
-def child_setup(join: List[str], uid: int, gid: int, groups: List[int]):
-    """The preexec step: join the machine's cgroup (as root), then become the user.
-
-    join: cgroup.procs or (v1, see join_files) tasks files; the child writes "0" (itself)
-    into each. Only os calls run in the forked child (no imports, no locks, no logging).
-    """
-    def setup() -> None:
-        for path in join:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        os.umask(0o022)
-        os.setgroups(groups)
-        os.setgid(gid)
-        os.setuid(uid)
-    return setup
 
 
 # The backend ------------------------------------------------------------------------------
@@ -240,7 +167,7 @@ class ApptainerBackend(Backend):
         binary = self.binary()
         directory = spec.directory
         image = self._image(spec)
-        command = self._command(spec)
+        command = command_of(spec)
         groups = os.getgrouplist(user.pw_name, user.pw_gid)
         has_user_data = self._prepare_directory(spec, user)
         specs = bind_specs(directory.path, bool(spec.machinetype.cvmfs_repositories),
@@ -288,15 +215,6 @@ class ApptainerBackend(Backend):
                 log.warning("%s: %s; using the cached copy %s", spec.name, e, cache)
                 return cache
             raise BackendError(self.NAME, f"cannot fetch root_image: {e}", spec.name) from e
-
-    def _command(self, spec: MachineSpec) -> List[str]:
-        try:
-            command = shlex.split(spec.machinetype.container_command or "")
-        except ValueError as e:
-            raise BackendError(self.NAME, f"container_command: {e}", spec.name) from e
-        if not command:
-            raise BackendError(self.NAME, "container_command is empty", spec.name)
-        return command
 
     def _prepare_directory(self, spec: MachineSpec, user: pwd.struct_passwd) -> bool:
         """mkdir mnt/, hand mnt/ and joboutputs/ to the user, chmod user_data 0755.

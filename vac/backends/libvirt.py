@@ -23,6 +23,8 @@ Returning joboutputs without a network: a guest may print lines
     VAC-JOBOUTPUT <name> <base64 of the content>
 on its serial console; collect() parses them from console.log into joboutputs/ (bounded,
 single-component names, never replacing a file the guest already PUT over HTTP).
+
+The domain XML itself is rendered by vac.backends.libvirtxml.
 """
 from __future__ import annotations
 
@@ -31,11 +33,17 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from vac import configdrive, joboutputs, metadata, vmimages, vmnetwork
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.libvirtxml import (
+    NWFILTER,
+    Disk,
+    DomainParams,
+    config_drive_target,
+    render_domain_xml,
+)
 from vac.errors import BackendError, BackendUnavailable, VacError
 from vac.machine import MachineDir, MachineState
 from vac.slots import ordinal_of
@@ -45,68 +53,9 @@ log = logging.getLogger(__name__)
 CONFIG_DRIVE = "config-drive.iso"
 CONSOLE_LOG = "console.log"
 CONSOLE_READ_LIMIT = 8 * 1024 * 1024
-NWFILTER = "clean-traffic"
-TEMPLATE = "libvirt-domain.xml.j2"
-TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "templates")
 CPUINFO = "/proc/cpuinfo"
 KVM_DEVICE = "/dev/kvm"
 VM_MODELS = frozenset({"cernvm3", "cernvm4", "vm-raw"})
-
-_jinja_env = None
-
-
-@dataclass(frozen=True)
-class Disk:
-    """One <disk> of the domain."""
-
-    source: str
-    target: str
-    device: str = "disk"        # disk | cdrom
-    kind: str = "file"          # file | block
-    format: str = "raw"         # raw | qcow2
-    readonly: bool = False
-
-    @property
-    def bus(self) -> str:
-        """virtio if the device name contains "vd", else ide (the original's rule)."""
-        return "virtio" if "vd" in self.target else "ide"
-
-
-@dataclass(frozen=True)
-class DomainParams:
-    """Every value the domain template uses."""
-
-    virt_type: str
-    name: str
-    uuid: str
-    memory_mb: int
-    vcpus: int
-    mac: str
-    ip: str
-    vnc_port: int
-    console_log: str
-    disks: Tuple[Disk, ...] = ()
-    boot_dev: str = "hd"
-    kernel: Optional[str] = None
-    initrd: Optional[str] = None
-    cmdline: Optional[str] = None
-    nwfilter: Optional[str] = NWFILTER
-    network: str = vmnetwork.NETWORK_NAME
-
-
-def render_domain_xml(params: DomainParams) -> str:
-    """The domain XML (Jinja2 with autoescape and StrictUndefined)."""
-    global _jinja_env
-    if _jinja_env is None:
-        import jinja2
-
-        _jinja_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-                                        autoescape=True, undefined=jinja2.StrictUndefined,
-                                        keep_trailing_newline=True)
-    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
-    values["disks"] = [dict(dataclasses.asdict(d), bus=d.bus) for d in params.disks]
-    return _jinja_env.get_template(TEMPLATE).render(**values)
 
 
 def choose_virt_type(setting: str, libvirt_has_kvm: bool, kvm_usable: bool,
@@ -139,13 +88,6 @@ def host_kvm_facts() -> Tuple[bool, bool]:
         pass
     return usable, nested
 
-
-def config_drive_target(used: List[str]) -> str:
-    """The first virtio disk name not used by the machine's other disks."""
-    for letter in "bcdefghijklmnopqrstuvwxyz":
-        if f"vd{letter}" not in used:
-            return f"vd{letter}"
-    raise BackendError("libvirt", "no free virtio disk name for the config drive")
 
 
 def read_console_tail(path: str, limit: int = CONSOLE_READ_LIMIT) -> List[str]:

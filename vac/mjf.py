@@ -38,8 +38,8 @@ BYTES_PER_MIB = 1048576
 class MjfContext:
     """Everything MJF values depend on. `now` is the creation time (injected clock)."""
 
-    settings: "Settings"
-    machinetype: "MachineType"
+    settings: Settings
+    machinetype: MachineType
     processors: int
     shutdown_time: int
     now: float
@@ -179,7 +179,7 @@ def mjf_values(ctx: MjfContext, include_deprecated: bool = True) -> Dict[str, Di
     return values
 
 
-def write_mjf(directory: "MachineDir", ctx: MjfContext) -> None:
+def write_mjf(directory: MachineDir, ctx: MjfContext) -> None:
     """Write every MJF key of the machine into its directory (atomic files, mode 0644)."""
     for sub, keys in mjf_values(ctx).items():
         os.makedirs(directory.file(sub), mode=0o755, exist_ok=True)
@@ -189,7 +189,7 @@ def write_mjf(directory: "MachineDir", ctx: MjfContext) -> None:
               ctx.processors, ctx.shutdown_time)
 
 
-def lower_shutdown_time(directory: "MachineDir", t: int) -> bool:
+def lower_shutdown_time(directory: MachineDir, t: int) -> bool:
     """Lower machinefeatures/shutdowntime and jobfeatures/shutdowntime_job to `t`.
 
     Only those two files are touched, and each only if it is missing, unreadable or later than

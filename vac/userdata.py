@@ -61,7 +61,7 @@ def manager_version(version: Optional[str] = None) -> str:
     return f"Vac {version or vac.__version__}"
 
 
-def build_user_data(settings: "Settings", machinetype: "MachineType", *, machine_name: str,
+def build_user_data(settings: Settings, machinetype: MachineType, *, machine_name: str,
                     uuid: str, mjf_urls: Sequence[Optional[str]], shutdown_time: int,
                     version: Optional[str] = None, fetcher: Optional[Fetcher] = None,
                     proxy_maker: Optional[ProxyMaker] = None,
@@ -108,7 +108,7 @@ def build_user_data(settings: "Settings", machinetype: "MachineType", *, machine
     return data
 
 
-def load_template(machinetype: "MachineType", *, fetcher: Optional[Fetcher] = None,
+def load_template(machinetype: MachineType, *, fetcher: Optional[Fetcher] = None,
                   version: Optional[str] = None) -> Template:
     """The raw template: http(s) URLs fetched every time, else an absolute path or a name
     under <machinetype_path>/files/.
@@ -130,7 +130,7 @@ def load_template(machinetype: "MachineType", *, fetcher: Optional[Fetcher] = No
     return Template(path, data, remote=False)
 
 
-def substitutions(settings: "Settings", machinetype: "MachineType", *, machine_name: str,
+def substitutions(settings: Settings, machinetype: MachineType, *, machine_name: str,
                   uuid: str, mjf_urls: Sequence[Optional[str]], version: Optional[str] = None,
                   template_url: Optional[str] = None,
                   heartbeat_machines_url: Optional[str] = None) -> List[Tuple[str, bytes]]:
@@ -191,12 +191,12 @@ def read_bounded(path: str, limit: int) -> bytes:
     return data
 
 
-def _option_values(machinetype: "MachineType") -> List[Tuple[str, bytes]]:
+def _option_values(machinetype: MachineType) -> List[Tuple[str, bytes]]:
     return [("option_" + key, str(value).encode())
             for key, value in sorted(machinetype.user_data_options.items())]
 
 
-def _file_values(machinetype: "MachineType") -> List[Tuple[str, bytes]]:
+def _file_values(machinetype: MachineType) -> List[Tuple[str, bytes]]:
     """Every user_data_file_XXX read (all of them, used or not, as the original did) and
     offered for ##user_data_file_XXX## and ##user_data_option_XXX##."""
     rows: List[Tuple[str, bytes]] = []
@@ -217,7 +217,7 @@ def _file_values(machinetype: "MachineType") -> List[Tuple[str, bytes]]:
     return rows
 
 
-def _fetch(machinetype: "MachineType", url: str, fetcher: Optional[Fetcher],
+def _fetch(machinetype: MachineType, url: str, fetcher: Optional[Fetcher],
            version: Optional[str]) -> bytes:
     if fetcher is None:
         from vac.fetch import fetch_bytes as fetcher
@@ -233,7 +233,7 @@ def _fetch(machinetype: "MachineType", url: str, fetcher: Optional[Fetcher],
     return bytes(data)
 
 
-def _proxy(machinetype: "MachineType", shutdown_time: int, proxy_maker: Optional[ProxyMaker],
+def _proxy(machinetype: MachineType, shutdown_time: int, proxy_maker: Optional[ProxyMaker],
            now: Optional[float]) -> str:
     cert = os.path.join(machinetype.machinetype_path, "x509cert.pem")
     key = os.path.join(machinetype.machinetype_path, "x509key.pem")

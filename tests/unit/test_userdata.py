@@ -12,8 +12,7 @@ import pytest
 from conftest import REALPIPES
 
 from vac.errors import FetchError, UserDataError
-from vac.userdata import (FILE_LIMIT, TEMPLATE_LIMIT, build_user_data, load_template,
-                          substitute)
+from vac.userdata import FILE_LIMIT, TEMPLATE_LIMIT, build_user_data, load_template, substitute
 
 UUID = "5f0c7f3e-4a0b-4c53-9a7e-2d1e4f7b9c01"
 NAME = "f1-03.example.com"

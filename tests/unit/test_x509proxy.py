@@ -17,8 +17,12 @@ from cryptography.x509.oid import ExtensionOID, NameOID  # noqa: E402
 
 from vac import subp  # noqa: E402
 from vac.errors import UserDataError  # noqa: E402
-from vac.x509proxy import (LIMITED_PROXY_POLICY_OID, PROXY_CERT_INFO_OID,  # noqa: E402
-                           make_proxy, proxy_cert_info_der)
+from vac.x509proxy import (  # noqa: E402
+    LIMITED_PROXY_POLICY_OID,
+    PROXY_CERT_INFO_OID,
+    make_proxy,
+    proxy_cert_info_der,
+)
 
 NOW = 1_700_000_000
 DAY = 86400

@@ -38,4 +38,4 @@ def test_missing_library_says_what_to_install(make_config, monkeypatch):
     pool = BackendPool(conf.settings)
     probe = pool.available_for_model("vm-raw")
     assert not probe.available
-    assert "libvirt" in probe.reason
+    assert "install libvirt-python" in probe.reason

@@ -202,3 +202,15 @@ def test_domain_states_map_to_machine_states(state, expected):
     status = lv.LibvirtBackend(None)._status_of("f1-05.example.com", Dom())
     assert status.state == MachineState[expected]
     assert status.cpu_seconds == 2.5 and status.backend_id.startswith("0e8b2cb5")
+
+
+def test_site_template_overrides_the_packaged_one(tmp_path, monkeypatch):
+    site = tmp_path / "templates"
+    site.mkdir()
+    (site / libvirtxml.TEMPLATE).write_text("<domain name='{{ name }}'/>\n")
+    monkeypatch.setattr(libvirtxml, "SITE_TEMPLATES_DIR", str(site))
+    monkeypatch.setattr(libvirtxml, "_jinja_env", None)
+    assert render_domain_xml(_params(name="a<b")) == "<domain name='a&lt;b'/>\n"
+    monkeypatch.setattr(libvirtxml, "SITE_TEMPLATES_DIR", str(tmp_path / "absent"))
+    monkeypatch.setattr(libvirtxml, "_jinja_env", None)
+    assert render_domain_xml(_params()).startswith("<domain type=")

@@ -19,6 +19,8 @@ NWFILTER = "clean-traffic"
 TEMPLATE = "libvirt-domain.xml.j2"
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                              "templates")
+# A site may override a template by putting its own copy here (searched first).
+SITE_TEMPLATES_DIR = "/etc/vac/templates"
 
 _jinja_env = None
 
@@ -68,8 +70,9 @@ def render_domain_xml(params: DomainParams) -> str:
     if _jinja_env is None:
         import jinja2
 
-        _jinja_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-                                        autoescape=True, undefined=jinja2.StrictUndefined,
+        loader = jinja2.FileSystemLoader([SITE_TEMPLATES_DIR, TEMPLATES_DIR])
+        _jinja_env = jinja2.Environment(loader=loader, autoescape=True,
+                                        undefined=jinja2.StrictUndefined,
                                         keep_trailing_newline=True)
     values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
     values["disks"] = [dict(dataclasses.asdict(d), bus=d.bus) for d in params.disks]

@@ -17,7 +17,7 @@ STATE=/var/lib/vac-test
 URI=qemu:///system
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 daemon_up() { timeout 10 virsh -c "$URI" version >/dev/null 2>&1; }
-running() { pgrep -x "$1" >/dev/null; }
+running() { ps -C "$1" -o stat= 2>/dev/null | grep -q '^[^Z]'; }  # a zombie is not running
 
 [ "$(id -u)" = 0 ] || die "run as root"
 mkdir -p "$STATE"

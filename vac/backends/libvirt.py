@@ -204,15 +204,39 @@ class LibvirtBackend(Backend):
 
     # Contract -----------------------------------------------------------------------------
 
+    def _forget_connection(self) -> None:
+        """Drop the cached connection after a call on it failed; the next _conn() opens a
+        new one. Without an event loop libvirt notices a libvirtd that has gone (stopped,
+        or restarted since) only when a call fails: conn.isAlive() stays true until then."""
+        with self._lock:
+            conn, self._connection = self._connection, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 (closing a dead connection may fail)
+                pass
+
     def probe(self) -> Probe:
+        """Asks libvirtd for its versions; a cached connection that fails is replaced once,
+        so a restarted libvirtd is available at once and a stopped one says so."""
         try:
-            conn = self._conn()
-            version = (f"libvirt {_version(conn.getLibVersion())}, "
-                       f"{conn.getType()} {_version(conn.getVersion())}")
+            try:
+                return self._probe_once()
+            except VacError:
+                raise
+            except Exception:  # noqa: BLE001 (a connection to a libvirtd that has gone)
+                self._forget_connection()
+                return self._probe_once()
         except VacError as e:
             return Probe(False, reason=str(e))
         except Exception as e:  # noqa: BLE001 (probe must never raise)
+            self._forget_connection()
             return Probe(False, reason=f"libvirt: {e}")
+
+    def _probe_once(self) -> Probe:
+        conn = self._conn()
+        version = (f"libvirt {_version(conn.getLibVersion())}, "
+                   f"{conn.getType()} {_version(conn.getVersion())}")
         return Probe(True, version=version)
 
     def prepare_host(self) -> None:

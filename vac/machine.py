@@ -80,7 +80,12 @@ class MachineDir:
     @classmethod
     def for_slot(cls, paths: Paths, machine_name: str) -> Optional[MachineDir]:
         """The directory the slot record points at, or None if either is missing."""
-        record = read_slot_record(paths, machine_name)
+        return cls.for_record(paths, machine_name, read_slot_record(paths, machine_name))
+
+    @classmethod
+    def for_record(cls, paths: Paths, machine_name: str,
+                   record: Optional[SlotRecord]) -> Optional[MachineDir]:
+        """The directory an already-read slot record points at, or None if it is missing."""
         if record is None:
             return None
         path = paths.machine_dir(record.created, record.machinetype, machine_name)

@@ -40,7 +40,7 @@ def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observa
     paths = config.settings.paths
     for slot in slots:
         record = read_slot_record(paths, slot.name)
-        directory = MachineDir.for_slot(paths, slot.name) if record else None
+        directory = MachineDir.for_record(paths, slot.name, record)
         if record is None or directory is None:
             result.observed.append(_free(slot))
             continue

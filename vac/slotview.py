@@ -19,7 +19,7 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
     rows = []
     for slot in make_slots(config.settings.factory_name, config.settings.host_processors):
         record = read_slot_record(paths, slot.name)
-        directory = MachineDir.for_slot(paths, slot.name) if record else None
+        directory = MachineDir.for_record(paths, slot.name, record)
         if directory is None:
             rows.append(_row(slot.name, None, MachineState.SHUTDOWN.value, 0, "",
                              _idle_text(idle, slot.name, summary)))

@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 import pytest
 from conftest import require_engine
+from libvirt_env import GUEST, guest_problem
 
 from vac import config
 from vac.backends.base import Backend, MachineStatus, Probe
@@ -37,7 +38,6 @@ from vac.slots import Slot, machine_name, ordinal_of
 DOCKER_IMAGE = "vac-test/busybox:1"
 DOCKER_URL = "unix:///var/run/docker.sock"
 SANDBOX = "/var/lib/vac-test/busybox-sandbox"
-GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 
 # Slot ordinals of this suite: above the integration tests' (VNC port 5900 + ordinal).
 RUNNING, OTHER, DESTROYED, TWICE, NEVER, NO_BACKEND, EXITING = 81, 82, 83, 84, 85, 86, 87
@@ -287,15 +287,7 @@ class LibvirtHarness(Harness):
     finish_timeout = 90.0
 
     def problem(self) -> str:
-        try:
-            import libvirt  # noqa: F401
-        except ImportError:
-            return "libvirt-python is not installed (scripts/ci/setup-python.sh)"
-        if os.geteuid() != 0:
-            return "needs root for qemu:///system"
-        if not all(os.path.isfile(os.path.join(GUEST, f)) for f in ("vmlinuz", "initrd.img")):
-            return f"no test guest in {GUEST} (scripts/ci/build-test-guest.sh)"
-        return ""
+        return guest_problem()
 
     def new_backend(self, settings=None) -> Backend:
         from vac.backends.libvirt import LibvirtBackend

@@ -37,13 +37,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import rawapptainer  # noqa: E402
 from bench.sidebyside import ms_spread, ratio  # noqa: E402
-from vac import cgroups, config, planner, procs  # noqa: E402
-from vac.backendpool import BackendPool  # noqa: E402
-from vac.backends.apptainer import ApptainerBackend  # noqa: E402
-from vac.factory import Factory  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineDir  # noqa: E402
-from vac.slots import machine_name  # noqa: E402
+from vac.backends.apptainer.backend import ApptainerBackend  # noqa: E402
+from vac.config import load  # noqa: E402
+from vac.cycle import planner  # noqa: E402
+from vac.cycle.backendpool import BackendPool  # noqa: E402
+from vac.cycle.factory import Factory  # noqa: E402
+from vac.host import (
+    cgroups,  # noqa: E402
+    procs,  # noqa: E402
+)
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine.directory import MachineDir  # noqa: E402
+from vac.machine.slots import machine_name  # noqa: E402
 
 CONF = """
 [settings]
@@ -116,7 +121,7 @@ class Bench:
         with open(conf, "w") as f:
             f.write(textwrap.dedent(CONF.format(factory=name, state=state, user=rawapptainer.USER,
                                                 image=self.image, template=self.template)))
-        return name, lambda: config.build(config.read_raw([conf]), self.host), state
+        return name, lambda: load.build(load.read_raw([conf]), self.host), state
 
     def vacd_once(self):
         """Seconds from run_cycle() until the payload's file appears, from the plan until

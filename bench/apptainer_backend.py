@@ -29,12 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import rawapptainer  # noqa: E402
 from bench.sidebyside import ms_spread, ratio  # noqa: E402
-from vac import config, mjf  # noqa: E402
-from vac.backends.apptainer import ApptainerBackend  # noqa: E402
+from vac.backends.apptainer.backend import ApptainerBackend  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineDir, SlotRecord, write_slot_record  # noqa: E402
-from vac.slots import Slot, machine_name  # noqa: E402
+from vac.config import load  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine import mjf  # noqa: E402
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record  # noqa: E402
+from vac.machine.slots import Slot, machine_name  # noqa: E402
 
 
 class Bench:
@@ -59,7 +60,7 @@ class Bench:
                 user_data = /dev/null
                 container_command = /bin/sh /user_data
                 """))
-        self.cfg = config.build(config.read_raw([conf]), HostFacts.read())
+        self.cfg = load.build(load.read_raw([conf]), HostFacts.read())
         self.cfg.settings.paths.ensure()
         self.parent = f"vac-bench-{self.tag}"
         self.backend = ApptainerBackend(self.cfg.settings, cgroup_parent=self.parent)

@@ -34,9 +34,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from bench import sidebyside  # noqa: E402
 from bench.rawdocker import ENGINE, IMAGE, USER_DATA, raw_run, until_running  # noqa: E402
-from vac import pipes  # noqa: E402
-from vac.factory import Factory  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
+from vac.config import pipes  # noqa: E402
+from vac.cycle.factory import Factory  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
 
 SPACE = "bench.example.com"
 TARGET_ONE = 1.10

@@ -30,14 +30,14 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from bench import sidebyside  # noqa: E402
 from bench.rawdocker import ENGINE, IMAGE, USER_DATA, raw_run, until_running  # noqa: E402
-from vac import config as configmod  # noqa: E402
-from vac import mjf  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
-from vac.backends.docker import DockerBackend  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineDir  # noqa: E402
+from vac.backends.docker.backend import DockerBackend  # noqa: E402
+from vac.config import load, model  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine import mjf  # noqa: E402
+from vac.machine.directory import MachineDir  # noqa: E402
+from vac.machine.slots import Slot, machine_name  # noqa: E402
 from vac.paths import Paths  # noqa: E402
-from vac.slots import Slot, machine_name  # noqa: E402
 
 TARGET = 1.10
 FACTORY = f"bench{uuid.uuid4().hex[:6]}.example.com"
@@ -57,14 +57,14 @@ target_share = 1
 """
 
 
-def load_config(tmp: str, state: str) -> configmod.Config:
+def load_config(tmp: str, state: str) -> model.Config:
     path = os.path.join(tmp, "vac.conf")
     with open(path, "w") as f:
         f.write(CONF.format(state=state, factory=FACTORY, url=ENGINE, image=IMAGE))
-    return configmod.build(configmod.read_raw([path]), HostFacts(fqdn=FACTORY, processors=64))
+    return load.build(load.read_raw([path]), HostFacts(fqdn=FACTORY, processors=64))
 
 
-def prepare(config: configmod.Config, ordinal: int, created: int) -> MachineSpec:
+def prepare(config: model.Config, ordinal: int, created: int) -> MachineSpec:
     """A machine directory as the factory prepares it before backend.create()."""
     settings, mt = config.settings, config.machinetypes["bench"]
     name = machine_name(settings.factory_name, ordinal)

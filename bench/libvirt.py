@@ -39,14 +39,14 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
 from bench import rawlibvirt, sidebyside  # noqa: E402
-from vac import config as configmod  # noqa: E402
-from vac import mjf  # noqa: E402
-from vac.factory import CycleReport, Factory  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineDir  # noqa: E402
+from vac.backends.libvirt.services import MetadataSupervisor  # noqa: E402
+from vac.config import load  # noqa: E402
+from vac.cycle.factory import CycleReport, Factory  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine import mjf  # noqa: E402
+from vac.machine.directory import MachineDir  # noqa: E402
+from vac.machine.slots import machine_name  # noqa: E402
 from vac.paths import Paths  # noqa: E402
-from vac.services import MetadataSupervisor  # noqa: E402
-from vac.slots import machine_name  # noqa: E402
 
 URI = "qemu:///system"
 RUN = uuid.uuid4().hex[:6]
@@ -102,7 +102,7 @@ class Bench:
                                 draining="yes" if draining else "no"))
 
     def load(self):
-        return configmod.build(configmod.read_raw([self.conf]), self.host)
+        return load.build(load.read_raw([self.conf]), self.host)
 
     def _after_prepare(self, config) -> List[str]:
         return self.supervisor.ensure(config) if self.supervisor is not None else []

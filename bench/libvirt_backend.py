@@ -37,15 +37,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 sys.path.insert(0, os.path.dirname(HERE))
 
-import vac.backends.libvirt as vlibvirt  # noqa: E402
+import vac.backends.libvirt.backend as vlibvirt  # noqa: E402
 from bench import rawlibvirt  # noqa: E402
 from bench.sidebyside import ratio, timed_alternately, verdict  # noqa: E402
-from vac import config as configmod  # noqa: E402
-from vac import metadata, mjf  # noqa: E402
 from vac.backends.base import MachineSpec  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record  # noqa: E402
-from vac.slots import Slot, machine_name  # noqa: E402
+from vac.backends.libvirt import metadata  # noqa: E402
+from vac.config import load  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine import mjf  # noqa: E402
+from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record  # noqa: E402
+from vac.machine.slots import Slot, machine_name  # noqa: E402
 
 FACTORY = "vacbench.example.com"
 ORDINAL = 20
@@ -78,7 +79,7 @@ class Bench:
         with open(path, "w") as f:
             f.write(CONF.format(state=os.path.join(top, "state"), factory=FACTORY,
                                 guest=rawlibvirt.GUEST))
-        self.config = configmod.build(configmod.read_raw([path]),
+        self.config = load.build(load.read_raw([path]),
                                       HostFacts(fqdn=FACTORY, processors=64))
         self.settings = self.config.settings
         self.settings.paths.ensure()

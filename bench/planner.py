@@ -20,12 +20,15 @@ from typing import List, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vac import config as configmod  # noqa: E402
-from vac import planner, shares  # noqa: E402
-from vac.hostinfo import HostFacts  # noqa: E402
-from vac.machine import MachineState  # noqa: E402
-from vac.planner import Observed  # noqa: E402
-from vac.slots import make_slots  # noqa: E402
+from vac.config import load, model  # noqa: E402
+from vac.cycle import (
+    planner,  # noqa: E402
+    shares,  # noqa: E402
+)
+from vac.cycle.observed import Observed  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine.directory import MachineState  # noqa: E402
+from vac.machine.slots import make_slots  # noqa: E402
 
 NOW = 1_700_000_000.0
 SIZES = (100, 1_000, 10_000)
@@ -72,7 +75,7 @@ backoff_seconds = 3600
 """
 
 
-def build_config(slots: int, per: int) -> configmod.Config:
+def build_config(slots: int, per: int) -> model.Config:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "vac.conf")
         with open(path, "w") as f:
@@ -80,7 +83,7 @@ def build_config(slots: int, per: int) -> configmod.Config:
                 "[settings]", f"[settings]\nstate_dir = {tmp}/state", 1))
         host = HostFacts(fqdn="f1.example.com", processors=slots, uid_of=lambda _: None,
                          vg_exists=lambda _: False)
-        return configmod.build(configmod.read_raw([path]), host)
+        return load.build(load.read_raw([path]), host)
 
 
 def build_observed(slots: int, per: int, rng: random.Random) -> List[Observed]:
@@ -123,7 +126,7 @@ def build_observed(slots: int, per: int, rng: random.Random) -> List[Observed]:
     return observed
 
 
-def build_census(config: configmod.Config, observed: List[Observed]) -> dict:
+def build_census(config: model.Config, observed: List[Observed]) -> dict:
     local = shares.local_census(observed, {}, config.machinetypes, NOW)
     remote = shares.merge_census([
         {"machinetype": name, "running_hs06": 100.0 * i, "num_before_fizzle": i % 2,

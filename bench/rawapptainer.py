@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 
-from vac import cgroupmachine
+from vac.host import cgroupmachine
 
 USER = "vacsngly"
 PAYLOAD = "touch /tmp/joboutputs/F; sleep 5"

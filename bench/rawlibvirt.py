@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, List
 
-import vac.backends.libvirt as vlibvirt
-from vac import configdrive
-from vac.machine import MachineDir
+import vac.backends.libvirt.backend as vlibvirt
+from vac.backends.libvirt import configdrive
+from vac.machine.directory import MachineDir
 
 GUEST = os.environ.get("VAC_TEST_GUEST", "/var/lib/vac-test/guest")
 SLEEPER = "#!/bin/sh\nsleep 600\n"

@@ -11,7 +11,7 @@ import statistics
 import time
 from typing import Any, Callable, List, Sequence, Tuple
 
-from vac import factory as factorymod
+from vac.cycle import factory as factorymod
 
 
 def alternate(pairs: int, first: Callable[[], None], second: Callable[[], None]) -> None:

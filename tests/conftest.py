@@ -7,13 +7,13 @@ import textwrap
 
 import pytest
 
-from vac import config
-from vac.hostinfo import HostFacts
+from vac.config import load, model
+from vac.host.facts import HostFacts
 from vac.paths import Paths
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared")
-REALPIPES = os.path.join(SHARED, "realpipes")
+# Real Vacuum Pipes and user_data template parts, copied into the repository (ORIGIN.md there).
+REALPIPES = os.path.join(REPO, "tests", "data", "realpipes")
 
 
 def require_engine(name: str, available: bool, reason: str = "") -> None:
@@ -44,13 +44,13 @@ def host() -> HostFacts:
 def make_config(tmp_path, paths, host):
     """make_config(text, **kw) -> Config built from vac.conf text with state_dir = paths."""
 
-    def make(text: str, pipe_values=None, host_facts=None) -> config.Config:
+    def make(text: str, pipe_values=None, host_facts=None) -> model.Config:
         body = textwrap.dedent(text)
         if "state_dir" not in body:
             body = body.replace("[settings]", f"[settings]\nstate_dir = {paths.state_dir}", 1)
         conf = tmp_path / "vac.conf"
         conf.write_text(body)
-        raw = config.read_raw([str(conf)])
-        return config.build(raw, host_facts or host, pipe_values=pipe_values)
+        raw = load.read_raw([str(conf)])
+        return load.build(raw, host_facts or host, pipe_values=pipe_values)
 
     return make

@@ -12,10 +12,11 @@ import sys
 import time
 from typing import List, Optional
 
-from vac import pipes
-from vac.config import Config, config_files
+from vac.config import pipes
+from vac.config.load import config_files
+from vac.config.model import Config
 from vac.errors import ConfigError
-from vac.hostinfo import HostFacts
+from vac.host.facts import HostFacts
 from vac.slotview import slot_rows
 
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",

@@ -1,12 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """vacd: run factory cycles until told to stop.
 
-SIGTERM stops the daemon after the current cycle and leaves every machine running; SIGHUP
-starts the next cycle at once (the configuration is re-read at the start of every cycle).
-vacd does not fork: systemd (or the demo script) runs it; without --foreground it logs to
-/var/log/vacd.log, with it to stderr. When a VM machinetype is configured, vacd also runs
-the metadata service (vac.services), bound after each cycle's host preparation and closed on
-exit.
+SIGTERM stops the daemon after the current cycle and leaves every machine running; SIGHUP starts
+the next cycle at once (the configuration is re-read at the start of every cycle). vacd does not
+fork: systemd (or the demo script) runs it; without --foreground it logs to /var/log/vacd.log,
+with it to stderr. When a VM machinetype is configured, vacd also runs the metadata service
+(vac.backends.libvirt.services), bound after each cycle's host preparation and closed on exit.
 """
 from __future__ import annotations
 
@@ -18,11 +17,12 @@ import threading
 import time
 from typing import List, Optional
 
-from vac import __version__, pipes
-from vac.config import config_files
-from vac.factory import CycleReport, Factory
-from vac.hostinfo import HostFacts
-from vac.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
+from vac import __version__
+from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
+from vac.config import pipes
+from vac.config.load import config_files
+from vac.cycle.factory import CycleReport, Factory
+from vac.host.facts import HostFacts
 
 log = logging.getLogger("vacd")
 

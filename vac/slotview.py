@@ -6,9 +6,9 @@ import json
 from typing import Dict, List
 
 from vac import fsutil
-from vac.config import Config
-from vac.machine import MachineDir, MachineState, read_slot_record
-from vac.slots import make_slots
+from vac.config.model import Config
+from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.slots import make_slots
 
 
 def slot_rows(config: Config, now: float) -> List[Dict]:

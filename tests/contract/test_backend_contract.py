@@ -3,7 +3,7 @@
 
 Each backend has a harness: two factories (this one and a second factory name) configured
 from vac.conf text, a state directory under /var/tmp (the Apptainer user and QEMU must reach
-it), and machines created on the real path, vac.creation.create_machine (slot record, MJF,
+it), and machines created on the real path, vac.cycle.creation.create_machine (slot record, MJF,
 user_data, backend.create, started/heartbeat). Machinetype `run` keeps running (a shell loop
 that sleeps and burns a little CPU) until destroyed; machinetype `exit` exits at once.
 
@@ -27,13 +27,13 @@ import pytest
 from conftest import require_engine
 from libvirt_env import GUEST, guest_problem
 
-from vac import config
 from vac.backends.base import Backend, MachineStatus, Probe
-from vac.creation import create_machine
+from vac.config import load, model
+from vac.cycle.creation import create_machine
 from vac.errors import VacError
-from vac.hostinfo import HostFacts
-from vac.machine import MachineDir, MachineState
-from vac.slots import Slot, machine_name, ordinal_of
+from vac.host.facts import HostFacts
+from vac.machine.directory import MachineDir, MachineState
+from vac.machine.slots import Slot, machine_name, ordinal_of
 
 DOCKER_IMAGE = "vac-test/busybox:1"
 DOCKER_URL = "unix:///var/run/docker.sock"
@@ -77,7 +77,7 @@ user_data = {top}/exit.sh
 
 @dataclasses.dataclass(frozen=True)
 class Made:
-    """A machine created through vac.creation: its name, directory and backend id."""
+    """A machine created through vac.cycle.creation: its name, directory and backend id."""
 
     name: str
     directory: MachineDir
@@ -103,8 +103,8 @@ class Harness:
         for name, text in (("run.sh", RUN_PAYLOAD), ("exit.sh", EXIT_PAYLOAD)):
             with open(os.path.join(self.top, name), "w") as f:
                 f.write(text)
-        self.config: Optional[config.Config] = None
-        self.other_config: Optional[config.Config] = None
+        self.config: Optional[model.Config] = None
+        self.other_config: Optional[model.Config] = None
         self.backend: Optional[Backend] = None
         self.other_backend: Optional[Backend] = None
 
@@ -120,7 +120,7 @@ class Harness:
         self.backend = self.new_backend()
         self.other_backend = self.new_backend(self.other_config.settings)
 
-    def _config(self, factory: str, state: str) -> config.Config:
+    def _config(self, factory: str, state: str) -> model.Config:
         state_dir = os.path.join(self.top, state)
         path = os.path.join(self.top, f"{state}.conf")
         with open(path, "w") as f:
@@ -128,7 +128,7 @@ class Harness:
                                 settings=self.SETTINGS, machinetype=self.MACHINETYPE,
                                 run=self.RUN, exit=self.EXIT))
         host = HostFacts(fqdn=factory, processors=4, vg_exists=lambda _name: False)
-        built = config.build(config.read_raw([path]), host)
+        built = load.build(load.read_raw([path]), host)
         built.settings.paths.ensure()
         return built
 
@@ -202,7 +202,7 @@ class DockerHarness(Harness):
     MACHINETYPE = f"machine_model = docker\nroot_image = docker://{DOCKER_IMAGE}"
 
     def new_backend(self, settings=None) -> Backend:
-        from vac.backends.docker import DockerBackend
+        from vac.backends.docker.backend import DockerBackend
 
         return DockerBackend(settings or self.config.settings)
 
@@ -253,7 +253,7 @@ class ApptainerHarness(Harness):
         return ""
 
     def new_backend(self, settings=None) -> Backend:
-        from vac.backends.apptainer import ApptainerBackend
+        from vac.backends.apptainer.backend import ApptainerBackend
 
         return ApptainerBackend(settings or self.config.settings, cgroup_parent=self.parent)
 
@@ -262,7 +262,7 @@ class ApptainerHarness(Harness):
             self.config.settings, singularity_path="/nonexistent/vac-contract/apptainer"))
 
     def sweep(self) -> None:
-        from vac import cgroupmachine
+        from vac.host import cgroupmachine
 
         if self.backend is None:
             return
@@ -290,12 +290,12 @@ class LibvirtHarness(Harness):
         return guest_problem()
 
     def new_backend(self, settings=None) -> Backend:
-        from vac.backends.libvirt import LibvirtBackend
+        from vac.backends.libvirt.backend import LibvirtBackend
 
         return LibvirtBackend(settings or self.config.settings)
 
     def broken_backend(self) -> Backend:
-        from vac.backends.libvirt import LibvirtBackend
+        from vac.backends.libvirt.backend import LibvirtBackend
 
         settings = dataclasses.replace(
             self.config.settings, libvirt_uri="qemu+unix:///system?socket=/nonexistent/vac-sock")
@@ -306,7 +306,7 @@ class LibvirtHarness(Harness):
         after our factory, under the feet of other tests using the shared network."""
         import libvirt
 
-        from vac import vmnetwork
+        from vac.backends.libvirt import network as vmnetwork
 
         conn = libvirt.open(self.config.settings.libvirt_uri)
         try:

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from conftest import require_engine
 
-from vac import cgroupmachine
+from vac.host import cgroupmachine
 
 SANDBOX = "/var/lib/vac-test/busybox-sandbox"
 USER = "vacsngly"

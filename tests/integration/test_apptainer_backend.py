@@ -21,12 +21,13 @@ import uuid
 import pytest
 from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
 
-from vac import cgroupmachine, mjf, procs
-from vac.backends.apptainer import ApptainerBackend
+from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError
-from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
-from vac.slots import Slot, machine_name
+from vac.host import cgroupmachine, procs
+from vac.machine import mjf
+from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.machine.slots import Slot, machine_name
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.root]
 

@@ -26,13 +26,14 @@ import uuid
 import pytest
 from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
 
-from vac import cgroupmachine, cgroups, config, procs
-from vac.backendpool import BackendPool
-from vac.backends.apptainer import ApptainerBackend, child_setup
-from vac.factory import Factory
-from vac.hostinfo import HostFacts
-from vac.machine import MachineDir, MachineState, read_slot_record
-from vac.slots import machine_name
+from vac.backends.apptainer.backend import ApptainerBackend, child_setup
+from vac.config import load
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.factory import Factory
+from vac.host import cgroupmachine, cgroups, procs
+from vac.host.facts import HostFacts
+from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.slots import machine_name
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.root]
 
@@ -106,7 +107,7 @@ class World:
             f.write(text.replace("draining = no", "draining = yes"))
 
     def load(self):
-        return config.build(config.read_raw([self.conf]), self.host)
+        return load.build(load.read_raw([self.conf]), self.host)
 
     def start(self):
         """A new vacd: new Factory, new backend instance, the same state on disk."""

@@ -14,12 +14,12 @@ from typing import Callable, List, Optional
 import pytest
 from conftest import require_engine
 
-from vac import mjf
 from vac.backends.base import MachineSpec
-from vac.backends.docker import DockerBackend
+from vac.backends.docker.backend import DockerBackend
 from vac.errors import BackendError, BackendUnavailable
-from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
-from vac.slots import Slot, machine_name
+from vac.machine import mjf
+from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.machine.slots import Slot, machine_name
 
 pytestmark = [pytest.mark.docker]
 

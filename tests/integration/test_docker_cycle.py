@@ -29,12 +29,12 @@ from test_docker_backend import (  # the engine-vanishing proxy and the waiting,
 )
 from vacd_process import cycles_logged, start_vacd, stop
 
-from vac.backends.docker import DockerBackend
-from vac.cgroups import Cgroups
-from vac.factory import CycleReport, Factory
-from vac.finishing import last_outcome
-from vac.machine import MachineDir
-from vac.slots import machine_name
+from vac.backends.docker.backend import DockerBackend
+from vac.cycle.factory import CycleReport, Factory
+from vac.cycle.finishing import last_outcome
+from vac.host.cgroups import Cgroups
+from vac.machine.directory import MachineDir
+from vac.machine.slots import machine_name
 
 pytestmark = [pytest.mark.docker]
 

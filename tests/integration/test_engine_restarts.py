@@ -35,9 +35,9 @@ from test_docker_cycle import DockerFactory, engine_ready
 from test_libvirt_cycle import MT as VM_MT
 from test_libvirt_cycle import URI, LibvirtFactory, _engine_problem
 
-from vac.cgroups import Cgroups
-from vac.factory import CycleReport
-from vac.finishing import last_outcome
+from vac.cycle.factory import CycleReport
+from vac.cycle.finishing import last_outcome
+from vac.host.cgroups import Cgroups
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not engines.allowed(), reason=engines.SKIP_REASON)]

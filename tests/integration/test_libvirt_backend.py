@@ -23,13 +23,15 @@ import pytest
 from conftest import require_engine
 from libvirt_env import GUEST, guest_problem
 
-from vac import config, metadata, vmnetwork
 from vac.backends.base import MachineSpec
+from vac.backends.libvirt import metadata
+from vac.backends.libvirt import network as vmnetwork
+from vac.config import load, model
 from vac.errors import BackendUnavailable
-from vac.hostinfo import HostFacts
-from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.host.facts import HostFacts
+from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.machine.slots import Slot, machine_name, ordinal_of
 from vac.paths import Paths
-from vac.slots import Slot, machine_name, ordinal_of
 
 pytestmark = pytest.mark.libvirt
 
@@ -73,14 +75,14 @@ cmdline = console=ttyS0 quiet
 @dataclasses.dataclass
 class Lab:
     paths: Paths
-    config: config.Config
+    config: model.Config
     backend: object
     conn: object
 
 
 @pytest.fixture(scope="module")
 def lab():
-    from vac.backends.libvirt import LibvirtBackend
+    from vac.backends.libvirt.backend import LibvirtBackend
 
     problem = guest_problem()
     require_engine("libvirt", not problem, problem)
@@ -93,7 +95,7 @@ def lab():
         f.write(CONF.format(factory=FACTORY, state=paths.state_dir, guest=GUEST))
     host = HostFacts(fqdn=FACTORY, processors=4, uid_of=lambda _u: None,
                      vg_exists=lambda _v: False)
-    cfg = config.build(config.read_raw([conf]), host)
+    cfg = load.build(load.read_raw([conf]), host)
     backend = LibvirtBackend(cfg.settings, shutdown_wait_seconds=3)
     probe = backend.probe()
     require_engine("libvirt", probe.available, probe.reason)
@@ -115,7 +117,7 @@ def _destroy_ours(conn) -> None:
 
 
 def _machine(lab: Lab, machinetype: str, ordinal: int, user_data: str, processors: int = 1):
-    """A populated machine directory and its MachineSpec (what vac.creation prepares)."""
+    """A populated machine directory and its MachineSpec (what vac.cycle.creation prepares)."""
     mt = lab.config.machinetypes[machinetype]
     slot = Slot(ordinal, machine_name(FACTORY, ordinal))
     created = int(time.time())
@@ -332,7 +334,7 @@ def test_prepare_host_keeps_one_network_and_renames_in_place(lab):
 
 
 def test_libvirtd_unreachable_is_reported_not_raised(lab):
-    from vac.backends.libvirt import LibvirtBackend
+    from vac.backends.libvirt.backend import LibvirtBackend
 
     settings = dataclasses.replace(lab.config.settings,
                                    libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock")

@@ -3,14 +3,14 @@
 
 Factory.run_cycle() with the real clock and the real BackendPool (as vacd runs it) creates a
 vm-raw machine from the guest's kernel + initrd, later cycles record its heartbeat CPU and
-finish it with the shutdown_message the guest returned: (a) over the config drive and the
-serial console (VAC-JOBOUTPUT lines, parsed by collect()), (b) over the metadata service that
-vacd runs (vac.services) on 169.254.169.253/.254:80 with HTTP PUT. Then (c) a guest that
+finish it with the shutdown_message the guest returned: (a) over the config drive and the serial
+console (VAC-JOBOUTPUT lines, parsed by collect()), (b) over the metadata service that vacd runs
+(vac.backends.libvirt.services) on 169.254.169.253/.254:80 with HTTP PUT. Then (c) a guest that
 never ends is destroyed at max_wallclock_seconds (ACPI, then forced after
 libvirt_shutdown_wait_seconds), (d) vacd SIGKILLed and restarted adopts its domain, (e) our
 domains that no live machine directory owns are destroyed, others' left alone, and (f) with
-libvirtd unreachable the VM machinetype waits, the running machine is left alone, and
-management resumes when libvirtd is back.
+libvirtd unreachable the VM machinetype waits, the running machine is left alone, and management
+resumes when libvirtd is back.
 
 Every test has a factory_name of its own (slot names never collide with other tests'), its
 files in /var/tmp (QEMU, running as libvirt-qemu, must reach them), and destroys every domain
@@ -35,12 +35,12 @@ from conftest import require_engine
 from libvirt_env import GUEST, guest_problem
 from vacd_process import cycles_logged, start_vacd, stop
 
-from vac import config as configmod
-from vac.factory import CycleReport, Factory
-from vac.hostinfo import HostFacts
-from vac.machine import MachineDir
-from vac.services import MetadataSupervisor
-from vac.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, Slot, machine_name, ordinal_of
+from vac.backends.libvirt.services import MetadataSupervisor
+from vac.config import load
+from vac.cycle.factory import CycleReport, Factory
+from vac.host.facts import HostFacts
+from vac.machine.directory import MachineDir
+from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, Slot, machine_name, ordinal_of
 
 pytestmark = pytest.mark.libvirt
 
@@ -153,7 +153,7 @@ class LibvirtFactory:
                                 user_data=self.user_data, wallclock=wallclock))
 
     def load(self):
-        return configmod.build(configmod.read_raw([self.config_file]), self.host)
+        return load.build(load.read_raw([self.config_file]), self.host)
 
     def _after_prepare(self, config) -> List[str]:
         return self.supervisor.ensure(config) if self.supervisor is not None else []
@@ -389,7 +389,7 @@ def test_sigkilled_vacd_restarted_adopts_its_domain(lv):
 def _bare_domain(lv: LibvirtFactory, name: str, ordinal: int, domain_uuid: str) -> None:
     """A domain with no disks and no kernel (the firmware finds nothing to boot and waits),
     named `name`, on the vac network with slot `ordinal`'s MAC."""
-    from vac.backends.libvirt import DomainParams, render_domain_xml
+    from vac.backends.libvirt.backend import DomainParams, render_domain_xml
 
     slot = Slot(ordinal, name)
     params = DomainParams(virt_type="qemu", name=name, uuid=domain_uuid, memory_mb=64,
@@ -406,7 +406,7 @@ def test_domains_no_live_machine_directory_owns_are_destroyed(lv):
     finished = MachineDir.create(paths, int(time.time()) - 100, MT, lv.slot(1))
     finished.write("jobfeatures/job_id", stale_uuid)
     finished.write("finished", "1")
-    from vac.machine import SlotRecord, write_slot_record
+    from vac.machine.directory import SlotRecord, write_slot_record
     write_slot_record(paths, lv.slot(1), SlotRecord(finished.created, MT, "vm-raw"))
     other = machine_name(f"other{lv.name}", 2)
     lv.extra.append(other)

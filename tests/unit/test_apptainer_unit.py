@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """ApptainerBackend without Apptainer: argv, identity by pid + start time, errors, OOM message,
-the stray killer, over a fake /proc and a fake cgroup tree (vac.procs and the backend)."""
+the stray killer, over a fake /proc and a fake cgroup tree (vac.host.procs and the backend)."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +12,7 @@ import shutil
 
 import pytest
 
-from vac import procs
-from vac.backends.apptainer import (
+from vac.backends.apptainer.backend import (
     ApptainerBackend,
     bind_specs,
     build_argv,
@@ -24,11 +23,12 @@ from vac.backends.apptainer import (
     spython_bind_args,
 )
 from vac.backends.base import MachineSpec
-from vac.cgroupmachine import MachineCgroup
-from vac.cgroups import CgroupFS, Hierarchy, parse_pids
 from vac.errors import BackendError, BackendUnavailable, FetchError, ProcessError
-from vac.machine import MachineDir, MachineState, SlotRecord, write_slot_record
-from vac.slots import Slot
+from vac.host import procs
+from vac.host.cgroupmachine import MachineCgroup
+from vac.host.cgroups import CgroupFS, Hierarchy, parse_pids
+from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record
+from vac.machine.slots import Slot
 
 CONF = """
 [settings]
@@ -128,7 +128,7 @@ def record(w, pid=777, start=5000, uid=4242, **extra):
     return cg
 
 
-# vac.procs ------------------------------------------------------------------------------
+# vac.host.procs ------------------------------------------------------------------------------
 
 def test_stat_is_parsed_from_the_last_parenthesis():
     text = "123 (a) b (c) S 1 123 123 0 -1 4194560 " + " ".join(["0"] * 12) + " 98765 0 0\n"

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from vac import backends
-from vac.backendpool import BackendPool
+from vac.cycle.backendpool import BackendPool
 from vac.errors import BackendUnavailable
 
 
@@ -24,8 +24,8 @@ def test_importing_vac_needs_no_backend_library():
     import subprocess
 
     code = ("import sys; sys.modules['libvirt'] = None; sys.modules['docker'] = None; "
-            "import vac.factory, vac.cli, vac.daemon, vac.backends.docker, "
-            "vac.backends.libvirt; print('ok')")
+            "import vac.cycle.factory, vac.cli, vac.daemon, vac.backends.docker.backend, "
+            "vac.backends.libvirt.backend; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
 

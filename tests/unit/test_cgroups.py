@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac.cgroups parsers, and vac.cgroupmachine create/limit/read/kill/remove on a fake v1 and v2
-tree."""
+"""vac.host.cgroups parsers, and vac.host.cgroupmachine create/limit/read/kill/remove on a fake
+v1 and v2 tree."""
 from __future__ import annotations
 
 import errno
@@ -9,9 +9,9 @@ import shutil
 
 import pytest
 
-from vac import cgroupmachine, cgroups
-from vac.cgroupmachine import CgroupError, MachineCgroup
-from vac.cgroups import Hierarchy
+from vac.host import cgroupmachine, cgroups
+from vac.host.cgroupmachine import CgroupError, MachineCgroup
+from vac.host.cgroups import Hierarchy
 
 # /proc/self/mountinfo of the development machines: v1 with separate cpu and cpuacct
 # hierarchies and an empty cgroup2 at /sys/fs/cgroup/unified (hybrid).

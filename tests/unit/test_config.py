@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from vac import config
+from vac.config import load
 from vac.errors import ConfigError
-from vac.hostinfo import HostFacts
+from vac.host.facts import HostFacts
 
 SETTINGS = """
 [settings]
@@ -29,10 +29,10 @@ def test_files_merge_in_order_later_wins(tmp_path, host):
     main.write_text("[settings]\nhs06_per_processor = 12.5\n")
     run = tmp_path / "run-vac.conf"
     run.write_text("[settings]\nshutdown_time = 1800000000\n")
-    files = config.config_files(etc_dir=str(d), files=(str(main), str(run),
+    files = load.config_files(etc_dir=str(d), files=(str(main), str(run),
                                                        str(tmp_path / "absent.conf")))
     assert files == [str(d / "10-a.conf"), str(d / "20-b.conf"), str(main), str(run)]
-    conf = config.build(config.read_raw(files), host)
+    conf = load.build(load.read_raw(files), host)
     assert conf.settings.mb_per_processor == 3000
     assert conf.settings.hs06_per_processor == 12.5
     assert conf.settings.shutdown_time == 1800000000
@@ -40,7 +40,7 @@ def test_files_merge_in_order_later_wins(tmp_path, host):
 
 
 def test_explicit_config_files_override_standard_ones(tmp_path):
-    assert config.config_files(["/x/a.conf", "/x/b.conf"]) == ["/x/a.conf", "/x/b.conf"]
+    assert load.config_files(["/x/a.conf", "/x/b.conf"]) == ["/x/a.conf", "/x/b.conf"]
 
 
 def test_defaults(make_config):
@@ -275,7 +275,7 @@ def test_unparsable_file_names_the_file(tmp_path, host):
     bad = tmp_path / "bad.conf"
     bad.write_text("no section header here\n")
     with pytest.raises(ConfigError) as e:
-        config.read_raw([str(bad)])
+        load.read_raw([str(bad)])
     assert str(bad) in str(e.value)
 
 

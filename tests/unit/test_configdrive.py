@@ -10,8 +10,8 @@ import stat
 import pycdlib
 import pytest
 
-from vac import configdrive
-from vac.machine import MachineDir
+from vac.backends.libvirt import configdrive
+from vac.machine.directory import MachineDir
 
 
 def _read_iso(path):

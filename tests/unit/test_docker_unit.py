@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from vac import cgroups, procs
-from vac.backends import docker as dk
-from vac.backends import dockerspec as ds
 from vac.backends.base import MachineSpec
+from vac.backends.docker import backend as dk
+from vac.backends.docker import spec as ds
 from vac.errors import BackendError, BackendUnavailable
-from vac.machine import MachineDir, MachineState
-from vac.slots import Slot, machine_name
+from vac.host import cgroups, procs
+from vac.machine.directory import MachineDir, MachineState
+from vac.machine.slots import Slot, machine_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(REPO, "tests", "data", "docker")
@@ -337,7 +337,7 @@ def test_module_imports_and_probe_explains_without_the_sdk(tmp_path):
         "import sys\n"
         "sys.modules['docker'] = None\n"
         "from types import SimpleNamespace\n"
-        "from vac.backends.docker import DockerBackend\n"
+        "from vac.backends.docker.backend import DockerBackend\n"
         "from vac.errors import BackendUnavailable\n"
         "b = DockerBackend(SimpleNamespace(docker_url='unix:///x.sock', "
         "backend_timeout_seconds=3, factory_name='f', vac_space='s'))\n"

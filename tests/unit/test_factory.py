@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from vac import config as configmod
-from vac.backendpool import BackendPool
 from vac.backends.fake import FakeBackend
+from vac.config import load
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.factory import Factory
 from vac.errors import ConfigError
-from vac.factory import Factory
-from vac.machine import MachineDir, read_slot_record
+from vac.machine.directory import MachineDir, read_slot_record
 
 BASE = """
 [settings]
@@ -68,7 +68,7 @@ def world(tmp_path, paths, host):
             self.conf.write_text(body)
 
         def load(self):
-            return configmod.build(configmod.read_raw([str(self.conf)]), host)
+            return load.build(load.read_raw([str(self.conf)]), host)
 
         def start(self):
             settings = self.load().settings

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from vac import config as configmod
-from vac.backendpool import BackendPool
 from vac.backends.fake import FakeBackend
+from vac.config import load
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.factory import Factory
 from vac.errors import BackendError
-from vac.factory import Factory
-from vac.machine import MachineDir
+from vac.machine.directory import MachineDir
 
 CONF = """
 [settings]
@@ -72,12 +72,13 @@ def make_factory(tmp_path, paths, host):
         conf = tmp_path / "vac.conf"
         conf.write_text(CONF.format(state=paths.state_dir, cap=cap, user_data=template))
 
-        def load():
-            return configmod.build(configmod.read_raw([str(conf)]), host)
+        def read_config():
+            return load.build(load.read_raw([str(conf)]), host)
 
         clock = Clock()
-        backend = backend_class(load().settings, clock=clock)
-        factory = Factory(load, BackendPool(load().settings, {"fake": backend}), clock=clock,
+        backend = backend_class(read_config().settings, clock=clock)
+        factory = Factory(read_config, BackendPool(read_config().settings, {"fake": backend}),
+                          clock=clock,
                           loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
         factory.started = clock.now - 10_000
         return factory, backend, clock

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from vac import joboutputs as jo
+from vac.machine import joboutputs as jo
 
 
 @pytest.mark.parametrize("name", ["shutdown_message", "heartbeat", "log.tar.gz", "A-1_b.c"])

@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 import jinja2
 import pytest
 
-from vac.backends import libvirt as lv
-from vac.backends import libvirtxml
-from vac.backends.libvirt import Disk, DomainParams, render_domain_xml
-from vac.machine import MachineDir
+from vac.backends.libvirt import backend as lv
+from vac.backends.libvirt import domainxml as libvirtxml
+from vac.backends.libvirt.backend import Disk, DomainParams, render_domain_xml
+from vac.machine.directory import MachineDir
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -190,7 +190,7 @@ def test_capabilities():
 ])
 def test_domain_states_map_to_machine_states(state, expected):
     libvirt = pytest.importorskip("libvirt")
-    from vac.machine import MachineState
+    from vac.machine.directory import MachineState
 
     class Dom:
         def info(self):

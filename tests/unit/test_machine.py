@@ -8,7 +8,13 @@ import pytest
 
 from vac import fsutil
 from vac.errors import StateError
-from vac.machine import MachineDir, MachineState, SlotRecord, read_slot_record, write_slot_record
+from vac.machine.directory import (
+    MachineDir,
+    MachineState,
+    SlotRecord,
+    read_slot_record,
+    write_slot_record,
+)
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import socket
 
 import pytest
 
-from vac import metadata
-from vac.machine import MachineDir, SlotRecord, write_slot_record
-from vac.slots import machine_name
+from vac.backends.libvirt import metadata
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
+from vac.machine.slots import machine_name
 
 FACTORY = "f1.example.com"
 KEY = "ssh-rsa AAAAB3NzaC1yc2E vac@f1"

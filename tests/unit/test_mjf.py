@@ -6,8 +6,15 @@ import os
 
 import pytest
 
-from vac.machine import MachineDir
-from vac.mjf import MJF_TABLE, MjfContext, float_text, lower_shutdown_time, mjf_values, write_mjf
+from vac.machine.directory import MachineDir
+from vac.machine.mjf import (
+    MJF_TABLE,
+    MjfContext,
+    float_text,
+    lower_shutdown_time,
+    mjf_values,
+    write_mjf,
+)
 
 NOW = 1_700_000_000
 SHUTDOWN = NOW + 86400

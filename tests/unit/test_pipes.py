@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac.pipes: document validation, value rules, share rescaling, the cache, load_config."""
+"""vac.config.pipes: document validation, value rules, share rescaling, the cache, load_config."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from conftest import REALPIPES
 
-from vac import config, pipes
+from vac.config import model, pipes
 from vac.errors import ConfigError, FetchError
 
 URL = "https://pipes.example.org/p.pipe"
@@ -41,7 +41,7 @@ def encode(document):
 
 
 def section(prefix="p", url=URL, share=1.0, options=None):
-    return config.PipeSection(prefix=prefix, url=url, target_share=share,
+    return model.PipeSection(prefix=prefix, url=url, target_share=share,
                               options=options or {}, origin=f"vac.conf [vacuum_pipe {prefix}]")
 
 
@@ -497,7 +497,7 @@ def test_fetch_through_file_url(paths, tmp_path):
     assert _backoff(result) == "111" and os.path.exists(paths.pipe_cache("p"))
 
 
-# ---- end to end through config.build and load_config ---------------------------------------
+# ---- end to end through load.build and load_config ---------------------------------------
 
 ATLAS = f"file://{REAL}/projectvacuum-vmcondor__atlas.pipe"
 

@@ -8,11 +8,11 @@ from typing import Dict, Optional
 
 import pytest
 
-from vac import planner, shares
-from vac.machine import MachineState
-from vac.planner import Observed
-from vac.shares import Census, LastOutcome
-from vac.slots import make_slots
+from vac.cycle import planner, shares
+from vac.cycle.observed import Observed
+from vac.cycle.shares import Census, LastOutcome
+from vac.machine.directory import MachineState
+from vac.machine.slots import make_slots
 
 NOW = 1_700_000_000.0
 LONG_AGO = NOW - 100_000  # daemon start: heartbeat-file grace long over

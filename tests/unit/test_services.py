@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The cycle's host preparation and vacd's metadata service lifecycle (vac.services), on the
-fake backend and on 127.0.0.1 with port 0: no engines, no privileged ports."""
+"""The cycle's host preparation and vacd's metadata service lifecycle
+(vac.backends.libvirt.services), on the fake backend and on 127.0.0.1 with port 0: no engines,
+no privileged ports."""
 from __future__ import annotations
 
 import json
@@ -13,11 +14,11 @@ import urllib.request
 import pytest
 
 from vac import daemon
-from vac.backendpool import BackendPool
 from vac.backends.fake import FakeBackend
+from vac.backends.libvirt.services import MetadataSupervisor, needs_metadata
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.factory import Factory
 from vac.errors import BackendError
-from vac.factory import Factory
-from vac.services import MetadataSupervisor, needs_metadata
 
 FAKE = """
 [settings]

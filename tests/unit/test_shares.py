@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from vac import shares
-from vac.machine import MachineState
-from vac.planner import Observed
-from vac.shares import Census, LastOutcome
-from vac.slots import make_slots
+from vac.cycle import shares
+from vac.cycle.observed import Observed
+from vac.cycle.shares import Census, LastOutcome
+from vac.machine.directory import MachineState
+from vac.machine.slots import make_slots
 
 NOW = 1_700_000_000.0
 SLOTS = make_slots("f1.example.com", 16)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vac import hostinfo
-from vac.slots import Slot, machine_name, make_slots, ordinal_of
+from vac.host import facts as hostinfo
+from vac.machine.slots import Slot, machine_name, make_slots, ordinal_of
 
 CPUINFO = "".join(f"processor\t: {n}\nvendor_id\t: GenuineIntel\nmodel name\t: X\n\n"
                   for n in range(6))

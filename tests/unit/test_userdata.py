@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """user_data: every ##user_data_...## substitution, template sources, files, proxies, and the
-real template parts of shared/realpipes."""
+real template parts of tests/data/realpipes."""
 from __future__ import annotations
 
 import email
@@ -12,7 +12,13 @@ import pytest
 from conftest import REALPIPES
 
 from vac.errors import FetchError, UserDataError
-from vac.userdata import FILE_LIMIT, TEMPLATE_LIMIT, build_user_data, load_template, substitute
+from vac.machine.userdata import (
+    FILE_LIMIT,
+    TEMPLATE_LIMIT,
+    build_user_data,
+    load_template,
+    substitute,
+)
 
 UUID = "5f0c7f3e-4a0b-4c53-9a7e-2d1e4f7b9c01"
 NAME = "f1-03.example.com"
@@ -452,7 +458,7 @@ def test_substitute_is_pure_and_first_value_wins():
         == b"first/##user_data_space##/"
 
 
-# The real templates of shared/realpipes ----------------------------------------------------
+# The real templates of tests/data/realpipes ----------------------------------------------------
 
 REAL_OPTIONS = {"cvmfs_proxy": "http://squid.example.com:3128",
                 "condor_host": "condor.example.com"}

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from conftest import require_engine
 
-from vac import vmimages
+from vac.backends.libvirt import images as vmimages
 from vac.errors import BackendError, FetchError
 
 CONF = """

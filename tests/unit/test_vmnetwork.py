@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from vac import vmnetwork
+from vac.backends.libvirt import network as vmnetwork
 
 
 def test_network_definition():

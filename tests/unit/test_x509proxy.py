@@ -17,7 +17,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID  # noqa: E402
 
 from vac import subp  # noqa: E402
 from vac.errors import UserDataError  # noqa: E402
-from vac.x509proxy import (  # noqa: E402
+from vac.machine.x509proxy import (  # noqa: E402
     LIMITED_PROXY_POLICY_OID,
     PROXY_CERT_INFO_OID,
     make_proxy,

@@ -9,9 +9,10 @@ from vac.errors import BackendUnavailable
 
 # backend name -> (module, class, python package an admin would install)
 BACKENDS = {
-    "libvirt": ("vac.backends.libvirt", "LibvirtBackend", "libvirt-python (python3-libvirt)"),
-    "docker": ("vac.backends.docker", "DockerBackend", "docker (python3-docker)"),
-    "apptainer": ("vac.backends.apptainer", "ApptainerBackend", "spython"),
+    "libvirt": ("vac.backends.libvirt.backend", "LibvirtBackend",
+                "libvirt-python (python3-libvirt)"),
+    "docker": ("vac.backends.docker.backend", "DockerBackend", "docker (python3-docker)"),
+    "apptainer": ("vac.backends.apptainer.backend", "ApptainerBackend", "spython"),
     "fake": ("vac.backends.fake", "FakeBackend", ""),
 }
 

@@ -12,11 +12,11 @@ import abc
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, FrozenSet, List, Mapping, Optional
 
-from vac.machine import MachineDir, MachineState
+from vac.machine.directory import MachineDir, MachineState
 
 if TYPE_CHECKING:
-    from vac.config import MachineType, Settings
-    from vac.slots import Slot
+    from vac.config.model import MachineType, Settings
+    from vac.machine.slots import Slot
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional
 from vac import fsutil
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.errors import BackendError, BackendUnavailable
-from vac.machine import MachineDir, MachineState
+from vac.machine.directory import MachineDir, MachineState
 
 
 class FakeBackend(Backend):

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Interpretation and validation of vac.conf sections: raw option values into checked values.
 
-vac.config reads the files and makes the frozen objects; this module turns the raw values of
+vac.config.load reads the files and makes the frozen objects; this module turns the raw values of
 [settings], [vacuum_pipe PREFIX] and [machinetype NAME] sections (with pipe values layered
 in) into typed values and origins, checking them on the way. Problems and warnings are
 collected in a Builder, not raised one by one, so a site admin sees all of them at once.
@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac import options as O
+from vac.config import options as O
 from vac.errors import Problem
 
 if TYPE_CHECKING:
-    from vac.config import PipeSection, RawConfig, RawValue, Settings
-    from vac.hostinfo import HostFacts
+    from vac.config.model import PipeSection, RawConfig, RawValue, Settings
+    from vac.host.facts import HostFacts
 
 
 NAME_RE = re.compile(r"^[a-z0-9-]+$")

@@ -3,7 +3,7 @@
 
 A [vacuum_pipe PREFIX] section names a JSON document (standards.md §2.7) whose entries become
 machinetypes PREFIX-SUFFIX. This module produces only the values the *document* gives; the
-section's inherited options and local [machinetype] overrides are layered on by config.build
+section's inherited options and local [machinetype] overrides are layered on by load.build
 (pipe document < [vacuum_pipe] section < local section).
 
 Differences from the original, on purpose:
@@ -11,7 +11,7 @@ Differences from the original, on purpose:
   error naming the URL (the original hid the pipe for that cycle, §17.14).
 - A bad suffix, a bad value or a value of the wrong type drops that entry or option with a
   warning; a pipe can never make the whole configuration fail (load_config drops a pipe
-  machinetype that config.build still rejects, with an error).
+  machinetype that load.build still rejects, with an error).
 - Values must be scalars, at most MAX_VALUE_CHARS long, without control characters; JSON
   true/false become "true"/"false"; machine_model "fake" is never taken from a pipe.
 - The cache is written once, atomically, with the URL it came from (key CACHE_URL_KEY): a
@@ -30,11 +30,13 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac import config, configcheck, fetch
-from vac import options as O
+from vac import fetch
+from vac.config import check as configcheck
+from vac.config import load, model
+from vac.config import options as O
 from vac.errors import ConfigError, PipeError, StateError, VacError
 from vac.fsutil import atomic_write, mtime_or_none, read_bytes_nofollow
-from vac.hostinfo import HostFacts
+from vac.host.facts import HostFacts
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ class PipeDocument:
 class PipeResult:
     """What the pipes contribute to the configuration.
 
-    values:   machinetype name -> option -> (value, origin "URL (pipe PREFIX)"), for config.build.
+    values:   machinetype name -> option -> (value, origin "URL (pipe PREFIX)"), for load.build.
     warnings: every dropped entry or option, naming URL, entry and option.
     errors:   every pipe that could not be updated or used, naming URL and why.
     sources:  machinetype name -> "URL (pipe PREFIX)".
@@ -92,7 +94,7 @@ class PipeResult:
 
 
 def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
-                fetcher: Fetcher = fetch.fetch_bytes) -> config.Config:
+                fetcher: Fetcher = fetch.fetch_bytes) -> model.Config:
     """Read the config files, the pipes (fetching them only if update), and build the Config.
 
     The factory calls this with update=True every cycle; the responder and the CLI with
@@ -107,21 +109,21 @@ def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: flo
 
 def load_config_with_pipes(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
                            fetcher: Fetcher = fetch.fetch_bytes
-                           ) -> Tuple[config.Config, PipeResult]:
+                           ) -> Tuple[model.Config, PipeResult]:
     """load_config, also returning what the pipes gave (errors, warnings, sources) apart.
 
     Raises:
         ConfigError: the local configuration is unusable (never because of a pipe).
     """
-    raw = config.read_raw(files)
-    sections = config.pipe_sections(raw)
+    raw = load.read_raw(files)
+    sections = load.pipe_sections(raw)
     result = PipeResult()
     if sections:
         result = load_pipes(sections, _paths_of(raw), update=update, now=now, fetcher=fetcher)
     return _build(raw, host, result)
 
 
-def load_pipes(pipe_sections: Sequence[config.PipeSection], paths: Paths, *, update: bool,
+def load_pipes(pipe_sections: Sequence[model.PipeSection], paths: Paths, *, update: bool,
                now: float, fetcher: Fetcher = fetch.fetch_bytes) -> PipeResult:
     """Each pipe's document (fetched if update and due, else cached), validated and expanded."""
     prefixes = [s.prefix for s in pipe_sections]
@@ -172,7 +174,7 @@ def parse_document(data: bytes, url: str, limit: int = MAX_PIPE_BYTES) -> PipeDo
                         warnings=warnings)
 
 
-def expand(section: config.PipeSection, doc: PipeDocument,
+def expand(section: model.PipeSection, doc: PipeDocument,
            prefixes: Sequence[str]) -> Tuple[Dict[str, Dict[str, RawValue]], List[str]]:
     """The document's entries as machinetype values, and a warning for everything dropped."""
     where = _where(section)
@@ -198,7 +200,7 @@ def expand(section: config.PipeSection, doc: PipeDocument,
 
 # ---- fetching and the cache ----------------------------------------------------------------
 
-def _obtain(section: config.PipeSection, paths: Paths, *, update: bool, now: float,
+def _obtain(section: model.PipeSection, paths: Paths, *, update: bool, now: float,
             fetcher: Fetcher) -> Tuple[Optional[PipeDocument], List[str]]:
     """The document to use for this pipe and the errors met getting it."""
     where = _where(section)
@@ -219,7 +221,7 @@ def _obtain(section: config.PipeSection, paths: Paths, *, update: bool, now: flo
     return doc, errors
 
 
-def _fetch(section: config.PipeSection, cache: str, now: float,
+def _fetch(section: model.PipeSection, cache: str, now: float,
            fetcher: Fetcher) -> Tuple[Optional[PipeDocument], str]:
     """(new document or None, error text); a cache write failure still returns the document."""
     try:
@@ -304,7 +306,7 @@ def _entry_name(prefix: str, entry: Mapping[str, Any],
     return name, ""
 
 
-def _entry_values(section: config.PipeSection, entry: Mapping[str, Any], t_pipe: float,
+def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: float,
                   label: str, warnings: List[str]) -> Dict[str, RawValue]:
     origin = _where(section)
     found: Dict[str, RawValue] = {}
@@ -349,7 +351,7 @@ def _check_key(key: str) -> None:
 
 
 def _scalar(raw: Any) -> str:
-    """A JSON scalar as the string config.build parses (true -> "true", 600 -> "600")."""
+    """A JSON scalar as the string load.build parses (true -> "true", 600 -> "600")."""
     if isinstance(raw, bool):
         return "true" if raw else "false"
     if isinstance(raw, (int, float)):
@@ -390,7 +392,7 @@ def _check_paths(key: str, value: str) -> None:
 
 
 def _check_kind(key: str, value: str) -> None:
-    """Values config.build would reject (so failing the whole config) are dropped here."""
+    """Values load.build would reject (so failing the whole config) are dropped here."""
     kind = _KINDS.get(key)
     if key == "machine_model" and value not in PIPE_MODELS:
         raise ValueError(f"unknown machine_model {_show(value)}")
@@ -422,11 +424,11 @@ def _share(raw: Any) -> Optional[float]:
 
 # ---- building the Config -------------------------------------------------------------------
 
-def _build(raw: config.RawConfig, host: HostFacts,
-           result: PipeResult) -> Tuple[config.Config, PipeResult]:
-    """config.build with the pipe values; a pipe machinetype it rejects is dropped, not fatal."""
+def _build(raw: model.RawConfig, host: HostFacts,
+           result: PipeResult) -> Tuple[model.Config, PipeResult]:
+    """load.build with the pipe values; a pipe machinetype it rejects is dropped, not fatal."""
     try:
-        return config.build(raw, host, result.values, result.warnings + result.errors), result
+        return load.build(raw, host, result.values, result.warnings + result.errors), result
     except ConfigError:
         if not result.values:
             raise
@@ -436,7 +438,7 @@ def _build(raw: config.RawConfig, host: HostFacts,
         trial = dict(kept)
         trial[name] = result.values[name]
         try:
-            config.build(raw, host, trial)
+            load.build(raw, host, trial)
         except ConfigError as e:
             rejected.append(f"{result.sources.get(name, 'pipe')}: machinetype {name} not "
                             f"used: {e}")
@@ -444,17 +446,17 @@ def _build(raw: config.RawConfig, host: HostFacts,
             kept = trial
     result = replace(result, values=kept, errors=result.errors + tuple(rejected),
                      sources={k: v for k, v in result.sources.items() if k in kept})
-    return config.build(raw, host, kept, result.warnings + result.errors), result
+    return load.build(raw, host, kept, result.warnings + result.errors), result
 
 
-def _paths_of(raw: config.RawConfig) -> Paths:
+def _paths_of(raw: model.RawConfig) -> Paths:
     value, _ = raw.section("settings").get("state_dir", ("", ""))
     return Paths(value or O.by_name(O.SETTINGS_OPTIONS)["state_dir"].default)
 
 
 # ---- small helpers -------------------------------------------------------------------------
 
-def _where(section: config.PipeSection) -> str:
+def _where(section: model.PipeSection) -> str:
     return f"{section.url} (pipe {section.prefix})"
 
 

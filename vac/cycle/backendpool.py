@@ -7,7 +7,7 @@ from typing import Dict, Mapping, Optional
 
 from vac.backends import backend_for_model, get_backend_class
 from vac.backends.base import Backend, Probe
-from vac.config import Settings
+from vac.config.model import Settings
 from vac.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,13 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from vac import __version__, mjf, userdata
+from vac import __version__
 from vac.backends.base import Backend, MachineSpec
-from vac.config import MachineType, Settings
+from vac.config.model import MachineType, Settings
 from vac.errors import VacError
-from vac.machine import MachineDir, SlotRecord, write_slot_record
-from vac.slots import Slot
+from vac.machine import mjf, userdata
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
+from vac.machine.slots import Slot
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """One factory cycle: observe the slots, plan (pure), then act on the plan.
 
-Before planning, every available backend prepares the host once (the libvirt NAT network);
-a backend whose preparation fails is treated like an unavailable one: its machinetypes wait
-this cycle. Then the `after_prepare` hook runs (vacd's metadata service, vac.services), so
-servers stay out of the Factory.
+Before planning, every available backend prepares the host once (the libvirt NAT network); a
+backend whose preparation fails is treated like an unavailable one: its machinetypes wait this
+cycle. Then the `after_prepare` hook runs (vacd's metadata service,
+vac.backends.libvirt.services), so servers stay out of the Factory.
 
 A config error does not stop the factory from managing what runs: the last good config is
 used for heartbeats, finishing and destroys, and nothing new is created.
@@ -21,15 +21,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from vac import fsutil, hostinfo, mjf, planner, shares
-from vac.backendpool import BackendPool
+from vac import fsutil
 from vac.backends import backend_for_model
-from vac.config import Config, MachineType
-from vac.creation import create_machine
+from vac.config.model import Config, MachineType
+from vac.cycle import planner, shares
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.creation import create_machine
+from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
+from vac.cycle.observe import Observation, find_zombies, observe
 from vac.errors import ConfigError, VacError
-from vac.finishing import finish_machine, last_outcome, write_heartbeat
-from vac.observe import Observation, find_zombies, observe
-from vac.slots import Slot, make_slots
+from vac.host import facts as hostinfo
+from vac.machine import mjf
+from vac.machine.slots import Slot, make_slots
 
 log = logging.getLogger(__name__)
 

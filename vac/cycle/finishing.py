@@ -9,11 +9,12 @@ import logging
 import os
 from typing import Optional
 
-from vac import fsutil, shares
+from vac import fsutil
 from vac.backends.base import Backend, MachineStatus
-from vac.config import MachineType
+from vac.config.model import MachineType
+from vac.cycle import shares
 from vac.errors import BackendError
-from vac.machine import MachineDir
+from vac.machine.directory import MachineDir
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,19 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
-from vac.config import Config, MachineType, Settings
-from vac.machine import MachineState
-from vac.shares import Census, Shares, choose, contribution, is_abort, machine_hs06, outcome_message
-from vac.slots import Slot
+from vac.config.model import Config, MachineType, Settings
+from vac.cycle.observed import Observed
+from vac.cycle.shares import (
+    Census,
+    Shares,
+    choose,
+    contribution,
+    is_abort,
+    machine_hs06,
+    outcome_message,
+)
+from vac.machine.directory import MachineState
+from vac.machine.slots import Slot
 
 HEARTBEAT_NOT_CREATED = "700 Heartbeat file not created"
 HEARTBEAT_NOT_UPDATED = "700 Heartbeat file not updated"
@@ -33,34 +42,6 @@ _RUNNING = MachineState.RUNNING
 _SHUTDOWN = MachineState.SHUTDOWN
 _PAUSED = MachineState.PAUSED
 _STARTING = MachineState.STARTING
-
-
-@dataclass(frozen=True)
-class Observed:
-    """One slot as the factory sees it this cycle (disk and backend combined).
-
-    machinetype None means no slot record or machine directory: a free slot. State UNKNOWN
-    (or ZOMBIE) means "leave it alone": its processors stay counted and nothing is planned.
-    """
-
-    slot: Slot
-    machinetype: Optional[str] = None
-    model: Optional[str] = None
-    state: MachineState = MachineState.SHUTDOWN
-    created: Optional[int] = None
-    started: Optional[float] = None
-    finished: bool = False
-    processors: int = 1
-    shutdown_time: Optional[int] = None
-    cpu_seconds: float = 0.0
-    heartbeat_file_mtime: Optional[float] = None
-    shutdown_message: Optional[str] = None
-    hs06: Optional[float] = None
-    last_heartbeat: Optional[float] = None
-
-    @property
-    def name(self) -> str:
-        return self.slot.name
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ import random
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from vac.config import MachineType
-from vac.machine import MachineState
+from vac.config.model import MachineType
+from vac.machine.directory import MachineState
 
 if TYPE_CHECKING:
-    from vac.planner import Observed
+    from vac.cycle.observed import Observed
 
 ABORT_CODE = 300          # shutdown codes >= 300 are aborts (§3.8)
 STARTING_WINDOW = 3600    # a Starting machine counts for an hour after creation (§9.3)

@@ -3,7 +3,7 @@
 
 For backends whose machines are plain processes (Apptainer): Vac creates the cgroup, puts the
 machine's first process in it and ends it by killing everything inside. The cgroup v1/v2
-knowledge (where the hierarchies are, file formats, weights) is vac.cgroups'; this module is
+knowledge (where the hierarchies are, file formats, weights) is vac.host.cgroups'; this module is
 the lifecycle on top of it:
 
     limit   v1: cpu.shares, memory.limit_in_bytes = mb x P MiB (hard)
@@ -12,7 +12,7 @@ the lifecycle on top of it:
             (and in descendant cgroups), again until none is left
     remove  rmdir descendants first, in every hierarchy the machine cgroup is in
 
-Every file operation goes through a vac.cgroups.CgroupFS, so unit tests drive the same code
+Every file operation goes through a vac.host.cgroups.CgroupFS, so unit tests drive the same code
 over a fake tree under tmp_path.
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ import os
 import time
 from typing import Callable, List, Optional, Set, Tuple, TypeVar
 
-from vac import cgroups, procs
-from vac.cgroups import CgroupFS, Hierarchy
 from vac.errors import VacError
+from vac.host import cgroups, procs
+from vac.host.cgroups import CgroupFS, Hierarchy
 
 log = logging.getLogger(__name__)
 

@@ -3,14 +3,14 @@
 
 The one place that knows cgroup v1 (separate cpu, cpuacct, memory... hierarchies, or combined
 cpu,cpuacct) and v2 (one unified hierarchy): for the per-machine cgroups Vac makes itself
-(vac.cgroupmachine, the Apptainer backend) and for cgroups an engine makes (Docker:
+(vac.host.cgroupmachine, the Apptainer backend) and for cgroups an engine makes (Docker:
 /docker/<id> with the cgroupfs driver, /system.slice/docker-<id>.scope with systemd, or under
 a cgroup parent we name).
 
     mounts       /proc/self/mountinfo, whose root field matters inside a cgroup namespace:
                  Hierarchies (every hierarchy, with roots) and Hierarchy (the controllers
                  Vac's machine cgroups use)
-    membership   /proc/<pid>/cgroup through vac.procs
+    membership   /proc/<pid>/cgroup through vac.host.procs
     CPU seconds  v1: cpuacct.usage (ns);  v2: cpu.stat usage_usec
     OOM kills    v1: memory.oom_control oom_kill (under_oom on old kernels)
                  v2: memory.events oom_kill
@@ -32,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Set, TypeVar
 
-from vac import fsutil, procs
+from vac import fsutil
+from vac.host import procs
 
 log = logging.getLogger(__name__)
 

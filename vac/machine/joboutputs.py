@@ -2,7 +2,7 @@
 """Guest-written joboutputs: name rules, size bounds, symlink-safe writes, console framing.
 
 A VM returns files (shutdown_message, heartbeat file, logs) either by HTTP PUT to the metadata
-service (vac.metadata) or, with no network, as serial-console lines
+service (vac.backends.libvirt.metadata) or, with no network, as serial-console lines
 
     VAC-JOBOUTPUT <name> <base64 of the content on one line>
 

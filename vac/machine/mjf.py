@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple
 
 if TYPE_CHECKING:
-    from vac.config import MachineType, Settings
-    from vac.machine import MachineDir
+    from vac.config.model import MachineType, Settings
+    from vac.machine.directory import MachineDir
 
 log = logging.getLogger(__name__)
 

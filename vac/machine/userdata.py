@@ -28,7 +28,7 @@ import vac
 from vac.errors import FetchError, UserDataError, VacError
 
 if TYPE_CHECKING:
-    from vac.config import MachineType, Settings
+    from vac.config.model import MachineType, Settings
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def build_user_data(settings: Settings, machinetype: MachineType, *, machine_nam
         fetcher: fetch_bytes(url, *, timeout, max_bytes, user_agent) -> bytes; default
             vac.fetch.fetch_bytes.
         proxy_maker: make_proxy(cert_path, key_path, expires, *, cn, legacy, now) -> str;
-            default vac.x509proxy.make_proxy.
+            default vac.machine.x509proxy.make_proxy.
         heartbeat_machines_url: only Vcycle ever supplied one.
         now: the clock, for the proxy.
 
@@ -240,7 +240,7 @@ def _proxy(machinetype: MachineType, shutdown_time: int, proxy_maker: Optional[P
     try:
         if proxy_maker is None:
             try:
-                from vac.x509proxy import make_proxy as proxy_maker
+                from vac.machine.x509proxy import make_proxy as proxy_maker
             except ImportError as e:
                 raise UserDataError(f"cannot load the proxy maker: {e}") from e
         legacy = machinetype.legacy_proxy

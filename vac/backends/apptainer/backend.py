@@ -3,12 +3,12 @@
 
 vacd runs as root; each machine is `apptainer exec --contain` started by subprocess.Popen with
 a preexec step that, still as root, moves the child into the machine's cgroup (join_files)
-(`vac/apptainer-<machine name>`, vac.cgroupmachine: CPU weight from processors, hard memory
+(`vac/apptainer-<machine name>`, vac.host.cgroupmachine: CPU weight from processors, hard memory
 limit mb x processors) and then drops to the user (setgroups, setgid, setuid) before exec. So every
 process of the machine is in its cgroup from the first instruction: CPU accounting, the memory
 limit and destroy (kill the whole cgroup) cover them all. Apptainer itself runs unprivileged
 through user namespaces (as root it fails on these hosts). The argv, the binds and the preexec
-step are built by vac.backends.apptainerexec.
+step are built by vac.backends.apptainer.launch.
 
 Identity: backend.json records the head pid, its start time (/proc/<pid>/stat field 22), its
 uid and the cgroup's inode, so a recycled pid or a re-created cgroup is never mistaken for the
@@ -31,8 +31,8 @@ import subprocess
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from vac import cgroups, procs, subp
-from vac.backends.apptainerexec import (
+from vac import subp
+from vac.backends.apptainer.launch import (
     bind_specs,
     build_argv,
     child_setup,
@@ -43,10 +43,11 @@ from vac.backends.apptainerexec import (
     spython_bind_args,
 )
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
-from vac.machine import MachineDir, MachineState, read_slot_record
-from vac.slots import ordinal_of
+from vac.host import cgroups, procs
+from vac.host.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
+from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """How one Apptainer machine is started: its `apptainer exec` argv and binds, the preexec step.
 
-Pure builders for vac.backends.apptainer: the argv (contained, its own hostname and workdir,
+Pure builders for vac.backends.apptainer.backend: the argv (contained, its own hostname and workdir,
 MJF environment variables), the SRC:DST[:ro] binds (turned into --bind arguments by spython's
 generate_bind_list once every source has been checked), and the step the forked child runs
 before exec (join the machine's cgroup as root, then drop to singularity_user); plus the
@@ -14,8 +14,8 @@ import shlex
 from typing import List
 
 from vac.backends.base import MachineSpec
-from vac.cgroupmachine import MachineCgroup
 from vac.errors import BackendError, BackendUnavailable
+from vac.host.cgroupmachine import MachineCgroup
 
 # (directory in the machine dir, path inside, bind mode, environment variable)
 MJF_BINDS = (("machinefeatures", "/tmp/machinefeatures", "ro", "MACHINEFEATURES"),

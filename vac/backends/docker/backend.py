@@ -6,9 +6,9 @@ vac.machine, vac.machinetype, vac.created naming the machine). The machine sees 
 /etc/machinefeatures and /etc/jobfeatures (read-only binds of the machine directory) and writes
 to /var/spool/joboutputs; /user_data is its command. With the cgroupfs driver each container
 gets its own cgroup parent /vac/docker-<machine dir>, which keeps the container's CPU seconds
-after the container has ended (§5.3 read cpuacct.usage of the live container only); vac.cgroups
+after the container has ended (§5.3 read cpuacct.usage of the live container only); vac.host.cgroups
 reads it (v1 or v2) and removes it from every hierarchy. What the engine is asked for (labels,
-mounts, limits) is built by vac.backends.dockerspec.
+mounts, limits) is built by vac.backends.docker.spec.
 
 The `docker` package is imported lazily: importing this module never needs it, and probe()
 says what to install. Every docker/requests exception becomes BackendError, or
@@ -22,7 +22,7 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.dockerspec import (
+from vac.backends.docker.spec import (
     CGROUP_ROOT,
     CVMFS,
     JOBFEATURES,
@@ -35,9 +35,9 @@ from vac.backends.dockerspec import (
     image_of,
     prepare_mounts,
 )
-from vac.cgroups import Cgroups
 from vac.errors import BackendError, BackendUnavailable
-from vac.machine import MachineDir, MachineState
+from vac.host.cgroups import Cgroups
+from vac.machine.directory import MachineDir, MachineState
 
 log = logging.getLogger(__name__)
 

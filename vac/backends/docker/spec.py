@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """What a Docker machine's container is made of: image, labels, cgroup parent, mounts, limits.
 
-Pure builders of the arguments vac.backends.docker gives the engine (APIClient.create_container
-and create_host_config), and the preparation of the machine directory whose parts the container
-binds: MJF read-only at /etc/machinefeatures and /etc/jobfeatures, joboutputs read-write at
-/var/spool/joboutputs, user_data (the command) read-only at /user_data, /cvmfs once its
-repositories are listed, and a fresh directory for each tmp_binds path. Nothing here talks to
-the engine or needs the docker package.
+Pure builders of the arguments vac.backends.docker.backend gives the engine
+(APIClient.create_container and create_host_config), and the preparation of the machine
+directory whose parts the container binds: MJF read-only at /etc/machinefeatures and
+/etc/jobfeatures, joboutputs read-write at /var/spool/joboutputs, user_data (the command)
+read-only at /user_data, /cvmfs once its repositories are listed, and a fresh directory for each
+tmp_binds path. Nothing here talks to the engine or needs the docker package.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from vac.backends.base import MachineSpec
-from vac.cgroups import PARENT, cpu_shares
 from vac.errors import BackendError
-from vac.machine import MachineDir
+from vac.host.cgroups import PARENT, cpu_shares
+from vac.machine.directory import MachineDir
 
 NAME = "docker"
 IMAGE_PREFIX = "docker://"

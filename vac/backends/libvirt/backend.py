@@ -7,12 +7,13 @@ its slot's MAC, a serial console logged to <machine dir>/console.log, VNC on
 127.0.0.1:5900+ordinal, and an OpenStack config drive (label config-2) holding its user_data,
 meta_data.json and an MJF snapshot. Poweroff, reboot and crash all end the domain.
 
-Disks (vac.vmimages): cernvm3/cernvm4 boot the root_image ISO from an IDE CD-ROM and get a
-root disk (an LV with volume_group, else a sparse file of disk_gb_per_processor (default 40)
-x processors GB); vm-raw gets a qcow2 overlay over the (cached) image plus a scratch disk (an
-LV with volume_group, else a sparse file only if disk_gb_per_processor is set). Temporary
-disk files live in <state>/tmp and are unlinked once QEMU has them open. With machinetype
-kernel/initrd/cmdline the domain boots that kernel directly, and root_image may be unset.
+Disks (vac.backends.libvirt.images): cernvm3/cernvm4 boot the root_image ISO from an IDE CD-ROM
+and get a root disk (an LV with volume_group, else a sparse file of disk_gb_per_processor
+(default 40) x processors GB); vm-raw gets a qcow2 overlay over the (cached) image plus a
+scratch disk (an LV with volume_group, else a sparse file only if disk_gb_per_processor is set).
+Temporary disk files live in <state>/tmp and are unlinked once QEMU has them open. With
+machinetype kernel/initrd/cmdline the domain boots that kernel directly, and root_image may be
+unset.
 
 Domain type (libvirt_virt_type): kvm or qemu as configured; "auto" chooses kvm only if
 libvirt offers kvm, /dev/kvm is usable, and this host is not itself a virtual machine (the
@@ -24,7 +25,7 @@ Returning joboutputs without a network: a guest may print lines
 on its serial console; collect() parses them from console.log into joboutputs/ (bounded,
 single-component names, never replacing a file the guest already PUT over HTTP).
 
-The domain XML itself is rendered by vac.backends.libvirtxml.
+The domain XML itself is rendered by vac.backends.libvirt.domainxml.
 """
 from __future__ import annotations
 
@@ -35,9 +36,11 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from vac import configdrive, joboutputs, metadata, vmimages, vmnetwork
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.libvirtxml import (
+from vac.backends.libvirt import configdrive, metadata
+from vac.backends.libvirt import images as vmimages
+from vac.backends.libvirt import network as vmnetwork
+from vac.backends.libvirt.domainxml import (
     NWFILTER,
     Disk,
     DomainParams,
@@ -45,8 +48,9 @@ from vac.backends.libvirtxml import (
     render_domain_xml,
 )
 from vac.errors import BackendError, BackendUnavailable, VacError
-from vac.machine import MachineDir, MachineState
-from vac.slots import ordinal_of
+from vac.machine import joboutputs
+from vac.machine.directory import MachineDir, MachineState
+from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import os
 import tempfile
 from typing import Dict, Mapping
 
-from vac import metadata
+from vac.backends.libvirt import metadata
 from vac.errors import StateError
-from vac.machine import MachineDir
+from vac.machine.directory import MachineDir
 
 LABEL = "config-2"
 BASE = "openstack/latest"

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The libvirt domain XML of a VM: its disks and parameters, rendered from the domain template.
 
-vac.backends.libvirt decides the values (domain type, disks, slot MAC/IP/VNC port, kernel boot)
-and hands them over as a DomainParams; templates/libvirt-domain.xml.j2 is rendered with
-autoescape and StrictUndefined, so a value can never add XML of its own.
+vac.backends.libvirt.backend decides the values (domain type, disks, slot MAC/IP/VNC port,
+kernel boot) and hands them over as a DomainParams; templates/libvirt-domain.xml.j2 is rendered
+with autoescape and StrictUndefined, so a value can never add XML of its own.
 """
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from vac import vmnetwork
+from vac.backends.libvirt import network as vmnetwork
 from vac.errors import BackendError
 
 NWFILTER = "clean-traffic"
 TEMPLATE = "libvirt-domain.xml.j2"
-TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                             "templates")
+TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 # A site may override a template by putting its own copy here (searched first).
 SITE_TEMPLATES_DIR = "/etc/vac/templates"
 

@@ -31,7 +31,7 @@ from vac import subp
 from vac.errors import BackendError, FetchError, ProcessError
 
 if TYPE_CHECKING:
-    from vac.config import MachineType, Settings
+    from vac.config.model import MachineType, Settings
     from vac.paths import Paths
 
 log = logging.getLogger(__name__)

@@ -34,11 +34,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
-from vac import fsutil, joboutputs
+from vac import fsutil
 from vac.errors import StateError
-from vac.machine import MachineDir
+from vac.machine import joboutputs
+from vac.machine.directory import MachineDir
+from vac.machine.slots import BRIDGE_ADDRESS, MAX_ADDRESSED_ORDINAL, METADATA_ADDRESS, machine_name
 from vac.paths import Paths
-from vac.slots import BRIDGE_ADDRESS, MAX_ADDRESSED_ORDINAL, METADATA_ADDRESS, machine_name
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
 from vac.errors import BackendError
-from vac.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, NETMASK, Slot, machine_name
+from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, NETMASK, Slot, machine_name
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import logging
 from typing import List, Optional, Sequence, Tuple
 
 from vac.backends import backend_for_model, get_backend_class
-from vac.config import Config
+from vac.backends.libvirt.metadata import MetadataServers, MetadataService
+from vac.config.model import Config
 from vac.errors import BackendUnavailable
-from vac.metadata import MetadataServers, MetadataService
-from vac.slots import BRIDGE_ADDRESS, METADATA_ADDRESS
+from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS
 
 log = logging.getLogger(__name__)
 

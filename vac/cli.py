@@ -12,6 +12,7 @@ import sys
 import time
 from typing import List, Optional
 
+from vac import __version__, ops
 from vac.config import pipes
 from vac.config.load import config_files
 from vac.config.model import Config
@@ -25,10 +26,12 @@ SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "mi
                  "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories")
 
 
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """vac's whole parser (tests/unit/test_manpages.py checks vac.1 against it)."""
     parser = argparse.ArgumentParser(prog="vac", description="Look at and check a Vac factory.")
     parser.add_argument("--config", action="append", metavar="FILE",
                         help="config file to read instead of the standard ones (repeatable)")
+    parser.add_argument("--version", action="version", version=f"vac {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     config = sub.add_parser("config", help="configuration commands")
     config_sub = config.add_subparsers(dest="config_command", required=True)
@@ -38,7 +41,12 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                        help="fetch pipes now (default: use the pipe cache only)")
     slots = sub.add_parser("slots", help="this factory's slots and why idle ones are idle")
     slots.add_argument("--json", action="store_true")
-    return parser.parse_args(argv)
+    ops.add_commands(sub)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _load(args: argparse.Namespace, update: bool) -> Config:
@@ -114,6 +122,8 @@ def slots_command(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if getattr(args, "func", None) is not None:
+        return args.func(args)
     if args.command == "config":
         return config_check(args)
     return slots_command(args)

@@ -31,6 +31,11 @@ LOG_FORMAT = "%(asctime)s vacd[%(process)d]: %(levelname)s %(message)s"
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """vacd's parser (tests/unit/test_manpages.py checks vacd.8 against it)."""
     parser = argparse.ArgumentParser(prog="vacd", description="The Vac factory daemon.")
     parser.add_argument("--config", action="append", metavar="FILE",
                         help="read this file instead of /etc/vac.d/*.conf, /etc/vac.conf and "
@@ -46,7 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--metadata-port", type=int, default=DEFAULT_PORT,
                         help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"vacd {__version__}")
-    return parser.parse_args(argv)
+    return parser
 
 
 def setup_logging(foreground: bool, log_file: str) -> None:

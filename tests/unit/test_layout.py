@@ -11,7 +11,7 @@ from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "vac")
 WINGS = ["vac.backends", "vac.backends.apptainer", "vac.backends.docker", "vac.backends.libvirt",
-         "vac.config", "vac.cycle", "vac.host", "vac.machine"]
+         "vac.config", "vac.cycle", "vac.host", "vac.machine", "vac.ops"]
 
 
 def _modules() -> Dict[str, str]:

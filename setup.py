@@ -1,10 +1,21 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Install the vac package with the `vac` and `vacd` commands."""
+import os
+import re
+
 from setuptools import find_packages, setup
+
+
+def _version() -> str:
+    """The one version string, vac/__init__.py's __version__ (read, not imported)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "vac", "__init__.py"),
+              encoding="utf-8") as f:
+        return re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M).group(1)
+
 
 setup(
     name="vac",
-    version="4.0.0",
+    version=_version(),
     description="Vac: a logical-machine factory for grid and HPC sites",
     python_requires=">=3.9",
     packages=find_packages(include=["vac", "vac.*"]),

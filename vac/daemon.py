@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,9 @@ from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, Metad
 from vac.config import pipes
 from vac.config.load import config_files
 from vac.cycle.factory import CycleReport, Factory
+from vac.errors import VacError
 from vac.host.facts import HostFacts
+from vac.ops.lock import StateLock, state_dir_of
 
 log = logging.getLogger("vacd")
 
@@ -56,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(foreground: bool, log_file: str) -> None:
     handler: logging.Handler
+    if under_journal():  # systemd: stderr is the journal, which stamps time and pid itself
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logging.getLogger().handlers[:] = [handler]
+        logging.getLogger().setLevel(logging.INFO)
+        return
     if foreground:
         handler = logging.StreamHandler(sys.stderr)
     else:
@@ -66,6 +75,15 @@ def setup_logging(foreground: bool, log_file: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+
+
+def under_journal() -> bool:
+    """True when systemd connected stderr to the journal (JOURNAL_STREAM names stderr's inode)."""
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return os.environ.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Daemon:
@@ -135,7 +153,17 @@ class Daemon:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.foreground, args.log_file)
-    return Daemon(args).run()
+    try:  # one vacd per state directory, the lock held until this process ends
+        state_lock = StateLock(state_dir_of(config_files(args.config))).acquire()
+    except VacError as e:
+        log.error("not starting: %s", e)
+        if not under_journal() and not args.foreground:
+            print(f"vacd: not starting: {e}", file=sys.stderr)
+        return 1
+    try:
+        return Daemon(args).run()
+    finally:
+        state_lock.release()
 
 
 if __name__ == "__main__":

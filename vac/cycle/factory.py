@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from vac import fsutil
+from vac.accounting.percycle import after_cycle as account_cycle
+from vac.accounting.records import Settled
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
 from vac.cycle import planner, shares
@@ -50,6 +52,7 @@ class CycleReport:
     errors: List[str] = field(default_factory=list)
     idle: Dict[str, str] = field(default_factory=dict)
     config_error: Optional[str] = None
+    accounting: Optional[Settled] = None  # APEL records written this cycle
 
 
 class Factory:
@@ -93,6 +96,12 @@ class Factory:
         plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
                             now=now, daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
+        try:  # APEL records of the machines finished (and VacMon); never stops the cycle
+            report.accounting = account_cycle(config, now)
+            report.errors.extend(report.accounting.errors)
+        except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
+            log.exception("accounting and monitoring failed this cycle")
+            report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
         self._expire(config, seen, now)
         self._write_summary(config, seen, plan, report, now, waiting)
         return report

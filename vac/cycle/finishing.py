@@ -10,6 +10,7 @@ import os
 from typing import Optional
 
 from vac import fsutil
+from vac.accounting import records as accounting
 from vac.backends.base import Backend, MachineStatus
 from vac.config.model import MachineType
 from vac.cycle import shares
@@ -52,6 +53,10 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
                                              machinetype.fizzle_seconds)
         if synthesised and directory.shutdown_message is None:
             directory.write_shutdown_message_if_none(synthesised, when=now)
+    try:  # before `finished`: a vacd killed after it still writes the APEL record
+        accounting.mark_pending(paths, directory)
+    except OSError as e:
+        log.error("%s: cannot mark for accounting, no APEL record: %s", directory.name, e)
     fsutil.touch(directory.file("finished"), now)
     update_finishes(paths, directory)
     if backend is not None:

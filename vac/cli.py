@@ -18,7 +18,8 @@ from vac.config.load import config_files
 from vac.config.model import Config
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
-from vac.slotview import slot_rows
+from vac.slotview import cycle_summary, slot_rows
+from vac.space import cli as space_cli
 
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
                  "max_processors", "max_wallclock_seconds", "min_wallclock_seconds",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     slots = sub.add_parser("slots", help="this factory's slots and why idle ones are idle")
     slots.add_argument("--json", action="store_true")
     ops.add_commands(sub)
+    space_cli.add_commands(sub)
     return parser
 
 
@@ -67,7 +69,7 @@ def config_check(args: argparse.Namespace) -> int:
                 print(f"  {problem}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_config_json(config), indent=1, sort_keys=True))
+        print(json.dumps(_config_json(config), indent=1, sort_keys=True, allow_nan=False))
     else:
         _print_config(config)
     return 0
@@ -111,12 +113,16 @@ def slots_command(args: argparse.Namespace) -> int:
         print(f"vac: configuration rejected: {e}", file=sys.stderr)
         return 1
     rows = slot_rows(config, now=time.time())
+    cycle = cycle_summary(config)
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps({"slots": rows, "cycle": cycle}, indent=1, allow_nan=False))
         return 0
     for row in rows:
+        errors = f"  [{row['errors']} errors, last: {row['last_error']}]" if row["errors"] else ""
         print(f"{row['name']:28} {row['machinetype'] or '----------':20} {row['state']:10} "
-              f"{row['processors']:>2} {row['age']:>9}  {row['detail']}")
+              f"{row['processors']:>2} {row['age']:>9}  {row['detail']}{errors}")
+    if cycle["errors"]:
+        print(f"last cycle: {cycle['errors']} errors; see the vacd log")
     return 0
 
 

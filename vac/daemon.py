@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -26,6 +27,8 @@ from vac.cycle.factory import CycleReport, Factory
 from vac.errors import VacError
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
+from vac.space.census import SpacePoll
+from vac.space.responder import Responder, config_source
 
 log = logging.getLogger("vacd")
 
@@ -86,21 +89,62 @@ def under_journal() -> bool:
         return False
 
 
+class Waker:
+    """Sleep until a timeout, a signal or wake().
+
+    A Python signal handler runs only between bytecodes of the main thread, so a signal that
+    arrives just before a blocking wait would be handled only when the wait ends (SIGTERM
+    ignored for a whole cycle). The C-level handler writes the signal number to this pipe
+    (signal.set_wakeup_fd) the moment the signal arrives, so select() returns at once.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+
+    def set(self) -> None:
+        try:
+            os.write(self.write_fd, b"w")
+        except BlockingIOError:
+            pass  # the pipe is full: a wake-up is pending anyway
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            os.close(fd)
+
+    def wait(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.read_fd], [], [], timeout)
+        if ready:
+            try:
+                while os.read(self.read_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+
 class Daemon:
     """The main loop with its signal handling; the cycle itself is Factory.run_cycle."""
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.stop = threading.Event()
-        self.wake = threading.Event()
+        self.wake = Waker()
         self.files = config_files(args.config)
         self.host = HostFacts.read()
         self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
                                            args.metadata_port)
-        self.factory = Factory(self._load_config, after_prepare=self.services.ensure)
+        self.factory = Factory(self._load_config, after_prepare=self.services.ensure,
+                               space_census=SpacePoll())
+        # The VacQuery responder (vac.space): its own thread, answering from the state
+        # directory and the config the factory holds (cached pipes only).
+        self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
 
     def _load_config(self):
         return pipes.load_config(self.files, self.host, update=True, now=time.time())
+
+    def _cached(self):
+        return pipes.load_config(self.files, self.host, update=False, now=time.time())
 
     def _on_term(self, signum, frame) -> None:
         log.info("signal %d: stopping after this cycle; machines keep running", signum)
@@ -112,13 +156,18 @@ class Daemon:
         self.wake.set()
 
     def run(self) -> int:
+        previous_wakeup = signal.set_wakeup_fd(self.wake.write_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)
         log.info("vacd %s starting with %s", __version__, ", ".join(self.files) or "no files")
+        self.responder.start()
         try:
             done = self._loop()
         finally:
+            signal.set_wakeup_fd(previous_wakeup)
+            self.wake.close()
+            self.responder.stop()
             self.services.close()
         log.info("vacd stopped after %d cycles", done)
         return 0
@@ -139,7 +188,6 @@ class Daemon:
                      len(report.errors))
             if self.args.cycles and done >= self.args.cycles:
                 break
-            self.wake.clear()
             self.wake.wait(max(0.0, self._period() - (time.monotonic() - began)))
         return done
 

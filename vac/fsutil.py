@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from typing import Optional, Union
 
@@ -52,11 +53,15 @@ def read_bytes_nofollow(path: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         if e.errno == errno.ELOOP:
             raise StateError(path, "is a symlink; refused") from e
         raise StateError(path, e.strerror or str(e)) from e
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not _is_regular(st.st_mode):
-            raise StateError(path, "is not a regular file; refused")
-        data = f.read(limit + 1)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StateError(path, f"is a {_kind(st.st_mode)}, not a regular file; refused")
+        if st.st_size > limit:
+            raise StateError(path, f"is larger than {limit} bytes; refused")
+        data = _read_up_to(fd, limit + 1)
+    finally:
+        os.close(fd)
     if len(data) > limit:
         raise StateError(path, f"is larger than {limit} bytes; refused")
     return data
@@ -91,7 +96,22 @@ def touch(path: str, when: float) -> None:
         os.utime(path, (when, when), follow_symlinks=False)
 
 
-def _is_regular(mode: int) -> bool:
-    import stat
+def _read_up_to(fd: int, count: int) -> bytes:
+    chunks = []
+    while count > 0:
+        chunk = os.read(fd, min(count, 1024 * 1024))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        count -= len(chunk)
+    return b"".join(chunks)
 
-    return stat.S_ISREG(mode)
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words for a log line."""
+    for test, word in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISLNK, "symlink")):
+        if test(mode):
+            return word
+    return "special file"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Dict, List
 
 from vac import fsutil
@@ -16,6 +17,7 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
     paths = config.settings.paths
     summary = _last_plan(paths.plan)
     idle = summary.get("idle", {})
+    errors = summary.get("machine_errors") or {}
     rows = []
     for slot in make_slots(config.settings.factory_name, config.settings.host_processors):
         record = read_slot_record(paths, slot.name)
@@ -24,6 +26,9 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
             rows.append(_row(slot.name, None, MachineState.SHUTDOWN.value, 0, "",
                              _idle_text(idle, slot.name, summary)))
             continue
+        failures = errors.get(slot.name) or {}
+        if failures.get("machine") != os.path.basename(directory.path):
+            failures = {}
         state = directory.disk_state()
         age = _age(now - (directory.started or directory.created))
         if state == MachineState.SHUTDOWN:
@@ -35,13 +40,22 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
         else:
             detail = "creation in progress or failed"
         rows.append(_row(slot.name, directory.machinetype, state.value, directory.processors,
-                         age, detail))
+                         age, detail, failures.get("count", 0), failures.get("last")))
     return rows
 
 
-def _row(name, machinetype, state, processors, age, detail) -> Dict:
+def cycle_summary(config: Config) -> Dict:
+    """The last cycle: when it ran, its error count and error lines, a rejected config."""
+    summary = _last_plan(config.settings.paths.plan)
+    lines = summary.get("errors") or []
+    return {"time": summary.get("time"), "errors": summary.get("cycle_errors", len(lines)),
+            "error_lines": lines, "config_error": summary.get("config_error")}
+
+
+def _row(name, machinetype, state, processors, age, detail, errors=0, last_error=None) -> Dict:
     return {"name": name, "machinetype": machinetype, "state": state,
-            "processors": processors, "age": age, "detail": detail}
+            "processors": processors, "age": age, "detail": detail, "errors": errors,
+            "last_error": last_error}
 
 
 def _idle_text(idle: Dict[str, str], name: str, summary: Dict) -> str:

@@ -75,18 +75,22 @@ def test_config_check_reports_every_problem_located(tmp_path, capsys):
 
 def test_slots_before_any_cycle(conf, capsys):
     assert cli.main(["--config", str(conf), "slots", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    rows = out["slots"]
     assert [r["name"] for r in rows] == ["f1-00.example.com", "f1-01.example.com",
                                          "f1-02.example.com"]
     assert all("no cycle has run yet" in r["detail"] for r in rows)
+    assert out["cycle"] == {"time": None, "errors": 0, "error_lines": [], "config_error": None}
 
 
 def test_vacd_cycles_then_vac_slots_shows_machines(conf, capsys, tmp_path):
     assert daemon.main(["--config", str(conf), "--foreground", "--cycles", "2",
                         "--cycle-seconds", "0"]) == 0
     assert cli.main(["--config", str(conf), "slots", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
+    rows = out["slots"]
     assert {r["state"] for r in rows} == {"Running"}
+    assert {r["errors"] for r in rows} == {0} and out["cycle"]["errors"] == 0
     assert {r["machinetype"] for r in rows} == {"alpha"}
     assert os.path.exists(tmp_path / "state" / "factory-heartbeat")
 

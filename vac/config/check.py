@@ -8,6 +8,7 @@ collected in a Builder, not raised one by one, so a site admin sees all of them 
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -77,7 +78,12 @@ def _convert(kind: str, value: str) -> Any:
     if kind in ("int", "optint"):
         return None if kind == "optint" and value == "" else int(value)
     if kind in ("float", "optfloat"):
-        return None if kind == "optfloat" and value == "" else float(value)
+        if kind == "optfloat" and value == "":
+            return None
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
     if kind == "true":
         return value.strip().lower() == "true"
     if kind == "yes":
@@ -246,8 +252,11 @@ def pipe_section_values(raw: RawConfig, prefix: str, b: Builder) -> Optional[Dic
     share_value, share_origin = section.get("target_share", ("0.0", origin))
     try:
         share = float(share_value)
+        if not math.isfinite(share) or share < 0:
+            raise ValueError(share_value)
     except ValueError:
-        b.problem(f"{share_value!r} is not a valid number", share_origin, "target_share")
+        b.problem(f"{share_value!r} is not a finite non-negative number", share_origin,
+                  "target_share")
         share = 0.0
     inherited = {k: v for k, v in section.items()
                  if k not in ("vacuum_pipe_url", "target_share")}

@@ -69,6 +69,11 @@ def read_raw(paths: Sequence[str]) -> RawConfig:
             target = raw.sections.setdefault(key, {})
             raw.section_origins[key] = f"{path} [{title}]"
             for option, value in parser.items(title):
+                if "\x00" in value or "\x00" in option or "\x00" in title:
+                    problems.append(Problem("contains a NUL byte; refused", file=path,
+                                            section=title.replace("\x00", "\\0"),
+                                            option=option.replace("\x00", "\\0")))
+                    continue
                 target[option] = (value.strip(), f"{path} [{title}]")
     if problems:
         raise ConfigError(problems)

@@ -180,7 +180,7 @@ def expand(section: model.PipeSection, doc: PipeDocument,
     where = _where(section)
     warnings = list(doc.warnings)
     shares = [_share(entry.get("target_share")) for entry in doc.entries]
-    t_pipe = sum(s for s in shares if s is not None)
+    t_pipe = _PipeTotal([s for s in shares if s is not None])
     values: Dict[str, Dict[str, RawValue]] = {}
     for index, entry in enumerate(doc.entries):
         label = f"{where} machinetypes[{index}]"
@@ -306,7 +306,7 @@ def _entry_name(prefix: str, entry: Mapping[str, Any],
     return name, ""
 
 
-def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: float,
+def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: _PipeTotal,
                   label: str, warnings: List[str]) -> Dict[str, RawValue]:
     origin = _where(section)
     found: Dict[str, RawValue] = {}
@@ -329,7 +329,20 @@ def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: 
     return found
 
 
-def _rescaled(t_section: float, raw: Any, t_pipe: float, label: str,
+class _PipeTotal:
+    """The sum of a pipe's target shares, kept as peak x (sum of shares / peak) so that
+    shares near the float limit (1e308) rescale without overflowing to infinity."""
+
+    def __init__(self, shares: List[float]):
+        self.peak = max(shares, default=0.0)
+        self.relative = math.fsum(s / self.peak for s in shares) if self.peak > 0 else 0.0
+
+    def fraction(self, share: float) -> float:
+        """share / the pipe's total, in [0, 1]."""
+        return (share / self.peak) / self.relative if self.relative > 0 else 0.0
+
+
+def _rescaled(t_section: float, raw: Any, t_pipe: _PipeTotal, label: str,
               warnings: List[str]) -> str:
     """T_section x value / T_pipe, or 0.0 (with a warning if the value itself is bad)."""
     share = _share(raw)
@@ -337,9 +350,7 @@ def _rescaled(t_section: float, raw: Any, t_pipe: float, label: str,
         warnings.append(f"{label}: target_share {_show(raw)} is not a non-negative number; "
                         "using 0.0")
         return "0.0"
-    if t_pipe <= 0:
-        return "0.0"
-    return repr(t_section * share / t_pipe)
+    return repr(t_section * t_pipe.fraction(share))
 
 
 def _check_key(key: str) -> None:

@@ -16,10 +16,9 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac import fsutil
 from vac.accounting.percycle import after_cycle as account_cycle
@@ -29,11 +28,12 @@ from vac.config.model import Config, MachineType
 from vac.cycle import planner, shares
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.creation import create_machine
+from vac.cycle.errorcount import MachineErrors
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.errors import ConfigError, VacError
 from vac.host import facts as hostinfo
-from vac.machine import mjf
+from vac.machine import mjf, removal
 from vac.machine.slots import Slot, make_slots
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class CycleReport:
     errors: List[str] = field(default_factory=list)
     idle: Dict[str, str] = field(default_factory=dict)
     config_error: Optional[str] = None
+    machine_errors: Dict[str, str] = field(default_factory=dict)  # slot -> this cycle's error
     accounting: Optional[Settled] = None  # APEL records written this cycle
 
 
@@ -62,9 +63,11 @@ class Factory:
                  clock: Callable[[], float] = time.time,
                  loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
                  rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
-                 after_prepare: Optional[Callable[[Config], List[str]]] = None):
+                 after_prepare: Optional[Callable[[Config], List[str]]] = None,
+                 space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
+        self.space_census = space_census  # (config, local census, now) -> the space's
         self.pool = pool
         self.clock = clock
         self.loadavg = loadavg
@@ -72,6 +75,7 @@ class Factory:
         self.fetcher = fetcher
         self.config: Optional[Config] = None
         self.started = clock()
+        self.errors = MachineErrors()
 
     def run_cycle(self) -> CycleReport:
         report = CycleReport()
@@ -85,6 +89,9 @@ class Factory:
         self.pool.start_cycle()
         slots = make_slots(config.settings.factory_name, config.settings.host_processors)
         seen = observe(config, slots, self.pool)
+        for name, problem in seen.errors.items():
+            self._machine_failed(report, name, "observation", problem)
+        self._adopt(seen, report)
         # Probes every configured machinetype's backend, so zombies are looked for there too.
         unprepared = self._prepare_hosts(config)
         if self.after_prepare is not None:
@@ -102,9 +109,29 @@ class Factory:
         except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
             log.exception("accounting and monitoring failed this cycle")
             report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
-        self._expire(config, seen, now)
+        self._expire(config, seen, now, report)
+        self._sweep(config, seen, now)
         self._write_summary(config, seen, plan, report, now, waiting)
         return report
+
+    # The bulkhead: one machine's trouble stays with that machine -----------------------
+
+    def _guarded(self, report: CycleReport, name: str, what: str, action: Callable,
+                 *args) -> Any:
+        """Run one machine's step; on any exception log it once with the machine's name,
+        count it, and return None so the cycle goes on with every other slot."""
+        try:
+            return action(*args)
+        except Exception as e:  # noqa: BLE001 - the bulkhead: nothing escapes one machine
+            log.debug("%s: %s failed", name, what, exc_info=True)
+            self._machine_failed(report, name, what, f"{type(e).__name__}: {e}")
+            return None
+
+    def _machine_failed(self, report: CycleReport, name: str, what: str, problem: str) -> None:
+        text = f"{name}: {what} failed: {problem}"
+        log.error("%s", text)
+        report.errors.append(text)
+        report.machine_errors[name] = text
 
     # Configuration ----------------------------------------------------------------------
 
@@ -129,16 +156,14 @@ class Factory:
     def _kill_zombies(self, config: Config, seen: Observation, report: CycleReport) -> None:
         for backend_name, name, reason in find_zombies(config, seen, self.pool):
             log.warning("%s: destroying zombie %s machine: %s", name, backend_name, reason)
-            try:
-                self.pool.get(backend_name).destroy(name, None)
+            if self._guarded(report, name, "zombie destroy", _destroy_zombie,
+                             self.pool.get(backend_name), name):
                 report.zombies.append(name)
-            except VacError as e:
-                report.errors.append(f"{name}: zombie destroy failed: {e}")
         for backend_name, probe in self.pool.probed().items():
             if probe.available:
                 try:
                     killed = self.pool.get(backend_name).kill_strays()
-                except VacError as e:
+                except Exception as e:  # noqa: BLE001 - a backend's bug must not stop the cycle
                     report.errors.append(f"{backend_name}: killing stray processes failed: {e}")
                     continue
                 if killed:
@@ -185,10 +210,21 @@ class Factory:
     def _census(self, config: Config, seen: Observation, now: float) -> Dict[str, shares.Census]:
         outcomes = {}
         for name in config.machinetypes:
-            outcome = last_outcome(config.settings.paths, name)
+            try:
+                outcome = last_outcome(config.settings.paths, name)
+            except (OSError, VacError) as e:
+                log.error("finishes/%s cannot be read: %s", name, e)
+                outcome = None
             if outcome is not None:
                 outcomes[name] = outcome
-        return shares.local_census(seen.observed, outcomes, config.machinetypes, now)
+        local = shares.local_census(seen.observed, outcomes, config.machinetypes, now)
+        if self.space_census is None:
+            return local
+        try:  # the other factories' census (vac.space.census.SpacePoll): bounded, never fatal
+            return self.space_census(config, local, now)
+        except Exception:  # noqa: BLE001 - a poll must not stop the cycle
+            log.exception("space census failed; deciding from this factory alone")
+            return local
 
     # Acting on the plan -----------------------------------------------------------------
 
@@ -196,20 +232,25 @@ class Factory:
                slots: Tuple[Slot, ...], now: float, report: CycleReport) -> None:
         for beat in plan.heartbeats:
             if beat.name in seen.directories and beat.name not in seen.unmanaged:
-                write_heartbeat(seen.directories[beat.name], beat.cpu_seconds, now)
+                self._guarded(report, beat.name, "heartbeat", write_heartbeat,
+                              seen.directories[beat.name], beat.cpu_seconds, now)
         for lower in plan.lower_shutdown:
             if lower.name in seen.directories:
-                mjf.lower_shutdown_time(seen.directories[lower.name], lower.new_time)
+                self._guarded(report, lower.name, "lowering shutdown time",
+                              mjf.lower_shutdown_time, seen.directories[lower.name],
+                              lower.new_time)
         finishing = [f.name for f in plan.finishes]
         for destroy in plan.destroys:
-            if self._destroy(config, seen, destroy, now, report) and destroy.name not in \
-                    finishing:
+            if self._guarded(report, destroy.name, "destroy", self._destroy, config, seen,
+                             destroy, now, report) and destroy.name not in finishing:
                 finishing.append(destroy.name)
         for name in finishing:
-            self._finish(config, seen, name, now, report)
+            self._guarded(report, name, "finishing", self._finish, config, seen, name, now,
+                          report)
         by_name = {s.name: s for s in slots}
         for create in plan.creates:
-            self._create(config, by_name[create.slot.name], create, report)
+            self._guarded(report, create.slot.name, "creation", self._create, config,
+                          by_name[create.slot.name], create, report)
 
     def _destroy(self, config: Config, seen: Observation, action, now: float,
                  report: CycleReport) -> bool:
@@ -219,7 +260,7 @@ class Factory:
         try:
             self.pool.for_model(_model_of(seen, action.name)).destroy(action.name, directory)
         except VacError as e:
-            report.errors.append(f"{action.name}: destroy failed: {e}")
+            self._machine_failed(report, action.name, "destroy", str(e))
             return False
         if action.message:
             directory.write_shutdown_message_if_none(action.message, when=now)
@@ -261,6 +302,7 @@ class Factory:
             log.error("%s", message)
             fsutil.atomic_write(paths.factory_error, message + "\n")
             report.errors.append(message)
+            report.machine_errors[slot.name] = message
             return
         log.info("%s created (%s, %d processors)", slot.name, machinetype.name,
                  action.processors)
@@ -272,18 +314,52 @@ class Factory:
 
     # Housekeeping ---------------------------------------------------------------------
 
-    def _expire(self, config: Config, seen: Observation, now: float) -> None:
+    def _expire(self, config: Config, seen: Observation, now: float,
+                report: CycleReport) -> None:
         machines_dir = config.settings.paths.machines
         entries = []
         for entry in os.scandir(machines_dir):
-            if entry.is_dir(follow_symlinks=False) and entry.name.count("_") == 2:
+            if not entry.name.startswith(".") and entry.name.count("_") == 2 and \
+                    entry.is_dir(follow_symlinks=False):
                 machinetype = entry.name.split("_")[1]
                 entries.append((entry.path, machinetype,
                                 fsutil.mtime_or_none(os.path.join(entry.path, "heartbeat"))))
         keep = [d.path for name, d in seen.directories.items() if d.finished is None]
         for path in planner.expired(entries, config.machinetypes, now, keep=keep):
             log.info("removing expired machine directory %s", path)
-            shutil.rmtree(path, ignore_errors=True)
+            name = os.path.basename(path).split("_")[-1]
+            self._guarded(report, name, "expiry", removal.remove_tree, path)
+        # What a bounded removal left (deep trees), and what a killed vacd left mid-removal.
+        self._guarded(report, "machines/", "removal of retired directories",
+                      removal.remove_retired, machines_dir)
+
+    def _adopt(self, seen: Observation, report: CycleReport) -> None:
+        """Machines whose creation vacd did not finish, but which their backend runs: write
+        `started` (the creation time) and a first heartbeat, and plan them as running."""
+        for name in seen.adopt:
+            directory = seen.directories[name]
+            if self._guarded(report, name, "adoption", _mark_started, directory) is None:
+                continue
+            log.warning("%s: creation was cut short after the backend started it; adopted",
+                        name)
+            seen.observed = [dataclasses.replace(o, started=float(directory.created))
+                             if o.slot.name == name else o for o in seen.observed]
+
+    def _sweep(self, config: Config, seen: Observation, now: float) -> None:
+        """Remove the temp files killed atomic writes left (state, slots, machines)."""
+        paths = config.settings.paths
+        dirs = [paths.state_dir, paths.slots, paths.finishes, paths.pipescache]
+        for directory in seen.directories.values():
+            dirs += [directory.path] + [directory.file(sub) for sub in
+                                        ("machinefeatures", "jobfeatures", "joboutputs")]
+        swept = 0
+        for path in dirs:
+            try:
+                swept += removal.sweep_temp_files(path, now)
+            except OSError as e:
+                log.warning("cannot sweep temp files in %s: %s", path, e)
+        if swept:
+            log.info("removed %d temp files left by interrupted writes", swept)
 
     def _write_summary(self, config: Config, seen: Observation, plan, report: CycleReport,
                        now: float, waiting: str = "") -> None:
@@ -305,9 +381,25 @@ class Factory:
         if report.config_error is not None:
             report.idle = {k: f"configuration rejected: {report.config_error}"
                            for k in report.idle}
+        machines = {name: os.path.basename(d.path) for name, d in seen.directories.items()}
+        counts = self.errors.update(paths.plan, machines, report.machine_errors)
         summary = {"time": int(now), "idle": report.idle, "unmanaged": seen.unmanaged,
-                   "config_error": report.config_error, "errors": report.errors}
-        fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1))
+                   "config_error": report.config_error, "errors": report.errors,
+                   "cycle_errors": len(report.errors), "machine_errors": counts}
+        fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1,
+                                                   allow_nan=False))
+
+
+def _mark_started(directory) -> bool:
+    directory.write("started", str(directory.created), mtime=float(directory.created))
+    if not directory.exists("heartbeat"):
+        directory.write("heartbeat", "0.0 0.0")
+    return True
+
+
+def _destroy_zombie(backend, name: str) -> bool:
+    backend.destroy(name, None)
+    return True
 
 
 def _model_of(seen: Observation, name: str) -> str:

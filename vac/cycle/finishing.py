@@ -47,6 +47,10 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
     started = directory.started
     if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
         write_heartbeat(directory, final.cpu_seconds, now)
+    refusal = directory.shutdown_message_refusal()
+    if refusal is not None:
+        message = directory.replace_refused_shutdown_message(refusal, now)
+        log.warning("%s: %s", directory.name, message)
     if machinetype is not None and started is not None:
         ended = directory.heartbeat_time or now
         synthesised = shares.outcome_message(directory.shutdown_message, started, ended,

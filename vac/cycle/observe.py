@@ -32,32 +32,58 @@ class Observation:
     directories: Dict[str, MachineDir] = field(default_factory=dict)
     unmanaged: Dict[str, str] = field(default_factory=dict)
     backend_ids: Dict[str, str] = field(default_factory=dict)
+    adopt: Dict[str, MachineStatus] = field(default_factory=dict)  # creation cut short
+    errors: Dict[str, str] = field(default_factory=dict)           # slot -> what failed
 
 
 def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observation:
     """Read every slot's directory and ask the backends about unfinished machines."""
     result = Observation()
-    paths = config.settings.paths
     for slot in slots:
-        record = read_slot_record(paths, slot.name)
-        directory = MachineDir.for_record(paths, slot.name, record)
-        if record is None or directory is None:
-            result.observed.append(_free(slot))
-            continue
-        result.directories[slot.name] = directory
-        state = directory.disk_state()
-        status = None
-        if state != MachineState.SHUTDOWN:
-            status, why = _backend_status(pool, record.model, directory)
-            if why:
-                result.unmanaged[slot.name] = why
-                state = MachineState.UNKNOWN  # the planner leaves unknown machines alone
-            elif status is not None and state == MachineState.RUNNING:
-                state = status.state
-            if status is not None and status.backend_id:
-                result.backend_ids[slot.name] = status.backend_id
-        result.observed.append(_machine(config, slot, record.model, directory, state, status))
+        try:
+            _observe_slot(config, slot, pool, result)
+        except Exception as e:  # noqa: BLE001 - the bulkhead: one slot's trouble stays there
+            log.debug("%s: observation failed", slot.name, exc_info=True)
+            _unobservable(config, slot, f"{type(e).__name__}: {e}", result)
     return result
+
+
+def _observe_slot(config: Config, slot: Slot, pool: BackendPool, result: Observation) -> None:
+    paths = config.settings.paths
+    record = read_slot_record(paths, slot.name)
+    directory = MachineDir.for_record(paths, slot.name, record)
+    if record is None or directory is None:
+        result.observed.append(_free(slot))
+        return
+    result.directories[slot.name] = directory
+    state = directory.disk_state()
+    status = None
+    if state != MachineState.SHUTDOWN:
+        status, why = _backend_status(pool, record.model, directory)
+        if why:
+            result.unmanaged[slot.name] = why
+            state = MachineState.UNKNOWN  # the planner leaves unknown machines alone
+        elif status is not None and state == MachineState.RUNNING:
+            state = status.state
+        elif status is not None and state == MachineState.STARTING and \
+                status.state == MachineState.RUNNING:
+            # vacd was stopped after the backend started the machine, before `started`
+            # was written: the machine runs, so adopt it rather than destroy a payload.
+            result.adopt[slot.name] = status
+            state = MachineState.RUNNING
+        if status is not None and status.backend_id:
+            result.backend_ids[slot.name] = status.backend_id
+    result.observed.append(_machine(config, slot, record.model, directory, state, status))
+
+
+def _unobservable(config: Config, slot: Slot, problem: str, result: Observation) -> None:
+    """A slot whose machine could not be observed: left alone (UNKNOWN keeps its processors
+    counted and nothing planned), never taken for a free slot."""
+    result.errors[slot.name] = problem
+    result.unmanaged[slot.name] = f"cannot be observed: {problem}"
+    result.observed = [o for o in result.observed if o.slot.name != slot.name]
+    result.observed.append(Observed(slot=slot, machinetype="?", state=MachineState.UNKNOWN,
+                                    processors=1))
 
 
 def _backend_status(pool: BackendPool, model: str,

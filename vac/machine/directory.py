@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 
 from vac import fsutil
 from vac.errors import StateError
+from vac.machine import removal
 from vac.paths import Paths
 
 SHUTDOWN_MESSAGE_LIMIT = 4096
@@ -189,11 +190,60 @@ class MachineDir:
         return self.mtime("joboutputs/shutdown_message")
 
     def write_shutdown_message_if_none(self, message: str, when: Optional[float] = None) -> bool:
-        """Write Vac's message only if the machine wrote none; True if written."""
+        """Write Vac's message only if the machine wrote none; True if written.
+
+        A directory whose creation was interrupted may lack joboutputs/: it is made here.
+
+        Raises:
+            StateError: joboutputs is a symlink or not a directory.
+        """
         if self.exists("joboutputs/shutdown_message"):
             return False
+        self._ensure_subdir("joboutputs")
         self.write("joboutputs/shutdown_message", message, mtime=when)
         return True
+
+    def shutdown_message_refusal(self) -> Optional[str]:
+        """Why joboutputs/shutdown_message exists but cannot be read (a symlink, FIFO,
+        directory, or more than SHUTDOWN_MESSAGE_LIMIT bytes); None if absent or readable."""
+        path = self.file("joboutputs/shutdown_message")
+        if os.path.islink(self.file("joboutputs")):
+            return "joboutputs is a symlink"
+        if not os.path.lexists(path):
+            return None
+        try:
+            fsutil.read_bytes_nofollow(path, SHUTDOWN_MESSAGE_LIMIT)
+        except FileNotFoundError:
+            return None
+        except StateError as e:
+            return str(e)[len(path) + 2:]
+        return None
+
+    def replace_refused_shutdown_message(self, reason: str, when: Optional[float]) -> str:
+        """Move an unreadable shutdown_message aside and write Vac's own coded message.
+
+        Returns the message written. The guest's object is kept (renamed, never followed) as
+        joboutputs/shutdown_message.refused-<time> so a site admin can look at it.
+        """
+        message = f"700 Vac: machine's shutdown_message refused: {reason}"
+        self._ensure_subdir("joboutputs")
+        aside = f"shutdown_message.refused-{int(when or 0)}"
+        try:
+            os.rename(self.file("joboutputs/shutdown_message"), self.file(f"joboutputs/{aside}"))
+        except FileNotFoundError:
+            pass
+        except OSError:
+            # A same-named object is in the way: remove the refused one instead.
+            removal.remove_tree(self.file("joboutputs/shutdown_message"))
+        self.write("joboutputs/shutdown_message", message, mtime=when)
+        return message
+
+    def _ensure_subdir(self, rel: str) -> None:
+        path = self.file(rel)
+        if not os.path.lexists(path):
+            os.mkdir(path, 0o755)
+        elif os.path.islink(path) or not os.path.isdir(path):
+            raise StateError(path, "is not a directory; refused")
 
     def disk_state(self) -> MachineState:
         """The state from files alone (what the responder sees), §6 rules 2-4."""

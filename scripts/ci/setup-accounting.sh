@@ -24,6 +24,14 @@ if ! (cd / && "$PY" -c "import dirq, prometheus_client") 2>/dev/null; then
   (cd / && "$PY" -c "import dirq, prometheus_client") || die "dirq/prometheus_client still not importable"
 fi
 
+# The Python 3.9 unit-test run (pyenv's 3.9, when this machine has one) imports them too.
+py39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -n "$py39" ] && ! (cd / && "$py39" -c "import dirq, prometheus_client") 2>/dev/null; then
+  say "pip install dirq prometheus-client for $py39"
+  "$py39" -m pip install -q --disable-pip-version-check dirq prometheus-client >>"$LOG" 2>&1 \
+    || { tail -n 30 "$LOG" >&2; die "pip install for $py39 (log: $LOG)"; }
+fi
+
 if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   # Keep the package's postinst from starting a server on :9090 where systemd is not running.
   policy=/usr/sbin/policy-rc.d

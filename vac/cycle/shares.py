@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -93,6 +94,7 @@ class Census:
     shutdown_message: Optional[str] = None
     shutdown_time: Optional[float] = None
     shutdown_machine: Optional[str] = None
+    last_abort_factory: Optional[str] = None  # another factory, when its abort is the latest
 
 
 def machine_hs06(hs06: Optional[float], processors: int) -> float:
@@ -224,7 +226,14 @@ def _from_status(status: Mapping[str, Any]) -> Census:
                   running_processors=int(_number(processors, 0)),
                   shutdown_message=message, shutdown_time=time,
                   shutdown_machine=machine[:255] if isinstance(machine, str) else None,
-                  last_abort_time=time if time is not None and is_abort(message) else None)
+                  last_abort_time=time if time is not None and is_abort(message) else None,
+                  last_abort_factory=_factory(status) if time is not None and is_abort(message)
+                  else None)
+
+
+def _factory(status: Mapping[str, Any]) -> Optional[str]:
+    factory = status.get("factory")
+    return factory[:255] if isinstance(factory, str) and factory else None
 
 
 def _number(value: Any, default: Any) -> Any:
@@ -239,6 +248,7 @@ def _number(value: Any, default: Any) -> Any:
 def _add(a: Census, b: Census) -> Census:
     latest = a if _later(a.shutdown_time, b.shutdown_time) else b
     aborts = [t for t in (a.last_abort_time, b.last_abort_time) if t is not None]
+    aborted = a if _later(a.last_abort_time, b.last_abort_time) else b
     return Census(running_hs06=a.running_hs06 + b.running_hs06,
                   num_before_fizzle=a.num_before_fizzle + b.num_before_fizzle,
                   last_abort_time=max(aborts) if aborts else None,
@@ -246,7 +256,8 @@ def _add(a: Census, b: Census) -> Census:
                   running_processors=a.running_processors + b.running_processors,
                   shutdown_message=latest.shutdown_message,
                   shutdown_time=latest.shutdown_time,
-                  shutdown_machine=latest.shutdown_machine)
+                  shutdown_machine=latest.shutdown_machine,
+                  last_abort_factory=aborted.last_abort_factory)
 
 
 def _later(a: Optional[float], b: Optional[float]) -> bool:
@@ -295,7 +306,10 @@ def ineligible_reason(mt: MachineType, census: Census, now: float,
                 f"shutdown_time {shutdown_time}")
     until = embargo_until(mt, census)
     if until is not None and now <= until:
-        return f"backoff of {mt.name} until {math.ceil(until)}"
+        where = census.last_abort_factory
+        return f"backoff of {mt.name} until {math.ceil(until)}" + (
+            f": abort on {where.split('.')[0]} at "
+            f"{time.strftime('%H:%M', time.localtime(census.last_abort_time))}" if where else "")
     return None
 
 
@@ -378,7 +392,7 @@ class Shares:
                         num_before_fizzle=max(0, c.num_before_fizzle - (1 if part[2] else 0)))
         if abort_time is not None and (c.last_abort_time is None
                                        or abort_time > c.last_abort_time):
-            c = replace(c, last_abort_time=abort_time)
+            c = replace(c, last_abort_time=abort_time, last_abort_factory=None)
         self._census[name] = c
         self._rescore(mt.machinegroup)
 

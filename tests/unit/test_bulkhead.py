@@ -241,6 +241,21 @@ def test_config_check_json_is_strict_json(make_factory, tmp_path, capsys):
 
 # 8. Temp files a killed atomic write left -----------------------------------------------------
 
+def test_a_new_vacd_sweeps_every_temp_file_at_once(make_factory, paths):
+    factory, backend, clock = make_factory()
+    factory.run_cycle()
+    d = MachineDir.for_slot(paths, SLOTS[0])
+    left = [os.path.join(paths.slots, ".tmp-abc123"), d.file("joboutputs/.tmp-k2j3h4")]
+    for p in left:
+        with open(p, "w") as f:
+            f.write("half")
+    restarted = Factory(factory.load_config, factory.pool, clock=clock, loadavg=factory.loadavg)
+    clock.now += 10
+    restarted.run_cycle()
+    assert [p for p in left if os.path.exists(p)] == []
+    assert sorted(os.listdir(paths.slots)) == SLOTS
+
+
 def test_old_temp_files_are_swept_and_young_ones_kept(make_factory, paths):
     factory, backend, clock = make_factory()
     factory.run_cycle()

@@ -111,6 +111,12 @@ class Backend(abc.ABC):
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
 
+    def release(self, directory: MachineDir) -> bool:
+        """Release what a finished machine still holds of this backend's (a cgroup parent
+        that a vacd killed during destroy left behind); True if something was released.
+        Called every cycle for the finished machine of each slot. Default: nothing."""
+        return False
+
     def kill_strays(self) -> int:
         """Once per cycle: kill processes this backend runs outside any live machine
         (Apptainer's zombie killer). Returns how many were killed. Default: none."""

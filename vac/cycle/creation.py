@@ -17,6 +17,7 @@ from vac import __version__
 from vac.backends.base import Backend, MachineSpec
 from vac.config.model import MachineType, Settings
 from vac.errors import VacError
+from vac.faults import crash_point
 from vac.machine import mjf, userdata
 from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 from vac.machine.slots import Slot
@@ -43,6 +44,7 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
     created = int(now)
     write_slot_record(paths, slot.name, SlotRecord(created, machinetype.name,
                                                    machinetype.machine_model))
+    crash_point("create:after-slot-record")
     directory = MachineDir.create(paths, created, machinetype.name, slot.name)
     machine_uuid = str(uuidlib.uuid4())
     try:
@@ -52,13 +54,16 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
                            slot=slot, processors=processors,
                            memory_mb=settings.mb_per_processor * processors, created=created,
                            shutdown_time=shutdown_time, uuid=machine_uuid, directory=directory)
+        crash_point("create:after-populate")
         backend_id = backend.create(spec) or machine_uuid
     except VacError as e:
         directory.write_shutdown_message_if_none(f"700 Vac: creation failed: {e}", when=now)
         raise
     # jobfeatures/job_id stays the UUID of the MJF and user_data (##user_data_uuid##): the
     # machine may have read it already. The backend's own id is in its backend record.
+    crash_point("create:after-backend")
     directory.write("started", str(int(now)), mtime=now)
+    crash_point("create:after-started")
     directory.write("heartbeat", "0.0 0.0", mtime=now)
     return Created(directory, backend_id)
 

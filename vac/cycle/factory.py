@@ -32,6 +32,7 @@ from vac.cycle.errorcount import MachineErrors
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.errors import ConfigError, VacError
+from vac.faults import crash_point
 from vac.host import facts as hostinfo
 from vac.machine import mjf, removal
 from vac.machine.slots import Slot, make_slots
@@ -76,6 +77,7 @@ class Factory:
         self.config: Optional[Config] = None
         self.started = clock()
         self.errors = MachineErrors()
+        self._swept_once = False
 
     def run_cycle(self) -> CycleReport:
         report = CycleReport()
@@ -99,6 +101,7 @@ class Factory:
         creatable, waiting = self._creatable(config if creation_allowed
                                              else _no_creation(config), unprepared)
         self._kill_zombies(config, seen, report)
+        self._release_leftovers(seen, report)
         census = self._census(config, seen, now)
         plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
                             now=now, daemon_started=self.started, rng=self.rng)
@@ -168,6 +171,16 @@ class Factory:
                     continue
                 if killed:
                     log.warning("killed %d stray %s processes", killed, backend_name)
+
+    def _release_leftovers(self, seen: Observation, report: CycleReport) -> None:
+        """What finished machines still hold (a cgroup parent a killed destroy left)."""
+        for name, directory in seen.directories.items():
+            if directory.finished is None or name in seen.unmanaged:
+                continue
+            model = next((o.model for o in seen.observed if o.slot.name == name), None)
+            if model and self.pool.available_for_model(model).available:
+                self._guarded(report, name, "release of leftovers",
+                              lambda d=directory, m=model: self.pool.for_model(m).release(d))
 
     def _prepare_hosts(self, config: Config) -> Dict[str, str]:
         """Probe every configured machinetype's backend, then prepare_host() each available
@@ -262,6 +275,7 @@ class Factory:
         except VacError as e:
             self._machine_failed(report, action.name, "destroy", str(e))
             return False
+        crash_point("destroy:after-backend")
         if action.message:
             directory.write_shutdown_message_if_none(action.message, when=now)
         log.info("%s destroyed: %s", action.name, action.reason)
@@ -346,18 +360,23 @@ class Factory:
                              if o.slot.name == name else o for o in seen.observed]
 
     def _sweep(self, config: Config, seen: Observation, now: float) -> None:
-        """Remove the temp files killed atomic writes left (state, slots, machines)."""
+        """Remove the temp files killed atomic writes left (state, slots, machines): on the
+        first cycle all of them (vacd holds the state directory's lock, so nobody else is
+        writing there), later those older than an hour. The pipe cache, which `vac config
+        check --fetch` also writes, always by age."""
         paths = config.settings.paths
-        dirs = [paths.state_dir, paths.slots, paths.finishes, paths.pipescache]
+        dirs = [paths.state_dir, paths.slots, paths.finishes]
         for directory in seen.directories.values():
             dirs += [directory.path] + [directory.file(sub) for sub in
                                         ("machinefeatures", "jobfeatures", "joboutputs")]
-        swept = 0
+        age = removal.TEMP_MAX_AGE if self._swept_once else None
+        swept = removal.sweep_temp_files(paths.pipescache, now)
         for path in dirs:
             try:
-                swept += removal.sweep_temp_files(path, now)
+                swept += removal.sweep_temp_files(path, now, max_age=age)
             except OSError as e:
                 log.warning("cannot sweep temp files in %s: %s", path, e)
+        self._swept_once = True
         if swept:
             log.info("removed %d temp files left by interrupted writes", swept)
 

@@ -15,6 +15,7 @@ from vac.backends.base import Backend, MachineStatus
 from vac.config.model import MachineType
 from vac.cycle import shares
 from vac.errors import BackendError
+from vac.faults import crash_point
 from vac.machine.directory import MachineDir
 from vac.paths import Paths
 
@@ -44,6 +45,7 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
             final = backend.collect(directory.name, directory)
         except BackendError as e:
             log.warning("%s: final observation failed: %s", directory.name, e)
+    crash_point("finish:after-collect")
     started = directory.started
     if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
         write_heartbeat(directory, final.cpu_seconds, now)
@@ -57,12 +59,15 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
                                              machinetype.fizzle_seconds)
         if synthesised and directory.shutdown_message is None:
             directory.write_shutdown_message_if_none(synthesised, when=now)
+    crash_point("finish:after-message")
     try:  # before `finished`: a vacd killed after it still writes the APEL record
         accounting.mark_pending(paths, directory)
     except OSError as e:
         log.error("%s: cannot mark for accounting, no APEL record: %s", directory.name, e)
     fsutil.touch(directory.file("finished"), now)
+    crash_point("finish:after-finished")
     update_finishes(paths, directory)
+    crash_point("finish:after-finishes")
     if backend is not None:
         try:
             backend.destroy(directory.name, directory)

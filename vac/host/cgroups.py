@@ -361,6 +361,17 @@ class Cgroups:
         paths = self.of_pid(pid)
         return self.cpu_seconds_at(paths) if paths else None
 
+    def exists(self, cgroup_path: str) -> bool:
+        """Whether a cgroup of this path exists in any hierarchy."""
+        path = clean_path(cgroup_path)
+        if path is None:
+            return False
+        for mount in self.hierarchies.mounts():
+            directory = host_path(mount, path)
+            if directory is not None and self.fs.isdir(directory):
+                return True
+        return False
+
     def remove(self, cgroup_path: str) -> List[str]:
         """rmdir a cgroup in every hierarchy where it exists (it must have no processes and
         no child cgroups). Returns the directories that could not be removed.

@@ -21,6 +21,7 @@ from typing import Any, Dict, Optional
 
 from vac import fsutil
 from vac.errors import StateError
+from vac.faults import crash_point
 from vac.machine import removal
 from vac.paths import Paths
 
@@ -97,6 +98,7 @@ class MachineDir:
                machine_name: str) -> MachineDir:
         path = paths.machine_dir(created, machinetype, machine_name)
         os.makedirs(path, mode=0o755)
+        crash_point("create:after-makedirs")
         for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
             os.mkdir(os.path.join(path, sub), 0o755)
         return cls(path)

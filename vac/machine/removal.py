@@ -17,7 +17,7 @@ import itertools
 import logging
 import os
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,10 @@ def _hoist(dfd: int, name: str, pfd: int, base: str) -> str:
                 raise
 
 
-def sweep_temp_files(directory: str, now: float, max_age: float = TEMP_MAX_AGE) -> int:
-    """Remove `.tmp-XXXXXX` files older than max_age that a killed atomic write left behind."""
+def sweep_temp_files(directory: str, now: float,
+                     max_age: Optional[float] = TEMP_MAX_AGE) -> int:
+    """Remove `.tmp-XXXXXX` files older than max_age (None: all of them) that a killed atomic
+    write left behind."""
     swept = 0
     try:
         entries = list(os.scandir(directory))
@@ -123,7 +125,8 @@ def sweep_temp_files(directory: str, now: float, max_age: float = TEMP_MAX_AGE) 
             continue
         try:
             st = entry.stat(follow_symlinks=False)
-            if now - st.st_mtime > max_age and not entry.is_dir(follow_symlinks=False):
+            old = max_age is None or now - st.st_mtime > max_age
+            if old and not entry.is_dir(follow_symlinks=False):
                 os.unlink(entry.path)
                 swept += 1
         except FileNotFoundError:

@@ -417,6 +417,15 @@ class DockerBackend(Backend):
                         raise
         self._remove_cgroup(parent)
 
+    def release(self, directory: MachineDir) -> bool:
+        parent = str(directory.read_backend_record().get("cgroup_parent") or "")
+        if not parent.startswith(CGROUP_ROOT + "/docker-") or not self.cgroups.exists(parent):
+            return False
+        log.warning("%s: removing cgroup parent %s left by an interrupted destroy",
+                    directory.name, parent)
+        self._remove_cgroup(parent)
+        return True
+
     def _remove_cgroup(self, parent: Optional[str]) -> None:
         if parent and parent.startswith(CGROUP_ROOT + "/docker-"):
             self.cgroups.remove(parent)

@@ -13,6 +13,7 @@ import time
 from typing import List, Optional
 
 from vac import __version__, ops
+from vac.accounting import commands as accounting_cli
 from vac.config import pipes
 from vac.config.load import config_files
 from vac.config.model import Config
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     slots.add_argument("--json", action="store_true")
     ops.add_commands(sub)
     space_cli.add_commands(sub)
+    accounting_cli.add_commands(sub)
     return parser
 
 

@@ -196,7 +196,7 @@ def test_machine_lines_have_the_original_columns():
                                        machine_model=None,
                                        shutdown_message="300 No more work for you today"),
                                NOW)
-    assert line == 'f2-03           ----------      Shut down      1 ?? "300 No more work fo"'
+    assert line == 'f2-03           ----------      Shut down     1 ?? "300 No more work fo"'
 
 
 def test_machines_totals_and_silent_factories():

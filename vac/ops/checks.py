@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""`vac doctor`'s checks of the host itself: the state directory (writable, free disk, and
+traversable by the QEMU user), the clock, /dev/kvm, cgroups, ports, and vacd's lock.
+
+Each check returns Check lines; none raises. A line says what was found and, when it is not
+ok, what to do. `fail` lines are what makes machines fail; `warn` lines work but cost something.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import pwd
+import re
+import socket
+import stat
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from vac.config.model import Settings
+from vac.host import cgroupmachine, cgroups
+from vac.ops import lock
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+QEMU_USERS = ("qemu", "libvirt-qemu")  # EL9's and Debian's defaults when qemu.conf names none
+MIN_FREE_BYTES = 5 * 1000 ** 3
+WARN_FREE_BYTES = 20 * 1000 ** 3
+KVM_GET_API_VERSION = 0xAE00
+KVM_CREATE_VM = 0xAE01
+TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
+EARLIEST_SANE_TIME = 1735689600  # 2025-01-01: a clock before this has not been set
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of `vac doctor`: name, ok/warn/FAIL, what was found, what to do."""
+
+    name: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.status:4} {self.name}: {self.detail}"
+        return f"{text}; fix: {self.fix}" if self.fix else text
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_dir(settings: Settings) -> List[Check]:
+    """The state directory exists and root can write it, with enough free space."""
+    path = settings.state_dir
+    if not os.path.isdir(path):
+        return [Check("state-dir", FAIL, f"{path} does not exist",
+                      f"install the vac RPM, or mkdir -m 0755 -p {path}")]
+    if not os.access(path, os.W_OK | os.X_OK):
+        return [Check("state-dir", FAIL, f"{path} is not writable by this user",
+                      "run vacd (and vac doctor) as root")]
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    found = f"{path}: {free / 1000 ** 3:.1f} GB free"
+    if free < MIN_FREE_BYTES:
+        return [Check("state-disk", FAIL, found, f"free space on the filesystem of {path}")]
+    if free < WARN_FREE_BYTES:
+        return [Check("state-disk", WARN, found + " (VM disks and images need more)",
+                      f"free space on the filesystem of {path}")]
+    return [Check("state-disk", OK, found)]
+
+
+def qemu_user(conf_path: str = QEMU_CONF) -> Optional[pwd.struct_passwd]:
+    """The user QEMU runs as: qemu.conf's `user =`, else the distribution's default."""
+    names: Sequence[str] = QEMU_USERS
+    try:
+        with open(conf_path, encoding="utf-8", errors="replace") as f:
+            found = re.findall(r'^\s*user\s*=\s*"([^"]+)"', f.read(), re.M)
+        if found:
+            names = [found[-1]]
+    except OSError:
+        pass
+    for name in names:
+        try:
+            if name.startswith("+") and name[1:].isdigit():
+                return pwd.getpwuid(int(name[1:]))
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    return None
+
+
+def first_barrier(path: str, uid: int, gids: Sequence[int]) -> Optional[Tuple[str, int, int]]:
+    """The first directory from / down to path that uid (with gids) cannot enter:
+    (directory, its mode, its owner), or None. Mode bits only (no ACLs)."""
+    if uid == 0:
+        return None
+    current = "/"
+    for part in [p for p in os.path.abspath(path).split("/") if p]:
+        current = os.path.join(current, part)
+        try:
+            st = os.stat(current)
+        except OSError:
+            return None  # what does not exist yet is another check's business
+        if not stat.S_ISDIR(st.st_mode):
+            return None
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in gids:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return current, stat.S_IMODE(st.st_mode), st.st_uid
+    return None
+
+
+def qemu_traversal(settings: Settings, extra: Sequence[str] = (),
+                   conf_path: str = QEMU_CONF) -> List[Check]:
+    """Can the QEMU user reach the VM disks under the state directory (and the images)?"""
+    user = qemu_user(conf_path)
+    if user is None:
+        return [Check("qemu-user", WARN, f"no QEMU user found ({QEMU_CONF}: user, or "
+                      f"{' / '.join(QEMU_USERS)})", "install libvirt-daemon-driver-qemu")]
+    gids = [g for g in os.getgrouplist(user.pw_name, user.pw_gid)]
+    paths = [settings.state_dir, os.path.join(settings.state_dir, "machines"),
+             os.path.join(settings.state_dir, "tmp"), *extra]
+    for path in paths:
+        barrier = first_barrier(path, user.pw_uid, gids)
+        if barrier is not None:
+            where, mode, owner = barrier
+            return [Check("qemu-traversal", FAIL,
+                          f"the QEMU user {user.pw_name} cannot enter {where} (mode "
+                          f"{mode:04o}, owner uid {owner}), so every VM creation fails with "
+                          f"QEMU's \"Permission denied\" on its disk under {path}",
+                          f"chmod o+x {where} (or a state_dir whose parents all have o+x)")]
+    return [Check("qemu-traversal", OK, f"the QEMU user {user.pw_name} can reach "
+                  f"{settings.state_dir} and the VM images")]
+
+
+def clock(now: Optional[float] = None) -> List[Check]:
+    now = time.time() if now is None else now
+    shown = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now))
+    if now < EARLIEST_SANE_TIME:
+        return [Check("clock", FAIL, f"the clock says {shown}",
+                      "set the time and run chronyd or systemd-timesyncd")]
+    synced = _adjtimex_synced()
+    if synced is False:
+        return [Check("clock", WARN, f"{shown}, not synchronised (the kernel says so)",
+                      "run chronyd or systemd-timesyncd: APEL records and heartbeats use it")]
+    return [Check("clock", OK, shown + (", synchronised" if synced else ""))]
+
+
+def _adjtimex_synced() -> Optional[bool]:
+    """The kernel's view: adjtimex() in read-only mode returns TIME_ERROR when unsynchronised."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        timex = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes 0 reads only
+        state = libc.adjtimex(timex)
+    except (OSError, AttributeError):
+        return None
+    return None if state < 0 else state != TIME_ERROR
+
+
+def kvm(path: str = "/dev/kvm") -> List[Check]:
+    """Is /dev/kvm usable (a VM can be created), else QEMU's emulation is the fallback."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return [Check("kvm", WARN, f"{path}: {e.strerror}: VMs will run under QEMU's "
+                      "emulation (TCG), many times slower",
+                      "enable virtualisation in the firmware (or nested virtualisation on the "
+                      "hypervisor) and load kvm_intel or kvm_amd")]
+    try:
+        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
+        vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
+        os.close(vm_fd)
+    except OSError as e:
+        return [Check("kvm", WARN, f"{path} opens but cannot create a VM ({e.strerror}): "
+                      "VMs will run under QEMU's emulation", "enable nested virtualisation")]
+    finally:
+        os.close(fd)
+    return [Check("kvm", OK, f"{path} usable (KVM API {version})")]
+
+
+def cgroup_setup(proc_root: str = "/proc") -> List[Check]:
+    """The cgroup version, and whether vacd can make machine cgroups with the controllers."""
+    try:
+        hierarchy = cgroups.read_hierarchies(proc_root).for_machines()
+    except OSError as e:
+        return [Check("cgroups", FAIL, f"cannot read {proc_root}/self/mountinfo: {e}")]
+    ok, reason = cgroupmachine.writable(hierarchy)
+    controllers = _v2_controllers(hierarchy) if hierarchy.version == 2 else \
+        sorted(hierarchy.mounts)
+    found = f"cgroup v{hierarchy.version}, controllers {' '.join(controllers) or 'none'}"
+    if not ok:
+        return [Check("cgroups", FAIL, f"{found}: {reason}",
+                      "run vacd as root on a host whose cgroup controllers are delegated")]
+    missing = [c for c in ("cpu", "memory", "pids") if hierarchy.version == 2 and
+               c not in controllers]
+    if missing:
+        return [Check("cgroups", WARN, f"{found}; missing {' '.join(missing)}",
+                      "enable them in the parent's cgroup.subtree_control")]
+    return [Check("cgroups", OK, found)]
+
+
+def _v2_controllers(hierarchy: cgroups.Hierarchy) -> List[str]:
+    root = hierarchy.root(cgroups.V2) or cgroups.UNIFIED_POINT
+    try:
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            return sorted(f.read().split())
+    except OSError:
+        return []
+
+
+def port(name: str, kind: int, address: str, number: int, holder: Optional[int]) -> Check:
+    """Can the port be bound (or is it vacd's own)?"""
+    where = f"{'udp' if kind == socket.SOCK_DGRAM else 'tcp'} {address or '*'}:{number}"
+    sock = socket.socket(socket.AF_INET, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, number))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE and holder:
+            return Check(name, OK, f"{where} in use, vacd (pid {holder}) runs")
+        if e.errno == errno.EADDRINUSE:
+            return Check(name, FAIL, f"{where} is in use by another program",
+                         f"stop it, or set another port in vac.conf (see vac.conf(5))")
+        if e.errno == errno.EADDRNOTAVAIL:
+            return Check(name, WARN, f"{where}: address not on this host yet",
+                         "it comes with the NAT network vacd defines")
+        if e.errno == errno.EACCES:
+            return Check(name, WARN, f"{where}: {e.strerror}", "run vac doctor as root")
+        return Check(name, FAIL, f"{where}: {e.strerror}")
+    finally:
+        sock.close()
+    return Check(name, OK, f"{where} free")
+
+
+def vacd_running(settings: Settings) -> Tuple[List[Check], Optional[int]]:
+    holder = lock.is_held(settings.state_dir)
+    if holder:
+        shown = f"pid {holder}" if holder > 0 else "a process"
+        return [Check("vacd", OK, f"running ({shown} holds {lock.lock_path(settings.state_dir)})")
+                ], holder
+    return [Check("vacd", WARN, f"not running on {settings.state_dir}",
+                  "systemctl enable --now vacd")], None

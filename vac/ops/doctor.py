@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""`vac doctor`: is this host ready for what vac.conf asks, and what to fix; one line a check.
+
+Exit status 0 when no check failed (warnings allowed), 1 when one did. The configuration is
+read with the cached pipes only, like `vac config check`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+from typing import List, Optional
+
+from vac.config import pipes
+from vac.config.load import config_files
+from vac.config.model import Config
+from vac.errors import ConfigError
+from vac.host.facts import HostFacts
+from vac.ops import backendchecks, checks
+from vac.ops.checks import FAIL, OK, Check
+
+
+def run_checks(config: Config, now: Optional[float] = None) -> List[Check]:
+    """Every check for this configuration, in the order an admin would fix them."""
+    s = config.settings
+    used = backendchecks.backends_in_use(config)
+    lines = [Check("config", OK, f"{len(config.machinetypes)} machinetypes, backends "
+                   f"{' '.join(sorted(used)) or 'none'}; files: {', '.join(config.files)}")]
+    vacd, holder = checks.vacd_running(s)
+    lines += vacd + checks.state_dir(s) + checks.clock(now)
+    if used.keys() & {"docker", "apptainer"}:
+        lines += checks.cgroup_setup()
+    for name in sorted(used):
+        extra = []
+        if name == "libvirt":
+            extra = checks.kvm() + checks.qemu_traversal(
+                s, backendchecks.local_image_paths(used[name]))
+        lines += backendchecks.for_backend(name, used[name], s, extra)
+    lines += _ports(config, holder, "libvirt" in used)
+    return lines
+
+
+def _ports(config: Config, holder: Optional[int], vms: bool) -> List[Check]:
+    s = config.settings
+    lines = [checks.port("vacquery-port", socket.SOCK_DGRAM, s.vacquery_address,
+                         s.vacquery_port, holder)]
+    if vms:
+        from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT
+
+        lines += [checks.port("metadata-port", socket.SOCK_STREAM, address, DEFAULT_PORT,
+                              holder) for address in DEFAULT_ADDRESSES]
+    metrics_port = getattr(s, "metrics_port", None)
+    if metrics_port:
+        lines.append(checks.port("metrics-port", socket.SOCK_STREAM,
+                                 getattr(s, "metrics_address", "") or "", metrics_port, holder))
+    return lines
+
+
+def _config_failure(e: ConfigError) -> List[Check]:
+    return [Check("config", FAIL, str(problem), "correct it (vac config check lists them all)")
+            for problem in e.problems] + checks.clock()
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        config = pipes.load_config(config_files(args.config), HostFacts.read(), update=False,
+                                   now=time.time())
+    except ConfigError as e:
+        lines = _config_failure(e)
+    else:
+        lines = run_checks(config)
+    failed = any(line.status == FAIL for line in lines)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in lines]}, indent=1))
+    else:
+        for line in lines:
+            print(line.line())
+        print(f"vac doctor: {sum(c.status == FAIL for c in lines)} failed, "
+              f"{sum(c.status == checks.WARN for c in lines)} warnings, "
+              f"{sum(c.status == OK for c in lines)} ok")
+    return 1 if failed else 0

@@ -29,6 +29,7 @@ from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source
+from vac.web.server import MetricsEndpoint
 
 log = logging.getLogger("vacd")
 
@@ -139,6 +140,8 @@ class Daemon:
         # The VacQuery responder (vac.space): its own thread, answering from the state
         # directory and the config the factory holds (cached pipes only).
         self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
+        # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
+        self.metrics = MetricsEndpoint(lambda: self.factory.config, self.responder)
 
     def _load_config(self):
         return pipes.load_config(self.files, self.host, update=True, now=time.time())
@@ -169,6 +172,7 @@ class Daemon:
             self.wake.close()
             self.responder.stop()
             self.services.close()
+            self.metrics.close()
         log.info("vacd stopped after %d cycles", done)
         return 0
 
@@ -182,6 +186,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
                 log.exception("cycle %d failed; the next cycle runs as usual", done + 1)
                 report = CycleReport(errors=["cycle failed: see the log"])
+            self.metrics.after_cycle(report, time.monotonic() - began)
             done += 1
             log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", done,
                      len(report.created), len(report.finished), len(report.destroyed),

@@ -49,6 +49,9 @@ class Settings:
     cycle_seconds: float
     vacquery_port: int
     vacquery_address: str
+    metrics_address: str
+    metrics_port: Optional[int]
+    gocdb_url: str
     max_creations_per_cycle: int
     enable_fake_backend: bool
     singularity_path: str

@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""What the daemon tells the metrics after each cycle: the cycle's report, counted."""
+from __future__ import annotations
+
+from typing import Optional
+
+from vac.backends import backend_for_model
+from vac.config.model import Config
+from vac.errors import VacError
+from vac.machine.directory import MachineDir, read_slot_record
+from vac.web.metrics import Metrics, _code
+
+
+def _backend_of(config: Config, slot: str) -> str:
+    record = read_slot_record(config.settings.paths, slot)
+    if record is None:
+        return "unknown"
+    try:
+        return backend_for_model(record.model)
+    except VacError:
+        return "unknown"
+
+
+def _finished(metrics: Metrics, config: Config, directory: MachineDir) -> None:
+    mt = directory.machinetype
+    metrics.finishes.labels(mt, _code(directory.shutdown_message)).inc()
+    machinetype = config.machinetypes.get(mt)
+    started, beat = directory.started, directory.heartbeat_time
+    if machinetype is not None and (started is None or beat is None
+                                    or beat - started < machinetype.fizzle_seconds):
+        metrics.fizzles.labels(mt).inc()
+    with metrics.lock:
+        metrics.finished_cpu[mt] = metrics.finished_cpu.get(mt, 0.0) + directory.cpu_seconds
+
+
+def after_cycle(metrics: Metrics, config: Optional[Config], report, seconds: float) -> None:
+    """Count one cycle's report (a vac.cycle.factory.CycleReport)."""
+    metrics.cycle_seconds.observe(seconds)
+    if report.errors:
+        metrics.cycle_errors.inc(len(report.errors))
+    if config is None:
+        return
+    for slot in report.created:
+        record = read_slot_record(config.settings.paths, slot)
+        metrics.creations.labels(record.machinetype if record else "unknown").inc()
+    for slot in getattr(report, "machine_errors", {}):
+        metrics.backend_errors.labels(_backend_of(config, slot)).inc()
+    settled = getattr(report, "accounting", None)
+    if settled is None:
+        return
+    for directory in settled.finished:
+        _finished(metrics, config, directory)
+    for outcome in ("archived", "queued", "rejected"):
+        if getattr(settled, outcome):
+            metrics.records.labels(outcome).inc(len(getattr(settled, outcome)))
+    if settled.errors:
+        metrics.records.labels("failed").inc(len(settled.errors))

@@ -19,7 +19,7 @@ CRASH_ENV = "VAC_TEST_CRASH_AT"
 POINTS = (
     "create:after-slot-record", "create:after-makedirs", "create:after-populate",
     "create:after-backend", "create:after-started",
-    "destroy:after-backend",
+    "destroy:after-message", "destroy:after-backend",
     "finish:after-collect", "finish:after-message", "finish:after-finished",
     "finish:after-finishes",
 )

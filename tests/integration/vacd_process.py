@@ -5,15 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 from conftest import REPO
 
 
-def start_vacd(config_file: str, log_path: str, extra: Sequence[str] = ()) -> subprocess.Popen:
-    """vacd --foreground with 1-second cycles (and the extra arguments), logging to log_path."""
+def start_vacd(config_file: str, log_path: str, extra: Sequence[str] = (),
+               env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """vacd --foreground with 1-second cycles (and the extra arguments), logging to log_path;
+    `env` adds to the environment (VAC_TEST_CRASH_AT for the crash tests)."""
     log = open(log_path, "w")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, **(env or {}),
+               PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     try:
         return subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", config_file,
                                  "--foreground", "--cycle-seconds", "1", *extra], cwd=REPO,

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac import fsutil
-from vac.accounting.percycle import after_cycle as account_cycle
+from vac.accounting import percycle
 from vac.accounting.records import Settled
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
@@ -107,14 +107,16 @@ class Factory:
                             now=now, daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
         try:  # APEL records of the machines finished (and VacMon); never stops the cycle
-            report.accounting = account_cycle(config, now)
-            report.errors.extend(report.accounting.errors)
+            report.accounting = percycle.settle_records(config, now)
+            report.errors.extend(report.accounting.errors.values())
+            report.machine_errors.update(report.accounting.errors)
         except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
-            log.exception("accounting and monitoring failed this cycle")
+            log.exception("accounting failed this cycle")
             report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
         self._expire(config, seen, now, report)
         self._sweep(config, seen, now)
         self._write_summary(config, seen, plan, report, now, waiting)
+        percycle.monitor_cycle(config, now)  # VacMon, version logger, GOCDB: never raises
         return report
 
     # The bulkhead: one machine's trouble stays with that machine -----------------------
@@ -270,14 +272,17 @@ class Factory:
         directory = seen.directories.get(action.name)
         if directory is None or action.name in seen.unmanaged:
             return False
+        # The message first: a vacd killed after the backend's destroy must not leave a
+        # machine that ended with no message (a guest that writes its own still wins).
+        if action.message:
+            directory.write_shutdown_message_if_none(action.message, when=now)
+        crash_point("destroy:after-message")
         try:
             self.pool.for_model(_model_of(seen, action.name)).destroy(action.name, directory)
         except VacError as e:
             self._machine_failed(report, action.name, "destroy", str(e))
             return False
         crash_point("destroy:after-backend")
-        if action.message:
-            directory.write_shutdown_message_if_none(action.message, when=now)
         log.info("%s destroyed: %s", action.name, action.reason)
         report.destroyed.append(action.name)
         return True

@@ -1,0 +1,158 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""vacd SIGKILLed on the real Docker engine (issue 9's crash suite).
+
+(a) At random moments through more than 100 machine lifecycles, then a clean drain.
+(b) Deterministically at every crash point between two steps of creation, finishing and destroy
+    (vac.faults.POINTS, through VAC_TEST_CRASH_AT), then a restarted vacd and a drain.
+After each: no container, cgroup parent or temp file left, no slot with two live machines, no
+corrupt file, every machine finished with a coded shutdown_message, no payload of a machine the
+engine had started killed as "could not finish creating".
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import time
+from typing import List
+
+import pytest
+from test_docker_backend import wait_until
+from test_docker_cycle import DockerFactory, engine_ready
+from vacd_process import cycles_logged, start_vacd, stop
+
+from vac import faults
+from vac.host.cgroups import Cgroups
+from vac.machine.directory import MachineDir, read_slot_record
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+FAST = ["--cycle-seconds", "0.3"]
+RUNS_THEN_SUCCEEDS = "#!/bin/sh\nsleep 1\necho '200 Success' > $JOBOUTPUTS/shutdown_message\n"
+SLEEPS = "#!/bin/sh\nexec sleep 300\n"
+NO_EMBARGO = "backoff_seconds = 0\nfizzle_seconds = 0"
+CODED = re.compile(r"\d{3} \S")
+
+
+@pytest.fixture
+def dock(tmp_path, make_config):
+    engine_ready()
+    world = DockerFactory(tmp_path, make_config)
+    yield world
+    world.remove_all()
+
+
+def machine_dirs(world: DockerFactory) -> List[MachineDir]:
+    machines = world.load().settings.paths.machines
+    return [MachineDir(os.path.join(machines, n)) for n in sorted(os.listdir(machines))
+            if not n.startswith(".")]
+
+
+def check_no_slot_has_two_live_machines(world: DockerFactory) -> None:
+    live = {}
+    for d in machine_dirs(world):
+        if d.finished is None:
+            assert d.name not in live, f"{d.name}: two unfinished machines {live[d.name]}, {d}"
+            live[d.name] = d.path
+    paths = world.load().settings.paths
+    for name in os.listdir(paths.slots):
+        if not name.startswith("."):
+            assert read_slot_record(paths, name) is not None, f"corrupt slot record {name}"
+
+
+def drain(world: DockerFactory, payload: str, slots: int, log: str) -> None:
+    """Restart vacd with draining = yes and let every machine end, then stop it cleanly."""
+    world.write(payload, slots=slots, extra_settings="draining = yes", extra_mt=NO_EMBARGO)
+    vacd = start_vacd(world.config_file, log, FAST)
+    try:
+        done = wait_until(lambda: not world.containers() and all(
+            d.finished is not None for d in machine_dirs(world)), 60, step=0.3)
+        assert done, open(log).read()[-3000:]
+    finally:
+        stop(vacd, signal.SIGTERM)
+    assert vacd.returncode == 0, open(log).read()[-3000:]
+
+
+def check_clean_end(world: DockerFactory) -> None:
+    """After a drain: nothing left anywhere, every file whole, every machine with a message."""
+    assert world.containers() == {}
+    cgroups = Cgroups()
+    state = world.load().settings.paths.state_dir
+    for d in machine_dirs(world):
+        parent = d.read_backend_record().get("cgroup_parent")
+        if parent:
+            assert not cgroups.exists(parent), f"{d.name}: cgroup parent {parent} leaked"
+        assert d.finished is not None, d
+        assert d.shutdown_message and CODED.match(d.shutdown_message), \
+            f"{d.path}: {d.shutdown_message!r}"
+        for rel in ("jobfeatures/job_id", "jobfeatures/allocated_cpu",
+                    "machinefeatures/total_cpu"):
+            if d.exists("jobfeatures"):
+                assert d.read(rel), f"{d.path}/{rel} missing or empty"
+        if d.started is not None:
+            float((d.read("heartbeat") or "0").split()[0])
+    litter = [os.path.join(root, n) for root, _, files in os.walk(state) for n in files
+              if n.startswith(".tmp-")]
+    assert litter == []
+    check_no_slot_has_two_live_machines(world)
+
+
+def test_random_sigkills_through_100_lifecycles_leave_nothing_behind(dock, tmp_path):
+    slots = 6
+    dock.write(RUNS_THEN_SUCCEEDS, slots=slots, extra_mt=NO_EMBARGO)
+    rng = random.Random(int(os.environ.get("VAC_CRASH_SEED", "9")))
+    kills, started = 0, time.monotonic()
+    while len(machine_dirs(dock)) < 100 and time.monotonic() - started < 240:
+        log = str(tmp_path / f"vacd-{kills}.log")
+        vacd = start_vacd(dock.config_file, log, FAST)
+        time.sleep(rng.uniform(0.4, 2.5))
+        stop(vacd, signal.SIGKILL)
+        kills += 1
+        check_no_slot_has_two_live_machines(dock)
+    lifecycles = len(machine_dirs(dock))
+    assert lifecycles >= 100, f"only {lifecycles} lifecycles in {kills} kills"
+    drain(dock, RUNS_THEN_SUCCEEDS, slots, str(tmp_path / "drain.log"))
+    check_clean_end(dock)
+    # A payload the engine had started is adopted, never killed as a failed creation.
+    killed_payloads = [d for d in machine_dirs(dock)
+                       if d.shutdown_message == "700 Vac could not finish creating the machine"
+                       and d.read_backend_record().get("container_id")]
+    assert killed_payloads == []
+    adopted = sum(open(tmp_path / f"vacd-{k}.log").read().count("; adopted")
+                  for k in range(kills))
+    print(f"{lifecycles} lifecycles, {kills} SIGKILLs, {adopted} adoptions of cut creations, "
+          f"in {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.parametrize("point", faults.POINTS)
+def test_a_kill_at_each_crash_point_is_recovered(dock, tmp_path, point):
+    destroying = point.startswith("destroy:")
+    payload = SLEEPS if destroying else RUNS_THEN_SUCCEEDS
+    extra_mt = NO_EMBARGO + ("\nmax_wallclock_seconds = 2" if destroying else "")
+    dock.write(payload, slots=1, extra_mt=extra_mt)
+    first = str(tmp_path / "vacd-crash.log")
+    vacd = start_vacd(dock.config_file, first, FAST, env={faults.CRASH_ENV: point})
+    try:
+        assert wait_until(lambda: vacd.poll() is not None, 45, step=0.1), \
+            open(first).read()[-3000:]
+    finally:
+        stop(vacd, signal.SIGKILL)
+    assert vacd.returncode == -signal.SIGKILL, open(first).read()[-3000:]
+    assert f"fault injection: SIGKILL at {point}" in open(first).read()
+    check_no_slot_has_two_live_machines(dock)
+    second = str(tmp_path / "vacd-after.log")
+    vacd = start_vacd(dock.config_file, second, FAST)
+    try:
+        assert wait_until(lambda: len(cycles_logged(second)) >= 4, 30), open(second).read()
+    finally:
+        stop(vacd, signal.SIGTERM)
+    assert vacd.returncode == 0 and "Traceback" not in open(second).read(), \
+        open(second).read()[-3000:]
+    drain(dock, payload, 1, str(tmp_path / "drain.log"))
+    check_clean_end(dock)
+    first_machine = machine_dirs(dock)[0]
+    if point in ("create:after-backend", "create:after-started"):
+        # The engine had started the payload: it is adopted and runs to its own end.
+        assert first_machine.shutdown_message == "200 Success", first_machine.path
+

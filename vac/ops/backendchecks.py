@@ -53,8 +53,9 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
         import docker
     except (VacError, ImportError) as e:
         return Check(name, FAIL, str(e), "root_image = docker://<image>; install python3-docker")
-    api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
+    api = None
     try:
+        api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
         try:
             api.inspect_image(ref)
             return Check(name, OK, f"{ref} present in the engine")
@@ -71,7 +72,8 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
         return Check(name, FAIL, f"cannot ask the engine about {ref}: {_one_line(e)}",
                      ENGINE_FIXES["docker"])
     finally:
-        api.close()
+        if api is not None:
+            api.close()
 
 
 def file_image(mt: MachineType, settings: Settings) -> Check:
@@ -173,6 +175,9 @@ def for_backend(name: str, machinetypes: List[MachineType], settings: Settings,
                 extra: Optional[List[Check]] = None) -> List[Check]:
     """Every check of one backend: engine, images, and what only it needs."""
     lines = [engine(name, settings)]
+    if lines[0].status == FAIL:
+        return lines + [Check(f"image {mt.name}", WARN, "not checked: the engine is not usable")
+                        for mt in machinetypes] + (extra or [])
     if name == "docker":
         lines += [docker_image(mt, settings) for mt in machinetypes]
     elif name in ("libvirt", "apptainer"):

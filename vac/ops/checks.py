@@ -10,21 +10,16 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import pwd
-import re
 import socket
-import stat
 import time
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from vac.config.model import Settings
-from vac.host import cgroupmachine, cgroups
+from vac.host import access, cgroupmachine, cgroups
 from vac.ops import lock
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-QEMU_CONF = "/etc/libvirt/qemu.conf"
-QEMU_USERS = ("qemu", "libvirt-qemu")  # EL9's and Debian's defaults when qemu.conf names none
 MIN_FREE_BYTES = 5 * 1000 ** 3
 WARN_FREE_BYTES = 20 * 1000 ** 3
 KVM_GET_API_VERSION = 0xAE00
@@ -70,70 +65,21 @@ def state_dir(settings: Settings) -> List[Check]:
     return [Check("state-disk", OK, found)]
 
 
-def qemu_user(conf_path: str = QEMU_CONF) -> Optional[pwd.struct_passwd]:
-    """The user QEMU runs as: qemu.conf's `user =`, else the distribution's default."""
-    names: Sequence[str] = QEMU_USERS
-    try:
-        with open(conf_path, encoding="utf-8", errors="replace") as f:
-            found = re.findall(r'^\s*user\s*=\s*"([^"]+)"', f.read(), re.M)
-        if found:
-            names = [found[-1]]
-    except OSError:
-        pass
-    for name in names:
-        try:
-            if name.startswith("+") and name[1:].isdigit():
-                return pwd.getpwuid(int(name[1:]))
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    return None
-
-
-def first_barrier(path: str, uid: int, gids: Sequence[int]) -> Optional[Tuple[str, int, int]]:
-    """The first directory from / down to path that uid (with gids) cannot enter:
-    (directory, its mode, its owner), or None. Mode bits only (no ACLs)."""
-    if uid == 0:
-        return None
-    current = "/"
-    for part in [p for p in os.path.abspath(path).split("/") if p]:
-        current = os.path.join(current, part)
-        try:
-            st = os.stat(current)
-        except OSError:
-            return None  # what does not exist yet is another check's business
-        if not stat.S_ISDIR(st.st_mode):
-            return None
-        if st.st_uid == uid:
-            allowed = st.st_mode & stat.S_IXUSR
-        elif st.st_gid in gids:
-            allowed = st.st_mode & stat.S_IXGRP
-        else:
-            allowed = st.st_mode & stat.S_IXOTH
-        if not allowed:
-            return current, stat.S_IMODE(st.st_mode), st.st_uid
-    return None
-
-
 def qemu_traversal(settings: Settings, extra: Sequence[str] = (),
-                   conf_path: str = QEMU_CONF) -> List[Check]:
+                   conf_path: str = access.QEMU_CONF) -> List[Check]:
     """Can the QEMU user reach the VM disks under the state directory (and the images)?"""
-    user = qemu_user(conf_path)
+    user = access.qemu_user(conf_path)
     if user is None:
-        return [Check("qemu-user", WARN, f"no QEMU user found ({QEMU_CONF}: user, or "
-                      f"{' / '.join(QEMU_USERS)})", "install libvirt-daemon-driver-qemu")]
-    gids = [g for g in os.getgrouplist(user.pw_name, user.pw_gid)]
+        return [Check("qemu-user", WARN, f"no QEMU user found ({conf_path}: user, or "
+                      f"{' / '.join(access.QEMU_USERS)})", "install libvirt-daemon-driver-qemu")]
     paths = [settings.state_dir, os.path.join(settings.state_dir, "machines"),
              os.path.join(settings.state_dir, "tmp"), *extra]
-    for path in paths:
-        barrier = first_barrier(path, user.pw_uid, gids)
-        if barrier is not None:
-            where, mode, owner = barrier
-            return [Check("qemu-traversal", FAIL,
-                          f"the QEMU user {user.pw_name} cannot enter {where} (mode "
-                          f"{mode:04o}, owner uid {owner}), so every VM creation fails with "
-                          f"QEMU's \"Permission denied\" on its disk under {path}",
-                          f"chmod o+x {where} (or a state_dir whose parents all have o+x)")]
+    found = access.barrier_for(user, paths)
+    if found is not None:
+        path, why = found
+        detail, fix = why.split("; fix: ", 1)
+        return [Check("qemu-traversal", FAIL, f"{detail}, so every VM creation fails with "
+                      f"QEMU's \"Permission denied\" on its disk under {path}", fix)]
     return [Check("qemu-traversal", OK, f"the QEMU user {user.pw_name} can reach "
                   f"{settings.state_dir} and the VM images")]
 
@@ -228,7 +174,7 @@ def port(name: str, kind: int, address: str, number: int, holder: Optional[int])
             return Check(name, OK, f"{where} in use, vacd (pid {holder}) runs")
         if e.errno == errno.EADDRINUSE:
             return Check(name, FAIL, f"{where} is in use by another program",
-                         f"stop it, or set another port in vac.conf (see vac.conf(5))")
+                         "stop it, or set another port in vac.conf (see vac.conf(5))")
         if e.errno == errno.EADDRNOTAVAIL:
             return Check(name, WARN, f"{where}: address not on this host yet",
                          "it comes with the NAT network vacd defines")

@@ -10,11 +10,11 @@ import argparse
 import json
 import socket
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from vac.config import pipes
 from vac.config.load import config_files
-from vac.config.model import Config
+from vac.config.model import Config, MachineType, Settings
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
 from vac.ops import backendchecks, checks
@@ -28,17 +28,29 @@ def run_checks(config: Config, now: Optional[float] = None) -> List[Check]:
     lines = [Check("config", OK, f"{len(config.machinetypes)} machinetypes, backends "
                    f"{' '.join(sorted(used)) or 'none'}; files: {', '.join(config.files)}")]
     vacd, holder = checks.vacd_running(s)
-    lines += vacd + checks.state_dir(s) + checks.clock(now)
+    lines += vacd
+    groups: List[Tuple[str, Callable[[], List[Check]]]] = [
+        ("state-dir", lambda: checks.state_dir(s)), ("clock", lambda: checks.clock(now))]
     if used.keys() & {"docker", "apptainer"}:
-        lines += checks.cgroup_setup()
+        groups.append(("cgroups", checks.cgroup_setup))
     for name in sorted(used):
-        extra = []
-        if name == "libvirt":
-            extra = checks.kvm() + checks.qemu_traversal(
-                s, backendchecks.local_image_paths(used[name]))
-        lines += backendchecks.for_backend(name, used[name], s, extra)
-    lines += _ports(config, holder, "libvirt" in used)
+        groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))
+    groups.append(("ports", lambda: _ports(config, holder, "libvirt" in used)))
+    for name, run in groups:
+        try:
+            lines += run()
+        except Exception as e:  # noqa: BLE001 (a broken check must not hide the others)
+            lines.append(Check(name, FAIL, f"the check itself failed: {type(e).__name__}: {e}",
+                               "report this as a bug in vac doctor"))
     return lines
+
+
+def _backend(name: str, machinetypes: List[MachineType], s: Settings) -> List[Check]:
+    extra = []
+    if name == "libvirt":
+        extra = checks.kvm() + checks.qemu_traversal(
+            s, backendchecks.local_image_paths(machinetypes))
+    return backendchecks.for_backend(name, machinetypes, s, extra)
 
 
 def _ports(config: Config, holder: Optional[int], vms: bool) -> List[Check]:

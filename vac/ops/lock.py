@@ -56,7 +56,7 @@ class StateLock:
         self.path = lock_path(state_dir)
         self.fd: Optional[int] = None
 
-    def acquire(self) -> "StateLock":
+    def acquire(self) -> StateLock:
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)

@@ -48,6 +48,7 @@ from vac.backends.libvirt.domainxml import (
     render_domain_xml,
 )
 from vac.errors import BackendError, BackendUnavailable, VacError
+from vac.host import access
 from vac.machine import joboutputs
 from vac.machine.directory import MachineDir, MachineState
 from vac.machine.slots import ordinal_of
@@ -272,7 +273,10 @@ class LibvirtBackend(Backend):
             disks.append(Disk(drive, config_drive_target([d.target for d in disks]),
                               readonly=True))
             xml = render_domain_xml(self._params(spec, virt_type, disks))
-            self._call("createXML", conn.createXML, xml, 0, machine=spec.name)
+            try:
+                self._call("createXML", conn.createXML, xml, 0, machine=spec.name)
+            except BackendError as e:
+                raise _explained(e, spec, disks) from e
         except BaseException:
             if lv:
                 self._remove_lv_quietly(spec.name)
@@ -474,3 +478,18 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _explained(e: BackendError, spec: MachineSpec, disks: List[Disk]) -> BackendError:
+    """QEMU's "Permission denied" with what `vac doctor` says about it: the directory the
+    QEMU user cannot enter on the way to a disk, kernel or console log (or e unchanged)."""
+    if "permission denied" not in str(e).lower():
+        return e
+    mt = spec.machinetype
+    paths = [d.source for d in disks if d.kind == "file"] + \
+        [mt.files_path(p) for p in (mt.kernel, mt.initrd) if p] + \
+        [spec.directory.file(CONSOLE_LOG)]
+    why = access.explain_qemu_denied(paths)
+    if not why:
+        return e
+    return BackendError("libvirt", f"{str(e).split(': ', 1)[-1]}: {why}", spec.name)

@@ -358,8 +358,10 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
         b.problem(f"machine_model {model} needs singularity_user in [settings]",
                   origins["machine_model"], "machine_model")
     if v["max_processors"] < v["min_processors"]:
+        # Located where a value was given: max_processors may be the default.
+        where = "max_processors" if origins["max_processors"] != "default" else "min_processors"
         b.problem(f"max_processors ({v['max_processors']}) is less than min_processors "
-                  f"({v['min_processors']})", origins["max_processors"], "max_processors")
+                  f"({v['min_processors']})", origins[where], where)
     if v["min_processors"] < 1:
         b.problem("must be at least 1", origins["min_processors"], "min_processors")
     for opt in ("root_device", "scratch_device"):

@@ -59,6 +59,7 @@ KEY_LIMIT = 16 * 1024
 MAX_PATH = 1024
 MAX_CONNECTIONS = 64
 PUBLIC_KEY_NAME = "vac"
+CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,15}")
 
 
 @dataclass(frozen=True)
@@ -303,8 +304,8 @@ def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
                          name)
                 self.close_connection = True
                 return self._send(FORBIDDEN)
-            length = self.headers.get("Content-Length")
-            if length is None or not length.strip().isdigit():
+            length = self.headers.get("Content-Length", "").strip()
+            if not CONTENT_LENGTH_RE.fullmatch(length):     # ASCII digits only, not "²"
                 self.close_connection = True
                 return self._send(Reply(411, b"Content-Length required\n"))
             if int(length) > service.max_put_bytes:

@@ -36,7 +36,7 @@ class Settled:
     queued: List[str] = field(default_factory=list)
     rejected: List[str] = field(default_factory=list)
     skipped: Dict[str, str] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
+    errors: Dict[str, str] = field(default_factory=dict)   # machine name -> what failed
     finished: List[MachineDir] = field(default_factory=list)
 
 
@@ -150,7 +150,7 @@ def _settle_one(config: Config, name: str, now: float, result: Settled,
             after(directory)
     except (OSError, StateError, ValueError) as e:
         log.error("%s: accounting failed, retried next cycle: %s", directory.name, e)
-        result.errors.append(f"{directory.name}: accounting failed: {e}")
+        result.errors[directory.name] = f"{directory.name}: accounting failed: {e}"
         return
     _unlink(marker)
     uuid = store.safe_uuid(directory.job_id)

@@ -95,8 +95,8 @@ class Sender:
         message.update(status._machine_body(directory, model))
         return self.send([message])
 
-    def cycle_status(self, config: Config, now: float) -> int:
-        """One factory_status and every machinetype_status."""
+    def cycle_status(self, config: Config, now: float, machinetypes: bool = True) -> int:
+        """One factory_status and (unless told not to) every machinetype_status."""
         from vac.space import messages, status
 
         if not self.destinations:
@@ -104,7 +104,7 @@ class Sender:
         try:
             factory = self._header(config, messages.FACTORY)
             factory.update(status.factory_status(config, now))
-            bodies = status.machinetype_statuses(config, now)
+            bodies = status.machinetype_statuses(config, now) if machinetypes else []
         except (OSError, ValueError) as e:
             log.warning("VacMon: status not built: %s", e)
             self.failures += 1

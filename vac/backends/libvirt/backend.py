@@ -37,7 +37,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.libvirt import configdrive, metadata
+from vac.backends.libvirt import configdrive, metadata, signature
 from vac.backends.libvirt import images as vmimages
 from vac.backends.libvirt import network as vmnetwork
 from vac.backends.libvirt.domainxml import (
@@ -312,6 +312,8 @@ class LibvirtBackend(Backend):
         image = None
         if mt.root_image or not mt.kernel:
             image = vmimages.resolve_root_image(mt, paths)
+        if image and spec.model in ("cernvm3", "cernvm4"):  # refused unless signed as required
+            signature.enforce(image, mt.image_signing_dn, spec.name)
         disks: List[Disk] = []
         temporary: List[str] = []
         lv = False

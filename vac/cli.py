@@ -17,6 +17,7 @@ from vac.accounting import commands as accounting_cli
 from vac.config import pipes
 from vac.config.load import config_files
 from vac.config.model import Config
+from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
 from vac.slotview import cycle_summary, slot_rows
@@ -79,6 +80,7 @@ def config_check(args: argparse.Namespace) -> int:
 
 def _config_json(config: Config) -> dict:
     return {"ok": True, "files": list(config.files), "warnings": list(config.warnings),
+            "unsupported": unsupported_notes(config),
             "space": config.settings.vac_space, "factory": config.settings.factory_name,
             "machinetypes": {
                 name: {opt: {"value": _jsonable(getattr(mt, opt)),
@@ -94,7 +96,7 @@ def _print_config(config: Config) -> None:
     s = config.settings
     print(f"configuration OK: space {s.vac_space}, factory {s.factory_name}, "
           f"{s.total_processors} processors, files: {', '.join(config.files)}")
-    for warning in config.warnings:
+    for warning in list(config.warnings) + unsupported_notes(config):
         print(f"warning: {warning}")
     for name, mt in config.machinetypes.items():
         print(f"\n[machinetype {name}]" + (f"  (pipe {mt.pipe})" if mt.pipe else ""))

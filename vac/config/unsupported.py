@@ -1,0 +1,64 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Options of the original that are accepted but do nothing here, said out loud by
+`vac config check` ("accepted but not supported: <reason>") instead of silently ignored.
+
+Only options a file or pipe actually set are reported, each with where it was set.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Mapping
+
+from vac.config.model import Config
+
+VM_MODELS = ("cernvm3", "cernvm4", "vm-raw")
+CONTAINER_MODELS = ("docker", "singularity", "apptainer")
+
+# (option, value that does nothing or None for any value, reason)
+SETTINGS_NOTES = (
+    ("description", None, "free text that nothing reads (the original did not read it either)"),
+    ("fix_networking", False, "the NAT network vac_169.254.0.0 is always checked and repaired "
+                              "before VMs are created; only vac doctor looks at this option"),
+)
+# (option, the models it has an effect for, reason)
+MACHINETYPE_NOTES = (
+    ("root_device", VM_MODELS, "only VMs have a root disk device"),
+    ("scratch_device", VM_MODELS, "only VMs have a scratch disk device"),
+    ("disk_gb_per_processor", VM_MODELS, "only VMs get disks sized by Vac"),
+    ("image_signing_dn", ("cernvm3", "cernvm4"), "only CernVM ISO images carry a signature"),
+    ("container_command", CONTAINER_MODELS, "only containers run a command"),
+    ("cvmfs_repositories", CONTAINER_MODELS,
+     "only containers get /cvmfs bound in; VMs mount CernVM-FS themselves"),
+    ("tmp_binds", ("docker",), "only Docker containers get tmp_binds"),
+)
+
+
+def _set_by(origins: Mapping[str, str], name: str) -> str:
+    origin = origins.get(name, "default")
+    return "" if origin in ("default", "") or origin.startswith("default") else origin
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return " ".join(value) if isinstance(value, tuple) else str(value)
+
+
+def notes(config: Config) -> List[str]:
+    """One line per option set in the configuration that has no effect here."""
+    found = []
+    s = config.settings
+    for name, useless, reason in SETTINGS_NOTES:
+        origin = _set_by(s.origins, name)
+        value = getattr(s, name)
+        if origin and (useless is None or value == useless):
+            found.append(f"{origin}: {name} = {_shown(value)}: accepted but not supported: "
+                         f"{reason}")
+    for _, mt in sorted(config.machinetypes.items()):
+        for name, models, reason in MACHINETYPE_NOTES:
+            origin = _set_by(mt.origins, name)
+            value = getattr(mt, name)
+            if origin and value not in (None, ()) and mt.machine_model not in models:
+                found.append(f"{origin}: {name} = {_shown(value)}: "
+                             f"accepted but not supported: {reason} (machine_model is "
+                             f"{mt.machine_model})")
+    return found

@@ -23,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def write_heartbeat(directory: MachineDir, cpu_seconds: float, now: float) -> None:
-    """Rewrite the per-machine heartbeat: "<cpu seconds> <cpu % since the last heartbeat>"."""
+    """Rewrite the per-machine heartbeat: "<cpu seconds> <cpu % since the last heartbeat>".
+
+    CPU seconds are whole, as the original wrote them: its readers (a rolled-back vacd, its
+    responder) parse the first field with int(), so "12.3" would read as 0."""
     previous_time = directory.heartbeat_time
     previous_cpu = directory.cpu_seconds
-    text = f"{cpu_seconds:.1f}"
-    if previous_time is not None and now > previous_time and cpu_seconds >= previous_cpu:
-        percent = 100.0 * (cpu_seconds - previous_cpu) / (now - previous_time)
+    whole = int(max(cpu_seconds, 0.0))
+    text = str(whole)
+    if previous_time is not None and now > previous_time and whole >= previous_cpu:
+        percent = 100.0 * (whole - previous_cpu) / (now - previous_time)
         text += f" {percent:.1f}"
     directory.write("heartbeat", text + "\n", mtime=now)
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.docker import vac03
 from vac.backends.docker.spec import (
     CGROUP_ROOT,
     CVMFS,
@@ -226,6 +228,11 @@ class DockerBackend(Backend):
         except docker.errors.NotFound:
             return None
         labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if self._vac03_leftover(attrs, spec):
+            log.warning("%s: removing container %s that Vac 03 left for its finished machine",
+                        spec.name, attrs["Id"][:12])
+            api.remove_container(attrs["Id"], force=True, v=True)
+            return None
         if not owned(labels, spec.settings.vac_space, spec.settings.factory_name):
             raise BackendError(NAME, f"a container named {spec.name} exists that is not this "
                                      f"factory's (no vac.factory/vac.space labels); remove it",
@@ -241,6 +248,14 @@ class DockerBackend(Backend):
         api.remove_container(attrs["Id"], force=True, v=True)
         self._remove_cgroup(str((attrs.get("HostConfig") or {}).get("CgroupParent") or ""))
         return None
+
+    def _vac03_leftover(self, attrs: Dict[str, Any], spec: MachineSpec) -> bool:
+        """A container Vac 03 started for an earlier machine of this slot whose directory is
+        finished or gone (not the one being created)."""
+        earlier = vac03.vac03_directory(attrs, spec.settings.paths)
+        if earlier is None or earlier.name != spec.name or earlier.path == spec.directory.path:
+            return False
+        return not os.path.isdir(earlier.path) or earlier.exists("finished")
 
     def _pull(self, api: Any, image: str, spec: MachineSpec) -> None:
         """Pull an image within docker_pull_timeout_seconds.
@@ -285,11 +300,31 @@ class DockerBackend(Backend):
             except docker.errors.NotFound:
                 return None
         labels = (attrs.get("Config") or {}).get("Labels") or {}
-        if not owned(labels, self.settings.vac_space, self.settings.factory_name) or \
-                labels.get("vac.machine") != name:
+        if not owned(labels, self.settings.vac_space, self.settings.factory_name):
+            return self._adopted(attrs, directory, record)
+        if labels.get("vac.machine") != name:
             return None
         if directory is not None and labels.get("vac.created") != str(directory.created):
             return None
+        return attrs
+
+    def _adopted(self, attrs: Dict[str, Any], directory: Optional[MachineDir],
+                 record: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """attrs if the container is one Vac 03 started for this machine directory (adopted
+        now, recorded in backend.json, if the directory is unfinished and has no record yet);
+        None if it is not ours."""
+        if directory is None or not vac03.started_by_vac03(attrs, directory):
+            return None
+        if record.get("adopted") == vac03.ADOPTED:
+            return attrs if record.get("container_id") == attrs.get("Id") else None
+        if record or directory.exists("finished"):
+            return None
+        try:
+            directory.write_backend_record(vac03.adoption_record(attrs, directory))
+        except OSError as e:
+            raise BackendError(NAME, f"cannot record the adoption: {e}", directory.name) from e
+        log.info("%s: adopted container %s that Vac 03 started", directory.name,
+                 str(attrs.get("Id", ""))[:12])
         return attrs
 
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
@@ -374,11 +409,25 @@ class DockerBackend(Backend):
                 self._save_console(str(attrs["Id"]), directory)
             except BackendError as e:
                 log.warning("%s: console log not saved: %s", name, e)
+        self._remember_cpu(directory, final.cpu_seconds)
         if final.oom_killed:
             mb = directory.read_backend_record().get("memory_mb", "?")
             if directory.write_shutdown_message_if_none(OOM_MESSAGE.format(mb=mb)):
                 log.info("%s: killed by the OOM killer; shutdown_message written", name)
         return final
+
+    def _remember_cpu(self, directory: MachineDir, cpu_seconds: float) -> None:
+        """Keep the final CPU seconds unrounded in backend.json (the heartbeat file holds
+        whole seconds, as the original wrote and parses it)."""
+        record = directory.read_backend_record()
+        if not record or cpu_seconds <= 0:
+            return
+        record.pop("version", None)
+        record["cpu_seconds"] = round(cpu_seconds, 3)
+        try:
+            directory.write_backend_record(record)
+        except OSError as e:
+            log.warning("%s: cannot update backend.json: %s", directory.name, e)
 
     def _save_console(self, container_id: str, directory: MachineDir) -> None:
         """The last CONSOLE_LIMIT bytes of the container's log -> console.log (atomic)."""
@@ -416,6 +465,9 @@ class DockerBackend(Backend):
                     if e.status_code != 409:  # 409: removal already in progress
                         raise
         self._remove_cgroup(parent)
+
+    def parallel_creations(self) -> int:
+        return self.settings.docker_parallel_creations
 
     def release(self, directory: MachineDir) -> bool:
         parent = str(directory.read_backend_record().get("cgroup_parent") or "")

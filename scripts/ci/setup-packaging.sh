@@ -20,12 +20,14 @@ command -v rpmbuild >/dev/null || die "rpmbuild missing after installing rpm"
 # Python 3.9 (EL9's system Python) for the unit and contract tests, if pyenv has it here.
 py39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -n "$py39" ]; then
-  MODULES="pytest,hypothesis,pycurl,jinja2,cryptography,pycdlib"
+  # The contract tests run under 3.9 too, so the backends' libraries are needed there as well.
+  MODULES="pytest,hypothesis,pycurl,jinja2,cryptography,pycdlib,docker,spython,libvirt"
   if ! (cd / && "$py39" -c "import $MODULES") 2>/dev/null; then
-    apt_install gcc pkg-config libcurl4-openssl-dev libssl-dev
+    apt_install gcc pkg-config libcurl4-openssl-dev libssl-dev libvirt-dev
     say "pip install the test packages for $py39"
     "$py39" -m pip install -q --disable-pip-version-check \
-      pytest hypothesis pycurl Jinja2 cryptography pycdlib >>"$LOG" 2>&1 \
+      pytest hypothesis pycurl Jinja2 cryptography pycdlib docker spython libvirt-python \
+      >>"$LOG" 2>&1 \
       || { tail -n 30 "$LOG" >&2; die "pip install for $py39 (log: $LOG)"; }
   fi
   summary "ok: $(rpmbuild --version), $("$py39" --version 2>&1) with test packages"

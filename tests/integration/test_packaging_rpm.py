@@ -21,6 +21,8 @@ import vac
 
 pytestmark = pytest.mark.slow
 SITELIB = "/usr/lib/python3.9/site-packages"
+UNITS = ("vacd.service", "vac-ssmsend.service", "vac-ssmsend.timer", "vac-apel-sync.service",
+         "vac-apel-sync.timer")
 STATE_DIRS = ("tmp", "imagecache", "machinetypes", "pipescache", "apel-archive",
               "apel-outgoing", "slots", "finishes", "machines")
 
@@ -59,19 +61,23 @@ def test_versions_are_the_one_version_string(rpms):
 def test_daemon_package_files_and_modes(rpms):
     files = _listing(rpms["vac"])
     assert files.pop("/usr/sbin/vacd") == "100755"
-    assert files.pop("/usr/lib/systemd/system/vacd.service") == "100644"
+    assert files.pop("/usr/sbin/check-vacd") == "100755"
+    for unit in UNITS:
+        assert files.pop(f"/usr/lib/systemd/system/{unit}") == "100644", unit
     assert files.pop("/etc/logrotate.d/vacd") == "100644"
     assert files.pop("/etc/sysconfig/vacd") == "100644"
+    assert files.pop("/etc/apel") == "40755"
+    assert files.pop("/etc/apel/vac-ssmsend-prod.cfg") == "100644"
+    assert files.pop("/usr/share/doc/vac/example.cron.d.vac-ssmsend") == "100644"
     assert files.pop("/usr/share/man/man8/vacd.8.gz") == "100644"
     assert files.pop("/usr/share/man/man8/check-vacd.8.gz") == "100644"
     assert files.pop("/var/lib/vac") == "40755"
     for d in STATE_DIRS:
         assert files.pop(f"/var/lib/vac/{d}") == "40755", d
-    if os.path.exists(os.path.join(REPO, "scripts", "check-vacd")):
-        assert files.pop("/usr/sbin/check-vacd") == "100755"
     assert files == {}, "unexpected files in the vac package"
     config = _run(["rpm", "-qp", "--configfiles", rpms["vac"]]).stdout.split()
-    assert sorted(config) == ["/etc/logrotate.d/vacd", "/etc/sysconfig/vacd"]
+    assert sorted(config) == ["/etc/apel/vac-ssmsend-prod.cfg", "/etc/logrotate.d/vacd",
+                              "/etc/sysconfig/vacd"]
 
 
 def test_command_package_files_and_modes(rpms):
@@ -159,12 +165,19 @@ def test_installed_vac_config_check_on_the_installed_example(root, tmp_path):
 
 
 def test_installed_check_vacd_runs(root, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
     script = f"{root}/usr/sbin/check-vacd"
-    if not os.path.exists(script):
-        pytest.skip("scripts/check-vacd is not in the tree yet (issue 11)")
-    done = _installed(root, script)
-    assert done.returncode in (0, 2), done.stderr
-    assert done.stdout.strip(), "check-vacd says nothing"
+    with open(script) as f:
+        assert f.readline() == "#!/usr/bin/python3 -s\n"
+    done = _installed(root, script, "--state-dir", str(state))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.startswith("CRITICAL: factory-heartbeat missing")
+    for name in ("factory-heartbeat", "responder-heartbeat"):
+        (state / name).write_text("0")
+    (state / "counts").write_text("3 8 3 8 30.0\n")
+    done = _installed(root, script, "600", "--state-dir", str(state))
+    assert (done.returncode, done.stdout) == (0, "OK: Factory + responder ok (3/8 3/8)\n")
 
 
 def test_systemd_analyze_verifies_the_installed_unit(root, tmp_path):
@@ -178,7 +191,11 @@ def test_systemd_analyze_verifies_the_installed_unit(root, tmp_path):
                 shutil.copy(src, units)
     os.makedirs(f"{root}/bin", exist_ok=True)
     shutil.copy("/bin/kill", f"{root}/bin/kill")
-    ok = _run(["systemd-analyze", "verify", "--man=no", f"--root={root}", "vacd.service"])
+    # ssmsend comes from apel-ssm, not from us: a stand-in, so that its units can be verified.
+    with open(f"{root}/usr/bin/ssmsend", "w") as f:
+        f.write("#!/bin/sh\n")
+    os.chmod(f"{root}/usr/bin/ssmsend", 0o755)
+    ok = _run(["systemd-analyze", "verify", "--man=no", f"--root={root}", *UNITS])
     assert ok.returncode == 0, ok.stderr
     with open(f"{units}/vacd.service") as f:
         text = f.read()

@@ -9,7 +9,7 @@ import random
 import pytest
 from dirq.QueueSimple import QueueSimple
 
-from vac.accounting import apel, records, store
+from vac.accounting import apel, store
 from vac.accounting.validate import RecordError, check_job, check_sync
 from vac.backends.fake import FakeBackend
 from vac.config import load

@@ -89,7 +89,7 @@ def _catalogue(config: Config) -> Dict[str, Mapping[str, Any]]:
 def payload(config: Config, totals: Mapping[str, float], now: float) -> Dict[str, str]:
     """The extension properties, as the original published them."""
     rules, shares = [], {}
-    for name, mt in sorted(config.machinetypes.items()):
+    for _, mt in sorted(config.machinetypes.items()):
         if not mt.accounting_fqan:
             continue
         rules.append(f"VOMS:{mt.accounting_fqan}")

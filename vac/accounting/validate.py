@@ -77,6 +77,10 @@ def _check_types(record: Mapping[str, str], strings: Mapping[str, int], integers
     for key, limit in strings.items():
         if len(record.get(key, "")) > limit:
             raise RecordError(f"{key} is longer than {limit} characters")
+    _check_numbers(record, integers, floats)
+
+
+def _check_numbers(record: Mapping[str, str], integers, floats) -> None:
     for key in integers:
         if _present(record, key):
             value = record[key]

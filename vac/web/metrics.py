@@ -51,7 +51,8 @@ class StateCollector:
         slots = GaugeMetricFamily("vac_slots", "Slots of this factory by machine state and "
                                   "machinetype (free: no machine)", labels=["state", "machinetype"])
         cpu = CounterMetricFamily("vac_machine_cpu_seconds", "CPU seconds used by machines, "
-                                  "finished since vacd started plus running", labels=["machinetype"])
+                                  "finished since vacd started plus running",
+                                  labels=["machinetype"])
         backoffs = GaugeMetricFamily("vac_backoffs", "1 while a backoff of the machinetype is in "
                                      "force (last cycle's plan)", labels=["machinetype"])
         if config is not None:

@@ -206,7 +206,7 @@ def test_memory_and_threads_stay_bounded_after_the_fuzz(harness):
 def test_slow_partial_requests_do_not_block_other_requests(harness):
     held = []
     try:
-        for _ in range(20):
+        for _ in range(metadata.MAX_CONNECTIONS_PER_PEER - 1):
             s = socket.create_connection(("127.0.0.1", harness.port), timeout=5)
             s.sendall(b"PUT /joboutputs/slow HTTP/1.1\r\nContent-Length: 100\r\n\r\npart")
             held.append(s)
@@ -217,3 +217,79 @@ def test_slow_partial_requests_do_not_block_other_requests(harness):
         for s in held:
             s.close()
     assert not os.path.exists(os.path.join(harness.joboutputs, "slow"))
+
+
+def _still_open(socks) -> list:
+    """The sockets the server has not closed (a closed one reads EOF at once)."""
+    found = []
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1):
+                found.append(s)
+        except BlockingIOError:
+            found.append(s)
+        except OSError:
+            pass
+        s.settimeout(5)
+    return found
+
+
+def _ask_as(address: str, port: int) -> int:
+    """The status of a GET of instance-id sent from this loopback address (0: no answer)."""
+    with socket.socket() as s:
+        s.settimeout(5)
+        s.bind((address, 0))
+        s.connect(("127.0.0.1", port))
+        try:
+            s.sendall(b"GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n")
+            reply = s.recv(65536)
+        except OSError:             # refused: closed or reset before an answer
+            reply = b""
+    return int(reply.split(b" ")[1]) if reply.startswith(b"HTTP/") else 0
+
+
+def test_one_slow_vm_cannot_take_every_connection_from_the_others(paths):
+    """A VM (here 127.0.0.2) holding MAX_CONNECTIONS half-sent requests open (each byte resets
+    the handler's timeout, so it can keep them forever) must leave room for other VMs."""
+    _machine(paths, 3, UUID)
+    service = metadata.MetadataService(
+        paths, FACTORY, client_address=lambda peer: "169.254.169." + peer.rpartition(".")[2])
+    server = metadata.serve(service, "127.0.0.1", 0)
+    port = server.server_address[1]
+    held = []
+    try:
+        for _ in range(metadata.MAX_CONNECTIONS + 4):
+            s = socket.socket()
+            s.settimeout(5)
+            s.bind(("127.0.0.2", 0))
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /latest/meta-data/instance-id HTTP/1.1\r\nX-Slow: ")
+            held.append(s)
+        time.sleep(0.5)                  # the server has accepted all it is going to
+        other = socket.socket()
+        other.settimeout(5)
+        other.bind(("127.0.0.3", 0))
+        other.connect(("127.0.0.1", port))
+        with other:
+            other.sendall(b"GET /latest/meta-data/instance-id HTTP/1.0\r\n\r\n")
+            reply = b""
+            while not reply.endswith(UUID.encode()):
+                chunk = other.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(UUID.encode()), reply
+        # The slow VM itself got only its share, and gets connections again once it lets go.
+        assert len(_still_open(held)) == metadata.MAX_CONNECTIONS_PER_PEER
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        while _ask_as("127.0.0.2", port) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _ask_as("127.0.0.2", port) == 404       # answered (slot 2 has no machine)
+    finally:
+        for s in held:
+            s.close()
+        server.shutdown()
+        server.server_close()

@@ -58,6 +58,7 @@ VALUE_LIMIT = 64 * 1024
 KEY_LIMIT = 16 * 1024
 MAX_PATH = 1024
 MAX_CONNECTIONS = 64
+MAX_CONNECTIONS_PER_PEER = 8
 PUBLIC_KEY_NAME = "vac"
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,15}")
 
@@ -333,25 +334,37 @@ def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
 
 
 class BoundedThreadingHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with daemon threads and at most MAX_CONNECTIONS at once."""
+    """ThreadingHTTPServer with daemon threads and at most MAX_CONNECTIONS at once, of which
+    at most MAX_CONNECTIONS_PER_PEER from one address: a VM holding half-sent requests open
+    (each byte restarts the handler's timeout) cannot take the service from the others."""
 
     daemon_threads = True
     request_queue_size = 256
 
     def __init__(self, address: Tuple[str, int], handler: Type[BaseHTTPRequestHandler]):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._peers: Dict[str, int] = {}
+        self._peers_lock = threading.Lock()
         super().__init__(address, handler)
 
     def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
+        peer = client_address[0]
+        with self._peers_lock:
+            if self._peers.get(peer, 0) >= MAX_CONNECTIONS_PER_PEER or \
+                    not self._slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            self._peers[peer] = self._peers.get(peer, 0) + 1
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            with self._peers_lock:
+                left = self._peers.pop(client_address[0], 1) - 1
+                if left > 0:
+                    self._peers[client_address[0]] = left
             self._slots.release()
 
 

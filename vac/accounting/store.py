@@ -24,7 +24,7 @@ import re
 import time
 from typing import Optional, Tuple
 
-from vac import fsutil
+from vac import faults, fsutil
 from vac.accounting import apel
 from vac.paths import Paths
 
@@ -33,16 +33,14 @@ log = logging.getLogger(__name__)
 UUID_RE = re.compile(r"\A[0-9a-fA-F-]{8,64}\Z")
 RECORD_LIMIT = 64 * 1024
 PROBES = 100
-CRASH_ENV = "VAC_TEST_CRASH_AT"   # fault injection for the tests: the point to SIGKILL at
+CRASH_PREFIX = "apel:"   # the record step's points for vac.faults (VAC_TEST_CRASH_AT)
+CRASH_POINTS = ("apel:after-finished", "apel:before-archive", "apel:after-archive",
+                "apel:before-queue")
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process here if the tests asked for it (VAC_TEST_CRASH_AT=name)."""
-    if os.environ.get(CRASH_ENV) == name:
-        import signal
-
-        log.warning("fault injection: SIGKILL at %s", name)
-        os.kill(os.getpid(), signal.SIGKILL)
+    """vac.faults' SIGKILL at `apel:<name>`, when the tests ask for it."""
+    faults.crash_point(CRASH_PREFIX + name)
 
 
 def pending_dir(paths: Paths) -> str:

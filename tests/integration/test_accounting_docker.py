@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 
 import pytest
@@ -15,9 +16,9 @@ from test_docker_backend import IMAGE, sdk, wait_until
 from test_docker_cycle import engine_ready
 from vacd_process import start_vacd, stop
 
-from vac import faults
+from vac import cli, faults
 from vac.accounting import apel, store
-from vac.accounting.validate import check_job
+from vac.accounting.validate import check_job, check_sync
 from vac.machine.directory import MachineDir
 from vac.paths import Paths
 
@@ -91,14 +92,14 @@ class World:
                         found.append(f.read())
         return found
 
-    def queued(self):
+    def queued(self, jobs_only=True):
         q = QueueSimple(self.paths.apel_outgoing)
         texts = []
         for name in q:
             assert q.lock(name)
             texts.append(q.get(name).decode())
             q.unlock(name)
-        return texts
+        return [t for t in texts if t.startswith(apel.JOB_HEADER)] if jobs_only else texts
 
     def remove_containers(self) -> None:
         api = sdk()
@@ -175,7 +176,15 @@ def test_records_of_finished_docker_machines_field_by_field_and_queued_once(worl
     finally:
         stop(vacd, signal.SIGTERM)
     assert vacd.returncode == 0
-    check_records_match_machines(world, world.finished_dirs())
+    finished = world.finished_dirs()
+    check_records_match_machines(world, finished)
+    # vac apel-sync: the month's sync record counts exactly these job records
+    months = {time.strftime("%Y%m", time.gmtime(d.heartbeat_time)) for d in finished}
+    jobs = len(world.queued())
+    assert cli.main(["--config", str(world.conf), "apel-sync", *sorted(months)]) == 0
+    syncs = [t for t in world.queued(False) if t.startswith(apel.SYNC_HEADER)]
+    assert len(syncs) == len(months)
+    assert sum(int(r["NumberOfJobs"]) for t in syncs for r in check_sync(t)) == jobs
 
 
 @pytest.mark.parametrize("point", ["after-finished", "after-archive", "before-queue"])

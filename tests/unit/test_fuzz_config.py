@@ -33,7 +33,7 @@ PIPE = os.path.join(REPO, "tests", "data", "realpipes", "pipes", "vacproject-vac
 HOST_OPTIONS = {"singularity_user", "volume_group", "factory_name", "total_processors"}
 MARK = "@MARK@"         # replaced by a file that must never come to exist
 NO_PATCHES = [Phase.explicit, Phase.generate, Phase.shrink]     # no .hypothesis/patches
-FUZZ = settings(max_examples=1000, deadline=None, database=None, derandomize=True,
+FUZZ = settings(max_examples=600, deadline=None, database=None, derandomize=True,
                 phases=NO_PATCHES,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -66,7 +66,9 @@ _json_values = st.recursive(_json_scalars, lambda inner: st.one_of(
 
 _doc_ops = st.one_of(
     st.tuples(st.just("set"), st.integers(0, 50), st.sampled_from(KEYS), _json_values),
-    st.tuples(st.just("share"), st.integers(0, 50), st.just("target_share"), _json_scalars),
+    st.tuples(st.just("share"), st.integers(0, 50), st.just("target_share"),
+              st.one_of(_json_scalars, st.sampled_from([1e308, 1.7976931348623157e308, 1e300,
+                                                        "1e308", "-0", "0x1p1023"]))),
     st.tuples(st.just("suffix"), st.integers(0, 50), st.just("suffix"), _json_scalars),
     st.tuples(st.just("del"), st.integers(0, 50), st.sampled_from(KEYS), st.none()),
     st.tuples(st.just("drop"), st.integers(0, 50), st.just(""), st.none()),
@@ -135,7 +137,7 @@ def _section(url: str, prefix: str = "p", share: float = 5.0) -> PipeSection:
                        origin="vac.conf [vacuum_pipe p]")
 
 
-@settings(max_examples=1500, **FUZZ)
+@settings(max_examples=1000, **FUZZ)
 @given(data=pipe_documents())
 def test_parse_and_expand_never_raise_and_name_the_url_and_entry(data):
     url = "https://pipes.example.org/x.pipe"

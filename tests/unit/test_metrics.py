@@ -3,12 +3,14 @@
 backoffs read from the plan, and the endpoint served on loopback only when configured."""
 from __future__ import annotations
 
+import os
 import urllib.request
 
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_accounting import world  # noqa: F401 - the fixture
+from test_accounting import T0, world  # noqa: F401 - the fixture
 
+from vac.accounting import apel
 from vac.web.feed import after_cycle
 from vac.web.metrics import Metrics
 from vac.web.server import MetricsEndpoint
@@ -79,3 +81,21 @@ def test_the_endpoint_is_off_unless_metrics_port_is_set(world):  # noqa: F811
         assert 'vac_slots{machinetype="alpha",state="running"} 2.0' in body
     finally:
         endpoint.close()
+
+
+def test_an_accounting_failure_counts_as_a_failed_record_not_a_backend_error(world):  # noqa: F811
+    w = world()
+    w.run()
+    day = os.path.join(w.paths.apel_archive, apel.utc_day(T0 + 1500))
+    with open(day, "w") as f:                       # the archive's day cannot be made
+        f.write("")
+    metrics = Metrics(w.load)
+    report = w.run(1500)
+    after_cycle(metrics, w.load(), report, 0.1)
+    assert sorted(report.accounting.errors) == ["f1-00.example.com", "f1-01.example.com"]
+    assert report.finished and all(n in report.machine_errors for n in report.finished)
+    _, s = samples(metrics)
+    assert s[("vac_apel_records_total", (("outcome", "failed"),))] == 2
+    assert not any(name == "vac_backend_errors_total" for name, _ in s)
+    os.unlink(day)                                  # repaired: the next cycle settles them
+    assert len(w.run(1).accounting.archived) == 2

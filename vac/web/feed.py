@@ -43,9 +43,11 @@ def after_cycle(metrics: Metrics, config: Optional[Config], report, seconds: flo
     for slot in report.created:
         record = read_slot_record(config.settings.paths, slot)
         metrics.creations.labels(record.machinetype if record else "unknown").inc()
-    for slot in getattr(report, "machine_errors", {}):
-        metrics.backend_errors.labels(_backend_of(config, slot)).inc()
     settled = getattr(report, "accounting", None)
+    accounting_errors = settled.errors if settled is not None else {}
+    for slot, text in getattr(report, "machine_errors", {}).items():
+        if accounting_errors.get(slot) != text:      # the accounting's are counted below
+            metrics.backend_errors.labels(_backend_of(config, slot)).inc()
     if settled is None:
         return
     for directory in settled.finished:

@@ -248,8 +248,10 @@ def test_exited_machines_are_finished_accounted_removed_and_refilled(dock):
     for name, d in old.items():
         assert d.finished is not None
         assert d.shutdown_message == f"200 Success from {name}"
-        cpu = float(d.read("heartbeat").split()[0])
-        assert cpu > 0.1, d.read("heartbeat")
+        beat = d.read("heartbeat")                  # whole seconds, as the original wrote
+        assert beat.split(" ")[0].strip().isdigit(), beat
+        cpu = d.read_backend_record()["cpu_seconds"]  # the unrounded final CPU seconds
+        assert cpu > 0.1 and int(beat.split()[0]) == int(cpu), (beat, cpu)
         assert gone(old_ids[name])
     for parent in filter(None, parents):      # cgroupfs driver: the machine's own parent
         assert Cgroups().cpu_seconds(parent) is None, f"{parent} left behind"

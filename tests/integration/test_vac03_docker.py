@@ -21,7 +21,7 @@ import time
 
 import pytest
 from test_docker_backend import IMAGE, sdk, wait_until
-from test_docker_cycle import MT, dock, gone, inspect  # noqa: F401 (dock is a fixture)
+from test_docker_cycle import MT, DockerFactory, engine_ready, gone, inspect
 from vac03_state import machine_dir, mark_finished, mark_started
 from vacd_process import start_vacd, stop
 
@@ -64,6 +64,14 @@ def record(path: str) -> dict:
 def slot_created(state: str, name: str) -> int:
     with open(os.path.join(state, "slots", name)) as f:
         return int(f.read().split()[0])
+
+
+@pytest.fixture
+def dock(tmp_path, make_config):
+    engine_ready()
+    world = DockerFactory(tmp_path, make_config)
+    yield world
+    world.remove_all()
 
 
 def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_path):

@@ -26,12 +26,12 @@ import logging
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from vac import subp
+from vac.backends.apptainer import prepare, vac03
 from vac.backends.apptainer.launch import (
     bind_specs,
     build_argv,
@@ -170,10 +170,10 @@ class ApptainerBackend(Backend):
         image = self._image(spec)
         command = command_of(spec)
         groups = os.getgrouplist(user.pw_name, user.pw_gid)
-        has_user_data = self._prepare_directory(spec, user)
+        has_user_data = prepare.prepare_directory(self.NAME, spec, user)
         specs = bind_specs(directory.path, bool(spec.machinetype.cvmfs_repositories),
                            has_user_data)
-        self._check_sources(spec.name, specs, [image], user, groups)
+        prepare.check_sources(self.NAME, spec.name, specs, [image], user, groups)
         argv = build_argv(binary, image, directory.path, spec.name, command,
                           spython_bind_args(specs))
         cgroup = self._new_cgroup(spec)
@@ -216,51 +216,6 @@ class ApptainerBackend(Backend):
                 log.warning("%s: %s; using the cached copy %s", spec.name, e, cache)
                 return cache
             raise BackendError(self.NAME, f"cannot fetch root_image: {e}", spec.name) from e
-
-    def _prepare_directory(self, spec: MachineSpec, user: pwd.struct_passwd) -> bool:
-        """mkdir mnt/, hand mnt/ and joboutputs/ to the user, chmod user_data 0755.
-        Returns True if there is a user_data file to bind."""
-        directory = spec.directory
-        for sub in ("machinefeatures", "jobfeatures", "joboutputs"):
-            path = directory.file(sub)
-            if os.path.islink(path) or not os.path.isdir(path):
-                raise BackendError(self.NAME, f"{path} is missing or not a directory",
-                                   spec.name)
-        mnt = directory.file("mnt")
-        try:
-            os.mkdir(mnt, 0o700)
-        except FileExistsError:
-            if os.path.islink(mnt) or not os.path.isdir(mnt):
-                raise BackendError(self.NAME, f"{mnt} is not a directory", spec.name) from None
-        try:
-            for path in (mnt, directory.file("joboutputs")):
-                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
-            user_data = directory.file("user_data")
-            if not os.path.lexists(user_data):
-                return False
-            if not stat.S_ISREG(os.lstat(user_data).st_mode):
-                raise BackendError(self.NAME, f"{user_data} is not a regular file", spec.name)
-            os.chmod(user_data, 0o755)
-        except OSError as e:
-            raise BackendError(self.NAME, f"cannot prepare {directory.path}: {e}",
-                               spec.name) from e
-        return True
-
-    def _check_sources(self, name: str, specs: List[str], images: List[str],
-                       user: pwd.struct_passwd, groups: List[int]) -> None:
-        """Every bind source and the image must exist and be reachable by the user."""
-        for spec_text in specs:
-            source = spec_text.split(":", 1)[0]
-            if "," in spec_text or spec_text.count(":") != 2:
-                raise BackendError(self.NAME, f"cannot bind {source}: ',' or ':' in the path",
-                                   name)
-        for path in [s.split(":", 1)[0] for s in specs] + images:
-            if not os.path.exists(path):
-                raise BackendError(self.NAME, f"bind source {path} does not exist", name)
-            blocked = procs.unsearchable_ancestor(path, user.pw_uid, groups)
-            if blocked:
-                raise BackendError(self.NAME, f"singularity_user {user.pw_name} cannot reach "
-                                   f"{path}: {blocked} is not searchable by it", name)
 
     def _new_cgroup(self, spec: MachineSpec) -> MachineCgroup:
         cgroup = self._cgroup(spec.name)
@@ -322,23 +277,52 @@ class ApptainerBackend(Backend):
         if not self._ours(name):
             return MachineStatus(name=name, state=MachineState.SHUTDOWN)
         directory = directory or MachineDir.for_slot(self.settings.paths, name)
-        record = directory.read_backend_record() if directory is not None else {}
+        record = self._record_of(directory)
         if record.get("backend") != self.NAME:
             return self._status_without_record(name)
-        cgroup = self._cgroup(name)
+        cgroup = self._machine_cgroup(name, record)
         ours = cgroup.exists() and self._inode(cgroup) == record.get("cgroup_inode")
         running = self._head_alive(record)
+        cpu = cgroup.cpu_seconds() if ours else float(record.get("cpu_seconds", 0))
+        if running and record.get("adopted"):  # Vac 03 made no cpuacct cgroup on some hosts
+            cpu = max(cpu, vac03.tree_cpu_seconds(self._adopted_pids(record)))
         exit_code = self._reap(name, record)
         if exit_code is not None and record.get("exit_code") is None and directory:
             record["exit_code"] = exit_code
             self._save(directory, record)
         return MachineStatus(
             name=name, state=MachineState.RUNNING if running else MachineState.SHUTDOWN,
-            cpu_seconds=cgroup.cpu_seconds() if ours else float(record.get("cpu_seconds", 0)),
-            backend_id=str(record.get("job_id", "")),
+            cpu_seconds=cpu, backend_id=str(record.get("job_id", "")),
             exit_code=None if running else record.get("exit_code", exit_code),
             oom_killed=(cgroup.oom_kills() > 0) if ours else bool(record.get("oom_killed")),
             extra={"pid": str(record.get("pid", "")), "cgroup": cgroup.relative_path})
+
+    def _record_of(self, directory: Optional[MachineDir]) -> dict:
+        """backend.json; for a machine Vac 03 started (no backend.json), its adoption record,
+        written now."""
+        record = directory.read_backend_record() if directory is not None else {}
+        if record.get("backend") == self.NAME or directory is None or record:
+            return record
+        found = vac03.recognise(directory, self.user().pw_uid, self.hierarchy,
+                                self.cgroup_parent, self.proc_root)
+        if found is None:
+            return record
+        self._save(directory, found)
+        log.info("%s: adopted the Vac 03 machine of pid %d (cgroup %s)", directory.name,
+                 found["pid"], found["cgroup"] if found["cgroup_inode"] else "none")
+        return found
+
+    def _machine_cgroup(self, name: str, record: dict) -> MachineCgroup:
+        if record.get("adopted") == vac03.ADOPTED:
+            return self._cgroup_named(str(record["cgroup_name"]))
+        return self._cgroup(name)
+
+    def _adopted_pids(self, record: dict) -> List[int]:
+        """An adopted machine's processes: its cgroup's and its head's process tree."""
+        found = set(self._machine_cgroup("", record).pids())
+        if self._head_alive(record):
+            found.update(vac03.tree(int(record["pid"]), int(record["uid"]), self.proc_root))
+        return sorted(found)
 
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         final = self.status(name, directory)
@@ -404,12 +388,14 @@ class ApptainerBackend(Backend):
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
         if not self._ours(name):
             return
-        cgroup = self._cgroup(name)
         record = directory.read_backend_record() if directory is not None else {}
+        cgroup = self._machine_cgroup(name, record)
         if directory is not None and record.get("backend") == self.NAME and cgroup.exists() \
                 and self._inode(cgroup) == record.get("cgroup_inode"):
             self._remember(directory, self.status(name, directory))
-        if record.get("backend") == self.NAME and self._head_alive(record):
+        if record.get("adopted") == vac03.ADOPTED:
+            procs.kill_all(self._adopted_pids(record), self.cgroup_fs.kill)
+        elif record.get("backend") == self.NAME and self._head_alive(record):
             procs.kill_all([record["pid"]], self.cgroup_fs.kill)
         self._kill_and_remove(name, cgroup)
 
@@ -454,6 +440,9 @@ class ApptainerBackend(Backend):
                 live.append(entry)
         return live
 
+    def parallel_creations(self) -> int:
+        return self.settings.apptainer_parallel_creations
+
     def kill_strays(self, live_names: Optional[Iterable[str]] = None) -> int:
         """The Singularity zombie killer (§5.5), once per cycle: SIGKILL every process of
         singularity_user outside the cgroup of a live machine, then remove every empty Vac
@@ -466,23 +455,43 @@ class ApptainerBackend(Backend):
         uid = self.user().pw_uid
         live = set(self.live_machine_names() if live_names is None else live_names)
         key = cgroups.membership_key(self.hierarchy)
-        inside = [self._cgroup(n).relative_path for n in live]
+        owned = self._live_cgroups(live)
+        inside = [self._cgroup_named(c).relative_path for c in owned.values()]
+        spared = self._adopted_trees(live)
         strays = []
         for pid in procs.pids_of_user(uid, self.proc_root):
             where = procs.cgroups_of(pid, self.proc_root).get(key, "")
-            if not any(cgroups.in_cgroup(where, path) for path in inside):
+            if pid not in spared and not any(cgroups.in_cgroup(where, p) for p in inside):
                 log.warning("killing stray process %d of %s in cgroup %s",
                             pid, self.settings.singularity_user, where or "?")
                 strays.append(pid)
         killed = procs.kill_all(strays, self.cgroup_fs.kill)
-        self._remove_unowned_cgroups(live)
+        self._remove_unowned_cgroups(set(owned.values()))
         return killed
 
-    def _remove_unowned_cgroups(self, live: set) -> None:
+    def _live_records(self, live: Iterable[str]) -> Dict[str, dict]:
+        paths = self.settings.paths
+        return {n: self._record_of(MachineDir.for_slot(paths, n)) for n in live}
+
+    def _live_cgroups(self, live: Iterable[str]) -> Dict[str, str]:
+        """Live machine -> the name of its cgroup (Vac 03's for an adopted machine)."""
+        return {n: str(r["cgroup_name"]) if r.get("adopted") == vac03.ADOPTED
+                else cgroup_name(n) for n, r in self._live_records(live).items()}
+
+    def _adopted_trees(self, live: Iterable[str]) -> set:
+        """The processes of live adopted machines (an adopted machine without a cgroup is
+        its head's process tree)."""
+        spared: set = set()
+        for record in self._live_records(live).values():
+            if record.get("adopted") == vac03.ADOPTED:
+                spared.update(self._adopted_pids(record))
+        return spared
+
+    def _remove_unowned_cgroups(self, owned: set) -> None:
         prefixes = (CGROUP_PREFIX, LEGACY_CGROUP_PREFIX)
         for child in list_children(self.hierarchy, prefixes, self.cgroup_parent,
                                    self.cgroup_fs):
-            if child.startswith(CGROUP_PREFIX) and child[len(CGROUP_PREFIX):] in live:
+            if child in owned:
                 continue
             cgroup = self._cgroup_named(child)
             try:

@@ -128,3 +128,25 @@ def test_a_crashing_check_is_a_line_and_the_others_still_run(tmp_path, monkeypat
     lines = {c.name: c for c in doctor.run_checks(config)}
     assert lines["clock"].status == checks.FAIL and "RuntimeError: broken" in lines["clock"].detail
     assert lines["vacquery-port"].status == checks.OK
+
+
+def test_kvm_missing_is_a_warning_with_the_emulation_fallback(tmp_path):
+    line = checks.kvm(str(tmp_path / "no-kvm"))[0]
+    assert line.status == checks.WARN
+    assert "QEMU's emulation (TCG)" in line.detail and "nested virtualisation" in line.fix
+
+
+def test_kvm_missing_fails_when_kvm_is_required(tmp_path, make_config, monkeypatch):
+    config = make_config("""
+        [settings]
+        vac_space = vac01.example.com
+        libvirt_virt_type = kvm
+        vacquery_port = 19255
+        vacquery_address = 127.0.0.1
+        """)
+    real = checks.kvm
+    monkeypatch.setattr(checks, "kvm", lambda: real(str(tmp_path / "no-kvm")))
+    monkeypatch.setattr(backendchecks, "for_backend", lambda n, m, s, extra: extra)
+    lines = doctor._backend("libvirt", [], config.settings)
+    assert lines[0].status == checks.FAIL
+    assert "libvirt_virt_type = kvm" in lines[0].detail

@@ -48,8 +48,12 @@ def run_checks(config: Config, now: Optional[float] = None) -> List[Check]:
 def _backend(name: str, machinetypes: List[MachineType], s: Settings) -> List[Check]:
     extra = []
     if name == "libvirt":
-        extra = checks.kvm() + checks.qemu_traversal(
-            s, backendchecks.local_image_paths(machinetypes))
+        kvm = checks.kvm()
+        if kvm[0].status != OK and s.libvirt_virt_type == "kvm":  # no emulation to fall back to
+            kvm = [Check("kvm", FAIL, kvm[0].detail.split(":", 1)[0] + " is not usable and "
+                         "libvirt_virt_type = kvm", "libvirt_virt_type = auto, or " +
+                         kvm[0].fix)]
+        extra = kvm + checks.qemu_traversal(s, backendchecks.local_image_paths(machinetypes))
     return backendchecks.for_backend(name, machinetypes, s, extra)
 
 

@@ -16,7 +16,8 @@ Differences from the original, on purpose:
   true/false become "true"/"false"; machine_model "fake" is never taken from a pipe.
 - The cache is written once, atomically, with the URL it came from (key CACHE_URL_KEY): a
   cache fetched from another URL (the site changed vacuum_pipe_url) is not used. A cache
-  written by the original Vac (no such key) is used as it is.
+  written by the original Vac (no such key) is used as it is, and so is 03.00.02's, named by
+  the URL-quoted URL (legacy_cache_path), while ours is missing; it is never removed.
 - cache_seconds is capped at MAX_CACHE_SECONDS, and a cache dated in the future (the clock
   went back) is refetched.
 """
@@ -27,6 +28,7 @@ import logging
 import math
 import os
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -206,6 +208,9 @@ def _obtain(section: model.PipeSection, paths: Paths, *, update: bool, now: floa
     where = _where(section)
     cache = paths.pipe_cache(section.prefix)
     doc, mtime, problem = _read_cache(cache, section.url)
+    legacy = legacy_cache_path(paths, section.url)
+    if doc is None and problem is None and legacy is not None:
+        doc, mtime, problem = _read_cache(legacy, section.url)
     errors: List[str] = []
     if update and (doc is None or _due(doc, mtime, now)):
         if section.url.startswith(FETCHABLE):
@@ -236,6 +241,12 @@ def _fetch(section: model.PipeSection, cache: str, now: float,
     log.info("pipe %s: fetched %s (%d machinetypes)", section.prefix, section.url,
              len(fresh.entries))
     return fresh, ""
+
+
+def legacy_cache_path(paths: Paths, url: str) -> Optional[str]:
+    """Where Vac 03.00.02 cached this pipe: pipescache/<URL quoted, no safe characters>."""
+    name = urllib.parse.quote(url, safe="")
+    return os.path.join(paths.pipescache, name) if 0 < len(name) <= 255 else None
 
 
 def _read_cache(path: str, url: str) -> Tuple[Optional[PipeDocument], Optional[float],

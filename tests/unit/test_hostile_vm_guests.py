@@ -18,6 +18,7 @@ import os
 import resource
 import socket
 import time
+import unicodedata
 
 import pytest
 import test_factory_engine
@@ -25,6 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_metadata import FACTORY, _machine
 
+from vac import cli
 from vac.backends.fake import FakeBackend
 from vac.backends.libvirt import metadata
 from vac.backends.libvirt.backend import CONSOLE_LOG, LibvirtBackend, read_console_tail
@@ -380,7 +382,7 @@ def test_a_hostile_guest_ends_with_a_coded_message_and_the_factory_goes_on(
     outcome = shares.outcome_message(message, bad.started, clock.now, 600)
     assert outcome.startswith(expected) and shares.message_code(outcome) is not None, outcome
     if scenario == "non-UTF-8 and NUL":     # readable: kept as the guest wrote it, judged a fizzle
-        assert message == "\ufffd\ufffd\x00\x00 garbage"
+        assert message == "\ufffd\ufffd\ufffd\ufffd garbage"     # NULs shown as U+FFFD too
     else:
         assert message.startswith(expected), message
     assert _digest("/etc/shadow") == shadow and _tree(str(outside)) == before
@@ -428,3 +430,29 @@ def test_a_guest_putting_over_planted_objects_ends_with_its_message(make_factory
     assert d.shutdown_message == "300 Nothing to do"
     assert d.read("user_data").startswith("#!/bin/sh\n# ")
     assert sorted(os.listdir(d.file("joboutputs"))) == ["shutdown_message"]
+
+
+ESCAPES = "200 ok \x1b]0;owned\x07\x1b[2J\x9b31m\x00\x7f\u202egnp.exe\u200b end"
+
+
+def test_control_characters_in_a_guest_message_never_reach_the_terminal(make_factory, paths,
+                                                                        tmp_path, capsys):
+    """A message with terminal escapes (OSC title, clear screen, C1 CSI, NUL, DEL, a
+    right-to-left override) is shown by `vac slots` with each control character replaced."""
+    factory, backend, clock = make_factory(backend_class=ConsoleBackend)
+    factory.run_cycle()
+    d = MachineDir.for_slot(paths, SLOTS[0])
+    _console(d, line("shutdown_message", ESCAPES.encode() + b"\n"))
+    machines = backend._load()
+    machines[SLOTS[0]]["run_seconds"] = clock.now - machines[SLOTS[0]]["started"] + 5
+    backend._save(machines)
+    clock.now += 10
+    assert factory.run_cycle().finished == [SLOTS[0]]
+    assert d.shutdown_message.startswith("200 ok ")
+    assert d.shutdown_message.endswith(" end")
+    capsys.readouterr()
+    assert cli.main(["--config", str(tmp_path / "vac.conf"), "slots"]) == 0
+    out = capsys.readouterr().out
+    assert "200 ok " in out
+    shown = [c for c in out if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")]
+    assert shown == [], shown

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
@@ -27,6 +28,13 @@ from vac.paths import Paths
 
 SHUTDOWN_MESSAGE_LIMIT = 4096
 BACKEND_RECORD_VERSION = 1
+_UNPRINTABLE = ("Cc", "Cf")     # controls (terminal escapes, NUL) and format characters
+
+
+def _printable(text: str) -> str:
+    """A guest's text with control and format characters replaced by U+FFFD, so that showing
+    it (vac slots, logs, VacQuery replies) cannot drive a terminal or reorder what is shown."""
+    return "".join("\ufffd" if unicodedata.category(c) in _UNPRINTABLE else c for c in text)
 
 
 class MachineState(str, enum.Enum):
@@ -185,7 +193,7 @@ class MachineDir:
         if text is None:
             return None
         lines = text.strip().splitlines()
-        return lines[0].strip() if lines else ""
+        return _printable(lines[0].strip()) if lines else ""
 
     @property
     def shutdown_message_time(self) -> Optional[float]:

@@ -146,7 +146,7 @@ def _settle_one(config: Config, name: str, now: float, result: Settled,
             account(config, directory, now, result)
         else:
             result.skipped[directory.name] = reason
-        if after is not None:
+        if after is not None and directory.started is not None:   # §10.3: those that started
             after(directory)
     except (OSError, StateError, ValueError) as e:
         log.error("%s: accounting failed, retried next cycle: %s", directory.name, e)

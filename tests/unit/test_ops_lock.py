@@ -121,3 +121,26 @@ def test_state_dir_comes_from_the_configuration_without_pipes(tmp_path):
     conf = _conf(tmp_path, "c", 19233)
     assert lock.state_dir_of([conf]) == str(tmp_path / "c")
     assert lock.state_dir_of([str(tmp_path / "missing.conf")]) == "/var/lib/vac"
+
+
+def test_a_child_of_a_dead_vacd_holding_the_lock_is_waited_for(tmp_path):
+    # The holder's pid (in the file) is dead, but a forked child still has the descriptor
+    # (between its fork and its exec): the next vacd waits for it instead of refusing.
+    state = str(tmp_path / "s")
+    script = ("import fcntl, os, sys, time\n"
+              "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+              "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+              "os.ftruncate(fd, 0); os.write(fd, b'999999999\\n')\n"
+              "print('locked', flush=True); time.sleep(float(sys.argv[2]))\n")
+    os.makedirs(state)
+    child = subprocess.Popen([sys.executable, "-c", script, lock.lock_path(state), "0.5"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "locked\n"
+        began = time.monotonic()
+        held = lock.StateLock(state).acquire()
+        assert 0.2 < time.monotonic() - began < lock.STRAGGLER_WAIT_SECONDS
+        held.release()
+    finally:
+        child.wait(timeout=10)
+        child.stdout.close()

@@ -21,6 +21,7 @@ from vac.paths import Paths
 
 LOCK_NAME = "vacd.lock"
 MAX_PID_BYTES = 32
+STRAGGLER_WAIT_SECONDS = 2.0
 
 
 class LockHeld(VacError):
@@ -63,21 +64,45 @@ class StateLock:
         except OSError as e:  # a symlink (ELOOP), a read-only or foreign state directory
             raise VacError(f"cannot open the lock {self.path}: {e.strerror}") from e
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
+            self._lock(fd)
+        except BaseException:
             os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockHeld(self.path, holder_pid(self.path)) from None
-            raise VacError(f"cannot lock {self.path}: {e.strerror}") from e
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return self
 
+    def _lock(self, fd: int) -> None:
+        """flock at once; while the pid in the file is dead, wait a little: a child of a vacd
+        that was just killed may hold the descriptor between its fork and its exec."""
+        deadline = time.monotonic() + STRAGGLER_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise VacError(f"cannot lock {self.path}: {e.strerror}") from e
+            pid = holder_pid(self.path)
+            if (pid and _alive(pid)) or time.monotonic() >= deadline:
+                raise LockHeld(self.path, pid)
+            time.sleep(0.05)
+
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the only descriptor releases the flock
             self.fd = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def holder_pid(path: str, wait: float = 0.5) -> Optional[int]:

@@ -28,3 +28,14 @@ def raw_run(client, api, name: str,
     container = client.containers.run(IMAGE, RAW_COMMAND, name=name, detach=True, **extra)
     until_running(api, container.id)
     return time.perf_counter() - start, container
+
+
+def raw_fill(client, api, names, width: int,
+             labels: Optional[Dict[str, str]] = None) -> float:
+    """Seconds to have every named container running, `width` containers.run calls at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=width) as pool:
+        list(pool.map(lambda name: raw_run(client, api, name, labels), names))
+    return time.perf_counter() - start

@@ -133,16 +133,32 @@ def test_overload_by_load_on_all_processors(conf):
 
 
 def test_load_rule_is_rechecked_with_planned_machines_counted(conf):
-    # load 9 from outside Vac: 5 planned machines make R = 5 > 4 and 9 > 1.5 x 5
+    # load 9 from outside Vac: 5 planned machines make R = 5 > 4, and the load the gate sees
+    # is 9 + the 5 processors just started (issue 14): 14 > 1.5 x 5
     plan = make_plan(conf(10), free(10), load=9.0)
     assert len(plan.creates) == 5
     (reason,) = reasons(plan)
-    assert reason.startswith("overload: load 9.00 > overload_per_processor 1.5 x 5 running")
+    assert reason.startswith("overload: load 14.00 (9.00 + 5 started this cycle) > "
+                             "overload_per_processor 1.5 x 5 running")
 
 
-def test_load_below_threshold_creates_everything(conf):
-    plan = make_plan(conf(10), free(10), load=7.4)  # 7.4 <= 1.5 x 5, ... and < 1.5 x 10
+def test_low_load_creates_everything(conf):
+    # 2 + n <= 1.5 x n for every n > 4, and 2 + 10 < 1.5 x 10
+    plan = make_plan(conf(10), free(10), load=2.0)
     assert len(plan.creates) == 10
+
+
+def test_the_gate_sees_its_own_starts_and_stops_a_fill_mid_cycle(conf):
+    # The original compared every creation with the reading taken before the cycle: 7.4 was
+    # below 1.5 x n for every n it reached, so all 10 started and the host went to 17.4.
+    plan = make_plan(conf(10), free(10), load=7.4)
+    assert len(plan.creates) == 5                          # 7.4 + 5 > 1.5 x 5
+    # On a 32-processor host loaded to 40 from outside: the all-processors rule, 40 + n > 48.
+    busy = make_plan(conf(32, "overload_per_processor = 100"), free(32), load=40.0)
+    assert len(busy.creates) == 32
+    loaded = make_plan(conf(32), free(32), load=40.0)
+    (reason,) = reasons(loaded)
+    assert len(loaded.creates) == 5 and "40.00 + 5 started" in reason
 
 
 def test_total_processors_limit(conf):

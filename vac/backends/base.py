@@ -111,6 +111,11 @@ class Backend(abc.ABC):
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
 
+    def parallel_creations(self) -> int:
+        """How many create() calls the cycle may run at once on this backend (its
+        *_parallel_creations setting); 1 unless the backend is safe to call concurrently."""
+        return 1
+
     def release(self, directory: MachineDir) -> bool:
         """Release what a finished machine still holds of this backend's (a cgroup parent
         that a vacd killed during destroy left behind); True if something was released.

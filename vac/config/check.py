@@ -217,9 +217,10 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     for name in ("processors_per_superslot", "mb_per_processor", "cycle_seconds"):
         if values[name] is not None and values[name] <= 0:
             b.problem("must be greater than 0", origins[name], name)
-    if values["max_creations_per_cycle"] < 1:
-        b.problem("must be at least 1", origins["max_creations_per_cycle"],
-                  "max_creations_per_cycle")
+    for name in ("max_creations_per_cycle", "docker_parallel_creations",
+                 "apptainer_parallel_creations", "libvirt_parallel_creations"):
+        if values[name] < 1:
+            b.problem("must be at least 1", origins[name], name)
     if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
         b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")
     if values["libvirt_shutdown_wait_seconds"] < 0:

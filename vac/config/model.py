@@ -53,6 +53,9 @@ class Settings:
     metrics_port: Optional[int]
     gocdb_url: str
     max_creations_per_cycle: int
+    docker_parallel_creations: int
+    apptainer_parallel_creations: int
+    libvirt_parallel_creations: int
     enable_fake_backend: bool
     singularity_path: str
     docker_url: str

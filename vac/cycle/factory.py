@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -179,7 +180,7 @@ class Factory:
         for name, directory in seen.directories.items():
             if directory.finished is None or name in seen.unmanaged:
                 continue
-            model = next((o.model for o in seen.observed if o.slot.name == name), None)
+            model = seen.models.get(name)
             if model and self.pool.available_for_model(model).available:
                 self._guarded(report, name, "release of leftovers",
                               lambda d=directory, m=model: self.pool.for_model(m).release(d))
@@ -262,10 +263,7 @@ class Factory:
         for name in finishing:
             self._guarded(report, name, "finishing", self._finish, config, seen, name, now,
                           report)
-        by_name = {s.name: s for s in slots}
-        for create in plan.creates:
-            self._guarded(report, create.slot.name, "creation", self._create, config,
-                          by_name[create.slot.name], create, report)
+        self._create_all(config, plan.creates, {s.name: s for s in slots}, report)
 
     def _destroy(self, config: Config, seen: Observation, action, now: float,
                  report: CycleReport) -> bool:
@@ -299,6 +297,50 @@ class Factory:
         finish_machine(config.settings.paths, directory,
                        config.machinetypes.get(directory.machinetype), backend, now)
         report.finished.append(name)
+
+    def _create_all(self, config: Config, creates, by_name: Dict[str, Slot],
+                    report: CycleReport) -> None:
+        """Run the plan's creations, up to each backend's parallel_creations at once (one pool
+        of threads per backend). Each creation reports into a report of its own, merged in
+        plan order afterwards, so the outcome does not depend on which finished first."""
+        own = {c.slot.name: CycleReport() for c in creates}
+        groups: Dict[str, Tuple[int, List]] = {}
+        for create in creates:
+            backend, width = self._parallel(config, create.machinetype)
+            groups.setdefault(backend, (width, []))[1].append(create)
+
+        def one(create) -> None:
+            mine = own[create.slot.name]
+            self._guarded(mine, create.slot.name, "creation", self._create, config,
+                          by_name[create.slot.name], create, mine)
+
+        pools = [ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"create-{name}")
+                 for name, (width, group) in groups.items() if width > 1 and len(group) > 1]
+        try:
+            futures, pooled = [], iter(pools)
+            for width, group in groups.values():
+                if width > 1 and len(group) > 1:
+                    pool = next(pooled)
+                    futures += [pool.submit(one, c) for c in group]
+                else:
+                    for create in group:
+                        one(create)
+            for future in futures:
+                future.result()
+        finally:
+            for pool in pools:
+                pool.shutdown(wait=True)
+        for create in creates:
+            _merge(report, own[create.slot.name])
+
+    def _parallel(self, config: Config, machinetype: str) -> Tuple[str, int]:
+        """(backend name, how many creations it takes at once) of a machinetype."""
+        try:
+            model = config.machinetypes[machinetype].machine_model
+            return backend_for_model(model), max(1, self.pool.for_model(model)
+                                                 .parallel_creations())
+        except (KeyError, VacError):
+            return "", 1
 
     def _create(self, config: Config, slot: Slot, action, report: CycleReport) -> None:
         machinetype = config.machinetypes[action.machinetype]
@@ -355,14 +397,16 @@ class Factory:
     def _adopt(self, seen: Observation, report: CycleReport) -> None:
         """Machines whose creation vacd did not finish, but which their backend runs: write
         `started` (the creation time) and a first heartbeat, and plan them as running."""
+        adopted = {}
         for name in seen.adopt:
             directory = seen.directories[name]
-            if self._guarded(report, name, "adoption", _mark_started, directory) is None:
-                continue
-            log.warning("%s: creation was cut short after the backend started it; adopted",
-                        name)
-            seen.observed = [dataclasses.replace(o, started=float(directory.created))
-                             if o.slot.name == name else o for o in seen.observed]
+            if self._guarded(report, name, "adoption", _mark_started, directory):
+                log.warning("%s: creation was cut short after the backend started it; "
+                            "adopted", name)
+                adopted[name] = float(directory.created)
+        if adopted:
+            seen.observed = [dataclasses.replace(o, started=adopted[o.slot.name])
+                             if o.slot.name in adopted else o for o in seen.observed]
 
     def _sweep(self, config: Config, seen: Observation, now: float) -> None:
         """Remove the temp files killed atomic writes left (state, slots, machines): on the
@@ -414,6 +458,13 @@ class Factory:
                                                    allow_nan=False))
 
 
+def _merge(report: CycleReport, part: CycleReport) -> None:
+    report.created += part.created
+    report.errors += part.errors
+    report.idle.update(part.idle)
+    report.machine_errors.update(part.machine_errors)
+
+
 def _mark_started(directory) -> bool:
     directory.write("started", str(directory.created), mtime=float(directory.created))
     if not directory.exists("heartbeat"):
@@ -427,10 +478,10 @@ def _destroy_zombie(backend, name: str) -> bool:
 
 
 def _model_of(seen: Observation, name: str) -> str:
-    for o in seen.observed:
-        if o.slot.name == name and o.model:
-            return o.model
-    raise VacError(f"{name}: no machine model recorded")
+    model = seen.models.get(name)
+    if not model:
+        raise VacError(f"{name}: no machine model recorded")
+    return model
 
 
 def _backend_name(mt: MachineType) -> str:

@@ -32,6 +32,7 @@ class Observation:
     directories: Dict[str, MachineDir] = field(default_factory=dict)
     unmanaged: Dict[str, str] = field(default_factory=dict)
     backend_ids: Dict[str, str] = field(default_factory=dict)
+    models: Dict[str, str] = field(default_factory=dict)           # slot -> machine_model
     adopt: Dict[str, MachineStatus] = field(default_factory=dict)  # creation cut short
     errors: Dict[str, str] = field(default_factory=dict)           # slot -> what failed
 
@@ -56,6 +57,7 @@ def _observe_slot(config: Config, slot: Slot, pool: BackendPool, result: Observa
         result.observed.append(_free(slot))
         return
     result.directories[slot.name] = directory
+    result.models[slot.name] = record.model
     state = directory.disk_state()
     status = None
     if state != MachineState.SHUTDOWN:

@@ -286,7 +286,9 @@ def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
     creates: List[Create] = []
     reason = ""
     for slot in scan.free:
-        reason = _gate(settings, load, running, now)
+        # The load average cannot see the machines started this cycle yet: each is taken to
+        # add its processors to the reading, so the gate sees its own starts.
+        reason = _gate(settings, load, running, now, started=running - scan.processors)
         if not reason and len(creates) >= settings.max_creations_per_cycle:
             reason = f"max_creations_per_cycle reached ({settings.max_creations_per_cycle})"
         if not reason:
@@ -319,14 +321,21 @@ def _add_to_superslot(superslots: Dict[int, int], incomplete: List[int], when: i
         bisect.insort(incomplete, when)
 
 
-def _gate(settings: Settings, load: float, running: int, now: float) -> str:
-    """Why no (further) machine may be created, or "" (§3.6, in the original's order)."""
+def _gate(settings: Settings, measured: float, running: int, now: float,
+          started: int = 0) -> str:
+    """Why no (further) machine may be created, or "" (§3.6, in the original's order).
+
+    The load is the measured load average plus the processors started since it was read.
+    """
     over = settings.overload_per_processor
+    load = measured + started
+    shown = f"{load:.2f}" + (f" ({measured:.2f} + {started} started this cycle)"
+                             if started else "")
     if running > 4 and load > over * running:
-        return (f"overload: load {load:.2f} > overload_per_processor {over:g} x {running} "
+        return (f"overload: load {shown} > overload_per_processor {over:g} x {running} "
                 "running processors")
     if load > over * settings.host_processors:
-        return (f"overload: load {load:.2f} > overload_per_processor {over:g} x "
+        return (f"overload: load {shown} > overload_per_processor {over:g} x "
                 f"{settings.host_processors} processors")
     if settings.shutdown_time is not None and now > settings.shutdown_time:
         return f"after shutdown_time {settings.shutdown_time}"

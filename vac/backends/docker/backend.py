@@ -135,8 +135,9 @@ class DockerBackend(Backend):
         if self._api is None:
             docker = _sdk()
             try:
-                self._api = docker.APIClient(base_url=self.url, timeout=self.timeout,
-                                             version="auto")
+                self._api = docker.APIClient(
+                    base_url=self.url, timeout=self.timeout, version="auto",
+                    max_pool_size=max(10, self.settings.docker_parallel_creations + 2))
             except (docker.errors.DockerException, OSError) as e:
                 raise BackendUnavailable(NAME, self._unreachable(e)) from e
         return self._api

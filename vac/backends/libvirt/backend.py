@@ -221,6 +221,9 @@ class LibvirtBackend(Backend):
             except Exception:  # noqa: BLE001 (closing a dead connection may fail)
                 pass
 
+    def parallel_creations(self) -> int:
+        return self.settings.libvirt_parallel_creations
+
     def probe(self) -> Probe:
         """Asks libvirtd for its versions; a cached connection that fails is replaced once,
         so a restarted libvirtd is available at once and a stopped one says so."""

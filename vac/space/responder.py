@@ -69,6 +69,7 @@ class Responder:
         self.thread: Optional[threading.Thread] = None
         self.dropped = 0
         self.answered = 0
+        self.received = 0
         self._last_log = 0.0
         self._last_beat = -HEARTBEAT_INTERVAL
         self._cache: Dict[Tuple[str, int], Tuple[float, List[Dict[str, Any]]]] = {}
@@ -149,14 +150,15 @@ class Responder:
 
     def handle(self, config: Config, data: bytes, sender: Tuple) -> int:
         """Answer one datagram; return how many replies were sent (0: dropped)."""
+        self.received += 1
         try:
             kind, cookie = m.decode_query(data, config.settings.vac_space)
         except m.MessageError as e:
             self._drop(f"from {sender[0]}: {e}")
             return 0
-        now = self.clock()
-        bodies = self._bodies(config, kind, now)
-        if not self._budget.take(sender[0], max(1, len(bodies)), now):
+        now, tick = self.clock(), time.monotonic()
+        bodies = self._bodies(config, kind, now, tick)
+        if not self._budget.take(sender[0], max(1, len(bodies)), tick):
             self._drop(f"from {sender[0]}: over {REPLY_RATE:.0f} replies per second")
             return 0
         s = config.settings
@@ -176,10 +178,12 @@ class Responder:
         self.answered += 1
         return sent
 
-    def _bodies(self, config: Config, kind: str, now: float) -> List[Dict[str, Any]]:
+    def _bodies(self, config: Config, kind: str, now: float,
+                tick: float) -> List[Dict[str, Any]]:
+        """The reply bodies, read from disk at most once per CACHE_SECONDS (monotonic)."""
         key = (kind, id(config))
         cached = self._cache.get(key)
-        if cached is not None and 0 <= now - cached[0] < CACHE_SECONDS:
+        if cached is not None and 0 <= tick - cached[0] < CACHE_SECONDS:
             return cached[1]
         if kind == m.MACHINES:
             bodies = status.machine_statuses(config)
@@ -188,7 +192,7 @@ class Responder:
         else:
             bodies = [status.factory_status(config, now)]
         self._cache = {k: v for k, v in self._cache.items() if k[1] == id(config)}
-        self._cache[key] = (now, bodies)
+        self._cache[key] = (tick, bodies)
         return bodies
 
     def _drop(self, why: str, exc_info: bool = False) -> None:

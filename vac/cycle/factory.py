@@ -12,12 +12,12 @@ used for heartbeats, finishing and destroys, and nothing new is created.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -26,16 +26,17 @@ from vac.accounting import percycle
 from vac.accounting.records import Settled
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
-from vac.cycle import planner, shares
+from vac.cycle import housekeeping, planner, shares
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.creation import create_machine
 from vac.cycle.errorcount import MachineErrors
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
 from vac.cycle.observe import Observation, find_zombies, observe
+from vac.cycle.parallel import run_grouped
 from vac.errors import ConfigError, VacError
 from vac.faults import crash_point
 from vac.host import facts as hostinfo
-from vac.machine import mjf, removal
+from vac.machine import mjf
 from vac.machine.slots import Slot, make_slots
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,10 @@ class Factory:
         except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
             log.exception("accounting failed this cycle")
             report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
-        self._expire(config, seen, now, report)
-        self._sweep(config, seen, now)
+        guard = functools.partial(self._guarded, report)
+        housekeeping.expire(config, seen, now, guard)
+        housekeeping.sweep(config, seen, now, everything=not self._swept_once)
+        self._swept_once = True
         self._write_summary(config, seen, plan, report, now, waiting)
         percycle.monitor_cycle(config, now)  # VacMon, version logger, GOCDB: never raises
         return report
@@ -300,36 +303,17 @@ class Factory:
 
     def _create_all(self, config: Config, creates, by_name: Dict[str, Slot],
                     report: CycleReport) -> None:
-        """Run the plan's creations, up to each backend's parallel_creations at once (one pool
-        of threads per backend). Each creation reports into a report of its own, merged in
-        plan order afterwards, so the outcome does not depend on which finished first."""
+        """Run the plan's creations, up to each backend's parallel_creations at once. Each
+        creation reports into a report of its own, merged in plan order afterwards, so the
+        outcome does not depend on which finished first."""
         own = {c.slot.name: CycleReport() for c in creates}
-        groups: Dict[str, Tuple[int, List]] = {}
-        for create in creates:
-            backend, width = self._parallel(config, create.machinetype)
-            groups.setdefault(backend, (width, []))[1].append(create)
 
         def one(create) -> None:
             mine = own[create.slot.name]
             self._guarded(mine, create.slot.name, "creation", self._create, config,
                           by_name[create.slot.name], create, mine)
 
-        pools = [ThreadPoolExecutor(max_workers=width, thread_name_prefix=f"create-{name}")
-                 for name, (width, group) in groups.items() if width > 1 and len(group) > 1]
-        try:
-            futures, pooled = [], iter(pools)
-            for width, group in groups.values():
-                if width > 1 and len(group) > 1:
-                    pool = next(pooled)
-                    futures += [pool.submit(one, c) for c in group]
-                else:
-                    for create in group:
-                        one(create)
-            for future in futures:
-                future.result()
-        finally:
-            for pool in pools:
-                pool.shutdown(wait=True)
+        run_grouped(creates, lambda c: self._parallel(config, c.machinetype), one)
         for create in creates:
             _merge(report, own[create.slot.name])
 
@@ -375,25 +359,6 @@ class Factory:
 
     # Housekeeping ---------------------------------------------------------------------
 
-    def _expire(self, config: Config, seen: Observation, now: float,
-                report: CycleReport) -> None:
-        machines_dir = config.settings.paths.machines
-        entries = []
-        for entry in os.scandir(machines_dir):
-            if not entry.name.startswith(".") and entry.name.count("_") == 2 and \
-                    entry.is_dir(follow_symlinks=False):
-                machinetype = entry.name.split("_")[1]
-                entries.append((entry.path, machinetype,
-                                fsutil.mtime_or_none(os.path.join(entry.path, "heartbeat"))))
-        keep = [d.path for name, d in seen.directories.items() if d.finished is None]
-        for path in planner.expired(entries, config.machinetypes, now, keep=keep):
-            log.info("removing expired machine directory %s", path)
-            name = os.path.basename(path).split("_")[-1]
-            self._guarded(report, name, "expiry", removal.remove_tree, path)
-        # What a bounded removal left (deep trees), and what a killed vacd left mid-removal.
-        self._guarded(report, "machines/", "removal of retired directories",
-                      removal.remove_retired, machines_dir)
-
     def _adopt(self, seen: Observation, report: CycleReport) -> None:
         """Machines whose creation vacd did not finish, but which their backend runs: write
         `started` (the creation time) and a first heartbeat, and plan them as running."""
@@ -407,27 +372,6 @@ class Factory:
         if adopted:
             seen.observed = [dataclasses.replace(o, started=adopted[o.slot.name])
                              if o.slot.name in adopted else o for o in seen.observed]
-
-    def _sweep(self, config: Config, seen: Observation, now: float) -> None:
-        """Remove the temp files killed atomic writes left (state, slots, machines): on the
-        first cycle all of them (vacd holds the state directory's lock, so nobody else is
-        writing there), later those older than an hour. The pipe cache, which `vac config
-        check --fetch` also writes, always by age."""
-        paths = config.settings.paths
-        dirs = [paths.state_dir, paths.slots, paths.finishes]
-        for directory in seen.directories.values():
-            dirs += [directory.path] + [directory.file(sub) for sub in
-                                        ("machinefeatures", "jobfeatures", "joboutputs")]
-        age = removal.TEMP_MAX_AGE if self._swept_once else None
-        swept = removal.sweep_temp_files(paths.pipescache, now)
-        for path in dirs:
-            try:
-                swept += removal.sweep_temp_files(path, now, max_age=age)
-            except OSError as e:
-                log.warning("cannot sweep temp files in %s: %s", path, e)
-        self._swept_once = True
-        if swept:
-            log.info("removed %d temp files left by interrupted writes", swept)
 
     def _write_summary(self, config: Config, seen: Observation, plan, report: CycleReport,
                        now: float, waiting: str = "") -> None:

@@ -311,7 +311,8 @@ def test_a_planted_sparse_file_is_counted_not_read(put, machine):
     with open(machine.file("joboutputs/sparse"), "wb") as f:
         f.truncate(2 * 1024 ** 3)
     started = time.monotonic()
-    assert put("shutdown_message", b"300 x\n") == 403       # the total bound counts it
+    assert put("other", b"x\n") == 403                    # the total bound counts it
+    assert put("shutdown_message", b"300 x\n") == 201     # a short message is still kept
     assert time.monotonic() - started < 5
 
 
@@ -456,3 +457,27 @@ def test_control_characters_in_a_guest_message_never_reach_the_terminal(make_fac
     assert "200 ok " in out
     shown = [c for c in out if c != "\n" and unicodedata.category(c) in ("Cc", "Cf")]
     assert shown == [], shown
+
+
+# A payload with many output files still gets its shutdown_message back ------------------------
+
+def test_a_shutdown_message_after_the_file_bound_on_the_console_is_kept(machine):
+    """The test guest's /init sends files in name order: 70 logs, then shutdown_message."""
+    with open(machine.file(CONSOLE_LOG), "w") as f:
+        f.write("".join(line(f"log{i:02d}", b"x") + "\n" for i in range(70)))
+        f.write(line("shutdown_message", b"200 Success\n") + "\n")
+    stored = LibvirtBackend.console_joboutputs(machine)
+    assert len(stored) == jo.MAX_FILES + 1 and "shutdown_message" in stored
+    assert machine.shutdown_message == "200 Success"
+
+
+def test_a_shutdown_message_put_after_the_file_and_size_bounds_is_kept(put, machine):
+    for i in range(jo.MAX_TOTAL_BYTES // jo.MAX_FILE_BYTES):
+        assert put(f"big{i}", b"x" * jo.MAX_FILE_BYTES) == 201
+    assert put("one-more", b"x") == 403                     # the total is reached
+    for i in range(jo.MAX_FILES):
+        put(f"small{i}", b"")
+    assert put("shutdown_message", b"200 Success\n") == 201
+    assert machine.shutdown_message == "200 Success"
+    assert put("shutdown_message", b"200 " + b"x" * 5000) == 403    # only a short one
+    assert len(os.listdir(machine.file("joboutputs"))) == jo.MAX_FILES + 1

@@ -10,7 +10,9 @@ which the libvirt backend parses from console.log when the machine has ended. Bo
 in write_joboutput(), which never follows a symlink: the joboutputs/ directory is opened with
 O_NOFOLLOW and the file is written through that directory descriptor and renamed into place.
 Everything here treats its input as hostile: names are one component of [A-Za-z0-9._-]
-not starting with a dot, each file and the directory as a whole are bounded in size.
+not starting with a dot, each file and the directory as a whole are bounded in size and
+number, except that a shutdown_message of at most RESERVED_BYTES is always kept (a payload
+that wrote many or large files still says how it ended).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from typing import Dict, Iterable, List, Tuple
 MAX_FILE_BYTES = 1024 * 1024
 MAX_TOTAL_BYTES = 16 * 1024 * 1024
 MAX_FILES = 64
+SHUTDOWN_MESSAGE = "shutdown_message"
+RESERVED_BYTES = 4096     # a shutdown_message this short is kept beyond the bounds
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 CONSOLE_PREFIX = "VAC-JOBOUTPUT "
 CONSOLE_END = "VAC-JOBOUTPUTS-END"
@@ -63,15 +67,22 @@ def write_joboutput(joboutputs_dir: str, name: str, data: bytes, *,
         existing = _regular_sizes(dfd)
         if name in existing and not replace:
             return False
-        others = {k: v for k, v in existing.items() if k != name}
-        if len(others) + 1 > max_files:
-            raise JoboutputRefused(f"{name}: more than {max_files} joboutputs")
-        if sum(others.values()) + len(data) > max_total:
-            raise JoboutputRefused(f"{name}: joboutputs would exceed {max_total} bytes")
+        if not _reserved(name, len(data)):
+            others = {k: v for k, v in existing.items() if k != name and not _reserved(k, v)}
+            if len(others) + 1 > max_files:
+                raise JoboutputRefused(f"{name}: more than {max_files} joboutputs")
+            if sum(others.values()) + len(data) > max_total:
+                raise JoboutputRefused(f"{name}: joboutputs would exceed {max_total} bytes")
         _replace_at(dfd, name, data)
         return True
     finally:
         os.close(dfd)
+
+
+def _reserved(name: str, size: int) -> bool:
+    """A short shutdown_message neither counts towards the bounds nor is refused by them:
+    a payload that wrote many or large files still returns how it ended."""
+    return name == SHUTDOWN_MESSAGE and size <= RESERVED_BYTES
 
 
 def _regular_sizes(dfd: int) -> Dict[str, int]:
@@ -131,7 +142,8 @@ def parse_console(lines: Iterable[str], *, max_bytes: int = MAX_FILE_BYTES,
         except (binascii.Error, ValueError):
             rejected.append(f"{name}: not base64")
             continue
-        if name not in found and len(found) >= max_files:
+        counted = len(found) - (SHUTDOWN_MESSAGE in found)
+        if name not in found and counted >= max_files and not _reserved(name, len(body)):
             rejected.append(f"{name}: more than {max_files} joboutputs")
             continue
         found[name] = body

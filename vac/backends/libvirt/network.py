@@ -8,9 +8,13 @@
                                        used a dummy0 interface, which these kernels lack)
 
 libvirt's dnsmasq gives the VMs DHCP and DNS; the VMs' gateway is 169.254.169.253. Everything
-goes through the libvirt API (no shell, no ip/brctl/ifconfig). A network whose addresses or
-MAC -> IP table differ is destroyed and redefined; a network whose host names alone differ
-(factory renamed) gets them in its definition at once and live when no VM uses it.
+goes through the libvirt API (no shell, no brctl/ifconfig), except adding the metadata address
+to a running bridge. A network whose addresses or MAC -> IP table differ is destroyed and
+redefined, but never while a running domain uses it (then it is left alone and reported); a
+network whose host names alone differ (factory renamed) gets them in its definition at once
+and live when no VM uses it. The original Vac's network (no 169.254.169.254) is completed
+without a restart: the address goes into its definition and onto the running bridge (`ip addr
+add`), and the network is restarted on that definition only when no VM uses it.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ import logging
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
 
-from vac.errors import BackendError
+from vac import subp
+from vac.errors import BackendError, ProcessError
 from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, NETMASK, Slot, machine_name
 
 log = logging.getLogger(__name__)
@@ -75,7 +80,7 @@ def check_network(xml_text: str, factory_name: str,
         problems.append(f"no ip {BRIDGE_ADDRESS}/16")
     meta = ips.get(METADATA_ADDRESS)
     if meta is None or not _mask_is(meta, "255.255.255.255", "32"):
-        problems.append(f"no ip {METADATA_ADDRESS}/32")
+        problems.append(missing_metadata())
     have: Dict[str, Tuple[str, str]] = {}
     if bridge is not None:
         for host in bridge.findall("dhcp/host"):
@@ -90,6 +95,22 @@ def check_network(xml_text: str, factory_name: str,
         if have[mac][1] != name:
             renamed.append((mac, address, name))
     return problems, renamed
+
+
+def missing_metadata() -> str:
+    """The problem check_network reports for a network without the metadata address (the
+    original Vac's network)."""
+    return f"no ip {METADATA_ADDRESS}/32"
+
+
+def with_metadata_ip(xml_text: str) -> str:
+    """The definition with the metadata address added (replacing a wrong one)."""
+    net = ET.fromstring(xml_text)
+    for ip in net.findall("ip"):
+        if ip.get("address") == METADATA_ADDRESS:
+            net.remove(ip)
+    ET.SubElement(net, "ip", address=METADATA_ADDRESS, prefix="32")
+    return ET.tostring(net, encoding="unicode")
 
 
 def _mask_is(ip: ET.Element, netmask: str, prefix: str) -> bool:
@@ -111,10 +132,10 @@ def ensure_network(conn: Any, factory_name: str, forward_dev: Optional[str] = No
         net = _lookup(conn, libvirt)
         if net is not None:
             problems, renamed = check_network(net.XMLDesc(0), factory_name, forward_dev)
-            if problems:
-                log.warning("network %s is not as Vac defines it (%s); redefining it",
-                            NETWORK_NAME, "; ".join(problems))
-                _remove(net)
+            if problems == [missing_metadata()]:
+                net = _complete_metadata(conn, net, libvirt)
+            elif problems:
+                _redefine_if_idle(conn, net, problems, libvirt)
                 net = None
             else:
                 _rename_hosts(conn, net, factory_name, forward_dev, bool(renamed), libvirt)
@@ -132,6 +153,55 @@ def ensure_network(conn: Any, factory_name: str, forward_dev: Optional[str] = No
             net.setAutostart(1)
     except libvirt.libvirtError as e:
         raise BackendError("libvirt", f"network {NETWORK_NAME}: {e.get_error_message()}") from e
+
+
+def _redefine_if_idle(conn: Any, net: Any, problems: List[str], libvirt: Any) -> None:
+    """Remove a network that is not as Vac defines it (it is then defined anew), unless a
+    running domain uses it: BackendError (new VMs wait; running ones keep their network)."""
+    if net.isActive() and _in_use(conn, libvirt):
+        raise BackendError("libvirt", f"network {NETWORK_NAME} is not as Vac defines it "
+                           f"({'; '.join(problems)}); left alone while running VMs use it")
+    log.warning("network %s is not as Vac defines it (%s); redefining it",
+                NETWORK_NAME, "; ".join(problems))
+    _remove(net)
+
+
+def _complete_metadata(conn: Any, net: Any, libvirt: Any) -> Any:
+    """The original's network, lacking the metadata address: add it to the definition, and
+    live to the running bridge; restart on the new definition when no VM uses the network.
+    Returns the network (None if it was removed to be defined anew)."""
+    if not net.isPersistent():
+        if net.isActive() and _in_use(conn, libvirt):
+            _add_live_address(net.bridgeName())
+            return net
+        _remove(net)
+        return None
+    inactive = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+    if missing_metadata() in check_network(inactive, "")[0]:
+        log.info("adding %s to the definition of network %s", METADATA_ADDRESS, NETWORK_NAME)
+        net = conn.networkDefineXML(with_metadata_ip(inactive))
+    if not net.isActive():
+        return net
+    if _in_use(conn, libvirt):
+        _add_live_address(net.bridgeName())
+    else:
+        log.info("restarting idle network %s with %s", NETWORK_NAME, METADATA_ADDRESS)
+        net.destroy()
+    return net
+
+
+def _add_live_address(bridge: str) -> None:
+    """Put METADATA_ADDRESS/32 on the running bridge (`ip addr add`) if it is not there."""
+    try:
+        shown = subp.run(["ip", "-o", "-4", "addr", "show", "dev", bridge], timeout=10).stdout
+        if f" {METADATA_ADDRESS}/32 " in shown:
+            return
+        subp.run(["ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", bridge], timeout=10)
+    except ProcessError as e:
+        raise BackendError("libvirt", f"cannot add {METADATA_ADDRESS} to bridge {bridge} of "
+                           f"network {NETWORK_NAME}, which running VMs use: {e}") from e
+    log.info("added %s to the running bridge %s of network %s (VMs use it: no restart)",
+             METADATA_ADDRESS, bridge, NETWORK_NAME)
 
 
 def _lookup(conn: Any, libvirt: Any) -> Any:

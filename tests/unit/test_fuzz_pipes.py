@@ -11,7 +11,9 @@ non-finite number literals, non-UTF-8).
 """
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
 import json
 import math
 import os
@@ -22,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from vac import cli
 from vac.config import options as O
 from vac.config import pipes
 from vac.config.model import PipeSection
@@ -177,7 +180,7 @@ def _conf(workdir: str, state: str, pipe: str) -> str:
     path = os.path.join(workdir, "vac.conf")
     with open(path, "w") as f:
         f.write(f"[settings]\nstate_dir = {state}\nvac_space = s.example.com\n"
-                "factory_name = f1.example.com\nsingularity_user = vacsngly\n"
+                "factory_name = f1.example.com\n"
                 f"[vacuum_pipe p]\nvacuum_pipe_url = file://{pipe}\ntarget_share = 5\n"
                 "[machinetype local]\nmachine_model = docker\nroot_image = docker://x\n"
                 "target_share = 1\n")
@@ -198,6 +201,19 @@ def _load(conf: str, now: float):
     return config, result
 
 
+def _cli_json(conf: str) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        rc = cli.main(["--config", conf, "config", "check", "--json"])
+
+    def refuse(constant):
+        raise AssertionError(f"not strict JSON: {constant}")
+
+    shown = json.loads(out.getvalue(), parse_constant=refuse)
+    assert rc == (0 if shown["ok"] else 1)
+    return shown
+
+
 @settings(max_examples=400, **FUZZ)
 @given(seed=st.integers(0, len(SEEDS) - 1), data=pipe_documents())
 def test_a_bad_fetch_keeps_the_last_good_pipe(workdir, seed, data):
@@ -216,6 +232,8 @@ def test_a_bad_fetch_keeps_the_last_good_pipe(workdir, seed, data):
         except PipeError:
             fresh = None
         config, result = _load(conf, LATER)
+        shown = _cli_json(conf)                 # what the cached pipe gives, as vac shows it
+        assert shown["ok"] is True and set(shown["machinetypes"]) == set(config.machinetypes)
         if fresh is None:
             assert config.machinetypes == good.machinetypes
             assert any("still using the last good cached copy" in e for e in result.errors)

@@ -150,3 +150,16 @@ def test_kvm_missing_fails_when_kvm_is_required(tmp_path, make_config, monkeypat
     lines = doctor._backend("libvirt", [], config.settings)
     assert lines[0].status == checks.FAIL
     assert "libvirt_virt_type = kvm" in lines[0].detail
+
+
+def test_metrics_port_is_checked_when_set(make_config):
+    config = make_config("""
+        [settings]
+        vac_space = vac01.example.com
+        vacquery_port = 19256
+        vacquery_address = 127.0.0.1
+        metrics_port = 19257
+        metrics_address = 127.0.0.1
+        """)
+    lines = {c.name: c for c in doctor.run_checks(config)}
+    assert lines["metrics-port"].detail == "tcp 127.0.0.1:19257 free"

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from typing import Dict, List, Set, Tuple
 
 import pytest
@@ -173,3 +174,16 @@ def test_man_renders_each_page_without_warnings(page):
     assert out.returncode == 0
     assert out.stderr.strip() == ""
     assert "SEE ALSO" in text
+
+
+def test_check_vacd_8_documents_the_flags_the_script_takes(tmp_path):
+    said = _documented_flags(_items(_read("check-vacd.8"))["OPTIONS"])
+    script = os.path.join(REPO, "scripts", "check-vacd")
+    usage = subprocess.run([sys.executable, script, "--no-such-flag"], capture_output=True,
+                           text=True, timeout=30).stdout
+    assert usage.startswith("UNKNOWN: usage:")
+    assert set(re.findall(r"--[a-z-]+", usage)) == said
+    for flag in said:
+        done = subprocess.run([sys.executable, script, flag, str(tmp_path)],
+                              capture_output=True, text=True, timeout=30)
+        assert done.returncode != 3, f"check-vacd refuses its documented {flag}"

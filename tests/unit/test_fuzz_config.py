@@ -159,13 +159,17 @@ def _strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def _located(problem, path: str) -> bool:
-    """A problem names the file (or, for whole-config problems, says which files)."""
-    if problem.file == path:
-        return problem.option is None or problem.section is not None \
-            or problem.message.startswith("contains a NUL")
+def _located(problem, texts: dict) -> bool:
+    """A problem names its file, and the section it names is in that file (or, for
+    whole-config problems, it says which files)."""
+    if problem.file in texts:
+        if problem.section is not None:
+            title = problem.section.replace("\\0", "\x00").lower()
+            if title not in texts[problem.file].lower():
+                return False
+        return problem.option is None or problem.section is not None
     if problem.file is None:
-        return path in problem.message or "fully qualified" in problem.message
+        return all(p in problem.message for p in texts) or "fully qualified" in problem.message
     return False
 
 
@@ -183,32 +187,38 @@ def workdir():
         yield d
 
 
-def _check_one(data: bytes, workdir: str) -> None:
-    path = os.path.join(workdir, "vac.conf")
-    with open(path, "wb") as f:
-        f.write(data)
+def _check_one(data, workdir: str) -> None:
+    """data: the bytes of vac.conf, or a list of the bytes of several files read in order."""
+    texts = {}
+    for n, body in enumerate(data if isinstance(data, list) else [data]):
+        path = os.path.join(workdir, f"{n:02d}-vac.conf")
+        with open(path, "wb") as f:
+            f.write(body)
+        texts[path] = body.decode("utf-8", errors="replace")
+    files = sorted(texts)
     host = HostFacts(fqdn="f1.example.com", processors=4,
                      uid_of={"vacsngly": 990, "root": 0}.get, vg_exists=lambda n: False)
     try:
-        pipes.load_config([path], host, update=False, now=time.time())
+        pipes.load_config(files, host, update=False, now=time.time())
         loaded = True
     except ConfigError as e:
         loaded = False
         assert e.problems
         for problem in e.problems:
-            assert _located(problem, path), problem
-    rc, out, err = _run_cli(["--config", path, "config", "check", "--json"])
+            assert _located(problem, texts), problem
+    args = [word for path in files for word in ("--config", path)]
+    rc, out, err = _run_cli(args + ["config", "check", "--json"])
     assert rc in (0, 1), (rc, err)
     shown = _strict(out)
     assert shown["ok"] is (rc == 0)
     if rc == 1:
-        assert shown["problems"] and all(p["file"] == path or p["file"] is None
+        assert shown["problems"] and all(p["file"] in texts or p["file"] is None
                                          for p in shown["problems"])
-    rc_text, out_text, err_text = _run_cli(["--config", path, "config", "check"])
+    rc_text, out_text, err_text = _run_cli(args + ["config", "check"])
     assert rc_text == rc
     assert ("configuration OK" in out_text) if rc == 0 else \
         ("configuration rejected" in err_text)
-    rc_slots, out_slots, err_slots = _run_cli(["--config", path, "slots", "--json"])
+    rc_slots, out_slots, err_slots = _run_cli(args + ["slots", "--json"])
     assert rc_slots == rc
     if rc == 0:
         slots = _strict(out_slots)
@@ -249,6 +259,20 @@ def test_each_option_with_hostile_values_is_accepted_or_located(workdir, overrid
     mark = os.path.join(workdir, "executed")
     tail = "".join(f"\n[{title}]\n{name} = {value}\n" for title, name, value in overrides)
     _check_one(_mutate(SEEDS[0] + tail, [], os.path.join(workdir, "state"), mark), workdir)
+    assert not os.path.exists(mark), "a config value was executed"
+
+
+@settings(max_examples=200, deadline=None, database=None, derandomize=True, phases=NO_PATCHES,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(ops=st.lists(st.tuples(st.integers(0, 2), _ops), min_size=1, max_size=6))
+def test_mutated_vac_d_files_are_located_in_the_right_file(workdir, ops):
+    """The table's config split into vac.d-style files read in order, each mutated."""
+    mark = os.path.join(workdir, "executed")
+    state = os.path.join(workdir, "state")
+    parts = SEEDS[0].split("\n\n")            # [settings], [machinetype fz], the pipe
+    files = [_mutate(part + "\n", [op for n, op in ops if n == i], state, mark)
+             for i, part in enumerate(parts[:2] + ["\n\n".join(parts[2:])])]
+    _check_one(files, workdir)
     assert not os.path.exists(mark), "a config value was executed"
 
 

@@ -67,7 +67,8 @@ def vac03_directory(attrs: Mapping[str, Any], paths: Paths) -> Optional[MachineD
         directory = MachineDir(os.path.join(paths.machines, os.path.basename(machine)))
     except StateError:
         return None
-    return directory if directory.name == container_name(attrs) else None
+    hostname = str((attrs.get("Config") or {}).get("Hostname") or "")
+    return directory if directory.name == container_name(attrs) == hostname else None
 
 
 def adoption_record(attrs: Mapping[str, Any], directory: MachineDir) -> Dict[str, Any]:

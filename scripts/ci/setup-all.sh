@@ -28,4 +28,5 @@ run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"
 run_step accounting bash "$here/setup-accounting.sh"
 run_step packaging bash "$here/setup-packaging.sh"
+run_step space bash "$here/setup-space.sh"
 awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "[setup-all] ok: all steps (%.1f s)\n", b - a }'

@@ -293,3 +293,37 @@ def test_one_slow_vm_cannot_take_every_connection_from_the_others(paths):
             s.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_half_sent_request_is_dropped_after_the_handler_timeout(paths):
+    """A slowloris that stops sending is closed by the server (the handler's timeout, 10 s in
+    service; 1 s here), its thread ends and its connection place is free again."""
+    vm = _machine(paths, 3, UUID)
+    service = metadata.MetadataService(paths, FACTORY, client_address=lambda p: "169.254.169.3")
+    server = metadata.serve(service, "127.0.0.1", 0)
+    assert 0 < server.RequestHandlerClass.timeout <= 30
+    server.RequestHandlerClass.timeout = 1
+    threads = threading.active_count()
+    try:
+        socks = []
+        for partial in (b"GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: x",
+                        b"PUT /joboutputs/slow HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",
+                        b"GE"):
+            s = socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=5)
+            s.sendall(partial)
+            socks.append(s)
+        started = time.monotonic()
+        for s in socks:
+            with s:
+                while s.recv(65536):         # whatever the server says, then its close
+                    pass
+        assert time.monotonic() - started < 4
+        deadline = time.monotonic() + 3
+        while threading.active_count() > threads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= threads
+        assert server._peers == {}
+        assert not os.path.lexists(vm.file("joboutputs/slow"))      # a short body is no file
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -81,3 +81,16 @@ def test_squid_template_ends_where_squid_conf_appends():
     assert "http_port 3128" in text and "icp_port 3130" in text
     assert "http_access deny URN" in text  # CVE-2019-12526, as in 03.00.02
     assert text.endswith("\n")
+
+
+def test_every_file_under_etc_is_packaged_by_the_spec():
+    # A file added under etc/ (by any issue) must be installed by vac.spec, by name.
+    with open(os.path.join(REPO, "vac.spec")) as f:
+        spec = f.read()
+    missing = []
+    for root, _, files in os.walk(ETC):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), REPO)
+            if rel not in spec and f" {name}" not in spec:
+                missing.append(rel)
+    assert missing == [], "add these to vac.spec (%install and %files)"

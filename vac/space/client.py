@@ -20,6 +20,7 @@ from vac import __version__
 from vac.space import messages as m
 
 ROUNDS = 6
+BUFFER_BYTES = 16 * 1024 * 1024
 Address = Tuple[str, int]
 
 
@@ -100,6 +101,7 @@ def query(kind: str, space: str, factories: Sequence[str], timeout: float,
     silence = max(0.01, timeout / ROUNDS)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
+        _big_buffer(sock)
         for _ in range(ROUNDS):
             pending = [f for f in targets if not result.complete(f)]
             if not pending or time.monotonic() >= deadline:
@@ -113,6 +115,19 @@ def query(kind: str, space: str, factories: Sequence[str], timeout: float,
                     pass
             _receive(sock, result, space, salt, targets, silence, deadline)
     return result
+
+
+def _big_buffer(sock: socket.socket) -> None:
+    """Room for a burst of replies (a factory sends one datagram per slot): 16 MiB, past
+    net.core.rmem_max where the caller may (root), else as much as the kernel allows."""
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
+            return
+        except OSError:
+            continue
 
 
 def _receive(sock: socket.socket, result: Result, space: str, salt: str,

@@ -135,8 +135,12 @@ class Responder:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
+            for forced, option in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                                   (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+                try:   # past net.core.rmem_max/wmem_max as root, as the original raised them
+                    sock.setsockopt(socket.SOL_SOCKET, forced or option, BUFFER_BYTES)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
             sock.bind((address, port))
         except OSError as e:
             sock.close()

@@ -1,0 +1,275 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Benchmark the space: responder throughput, `vac machines` over 100 factories, and shares.
+
+(a) A responder (its own process, 64 slots of fake machines) on loopback: factory queries
+    answered per second and machines queries (64 replies each) per second, with a window of
+    queries in flight.
+(b) The `vac machines` client and rendering against 100 responders of 32 slots each on
+    loopback ports (four processes of 25): wall time until every reply is in.
+(c) A space simulation with the real planner and a simulated clock: 50 factories x 32 slots,
+    four machinetypes with target shares 4:3:2:1 and random run times, every factory deciding
+    from the space-wide census each 60 s cycle; the error between each machinetype's running
+    HS06 share and its target at steady state, beside the same with the original's one
+    creation per cycle.
+
+    python3 bench/space.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from typing import Dict, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from vac.backends.fake import FakeBackend  # noqa: E402
+from vac.config import load  # noqa: E402
+from vac.cycle import planner, shares  # noqa: E402
+from vac.cycle.backendpool import BackendPool  # noqa: E402
+from vac.cycle.factory import Factory  # noqa: E402
+from vac.cycle.observed import Observed  # noqa: E402
+from vac.host.facts import HostFacts  # noqa: E402
+from vac.machine.directory import MachineState  # noqa: E402
+from vac.machine.slots import make_slots  # noqa: E402
+from vac.space import client, render  # noqa: E402
+from vac.space import messages as m  # noqa: E402
+from vac.space.responder import Responder  # noqa: E402
+
+SPACE = "bench.example.com"
+CONF = """
+[settings]
+vac_space = {space}
+factory_name = {name}
+state_dir = {state}
+enable_fake_backend = true
+overload_per_processor = 1000
+host_processors = {slots}
+max_creations_per_cycle = {creations}
+vacquery_address = 127.0.0.1
+vacquery_port = {port}
+"""
+MT = """
+[machinetype {name}]
+machine_model = fake
+target_share = {share}
+max_wallclock_seconds = 100000
+fake_run_seconds = 100000
+"""
+TYPES = {"t1": 4, "t2": 3, "t3": 2, "t4": 1}
+
+
+def config_text(name, state, slots, port=0, creations=1000):
+    text = CONF.format(space=SPACE, name=name, state=state, slots=slots, port=port,
+                       creations=creations)
+    return text + "".join(MT.format(name=n, share=s) for n, s in TYPES.items())
+
+
+def build(path, text, slots):
+    with open(path, "w") as f:
+        f.write(text)
+    return load.build(load.read_raw([path]), HostFacts(fqdn="bench.example.com",
+                                                         processors=slots))
+
+
+def filled_factory(folder, name, slots, port):
+    """A factory whose slots one fake-backend cycle has filled; its config loader."""
+    path = os.path.join(folder, name + ".conf")
+    text = config_text(name, os.path.join(folder, name), slots, port)
+    conf = build(path, text, slots)
+    pool = BackendPool(conf.settings, {"fake": FakeBackend(conf.settings)})
+    factory = Factory(lambda: build(path, text, slots), pool, loadavg=lambda: (0.0, 0.0, 0.0))
+    factory.run_cycle()
+    return factory
+
+
+def serve(folder, names, slots, ports, ready):
+    responders = []
+    for name, port in zip(names, ports):
+        factory = filled_factory(folder, name, slots, port)
+        responder = Responder(lambda f=factory: f.config)
+        responder.start()
+        responder.bound.wait(10)
+        responders.append(responder)
+    ready.set()
+    time.sleep(3600)
+
+
+def free_ports(n):
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def start_servers(folder, groups, slots):
+    procs, ctx = [], multiprocessing.get_context("fork")
+    for names, ports in groups:
+        ready = ctx.Event()
+        proc = ctx.Process(target=serve, args=(folder, names, slots, ports, ready), daemon=True)
+        proc.start()
+        procs.append((proc, ready))
+    for _proc, ready in procs:
+        ready.wait(300)
+    return [p for p, _ in procs]
+
+
+# (a) Responder throughput ---------------------------------------------------------------
+
+def throughput(port, kind, seconds, window=32):
+    salt = m.new_salt()
+    data = m.encode(m.make_query(kind, SPACE, m.cookie_for(salt, "r.example.com"), "bench"))
+    expect = 64 if kind == m.MACHINES else 1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        s.settimeout(1.0)
+        target = ("127.0.0.1", port)
+        sent = replies = 0
+        began = time.monotonic()
+        for _ in range(window):
+            s.sendto(data, target)
+            sent += 1
+        while time.monotonic() - began < seconds:
+            try:
+                s.recv(m.REPLY_LIMIT)
+            except socket.timeout:
+                break
+            replies += 1
+            if replies % expect == 0:
+                s.sendto(data, target)
+                sent += 1
+        took = time.monotonic() - began
+    return replies / expect / took, replies / took
+
+
+def bench_responder(folder, seconds):
+    port = free_ports(1)[0]
+    procs = start_servers(folder, [(["r.example.com"], [port])], 64)
+    try:
+        fq, _ = throughput(port, m.FACTORY, seconds)
+        mq, mr = throughput(port, m.MACHINES, seconds, window=2)
+    finally:
+        for p in procs:
+            p.terminate()
+    print(f"(a) responder: {fq:,.0f} factory queries/s (target >= 5,000); "
+          f"{mq:,.0f} machines queries/s against 64 machines ({mr:,.0f} replies/s)")
+
+
+# (b) vac machines against 100 factories ---------------------------------------------------
+
+def bench_machines(folder, factories=100, slots=32, repeat=5):
+    names = [f"f{i:03d}.example.com" for i in range(factories)]
+    ports = free_ports(factories)
+    groups = [(names[i::4], ports[i::4]) for i in range(4)]
+    procs = start_servers(folder, groups, slots)
+    addresses = {n: ("127.0.0.1", p) for n, p in zip(names, ports)}
+    times = []
+    try:
+        for _ in range(repeat):
+            began = time.monotonic()
+            result = client.query(m.MACHINES, SPACE, names, 10.0, addresses=addresses)
+            lines = render.machines_lines(result, time.time())
+            times.append(time.monotonic() - began)
+            assert len(lines) == factories * slots + 1, (len(lines), result.rounds, times)
+    finally:
+        for p in procs:
+            p.terminate()
+    times.sort()
+    print(f"(b) vac machines, {factories} factories x {slots} slots: median "
+          f"{times[len(times) // 2]:.3f} s (min {times[0]:.3f}, max {times[-1]:.3f}; "
+          f"target < 1 s), {factories * slots} replies, {result.rounds} round(s)")
+
+
+# (c) Space simulation -------------------------------------------------------------------
+
+class SimFactory:
+    def __init__(self, i, slots):
+        self.slots = make_slots(f"f{i:02d}.example.com", slots)
+        self.machines: Dict[int, Tuple[str, float, float]] = {}   # ordinal -> (mt, start, end)
+
+    def observed(self, now):
+        found = []
+        for slot in self.slots:
+            held = self.machines.get(slot.ordinal)
+            if held is None:
+                found.append(Observed(slot=slot, finished=True, processors=0))
+                continue
+            mt, start, end = held
+            state = MachineState.SHUTDOWN if now >= end else MachineState.RUNNING
+            found.append(Observed(slot=slot, machinetype=mt, model="fake", state=state,
+                                  created=int(start), started=start, processors=1,
+                                  shutdown_time=int(start) + 100000, last_heartbeat=now,
+                                  shutdown_message="200 Success" if now >= end else None))
+        return found
+
+
+def simulate(config, factories, slots, hours, rng):
+    fleet = [SimFactory(i, slots) for i in range(factories)]
+    now, step, end = 1_700_000_000.0, 60.0, 1_700_000_000.0 + hours * 3600
+    local = [{} for _ in fleet]
+    errors, filled_at = [], None
+    while now < end:
+        for i in rng.sample(range(factories), factories):   # factories cycle in turn
+            f = fleet[i]
+            seen = f.observed(now)
+            census = shares.add_census(*(local[j] for j in range(factories) if j != i),
+                                       shares.local_census(seen, {}, config.machinetypes, now))
+            plan = planner.plan(config, seen, census, load=0.0, now=now,
+                                daemon_started=now - 10 ** 6, rng=rng)
+            for finish in plan.finishes:
+                f.machines.pop(next(s.ordinal for s in f.slots if s.name == finish.name))
+            for create in plan.creates:
+                f.machines[create.slot.ordinal] = (create.machinetype, now,
+                                                   now + rng.uniform(3600, 4 * 3600))
+            local[i] = shares.local_census(f.observed(now), {}, config.machinetypes, now)
+        now += step
+        running = {n: 0 for n in TYPES}
+        for f in fleet:
+            for mt, _start, stop in f.machines.values():
+                if stop > now:
+                    running[mt] += 1
+        total = sum(running.values())
+        if filled_at is None and total >= 0.95 * factories * slots:
+            filled_at = now - 1_700_000_000.0
+        if now >= end - hours * 3600 / 2 and total:
+            errors.append(max(abs(running[n] / total - s / sum(TYPES.values()))
+                              for n, s in TYPES.items()))
+    return sum(errors) / max(1, len(errors)), max(errors or [0]), filled_at
+
+
+def bench_simulation(folder, factories, slots, hours):
+    for label, creations in (("ours (many creations per cycle)", 1000),
+                             ("original (one creation per cycle)", 1)):
+        text = config_text("f00.example.com", os.path.join(folder, "sim"), slots,
+                           creations=creations)
+        config = build(os.path.join(folder, f"sim{creations}.conf"), text, slots)
+        began = time.monotonic()
+        mean, worst, filled = simulate(config, factories, slots, hours, random.Random(7))
+        shown = f"{filled / 60:.0f} min" if filled is not None else "never"
+        print(f"(c) {label}: {factories} x {slots} slots, {hours} h simulated in "
+              f"{time.monotonic() - began:.0f} s: share error at steady state mean "
+              f"{100 * mean:.1f} %, worst {100 * worst:.1f} % (target <= 5 %); 95 % of "
+              f"slots full after {shown}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="shorter runs")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        bench_responder(folder, 2.0 if args.quick else 5.0)
+        bench_machines(folder, repeat=3 if args.quick else 5)
+        bench_simulation(folder, 50, 32, 4 if args.quick else 12)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

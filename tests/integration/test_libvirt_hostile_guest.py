@@ -5,7 +5,8 @@ a slash, non-UTF-8 bytes, bad base64, a body over the size bound, dozens of extr
 leaves a shutdown_message over 4,096 bytes. The cycle stores only what is safe, writes nothing
 outside the machine's joboutputs, ends the machine with Vac's coded 700 message, and keeps
 cycling without errors. And a guest that leaves more files than the bound still gets its
-shutdown_message back. About 10 s each under TCG.
+shutdown_message back, also when virtlogd rolled the console log over. About 10-20 s each
+under TCG.
 """
 from __future__ import annotations
 
@@ -83,3 +84,27 @@ def test_a_guest_with_more_files_than_the_bound_still_returns_its_message(lv):  
     assert d.shutdown_message == "200 Success with many logs"
     names = set(os.listdir(d.file("joboutputs")))
     assert len(names) == jo.MAX_FILES + 1 and {f"log{i:02d}" for i in range(64)} <= names
+
+
+ROTATED = r"""#!/bin/sh
+echo "200 Success before big logs" > "$JOBOUTPUTS_DIR/shutdown_message"
+head -c 1000000 /dev/urandom > "$JOBOUTPUTS_DIR/zlog1"
+head -c 1000000 /dev/urandom > "$JOBOUTPUTS_DIR/zlog2"
+"""
+
+
+def test_joboutputs_across_a_console_log_rotation_are_kept(lv):  # noqa: F811
+    """virtlogd rolls console.log over at 2 MB (libvirt's default max_size): the
+    shutdown_message line, printed before 2.7 MB of zlog lines, ends up in console.log.0."""
+    world: LibvirtFactory = lv
+    world.write(ROTATED)
+    name = world.slot(0)
+    assert world.cycle().created == [name]
+    d = world.dir(name)
+    world.write(ROTATED, draining=True)
+    for report in world.cycle_until_finished(name):
+        assert report.errors == [], report
+    assert os.path.exists(d.file(CONSOLE_LOG + ".0"))       # it was rolled over
+    assert d.shutdown_message == "200 Success before big logs"
+    assert os.path.getsize(d.file("joboutputs/zlog1")) == 1000000
+    assert os.path.getsize(d.file("joboutputs/zlog2")) == 1000000

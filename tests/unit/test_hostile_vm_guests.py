@@ -131,6 +131,35 @@ def test_a_huge_sparse_console_log_is_read_only_at_its_tail(tmp_path):
     assert jo.parse_console(lines)[0] == {"shutdown_message": b"200 Success\n"}
 
 
+def test_the_console_tail_is_read_across_virtlogd_rollovers(tmp_path):
+    """virtlogd rolled console.log over (at 2 MB) into .0 and .1, cutting a line in two."""
+    path = str(tmp_path / CONSOLE_LOG)
+    message = line("shutdown_message", b"200 Success\n")
+    with open(path + ".1", "w") as f:
+        f.write("old boot noise\n" + line("early", b"1") + "\n")
+    with open(path + ".0", "w") as f:
+        f.write("noise\n" + message[:20])
+    with open(path, "w") as f:
+        f.write(message[20:] + "\n" + line("late", b"2") + "\n")
+    found, _ = jo.parse_console(read_console_tail(path))
+    assert found == {"early": b"1", "shutdown_message": b"200 Success\n", "late": b"2"}
+    limited = read_console_tail(path, limit=len(message) + 30)      # the bound still holds
+    assert sum(len(x) + 1 for x in limited) <= len(message) + 30
+    assert jo.parse_console(limited)[0] == {"shutdown_message": b"200 Success\n", "late": b"2"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "absent"])
+def test_a_console_log_that_is_no_regular_file_gives_nothing_and_never_blocks(tmp_path, kind):
+    path = tmp_path / CONSOLE_LOG
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    started = time.monotonic()
+    assert read_console_tail(str(path)) == []
+    assert time.monotonic() - started < 2
+
+
 def test_a_console_log_symlink_is_not_followed(tmp_path, outside):
     path = tmp_path / CONSOLE_LOG
     (outside / "shadow").write_text(line("stolen", b"root:secret") + "\n")

@@ -40,6 +40,7 @@ from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus,
 from vac.backends.libvirt import configdrive, metadata, signature
 from vac.backends.libvirt import images as vmimages
 from vac.backends.libvirt import network as vmnetwork
+from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail
 from vac.backends.libvirt.domainxml import (
     NWFILTER,
     Disk,
@@ -56,8 +57,6 @@ from vac.machine.slots import ordinal_of
 log = logging.getLogger(__name__)
 
 CONFIG_DRIVE = "config-drive.iso"
-CONSOLE_LOG = "console.log"
-CONSOLE_READ_LIMIT = 8 * 1024 * 1024
 CPUINFO = "/proc/cpuinfo"
 KVM_DEVICE = "/dev/kvm"
 VM_MODELS = frozenset({"cernvm3", "cernvm4", "vm-raw"})
@@ -93,20 +92,6 @@ def host_kvm_facts() -> Tuple[bool, bool]:
         pass
     return usable, nested
 
-
-
-def read_console_tail(path: str, limit: int = CONSOLE_READ_LIMIT) -> List[str]:
-    """The last `limit` bytes of a console log as lines (first partial line dropped)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        f.seek(max(0, size - limit))
-        data = f.read(limit)
-    lines = data.decode("utf-8", errors="replace").split("\n")
-    return lines[1:] if size > limit else lines
 
 
 def _libvirt() -> Any:

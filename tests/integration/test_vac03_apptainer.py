@@ -103,6 +103,11 @@ def test_vac03_singularity_machine_is_adopted_finished_accounted_and_slot_refill
         assert report.destroyed == [] and report.zombies == []
         time.sleep(0.5)
     assert head.poll() is None and alive(head.pid)             # adopted, not killed
+    world.start()                                              # a restarted vacd
+    for _ in range(2):
+        report = world.cycle()
+        assert report.finished == [] and report.errors == [] and report.zombies == []
+    assert head.poll() is None and alive(head.pid)
     assert wait_until(lambda: stray.poll() is not None, 10)    # the killer still works
     d = world.dir()
     assert d.path == path

@@ -111,6 +111,14 @@ def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_pa
         assert inspect(cid0)["State"]["Running"] is True
         beat = open(os.path.join(running, "heartbeat")).read()
         assert beat.split(" ")[0].strip().isdigit() and int(beat.split(" ")[0]) >= 1, beat
+        stop(vacd, signal.SIGTERM)                        # a restarted vacd keeps it too
+        assert vacd.returncode == 0, open(log_path).read()
+        with open(log_path) as f:
+            first_log = f.read()
+        vacd = start_vacd(dock.config_file, log_path)
+        time.sleep(3)
+        assert inspect(cid0)["State"]["Running"] is True
+        assert record(running)["container_id"] == cid0
         open(os.path.join(running, "joboutputs", "go"), "w").close()
         assert wait_until(lambda: os.path.exists(os.path.join(running, "finished")), 30), \
             open(log_path).read()
@@ -121,9 +129,10 @@ def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_pa
         stop(vacd, signal.SIGTERM)
     text = open(log_path).read()
     assert vacd.returncode == 0, text
+    assert "adopted container" in first_log and "ERROR" not in first_log, first_log
     with open(os.path.join(running, "joboutputs", "shutdown_message")) as f:
         assert f.read().strip() == "200 Success from vac03"
-    assert "adopted container" in text and "ERROR" not in text, text
+    assert "adopted container" not in text and "ERROR" not in text, text  # recorded once
     (apel,) = apel_records(state, cid0)
     assert f"Queue: {MT}\n" in apel and "CpuDuration: " in apel
     assert int(apel.split("CpuDuration: ")[1].split()[0]) >= 1, apel

@@ -23,7 +23,7 @@ running() { ps -C "$1" -o stat= 2>/dev/null | grep -q '^[^Z]'; }  # a zombie is 
 mkdir -p "$STATE"
 
 apt_install libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base \
-  busybox-static cpio genisoimage xorriso isolinux syslinux-common
+  busybox-static cpio genisoimage xorriso isolinux syslinux-common iproute2
 
 if [ -e /dev/kvm ]; then
   getent group kvm >/dev/null || groupadd -r kvm

@@ -105,7 +105,7 @@ def test_vac_machines_machinetype_and_factories_commands(space, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("f1  3/3  3/3 ")
     assert out[0].endswith(f'"Vac {__version__} vacd-responder"')
-    assert out[-1] == "f2 (silent: no reply)"
+    assert out[-1] == "f2 (silent: no reply; in the census 0h00m ago)"   # the hourly census
 
 
 def test_a_wrong_space_gets_no_answer(space):

@@ -228,3 +228,27 @@ def test_factory_and_machinetype_lines():
     ("f4.other.org.", "f4.other.org")])
 def test_factory_names_are_canonical(name, expected):
     assert client.canonical(name, "f1.example.com") == expected
+
+
+def test_the_poll_runs_the_hourly_census_beside_the_cycle(config):
+    kinds = []
+
+    def query(kind, space, names, timeout, **kw):
+        kinds.append(kind)
+        return factory_result(names) if kind == m.FACTORY else result_of()
+    poll = census.SpacePoll(query=query)
+    poll(config, {}, NOW)
+    poll._census_thread.join(5)
+    assert kinds == [m.MACHINETYPES, m.FACTORY]
+    assert sorted(census.fresh_census(config.settings, NOW)) == [
+        "f1.example.com", "f2.example.com", "f3.example.com"]
+    poll(config, {}, NOW + 60)
+    poll._census_thread.join(5)
+    assert kinds == [m.MACHINETYPES, m.FACTORY, m.MACHINETYPES]   # once an hour
+
+
+def test_factories_lines_say_when_a_silent_factory_was_last_seen():
+    result = client.Result(kind=m.FACTORY, factories=["f2.example.com", "f3.example.com"])
+    lines = render.factories_lines(result, {"f3.example.com": {"time_sent": NOW - 1800}}, NOW)
+    assert lines[-2] == "f2 (silent: no reply)"
+    assert lines[-1] == "f3 (silent: no reply; in the census 0h30m ago)"

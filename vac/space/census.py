@@ -9,16 +9,18 @@ anywhere. The poll never takes longer than udp_timeout_seconds; a factory that d
 answer is left out, and a failing poll leaves the local census alone. Machinetypes only
 other factories know are ignored.
 
-Once an hour (marker `census-updated`) it also asks every factory for its factory_status
-and writes each reply to `space-census/<factory>`; files older than two days are deleted,
-and fresh_census() gives those of the last day (§10.5).
+Once an hour (marker `census-updated`), in a thread of its own so the cycle does not wait,
+it also asks every factory for its factory_status and writes each reply to
+`space-census/<factory>`; files older than two days are deleted, and fresh_census() gives
+those of the last day (§10.5).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from typing import Any, Callable, Dict, List, Mapping
+import threading
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from vac import fsutil
 from vac.config.model import Config, Settings
@@ -58,6 +60,7 @@ class SpacePoll:
     def __init__(self, query: Query = client.query):
         self.query = query
         self.silent: List[str] = []
+        self._census_thread: Optional[threading.Thread] = None
 
     def __call__(self, config: Config, local: Dict[str, Census],
                  now: float) -> Dict[str, Census]:
@@ -75,11 +78,22 @@ class SpacePoll:
         if self.silent:
             log.info("space poll: no reply from %s", ", ".join(self.silent))
         census = add_census(local, remote_census(result, config.machinetypes))
+        self._start_census(config, now)
+        return census
+
+    def _start_census(self, config: Config, now: float) -> None:
+        """The hourly census in a thread of its own, so it never lengthens a cycle."""
+        if self._census_thread is not None and self._census_thread.is_alive():
+            return
+        self._census_thread = threading.Thread(target=self._census, args=(config, now),
+                                               name="vac-census", daemon=True)
+        self._census_thread.start()
+
+    def _census(self, config: Config, now: float) -> None:
         try:
             update_census(config, now, self.query)
-        except Exception as e:  # noqa: BLE001 - nor may the census
+        except Exception as e:  # noqa: BLE001 - a census failure is only logged
             log.warning("space census not updated: %s", e)
-        return census
 
 
 def update_census(config: Config, now: float, query: Query = client.query) -> bool:

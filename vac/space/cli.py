@@ -22,7 +22,7 @@ from vac.config.load import config_files
 from vac.config.model import Settings
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
-from vac.space import client, render
+from vac.space import census, client, render
 from vac.space import messages as m
 
 
@@ -107,5 +107,6 @@ def factories_command(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        _print(render.factories_lines(result))
+        now = time.time()
+        _print(render.factories_lines(result, census.fresh_census(_settings(args), now), now))
     return 0

@@ -108,8 +108,10 @@ def factory_line(reply: Dict[str, Any]) -> str:
             f'"{reply.get("vac_version") or ""}"')
 
 
-def factories_lines(result: Result) -> List[str]:
-    """`vac factories`: one line per factory, then totals and the silent factories."""
+def factories_lines(result: Result, census: Optional[Dict[str, Dict[str, Any]]] = None,
+                    now: Optional[float] = None) -> List[str]:
+    """`vac factories`: one line per factory, then totals and the silent factories (with
+    how long ago the space census last heard of them, if it did)."""
     lines, running, capacity, machines = [], 0, 0, 0
     for factory in sorted(result.replies):
         reply = result.replies[factory].get("")
@@ -122,4 +124,16 @@ def factories_lines(result: Result) -> List[str]:
     lines.append(f"Total: {running}/{capacity} processors, {machines} running machines on "
                  f"{len(lines)} factories"
                  + (f", {len(result.silent())} silent" if result.silent() else ""))
-    return lines + _silent(result)
+    silent = []
+    for name in result.silent():
+        seen = (census or {}).get(name, {}).get("time_sent")
+        when = ""
+        if isinstance(seen, (int, float)) and not isinstance(seen, bool):
+            when = f"; in the census {_ago((now or time.time()) - seen)} ago"
+        silent.append(f"{short(name)} (silent: no reply{when})")
+    return lines + silent
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
 import textwrap
 
 import pytest
 
+from vac.backends.fake import FakeBackend
 from vac.config import load, model
+from vac.cycle.backendpool import BackendPool
+from vac.cycle.factory import Factory
 from vac.host.facts import HostFacts
 from vac.paths import Paths
 
@@ -54,3 +58,59 @@ def make_config(tmp_path, paths, host):
         return load.build(raw, host_facts or host, pipe_values=pipe_values)
 
     return make
+
+
+# A factory on the fake backend with an injected clock (the cycle tests of tests/unit) --------
+
+FAKE_FACTORY_CONF = """
+[settings]
+state_dir = {state}
+vac_space = vac01.example.com
+factory_name = f1.example.com
+enable_fake_backend = true
+host_processors = 3
+overload_per_processor = 100
+max_creations_per_cycle = {cap}
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+user_data = {user_data}
+backoff_seconds = 1000
+fake_run_seconds = 5000
+"""
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_factory(tmp_path, paths, host):
+    """make_factory(cap, backend_class) -> (Factory, its fake backend, its Clock)."""
+    template = tmp_path / "user_data"
+    template.write_text("#!/bin/sh\n# ##user_data_uuid##\n")
+
+    def make(cap: int = 100, backend_class=FakeBackend):
+        conf = tmp_path / "vac.conf"
+        conf.write_text(FAKE_FACTORY_CONF.format(state=paths.state_dir, cap=cap,
+                                                 user_data=template))
+
+        def read_config():
+            return load.build(load.read_raw([str(conf)]), host)
+
+        clock = Clock()
+        backend = backend_class(read_config().settings, clock=clock)
+        factory = Factory(read_config, BackendPool(read_config().settings, {"fake": backend}),
+                          clock=clock,
+                          loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
+        factory.started = clock.now - 10_000
+        return factory, backend, clock
+
+    return make
+
+

@@ -17,13 +17,14 @@ import signal
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import List, Optional, Set
 
 from vac import __version__
 from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
 from vac.config import pipes
 from vac.config.load import config_files
-from vac.cycle.factory import CycleReport, Factory
+from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
+from vac.cycle.watchers import Watchers
 from vac.errors import VacError
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
@@ -140,6 +141,10 @@ class Daemon:
         # The VacQuery responder (vac.space): its own thread, answering from the state
         # directory and the config the factory holds (cached pipes only).
         self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
+        # A machine's end wakes vacd at once (its backend's watcher), to refill its slot.
+        self.watchers = Watchers(self.wake.set)
+        self.full_cycle_now = False
+        self.retry: Set[str] = set()
         # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
         self.metrics = MetricsEndpoint(lambda: self.factory.config, self.responder)
 
@@ -156,6 +161,7 @@ class Daemon:
 
     def _on_hup(self, signum, frame) -> None:
         log.info("SIGHUP: reloading configuration now")
+        self.full_cycle_now = True
         self.wake.set()
 
     def run(self) -> int:
@@ -170,6 +176,7 @@ class Daemon:
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             self.wake.close()
+            self.watchers.stop()
             self.responder.stop()
             self.services.close()
             self.metrics.close()
@@ -177,24 +184,58 @@ class Daemon:
         return 0
 
     def _loop(self) -> int:
-        """Run cycles until stopped or --cycles are done; return how many ran."""
+        """Run cycles until stopped or --cycles are done, and refills in between whenever a
+        watcher reports a machine's end; return how many cycles ran."""
         done = 0
+        due = time.monotonic()
         while not self.stop.is_set():
-            began = time.monotonic()
-            try:
-                report = self.factory.run_cycle()
-            except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
-                log.exception("cycle %d failed; the next cycle runs as usual", done + 1)
-                report = CycleReport(errors=["cycle failed: see the log"])
-            self.metrics.after_cycle(report, time.monotonic() - began)
-            done += 1
-            log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", done,
-                     len(report.created), len(report.finished), len(report.destroyed),
-                     len(report.errors))
-            if self.args.cycles and done >= self.args.cycles:
-                break
-            self.wake.wait(max(0.0, self._period() - (time.monotonic() - began)))
+            if time.monotonic() >= due or self.full_cycle_now:
+                self.full_cycle_now = False
+                began = time.monotonic()
+                self._cycle(done + 1)
+                done += 1
+                if self.args.cycles and done >= self.args.cycles:
+                    break
+                due = began + self._period()
+                self.watchers.ensure(self.factory.pool)
+            else:
+                self._refill(self.watchers.take())
+            wait = due - time.monotonic()
+            if self.retry:   # slots whose machine ended within its first second
+                wait = min(wait, 1.0)
+                self.watchers.pending(self.retry)
+                self.retry = set()
+            self.wake.wait(max(0.0, wait))
         return done
+
+    def _cycle(self, number: int) -> None:
+        began = time.monotonic()
+        try:
+            report = self.factory.run_cycle()
+        except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
+            log.exception("cycle %d failed; the next cycle runs as usual", number)
+            report = CycleReport(errors=["cycle failed: see the log"])
+        self.metrics.after_cycle(report, time.monotonic() - began)
+        self.retry = {n for n, why in report.idle.items() if why == SAME_SECOND}
+        log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", number,
+                 len(report.created), len(report.finished), len(report.destroyed),
+                 len(report.errors))
+
+    def _refill(self, names) -> None:
+        if not names:
+            return
+        try:
+            report = self.factory.refill(names)
+        except Exception:  # noqa: BLE001 - the periodic cycle is the safety net
+            log.exception("refill of %s failed; the next cycle will see to it",
+                          ", ".join(sorted(names)))
+            return
+        if report is None:
+            return
+        self.retry = {n for n, why in report.idle.items() if why == SAME_SECOND}
+        if report.finished or report.created or report.errors:
+            log.info("refill %s: finished %d, created %d, errors %d", ", ".join(sorted(names)),
+                     len(report.finished), len(report.created), len(report.errors))
 
     def _period(self) -> float:
         if self.args.cycle_seconds is not None:

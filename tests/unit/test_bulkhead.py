@@ -9,11 +9,11 @@ import os
 import time
 
 import pytest
-from test_factory_engine import Clock, make_factory  # noqa: F401 - the fixture
+from conftest import Clock
 
 from vac import cli, fsutil
 from vac.backends.fake import FakeBackend
-from vac.config import load, pipes
+from vac.config import pipes
 from vac.cycle.factory import Factory
 from vac.errors import ConfigError, StateError
 from vac.machine import removal

@@ -3,34 +3,9 @@
 while a slot is free, a backend whose id is not the UUID, orphans before anything runs."""
 from __future__ import annotations
 
-import random
-
-import pytest
-
 from vac.backends.fake import FakeBackend
-from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.errors import BackendError
 from vac.machine.directory import MachineDir
-
-CONF = """
-[settings]
-state_dir = {state}
-vac_space = vac01.example.com
-factory_name = f1.example.com
-enable_fake_backend = true
-host_processors = 3
-overload_per_processor = 100
-max_creations_per_cycle = {cap}
-
-[machinetype alpha]
-machine_model = fake
-target_share = 1
-user_data = {user_data}
-backoff_seconds = 1000
-fake_run_seconds = 5000
-"""
 
 
 class IdBackend(FakeBackend):
@@ -53,37 +28,6 @@ class BlindBackend(IdBackend):
         if name == self.blind:
             raise BackendError(self.NAME, "inspect failed", name)
         return super().status(name, directory)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def make_factory(tmp_path, paths, host):
-    template = tmp_path / "user_data"
-    template.write_text("#!/bin/sh\n# ##user_data_uuid##\n")
-
-    def make(cap: int = 100, backend_class=FakeBackend):
-        conf = tmp_path / "vac.conf"
-        conf.write_text(CONF.format(state=paths.state_dir, cap=cap, user_data=template))
-
-        def read_config():
-            return load.build(load.read_raw([str(conf)]), host)
-
-        clock = Clock()
-        backend = backend_class(read_config().settings, clock=clock)
-        factory = Factory(read_config, BackendPool(read_config().settings, {"fake": backend}),
-                          clock=clock,
-                          loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
-        factory.started = clock.now - 10_000
-        return factory, backend, clock
-
-    return make
 
 
 def test_engine_down_with_a_free_slot_waits_without_failed_creation(make_factory, paths):

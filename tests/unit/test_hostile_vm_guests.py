@@ -21,7 +21,6 @@ import time
 import unicodedata
 
 import pytest
-import test_factory_engine
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_metadata import FACTORY, _machine
@@ -34,7 +33,6 @@ from vac.cycle import shares
 from vac.machine import joboutputs as jo
 from vac.machine.directory import MachineDir
 
-make_factory = test_factory_engine.make_factory      # the fixture (3 fake slots, alpha)
 SLOTS = ["f1-00.example.com", "f1-01.example.com", "f1-02.example.com"]
 B64 = base64.b64encode
 

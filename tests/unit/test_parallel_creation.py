@@ -6,8 +6,6 @@ from __future__ import annotations
 import threading
 import time
 
-from test_factory_engine import Clock, make_factory  # noqa: F401 - the fixture
-
 from vac.backends.fake import FakeBackend
 from vac.errors import BackendError
 from vac.machine.directory import MachineDir

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, FrozenSet, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, ClassVar, FrozenSet, List, Mapping, Optional
 
 from vac.machine.directory import MachineDir, MachineState
 
 if TYPE_CHECKING:
+    from vac.backends.watch import Watcher
     from vac.config.model import MachineType, Settings
     from vac.machine.slots import Slot
 
@@ -110,6 +111,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
+
+    def watch(self, on_end: Callable[[str], None]) -> Optional[Watcher]:
+        """A started Watcher calling on_end(machine name) as soon as a machine of this
+        factory ends, or None if this backend cannot tell (vacd then relies on cycles)."""
+        return None
 
     def parallel_creations(self) -> int:
         """How many create() calls the cycle may run at once on this backend (its

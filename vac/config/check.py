@@ -214,6 +214,15 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     if vg and not host.vg_exists(vg):
         b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
                   "volume_group")
+    _check_ranges(values, origins, b)
+    if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
+        b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")
+    if values["libvirt_shutdown_wait_seconds"] < 0:
+        b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
+                  "libvirt_shutdown_wait_seconds")
+
+
+def _check_ranges(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
     for name in ("processors_per_superslot", "mb_per_processor", "cycle_seconds"):
         if values[name] is not None and values[name] <= 0:
             b.problem("must be greater than 0", origins[name], name)
@@ -221,11 +230,6 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
                  "apptainer_parallel_creations", "libvirt_parallel_creations"):
         if values[name] < 1:
             b.problem("must be at least 1", origins[name], name)
-    if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
-        b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")
-    if values["libvirt_shutdown_wait_seconds"] < 0:
-        b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
-                  "libvirt_shutdown_wait_seconds")
 
 
 def _warn_unknown(section: Mapping[str, RawValue], table: Tuple[O.Option, ...],

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from vac import fsutil
 from vac.accounting import percycle
@@ -27,6 +27,7 @@ from vac.accounting.records import Settled
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
 from vac.cycle import housekeeping, planner, shares
+from vac.cycle import refill as refilling
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.creation import create_machine
 from vac.cycle.errorcount import MachineErrors
@@ -42,6 +43,7 @@ from vac.machine.slots import Slot, make_slots
 log = logging.getLogger(__name__)
 
 NO_MACHINETYPES = "no machinetypes configured"  # the planner's idle reason
+SAME_SECOND = "previous machine ended within its first second"  # refilled a second later
 
 
 @dataclass
@@ -80,6 +82,9 @@ class Factory:
         self.started = clock()
         self.errors = MachineErrors()
         self._swept_once = False
+        self._remote: Dict[str, shares.Census] = {}   # the other factories' census
+        self._last: Optional[Tuple[Config, Config, Observation]] = None
+        self._dirty: Set[str] = set()   # slots acted on since they were last observed
 
     def run_cycle(self) -> CycleReport:
         report = CycleReport()
@@ -108,6 +113,7 @@ class Factory:
         plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
                             now=now, daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
+        self._last, self._dirty = (config, creatable, seen), _acted(report)
         try:  # APEL records of the machines finished (and VacMon); never stops the cycle
             report.accounting = percycle.settle_records(config, now)
             report.errors.extend(report.accounting.errors.values())
@@ -121,6 +127,37 @@ class Factory:
         self._swept_once = True
         self._write_summary(config, seen, plan, report, now, waiting)
         percycle.monitor_cycle(config, now)  # VacMon, version logger, GOCDB: never raises
+        return report
+
+    def refill(self, names: Iterable[str]) -> Optional[CycleReport]:
+        """A machine ended (its backend's watcher said so): finish it and fill its slot now,
+        without a full cycle. Only the named slots (and those acted on since they were last
+        observed) are observed again; everything else is as the last cycle saw it, and only
+        the named slots are acted on. None if no cycle has run yet."""
+        if self._last is None:
+            return None
+        config, creatable, last = self._last
+        names = {n for n in names if any(o.slot.name == n for o in last.observed)}
+        if not names:
+            return None
+        report = CycleReport()
+        now = self.clock()
+        slots = tuple(o.slot for o in last.observed if o.slot.name in names | self._dirty)
+        fresh = observe(config, slots, self.pool)
+        for name, problem in fresh.errors.items():
+            self._machine_failed(report, name, "observation", problem)
+        seen = refilling.merge(last, fresh)
+        census = self._census(config, seen, now, fresh=False)
+        plan = planner.plan(creatable, refilling.hide_other_free_slots(seen.observed, names),
+                            census, load=max(self.loadavg()), now=now,
+                            daemon_started=self.started, rng=self.rng)
+        plan = refilling.restrict(plan, names)
+        self._apply(config, plan, seen, tuple(o.slot for o in seen.observed), now, report)
+        self._last, self._dirty = (config, creatable, seen), _acted(report)
+        try:
+            report.accounting = percycle.settle_records(config, now)
+        except Exception:  # noqa: BLE001 - accounting must not stop the refill
+            log.exception("accounting failed in a refill")
         return report
 
     # The bulkhead: one machine's trouble stays with that machine -----------------------
@@ -226,7 +263,10 @@ class Factory:
                          for why, names in sorted(held.items()))
         return dataclasses.replace(config, machinetypes=kept), text
 
-    def _census(self, config: Config, seen: Observation, now: float) -> Dict[str, shares.Census]:
+    def _census(self, config: Config, seen: Observation, now: float,
+                fresh: bool = True) -> Dict[str, shares.Census]:
+        """This factory's census with the other factories': polled anew if `fresh`, else
+        (a refill) as the last cycle's poll found them."""
         outcomes = {}
         for name in config.machinetypes:
             try:
@@ -237,13 +277,14 @@ class Factory:
             if outcome is not None:
                 outcomes[name] = outcome
         local = shares.local_census(seen.observed, outcomes, config.machinetypes, now)
-        if self.space_census is None:
-            return local
+        if self.space_census is None or not fresh:
+            return shares.add_census(local, self._remote if not fresh else {})
         try:  # the other factories' census (vac.space.census.SpacePoll): bounded, never fatal
-            return self.space_census(config, local, now)
+            self._remote = self.space_census(config, {}, now)
         except Exception:  # noqa: BLE001 - a poll must not stop the cycle
             log.exception("space census failed; deciding from this factory alone")
-            return local
+            self._remote = {}
+        return shares.add_census(local, self._remote)
 
     # Acting on the plan -----------------------------------------------------------------
 
@@ -333,7 +374,7 @@ class Factory:
         if os.path.lexists(paths.machine_dir(int(now), machinetype.name, slot.name)):
             # Directory names have one-second resolution: the slot's previous machine began
             # and ended within this second. Refill the slot next cycle, not over its record.
-            report.idle[slot.name] = "previous machine ended within its first second"
+            report.idle[slot.name] = SAME_SECOND
             return
         try:
             backend = self.pool.for_model(machinetype.machine_model)
@@ -400,6 +441,12 @@ class Factory:
                    "cycle_errors": len(report.errors), "machine_errors": counts}
         fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1,
                                                    allow_nan=False))
+
+
+def _acted(report: CycleReport) -> Set[str]:
+    """The slots a cycle or refill changed: their observation is stale from now on."""
+    return set(report.created) | set(report.finished) | set(report.destroyed) | \
+        set(report.zombies) | set(report.machine_errors)
 
 
 def _merge(report: CycleReport, part: CycleReport) -> None:

@@ -42,6 +42,7 @@ from vac.backends.apptainer.launch import (
     join_files,
     spython_bind_args,
 )
+from vac.backends.apptainer.watch import ProcessWatcher, running_machines
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.host import cgroups, procs
@@ -439,6 +440,12 @@ class ApptainerBackend(Backend):
             if directory is not None and not directory.exists("finished"):
                 live.append(entry)
         return live
+
+    def watch(self, on_end) -> Optional[ProcessWatcher]:
+        settings = self.settings
+        watcher = ProcessWatcher(lambda: running_machines(settings), on_end)
+        watcher.start()
+        return watcher
 
     def parallel_creations(self) -> int:
         return self.settings.apptainer_parallel_creations

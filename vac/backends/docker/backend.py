@@ -37,6 +37,7 @@ from vac.backends.docker.spec import (
     image_of,
     prepare_mounts,
 )
+from vac.backends.docker.watch import DockerWatcher
 from vac.errors import BackendError, BackendUnavailable
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir, MachineState
@@ -466,6 +467,11 @@ class DockerBackend(Backend):
                     if e.status_code != 409:  # 409: removal already in progress
                         raise
         self._remove_cgroup(parent)
+
+    def watch(self, on_end) -> Optional[DockerWatcher]:
+        watcher = DockerWatcher(self.url, self.settings.factory_name, on_end)
+        watcher.start()
+        return watcher
 
     def parallel_creations(self) -> int:
         return self.settings.docker_parallel_creations

@@ -48,6 +48,7 @@ from vac.backends.libvirt.domainxml import (
     config_drive_target,
     render_domain_xml,
 )
+from vac.backends.libvirt.watch import LibvirtWatcher
 from vac.errors import BackendError, BackendUnavailable, VacError
 from vac.host import access
 from vac.machine import joboutputs
@@ -205,6 +206,11 @@ class LibvirtBackend(Backend):
                 conn.close()
             except Exception:  # noqa: BLE001 (closing a dead connection may fail)
                 pass
+
+    def watch(self, on_end) -> Optional[LibvirtWatcher]:
+        watcher = LibvirtWatcher(self.settings.libvirt_uri, on_end)
+        watcher.start()
+        return watcher
 
     def parallel_creations(self) -> int:
         return self.settings.libvirt_parallel_creations

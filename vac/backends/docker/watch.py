@@ -1,0 +1,47 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Docker's event stream: a `die` of one of this factory's containers ends its machine."""
+from __future__ import annotations
+
+from typing import Any
+
+from vac.backends.watch import OnEnd, Watcher
+
+EVENTS = ["die"]   # also what an OOM kill ends with; not destroy: that is our own removal
+QUIET_SECONDS = 3600   # the stream is reopened (not failed) after this long with no event
+
+
+class DockerWatcher(Watcher):
+    backend = "docker"
+
+    def __init__(self, url: str, factory_name: str, on_end: OnEnd):
+        super().__init__(on_end)
+        self.url = url
+        self.factory_name = factory_name
+        self.stream: Any = None
+
+    def loop(self) -> None:
+        import docker
+        import requests
+
+        api = docker.APIClient(base_url=self.url, timeout=QUIET_SECONDS, version="auto")
+        filters = {"type": ["container"], "event": EVENTS,
+                   "label": [f"vac.factory={self.factory_name}"]}
+        while not self.stopping.is_set():
+            self.stream = api.events(filters=filters, decode=True)
+            try:
+                for event in self.stream:
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    self.ended(str(attributes.get("vac.machine") or attributes.get("name")
+                                   or ""))
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ReadTimeout) as e:
+                if self.stopping.is_set():
+                    return
+                if "timed out" not in str(e).lower():
+                    raise
+                continue   # an hour without an event: reopen the stream
+            self.stopping.wait(0.5)   # the engine closed the stream (a restart): reopen it
+
+    def interrupt(self) -> None:
+        if self.stream is not None:
+            self.stream.close()

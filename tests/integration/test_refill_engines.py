@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import statistics
+import time
 from typing import List
 
 import pytest
@@ -80,3 +81,46 @@ def test_an_apptainer_machines_end_refills_its_slot_within_a_second(space):  # n
     finally:
         stop(vacd, signal.SIGTERM)
     check(dead_times(space.dirs()), log)
+
+
+MINIMAL_DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>
+<os><type arch='x86_64'>hvm</type><kernel>{guest}/vmlinuz</kernel>
+<initrd>{guest}/initrd.img</initrd><cmdline>console=ttyS0</cmdline></os>
+<features><acpi/></features><on_poweroff>destroy</on_poweroff>
+<devices><serial type='null'/></devices></domain>"""
+
+
+@pytest.mark.libvirt
+def test_libvirt_lifecycle_events_report_a_domain_that_stops():
+    from conftest import require_engine
+    from libvirt_env import GUEST, guest_problem
+
+    problem = guest_problem()
+    require_engine("libvirt", not problem, problem)
+    import libvirt
+
+    from vac.backends.libvirt.watch import LibvirtWatcher
+
+    ended = []
+    watcher = LibvirtWatcher("qemu:///system", ended.append)
+    watcher.start()
+    name = f"vac-watch-{os.getpid()}.example.com"
+    conn = libvirt.open("qemu:///system")
+    try:
+        time.sleep(0.5)                       # the watcher's connection is registered
+        domain = conn.createXML(MINIMAL_DOMAIN.format(name=name, guest=GUEST), 0)
+        time.sleep(0.5)
+        assert ended == []                    # starting is not an end
+        began = time.monotonic()
+        domain.destroy()
+        assert wait_until(lambda: name in ended, 10, step=0.02), ended
+        print(f"libvirt stop event after {(time.monotonic() - began) * 1000:.0f} ms")
+        assert watcher.is_alive() and not watcher.error
+    finally:
+        watcher.stop()
+        try:
+            conn.lookupByName(name).destroy()
+        except libvirt.libvirtError:
+            pass
+        conn.close()
+    assert not watcher.is_alive()

@@ -208,6 +208,8 @@ def test_three_factories_share_back_off_and_answer_as_one_space(space):
     assert sorted({r["factory"] for r in replies}) == sorted(h.name for h in space)
     assert len(replies) == 8
     assert running_hs06(replies) == {"alpha": 6.0, "beta": 2.0}
+    for h in space:                     # what check-vacd reads
+        assert os.path.exists(os.path.join(h.state, "responder-heartbeat"))
 
     # An abort of alpha on h1 backs alpha off on h2 too.
     abort_slot = next(n for n, t in h1.slot_types().items() if t == "alpha")

@@ -30,6 +30,7 @@ import os
 import re
 import stat
 import threading
+import unicodedata
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
@@ -271,6 +272,12 @@ class MetadataService:
         return Reply(201, b"Created\n")
 
 
+def loggable(text: str) -> str:
+    """A guest's text for a log line, control characters as \\xNN (as http.server's own
+    log_message does since Python 3.11.1): no terminal escapes through the log."""
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def split_path(path: str) -> Optional[List[str]]:
     """Path components with '//' folded and any query dropped; None if '.' or '..' appear."""
     path = path.split("?", 1)[0].split("#", 1)[0]
@@ -301,8 +308,8 @@ def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
         def do_PUT(self) -> None:
             directory, name = service.put_allowed(self.client_address[0], self.path)
             if directory is None:
-                log.info("PUT %s from %s refused: %s", self.path[:200], self.client_address[0],
-                         name)
+                log.info("PUT %s from %s refused: %s", loggable(self.path[:200]),
+                         self.client_address[0], loggable(name))
                 self.close_connection = True
                 return self._send(FORBIDDEN)
             length = self.headers.get("Content-Length", "").strip()
@@ -328,7 +335,7 @@ def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
                 self.wfile.write(reply.body)
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib name)
-            log.info("%s %s", self.client_address[0], format % args)
+            log.info("%s %s", self.client_address[0], loggable(format % args))
 
     return Handler
 

@@ -24,6 +24,7 @@ NAME_RE = re.compile(r"^[a-z0-9-]+$")
 KEY_RE = re.compile(r"^[a-z0-9_]+$")
 DEVICE_RE = re.compile(r"^[a-z0-9]+$")
 HOSTPORT_RE = re.compile(r"^[a-z0-9.-]+:[0-9]+$")
+DEFAULT_VOLUME_GROUP = "vac_volume_group"  # used when volume_group is unset and exists
 
 
 class Builder:
@@ -214,6 +215,9 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     if vg and not host.vg_exists(vg):
         b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
                   "volume_group")
+    elif not vg and host.vg_exists(DEFAULT_VOLUME_GROUP):   # as the original (§19 item 17)
+        values["volume_group"] = DEFAULT_VOLUME_GROUP
+        origins["volume_group"] = f"{DEFAULT_VOLUME_GROUP} exists"
     _check_ranges(values, origins, b)
     if values["libvirt_virt_type"] not in ("auto", "kvm", "qemu"):
         b.problem("must be auto, kvm or qemu", origins["libvirt_virt_type"], "libvirt_virt_type")

@@ -189,7 +189,7 @@ def decode_query(data: bytes, space: str) -> Tuple[str, str]:
         kind = LEGACY_METHOD.get(message.get("method"))  # type: ignore[arg-type]
     if not isinstance(kind, str) or kind not in REPLY_TYPE:
         raise MessageError(f"unknown message_type {str(kind)[:40]!r}")
-    return kind, cookie.lower()
+    return kind, cookie   # echoed exactly as it came
 
 
 def decode_reply(data: bytes, space: str, kind: str, salt: str) -> Dict[str, Any]:

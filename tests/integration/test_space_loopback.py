@@ -80,7 +80,7 @@ def test_a_stopped_factory_is_silent_and_the_call_ends_at_the_timeout(space):
     took = time.monotonic() - began
     assert result.silent() == ["f3.example.com"]
     assert sorted(result.replies) == NAMES[:2]
-    assert 1.0 <= took < 1.6 and result.rounds == client.ROUNDS
+    assert 1.0 <= took < 2.0 and result.rounds == client.ROUNDS
 
 
 def test_vac_machines_machinetype_and_factories_commands(space, capsys):

@@ -92,7 +92,7 @@ class Sender:
         model = model or (record.model if record is not None else "")
         message = self._header(config, messages.MACHINES)
         message.update({"num_machines": 1, "machine": directory.name})
-        message.update(status._machine_body(directory, model))
+        message.update(status.machine_body(directory, model))
         return self.send([message])
 
     def cycle_status(self, config: Config, now: float, machinetypes: bool = True) -> int:

@@ -51,12 +51,12 @@ def machine_statuses(config: Config) -> List[Dict[str, Any]]:
                                 "cpu_percentage": None, "hs06": None, "machinetype": None,
                                 "shutdown_message": None, "shutdown_time": None}
         if directory is not None:
-            body.update(_machine_body(directory, record.model))
+            body.update(machine_body(directory, record.model))
         bodies.append(body)
     return bodies
 
 
-def _machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
+def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
     state = directory.disk_state()
     processors = directory.processors
     beat = (directory.read("heartbeat", 256) or "").split()

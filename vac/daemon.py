@@ -24,7 +24,7 @@ from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, Metad
 from vac.config import pipes
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
-from vac.cycle.watchers import Watchers
+from vac.cycle.watchers import MessageWatcher, Watchers
 from vac.errors import VacError
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
@@ -143,6 +143,7 @@ class Daemon:
         self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
         # A machine's end wakes vacd at once (its backend's watcher), to refill its slot.
         self.watchers = Watchers(self.wake.set)
+        self.messages = MessageWatcher(lambda: self.factory.config, self.watchers.on_end)
         self.full_cycle_now = False
         self.retry: Set[str] = set()
         # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
@@ -171,12 +172,14 @@ class Daemon:
         signal.signal(signal.SIGHUP, self._on_hup)
         log.info("vacd %s starting with %s", __version__, ", ".join(self.files) or "no files")
         self.responder.start()
+        self.messages.start()
         try:
             done = self._loop()
         finally:
             signal.set_wakeup_fd(previous_wakeup)
             self.wake.close()
             self.watchers.stop()
+            self.messages.stop()
             self.responder.stop()
             self.services.close()
             self.metrics.close()

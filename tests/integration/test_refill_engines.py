@@ -124,3 +124,30 @@ def test_libvirt_lifecycle_events_report_a_domain_that_stops():
             pass
         conn.close()
     assert not watcher.is_alive()
+
+
+@pytest.mark.docker
+def test_a_message_without_an_end_is_refilled_after_its_grace(tmp_path, make_config):
+    """A payload that writes 200 Success and then lingers: with a 1 s grace it is destroyed
+    and its slot refilled about 2 s after its message, not at the next 60-second cycle."""
+    engine_ready()
+    dock = DockerFactory(tmp_path, make_config)
+    lingers = ("#!/bin/sh\n: > $JOBOUTPUTS/began\nsleep 1\n"
+               "echo '200 Success' > $JOBOUTPUTS/shutdown_message\nexec sleep 300\n")
+    try:
+        dock.write(lingers, slots=1, extra_mt="backoff_seconds = 0\nfizzle_seconds = 0\n"
+                                              "shutdown_message_grace_seconds = 1")
+        log = str(tmp_path / "vacd.log")
+        vacd = start_vacd(dock.config_file, log, SLOW_CYCLES)
+        try:
+            assert wait_until(lambda: len(machine_dirs(dock)) >= 3, 30, step=0.2), \
+                open(log).read()[-3000:]
+        finally:
+            stop(vacd, signal.SIGTERM)
+        dirs = machine_dirs(dock)
+        gaps = dead_times(dirs)
+        assert gaps and max(gaps) < 1.0 + 1.5, gaps       # the grace, then a refill
+        assert all(d.shutdown_message == "200 Success" for d in dirs if d.finished)
+        assert len(cycles_logged(log)) == 1
+    finally:
+        dock.remove_all()

@@ -10,7 +10,7 @@ import threading
 
 from vac.backends.fake import FakeBackend
 from vac.backends.watch import Watcher
-from vac.cycle.watchers import Watchers
+from vac.cycle.watchers import MessageWatcher, Watchers
 from vac.machine.directory import MachineDir
 
 SLOTS = [f"f1-{n:02d}.example.com" for n in range(3)]
@@ -122,3 +122,45 @@ def test_reported_names_wake_the_daemon_once_each():
     watchers.on_end("b")
     assert woken.is_set()
     assert watchers.take() == {"a", "b"} and watchers.take() == set()
+
+
+# A machine that wrote its shutdown_message and keeps running --------------------------------
+
+def _grace(make_factory, tmp_path, seconds):
+    factory, backend, clock = make_factory()
+    conf = tmp_path / "vac.conf"
+    conf.write_text(conf.read_text().replace(
+        "fake_run_seconds = 5000", f"fake_run_seconds = 5000\nshutdown_message_grace_seconds"
+                                   f" = {seconds}"))
+    return factory, backend, clock
+
+
+def test_a_message_and_no_end_is_taken_at_its_word_after_the_grace(make_factory, tmp_path,
+                                                                   paths):
+    factory, backend, clock = _grace(make_factory, tmp_path, 30)
+    factory.run_cycle()
+    d = MachineDir.for_slot(paths, SLOTS[0])
+    d.write("joboutputs/shutdown_message", "200 Success", mtime=clock.now)
+    watcher = MessageWatcher(lambda: factory.config, lambda name: None, clock=clock)
+    ended = []
+    watcher.ended = ended.append
+    clock.now += 29
+    watcher.look(factory.config)
+    assert ended == [] and factory.refill([SLOTS[0]]).destroyed == []   # within the grace
+    clock.now += 2
+    watcher.look(factory.config)
+    watcher.look(factory.config)
+    assert ended == [SLOTS[0]]                                          # reported once
+    report = factory.refill(ended)
+    assert report.destroyed == [SLOTS[0]] and report.created == [SLOTS[0]]
+    assert d.finished is not None and d.shutdown_message == "200 Success"  # its own message
+
+
+def test_without_the_option_a_message_and_no_end_runs_on(make_factory, paths):
+    factory, backend, clock = make_factory()
+    factory.run_cycle()
+    d = MachineDir.for_slot(paths, SLOTS[0])
+    d.write("joboutputs/shutdown_message", "200 Success", mtime=clock.now)
+    clock.now += 4_000                                   # the fake runs 5,000 s
+    report = factory.run_cycle()
+    assert SLOTS[0] not in report.destroyed and d.finished is None

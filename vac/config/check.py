@@ -373,6 +373,10 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                   f"({v['min_processors']})", origins[where], where)
     if v["min_processors"] < 1:
         b.problem("must be at least 1", origins["min_processors"], "min_processors")
+    grace = v["shutdown_message_grace_seconds"]
+    if grace is not None and grace < 0:
+        b.problem("must not be negative", origins["shutdown_message_grace_seconds"],
+                  "shutdown_message_grace_seconds")
     for opt in ("root_device", "scratch_device"):
         if not DEVICE_RE.match(v[opt]):
             b.warnings.append(f"{origins[opt]}: {opt} {v[opt]!r} must use only a-z and 0-9; "

@@ -107,6 +107,7 @@ class MachineType:
     image_signing_dn: Optional[str]
     root_device: str
     scratch_device: str
+    shutdown_message_grace_seconds: Optional[int]
     machinetype_path: str
     docker_network_mode: str
     docker_hard_cpu: bool

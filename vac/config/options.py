@@ -111,6 +111,10 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("image_signing_dn", "str", None, aliases=("cernvm_signing_dn",), from_pipe=True),
     Option("root_device", "str", "vda", from_pipe=True),
     Option("scratch_device", "str", "vdb", from_pipe=True),
+    # Ours.
+    Option("shutdown_message_grace_seconds", "optint", None,
+           help="a machine still running this long after writing its shutdown_message is "
+                "destroyed and its slot refilled (unset: never, as the original)"),
     # Ours: backend-specific, namespaced where the issue did not fix the name.
     Option("docker_network_mode", "str", "bridge", backend="docker"),
     Option("docker_hard_cpu", "true", False, backend="docker"),

@@ -115,14 +115,16 @@ def _machine(config: Config, slot: Slot, model: str, directory: MachineDir,
             os.path.join("joboutputs", machinetype.heartbeat_file))
     cpu = status.cpu_seconds if status is not None else directory.cpu_seconds
     finished = directory.finished is not None
+    written = directory.shutdown_message_time
     return Observed(slot=slot, machinetype=directory.machinetype, model=model, state=state,
                     created=directory.created, started=directory.started, finished=finished,
                     processors=directory.processors, shutdown_time=directory.shutdown_time,
                     cpu_seconds=max(cpu, directory.cpu_seconds),
                     heartbeat_file_mtime=heartbeat_file_mtime,
                     shutdown_message=directory.shutdown_message if finished or
-                    state == MachineState.SHUTDOWN else None,
-                    hs06=directory.hs06, last_heartbeat=directory.heartbeat_time)
+                    state == MachineState.SHUTDOWN or written is not None else None,
+                    hs06=directory.hs06, last_heartbeat=directory.heartbeat_time,
+                    shutdown_message_time=written)
 
 
 def find_zombies(config: Config, observation: Observation,

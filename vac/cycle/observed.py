@@ -35,6 +35,7 @@ class Observed:
     shutdown_message: Optional[str] = None
     hs06: Optional[float] = None
     last_heartbeat: Optional[float] = None
+    shutdown_message_time: Optional[float] = None   # when joboutputs/shutdown_message appeared
 
     @property
     def name(self) -> str:

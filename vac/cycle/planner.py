@@ -246,6 +246,10 @@ def _running(obs: Observed, mt: Optional[MachineType], scan: _Scan,
     message = _heartbeat_file_rule(obs, mt, now, daemon_started)
     if message is not None:
         return Destroy(name, message, f"{message[4:]} ({mt.heartbeat_file})")
+    grace = mt.shutdown_message_grace_seconds if mt is not None else None
+    if grace is not None and obs.shutdown_message_time is not None and \
+            now >= obs.shutdown_message_time + grace:
+        return Destroy(name, None, f"wrote its shutdown_message and still runs {grace} s later")
     scan.keep(obs, end, mt)
     return None
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Dict, Set
+import time
+from typing import Callable, Dict, Optional, Set
 
-from vac.backends.watch import Watcher
+from vac.backends.watch import OnEnd, Watcher
+from vac.config.model import Config
 from vac.cycle.backendpool import BackendPool
+from vac.machine.directory import MachineDir, read_slot_record
+from vac.machine.slots import make_slots
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +72,48 @@ class Watchers:
         for watcher in self.running.values():
             watcher.stop()
         self.running.clear()
+
+
+class MessageWatcher(Watcher):
+    """A machine that wrote its shutdown_message and still runs ends when the grace of its
+    machinetype (shutdown_message_grace_seconds) is over: a cheap poll, once a second, of the
+    joboutputs/shutdown_message of each running machine of such a machinetype."""
+
+    backend = "shutdown_message"
+    PERIOD = 1.0
+
+    def __init__(self, config: Callable[[], Optional[Config]], on_end: OnEnd,
+                 clock: Callable[[], float] = time.time):
+        super().__init__(on_end)
+        self.config = config
+        self.clock = clock
+        self.reported: Set[str] = set()    # machine directories already reported
+
+    def loop(self) -> None:
+        while not self.stopping.wait(self.PERIOD):
+            config = self.config()
+            if config is not None:
+                self.look(config)
+
+    def look(self, config: Config) -> None:
+        graces = {n: mt.shutdown_message_grace_seconds for n, mt in config.machinetypes.items()
+                  if mt.shutdown_message_grace_seconds is not None}
+        if not graces:
+            return
+        s, now = config.settings, self.clock()
+        current: Set[str] = set()
+        for slot in make_slots(s.factory_name, s.host_processors):
+            record = read_slot_record(s.paths, slot.name)
+            if record is None or record.machinetype not in graces:
+                continue
+            directory = MachineDir.for_record(s.paths, slot.name, record)
+            if directory is None or directory.finished is not None:
+                continue
+            current.add(directory.path)
+            if directory.path in self.reported:
+                continue
+            written = directory.shutdown_message_time
+            if written is not None and now >= written + graces[record.machinetype]:
+                self.reported.add(directory.path)
+                self.ended(slot.name)
+        self.reported &= current

@@ -105,6 +105,7 @@ def test_requires_and_weak_dependencies(rpms):
     assert "libvirt" not in requires and "docker" not in requires, "backends must be optional"
     recommends = _run(["rpm", "-qp", "--recommends", rpms["vac"]]).stdout.split()
     assert {"python3-docker", "python3-libvirt", "python3-pycdlib"} <= set(recommends)
+    assert {"python3-dirq", "python3-prometheus_client"} <= set(recommends)
     command = _run(["rpm", "-qp", "--requires", rpms["vac-command"]]).stdout
     assert "python3-jinja2" in command and "python3-pycurl" in command
 

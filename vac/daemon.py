@@ -219,10 +219,14 @@ class Daemon:
             log.exception("cycle %d failed; the next cycle runs as usual", number)
             report = CycleReport(errors=["cycle failed: see the log"])
         self.metrics.after_cycle(report, time.monotonic() - began)
-        self.retry = {n for n, why in report.idle.items() if why == SAME_SECOND}
+        self._note_retries(report)
         log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", number,
                  len(report.created), len(report.finished), len(report.destroyed),
                  len(report.errors))
+
+    def _note_retries(self, report: CycleReport) -> None:
+        """Slots whose machine ended within its first second: refilled a second later."""
+        self.retry = {n for n, why in report.idle.items() if why == SAME_SECOND}
 
     def _refill(self, names) -> None:
         if not names:
@@ -235,7 +239,7 @@ class Daemon:
             return
         if report is None:
             return
-        self.retry = {n for n, why in report.idle.items() if why == SAME_SECOND}
+        self._note_retries(report)
         if report.finished or report.created or report.errors:
             log.info("refill %s: finished %d, created %d, errors %d", ", ".join(sorted(names)),
                      len(report.finished), len(report.created), len(report.errors))

@@ -36,6 +36,7 @@ from vac import fetch
 from vac.config import check as configcheck
 from vac.config import load, model
 from vac.config import options as O
+from vac.config.pipeshares import MAX_NUMBER_CHARS, PipeTotal, share_of
 from vac.errors import ConfigError, PipeError, StateError, VacError
 from vac.fsutil import atomic_write, mtime_or_none, read_bytes_nofollow
 from vac.host.facts import HostFacts
@@ -49,7 +50,6 @@ MAX_ENTRIES = 100
 MAX_OPTIONS_PER_ENTRY = 200
 MAX_VALUE_CHARS = 4096
 MAX_SUFFIX_CHARS = 63
-MAX_NUMBER_CHARS = 40
 MAX_WARNINGS_PER_PIPE = 50
 DEFAULT_CACHE_SECONDS = 3600
 MAX_CACHE_SECONDS = 7 * 86400
@@ -181,8 +181,8 @@ def expand(section: model.PipeSection, doc: PipeDocument,
     """The document's entries as machinetype values, and a warning for everything dropped."""
     where = _where(section)
     warnings = list(doc.warnings)
-    shares = [_share(entry.get("target_share")) for entry in doc.entries]
-    t_pipe = _PipeTotal([s for s in shares if s is not None])
+    shares = [share_of(entry.get("target_share")) for entry in doc.entries]
+    t_pipe = PipeTotal([s for s in shares if s is not None])
     values: Dict[str, Dict[str, RawValue]] = {}
     for index, entry in enumerate(doc.entries):
         label = f"{where} machinetypes[{index}]"
@@ -290,7 +290,7 @@ def _fallback(doc: Optional[PipeDocument]) -> str:
 def _cache_seconds(value: Any, url: str) -> Tuple[float, Tuple[str, ...]]:
     if value is None:
         return DEFAULT_CACHE_SECONDS, ()
-    number = _share(value)
+    number = share_of(value)
     if number is None:
         return DEFAULT_CACHE_SECONDS, (f"{url}: cache_seconds {_show(value)} is not a "
                                        f"non-negative number; using {DEFAULT_CACHE_SECONDS}",)
@@ -317,7 +317,7 @@ def _entry_name(prefix: str, entry: Mapping[str, Any],
     return name, ""
 
 
-def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: _PipeTotal,
+def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: PipeTotal,
                   label: str, warnings: List[str]) -> Dict[str, RawValue]:
     origin = _where(section)
     found: Dict[str, RawValue] = {}
@@ -340,23 +340,10 @@ def _entry_values(section: model.PipeSection, entry: Mapping[str, Any], t_pipe: 
     return found
 
 
-class _PipeTotal:
-    """The sum of a pipe's target shares, kept as peak x (sum of shares / peak) so that
-    shares near the float limit (1e308) rescale without overflowing to infinity."""
-
-    def __init__(self, shares: List[float]):
-        self.peak = max(shares, default=0.0)
-        self.relative = math.fsum(s / self.peak for s in shares) if self.peak > 0 else 0.0
-
-    def fraction(self, share: float) -> float:
-        """share / the pipe's total, in [0, 1]."""
-        return (share / self.peak) / self.relative if self.relative > 0 else 0.0
-
-
-def _rescaled(t_section: float, raw: Any, t_pipe: _PipeTotal, label: str,
+def _rescaled(t_section: float, raw: Any, t_pipe: PipeTotal, label: str,
               warnings: List[str]) -> str:
     """T_section x value / T_pipe, or 0.0 (with a warning if the value itself is bad)."""
-    share = _share(raw)
+    share = share_of(raw)
     if share is None:
         warnings.append(f"{label}: target_share {_show(raw)} is not a non-negative number; "
                         "using 0.0")
@@ -429,19 +416,6 @@ def _check_kind(key: str, value: str) -> None:
     lowest = 1 if key in ("min_processors", "max_processors") else 0
     if not math.isfinite(number) or number < lowest:
         raise ValueError(f"{_show(value)} must be at least {lowest}")
-
-
-def _share(raw: Any) -> Optional[float]:
-    """A non-negative finite number from a JSON number or numeric string, else None."""
-    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-        return None
-    if isinstance(raw, str) and len(raw) > MAX_NUMBER_CHARS:
-        return None
-    try:
-        number = float(raw)
-    except (ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
 
 
 # ---- building the Config -------------------------------------------------------------------

@@ -114,13 +114,7 @@ class Factory:
                             now=now, daemon_started=self.started, rng=self.rng)
         self._apply(config, plan, seen, slots, now, report)
         self._last, self._dirty = (config, creatable, seen), _acted(report)
-        try:  # APEL records of the machines finished (and VacMon); never stops the cycle
-            report.accounting = percycle.settle_records(config, now)
-            report.errors.extend(report.accounting.errors.values())
-            report.machine_errors.update(report.accounting.errors)
-        except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
-            log.exception("accounting failed this cycle")
-            report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
+        self._settle(config, now, report)
         guard = functools.partial(self._guarded, report)
         housekeeping.expire(config, seen, now, guard)
         housekeeping.sweep(config, seen, now, everything=not self._swept_once)
@@ -137,7 +131,7 @@ class Factory:
         if self._last is None:
             return None
         config, creatable, last = self._last
-        names = {n for n in names if any(o.slot.name == n for o in last.observed)}
+        names = set(names) & {o.slot.name for o in last.observed}
         if not names:
             return None
         report = CycleReport()
@@ -154,11 +148,18 @@ class Factory:
         plan = refilling.restrict(plan, names)
         self._apply(config, plan, seen, tuple(o.slot for o in seen.observed), now, report)
         self._last, self._dirty = (config, creatable, seen), _acted(report)
+        self._settle(config, now, report)
+        return report
+
+    def _settle(self, config: Config, now: float, report: CycleReport) -> None:
+        """APEL records of the machines finished (and VacMon); never stops the cycle."""
         try:
             report.accounting = percycle.settle_records(config, now)
-        except Exception:  # noqa: BLE001 - accounting must not stop the refill
-            log.exception("accounting failed in a refill")
-        return report
+            report.errors.extend(report.accounting.errors.values())
+            report.machine_errors.update(report.accounting.errors)
+        except Exception as e:  # noqa: BLE001 - accounting must not stop the cycle
+            log.exception("accounting failed")
+            report.errors.append(f"accounting failed: {type(e).__name__}: {e}")
 
     # The bulkhead: one machine's trouble stays with that machine -----------------------
 
@@ -278,7 +279,7 @@ class Factory:
                 outcomes[name] = outcome
         local = shares.local_census(seen.observed, outcomes, config.machinetypes, now)
         if self.space_census is None or not fresh:
-            return shares.add_census(local, self._remote if not fresh else {})
+            return shares.add_census(local, self._remote)
         try:  # the other factories' census (vac.space.census.SpacePoll): bounded, never fatal
             self._remote = self.space_census(config, {}, now)
         except Exception:  # noqa: BLE001 - a poll must not stop the cycle

@@ -16,8 +16,7 @@ from typing import Callable, Dict, Optional, Set
 from vac.backends.watch import OnEnd, Watcher
 from vac.config.model import Config
 from vac.cycle.backendpool import BackendPool
-from vac.machine.directory import MachineDir, read_slot_record
-from vac.machine.slots import make_slots
+from vac.machine.directory import unfinished_machines
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +99,10 @@ class MessageWatcher(Watcher):
                   if mt.shutdown_message_grace_seconds is not None}
         if not graces:
             return
-        s, now = config.settings, self.clock()
+        now = self.clock()
         current: Set[str] = set()
-        for slot in make_slots(s.factory_name, s.host_processors):
-            record = read_slot_record(s.paths, slot.name)
-            if record is None or record.machinetype not in graces:
-                continue
-            directory = MachineDir.for_record(s.paths, slot.name, record)
-            if directory is None or directory.finished is not None:
+        for name, record, directory in unfinished_machines(config.settings.paths):
+            if record.machinetype not in graces:
                 continue
             current.add(directory.path)
             if directory.path in self.reported:
@@ -115,5 +110,5 @@ class MessageWatcher(Watcher):
             written = directory.shutdown_message_time
             if written is not None and now >= written + graces[record.machinetype]:
                 self.reported.add(directory.path)
-                self.ended(slot.name)
+                self.ended(name)
         self.reported &= current

@@ -18,7 +18,7 @@ import json
 import os
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from vac import fsutil
 from vac.errors import StateError
@@ -70,6 +70,18 @@ def read_slot_record(paths: Paths, machine_name: str) -> Optional[SlotRecord]:
 def write_slot_record(paths: Paths, machine_name: str, record: SlotRecord) -> None:
     fsutil.atomic_write(paths.slot_record(machine_name),
                         f"{record.created} {record.machinetype} {record.model}")
+
+
+def unfinished_machines(paths: Paths) -> Iterator[Tuple[str, SlotRecord, MachineDir]]:
+    """(slot name, slot record, directory) of each slot whose machine has not finished."""
+    names = sorted(os.listdir(paths.slots)) if os.path.isdir(paths.slots) else []
+    for name in names:
+        if name.startswith("."):
+            continue
+        record = read_slot_record(paths, name)
+        directory = MachineDir.for_record(paths, name, record)
+        if record is not None and directory is not None and directory.finished is None:
+            yield name, record, directory
 
 
 class MachineDir:

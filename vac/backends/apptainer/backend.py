@@ -47,7 +47,7 @@ from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus,
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.host import cgroups, procs
 from vac.host.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
-from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.directory import MachineDir, MachineState, unfinished_machines
 from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
@@ -430,16 +430,8 @@ class ApptainerBackend(Backend):
     def live_machine_names(self) -> List[str]:
         """Slots whose record names a singularity/apptainer model and whose directory is
         unfinished: the machines whose cgroups kill_strays must leave alone."""
-        paths = self.settings.paths
-        live = []
-        for entry in sorted(os.listdir(paths.slots)) if os.path.isdir(paths.slots) else []:
-            record = read_slot_record(paths, entry)
-            if record is None or record.model not in self.MODELS:
-                continue
-            directory = MachineDir.for_slot(paths, entry)
-            if directory is not None and not directory.exists("finished"):
-                live.append(entry)
-        return live
+        return [name for name, record, _ in unfinished_machines(self.settings.paths)
+                if record.model in self.MODELS]
 
     def watch(self, on_end) -> Optional[ProcessWatcher]:
         settings = self.settings

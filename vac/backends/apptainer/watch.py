@@ -14,8 +14,7 @@ from typing import Callable, Dict, Set, Tuple
 
 from vac.backends.watch import OnEnd, Watcher
 from vac.host import procs
-from vac.machine.directory import MachineDir
-from vac.machine.slots import make_slots
+from vac.machine.directory import unfinished_machines
 
 REFRESH_SECONDS = 1.0
 
@@ -95,13 +94,10 @@ class ProcessWatcher(Watcher):
 def running_machines(settings) -> Dict[str, Tuple[int, int]]:
     """(pid, start time) of each slot's unfinished Apptainer machine, from its backend.json."""
     found = {}
-    for slot in make_slots(settings.factory_name, settings.host_processors):
-        directory = MachineDir.for_slot(settings.paths, slot.name)
-        if directory is None or directory.finished is not None:
-            continue
+    for name, _, directory in unfinished_machines(settings.paths):
         record = directory.read_backend_record()
         pid, start = record.get("pid"), record.get("start_time")
         if record.get("backend") == "apptainer" and isinstance(pid, int) and \
                 isinstance(start, int) and pid > 0:
-            found[slot.name] = (pid, start)
+            found[name] = (pid, start)
     return found

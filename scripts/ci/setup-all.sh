@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the whole real test environment on a Debian 12 machine, in order: Python packages,
-# Docker engine + test image, libvirtd + QEMU, the test VM guest, Apptainer + its user and
+# Docker engine + test image, the registry package, libvirtd + QEMU, the test VM guest, Apptainer + its user and
 # images. Each step is idempotent: a second run only checks and takes a few seconds.
 # Stops at the first failing step and names it. Logs: /var/log/vac-setup.log (apt, pip),
 # /var/log/dockerd.log, /var/log/libvirtd.log.
@@ -23,6 +23,7 @@ run_step() {
 # /var/lib/vac-test/apt-updated, which the other steps honour for an hour.
 run_step python bash "$here/setup-python.sh"
 run_step docker bash "$here/setup-docker.sh"
+run_step registry bash "$here/setup-registry.sh"
 run_step libvirt bash "$here/setup-libvirt.sh"
 run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"

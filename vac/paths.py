@@ -76,6 +76,15 @@ class Paths:
         return self._at("plan.json")
 
     @property
+    def docker_images(self) -> str:
+        """The Docker tags vacd refreshes from their registries, read by `vac slots`."""
+        return self._at("docker-images.json")
+
+    def image_version(self, cache_path: str) -> str:
+        """The sha256 record of a cached root image ('+' never appears in a cached name)."""
+        return cache_path + "+sha256"
+
+    @property
     def version_file(self) -> str:
         return self._at("VERSION")
 

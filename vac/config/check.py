@@ -373,6 +373,9 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                   f"({v['min_processors']})", origins[where], where)
     if v["min_processors"] < 1:
         b.problem("must be at least 1", origins["min_processors"], "min_processors")
+    pull = v["docker_pull_seconds"]
+    if pull is not None and pull < 1:
+        b.problem("must be at least 1", origins["docker_pull_seconds"], "docker_pull_seconds")
     grace = v["shutdown_message_grace_seconds"]
     if grace is not None and grace < 0:
         b.problem("must not be negative", origins["shutdown_message_grace_seconds"],

@@ -114,6 +114,7 @@ class MachineType:
     docker_hard_memory: bool
     docker_pids_limit: int
     docker_pull_timeout_seconds: int
+    docker_pull_seconds: Optional[int]
     kernel: Optional[str]
     initrd: Optional[str]
     cmdline: Optional[str]

@@ -121,6 +121,9 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("docker_hard_memory", "notfalse", True, backend="docker"),
     Option("docker_pids_limit", "int", 4096, backend="docker"),
     Option("docker_pull_timeout_seconds", "int", 600, backend="docker"),
+    Option("docker_pull_seconds", "optint", None, backend="docker",
+           help="re-resolve the image's tag from its registry at most this often, in the "
+                "background (unset: pull only when missing, as the original)"),
     Option("kernel", "str", None, backend="libvirt"),
     Option("initrd", "str", None, backend="libvirt"),
     Option("cmdline", "str", None, backend="libvirt"),

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.docker import vac03
+from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
     CGROUP_ROOT,
     CVMFS,
@@ -110,6 +111,8 @@ class DockerBackend(Backend):
         self.cvmfs_root = CVMFS
         self._api: Any = None
         self._driver: Optional[str] = None
+        self.images = ImageTracker(self._refresh_client,
+                                   lambda: self.settings.paths.docker_images)
 
     # Engine access ---------------------------------------------------------------------------
 
@@ -142,6 +145,11 @@ class DockerBackend(Backend):
             except (docker.errors.DockerException, OSError) as e:
                 raise BackendUnavailable(NAME, self._unreachable(e)) from e
         return self._api
+
+    def _refresh_client(self) -> Any:
+        """A client of its own for the image tracker's thread (its pulls never hold the
+        creations' connections)."""
+        return _sdk().APIClient(base_url=self.url, timeout=self.timeout, version="auto")
 
     def _cgroup_driver(self) -> str:
         """The engine's cgroup driver (cgroupfs, systemd), asked once."""
@@ -180,45 +188,81 @@ class DockerBackend(Backend):
             if self._cgroup_driver() == "cgroupfs" else None
         api = self._client()
         with self._boundary("create", spec.name):
-            container_id, fresh = self._create_container(api, image, spec, mounts, parent)
+            resolved = self._resolve(api, image, spec)
+            container_id, fresh, resolved = self._create_container(api, resolved, spec,
+                                                                   mounts, parent)
             if fresh:
                 self._start(api, container_id, spec.name, parent)
         try:
             spec.directory.write_backend_record({
                 "backend": NAME, "container_id": container_id, "image": image,
+                "image_id": resolved.image_id, "image_version": resolved.version,
                 "cgroup_driver": self._driver or "", "cgroup_parent": parent or "",
                 "memory_mb": spec.memory_mb, "processors": spec.processors})
         except OSError as e:
             self.destroy(spec.name, None)
             raise BackendError(NAME, f"cannot record the container: {e}", spec.name) from e
-        log.info("%s: container %s started from %s", spec.name, container_id[:12], image)
+        log.info("%s: container %s started from %s (%s)", spec.name, container_id[:12], image,
+                 resolved.version)
         return container_id
 
-    def _create_container(self, api: Any, image: str, spec: MachineSpec,
-                          mounts: List[Dict[str, Any]],
-                          parent: Optional[str]) -> Tuple[str, bool]:
-        """(container id, True if new). Pulls a missing image; adopts or replaces a
-        container that already has the name (idempotent create)."""
+    def _resolve(self, api: Any, image: str, spec: MachineSpec) -> Resolved:
+        """The image a new container starts from: with docker_pull_seconds the tracker's
+        last good resolution (no engine call); else, or the first time, the local engine's,
+        pulling only an image the engine lacks."""
+        interval = spec.machinetype.docker_pull_seconds
+        if interval is not None:
+            known = self.images.current(image)
+            if known is not None:
+                return known
         docker = _sdk()
         pulled = False
+        try:
+            resolved = inspect(api, image)
+        except docker.errors.ImageNotFound:
+            self._pull(api, image, spec)
+            pulled = True
+            try:
+                resolved = inspect(api, image)
+            except docker.errors.ImageNotFound as e:
+                raise BackendError(NAME, f"image {image} not found after pull: "
+                                         f"{describe(e)}", spec.name) from e
+        if interval is not None:
+            self.images.remember(spec.machinetype.name, image, interval,
+                                 spec.machinetype.docker_pull_timeout_seconds, resolved, pulled)
+        return resolved
+
+    def _create_container(self, api: Any, resolved: Resolved, spec: MachineSpec,
+                          mounts: List[Dict[str, Any]],
+                          parent: Optional[str]) -> Tuple[str, bool, Resolved]:
+        """(container id, True if new, the image it has). Creates from the resolved image id,
+        so the tag moving meanwhile cannot change it; an id the engine lost (removed by
+        hand) is resolved anew once. Adopts or replaces a container that already has the
+        name (idempotent create)."""
+        docker = _sdk()
+        lost = False
         for _ in range(3):
             host_config = api.create_host_config(**host_config_args(spec, mounts, parent))
             try:
-                made = api.create_container(image, host_config=host_config,
+                made = api.create_container(resolved.image_id, host_config=host_config,
                                             **container_args(spec))
-                return made["Id"], True
+                return made["Id"], True, resolved
             except docker.errors.ImageNotFound as e:
-                if pulled:
-                    raise BackendError(NAME, f"image {image} not found after pull: "
+                if lost:
+                    raise BackendError(NAME, f"image {resolved.image} "
+                                             f"({resolved.image_id}) not found: "
                                              f"{describe(e)}", spec.name) from e
-                self._pull(api, image, spec)
-                pulled = True
+                log.warning("%s: image %s (%s) is gone from the engine; resolving it anew",
+                            spec.name, resolved.image, resolved.image_id)
+                self.images.forget(resolved.image)
+                resolved = self._resolve(api, resolved.image, spec)
+                lost = True
             except docker.errors.APIError as e:
                 if e.status_code != 409:
                     raise
                 existing = self._existing(api, spec)
                 if existing:
-                    return existing, False
+                    return existing, False, resolved
         raise BackendError(NAME, f"container name {spec.name} stays in use", spec.name)
 
     def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
@@ -265,17 +309,9 @@ class DockerBackend(Backend):
         Raises:
             BackendError: the pull failed or timed out (the factory backs off the machinetype).
         """
-        limit = spec.machinetype.docker_pull_timeout_seconds
-        deadline = time.monotonic() + limit
         log.info("%s: pulling image %s", spec.name, image)
         with self._boundary(f"cannot pull image {image}", spec.name):
-            for event in api.pull(image, stream=True, decode=True):
-                if isinstance(event, dict) and event.get("error"):
-                    raise BackendError(NAME, f"cannot pull image {image}: {event['error']}",
-                                       spec.name)
-                if time.monotonic() > deadline:
-                    raise BackendError(NAME, f"cannot pull image {image}: not done after "
-                                             f"{limit} s", spec.name)
+            pull(api, image, spec.machinetype.docker_pull_timeout_seconds, spec.name)
 
     def _start(self, api: Any, container_id: str, name: str, parent: Optional[str]) -> None:
         """Start a new container; on failure remove it so nothing is left behind."""

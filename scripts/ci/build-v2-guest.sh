@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# Build the cgroup v2 test guest (issue 17): a Debian trixie VM with systemd as PID 1 on the
+# unified hierarchy, Docker with the systemd cgroup driver and Apptainer, in which
+# scripts/ci/run-v2-tests.sh runs the container backends' tests. Outputs in OUTDIR:
+#   vmlinuz, initrd.img  the guest's kernel (linux-image-amd64) and its initramfs
+#   rootfs.img           raw ext4 image (sparse), made with `mkfs.ext4 -d` (no loop mount);
+#                        runs boot a qcow2 overlay of it, so it stays clean
+#   cmdline              the kernel command line (root=/dev/vda, console=ttyS0,
+#                        systemd.unified_cgroup_hierarchy=1)
+#   versions             kernel, systemd, Docker, Apptainer, Python of the guest
+# Why trixie and not bookworm: sid's apptainer .deb installs natively (it needs glibc 2.38,
+# trixie has 2.41; bookworm would need the private-glibc trick of setup-apptainer.sh), and its
+# Docker 26 is nearer the docker-ce EL9 sites run than bookworm's 20.10; systemd 257 and kernel
+# 6.12 have everything EL9's (252, 5.14) has for v2 (cgroup.kill, memory.events, delegation).
+# What the guest does at boot (units written below):
+#   vac-v2-images.service  imports vac-test/busybox:1 into the guest's Docker (as
+#                          setup-docker.sh does on the host) once docker.service answers
+#   vac-v2-run.service     with "vac.v2run=1" on the kernel command line: mounts the second
+#                          disk (/dev/vdb, ext4: the tree under test) at /vac-src, runs
+#                          /vac-src/scripts/ci/v2-guest-run.sh (from the tree, so the test
+#                          selection changes without a rebuild), writes its exit code to the
+#                          console as "VAC-V2: exit N" and powers off
+# Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
+# sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
+# pycurl, jinja2, cryptography, pycdlib (all Debian packages: nothing from PyPI).
+# Skipped when the outputs exist and were built by a script of the same content
+# (OUTDIR/.script-sha256). Downloaded .debs are kept in /var/cache/vac-test/v2guest. First
+# build: several minutes (debootstrap's downloads and unpacking); cached: under a second.
+# Usage: scripts/ci/build-v2-guest.sh [OUTDIR]    (default /var/lib/vac-test/v2guest; root)
+set -euo pipefail
+
+STEP=v2-guest
+T0=$EPOCHREALTIME
+LOG=/var/log/vac-setup.log
+STATE=/var/lib/vac-test
+OUTDIR=${1:-$STATE/v2guest}
+CACHE=/var/cache/vac-test/v2guest
+SUITE=trixie
+IMAGE_SIZE=8G
+SELF=$(readlink -f "$0")
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# debootstrap installs only BASE (its own dependency order is fragile with many packages: it
+# once failed configuring python3-cryptography); apt installs PACKAGES in the chroot.
+BASE="systemd systemd-sysv dbus udev kmod passwd ca-certificates"
+PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io containerd runc iptables busybox-static uidmap squashfs-tools
+ca-certificates containernetworking-plugins libseccomp2 libsqlite3-0 python3 python3-pytest
+python3-hypothesis python3-docker python3-spython python3-pycurl python3-jinja2
+python3-cryptography python3-pycdlib python3-requests python3-urllib3"
+OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"
+
+[ "$(id -u)" = 0 ] || die "run as root"
+sum=$(sha256sum "$SELF" | cut -d' ' -f1)
+fresh=yes
+for f in $OUTPUTS; do [ -s "$OUTDIR/$f" ] || fresh=no; done
+[ "$(cat "$OUTDIR/.script-sha256" 2>/dev/null)" = "$sum" ] || fresh=no
+if [ "$fresh" = yes ]; then
+  summary "ok: $OUTDIR up to date ($(tr '\n' ' ' <"$OUTDIR/versions"))"
+  exit 0
+fi
+
+apt_install debootstrap e2fsprogs qemu-utils qemu-system-x86
+# shellcheck disable=SC2016  # apt's own $(...) field names
+mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(IDENTIFIER)' \
+  | awk '$2 == "bookworm" && $3 == "Packages" { print $1; exit }')
+[ -n "$mirror" ] || die "no bookworm source in the apt configuration to take the archive from"
+mkdir -p "$CACHE/debootstrap" "$CACHE/archives/partial" "$CACHE/apt/lists/partial"
+
+# ---- apptainer from sid (a .deb; its dependencies come from trixie inside the chroot) -------
+apt_sid=(-o "Dir::Etc::SourceList=$CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+         -o "Dir::State::Lists=$CACHE/apt/lists" -o "Dir::Cache=$CACHE/apt")
+app_deb=$(find "$CACHE" -maxdepth 1 -name 'apptainer_*.deb' | sort -V | tail -n 1)
+if [ -z "$app_deb" ]; then
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s sid main\n' "$mirror" \
+    >"$CACHE/apt/sources.list"
+  say "apt-get update (sid; lists in $CACHE/apt)"
+  apt-get "${apt_sid[@]}" update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update of sid"; }
+  chown _apt "$CACHE" 2>/dev/null || true
+  (cd "$CACHE" && apt-get "${apt_sid[@]}" download -q apptainer/sid >>"$LOG" 2>&1) \
+    || die "apt-get download apptainer/sid (log: $LOG)"
+  app_deb=$(find "$CACHE" -maxdepth 1 -name 'apptainer_*.deb' | sort -V | tail -n 1)
+  [ -n "$app_deb" ] || die "apt-get download apptainer gave no .deb"
+fi
+
+work=$(mktemp -d /var/tmp/vac-v2guest.XXXXXX)
+root=$work/root
+cleanup() {
+  for m in dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "debootstrap $SUITE (minbase + $BASE; log: $LOG)"
+# shellcheck disable=SC2086  # the list is meant to split
+if ! debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" \
+  --include="$(echo $BASE | tr ' ' ',')" "$SUITE" "$root" "$mirror" >>"$LOG" 2>&1; then
+  cat "$root/debootstrap/debootstrap.log" >>"$LOG" 2>/dev/null || true
+  tail -n 30 "$LOG" >&2
+  die "debootstrap $SUITE (log: $LOG)"
+fi
+
+in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+  DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+mount -t proc proc "$root/proc"
+mount -t sysfs sysfs "$root/sys"
+mount --bind /dev "$root/dev"
+mount --bind /dev/pts "$root/dev/pts"
+printf 'deb %s %s main\n' "$mirror" "$SUITE" >"$root/etc/apt/sources.list"
+mkdir -p "$root/var/cache/apt/archives"
+cp "$app_deb" "$root/tmp/"
+say "apt-get install in the guest: $(basename "$app_deb") and $(echo "$PACKAGES" | wc -w) packages"
+mount --bind "$CACHE/archives" "$root/var/cache/apt/archives"
+in_root apt-get update -q >>"$LOG" 2>&1 || { umount "$root/var/cache/apt/archives"; die "apt-get update in the guest"; }
+# shellcheck disable=SC2086  # the list is meant to split
+if ! in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$app_deb")" $PACKAGES \
+  >>"$LOG" 2>&1; then
+  umount "$root/var/cache/apt/archives"
+  tail -n 30 "$LOG" >&2
+  die "apt-get install in the guest (log: $LOG)"
+fi
+umount "$root/var/cache/apt/archives"
+rm -f "$root/tmp/$(basename "$app_deb")"
+ln -sfn apptainer "$root/usr/bin/singularity"
+
+# ---- users, network, units -----------------------------------------------------------------
+in_root useradd --system --create-home --home-dir /var/lib/vacsngly --shell /usr/sbin/nologin \
+  --comment "Vac Apptainer containers" vacsngly
+uid=$(in_root id -u vacsngly)
+for f in subuid subgid; do echo "vacsngly:$((1000000 + uid * 65536)):65536" >>"$root/etc/$f"; done
+in_root passwd -d root >/dev/null
+echo v2guest >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 v2guest.example.com v2guest\n' >"$root/etc/hosts"
+printf '/dev/vda / ext4 rw,errors=remount-ro 0 1\n' >"$root/etc/fstab"
+ln -sf /dev/null "$root/etc/systemd/system/systemd-timesyncd.service"
+ln -sf /dev/null "$root/etc/systemd/system/apt-daily.timer"
+ln -sf /dev/null "$root/etc/systemd/system/apt-daily-upgrade.timer"
+ln -sf /dev/null "$root/etc/systemd/system/e2scrub_reap.service"
+mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
+printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200 %%I $TERM\n' \
+  >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+
+# The test busybox image, imported into the guest's Docker at boot (no dockerd in a chroot).
+mkdir -p "$root/var/lib/vac-test"
+cat >"$root/usr/local/sbin/vac-v2-images" <<'IMAGES'
+#!/bin/sh
+# Import vac-test/busybox:1 (busybox-static + one symlink per applet) unless it is there.
+set -eu
+IMAGE=vac-test/busybox:1
+docker image inspect "$IMAGE" >/dev/null 2>&1 && exit 0
+root=$(mktemp -d)
+mkdir -p "$root/bin" "$root/sbin" "$root/usr/bin" "$root/usr/sbin" "$root/etc" "$root/tmp" \
+  "$root/proc" "$root/sys" "$root/dev" "$root/root" "$root/var/tmp"
+chmod 1777 "$root/tmp" "$root/var/tmp"
+cp /bin/busybox "$root/bin/busybox"
+/bin/busybox --list-full | while read -r applet; do
+  [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+tar -C "$root" -c . | docker import -c 'CMD ["/bin/sh"]' - "$IMAGE" >/dev/null
+rm -rf "$root"
+IMAGES
+cat >"$root/etc/systemd/system/vac-v2-images.service" <<'UNIT'
+[Unit]
+Description=Vac v2 guest: the test image in Docker
+After=docker.service
+Requires=docker.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/vac-v2-images
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+cat >"$root/usr/local/sbin/vac-v2-run" <<'RUN'
+#!/bin/sh
+# Run the tests of the tree on /dev/vdb, say the exit code on the console, power off.
+grep -qw vac.v2run=1 /proc/cmdline || exit 0
+rc=99
+mkdir -p /vac-src
+if mount -t ext4 /dev/vdb /vac-src; then
+  if [ -x /vac-src/scripts/ci/v2-guest-run.sh ]; then
+    /vac-src/scripts/ci/v2-guest-run.sh >/dev/ttyS0 2>&1
+    rc=$?
+  else
+    echo "VAC-V2: no scripts/ci/v2-guest-run.sh on /dev/vdb" >/dev/ttyS0
+  fi
+  sync
+  umount /vac-src || true
+else
+  echo "VAC-V2: cannot mount /dev/vdb" >/dev/ttyS0
+fi
+echo "VAC-V2: exit $rc" >/dev/ttyS0
+systemctl --no-block poweroff
+RUN
+cat >"$root/etc/systemd/system/vac-v2-run.service" <<'UNIT'
+[Unit]
+Description=Vac v2 guest: run the tests of the tree under test
+After=vac-v2-images.service docker.service
+Wants=vac-v2-images.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/vac-v2-run
+StandardOutput=journal+console
+TimeoutStartSec=infinity
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+chmod 755 "$root/usr/local/sbin/vac-v2-images" "$root/usr/local/sbin/vac-v2-run"
+in_root systemctl enable vac-v2-images.service vac-v2-run.service docker.service >>"$LOG" 2>&1
+
+# ---- the Apptainer sandbox image (as setup-apptainer.sh makes it on the host) ---------------
+sb=$root/var/lib/vac-test/busybox-sandbox
+mkdir -p "$sb"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,proc,sys,dev,root,var/tmp}
+chmod 1777 "$sb/tmp" "$sb/var/tmp"
+cp "$root/bin/busybox" "$sb/bin/busybox"
+in_root /bin/busybox --list-full | while read -r applet; do
+  [ -e "$sb/$applet" ] || ln -s /bin/busybox "$sb/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$sb/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$sb/etc/group"
+touch "$sb/etc/hosts" "$sb/etc/localtime" "$sb/etc/resolv.conf"
+chmod -R a+rX "$sb"
+chmod 755 "$root/var/lib/vac-test"
+
+# ---- outputs ------------------------------------------------------------------------------
+kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
+[ -f "$root/boot/initrd.img-$kver" ] || die "no initrd for kernel $kver in the guest"
+{
+  echo "kernel $kver"
+  echo "systemd $(in_root dpkg-query -W -f='${Version}' systemd)"
+  echo "docker.io $(in_root dpkg-query -W -f='${Version}' docker.io)"
+  echo "apptainer $(in_root dpkg-query -W -f='${Version}' apptainer)"
+  echo "python3 $(in_root python3 -c 'import platform; print(platform.python_version())')"
+} >"$work/versions"
+for m in dev/pts dev proc sys; do umount "$root/$m"; done
+rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
+mkdir -p "$OUTDIR"
+cp "$root/boot/vmlinuz-$kver" "$OUTDIR/vmlinuz.new"
+cp "$root/boot/initrd.img-$kver" "$OUTDIR/initrd.img.new"
+say "mkfs.ext4 -d (image $IMAGE_SIZE, sparse)"
+rm -f "$OUTDIR/rootfs.img.new"
+mkfs.ext4 -q -F -L vac-v2-root -d "$root" "$OUTDIR/rootfs.img.new" "$IMAGE_SIZE" >>"$LOG" 2>&1 \
+  || die "mkfs.ext4 -d (log: $LOG)"
+echo "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 net.ifnames=0" >"$OUTDIR/cmdline.new"
+cp "$work/versions" "$OUTDIR/versions.new"
+for f in $OUTPUTS; do mv "$OUTDIR/$f.new" "$OUTDIR/$f"; done
+echo "$sum" >"$OUTDIR/.script-sha256"
+summary "ok: built $OUTDIR ($(tr '\n' ' ' <"$OUTDIR/versions"))"

@@ -20,7 +20,7 @@ from vac.config.model import Config
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
-from vac.slotview import cycle_summary, slot_rows
+from vac.slotview import cycle_summary, image_notes, slot_rows
 from vac.space import cli as space_cli
 
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
@@ -118,13 +118,17 @@ def slots_command(args: argparse.Namespace) -> int:
         return 1
     rows = slot_rows(config, now=time.time())
     cycle = cycle_summary(config)
+    images = image_notes(config)
     if args.json:
-        print(json.dumps({"slots": rows, "cycle": cycle}, indent=1, allow_nan=False))
+        print(json.dumps({"slots": rows, "cycle": cycle, "images": images}, indent=1,
+                         allow_nan=False))
         return 0
     for row in rows:
         errors = f"  [{row['errors']} errors, last: {row['last_error']}]" if row["errors"] else ""
         print(f"{row['name']:28} {row['machinetype'] or '----------':20} {row['state']:10} "
               f"{row['processors']:>2} {row['age']:>9}  {row['detail']}{errors}")
+    for note in images:
+        print(note["text"])
     if cycle["errors"]:
         print(f"last cycle: {cycle['errors']} errors; see the vacd log")
     return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List
+import re
+import time
+from typing import Any, Dict, List, Optional
 
 from vac import fsutil
 from vac.config.model import Config
@@ -29,6 +31,7 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
         failures = errors.get(slot.name) or {}
         if failures.get("machine") != os.path.basename(directory.path):
             failures = {}
+        image, version = _image_of(directory)
         state = directory.disk_state()
         age = _age(now - (directory.started or directory.created))
         if state == MachineState.SHUTDOWN:
@@ -39,9 +42,64 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
             detail = f"cpu {directory.cpu_seconds:.0f}s, ends {_age(directory.shutdown_time - now) if directory.shutdown_time else '?'} from now"  # noqa: E501
         else:
             detail = "creation in progress or failed"
-        rows.append(_row(slot.name, directory.machinetype, state.value, directory.processors,
-                         age, detail, failures.get("count", 0), failures.get("last")))
+        if version:
+            detail += f", image {short_version(version)}"
+        row = _row(slot.name, directory.machinetype, state.value, directory.processors,
+                   age, detail, failures.get("count", 0), failures.get("last"))
+        row.update({"image": image, "image_version": version})
+        rows.append(row)
     return rows
+
+
+def _image_of(directory: MachineDir) -> tuple:
+    """(image, image_version) the machine's backend recorded ('' where it recorded none)."""
+    record = directory.read_backend_record()
+    return _printable(record.get("image")), _printable(record.get("image_version"))
+
+
+def _printable(value: Any, limit: int = 300) -> str:
+    """A recorded value as one bounded line of printable text ('' if not a string)."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c for c in value if c.isprintable())[:limit]
+
+
+def short_version(version: str) -> str:
+    """An image version for the text view: sha256 digests cut to 12 hex digits."""
+    return re.sub(r"sha256:([0-9a-f]{12})[0-9a-f]{52}", r"sha256:\1", version)
+
+
+def image_notes(config: Config, now: Optional[float] = None) -> List[Dict]:
+    """The Docker tags vacd refreshes from registries (docker-images.json): per tag its last
+    good version, when it was refreshed, and the registry failure that keeps it, if any."""
+    text = fsutil.read_optional(config.settings.paths.docker_images, 4 * 1024 * 1024)
+    try:
+        images = (json.loads(text) if text else {}).get("images") or {}
+    except (ValueError, AttributeError):
+        return []
+    if not isinstance(images, dict):
+        return []
+    return [_note(tag, entry, time.time() if now is None else now)
+            for tag, entry in sorted(images.items()) if isinstance(entry, dict)]
+
+
+def _note(tag: str, entry: Dict, now: float) -> Dict:
+    version = _printable(entry.get("image_version"))
+    error = _printable(entry.get("error"), 1000)
+    since = entry.get("failing_since")
+    checked = entry.get("checked")
+    if error:
+        ago = _age(now - since) if isinstance(since, (int, float)) else "?"
+        text = (f"image {_printable(tag)}: registry failing for {ago} ({error}); new machines "
+                f"keep {short_version(version) or 'no image yet'}")
+    else:
+        when = f"refreshed {_age(now - checked)} ago" if isinstance(checked, (int, float)) \
+            else "not refreshed yet"
+        text = f"image {_printable(tag)}: {short_version(version)} ({when})"
+    return {"image": _printable(tag), "image_version": version, "error": error,
+            "failing_since": since, "checked": checked, "text": text,
+            "machinetypes": [_printable(m) for m in entry.get("machinetypes") or []
+                             if isinstance(m, str)]}
 
 
 def cycle_summary(config: Config) -> Dict:

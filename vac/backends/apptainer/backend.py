@@ -44,6 +44,7 @@ from vac.backends.apptainer.launch import (
 )
 from vac.backends.apptainer.watch import ProcessWatcher, running_machines
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.imageversion import url_image_record
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.host import cgroups, procs
 from vac.host.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
@@ -267,7 +268,8 @@ class ApptainerBackend(Backend):
             "uid": user.pw_uid, "user": user.pw_name, "job_id": job_id, "image": image,
             "cgroup": cgroup.relative_path, "cgroup_dirs": cgroup.dirs,
             "cgroup_inode": self._inode(cgroup),
-            "memory_limit_bytes": spec.memory_mb * MIB})
+            "memory_limit_bytes": spec.memory_mb * MIB,
+            **url_image_record(spec.machinetype.root_image, self.settings.paths)})
         # jobfeatures/job_id stays the factory's UUID (as in 03.00.02): the payload may have
         # read it already. The original's %06d-<uuid> is our backend id, in backend.json.
         return job_id

@@ -37,6 +37,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.imageversion import url_image_record
 from vac.backends.libvirt import configdrive, metadata, signature
 from vac.backends.libvirt import images as vmimages
 from vac.backends.libvirt import network as vmnetwork
@@ -280,7 +281,9 @@ class LibvirtBackend(Backend):
                 _unlink(path)
         directory.write_backend_record({"backend": self.NAME, "uuid": spec.uuid,
                                         "virt_type": virt_type, "volume_group":
-                                        self.settings.volume_group if lv else None})
+                                        self.settings.volume_group if lv else None,
+                                        **url_image_record(spec.machinetype.root_image,
+                                                           self.settings.paths)})
         log.info("%s created: %s domain, %d processors, %d MiB", spec.name, virt_type,
                  spec.processors, spec.memory_mb)
         return spec.uuid

@@ -224,6 +224,18 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     if values["libvirt_shutdown_wait_seconds"] < 0:
         b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
                   "libvirt_shutdown_wait_seconds")
+    _check_yield(values, origins, b)
+
+
+def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
+    """Opportunistic mode: a positive threshold, a grace and a pause that are not negative."""
+    threshold = values["yield_load_per_processor"]
+    if threshold is not None and threshold <= 0:
+        b.problem("must be greater than 0 (leave it unset to turn opportunistic mode off)",
+                  origins["yield_load_per_processor"], "yield_load_per_processor")
+    for name in ("yield_grace_seconds", "yield_pause_seconds"):
+        if values[name] < 0:
+            b.problem("must not be negative", origins[name], name)
 
 
 def _check_ranges(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -63,6 +63,9 @@ class Settings:
     libvirt_uri: str
     libvirt_virt_type: str
     libvirt_shutdown_wait_seconds: float
+    yield_load_per_processor: Optional[float] = None
+    yield_grace_seconds: float = 300.0
+    yield_pause_seconds: float = 600.0
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

@@ -80,6 +80,13 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
     Option("libvirt_shutdown_wait_seconds", "float", 30.0, backend="libvirt",
            help="seconds a VM being destroyed has to power off after the ACPI shutdown "
                 "request before it is forced off"),
+    Option("yield_load_per_processor", "optfloat", None,
+           help="opportunistic mode (off unless set): yield to the host's owner when the load "
+                "from outside Vac's machines stays above this per processor"),
+    Option("yield_grace_seconds", "float", 300.0,
+           help="how long the owner's load must stay above yield_load_per_processor"),
+    Option("yield_pause_seconds", "float", 600.0,
+           help="how long creation pauses after a machine yielded"),
 )
 
 # Options that the original accepted only to warn about; they have no effect.

@@ -141,15 +141,17 @@ class ImageTracker:
 
     `connect()` returns a new docker APIClient (one per refresh pass, closed after it: an
     engine restart costs nothing); `status_path()` names the status file (None: none).
+    Without `background` no thread is started: the caller runs refresh_due() (tests).
     """
 
     def __init__(self, connect: Callable[[], Any], status_path: Callable[[], Optional[str]],
                  clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time):
+                 wall: Callable[[], float] = time.time, background: bool = True):
         self.connect = connect
         self.status_path = status_path
         self.clock = clock
         self.wall = wall
+        self.background = background
         self._tags: Dict[str, Tracked] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -193,7 +195,7 @@ class ImageTracker:
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None or self._stopping:
+            if self._thread is not None or self._stopping or not self.background:
                 return
             self._thread = threading.Thread(target=self._run, name="vac-docker-images",
                                             daemon=True)

@@ -61,7 +61,13 @@ HOSTILE_TITLES = [
 ]
 
 
-def _value_text(kind: str, default) -> str:
+# Options whose values have a syntax of their own: a valid value for the seed.
+SEED_VALUES = {"docker_ulimits": "nofile=1024:2048 nproc=100"}
+
+
+def _value_text(kind: str, default, name: str = "") -> str:
+    if name in SEED_VALUES:
+        return SEED_VALUES[name]
     if kind == "words":
         return " ".join(default) if default else "a.example.com"
     if default is None:
@@ -81,7 +87,7 @@ def _table_seed() -> str:
     lines += [f"{o.name} = {_value_text(o.kind, o.default)}" for o in O.SETTINGS_OPTIONS
               if o.name not in skip and o.name != "enable_fake_backend"]
     lines += ["", "[machinetype fz]", "machine_model = fake", "user_data_file_x = f.txt"]
-    lines += [f"{o.name} = {_value_text(o.kind, o.default)}" for o in O.MACHINETYPE_OPTIONS
+    lines += [f"{o.name} = {_value_text(o.kind, o.default, o.name)}" for o in O.MACHINETYPE_OPTIONS
               if o.name not in ("machine_model", "kernel", "initrd", "cmdline",
                                 "fake_create_error")]
     lines += ["", "[vacuum_pipe p]", f"vacuum_pipe_url = file://{PIPE}", "target_share = 2",

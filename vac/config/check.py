@@ -12,6 +12,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vac.config import limits
 from vac.config import options as O
 from vac.errors import Problem
 
@@ -328,6 +329,9 @@ def machinetype_values(name: str, section: Mapping[str, RawValue], settings: Set
     values["pipe"] = prefix
     values["machinetype_path"] = settings.paths.machinetype_dir(prefix or name)
     _defaults_from_others(values, origins, name)
+    if values["mb_per_processor"] is None:
+        values["mb_per_processor"] = settings.mb_per_processor
+        origins["mb_per_processor"] = settings.origins.get("mb_per_processor", "default")
     values["user_data_options"], values["user_data_files"] = _user_data_families(
         section, settings, origins, b)
     if not _check_machinetype(name, values, origins, settings, b):
@@ -385,6 +389,8 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                   f"({v['min_processors']})", origins[where], where)
     if v["min_processors"] < 1:
         b.problem("must be at least 1", origins["min_processors"], "min_processors")
+    for option, message in limits.machinetype_problems(v):
+        b.problem(message, origins[option], option)
     pull = v["docker_pull_seconds"]
     if pull is not None and pull < 1:
         b.problem("must be at least 1", origins["docker_pull_seconds"], "docker_pull_seconds")

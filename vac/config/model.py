@@ -111,8 +111,11 @@ class MachineType:
     root_device: str
     scratch_device: str
     shutdown_message_grace_seconds: Optional[int]
+    mb_per_processor: int
     machinetype_path: str
     docker_network_mode: str
+    docker_network: Optional[str]
+    docker_ulimits: Tuple[str, ...]
     docker_hard_cpu: bool
     docker_hard_memory: bool
     docker_pids_limit: int

@@ -122,8 +122,14 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("shutdown_message_grace_seconds", "optint", None,
            help="a machine still running this long after writing its shutdown_message is "
                 "destroyed and its slot refilled (unset: never, as the original)"),
+    Option("mb_per_processor", "optint", None,
+           help="memory per processor of this machinetype's machines (default: [settings])"),
     # Ours: backend-specific, namespaced where the issue did not fix the name.
     Option("docker_network_mode", "str", "bridge", backend="docker"),
+    Option("docker_network", "str", None, backend="docker",
+           help="an existing Docker network; macvlan/ipvlan: the slot's own IP (and MAC)"),
+    Option("docker_ulimits", "words", (), backend="docker",
+           help="container ulimits NAME=SOFT[:HARD], e.g. nofile=65536:65536"),
     Option("docker_hard_cpu", "true", False, backend="docker"),
     Option("docker_hard_memory", "notfalse", True, backend="docker"),
     Option("docker_pids_limit", "int", 4096, backend="docker"),

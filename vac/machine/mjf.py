@@ -57,7 +57,7 @@ class MjfContext:
 
     @property
     def max_rss_bytes(self) -> int:
-        return int(self.settings.mb_per_processor) * self.processors * BYTES_PER_MIB
+        return int(self.machinetype.mb_per_processor) * self.processors * BYTES_PER_MIB
 
 
 @dataclass(frozen=True)

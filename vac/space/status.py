@@ -120,7 +120,7 @@ def machinetype_statuses(config: Config, now: float) -> List[Dict[str, Any]]:
         body = shares.status_fields(census[name])
         body["shutdown_message"] = _cut(body["shutdown_message"])
         body.update({"machinetype": name,
-                     "bytes_per_processor": config.settings.mb_per_processor * 1048576,
+                     "bytes_per_processor": mt.mb_per_processor * 1048576,
                      "max_wallclock_seconds": mt.max_wallclock_seconds,
                      "max_processors": mt.max_processors})
         if mt.accounting_fqan:

@@ -23,7 +23,7 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.docker import vac03
+from vac.backends.docker import network, vac03
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
     CGROUP_ROOT,
@@ -241,11 +241,12 @@ class DockerBackend(Backend):
         name (idempotent create)."""
         docker = _sdk()
         lost = False
+        networking = self._network_args(api, spec)
         for _ in range(3):
             host_config = api.create_host_config(**host_config_args(spec, mounts, parent))
             try:
                 made = api.create_container(resolved.image_id, host_config=host_config,
-                                            **container_args(spec))
+                                            **container_args(spec), **networking)
                 return made["Id"], True, resolved
             except docker.errors.ImageNotFound as e:
                 if lost:
@@ -264,6 +265,22 @@ class DockerBackend(Backend):
                 if existing:
                     return existing, False, resolved
         raise BackendError(NAME, f"container name {spec.name} stays in use", spec.name)
+
+    def _network_args(self, api: Any, spec: MachineSpec) -> Dict[str, Any]:
+        """create_container's arguments for the machinetype's docker_network: on a macvlan
+        or ipvlan network the slot's own IP (and MAC).
+
+        Raises:
+            BackendError: the network does not exist or has no address for the slot.
+        """
+        mt = spec.machinetype
+        if not mt.docker_network:
+            return {}
+        try:
+            attrs = api.inspect_network(mt.docker_network)
+        except _sdk().errors.NotFound:
+            raise network.missing(mt, spec.slot) from None
+        return network.create_args(api, network.attachment(attrs, spec.slot, mt.name))
 
     def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
         """Id of this machine's container if it already exists (then started if it was only

@@ -17,6 +17,8 @@ import tempfile
 from typing import Any, Dict, List, Optional
 
 from vac.backends.base import MachineSpec
+from vac.backends.docker.network import network_mode
+from vac.config.limits import engine_ulimits
 from vac.errors import BackendError
 from vac.host.cgroups import PARENT, cpu_shares
 from vac.machine.directory import MachineDir
@@ -81,9 +83,14 @@ def host_config_args(spec: MachineSpec, mounts: List[Dict[str, Any]],
     memory = spec.memory_mb * MIB
     args: Dict[str, Any] = {"mounts": list(mounts), "cpu_shares": cpu_shares(spec.processors),
                             "security_opt": ["no-new-privileges"], "privileged": False,
-                            "network_mode": mt.docker_network_mode}
+                            "network_mode": network_mode(mt)}
     if mt.docker_pids_limit > 0:
         args["pids_limit"] = mt.docker_pids_limit
+    if mt.docker_ulimits:
+        try:
+            args["ulimits"] = engine_ulimits(mt.docker_ulimits)
+        except ValueError as e:  # the configuration check lets none through
+            raise BackendError(NAME, f"docker_ulimits: {e}", spec.name) from e
     if mt.docker_hard_cpu:
         args["nano_cpus"] = spec.processors * 10**9
     if mt.docker_hard_memory:

@@ -19,7 +19,7 @@ setup(
     description="Vac: a logical-machine factory for grid and HPC sites",
     python_requires=">=3.9",
     packages=find_packages(include=["vac", "vac.*"]),
-    package_data={"vac.backends.libvirt": ["templates/*"]},
+    package_data={"vac.backends.libvirt": ["templates/*"], "vac.web": ["templates/*"]},
     install_requires=["Jinja2>=3", "pycurl>=7.43", "dirq>=1.7"],
     extras_require={
         "docker": ["docker>=6"],

@@ -31,6 +31,7 @@ from vac.ops.lock import StateLock, state_dir_of
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source
 from vac.web.server import MetricsEndpoint
+from vac.web.statusserver import StatusEndpoint
 
 log = logging.getLogger("vacd")
 
@@ -148,6 +149,9 @@ class Daemon:
         self.retry: Set[str] = set()
         # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
         self.metrics = MetricsEndpoint(lambda: self.factory.config, self.responder)
+        # The status page (vac.web), when status_port is set: it only reads, too.
+        self.status = StatusEndpoint(lambda: self.factory.config, self.factory.space_census,
+                                     self.metrics)
 
     def _load_config(self):
         return pipes.load_config(self.files, self.host, update=True, now=time.time())
@@ -183,6 +187,7 @@ class Daemon:
             self.responder.stop()
             self.services.close()
             self.metrics.close()
+            self.status.close()
         log.info("vacd stopped after %d cycles", done)
         return 0
 
@@ -219,6 +224,7 @@ class Daemon:
             log.exception("cycle %d failed; the next cycle runs as usual", number)
             report = CycleReport(errors=["cycle failed: see the log"])
         self.metrics.after_cycle(report, time.monotonic() - began)
+        self.status.after_cycle()
         self._note_retries(report)
         log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", number,
                  len(report.created), len(report.finished), len(report.destroyed),

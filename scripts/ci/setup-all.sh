@@ -30,4 +30,5 @@ run_step apptainer bash "$here/setup-apptainer.sh"
 run_step accounting bash "$here/setup-accounting.sh"
 run_step packaging bash "$here/setup-packaging.sh"
 run_step space bash "$here/setup-space.sh"
+run_step browser bash "$here/setup-browser.sh"
 awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN { printf "[setup-all] ok: all steps (%.1f s)\n", b - a }'

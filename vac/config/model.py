@@ -51,6 +51,8 @@ class Settings:
     vacquery_address: str
     metrics_address: str
     metrics_port: Optional[int]
+    status_address: str
+    status_port: Optional[int]
     gocdb_url: str
     max_creations_per_cycle: int
     docker_parallel_creations: int

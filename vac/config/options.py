@@ -62,6 +62,11 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="address of the Prometheus metrics endpoint"),
     Option("metrics_port", "optint", None,
            help="port of the Prometheus metrics endpoint (off unless set)"),
+    Option("status_address", "str", "127.0.0.1",
+           help="address of the status page (and its JSON API)"),
+    Option("status_port", "optint", None,
+           help="port of the status page (off unless set; equal to metrics_port: one "
+                "listener serves both)"),
     Option("gocdb_url", "str", "https://goc.egi.eu/gocdbpi",
            help="the GOCDB programmatic interface that capacity is published to"),
     Option("max_creations_per_cycle", "int", 100),

@@ -60,6 +60,9 @@ class SpacePoll:
     def __init__(self, query: Query = client.query):
         self.query = query
         self.silent: List[str] = []
+        # The last poll's merged census and when it was taken (the status page shows them).
+        self.census: Dict[str, Census] = {}
+        self.polled: Optional[float] = None
         self._census_thread: Optional[threading.Thread] = None
 
     def __call__(self, config: Config, local: Dict[str, Census],
@@ -78,6 +81,7 @@ class SpacePoll:
         if self.silent:
             log.info("space poll: no reply from %s", ", ".join(self.silent))
         census = add_census(local, remote_census(result, config.machinetypes))
+        self.census, self.polled = dict(census), now
         self._start_census(config, now)
         return census
 

@@ -2,8 +2,10 @@
 """The metrics endpoint in vacd: an HTTP server thread on metrics_address:metrics_port (off
 unless metrics_port is set) serving vac.web.metrics' registry at /metrics, and the one call
 the daemon makes after each cycle. prometheus_client is imported only when the endpoint is on;
-the endpoint is rebound when the configured address changes and closed when vacd stops. Any
-failure here is logged and never reaches the cycle."""
+the endpoint is rebound when the configured address changes and closed when vacd stops. When
+status_port equals metrics_port, the status page's listener (vac.web.statusserver) serves
+/metrics from this registry and nothing is bound here. Any failure here is logged and never
+reaches the cycle."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +14,7 @@ from typing import Any, Callable, Optional, Tuple
 from vac.config.model import Config
 
 log = logging.getLogger(__name__)
+SHARED = "status page"   # bound.0 when the status page's listener serves /metrics
 
 
 class MetricsEndpoint:
@@ -38,6 +41,8 @@ class MetricsEndpoint:
         want = None
         if config is not None and config.settings.metrics_port:
             want = (config.settings.metrics_address, config.settings.metrics_port)
+            if config.settings.status_port == config.settings.metrics_port:
+                want = (SHARED, want[1])    # the status page's listener serves /metrics
         if want == self.bound:
             return
         self.close()
@@ -49,6 +54,10 @@ class MetricsEndpoint:
 
         if self.metrics is None:
             self.metrics = Metrics(self.get_config, self.responder)
+        if want[0] == SHARED:
+            self.bound = want
+            log.info("metrics served beside the status page on port %d", want[1])
+            return
         try:
             self.server, _ = start_http_server(want[1], want[0], registry=self.metrics.registry)
         except OSError as e:

@@ -76,6 +76,12 @@ class Paths:
         return self._at("plan.json")
 
     @property
+    def yield_state(self) -> str:
+        """Opportunistic mode: since when the owner's load is high, the pause, the last
+        reading of the host's and the machines' CPU time (vac.cycle.ownerload)."""
+        return self._at("yield.json")
+
+    @property
     def docker_images(self) -> str:
         """The Docker tags vacd refreshes from their registries, read by `vac slots`."""
         return self._at("docker-images.json")

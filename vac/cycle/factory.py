@@ -33,6 +33,7 @@ from vac.cycle.creation import create_machine
 from vac.cycle.errorcount import MachineErrors
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
 from vac.cycle.observe import Observation, find_zombies, observe
+from vac.cycle.ownerload import OwnerLoad
 from vac.cycle.parallel import run_grouped
 from vac.errors import ConfigError, VacError
 from vac.faults import crash_point
@@ -69,7 +70,8 @@ class Factory:
                  loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
                  rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
                  after_prepare: Optional[Callable[[Config], List[str]]] = None,
-                 space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None):
+                 space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None,
+                 owner_load: Optional[OwnerLoad] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
         self.space_census = space_census  # (config, local census, now) -> the space's
@@ -78,6 +80,7 @@ class Factory:
         self.loadavg = loadavg
         self.rng = rng or random.Random()
         self.fetcher = fetcher
+        self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
         self.config: Optional[Config] = None
         self.started = clock()
         self.errors = MachineErrors()
@@ -110,8 +113,11 @@ class Factory:
         self._kill_zombies(config, seen, report)
         self._release_leftovers(seen, report)
         census = self._census(config, seen, now)
+        yield_state, owner = self.owner_load.measure(config, seen, now)
         plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
-                            now=now, daemon_started=self.started, rng=self.rng)
+                            now=now, daemon_started=self.started, rng=self.rng,
+                            yield_state=yield_state, owner=owner)
+        self.owner_load.keep(config, plan.yield_state)   # before a yield's destroy
         self._apply(config, plan, seen, slots, now, report)
         self._last, self._dirty = (config, creatable, seen), _acted(report)
         self._settle(config, now, report)
@@ -144,7 +150,8 @@ class Factory:
         census = self._census(config, seen, now, fresh=False)
         plan = planner.plan(creatable, refilling.hide_other_free_slots(seen.observed, names),
                             census, load=max(self.loadavg()), now=now,
-                            daemon_started=self.started, rng=self.rng)
+                            daemon_started=self.started, rng=self.rng,
+                            yield_state=self.owner_load.state)
         plan = refilling.restrict(plan, names)
         self._apply(config, plan, seen, tuple(o.slot for o in seen.observed), now, report)
         self._last, self._dirty = (config, creatable, seen), _acted(report)

@@ -36,6 +36,16 @@ class Observation:
     adopt: Dict[str, MachineStatus] = field(default_factory=dict)  # creation cut short
     errors: Dict[str, str] = field(default_factory=dict)           # slot -> what failed
 
+    def machine_cpu(self) -> Dict[str, float]:
+        """CPU seconds of each slot's machine (running or ended), by its directory's path."""
+        seen = {o.slot.name: o for o in self.observed}
+        return {d.path: seen[name].cpu_seconds for name, d in self.directories.items()
+                if name in seen}
+
+    def unmeasured(self) -> List[str]:
+        """Slots whose machine's CPU seconds are not known this cycle (backend not asked)."""
+        return sorted(self.unmanaged)
+
 
 def observe(config: Config, slots: Sequence[Slot], pool: BackendPool) -> Observation:
     """Read every slot's directory and ask the backends about unfinished machines."""

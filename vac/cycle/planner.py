@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from vac.config.model import Config, MachineType, Settings
+from vac.cycle import yielding
 from vac.cycle.observed import Observed
 from vac.cycle.shares import (
     Census,
@@ -131,6 +132,7 @@ class Plan:
     counts: Counts = Counts()
     cvmfs_repositories: Tuple[str, ...] = ()
     notes: Tuple[str, ...] = ()
+    yield_state: Optional[yielding.YieldState] = None   # opportunistic mode's, to keep
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty."""
@@ -153,9 +155,12 @@ class _Scan:
     hs06: float = 0.0
     superslots: Dict[int, int] = field(default_factory=dict)
     cvmfs: Set[str] = field(default_factory=set)
+    kept: Dict[str, Tuple[Observed, Optional[int], Optional[MachineType]]] = \
+        field(default_factory=dict)
 
     def keep(self, obs: Observed, end: Optional[int], mt: Optional[MachineType]) -> None:
         """Count a machine that runs on after this cycle's decisions."""
+        self.kept[obs.slot.name] = (obs, end, mt)
         self.machines += 1
         self.processors += obs.processors
         self.hs06 += machine_hs06(obs.hs06, obs.processors)
@@ -164,26 +169,44 @@ class _Scan:
         if mt is not None and mt.cvmfs_repositories:
             self.cvmfs.update(mt.cvmfs_repositories)
 
+    def release(self, name: str) -> None:
+        """Undo keep(): the machine is destroyed after all (it yields)."""
+        obs, end, mt = self.kept.pop(name)
+        self.machines -= 1
+        self.processors -= obs.processors
+        self.hs06 -= machine_hs06(obs.hs06, obs.processors)
+        if end is not None:
+            self.superslots[end] -= obs.processors
+            if not self.superslots[end]:
+                del self.superslots[end]
+        self.cvmfs = {r for _, _, t in self.kept.values() if t is not None
+                      for r in t.cvmfs_repositories}
+
 
 def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Census], *,
-         load: float, now: float, daemon_started: float, rng: random.Random) -> Plan:
+         load: float, now: float, daemon_started: float, rng: random.Random,
+         yield_state: Optional[yielding.YieldState] = None,
+         owner: Optional[yielding.Sample] = None) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
-    grace period; `rng` breaks ties between equally starved machinetypes.
+    grace period; `rng` breaks ties between equally starved machinetypes. `yield_state` and
+    `owner` (this cycle's sample, None in a refill) are opportunistic mode's (vac.cycle.yielding).
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
+    verdict = _yield(settings, scan, yield_state, owner, now)
     book = Shares(config.machinetypes, census, rng, settings.hs06_per_processor)
     for name, part, abort_time in scan.ended:
         book.ended(name, part, abort_time)
-    creates, idle = _fill(config, scan, book, load, now)
+    creates, idle = _fill(config, scan, book, load, now, verdict.hold)
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
     return Plan(heartbeats=tuple(scan.heartbeats), lower_shutdown=tuple(scan.lowers),
                 destroys=tuple(scan.destroys), finishes=tuple(scan.finishes),
                 creates=tuple(creates), idle=tuple(idle), counts=counts,
-                cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)))
+                cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
+                yield_state=verdict.state if yielding.enabled(settings) else None)
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------
@@ -277,10 +300,39 @@ def _ended(obs: Observed, mt: Optional[MachineType], destroy: Destroy,
             now if is_abort(message) else None)
 
 
+# Opportunistic mode (vac.cycle.yielding) -------------------------------------------------
+
+def _yield(settings: Settings, scan: _Scan, state: Optional[yielding.YieldState],
+           owner: Optional[yielding.Sample], now: float) -> yielding.Verdict:
+    """Judge the owner's load; if a machine is due to yield, destroy the youngest kept one."""
+    verdict = yielding.judge(settings, state or yielding.YieldState(), owner, now)
+    victim = yielding.youngest([o for o, _, _ in scan.kept.values()]) \
+        if verdict.yield_now else None
+    if victim is None:
+        return verdict
+    name = victim.slot.name
+    message = yielding.message(settings, verdict.state, now)
+    destroy = Destroy(name, message, message[4:])
+    mt = scan.kept[name][2]
+    scan.release(name)
+    scan.destroys.append(destroy)
+    scan.ended.append(_ended(victim, mt, destroy, now))
+    _insert_free(scan, victim.slot)
+    state = yielding.yielded(settings, verdict.state, name, now)
+    return yielding.Verdict(state, yield_now=True,
+                            hold=yielding.hold_reason(settings, state, now))
+
+
+def _insert_free(scan: _Scan, slot: Slot) -> None:
+    """Add a slot to the free ones, which stay in slot order."""
+    at = next((i for i, s in enumerate(scan.free) if s.ordinal > slot.ordinal), len(scan.free))
+    scan.free.insert(at, slot)
+
+
 # Creation (§3.6, §3.9) ---------------------------------------------------------------------
 
 def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
-          now: float) -> Tuple[List[Create], List[Idle]]:
+          now: float, hold: str = "") -> Tuple[List[Create], List[Idle]]:
     """Create in the lowest free slots while the gate, the cap and the shares allow."""
     settings = config.settings
     per = settings.processors_per_superslot
@@ -292,7 +344,7 @@ def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
     for slot in scan.free:
         # The load average cannot see the machines started this cycle yet: each is taken to
         # add its processors to the reading, so the gate sees its own starts.
-        reason = _gate(settings, load, running, now, started=running - scan.processors)
+        reason = _gate(settings, load, running, now, started=running - scan.processors) or hold
         if not reason and len(creates) >= settings.max_creations_per_cycle:
             reason = f"max_creations_per_cycle reached ({settings.max_creations_per_cycle})"
         if not reason:

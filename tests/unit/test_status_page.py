@@ -77,6 +77,9 @@ def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes
     assert view["health"]["level"] == "warning"
     html = statuspages.factory_page(view, 30)
     assert 'data-state="backoff"' in html and "backoff until" in html
+    until = view["slots"][0]["backoff_until"]
+    assert str(until) not in html                # shown as a time of day, not Unix seconds
+    assert f"backoff of alpha until {statuspages.clock(until)} UTC" in html
 
 
 def test_an_idle_slot_says_why(world):  # noqa: F811

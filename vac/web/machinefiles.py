@@ -157,4 +157,5 @@ def machine_view(config: Config, directory: MachineDir, now: float) -> Dict[str,
         "machinefeatures": mjf(directory, "machinefeatures"),
         "jobfeatures": mjf(directory, "jobfeatures"),
         "joboutputs": listing(directory.file("joboutputs")),
-        "console": tail(directory.file("console.log")), "time": int(now)}
+        "console": tail(directory.file("console.log")), "time": int(now),
+        "slot_idle": None}

@@ -7,6 +7,7 @@ refreshes itself with a meta refresh and works without JavaScript.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any, Dict, Optional
 
@@ -15,6 +16,7 @@ import jinja2
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 REFRESH_DEFAULT = 30
 REFRESH_MIN = 5
+UNTIL_RE = re.compile(r"\b(until|at) (\d{9,11})\b")
 
 _env: Optional[jinja2.Environment] = None
 
@@ -26,7 +28,7 @@ def environment() -> jinja2.Environment:
                                  autoescape=True, undefined=jinja2.StrictUndefined,
                                  trim_blocks=True, lstrip_blocks=True)
         env.filters.update({"age": age, "utc": utc, "pct": pct, "size": size,
-                            "clock": clock})
+                            "clock": clock, "times": times})
         _env = env
     return _env
 
@@ -55,6 +57,11 @@ def clock(when: Any) -> str:
     if not isinstance(when, (int, float)) or isinstance(when, bool):
         return "\u2014"
     return time.strftime("%H:%M:%S", time.gmtime(when))
+
+
+def times(text: Any) -> str:
+    """A planner's reason with its Unix times ("until 1796122592") as times of day (UTC)."""
+    return UNTIL_RE.sub(lambda m: f"{m.group(1)} {clock(int(m.group(2)))} UTC", str(text))
 
 
 def pct(ratio: Any) -> str:

@@ -75,7 +75,7 @@ class Views:
     def _machine(self, config: Config, kind: str, name: str, api: bool,
                  now: float) -> Tuple[int, str, Any]:
         if kind == "slot":
-            if name not in machinefiles.slot_names(config):
+            if name not in machinefiles.slot_names(config):  # also refuses any path
                 return 404, "missing", f"/slot/{name}"
             directory = machinefiles.directory_of_slot(config, name)
             if directory is None:
@@ -88,6 +88,11 @@ class Views:
             if directory is None:
                 return 404, "missing", f"/machine/{name}"
         view = machinefiles.machine_view(config, directory, now)
+        if kind == "slot" and view["finished"] is not None:   # the slot is idle: say why
+            ordinal = machinefiles.slot_names(config).index(name)
+            cell = slot_cell(config, read_plan(config), ordinal, name, {}, now)
+            view["slot_idle"] = {"state": cell["state"], "reason": cell["reason"],
+                                 "backoff_until": cell["backoff_until"]}
         return 200, "json" if api else "machine", view
 
     def metrics_text(self) -> Optional[bytes]:

@@ -5,6 +5,7 @@ last good image kept through a failing registry, logged at most every 10 minutes
 file), its thread, and what the backend creates from and records in backend.json."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -296,6 +297,31 @@ def test_with_docker_pull_seconds_creation_uses_the_last_resolution_without_engi
     status = json.load(open(later.settings.paths.docker_images))["images"][TAG]
     assert status["image_version"] == DIGEST1 and status["machinetypes"] == ["dock"]
     backend.images.stop()
+
+
+def test_a_machinetype_that_unsets_docker_pull_seconds_stops_the_refreshing(make_config,
+                                                                          backend_and_spec):
+    backend, engine, spec = backend_and_spec("docker_pull_seconds = 300")
+    first = spec()
+    backend.create(first)
+    assert list(backend.images.status()) == [TAG]
+    mt = dataclasses.replace(first.machinetype, docker_pull_seconds=None)
+    later = dataclasses.replace(spec(1700000100), machinetype=mt)
+    backend.create(later)
+    assert backend.images.status() == {}
+    assert json.load(open(later.settings.paths.docker_images))["images"] == {}
+    assert backend.images.refresh_due() == []
+
+
+def test_a_resolution_from_the_thread_is_not_overwritten_by_a_local_one():
+    engine, clock = Engine(), Clock()
+    t = tracker(engine, clock)
+    t.remember("a", TAG, 60, 30, di.Resolved(TAG, ID2, DIGEST2), pulled=True)
+    t.remember("b", TAG, 60, 30, di.Resolved(TAG, ID1, DIGEST1), pulled=False)
+    assert t.current(TAG).image_id == ID2
+    assert t.status()[TAG]["machinetypes"] == ["a", "b"]
+    t.drop("a", TAG)
+    assert t.status()[TAG]["machinetypes"] == ["b"]
 
 
 def test_an_image_id_the_engine_lost_is_resolved_anew(backend_and_spec):

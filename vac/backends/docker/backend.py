@@ -211,7 +211,9 @@ class DockerBackend(Backend):
         last good resolution (no engine call); else, or the first time, the local engine's,
         pulling only an image the engine lacks."""
         interval = spec.machinetype.docker_pull_seconds
-        if interval is not None:
+        if interval is None:
+            self.images.drop(spec.machinetype.name, image)
+        else:
             known = self.images.current(image)
             if known is not None:
                 return known

@@ -167,17 +167,31 @@ class ImageTracker:
     def remember(self, machinetype: str, image: str, interval: float, pull_timeout: float,
                  resolved: Resolved, pulled: bool) -> None:
         """Track image (resolved in a creation; `pulled` if that creation pulled it, which
-        counts as an attempt) and start the thread if it is not running."""
+        counts as an attempt) and start the thread if it is not running. A resolution the
+        thread made meanwhile is kept unless this one comes from a pull."""
         with self._lock:
             tracked = self._tags.setdefault(image, Tracked(image, interval, pull_timeout))
             tracked.interval, tracked.pull_timeout = interval, pull_timeout
             tracked.machinetypes.add(machinetype)
-            tracked.resolved = resolved
+            if tracked.resolved is None or pulled:
+                tracked.resolved = resolved
             if pulled:
                 tracked.last_attempt, tracked.checked = self.clock(), self.wall()
         self._write_status()
         self._start()
         self._wake.set()
+
+    def drop(self, machinetype: str, image: str) -> None:
+        """The machinetype no longer sets docker_pull_seconds: stop refreshing the tag for
+        it (and at all once no machinetype wants it)."""
+        with self._lock:
+            tracked = self._tags.get(image)
+            if tracked is None or machinetype not in tracked.machinetypes:
+                return
+            tracked.machinetypes.discard(machinetype)
+            if not tracked.machinetypes:
+                del self._tags[image]
+        self._write_status()
 
     def forget(self, image: str) -> None:
         """The engine lost the resolved image (removed by hand): resolve it anew next time."""

@@ -26,7 +26,8 @@ from vac.space import cli as space_cli
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
                  "max_processors", "max_wallclock_seconds", "min_wallclock_seconds",
                  "backoff_seconds", "fizzle_seconds", "heartbeat_file", "heartbeat_seconds",
-                 "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories")
+                 "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories",
+                 "mb_per_processor", "docker_network", "docker_ulimits")
 
 
 def build_parser() -> argparse.ArgumentParser:

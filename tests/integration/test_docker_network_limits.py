@@ -288,3 +288,26 @@ def test_per_machinetype_processors_and_memory_are_what_the_machine_gets_and_mjf
     assert again.created == [] and again.errors == [], again
     counts = open(mvdock.load().settings.paths.counts).read().split()
     assert int(counts[2]) == sum(sizes[mvdock.dir(n).machinetype][0] for n in names) == 4
+
+
+# vac doctor ---------------------------------------------------------------------------------
+
+def test_doctor_checks_that_the_network_exists_and_has_an_address_for_every_slot(mvdock,
+                                                                               macvlan):
+    from vac.ops.backendchecks import docker_network
+    from vac.ops.checks import FAIL, OK
+
+    mvdock.write(NET_PAYLOAD, slots=2, extra_mt=f"docker_network = {macvlan.network}")
+    config = mvdock.load()
+    found = docker_network(config.machinetypes[MT], config.settings)
+    assert (found.status, found.detail) == \
+        (OK, f"{macvlan.network}: macvlan (slot 1: {macvlan.slot_ip(1)})")
+    mvdock.write(NET_PAYLOAD, slots=33, extra_mt=f"docker_network = {macvlan.network}")
+    config = mvdock.load()
+    found = docker_network(config.machinetypes[MT], config.settings)     # the range has 32
+    assert found.status == FAIL and "slot 32 has no address in 10.231." in found.detail
+    mvdock.write(NET_PAYLOAD, slots=1, extra_mt="docker_network = vac-test-mv-absent")
+    config = mvdock.load()
+    found = docker_network(config.machinetypes[MT], config.settings)
+    assert (found.status, found.detail) == \
+        (FAIL, "docker_network vac-test-mv-absent does not exist")

@@ -301,3 +301,27 @@ def test_a_missing_network_is_a_creation_error_naming_machinetype_and_network(pa
     found = backend._network_args(FakeApi({"vac-absent": dict(MACVLAN, Name="vac-absent")}),
                                   spec)
     assert found["mac_address"] == "56:4D:0A:E7:00:05"
+
+
+def test_vac_config_check_shows_the_limits_and_rejects_bad_ones_located(tmp_path, capsys):
+    import json
+
+    from vac import cli
+
+    conf = tmp_path / "vac.conf"
+    text = CONF.format(extra="docker_ulimits = nofile=65536 nproc=10:20\nmb_per_processor = 500\n"
+                             "docker_network = vac-mv")
+    conf.write_text(text.replace("[settings]", f"[settings]\nstate_dir = {tmp_path}/state"))
+    assert cli.main(["--config", str(conf), "config", "check", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["machinetypes"]["dock"]
+    assert shown["docker_ulimits"] == {"value": ["nofile=65536:65536", "nproc=10:20"],
+                                       "from": f"{conf} [machinetype dock]"}
+    assert shown["mb_per_processor"] == {"value": 500, "from": f"{conf} [machinetype dock]"}
+    assert shown["docker_network"]["value"] == "vac-mv"
+    assert cli.main(["--config", str(conf), "config", "check"]) == 0
+    out = capsys.readouterr().out
+    assert "docker_ulimits           = nofile=65536:65536 nproc=10:20" in out
+    conf.write_text(conf.read_text().replace("nproc=10:20", "nproc=20:10"))
+    assert cli.main(["--config", str(conf), "config", "check"]) == 1
+    assert (f"{conf}:[machinetype dock]:docker_ulimits: 'nproc=20:10': the soft limit 20 is "
+            f"more than the hard limit 10") in capsys.readouterr().err

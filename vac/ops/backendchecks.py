@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s checks of the backends the configuration uses: each engine reachable and its
-version, each machinetype's image present (or pullable), the VMs' NAT network, and the
+version, each machinetype's image present (or pullable) and docker_network there (with an
+address for every slot on macvlan/ipvlan), the VMs' NAT network, and the
 Apptainer user with its subordinate id ranges. Never raises: every failure is a Check line."""
 from __future__ import annotations
 
@@ -71,6 +72,39 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
     except Exception as e:  # noqa: BLE001 (the engine check says why the engine is down)
         return Check(name, FAIL, f"cannot ask the engine about {ref}: {_one_line(e)}",
                      ENGINE_FIXES["docker"])
+    finally:
+        if api is not None:
+            api.close()
+
+
+def docker_network(mt: MachineType, settings: Settings) -> Check:
+    """The machinetype's docker_network exists; on macvlan/ipvlan, every slot has an address."""
+    name = f"network {mt.name}"
+    from vac.backends.docker.network import attachment
+    from vac.machine.slots import make_slots
+
+    api = None
+    try:
+        import docker
+
+        api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
+        try:
+            attrs = api.inspect_network(mt.docker_network)
+        except docker.errors.NotFound:
+            return Check(name, FAIL, f"docker_network {mt.docker_network} does not exist",
+                         f"docker network create ... {mt.docker_network}, or correct "
+                         "docker_network")
+        slots = make_slots(settings.factory_name, settings.host_processors)
+        try:
+            last = attachment(attrs, slots[-1], mt.name) if slots else None
+        except VacError as e:
+            return Check(name, FAIL, str(e), "give the network an IPv4 subnet and a range "
+                                             "with an address for every slot")
+        where = f" (slot {slots[-1].ordinal}: {last.ip})" if last and last.ip else ""
+        return Check(name, OK, f"{mt.docker_network}: {attrs.get('Driver')}{where}")
+    except Exception as e:  # noqa: BLE001 (the engine check says why the engine is down)
+        return Check(name, FAIL, f"cannot ask the engine about network {mt.docker_network}: "
+                     f"{_one_line(e)}", ENGINE_FIXES["docker"])
     finally:
         if api is not None:
             api.close()
@@ -180,6 +214,7 @@ def for_backend(name: str, machinetypes: List[MachineType], settings: Settings,
                         for mt in machinetypes] + (extra or [])
     if name == "docker":
         lines += [docker_image(mt, settings) for mt in machinetypes]
+        lines += [docker_network(mt, settings) for mt in machinetypes if mt.docker_network]
     elif name in ("libvirt", "apptainer"):
         lines += [file_image(mt, settings) for mt in machinetypes]
     if name == "libvirt":

@@ -263,6 +263,8 @@ def test_mac_goes_where_the_api_version_wants_it(version, per_endpoint):
         assert "MacAddress" not in endpoint
         assert config["MacAddress"] == "56:4D:0A:E7:00:05"
     assert dn.create_args(api, dn.Attachment("br", "bridge")) == {}
+    by_id = dn.create_args(api, dn.attachment(MACVLAN, Slot(3, "f-03"), "dock", "0123abcd"))
+    assert list(by_id["networking_config"]["EndpointsConfig"]) == ["0123abcd"]
 
 
 class FakeApi:

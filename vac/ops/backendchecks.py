@@ -96,7 +96,7 @@ def docker_network(mt: MachineType, settings: Settings) -> Check:
                          "docker_network")
         slots = make_slots(settings.factory_name, settings.host_processors)
         try:
-            last = attachment(attrs, slots[-1], mt.name) if slots else None
+            last = attachment(attrs, slots[-1], mt.name, mt.docker_network) if slots else None
         except VacError as e:
             return Check(name, FAIL, str(e), "give the network an IPv4 subnet and a range "
                                              "with an address for every slot")

@@ -282,7 +282,8 @@ class DockerBackend(Backend):
             attrs = api.inspect_network(mt.docker_network)
         except _sdk().errors.NotFound:
             raise network.missing(mt, spec.slot) from None
-        return network.create_args(api, network.attachment(attrs, spec.slot, mt.name))
+        return network.create_args(api, network.attachment(attrs, spec.slot, mt.name,
+                                                           mt.docker_network))
 
     def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
         """Id of this machine's container if it already exists (then started if it was only

@@ -52,15 +52,17 @@ def _ipv4_pool(attrs: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     return None
 
 
-def attachment(attrs: Mapping[str, Any], slot: Slot, machinetype: str) -> Attachment:
+def attachment(attrs: Mapping[str, Any], slot: Slot, machinetype: str,
+               network: Optional[str] = None) -> Attachment:
     """Where the container of this slot goes on the network the engine described (attrs of
-    inspect_network).
+    inspect_network), named as docker_network names it (a name or an id: the endpoint must be
+    keyed as the NetworkMode is, or the engine ignores its address).
 
     Raises:
         BackendError: a macvlan/ipvlan network without an IPv4 subnet, or no address for the
             slot in its range.
     """
-    name, driver = str(attrs.get("Name") or ""), str(attrs.get("Driver") or "")
+    name, driver = network or str(attrs.get("Name") or ""), str(attrs.get("Driver") or "")
     if driver not in ADDRESSED_DRIVERS:
         return Attachment(name, driver)
     pool = _ipv4_pool(attrs)

@@ -14,17 +14,18 @@ render it (escaped). Strings from guests and pipes are passed on untouched, neve
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac import fsutil
 from vac.config.model import Config
-from vac.cycle.shares import Census
+from vac.cycle.shares import Census, machine_hs06
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 from vac.slotview import cycle_summary
-from vac.space.status import machine_body
+from vac.space.messages import two_decimals
 from vac.web import outcomes
 
 BACKOFF_RE = re.compile(r"backoff of (\S+) until (\d+)")
@@ -121,26 +122,43 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
     cell: Dict[str, Any] = {
         "slot": name, "ordinal": ordinal, "state": "idle", "machine": None, "machinetype": None,
         "model": model, "processors": 0, "age_seconds": None, "cpu_seconds": None,
-        "cpu_percentage": None, "hs06": None, "shutdown_time": None, "reason": None, "backoff_until": None,
-        "last_message": None, "errors": 0, "last_error": None, "image_version": None}
+        "cpu_percentage": None, "hs06": None, "shutdown_time": None, "reason": None,
+        "backoff_until": None, "last_message": None, "errors": 0, "last_error": None,
+        "image_version": None}
     if directory is None:
         return cell
-    body = machine_body(directory, model or "")
     state = directory.disk_state()
+    processors = directory.processors
     cell.update({"machine": directory.path.rsplit("/", 1)[-1],
-                 "machinetype": directory.machinetype, "processors": directory.processors,
-                 "cpu_seconds": body["cpu_seconds"], "cpu_percentage": body["cpu_percentage"],
-                 "hs06": body["hs06"],
+                 "machinetype": directory.machinetype, "processors": processors,
                  "shutdown_time": directory.shutdown_time,
                  "image_version": image_version(directory)})
-    began = directory.started or directory.created
+    began = directory.started if state is not MachineState.STARTING else None
+    began = began or directory.created
     cell["age_seconds"] = max(0, int(now - began)) if began else None
     if state is MachineState.SHUTDOWN:
         cell["last_message"] = directory.shutdown_message
         cell["processors"] = 0
-    else:
-        cell["state"] = "running" if state is MachineState.RUNNING else "starting"
+        return cell
+    cell["state"] = "running" if state is MachineState.RUNNING else "starting"
+    cell["cpu_seconds"], cell["cpu_percentage"] = heartbeat(directory)
+    cell["hs06"] = two_decimals(machine_hs06(directory.hs06, processors))
     return cell
+
+
+def heartbeat(directory: MachineDir) -> Tuple[Optional[float], Optional[float]]:
+    """(CPU seconds, CPU %) from the heartbeat file, as the responder reads it."""
+    beat = (directory.read("heartbeat", 256) or "").split()
+    values: List[Optional[float]] = []
+    for word in beat[:2]:
+        try:
+            number = float(word)
+        except ValueError:
+            number = None
+        values.append(two_decimals(number) if number is not None and math.isfinite(number)
+                      else None)
+    values += [None] * (2 - len(values))
+    return values[0], values[1]
 
 
 def image_version(directory: MachineDir) -> Optional[str]:

@@ -43,7 +43,7 @@ SELF=$(readlink -f "$0")
 # debootstrap installs only BASE (its own dependency order is fragile with many packages: it
 # once failed configuring python3-cryptography); apt installs PACKAGES in the chroot.
 BASE="systemd systemd-sysv dbus udev kmod passwd ca-certificates"
-PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io containerd runc iptables busybox-static uidmap squashfs-tools
+PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io docker-cli containerd runc iptables busybox-static uidmap squashfs-tools
 ca-certificates containernetworking-plugins libseccomp2 libsqlite3-0 python3 python3-pytest
 python3-hypothesis python3-docker python3-spython python3-pycurl python3-jinja2
 python3-cryptography python3-pycdlib python3-requests python3-urllib3"
@@ -135,9 +135,8 @@ ln -sf /dev/null "$root/etc/systemd/system/systemd-timesyncd.service"
 ln -sf /dev/null "$root/etc/systemd/system/apt-daily.timer"
 ln -sf /dev/null "$root/etc/systemd/system/apt-daily-upgrade.timer"
 ln -sf /dev/null "$root/etc/systemd/system/e2scrub_reap.service"
-mkdir -p "$root/etc/systemd/system/serial-getty@ttyS0.service.d"
-printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty --autologin root --keep-baud 115200 %%I $TERM\n' \
-  >"$root/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf"
+# No login prompt on the console: it carries the test run's output.
+ln -sf /dev/null "$root/etc/systemd/system/serial-getty@ttyS0.service"
 
 # The test busybox image, imported into the guest's Docker at boot (no dockerd in a chroot).
 mkdir -p "$root/var/lib/vac-test"

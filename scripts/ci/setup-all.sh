@@ -27,6 +27,7 @@ run_step registry bash "$here/setup-registry.sh"
 run_step libvirt bash "$here/setup-libvirt.sh"
 run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"
+run_step v2-guest bash "$here/build-v2-guest.sh"   # the cgroup v2 guest (issue 17)
 run_step accounting bash "$here/setup-accounting.sh"
 run_step packaging bash "$here/setup-packaging.sh"
 run_step space bash "$here/setup-space.sh"

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Run the container backends' tests on cgroup v2 with systemd (issue 17): boot the guest of
+# scripts/ci/build-v2-guest.sh under QEMU (TCG: no KVM here; direct kernel boot, no libvirt,
+# no network, so the libvirt tests' NAT network is not touched) on a qcow2 overlay of its root
+# image, with the tree under test (this clone's `git ls-files` plus untracked files that are
+# not ignored) on a second disk made with `mkfs.ext4 -d`. In the guest, vac-v2-run.service runs
+# scripts/ci/v2-guest-run.sh from that disk and powers off; here the console is read for its
+# "VAC-V2: " lines and pytest's log and JUnit XML are copied out of the disk image with
+# debugfs (no loop mount). Extra arguments go to pytest in the guest (e.g. -k, -x).
+# Exit: 0 the guest's tests passed; 1 they failed, or the guest did not finish within
+# VAC_V2_TIMEOUT seconds (default 1200); 2 the guest cannot be run here (not root, not
+# built, no qemu-system-x86_64): the caller decides whether that is a skip.
+# Everything of the last run stays in VAC_V2_LOGDIR (default /var/log/vac-v2): console.log,
+# pytest.log, junit.xml.
+# Usage: scripts/ci/run-v2-tests.sh [PYTEST-ARGS...]      (root)
+set -uo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+GUEST=${VAC_V2_GUEST_DIR:-/var/lib/vac-test/v2guest}
+LOGDIR=${VAC_V2_LOGDIR:-/var/log/vac-v2}
+TIMEOUT=${VAC_V2_TIMEOUT:-1200}
+MEMORY_MB=${VAC_V2_MEMORY_MB:-3072}
+say() { printf '[run-v2-tests] %s\n' "$*" >&2; }
+cannot() { say "cannot run: $*"; exit 2; }
+
+[ "$(id -u)" = 0 ] || cannot "run as root"
+for f in vmlinuz initrd.img rootfs.img cmdline; do
+  [ -s "$GUEST/$f" ] || cannot "no $GUEST/$f: build the guest with scripts/ci/build-v2-guest.sh"
+done
+for tool in qemu-system-x86_64 qemu-img mkfs.ext4 debugfs git; do
+  command -v "$tool" >/dev/null || cannot "no $tool on PATH"
+done
+
+work=$(mktemp -d /var/tmp/vac-v2run.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$LOGDIR" "$work/src"
+(cd "$REPO" && git ls-files -z -c -o --exclude-standard | while IFS= read -r -d '' f; do
+  [ -e "$f" ] && printf '%s\0' "$f"
+done | cpio -0 -pdm --quiet "$work/src") || { say "copying the tree failed"; exit 1; }
+rm -rf "$work/src/.v2-results" "$work/src/.v2-args"
+mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || { say "mkfs.ext4 of the tree failed"; exit 1; }
+qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
+  || { say "qemu-img create of the overlay failed"; exit 1; }
+[ "$#" -eq 0 ] || printf '%s\n' "$@" >"$work/src/.v2-args"
+
+cmdline="$(cat "$GUEST/cmdline") vac.v2run=1 quiet"
+say "booting $(tr '\n' ' ' <"$GUEST/versions" 2>/dev/null)under TCG (timeout $TIMEOUT s; console $LOGDIR/console.log)"
+t0=$SECONDS
+timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg,thread=multi \
+  -smp 2 -m "$MEMORY_MB" -display none -monitor none -no-reboot -nic none \
+  -serial "file:$work/console.log" \
+  -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "$cmdline" \
+  -drive "file=$work/root.qcow2,if=virtio,format=qcow2" \
+  -drive "file=$work/src.img,if=virtio,format=raw" >"$work/qemu.log" 2>&1
+qrc=$?
+took=$((SECONDS - t0))
+cp "$work/console.log" "$LOGDIR/console.log" 2>/dev/null || true
+rm -f "$LOGDIR/pytest.log" "$LOGDIR/junit.xml"
+for f in pytest.log junit.xml; do
+  debugfs -R "dump /.v2-results/$f $LOGDIR/$f" "$work/src.img" >/dev/null 2>&1 || true
+done
+grep -a '^VAC-V2: ' "$work/console.log" | tr -d '\r' >&2 || true
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+  say "FAILED: the guest did not finish within $TIMEOUT s (console: $LOGDIR/console.log)"
+  exit 1
+fi
+[ "$qrc" = 0 ] || { say "FAILED: qemu exited $qrc: $(tail -n 5 "$work/qemu.log")"; exit 1; }
+[ -s "$LOGDIR/pytest.log" ] && tail -n 40 "$LOGDIR/pytest.log" >&2
+rc=$(grep -a '^VAC-V2: exit ' "$work/console.log" | tr -d '\r' | awk '{ print $3 }' | tail -n 1)
+case $rc in
+  0) say "ok: guest tests passed ($took s from boot to power-off)"; exit 0 ;;
+  "") say "FAILED: the guest powered off without saying how its tests ended"; exit 1 ;;
+  *) say "FAILED: guest tests exit $rc ($took s; logs in $LOGDIR)"; exit 1 ;;
+esac

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs INSIDE the cgroup v2 test guest (scripts/ci/build-v2-guest.sh; started at boot by its
+# vac-v2-run.service from the tree under test, mounted at /vac-src): checks that the guest
+# is what the tests are about (cgroup2 at /sys/fs/cgroup, systemd as PID 1, Docker's systemd
+# cgroup driver), runs the selected tests with CI=true and VAC_V2_GUEST=1, leaves pytest's log
+# and JUnit XML in /vac-src/.v2-results/ and prints "VAC-V2: " lines on the console (the host
+# side, scripts/ci/run-v2-tests.sh, reads them). Exit code: pytest's, or 3 if the guest is
+# not a systemd cgroup v2 host.
+#
+# The selection (TESTS below), and why: every Docker and Apptainer test that does not need
+# something the guest lacks (libvirt, a second host, the RPM build) or stop the engine, minus
+# the two crash suites (100 machine lifecycles each under SIGKILL: about 40 s each on the
+# host, far longer under TCG, and they check vacd's files, not cgroups) and the engine-restart
+# tests (they stop dockerd, which under systemd is not ours to start again).
+set -uo pipefail
+cd /vac-src || exit 99
+say() { echo "VAC-V2: $*"; }
+RESULTS=/vac-src/.v2-results
+mkdir -p "$RESULTS"
+TESTS=(
+  tests/integration/test_cgroup_v2.py
+  tests/integration/test_docker_backend.py
+  tests/integration/test_apptainer_backend.py
+  tests/contract/test_backend_contract.py
+  tests/integration/test_docker_cycle.py
+  tests/integration/test_apptainer_cycle.py
+  tests/integration/test_vac03_docker.py
+  tests/integration/test_vac03_apptainer.py
+  tests/integration/test_hostile_guests.py
+)
+
+say "kernel $(uname -r), $(systemctl --version | head -n 1), $(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup"
+say "pid 1 $(cat /proc/1/comm); nproc $(nproc); $(free -m | awk '/^Mem:/ { print $2 " MiB" }')"
+deadline=$((SECONDS + 120))
+until driver=$(docker info -f '{{.CgroupDriver}} {{.CgroupVersion}} {{.ServerVersion}}' 2>/dev/null); do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    say "docker not answering after 120 s"
+    systemctl status --no-pager docker.service docker.socket containerd.service 2>&1 | tail -n 40
+    journalctl -b --no-pager -u docker.service -u containerd.service 2>&1 | tail -n 40
+    exit 3
+  fi
+  sleep 1
+done
+say "docker: driver, cgroup version, version = $driver"
+say "$(apptainer --version), $(python3 --version)"
+systemctl is-active --quiet vac-v2-images.service || /usr/local/sbin/vac-v2-images
+if [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ] || [ "$(cat /proc/1/comm)" != systemd ] \
+  || [ "${driver%% *}" != systemd ]; then
+  say "not a systemd cgroup v2 host with Docker's systemd driver; nothing run"
+  exit 3
+fi
+
+extra=()
+[ -s /vac-src/.v2-args ] && mapfile -t extra </vac-src/.v2-args
+for arg in "${extra[@]}"; do   # naming test files replaces the selection
+  case $arg in tests/*) TESTS=(); break ;; esac
+done
+export CI=true VAC_V2_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/vac-src HOME=/root
+t0=$SECONDS
+python3 -m pytest -p no:cacheprovider -q -o addopts="--strict-markers -ra" \
+  --junitxml="$RESULTS/junit.xml" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"
+rc=${PIPESTATUS[0]}
+say "pytest exit $rc after $((SECONDS - t0)) s"
+say "cgroups left: $(find /sys/fs/cgroup -type d \( -name 'vac*' -o -name 'docker-*' \) | grep -v '^/sys/fs/cgroup/vac.slice$' | tr '\n' ' ')"
+exit "$rc"

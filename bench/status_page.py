@@ -4,7 +4,8 @@
 A factory is filled by real cycles on the in-memory fake backend (bench/cycle.py's) up to
 total_processors (nine tenths of the slots: the rest idle, with the planner's reason), then a
 tenth of its machines end (machinetype a's with an abort: a backoff) and are refilled, so the
-page has running and idle cells, panels with outcomes and a list of finished machines. Then, each median of --repeat:
+page has running and idle cells, panels with outcomes and a list of finished machines.
+Then, each the median of --repeat:
 (a) the data model alone (vac.web.status.factory_view: every slot's files read from disk),
 (b) the rendering alone (Jinja2, the factory page), (c) a whole page load over loopback HTTP
 from vacd's status server (GET /, body read) and (d) the JSON API (GET /api/factory); and,

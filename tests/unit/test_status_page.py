@@ -100,8 +100,10 @@ def test_before_any_cycle_every_slot_is_idle_and_says_so(world):  # noqa: F811
 
 
 def test_superslots_group_live_machines_by_their_shutdown_time():
-    cells = [{"state": "running", "shutdown_time": 200}, {"state": "idle", "shutdown_time": None},
-             {"state": "starting", "shutdown_time": 100}, {"state": "running", "shutdown_time": 200}]
+    cells = [{"state": "running", "shutdown_time": 200},
+             {"state": "idle", "shutdown_time": None},
+             {"state": "starting", "shutdown_time": 100},
+             {"state": "running", "shutdown_time": 200}]
     groups = superslot_groups(cells, 2)
     assert [(g["shutdown_time"], len(g["cells"])) for g in groups] == [(100, 1), (200, 2),
                                                                        (None, 1)]

@@ -345,3 +345,26 @@ def test_a_shared_port_serves_metrics_beside_the_pages(world):  # noqa: F811
     finally:
         status.close()
         metrics.close()
+
+
+def test_vac_doctor_checks_the_status_port_when_set(make_config):
+    from vac.ops import doctor
+
+    config = make_config(f"""
+        [settings]
+        vac_space = vac01.example.com
+        vacquery_port = {PORT + 2}
+        vacquery_address = 127.0.0.1
+        status_port = {PORT + 3}
+        """)
+    lines = {c.name: c for c in doctor.run_checks(config)}
+    assert lines["status-port"].detail == f"tcp 127.0.0.1:{PORT + 3} free"
+    shared = make_config(f"""
+        [settings]
+        vac_space = vac01.example.com
+        vacquery_port = {PORT + 2}
+        metrics_port = {PORT + 3}
+        status_port = {PORT + 3}
+        """)
+    names = [c.name for c in doctor.run_checks(shared)]
+    assert "metrics-port" in names and "status-port" not in names

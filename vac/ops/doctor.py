@@ -70,6 +70,10 @@ def _ports(config: Config, holder: Optional[int], vms: bool) -> List[Check]:
     if metrics_port:
         lines.append(checks.port("metrics-port", socket.SOCK_STREAM,
                                  getattr(s, "metrics_address", "") or "", metrics_port, holder))
+    status_port = getattr(s, "status_port", None)
+    if status_port and status_port != metrics_port:     # equal: one listener serves both
+        lines.append(checks.port("status-port", socket.SOCK_STREAM,
+                                 getattr(s, "status_address", "") or "", status_port, holder))
     return lines
 
 

@@ -368,3 +368,44 @@ def test_vac_doctor_checks_the_status_port_when_set(make_config):
         """)
     names = [c.name for c in doctor.run_checks(shared)]
     assert "metrics-port" in names and "status-port" not in names
+
+
+def test_a_name_that_is_not_utf8_is_shown_with_a_replacement_character(served):
+    w, _ = served
+    directory = first_machine(w)
+    with open(os.fsencode(directory.file("joboutputs")) + b"/bad-\xff-name", "wb") as f:
+        f.write(b"x")
+    status, _, body = get("/slot/f1-00.example.com")
+    assert status == 200 and "bad-\ufffd-name" in body.decode()
+    api = json.loads(get("/api/slot/f1-00.example.com")[2])
+    assert "bad-\ufffd-name" in [e["name"] for e in api["joboutputs"]["entries"]]
+
+
+def test_connections_beyond_the_limit_are_closed_and_the_page_still_answers(served):
+    import socket
+
+    from vac.web import statusserver
+    idle = []
+    try:
+        for _ in range(statusserver.CONNECTIONS + 10):   # each sends nothing and waits
+            idle.append(socket.create_connection(("127.0.0.1", PORT), timeout=5))
+        extra = idle[-1]
+        extra.settimeout(5)
+        assert extra.recv(1) == b""                      # closed by the server at once
+    finally:
+        for sock in idle:
+            sock.close()
+    assert wait_for(lambda: get("/")[0] == 200)
+
+
+def wait_for(check, timeout=15.0):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False

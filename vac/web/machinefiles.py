@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from vac.config.model import Config
 from vac.machine.directory import SHUTDOWN_MESSAGE_LIMIT, MachineDir, read_slot_record
@@ -92,44 +92,67 @@ def _kind(mode: int) -> str:
     return "special"
 
 
+def display_name(name: str) -> str:
+    """A guest's file name as text: bytes that are not UTF-8 (kept by os.listdir as
+    surrogates) become U+FFFD, cut to NAME_LIMIT characters."""
+    return os.fsencode(name).decode("utf-8", errors="replace")[:NAME_LIMIT]
+
+
+def _names(path: str) -> Tuple[List[str], int]:
+    """A directory's entry names, sorted (at most COUNT_LIMIT), and how many were seen."""
+    names: List[str] = []
+    total = 0
+    try:
+        with os.scandir(path) as it:
+            for entry in it:
+                total += 1
+                if total > COUNT_LIMIT:
+                    break
+                names.append(entry.name)
+    except OSError:         # removed or replaced while being read
+        return [], 0
+    names.sort()
+    return names, total
+
+
 def listing(path: str, limit: int = LISTING_LIMIT) -> Dict[str, Any]:
     """A directory's entries (name, kind, size), sorted, at most `limit`; never followed."""
     if os.path.islink(path) or not os.path.isdir(path):
         return {"present": os.path.lexists(path), "entries": [], "total": 0,
                 "note": "a symlink or not a directory: not read" if os.path.lexists(path)
                 else None}
-    names: List[str] = []
-    total = 0
-    with os.scandir(path) as it:
-        for entry in it:
-            total += 1
-            if total > COUNT_LIMIT:
-                break
-            names.append(entry.name)
-    names.sort()
-    entries = []
-    for name in names[:limit]:
-        try:
-            st = os.lstat(os.path.join(path, name))
-        except OSError:
-            continue
-        entries.append({"name": name[:NAME_LIMIT], "kind": _kind(st.st_mode),
-                        "size": st.st_size if stat.S_ISREG(st.st_mode) else None})
+    names, total = _names(path)
+    entries = [entry for entry in (_entry(path, name) for name in names[:limit]) if entry]
     more = total > len(entries)
     return {"present": True, "entries": entries, "total": total,
             "note": (f"first {len(entries)} of {'more than ' if total > COUNT_LIMIT else ''}"
                      f"{min(total, COUNT_LIMIT)} entries") if more else None}
 
 
+def _entry(path: str, name: str) -> Optional[Dict[str, Any]]:
+    try:
+        st = os.lstat(os.path.join(path, name))
+    except OSError:
+        return None
+    return {"name": display_name(name), "kind": _kind(st.st_mode),
+            "size": st.st_size if stat.S_ISREG(st.st_mode) else None}
+
+
 def mjf(directory: MachineDir, sub: str) -> List[Dict[str, Any]]:
     """The key/value files of machinefeatures/ or jobfeatures/, bounded."""
-    found = listing(directory.file(sub), MJF_FILES_LIMIT)
+    folder = directory.file(sub)
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return []
     values = []
-    for entry in found["entries"]:
-        text = directory.read(f"{sub}/{entry['name']}", VALUE_LIMIT) \
-            if entry["kind"] == "file" else None
-        values.append({"key": entry["name"], "value": text,
-                       "note": None if text is not None else f"{entry['kind']}: not read"})
+    for name in _names(folder)[0][:MJF_FILES_LIMIT]:
+        entry = _entry(folder, name)
+        if entry is None:
+            continue
+        text = directory.read(f"{sub}/{name}", VALUE_LIMIT) if entry["kind"] == "file" else None
+        note = None if text is not None else (
+            f"{entry['kind']}: not read" if entry["kind"] != "file" else
+            f"not read (over {VALUE_LIMIT} bytes, or changed)")
+        values.append({"key": entry["name"], "value": text, "note": note})
     return values
 
 

@@ -5,7 +5,8 @@ makes after each cycle (bind, rebind on a changed address, close on exit).
 
 Read only: GET and HEAD (anything else 405), paths up to PATH_LIMIT, no request body read,
 at most CONCURRENCY requests at once (503 beyond), a socket timeout; unknown paths and
-names that are not this factory's slots or machine directories are 404. When metrics_port
+names that are not this factory's slots or machine directories are 404; at most CONNECTIONS
+connections are held at once (more are closed). When metrics_port
 equals status_port the same listener also serves /metrics (the MetricsEndpoint then binds
 nothing). Any failure is logged and never reaches the cycle.
 
@@ -33,7 +34,8 @@ from vac.web.status import SpaceView, factory_view, markers, read_plan, slot_cel
 log = logging.getLogger(__name__)
 
 PATH_LIMIT = 2048
-CONCURRENCY = 16
+CONCURRENCY = 16     # requests being answered at once
+CONNECTIONS = 64     # connections with a thread (sending their request or answered)
 TIMEOUT = 10.0
 API_INDEX = {"/api/factory": "the factory: health, slots, machinetypes, last finished",
              "/api/space": "the space: one row per factory of the census, silent ones marked",
@@ -189,6 +191,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
+    """At most CONNECTIONS connections have a thread (each with TIMEOUT to send its
+    request); a connection beyond them is closed at once."""
+
     daemon_threads = True
     request_queue_size = 32
 
@@ -196,6 +201,23 @@ class Server(http.server.ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.views = views
         self.gate = threading.BoundedSemaphore(CONCURRENCY)
+        self.connections = threading.BoundedSemaphore(CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
 
 
 def start(address: str, port: int, views: Views) -> Server:

@@ -13,6 +13,8 @@ from vac.config.model import Config
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 
+DOCKER = "docker://"
+
 
 def slot_rows(config: Config, now: float) -> List[Dict]:
     """name, machinetype, state, processors, age, last outcome or idle reason, per slot."""
@@ -71,7 +73,8 @@ def short_version(version: str) -> str:
 
 def image_notes(config: Config, now: Optional[float] = None) -> List[Dict]:
     """The Docker tags vacd refreshes from registries (docker-images.json): per tag its last
-    good version, when it was refreshed, and the registry failure that keeps it, if any."""
+    good version, when it was refreshed, and the registry failure that keeps it, if any.
+    Only tags of machinetypes configured with docker_pull_seconds (the file may be older)."""
     text = fsutil.read_optional(config.settings.paths.docker_images, 4 * 1024 * 1024)
     try:
         images = (json.loads(text) if text else {}).get("images") or {}
@@ -79,8 +82,11 @@ def image_notes(config: Config, now: Optional[float] = None) -> List[Dict]:
         return []
     if not isinstance(images, dict):
         return []
+    wanted = {mt.root_image[len(DOCKER):] for mt in config.machinetypes.values()
+              if mt.docker_pull_seconds is not None and (mt.root_image or "").startswith(DOCKER)}
     return [_note(tag, entry, time.time() if now is None else now)
-            for tag, entry in sorted(images.items()) if isinstance(entry, dict)]
+            for tag, entry in sorted(images.items())
+            if tag in wanted and isinstance(entry, dict)]
 
 
 def _note(tag: str, entry: Dict, now: float) -> Dict:

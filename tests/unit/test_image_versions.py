@@ -248,23 +248,48 @@ def _dir(config, name):
     return MachineDir.for_slot(config.settings.paths, name)
 
 
-def test_vac_slots_shows_the_refreshed_tags_and_a_failing_registry(make_factory, capsys,
-                                                                   tmp_path):
-    factory, backend, clock = make_factory()
-    factory.run_cycle()
-    config = factory.load_config()
+NOTES_CONF = """
+[settings]
+vac_space = vac01.example.com
+factory_name = f1.example.com
+host_processors = 2
+
+[machinetype reg]
+machine_model = docker
+root_image = docker://127.0.0.1:18650/vac-test/payload:latest
+docker_pull_seconds = 60
+target_share = 1
+
+[machinetype other]
+machine_model = docker
+root_image = docker://ok/image:1
+docker_pull_seconds = 3600
+target_share = 1
+
+[machinetype plain]
+machine_model = docker
+root_image = docker://plain/image:1
+target_share = 1
+"""
+
+
+def test_vac_slots_shows_the_refreshed_tags_and_a_failing_registry(make_config, capsys):
+    config = make_config(NOTES_CONF)
+    now = 1_700_000_000
     assert image_notes(config) == []
     failing = "Get \"http://127.0.0.1:18650/v2/\": connect: connection refused"
     body = {"time": 1, "images": {
         "127.0.0.1:18650/vac-test/payload:latest": {
             "machinetypes": ["reg"], "image_version": DIGEST, "image_id": "sha256:1",
-            "checked": int(clock.now) - 600, "error": failing,
-            "failing_since": int(clock.now) - 125, "pull_seconds": 60},
+            "checked": now - 600, "error": failing, "failing_since": now - 125,
+            "pull_seconds": 60},
         "ok/image:1": {"machinetypes": ["other"], "image_version": "sha256:" + "f" * 64,
-                       "checked": int(clock.now) - 65, "error": "", "failing_since": None},
+                       "checked": now - 65, "error": "", "failing_since": None},
+        "plain/image:1": {"machinetypes": ["plain"], "image_version": "sha256:1"},
+        "gone/from-the-config:1": {"machinetypes": ["old"], "image_version": "sha256:2"},
         "junk": "not a dict"}}
     open(config.settings.paths.docker_images, "w").write(json.dumps(body))
-    notes = image_notes(config, now=clock.now)
+    notes = image_notes(config, now=now)
     assert [n["image"] for n in notes] == ["127.0.0.1:18650/vac-test/payload:latest",
                                            "ok/image:1"]
     assert notes[0]["text"] == (
@@ -279,5 +304,6 @@ def test_vac_slots_shows_the_refreshed_tags_and_a_failing_registry(make_factory,
     assert cli.main(["--config", str(conf), "slots"]) == 0
     out = capsys.readouterr().out
     assert "image 127.0.0.1:18650/vac-test/payload:latest: registry failing for" in out
+    assert "gone/from-the-config" not in out and "plain/image" not in out
     open(config.settings.paths.docker_images, "w").write("{broken")
     assert image_notes(config) == []

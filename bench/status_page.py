@@ -97,6 +97,7 @@ def build(top: str, slots: int, port: int):
         return load.build(load.read_raw([conf]), host)
 
     clock = Clock()
+    clock.now = time.time()      # the pages read the real clock
     backend = MemoryFake(read().settings, clock=clock)
     factory = Factory(read, BackendPool(read().settings, {"fake": backend}), clock=clock,
                       loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))

@@ -88,8 +88,10 @@ def test_an_idle_slot_says_why(world):  # noqa: F811
     view = factory_view(w.load(), now=T0)
     assert {c["state"] for c in view["slots"]} == {"idle"}
     assert {c["reason"] for c in view["slots"]} == {"draining"}
+    assert view["idle_reasons"] == [{"reason": "draining", "ordinals": [0, 1], "count": 2}]
     html = statuspages.factory_page(view, 30)
     assert html.count('class="why">draining</div>') == 2
+    assert "<b>2</b> slots (00, 01): <span" in html
 
 
 def test_before_any_cycle_every_slot_is_idle_and_says_so(world):  # noqa: F811

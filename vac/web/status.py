@@ -236,6 +236,16 @@ def _backoffs_in_force(cells: List[Dict[str, Any]], now: float) -> Dict[str, int
     return found
 
 
+def idle_reasons(cells: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Why slots are idle: each distinct reason with its slots' ordinals, most slots first."""
+    found: Dict[str, List[int]] = {}
+    for cell in cells:
+        if cell["state"] in ("idle", "backoff"):
+            found.setdefault(cell["reason"] or "", []).append(cell["ordinal"])
+    return [{"reason": reason, "ordinals": ordinals, "count": len(ordinals)}
+            for reason, ordinals in sorted(found.items(), key=lambda i: (-len(i[1]), i[0]))]
+
+
 def health(config: Config, plan: Mapping[str, Any], cells: List[Dict[str, Any]],
            now: float) -> Dict[str, Any]:
     """The verdict at the top of the page: ok, warning or failing, and why in words."""
@@ -275,6 +285,7 @@ def factory_view(config: Config, now: Optional[float] = None,
     return {"factory": s.factory_name, "space": s.vac_space, "time": int(now),
             "health": health(config, plan, cells, now), "counts": counts,
             "slots": cells, "superslot_processors": s.processors_per_superslot,
+            "idle_reasons": idle_reasons(cells),
             "groups": superslot_groups(cells, s.processors_per_superslot),
             "markers": markers(config),
             "machinetypes": machinetype_panels(config, cells, finished, space, now),

@@ -27,7 +27,7 @@ SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "mi
                  "max_processors", "max_wallclock_seconds", "min_wallclock_seconds",
                  "backoff_seconds", "fizzle_seconds", "heartbeat_file", "heartbeat_seconds",
                  "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories",
-                 "mb_per_processor", "docker_network", "docker_ulimits")
+                 "mb_per_processor", "docker_network", "docker_ulimits", "docker_pull_seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:

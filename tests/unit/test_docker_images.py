@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 from typing import Dict, List, Optional, Tuple
@@ -285,14 +286,17 @@ def test_without_docker_pull_seconds_the_tag_is_resolved_locally_and_pulled_only
 def test_with_docker_pull_seconds_creation_uses_the_last_resolution_without_engine_calls(
         backend_and_spec):
     backend, engine, spec = backend_and_spec("docker_pull_seconds = 300")
-    backend.create(spec())
+    first = spec()
+    backend.create(first)
     inspected = len(engine.inspects)
     assert backend.images.current(TAG).image_id == ID1
+    written = os.stat(first.settings.paths.docker_images).st_ino
     engine.local[TAG] = (ID2, DIGEST2)          # the tag moves behind our back
     engine.kept.append(ID1)
     later = spec(1700000100)
     backend.create(later)
     assert len(engine.inspects) == inspected and engine.pulls == [TAG]
+    assert os.stat(first.settings.paths.docker_images).st_ino == written   # nothing new
     assert later.directory.read_backend_record()["image_version"] == DIGEST1
     status = json.load(open(later.settings.paths.docker_images))["images"][TAG]
     assert status["image_version"] == DIGEST1 and status["machinetypes"] == ["dock"]

@@ -170,16 +170,22 @@ class ImageTracker:
         counts as an attempt) and start the thread if it is not running. A resolution the
         thread made meanwhile is kept unless this one comes from a pull."""
         with self._lock:
-            tracked = self._tags.setdefault(image, Tracked(image, interval, pull_timeout))
+            tracked = self._tags.get(image)
+            changed = tracked is None or pulled or tracked.resolved is None or \
+                machinetype not in tracked.machinetypes or \
+                (tracked.interval, tracked.pull_timeout) != (interval, pull_timeout)
+            if tracked is None:
+                tracked = self._tags[image] = Tracked(image, interval, pull_timeout)
             tracked.interval, tracked.pull_timeout = interval, pull_timeout
             tracked.machinetypes.add(machinetype)
             if tracked.resolved is None or pulled:
                 tracked.resolved = resolved
             if pulled:
                 tracked.last_attempt, tracked.checked = self.clock(), self.wall()
-        self._write_status()
-        self._start()
-        self._wake.set()
+        if changed:   # the common case, a creation from the known image, writes nothing
+            self._write_status()
+            self._start()
+            self._wake.set()
 
     def drop(self, machinetype: str, image: str) -> None:
         """The machinetype no longer sets docker_pull_seconds: stop refreshing the tag for
@@ -269,7 +275,7 @@ class ImageTracker:
             recovered = tracked.error
             tracked.error, tracked.failing_since, tracked.last_logged = "", None, None
             tracked.checked = self.wall()
-        who = ", ".join(sorted(tracked.machinetypes))
+            who = ", ".join(sorted(tracked.machinetypes))
         if recovered:
             log.info("machinetype %s: image %s refreshed again from its registry", who,
                      tracked.image)
@@ -288,10 +294,11 @@ class ImageTracker:
             if speak:
                 tracked.last_logged = now
             kept = tracked.resolved.version if tracked.resolved else "none yet"
+            who = ", ".join(sorted(tracked.machinetypes))
         if speak:
             log.warning("machinetype %s: cannot refresh image %s from its registry: %s; "
                         "new machines keep starting from the last good image (%s)",
-                        ", ".join(sorted(tracked.machinetypes)), tracked.image, error, kept)
+                        who, tracked.image, error, kept)
 
     def status(self) -> Dict[str, Dict[str, Any]]:
         """Each tracked tag: machinetypes, last good version and id, when last refreshed,

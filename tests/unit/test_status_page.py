@@ -51,7 +51,7 @@ def test_one_cell_per_slot_with_running_machines_their_age_and_processors(world)
     assert view["health"]["level"] == "ok"
     panel = view["machinetypes"][0]
     assert panel["running"] == 2 and panel["target_share"] == 1.0
-    assert panel["factory_share"] == 1.0 and panel["space_share"] is None
+    assert panel["factory_share"] == 1.0 and panel["space_share"] == 1.0   # a space of one
 
 
 def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes(world):  # noqa: F811,E501
@@ -115,8 +115,9 @@ def test_superslots_group_live_machines_by_their_shutdown_time():
 
 def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
     from vac.cycle.shares import Census
-    w = world()
+    w = world("factories = f1.example.com f2.example.com")
     w.run()
+    assert factory_view(w.load(), now=T0)["machinetypes"][0]["space_share"] is None  # no poll
     space = SpaceView({"alpha": Census(running_hs06=6.0, running_machines=6)}, [], T0)
     panel = factory_view(w.load(), now=T0, space=space)["machinetypes"][0]
     assert panel["space_share"] == 1.0 and panel["space_running"] == 6
@@ -171,6 +172,7 @@ def test_the_pages_are_inline_and_refresh_themselves(world):  # noqa: F811
     w.run()
     html = statuspages.factory_page(factory_view(w.load(), now=T0), 17)
     assert '<meta http-equiv="refresh" content="17">' in html
+    assert "<title>HEALTHY f1.example.com: Vac factory</title>" in html   # a tab says it too
     for outside in ("http://", "https://", "<script", "<link", "@import", "url("):
         assert outside not in html.replace("http://www.w3.org", ""), outside
     assert statuspages.refresh_seconds(60.0) == 30 and statuspages.refresh_seconds(1.0) == 5

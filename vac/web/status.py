@@ -25,6 +25,7 @@ from vac.cycle.shares import Census, machine_hs06
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 from vac.slotview import cycle_summary
+from vac.space.census import others as census_others
 from vac.space.messages import two_decimals
 from vac.web import outcomes
 
@@ -204,6 +205,7 @@ def machinetype_panels(config: Config, cells: List[Dict[str, Any]],
     all_target = sum(targets.values())
     all_running = sum(e["hs06"] for e in running.values())
     space_total = sum(c.running_hs06 for n, c in space.census.items() if n in targets)
+    alone = not census_others(config.settings)     # a space of one: its share is ours
     outcome = outcomes.by_machinetype(finished)
     panels = []
     for name in sorted(config.machinetypes):
@@ -216,7 +218,8 @@ def machinetype_panels(config: Config, cells: List[Dict[str, Any]],
             "processors": int(mine["processors"]),
             "target_share": _ratio(targets[name], all_target),
             "factory_share": _ratio(mine["hs06"], all_running),
-            "space_share": _ratio(census.running_hs06, space_total) if census else None,
+            "space_share": _ratio(census.running_hs06, space_total) if census else
+            (_ratio(mine["hs06"], all_running) if alone else None),
             "space_running": census.running_machines if census else None,
             "codes": dict(sorted(seen["codes"].items())), "sequence": seen["sequence"],
             "finished_seen": seen["seen"], "fizzles": seen["fizzles"],

@@ -16,6 +16,7 @@ import jinja2
 TEMPLATES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 REFRESH_DEFAULT = 30
 REFRESH_MIN = 5
+LEVELS = {"ok": "HEALTHY", "warning": "WARNING", "failing": "FAILING"}
 UNTIL_RE = re.compile(r"\b(until|at) (\d{9,11})\b")
 
 _env: Optional[jinja2.Environment] = None
@@ -94,7 +95,8 @@ def render(template: str, data: Dict[str, Any], refresh: int, title: str) -> str
 
 
 def factory_page(view: Dict[str, Any], refresh: int) -> str:
-    return render("factory", view, refresh, f"{view['factory']}: Vac factory")
+    level = LEVELS.get(view["health"]["level"], "?")
+    return render("factory", view, refresh, f"{level} {view['factory']}: Vac factory")
 
 
 def machine_page(view: Dict[str, Any], refresh: int) -> str:

@@ -162,7 +162,9 @@ def test_hostile_pipe_strings_render_as_text(world):  # noqa: F811
 
 def test_templates_refuse_a_missing_name():
     with pytest.raises(jinja2.UndefinedError):
-        statuspages.factory_page({"factory": "f"}, 30)
+        statuspages.factory_page({"factory": "f", "health": {"level": "ok"}}, 30)
+    with pytest.raises(jinja2.UndefinedError):
+        statuspages.render("space", {"space": "s"}, 30, "t")
     env = statuspages.environment()
     assert env.autoescape is True and env.undefined is jinja2.StrictUndefined
 

@@ -121,6 +121,19 @@ def vacd(tmp_path):
     proc = start_vacd(str(conf), log_path)
     yield factory, proc, log_path
     stop(proc, signal.SIGTERM)
+    remove_machines(str(conf), factory)
+
+
+def remove_machines(conf: str, factory: str) -> None:
+    """This test's containers: through the backend (it removes their cgroup parents too),
+    then whatever is left by label."""
+    from vac.backends.docker.backend import DockerBackend
+    from vac.config import load
+    from vac.host.facts import HostFacts
+
+    backend = DockerBackend(load.build(load.read_raw([conf]), HostFacts.read()).settings)
+    for machine in backend.list_machines():
+        backend.destroy(machine.name, None)
     api_client = sdk()
     for c in api_client.containers(all=True, filters={"label": f"vac.factory={factory}"}):
         api_client.remove_container(c["Id"], force=True)

@@ -113,6 +113,17 @@ def test_superslots_group_live_machines_by_their_shutdown_time():
                                            "cells": cells}]
 
 
+def test_superslots_are_drawn_as_framed_groups_with_their_end(world):  # noqa: F811
+    w = world()
+    w.run()
+    view = factory_view(w.load(), now=T0)
+    view["groups"] = superslot_groups(view["slots"], 2)
+    html = statuspages.factory_page(view, 30)
+    end = view["slots"][0]["shutdown_time"]
+    assert f"superslot 1 &middot; ends {statuspages.utc(end)}" in html
+    assert html.count('class="group"') == 1 and html.count('class="cell ') == 2
+
+
 def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
     from vac.cycle.shares import Census
     w = world("factories = f1.example.com f2.example.com")

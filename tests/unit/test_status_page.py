@@ -82,6 +82,22 @@ def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes
     assert f"backoff of alpha until {statuspages.clock(until)} UTC" in html
 
 
+def test_the_last_cycles_errors_are_listed_escaped(world):  # noqa: F811
+    w = world()
+    w.run()
+    config = w.load()
+    plan = json.loads(open(config.settings.paths.plan).read())
+    plan.update(errors=[f"f1-00.example.com: creation failed: {SCRIPT}"], cycle_errors=1)
+    with open(config.settings.paths.plan, "w") as f:
+        json.dump(plan, f)
+    view = factory_view(config, now=T0)
+    assert view["health"]["level"] == "warning"
+    assert view["health"]["reasons"] == ["last cycle: 1 errors"]
+    html = statuspages.factory_page(view, 30)
+    assert_escaped(html)
+    assert "creation failed: &lt;script&gt;alert(1)&lt;/script&gt;</li>" in html
+
+
 def test_an_idle_slot_says_why(world):  # noqa: F811
     w = world("draining = yes")
     w.run()

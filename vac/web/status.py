@@ -24,7 +24,6 @@ from vac.config.model import Config
 from vac.cycle.shares import Census, machine_hs06
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
-from vac.slotview import cycle_summary
 from vac.space.census import others as census_others
 from vac.space.messages import two_decimals
 from vac.web import outcomes
@@ -252,7 +251,9 @@ def idle_reasons(cells: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def health(config: Config, plan: Mapping[str, Any], cells: List[Dict[str, Any]],
            now: float) -> Dict[str, Any]:
     """The verdict at the top of the page: ok, warning or failing, and why in words."""
-    cycle = cycle_summary(config)
+    lines = plan.get("errors") if isinstance(plan.get("errors"), list) else []
+    cycle = {"time": plan.get("time"), "errors": plan.get("cycle_errors", len(lines)),
+             "config_error": plan.get("config_error")}
     problems, warnings = [], []
     stale = max(180.0, STALE_CYCLES * config.settings.cycle_seconds)
     if cycle["config_error"]:
@@ -270,7 +271,8 @@ def health(config: Config, plan: Mapping[str, Any], cells: List[Dict[str, Any]],
         warnings.append(f"{backoff} slots idle in a backoff")
     level = "failing" if problems else "warning" if warnings else "ok"
     return {"level": level, "reasons": problems + warnings, "cycle_time": cycle["time"],
-            "cycle_errors": cycle["errors"], "config_error": cycle["config_error"]}
+            "cycle_errors": cycle["errors"], "config_error": cycle["config_error"],
+            "error_lines": [str(line)[:WARNING_LIMIT] for line in lines[:WARNINGS_SHOWN]]}
 
 
 def factory_view(config: Config, now: Optional[float] = None,

@@ -213,6 +213,7 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
     assert wait_until(lambda: driver.current_url.endswith(f"/slot/{slot[0]}"), 10)
     assert driver.find_element(By.ID, "machine-name").text.startswith(slot[0])
     assert driver.find_element(By.ID, "shutdown-message").text == f"300 Bad {SCRIPT} {IMG}"
+    assert "backoff of sleeper until" in driver.find_element(By.ID, "reason").text
     listing = driver.find_element(By.ID, "joboutputs").text
     assert NAME_SCRIPT in listing and IMG in listing
     assert driver.find_elements(By.CSS_SELECTOR, 'meta[http-equiv="refresh"]')

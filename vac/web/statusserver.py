@@ -77,22 +77,28 @@ class Views:
     def _machine(self, config: Config, kind: str, name: str, api: bool,
                  now: float) -> Tuple[int, str, Any]:
         if kind == "slot":
-            if name not in machinefiles.slot_names(config):  # also refuses any path
-                return 404, "missing", f"/slot/{name}"
-            directory = machinefiles.directory_of_slot(config, name)
-            if directory is None:
-                ordinal = machinefiles.slot_names(config).index(name)
-                view = slot_cell(config, read_plan(config), ordinal, name, markers(config), now)
-                view["time"] = int(now)
-                return 200, "json" if api else "slot", view
-        else:
-            directory = machinefiles.directory_named(config, name)
-            if directory is None:
-                return 404, "missing", f"/machine/{name}"
+            return self._slot(config, name, api, now)
+        directory = machinefiles.directory_named(config, name)
+        if directory is None:
+            return 404, "missing", f"/machine/{name}"
+        return 200, "json" if api else "machine", machinefiles.machine_view(config, directory,
+                                                                              now)
+
+    @staticmethod
+    def _slot(config: Config, name: str, api: bool, now: float) -> Tuple[int, str, Any]:
+        """A slot: its current machine's page (saying why the slot is idle once the machine
+        has finished), or the free slot's reason."""
+        names = machinefiles.slot_names(config)
+        if name not in names:                # also refuses every path and traversal
+            return 404, "missing", f"/slot/{name}"
+        cell = slot_cell(config, read_plan(config), names.index(name), name, markers(config),
+                         now)
+        directory = machinefiles.directory_of_slot(config, name)
+        if directory is None:
+            cell["time"] = int(now)
+            return 200, "json" if api else "slot", cell
         view = machinefiles.machine_view(config, directory, now)
-        if kind == "slot" and view["finished"] is not None:   # the slot is idle: say why
-            ordinal = machinefiles.slot_names(config).index(name)
-            cell = slot_cell(config, read_plan(config), ordinal, name, {}, now)
+        if view["finished"] is not None:
             view["slot_idle"] = {"state": cell["state"], "reason": cell["reason"],
                                  "backoff_until": cell["backoff_until"]}
         return 200, "json" if api else "machine", view

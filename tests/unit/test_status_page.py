@@ -147,7 +147,9 @@ def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
     assert factory_view(w.load(), now=T0)["machinetypes"][0]["space_share"] is None  # no poll
     space = SpaceView({"alpha": Census(running_hs06=6.0, running_machines=6)}, [], T0)
     panel = factory_view(w.load(), now=T0, space=space)["machinetypes"][0]
-    assert panel["space_share"] == 1.0 and panel["space_running"] == 6
+    assert panel["space_share"] == 1.0 and panel["space_running"] == 8   # 2 here, 6 there
+    silent = factory_view(w.load(), now=T0, space=SpaceView({}, ["f2.example.com"], T0))
+    assert silent["machinetypes"][0]["space_share"] == 1.0    # polled, nobody else answered
 
 
 def test_hostile_shutdown_message_and_joboutputs_names_render_as_text(world):  # noqa: F811
@@ -442,3 +444,20 @@ def wait_for(check, timeout=15.0):
             pass
         time.sleep(0.1)
     return False
+
+
+def test_target_and_actual_shares_here_and_over_the_space(world):  # noqa: F811
+    from vac.cycle.shares import Census
+    w = world("factories = f1.example.com f2.example.com")
+    beta = w.conf.read_text().split("[machinetype alpha]")[1].replace("target_share = 1",
+                                                                      "target_share = 3")
+    w.conf.write_text(w.conf.read_text() + "\n[machinetype beta]" + beta)
+    w.run()
+    view = factory_view(w.load(), now=T0, space=SpaceView(
+        {"alpha": Census(running_hs06=2.0), "beta": Census(running_hs06=0.0)}, [], T0))
+    panels = {p["machinetype"]: p for p in view["machinetypes"]}
+    assert sorted(c["machinetype"] for c in view["slots"]) == ["alpha", "beta"]
+    assert panels["alpha"]["target_share"] == 0.25 and panels["beta"]["target_share"] == 0.75
+    assert panels["alpha"]["factory_share"] == 0.5 and panels["beta"]["factory_share"] == 0.5
+    assert panels["alpha"]["space_share"] == 0.75 and panels["beta"]["space_share"] == 0.25
+    assert panels["alpha"]["marker"] == "A" and panels["beta"]["marker"] == "B"

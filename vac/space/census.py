@@ -60,7 +60,8 @@ class SpacePoll:
     def __init__(self, query: Query = client.query):
         self.query = query
         self.silent: List[str] = []
-        # The last poll's merged census and when it was taken (the status page shows them).
+        # What the last poll returned and when (the status page shows them): the factory
+        # passes no local census, so these are the other factories' sums.
         self.census: Dict[str, Census] = {}
         self.polled: Optional[float] = None
         self._census_thread: Optional[threading.Thread] = None

@@ -38,8 +38,8 @@ STALE_CYCLES = 3        # no cycle for this many cycle_seconds (at least 3 min):
 
 
 class SpaceView:
-    """What vacd's own space poll saw last (in memory): census by machinetype, silent
-    factories, when. Empty when vacd polls no other factory."""
+    """What vacd's own space poll saw last (in memory): the other factories' census by
+    machinetype, the silent factories, when. Empty when vacd polls no other factory."""
 
     def __init__(self, census: Optional[Mapping[str, Census]] = None,
                  silent: Optional[List[str]] = None, polled: Optional[float] = None):
@@ -203,23 +203,26 @@ def machinetype_panels(config: Config, cells: List[Dict[str, Any]],
     targets = {n: max(0.0, mt.target_share) for n, mt in config.machinetypes.items()}
     all_target = sum(targets.values())
     all_running = sum(e["hs06"] for e in running.values())
-    space_total = sum(c.running_hs06 for n, c in space.census.items() if n in targets)
-    alone = not census_others(config.settings)     # a space of one: its share is ours
+    # The space: these machines plus the other factories' census of the last poll (none
+    # needed in a space of one; unknown before the first poll).
+    known = space.polled is not None or not census_others(config.settings)
+    remote = {n: c for n, c in space.census.items() if n in targets}
+    space_total = all_running + sum(c.running_hs06 for c in remote.values())
     outcome = outcomes.by_machinetype(finished)
     panels = []
     for name in sorted(config.machinetypes):
         mine = running.get(name, {"machines": 0, "processors": 0, "hs06": 0.0})
         seen = outcome.get(name, {"codes": {}, "sequence": [], "fizzles": 0, "seen": 0})
-        census = space.census.get(name)
+        census = remote.get(name, Census())
         panels.append({
             "machinetype": name, "marker": letters[name], "running": int(mine["machines"]),
             "fqan": config.machinetypes[name].accounting_fqan,
             "processors": int(mine["processors"]),
             "target_share": _ratio(targets[name], all_target),
             "factory_share": _ratio(mine["hs06"], all_running),
-            "space_share": _ratio(census.running_hs06, space_total) if census else
-            (_ratio(mine["hs06"], all_running) if alone else None),
-            "space_running": census.running_machines if census else None,
+            "space_share": _ratio(mine["hs06"] + census.running_hs06, space_total)
+            if known else None,
+            "space_running": int(mine["machines"]) + census.running_machines if known else None,
             "codes": dict(sorted(seen["codes"].items())), "sequence": seen["sequence"],
             "finished_seen": seen["seen"], "fizzles": seen["fizzles"],
             "backoff_until": backoffs.get(name)})

@@ -200,6 +200,9 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
     idle = cells[3].text
     assert "backoff of sleeper until" in idle and "backoff until" in idle
     assert driver.find_element(By.ID, "verdict").get_attribute("data-level") == "warning"
+    panel = driver.find_element(By.CSS_SELECTOR, '.panel[data-machinetype="sleeper"]').text
+    assert "2 running" in panel and "target 100% · here 100% · space 100%" in panel
+    assert "backoff until" in panel and "300×1" in panel
     body = driver.find_element(By.TAG_NAME, "body").text
     assert f"300 Bad {SCRIPT} {IMG}" in body                 # last finished, as text
     assert f"/evil/{IMG}" in body                             # the pipe's accounting_fqan

@@ -281,10 +281,12 @@ def test_space_rows_from_the_census_with_silent_factories_marked(world):  # noqa
     with open(os.path.join(folder, "f2.example.com"), "w") as f:
         json.dump({"total_machines": 4, "running_machines": 3, "load_average": 1.5}, f)
     with open(os.path.join(folder, "f3.example.com"), "w") as f:
-        json.dump({"total_machines": 10 ** 12, "running_machines": 2}, f)
+        f.write('{"total_machines": 1e300, "running_machines": 2, "load_average": NaN, '
+                '"factory_heartbeat_time": Infinity}')
     os.utime(os.path.join(folder, "f2.example.com"), (T0, T0))
     os.utime(os.path.join(folder, "f3.example.com"), (T0, T0))
     view = space_view(config, now=T0 + 60, space=SpaceView({}, ["f3.example.com"], T0))
+    json.dumps(view, allow_nan=False)            # what the API serves: strict JSON
     rows = {r["factory"]: r for r in view["rows"]}
     assert list(rows) == ["f1.example.com", "f2.example.com", "f3.example.com",
                           "f4.example.com"]

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from vac.config.model import Config
 from vac.machine.directory import SHUTDOWN_MESSAGE_LIMIT, MachineDir, read_slot_record
 from vac.machine.slots import make_slots
-from vac.web.status import image_version
+from vac.web.status import heartbeat, image_version
 
 LISTING_LIMIT = 200         # joboutputs entries listed
 COUNT_LIMIT = 10000         # entries counted before giving up
@@ -167,7 +167,7 @@ def machine_view(config: Config, directory: MachineDir, now: float) -> Dict[str,
         "machinetype": directory.machinetype, "current": is_current,
         "state": directory.disk_state().value, "created": directory.created,
         "started": directory.started, "finished": directory.finished,
-        "processors": directory.processors, "cpu_seconds": directory.cpu_seconds,
+        "processors": directory.processors, "cpu_seconds": heartbeat(directory)[0],
         "shutdown_time": directory.shutdown_time, "job_id": directory.job_id,
         "model": record.model if record is not None and is_current else None,
         "shutdown_message": directory.read("joboutputs/shutdown_message",

@@ -8,6 +8,7 @@ census of the last day, or that did not answer vacd's last poll, is marked silen
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Dict, List, Optional
@@ -23,9 +24,8 @@ CELLS_LIMIT = 1024      # cells drawn per remote factory (a reply may claim any 
 
 def _number(reply: Dict[str, Any], key: str) -> int:
     value = reply.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return 0
-    return int(max(0, min(value, 10 ** 9)))
+    number = _finite(value)
+    return int(max(0, min(number, 10 ** 9))) if number is not None else 0
 
 
 def remote_row(name: str, reply: Optional[Dict[str, Any]], when: Optional[float],
@@ -38,8 +38,15 @@ def remote_row(name: str, reply: Optional[Dict[str, Any]], when: Optional[float]
     return {"factory": name, "local": False, "silent": silent or reply is None,
             "census_time": when, "total": total, "running": running, "cells": cells,
             "cut": total > shown,
-            "load_average": reply.get("load_average") if reply else None,
-            "heartbeat_time": reply.get("factory_heartbeat_time") if reply else None}
+            "load_average": _finite(reply.get("load_average")) if reply else None,
+            "heartbeat_time": _finite(reply.get("factory_heartbeat_time")) if reply else None}
+
+
+def _finite(value: Any) -> Optional[float]:
+    """A number from a reply, or None (not a number, NaN or infinite: strict JSON has none)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def space_view(config: Config, now: Optional[float] = None,

@@ -99,10 +99,9 @@ def judge(settings: Settings, state: YieldState, sample: Optional[Sample],
         return Verdict(YieldState())
     if sample is not None:
         state = _fold(settings, state, sample)
-    due = state.above_since is not None and now - state.above_since >= \
-        settings.yield_grace_seconds
-    return Verdict(state, yield_now=due and sample is not None, hold=hold_reason(settings,
-                                                                              state, now))
+    due = sample is not None and state.above_since is not None and \
+        now - state.above_since >= settings.yield_grace_seconds
+    return Verdict(state, yield_now=due, hold=hold_reason(settings, state, now))
 
 
 def _fold(settings: Settings, state: YieldState, sample: Sample) -> YieldState:

@@ -38,10 +38,10 @@ mkdir -p "$LOGDIR" "$work/src"
   [ -e "$f" ] && printf '%s\0' "$f"
 done | cpio -0 -pdm --quiet "$work/src") || { say "copying the tree failed"; exit 1; }
 rm -rf "$work/src/.v2-results" "$work/src/.v2-args"
+[ "$#" -eq 0 ] || printf '%s\n' "$@" >"$work/src/.v2-args"
 mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || { say "mkfs.ext4 of the tree failed"; exit 1; }
 qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
   || { say "qemu-img create of the overlay failed"; exit 1; }
-[ "$#" -eq 0 ] || printf '%s\n' "$@" >"$work/src/.v2-args"
 
 cmdline="$(cat "$GUEST/cmdline") vac.v2run=1 quiet"
 say "booting $(tr '\n' ' ' <"$GUEST/versions" 2>/dev/null)under TCG (timeout $TIMEOUT s; console $LOGDIR/console.log)"

@@ -25,8 +25,16 @@ TESTS=(
   tests/integration/test_docker_cycle.py
   tests/integration/test_apptainer_cycle.py
   tests/integration/test_vac03_docker.py
-  tests/integration/test_vac03_apptainer.py
   tests/integration/test_hostile_guests.py
+)
+# Left out of those files: libvirt's contract cases (no libvirtd in the guest); the two tests
+# that give the engine 2 s through a proxy socket (a container's creation takes longer than
+# that under TCG). test_vac03_apptainer.py is not run: it makes the original's Singularity
+# cgroups, which are v1 only (cpu.shares, memory.soft_limit_in_bytes: Vac 03 knew no v2).
+DESELECT=(
+  -k "not libvirt"
+  --deselect tests/integration/test_docker_backend.py::test_engine_going_away_mid_run_is_unavailable_not_a_crash
+  --deselect tests/integration/test_docker_cycle.py::test_engine_gone_or_hanging_leaves_machines_alone_then_management_resumes
 )
 
 say "kernel $(uname -r), $(systemctl --version | head -n 1), $(stat -fc %T /sys/fs/cgroup) at /sys/fs/cgroup"
@@ -53,12 +61,12 @@ fi
 extra=()
 [ -s /vac-src/.v2-args ] && mapfile -t extra </vac-src/.v2-args
 for arg in "${extra[@]}"; do   # naming test files replaces the selection
-  case $arg in tests/*) TESTS=(); break ;; esac
+  case $arg in tests/*) TESTS=(); DESELECT=(); break ;; esac
 done
 export CI=true VAC_V2_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/vac-src HOME=/root
 t0=$SECONDS
 python3 -m pytest -p no:cacheprovider -q -o addopts="--strict-markers -ra" \
-  --junitxml="$RESULTS/junit.xml" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"
+  --junitxml="$RESULTS/junit.xml" "${DESELECT[@]}" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"
 rc=${PIPESTATUS[0]}
 say "pytest exit $rc after $((SECONDS - t0)) s"
 say "cgroups left: $(find /sys/fs/cgroup -type d \( -name 'vac*' -o -name 'docker-*' \) | grep -v '^/sys/fs/cgroup/vac.slice$' | tr '\n' ' ')"

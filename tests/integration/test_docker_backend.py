@@ -15,6 +15,7 @@ import pytest
 from conftest import require_engine
 
 from vac.backends.base import MachineSpec
+from vac.backends.docker import cgroupparent
 from vac.backends.docker.backend import DockerBackend
 from vac.errors import BackendError, BackendUnavailable
 from vac.machine import mjf
@@ -194,8 +195,12 @@ def test_payload_reads_mjf_writes_joboutputs_and_finishes(paths, backend):
     assert not [c for c in sdk().containers(all=True, filters={"name": spec.name})
                 if c["Names"] == [f"/{spec.name}"]]
     parent = d.read_backend_record()["cgroup_parent"]
-    assert parent.startswith("/vac/docker-")
-    assert backend.cgroups.cpu_seconds(parent) is None
+    if d.read_backend_record()["cgroup_driver"] == "systemd":   # cgroup v2 hosts (EL9)
+        assert parent.startswith("vac-docker-") and parent.endswith(".slice")
+        assert backend.cgroups.cpu_seconds(cgroupparent.slice_path(parent)) is None
+    else:
+        assert parent.startswith("/vac/docker-")
+        assert backend.cgroups.cpu_seconds(parent) is None
 
 
 def test_inspect_shows_labels_limits_binds_and_no_privileges(paths, make_backend):
@@ -276,8 +281,9 @@ def test_stale_container_of_an_earlier_machine_is_replaced(paths, backend):
     assert sdk().inspect_container(new.name)["Config"]["Labels"]["vac.created"] == "1700000100"
     assert backend.status(old.name, old.directory).state is MachineState.SHUTDOWN
     assert backend.status(new.name, new.directory).state is MachineState.RUNNING
-    assert backend.cgroups.cpu_seconds(old.directory.read_backend_record()["cgroup_parent"]) \
-        is None
+    old_parent = old.directory.read_backend_record()["cgroup_parent"]
+    assert cgroupparent.is_ours(old_parent)
+    assert cgroupparent.cpu_seconds(old_parent, backend.cgroups) is None
 
 
 def test_foreign_container_is_neither_listed_nor_touched(paths, backend):

@@ -150,7 +150,7 @@ def test_states_and_ownership():
 
 def test_cgroup_parent_is_per_machine_directory(paths, conf):
     spec = make_spec(paths, conf())
-    assert dk.cgroup_parent_for(spec.directory) == \
+    assert ds.cgroup_parent_for(spec.directory) == \
         "/vac/docker-1700000000_dock_factory1-03.example.com"
 
 

@@ -356,6 +356,19 @@ class Cgroups:
         them), or None if it does not exist."""
         return self.cpu_seconds_at({CPU_V1: cgroup_path, V2: cgroup_path})
 
+    def oom_kills(self, cgroup_path: str) -> Optional[int]:
+        """OOM kills in a cgroup with the same path in every hierarchy, or None if it does not
+        exist. On v2 memory.events counts its descendants' kills too (a removed child's
+        included); v1's memory.oom_control counts the cgroup's own only."""
+        h = self.hierarchies
+        if "memory" in h.v1:
+            return read_value(self.fs, host_path(h.v1["memory"], cgroup_path),
+                              "memory.oom_control", oom_kills_v1)
+        if h.v2 is not None:
+            return read_value(self.fs, host_path(h.v2, cgroup_path), "memory.events",
+                              oom_kills_v2)
+        return None
+
     def cpu_seconds_of_pid(self, pid: int) -> Optional[float]:
         """CPU seconds of the cgroup a process is in, or None."""
         paths = self.of_pid(pid)

@@ -59,6 +59,7 @@ MIB = 1024 * 1024
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION_TIMEOUT = 10.0
 VERSION_CACHE_SECONDS = 600.0
+REAP_WAIT_SECONDS = 2.0
 
 
 def cgroup_name(machine_name: str) -> str:
@@ -289,7 +290,7 @@ class ApptainerBackend(Backend):
         cpu = cgroup.cpu_seconds() if ours else float(record.get("cpu_seconds", 0))
         if running and record.get("adopted"):  # Vac 03 made no cpuacct cgroup on some hosts
             cpu = max(cpu, vac03.tree_cpu_seconds(self._adopted_pids(record)))
-        exit_code = self._reap(name, record)
+        exit_code = self._reap(name, record, ended=not running)
         if exit_code is not None and record.get("exit_code") is None and directory:
             record["exit_code"] = exit_code
             self._save(directory, record)
@@ -351,12 +352,21 @@ class ApptainerBackend(Backend):
             return False
         return procs.is_same(pid, record.get("start_time"), record.get("uid"), self.proc_root)
 
-    def _reap(self, name: str, record: dict) -> Optional[int]:
-        """The exit code if the head is our child and has ended (reaping it), else None."""
+    def _reap(self, name: str, record: dict, ended: bool) -> Optional[int]:
+        """The exit code if the head is our child and has ended (reaping it), else None.
+
+        ended: /proc already shows the head dead. A multi-threaded head (apptainer's starter)
+        shows as a zombie before wait() can reap it, while its other threads are still exiting
+        (a few milliseconds; far longer on a slow guest): then wait for it briefly rather than
+        report a machine that has ended without its exit code.
+        """
         proc = self._children.get(name)
         if proc is None or proc.pid != record.get("pid"):
             return None
-        returncode = proc.poll()
+        try:
+            returncode = proc.wait(timeout=REAP_WAIT_SECONDS) if ended else proc.poll()
+        except subprocess.TimeoutExpired:
+            returncode = None
         if returncode is None:
             return None
         del self._children[name]

@@ -4,11 +4,12 @@
 Containers are ours when they carry the labels vac.space and vac.factory of this factory (plus
 vac.machine, vac.machinetype, vac.created naming the machine). The machine sees MJF at
 /etc/machinefeatures and /etc/jobfeatures (read-only binds of the machine directory) and writes
-to /var/spool/joboutputs; /user_data is its command. With the cgroupfs driver each container
-gets its own cgroup parent /vac/docker-<machine dir>, which keeps the container's CPU seconds
-after the container has ended (§5.3 read cpuacct.usage of the live container only); vac.host.cgroups
-reads it (v1 or v2) and removes it from every hierarchy. What the engine is asked for (labels,
-mounts, limits) is built by vac.backends.docker.spec.
+to /var/spool/joboutputs; /user_data is its command. Each container gets a cgroup parent of its
+own in the form the engine's cgroup driver wants (/vac/docker-<machine dir> with cgroupfs, the
+slice vac-docker-<machine dir>.slice with systemd: vac.backends.docker.cgroupparent), which
+keeps the container's CPU seconds after the container has ended (§5.3 read cpuacct.usage of the
+live container only). What the engine is asked for (labels, mounts, limits) is built by
+vac.backends.docker.spec.
 
 The `docker` package is imported lazily: importing this module never needs it, and probe()
 says what to install. Every docker/requests exception becomes BackendError, or
@@ -23,16 +24,14 @@ import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.docker import network, vac03
+from vac.backends.docker import cgroupparent, network, vac03
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
-    CGROUP_ROOT,
     CVMFS,
     JOBFEATURES,
     JOBOUTPUTS,
     MACHINEFEATURES,
     NAME,
-    cgroup_parent_for,
     container_args,
     host_config_args,
     image_of,
@@ -184,8 +183,7 @@ class DockerBackend(Backend):
             mounts = prepare_mounts(spec, self.cvmfs_root)
         except OSError as e:
             raise BackendError(NAME, f"preparing {spec.directory.path}: {e}", spec.name) from e
-        parent = cgroup_parent_for(spec.directory) \
-            if self._cgroup_driver() == "cgroupfs" else None
+        parent = cgroupparent.for_machine(spec.directory, self._cgroup_driver())
         api = self._client()
         with self._boundary("create", spec.name):
             resolved = self._resolve(api, image, spec)
@@ -405,7 +403,7 @@ class DockerBackend(Backend):
             name=name, state=machine_state, backend_id=str(attrs.get("Id", "")),
             cpu_seconds=self._cpu(attrs, alive, directory),
             exit_code=None if alive else state.get("ExitCode"),
-            oom_killed=bool(state.get("OOMKilled")),
+            oom_killed=bool(state.get("OOMKilled")) or self._parent_oom(attrs),
             labels=dict((attrs.get("Config") or {}).get("Labels") or {}),
             extra={"status": str(state.get("Status", "")),
                    "image": str((attrs.get("Config") or {}).get("Image", "")),
@@ -413,9 +411,13 @@ class DockerBackend(Backend):
                    "finished_at": str(state.get("FinishedAt", ""))})
 
     def _parent_cpu(self, parent: str) -> Optional[float]:
-        if not parent.startswith(CGROUP_ROOT + "/docker-"):
-            return None
-        return self.cgroups.cpu_seconds(parent)
+        return cgroupparent.cpu_seconds(parent, self.cgroups)
+
+    def _parent_oom(self, attrs: Dict[str, Any]) -> bool:
+        """Did the OOM killer strike under the container's parent? (The engine's OOMKilled
+        may come after the container's exit with cgroup v2.)"""
+        parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or "")
+        return cgroupparent.oom_kills(parent, self.cgroups) > 0
 
     def _cpu(self, attrs: Dict[str, Any], alive: bool,
              directory: Optional[MachineDir]) -> float:
@@ -534,7 +536,7 @@ class DockerBackend(Backend):
 
     def release(self, directory: MachineDir) -> bool:
         parent = str(directory.read_backend_record().get("cgroup_parent") or "")
-        if not parent.startswith(CGROUP_ROOT + "/docker-") or not self.cgroups.exists(parent):
+        if not cgroupparent.exists(parent, self.cgroups):
             return False
         log.warning("%s: removing cgroup parent %s left by an interrupted destroy",
                     directory.name, parent)
@@ -542,5 +544,4 @@ class DockerBackend(Backend):
         return True
 
     def _remove_cgroup(self, parent: Optional[str]) -> None:
-        if parent and parent.startswith(CGROUP_ROOT + "/docker-"):
-            self.cgroups.remove(parent)
+        cgroupparent.remove(parent, self.cgroups)

@@ -215,7 +215,9 @@ def test_the_machines_own_cpu_burn_is_not_the_owners_load(dock, tmp_path):
         assert burn >= 1.2, machines_cpu                    # the machines did burn the host
         measured = sorted(o for o in owners if o is not None)
         median = measured[len(measured) // 2]
-        assert len(measured) >= 8 and median < 0.25, owners   # the burn is not counted
+        # Counted as the owner's, the burn alone would be burn / 2 per processor (about 1):
+        # what is left is vacd, the engine and whatever else runs here.
+        assert len(measured) >= 8 and median <= burn / 2 - 0.3, (owners, burn)
         print(f"machines burnt {burn:.2f} processors; owner load per processor: median "
               f"{median:.2f}, at most {measured[-1]:.2f}")
     finally:

@@ -247,3 +247,19 @@ def test_a_backend_that_cannot_be_asked_restarts_the_grace(world):
 def _machine_dirs(w):
     top = w.read().settings.paths.machines
     return [MachineDir(os.path.join(top, n)) for n in sorted(os.listdir(top))]
+
+
+def test_a_refill_during_the_pause_finishes_but_creates_nothing(world):
+    w = world()
+    w.cycles(5)
+    w.host.owner = 2.0
+    reports = w.cycles(12)
+    assert any(r.destroyed == [SLOTS[2]] for r in reports)
+    w.host.owner = 0.0
+    machines = w.backend._load()                 # slot 0's machine ends by itself
+    machines[SLOTS[0]]["run_seconds"] = w.clock.now - machines[SLOTS[0]]["started"]
+    machines[SLOTS[0]]["message"] = "200 Success"
+    w.backend._save(machines)
+    report = w.factory.refill([SLOTS[0]])
+    assert report.finished == [SLOTS[0]] and report.created == []
+    assert w.kept()["state"]["paused_until"] > w.clock.now

@@ -33,7 +33,7 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
         failures = errors.get(slot.name) or {}
         if failures.get("machine") != os.path.basename(directory.path):
             failures = {}
-        image, version = _image_of(directory)
+        image, version, ip = _recorded(directory)
         state = directory.disk_state()
         age = _age(now - (directory.started or directory.created))
         if state == MachineState.SHUTDOWN:
@@ -44,19 +44,22 @@ def slot_rows(config: Config, now: float) -> List[Dict]:
             detail = f"cpu {directory.cpu_seconds:.0f}s, ends {_age(directory.shutdown_time - now) if directory.shutdown_time else '?'} from now"  # noqa: E501
         else:
             detail = "creation in progress or failed"
+        if ip:
+            detail += f", ip {ip}"
         if version:
             detail += f", image {short_version(version)}"
         row = _row(slot.name, directory.machinetype, state.value, directory.processors,
                    age, detail, failures.get("count", 0), failures.get("last"))
-        row.update({"image": image, "image_version": version})
+        row.update({"image": image, "image_version": version, "ip": ip})
         rows.append(row)
     return rows
 
 
-def _image_of(directory: MachineDir) -> tuple:
-    """(image, image_version) the machine's backend recorded ('' where it recorded none)."""
+def _recorded(directory: MachineDir) -> tuple:
+    """(image, image_version, ip) the machine's backend recorded ('' where it recorded none:
+    ip only for a container with its slot's own address on a docker_network)."""
     record = directory.read_backend_record()
-    return _printable(record.get("image")), _printable(record.get("image_version"))
+    return tuple(_printable(record.get(key)) for key in ("image", "image_version", "ip"))
 
 
 def _printable(value: Any, limit: int = 300) -> str:

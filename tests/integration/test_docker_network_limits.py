@@ -169,7 +169,9 @@ def test_macvlan_containers_have_their_slots_ip_and_mac_and_are_reached_from_ano
     assert wait_until(lambda: ready(mvdock, names), 30), [mvdock.dir(n).path for n in names]
     for n, name in enumerate(names):
         ip, mac = macvlan.slot_ip(n), macvlan.slot_mac(n)
-        attrs = inspect(mvdock.dir(name).read_backend_record()["container_id"])
+        record = mvdock.dir(name).read_backend_record()
+        assert (record["network"], record["ip"], record["mac"]) == (macvlan.network, ip, mac)
+        attrs = inspect(record["container_id"])
         assert attrs["HostConfig"]["NetworkMode"] == macvlan.network
         endpoint = attrs["NetworkSettings"]["Networks"][macvlan.network]
         assert endpoint["IPAddress"] == ip and endpoint["MacAddress"].upper() == mac

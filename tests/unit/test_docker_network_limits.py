@@ -296,13 +296,16 @@ def test_a_missing_network_is_a_creation_error_naming_machinetype_and_network(pa
     spec = make_spec(paths, config)
     backend = DockerBackend(config.settings)
     with pytest.raises(BackendError) as e:
-        backend._network_args(FakeApi({}), spec)
+        backend._attachment(FakeApi({}), spec)
     assert "machinetype dock: docker_network vac-absent does not exist" in str(e.value)
     assert e.value.machine == spec.name
-    assert backend._network_args(FakeApi({}), make_spec(paths, config, 5, mt="other")) == {}
-    found = backend._network_args(FakeApi({"vac-absent": dict(MACVLAN, Name="vac-absent")}),
-                                  spec)
-    assert found["mac_address"] == "56:4D:0A:E7:00:05"
+    assert backend._attachment(FakeApi({}), make_spec(paths, config, 5, mt="other")) is None
+    api = FakeApi({"vac-absent": dict(MACVLAN, Name="vac-absent")})
+    place = backend._attachment(api, spec)
+    assert dn.create_args(api, place)["mac_address"] == "56:4D:0A:E7:00:05"
+    assert dn.record(place) == {"network": "vac-absent", "ip": "10.231.0.5",
+                                     "mac": "56:4D:0A:E7:00:05"}
+    assert dn.record(None) == {}
 
 
 def test_vac_config_check_shows_the_limits_and_rejects_bad_ones_located(tmp_path, capsys):

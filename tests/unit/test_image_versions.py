@@ -229,14 +229,15 @@ def test_vac_slots_shows_each_machines_image_version(make_factory, capsys):
     first, second, third = sorted(report.created)
     dirs = {n: _dir(config, n) for n in report.created}
     dirs[first].write_backend_record({"backend": "fake", "image": "x:1",
-                                      "image_version": DIGEST})
+                                      "image_version": DIGEST, "ip": "10.231.0.5"})
     dirs[second].write_backend_record({"backend": "fake", "image_version": "sha256:" +
                                        "cd" * 32 + "\x1b[31m\n"})
     dirs[third].write_backend_record({"backend": "fake", "image_version": ["not", "text"]})
     rows = {r["name"]: r for r in slot_rows(config, clock.now)}
     assert rows[first]["image_version"] == DIGEST and rows[first]["image"] == "x:1"
     assert rows[first]["detail"].endswith(
-        ", image 127.0.0.1:18650/vac-test/payload@sha256:abababababab")
+        ", ip 10.231.0.5, image 127.0.0.1:18650/vac-test/payload@sha256:abababababab")
+    assert rows[first]["ip"] == "10.231.0.5" and rows[second]["ip"] == ""
     assert rows[second]["image_version"] == "sha256:" + "cd" * 32 + "[31m"  # no escapes
     assert rows[third]["image_version"] == "" and "image" not in rows[third]["detail"]
     assert short_version("sha256:" + "e" * 64) == "sha256:" + "e" * 12

@@ -187,8 +187,10 @@ class DockerBackend(Backend):
         api = self._client()
         with self._boundary("create", spec.name):
             resolved = self._resolve(api, image, spec)
-            container_id, fresh, resolved = self._create_container(api, resolved, spec,
-                                                                   mounts, parent)
+            place = self._attachment(api, spec)
+            container_id, fresh, resolved = self._create_container(
+                api, resolved, spec, mounts, parent,
+                network.create_args(api, place) if place else {})
             if fresh:
                 self._start(api, container_id, spec.name, parent)
         try:
@@ -196,7 +198,8 @@ class DockerBackend(Backend):
                 "backend": NAME, "container_id": container_id, "image": image,
                 "image_id": resolved.image_id, "image_version": resolved.version,
                 "cgroup_driver": self._driver or "", "cgroup_parent": parent or "",
-                "memory_mb": spec.memory_mb, "processors": spec.processors})
+                "memory_mb": spec.memory_mb, "processors": spec.processors,
+                **network.record(place)})
         except OSError as e:
             self.destroy(spec.name, None)
             raise BackendError(NAME, f"cannot record the container: {e}", spec.name) from e
@@ -233,15 +236,14 @@ class DockerBackend(Backend):
         return resolved
 
     def _create_container(self, api: Any, resolved: Resolved, spec: MachineSpec,
-                          mounts: List[Dict[str, Any]],
-                          parent: Optional[str]) -> Tuple[str, bool, Resolved]:
+                          mounts: List[Dict[str, Any]], parent: Optional[str],
+                          networking: Dict[str, Any]) -> Tuple[str, bool, Resolved]:
         """(container id, True if new, the image it has). Creates from the resolved image id,
         so the tag moving meanwhile cannot change it; an id the engine lost (removed by
         hand) is resolved anew once. Adopts or replaces a container that already has the
         name (idempotent create)."""
         docker = _sdk()
         lost = False
-        networking = self._network_args(api, spec)
         for _ in range(3):
             host_config = api.create_host_config(**host_config_args(spec, mounts, parent))
             try:
@@ -266,22 +268,21 @@ class DockerBackend(Backend):
                     return existing, False, resolved
         raise BackendError(NAME, f"container name {spec.name} stays in use", spec.name)
 
-    def _network_args(self, api: Any, spec: MachineSpec) -> Dict[str, Any]:
-        """create_container's arguments for the machinetype's docker_network: on a macvlan
-        or ipvlan network the slot's own IP (and MAC).
+    def _attachment(self, api: Any, spec: MachineSpec) -> Optional[network.Attachment]:
+        """Where the machinetype's docker_network puts this slot's container (on a macvlan
+        or ipvlan network the slot's own IP, and MAC); None without docker_network.
 
         Raises:
             BackendError: the network does not exist or has no address for the slot.
         """
         mt = spec.machinetype
         if not mt.docker_network:
-            return {}
+            return None
         try:
             attrs = api.inspect_network(mt.docker_network)
         except _sdk().errors.NotFound:
             raise network.missing(mt, spec.slot) from None
-        return network.create_args(api, network.attachment(attrs, spec.slot, mt.name,
-                                                           mt.docker_network))
+        return network.attachment(attrs, spec.slot, mt.name, mt.docker_network)
 
     def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
         """Id of this machine's container if it already exists (then started if it was only

@@ -104,6 +104,15 @@ def create_args(api: Any, att: Attachment) -> Dict[str, Any]:
     return args
 
 
+def record(att: Optional[Attachment]) -> Dict[str, str]:
+    """What backend.json keeps of the attachment: the network, and the slot's own IP and MAC
+    where the container has them (vac slots and the status page show them)."""
+    if att is None:
+        return {}
+    kept = {"network": att.network, "ip": att.ip or "", "mac": att.mac or ""}
+    return {key: value for key, value in kept.items() if value}
+
+
 def missing(mt: MachineType, slot: Slot) -> BackendError:
     """The creation error of a docker_network the engine does not have."""
     return BackendError(NAME, f"machinetype {mt.name}: docker_network {mt.docker_network} "

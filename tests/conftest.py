@@ -53,7 +53,11 @@ def make_config(tmp_path, paths, host):
         if "state_dir" not in body:
             body = body.replace("[settings]", f"[settings]\nstate_dir = {paths.state_dir}", 1)
         conf = tmp_path / "vac.conf"
-        conf.write_text(body)
+        if not conf.exists() or conf.read_text() != body:
+            # Atomic: a vacd a test started may read the file at any moment.
+            fresh = tmp_path / ".vac.conf.new"
+            fresh.write_text(body)
+            os.replace(fresh, conf)
         raw = load.read_raw([str(conf)])
         return load.build(raw, host_facts or host, pipe_values=pipe_values)
 

@@ -22,7 +22,7 @@
 #                          console as "VAC-V2: exit N" and powers off
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
 # sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
-# pycurl, jinja2, cryptography, pycdlib (all Debian packages: nothing from PyPI).
+# pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian).
 # Skipped when the outputs exist and were built by a script of the same content
 # (OUTDIR/.script-sha256). Downloaded .debs are kept in /var/cache/vac-test/v2guest. First
 # build: several minutes (debootstrap's downloads and unpacking); cached: under a second.
@@ -46,7 +46,9 @@ BASE="systemd systemd-sysv dbus udev kmod passwd ca-certificates"
 PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io docker-cli containerd runc iptables busybox-static uidmap squashfs-tools
 ca-certificates containernetworking-plugins libseccomp2 libsqlite3-0 python3 python3-pytest
 python3-hypothesis python3-docker python3-spython python3-pycurl python3-jinja2
-python3-cryptography python3-pycdlib python3-requests python3-urllib3"
+python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pip"
+# Not in Debian: from PyPI into the guest's python3 (the APEL queue of the accounting tests).
+PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"
 
 [ "$(id -u)" = 0 ] || die "run as root"
@@ -85,7 +87,7 @@ fi
 work=$(mktemp -d /var/tmp/vac-v2guest.XXXXXX)
 root=$work/root
 cleanup() {
-  for m in dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
+  for m in var/cache/apt/archives dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -120,6 +122,18 @@ if ! in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$ap
 fi
 umount "$root/var/cache/apt/archives"
 rm -f "$root/tmp/$(basename "$app_deb")"
+# Wheels made by the host's pip (its certificate setup reaches PyPI), installed offline.
+say "pip wheel $PIP_PACKAGES (host), pip install in the guest"
+rm -rf "$CACHE/pip" && mkdir -p "$CACHE/pip"
+# shellcheck disable=SC2086  # the list is meant to split
+python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$CACHE/pip" $PIP_PACKAGES \
+  >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "pip wheel $PIP_PACKAGES (log: $LOG)"; }
+mkdir -p "$root/tmp/pip" && cp "$CACHE"/pip/* "$root/tmp/pip/"
+# shellcheck disable=SC2086
+in_root python3 -m pip install -q --break-system-packages --no-index --no-deps \
+  --disable-pip-version-check --find-links /tmp/pip $PIP_PACKAGES >>"$LOG" 2>&1 \
+  || { tail -n 20 "$LOG" >&2; die "pip install $PIP_PACKAGES in the guest (log: $LOG)"; }
+rm -rf "$root/tmp/pip"
 ln -sfn apptainer "$root/usr/bin/singularity"
 
 # ---- users, network, units -----------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from vac.config.model import Config
 from vac.web import machinefiles, statuspages
+from vac.web.listener import Listener
 from vac.web.spaceview import space_view
 from vac.web.status import SpaceView, factory_view, markers, read_plan, slot_cell
 
@@ -234,41 +235,23 @@ def start(address: str, port: int, views: Views) -> Server:
     return server
 
 
-class StatusEndpoint:
+class StatusEndpoint(Listener):
     """vacd's status page: bound after each cycle where the configuration says."""
+
+    what = "status page"
 
     def __init__(self, get_config: Callable[[], Optional[Config]], space: Any = None,
                  metrics: Any = None):
+        super().__init__()
         self.views = Views(get_config, space, metrics)
-        self.server: Optional[Server] = None
-        self.bound: Optional[Tuple[str, int]] = None
 
     def after_cycle(self) -> None:
         try:
-            self._ensure(self.views.get_config())
+            config = self.views.get_config()
+            self.rebind((config.settings.status_address, config.settings.status_port)
+                        if config is not None and config.settings.status_port else None)
         except Exception:  # noqa: BLE001 - monitoring must never stop the factory
             log.exception("status page: binding failed")
 
-    def _ensure(self, config: Optional[Config]) -> None:
-        want = None
-        if config is not None and config.settings.status_port:
-            want = (config.settings.status_address, config.settings.status_port)
-        if want == self.bound:
-            return
-        self.close()
-        if want is None:
-            return
-        try:
-            self.server = start(want[0], want[1], self.views)
-        except OSError as e:
-            log.error("status page %s:%d cannot be bound: %s", want[0], want[1], e)
-            return
-        self.bound = want
-        log.info("status page served on http://%s:%d/", want[0], want[1])
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-        self.server = None
-        self.bound = None
+    def _bind(self, want: Tuple[str, int]) -> Server:
+        return start(want[0], want[1], self.views)

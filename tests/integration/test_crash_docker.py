@@ -23,6 +23,7 @@ from test_docker_cycle import DockerFactory, engine_ready
 from vacd_process import cycles_logged, start_vacd, stop
 
 from vac import faults
+from vac.backends.docker import cgroupparent
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir, read_slot_record
 
@@ -82,7 +83,8 @@ def check_clean_end(world: DockerFactory) -> None:
     for d in machine_dirs(world):
         parent = d.read_backend_record().get("cgroup_parent")
         if parent:
-            assert not cgroups.exists(parent), f"{d.name}: cgroup parent {parent} leaked"
+            assert not cgroupparent.exists(parent, cgroups), \
+                f"{d.name}: cgroup parent {parent} leaked"
         assert d.finished is not None, d
         assert d.shutdown_message and CODED.match(d.shutdown_message), \
             f"{d.path}: {d.shutdown_message!r}"

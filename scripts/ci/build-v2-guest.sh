@@ -86,9 +86,13 @@ fi
 
 work=$(mktemp -d /var/tmp/vac-v2guest.XXXXXX)
 root=$work/root
-cleanup() {
+cleanup() {  # never rm -rf through a mount left behind (the host's /dev is bound in)
   for m in var/cache/apt/archives dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
-  rm -rf "$work"
+  if grep -q " $root/" /proc/mounts; then
+    say "mounts are left under $root: not removing $work"
+    return
+  fi
+  rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
 

@@ -311,7 +311,7 @@ class DockerBackend(Backend):
         log.warning("%s: removing stale container %s of an earlier machine (created %s)",
                     spec.name, attrs["Id"][:12], labels.get("vac.created"))
         api.remove_container(attrs["Id"], force=True, v=True)
-        self._remove_cgroup(str((attrs.get("HostConfig") or {}).get("CgroupParent") or ""))
+        cgroupparent.remove(cgroupparent.of_container(attrs), self.cgroups)
         return None
 
     def _vac03_leftover(self, attrs: Dict[str, Any], spec: MachineSpec) -> bool:
@@ -340,7 +340,7 @@ class DockerBackend(Backend):
         except docker.errors.APIError as e:
             with contextlib.suppress(docker.errors.APIError):
                 api.remove_container(container_id, force=True, v=True)
-            self._remove_cgroup(parent)
+            cgroupparent.remove(parent, self.cgroups)
             raise BackendError(NAME, f"cannot start container: {describe(e)}", name) from e
 
     # Observation -------------------------------------------------------------------------------
@@ -392,7 +392,7 @@ class DockerBackend(Backend):
         record = directory.read_backend_record() if directory is not None else {}
         if attrs is None:
             parent = str(record.get("cgroup_parent") or "")
-            cpu = self._parent_cpu(parent)
+            cpu = cgroupparent.cpu_seconds(parent, self.cgroups)
             if cpu is None:
                 cpu = directory.cpu_seconds if directory is not None else 0.0
             return MachineStatus(name=name, state=MachineState.SHUTDOWN, cpu_seconds=cpu,
@@ -411,20 +411,16 @@ class DockerBackend(Backend):
                    "started_at": str(state.get("StartedAt", "")),
                    "finished_at": str(state.get("FinishedAt", ""))})
 
-    def _parent_cpu(self, parent: str) -> Optional[float]:
-        return cgroupparent.cpu_seconds(parent, self.cgroups)
-
     def _parent_oom(self, attrs: Dict[str, Any]) -> bool:
         """Did the OOM killer strike under the container's parent? (The engine's OOMKilled
         may come after the container's exit with cgroup v2.)"""
-        parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or "")
-        return cgroupparent.oom_kills(parent, self.cgroups) > 0
+        return cgroupparent.oom_kills(cgroupparent.of_container(attrs), self.cgroups) > 0
 
     def _cpu(self, attrs: Dict[str, Any], alive: bool,
              directory: Optional[MachineDir]) -> float:
         """CPU seconds: our cgroup parent (survives the container), else the live container's
         cgroup, else the stats API, else the last heartbeat's value."""
-        cpu = self._parent_cpu(str((attrs.get("HostConfig") or {}).get("CgroupParent") or ""))
+        cpu = cgroupparent.cpu_seconds(cgroupparent.of_container(attrs), self.cgroups)
         if cpu is None and alive:
             cpu = self.cgroups.cpu_seconds_of_pid(int((attrs.get("State") or {}).get("Pid") or 0))
         if cpu is None and alive:
@@ -515,7 +511,7 @@ class DockerBackend(Backend):
         record = directory.read_backend_record() if directory is not None else {}
         parent = str(record.get("cgroup_parent") or "")
         if attrs is not None:
-            parent = str((attrs.get("HostConfig") or {}).get("CgroupParent") or parent)
+            parent = cgroupparent.of_container(attrs) or parent
             with self._boundary("remove", name):
                 try:
                     self._client().remove_container(attrs["Id"], force=True, v=True)
@@ -525,7 +521,7 @@ class DockerBackend(Backend):
                 except docker.errors.APIError as e:
                     if e.status_code != 409:  # 409: removal already in progress
                         raise
-        self._remove_cgroup(parent)
+        cgroupparent.remove(parent, self.cgroups)
 
     def watch(self, on_end) -> Optional[DockerWatcher]:
         watcher = DockerWatcher(self.url, self.settings.factory_name, on_end)
@@ -541,8 +537,5 @@ class DockerBackend(Backend):
             return False
         log.warning("%s: removing cgroup parent %s left by an interrupted destroy",
                     directory.name, parent)
-        self._remove_cgroup(parent)
-        return True
-
-    def _remove_cgroup(self, parent: Optional[str]) -> None:
         cgroupparent.remove(parent, self.cgroups)
+        return True

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 from vac import subp
 from vac.backends.docker.spec import CGROUP_ROOT, cgroup_parent_for
@@ -63,6 +63,11 @@ def for_machine(directory: MachineDir, driver: str) -> Optional[str]:
         log.warning("%s: slice name longer than %d characters; no slice of its own",
                     directory.name, UNIT_NAME_MAX)
     return None
+
+
+def of_container(attrs: Mapping[str, Any]) -> str:
+    """The cgroup parent the engine's inspect_container record names ('' for none)."""
+    return str((attrs.get("HostConfig") or {}).get("CgroupParent") or "")
 
 
 def is_slice(parent: str) -> bool:

@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The cycle's record on disk: `plan.json`'s one writer and its one reader.
+
+The factory writes a PlanRecord after every cycle and every refill; `vac slots`, the status
+page, the metrics endpoint, the per-machine error counts and check-vacd read it back through
+`read()`, with one size limit and one set of guards. Idle reasons are data (kind, machinetype,
+until, factory) beside their text for people, so no reader parses a sentence.
+
+Version 1 files (written before records were versioned: no "version" key, idle reasons as
+plain strings) are read too, each reason with kind "other".
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from vac import fsutil
+
+VERSION = 2
+LIMIT = 16 * 1024 * 1024   # bytes read of plan.json at most
+
+# The kinds of idle reason. Their texts say the same for people.
+NOT_CONFIGURED = "not_configured"       # no configuration file yet
+CONFIG_REJECTED = "config_rejected"     # the configuration is rejected: nothing is created
+NO_MACHINETYPES = "no_machinetypes"     # the configuration names no machinetype
+NO_SHARE = "no_share"                   # no machinetype has a target share
+BACKOFF = "backoff"                     # a machinetype's backoff after an abort (until, factory)
+MIN_WALLCLOCK = "min_wallclock"         # min_wallclock_seconds would end after shutdown_time
+SHUTDOWN_TIME = "shutdown_time"         # after the factory's shutdown_time
+DRAINING = "draining"
+OVERLOAD = "overload"                   # the load average gate
+TOTAL_PROCESSORS = "total_processors"   # total_processors in use
+MAX_CREATIONS = "max_creations"         # max_creations_per_cycle reached
+NO_ROOM = "no_room"                     # no eligible machinetype fits the processors left
+BACKEND_WAITING = "backend_waiting"     # the machinetype's backend is unavailable
+YIELDING = "yielding"                   # opportunistic mode: creation paused (until)
+SAME_SECOND = "same_second"             # the previous machine ended within its first second
+CREATION_FAILED = "creation_failed"     # the creation in this slot failed (machinetype)
+DEFERRED = "deferred"                   # creation left for a later cycle (machinetype)
+OTHER = "other"
+
+KINDS = (NOT_CONFIGURED, CONFIG_REJECTED, NO_MACHINETYPES, NO_SHARE, BACKOFF, MIN_WALLCLOCK,
+         SHUTDOWN_TIME, DRAINING, OVERLOAD, TOTAL_PROCESSORS, MAX_CREATIONS, NO_ROOM,
+         BACKEND_WAITING, YIELDING, SAME_SECOND, CREATION_FAILED, DEFERRED, OTHER)
+
+# The configuration's states.
+CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING = "ok", "rejected", "missing"
+
+
+@dataclass(frozen=True)
+class IdleReason:
+    """Why a free slot stays empty: a kind from KINDS, its text for people, and what the
+    kind needs (the machinetype concerned, the epoch it ends, the factory it comes from)."""
+
+    kind: str
+    text: str
+    machinetype: Optional[str] = None
+    until: Optional[float] = None
+    factory: Optional[str] = None
+
+    def to_json(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Any) -> Optional["IdleReason"]:
+        if isinstance(value, str):   # a version 1 file
+            return cls(OTHER, value[:2000])
+        if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+            return None
+        kind = value.get("kind")
+        return cls(kind if kind in KINDS else OTHER, value["text"][:2000],
+                   _str_or_none(value.get("machinetype")), _epoch_or_none(value.get("until")),
+                   _str_or_none(value.get("factory")))
+
+
+@dataclass(frozen=True)
+class PlanRecord:
+    """What the last cycle (or refill) decided and met, as every reader sees it.
+
+    counts: the /var/lib/vac/counts values (running machines, slots, running processors,
+    total processors, running HS06). machine_errors: slot -> {"machine", "count", "last"}.
+    """
+
+    time: float
+    idle: Mapping[str, IdleReason] = field(default_factory=dict)
+    config_state: str = CONFIG_OK
+    config_error: Optional[str] = None
+    errors: Tuple[str, ...] = ()
+    machine_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    unmanaged: Tuple[str, ...] = ()
+    counts: Optional[Tuple[int, int, int, int, float]] = None
+    notes: Tuple[str, ...] = ()
+    version: int = VERSION
+
+    def idle_texts(self) -> Dict[str, str]:
+        return {slot: reason.text for slot, reason in self.idle.items()}
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"version": self.version, "time": int(self.time),
+                "idle": {k: v.to_json() for k, v in sorted(self.idle.items())},
+                "config_state": self.config_state, "config_error": self.config_error,
+                "errors": list(self.errors), "cycle_errors": len(self.errors),
+                "machine_errors": dict(self.machine_errors), "unmanaged": list(self.unmanaged),
+                "counts": list(self.counts) if self.counts is not None else None,
+                "notes": list(self.notes)}
+
+
+def write(path: str, record: PlanRecord) -> None:
+    """The one writer of plan.json (atomic)."""
+    fsutil.atomic_write(path, json.dumps(record.to_json(), sort_keys=True, indent=1,
+                                         allow_nan=False))
+
+
+def read(path: str) -> Optional[PlanRecord]:
+    """The one reader: the record, or None if plan.json is absent, too large or malformed."""
+    text = fsutil.read_optional(path, LIMIT)
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("time"), (int, float)):
+        return None
+    return _record(data)
+
+
+def _record(data: Dict[str, Any]) -> PlanRecord:
+    idle_in = data.get("idle") if isinstance(data.get("idle"), dict) else {}
+    idle = {str(k): r for k, r in ((k, IdleReason.from_json(v)) for k, v in idle_in.items())
+            if r is not None}
+    errors = data.get("errors") if isinstance(data.get("errors"), list) else []
+    counts = data.get("counts")
+    state = data.get("config_state")
+    if state not in (CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING):
+        state = CONFIG_REJECTED_STATE if data.get("config_error") else CONFIG_OK
+    return PlanRecord(
+        time=float(data["time"]), idle=idle, config_state=state,
+        config_error=_str_or_none(data.get("config_error")),
+        errors=tuple(str(e)[:2000] for e in errors[:1000]),
+        machine_errors=_machine_errors(data.get("machine_errors")),
+        unmanaged=tuple(str(u) for u in data.get("unmanaged") or ()
+                        if isinstance(u, str))[:1000],
+        counts=_counts(counts), notes=tuple(str(n) for n in data.get("notes") or ()
+                                            if isinstance(n, str))[:1000],
+        version=data.get("version") if isinstance(data.get("version"), int) else 1)
+
+
+def _machine_errors(value: Any) -> Dict[str, Dict[str, Any]]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(slot): entry for slot, entry in value.items()
+            if isinstance(entry, dict) and isinstance(entry.get("count"), int)
+            and isinstance(entry.get("machine"), str)}
+
+
+def _counts(value: Any) -> Optional[Tuple[int, int, int, int, float]]:
+    if not isinstance(value, list) or len(value) != 5:
+        return None
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
+        return None
+    return (int(value[0]), int(value[1]), int(value[2]), int(value[3]), float(value[4]))
+
+
+def _str_or_none(value: Any) -> Optional[str]:
+    return value[:2000] if isinstance(value, str) else None
+
+
+def _epoch_or_none(value: Any) -> Optional[float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def reasons_text(reasons: List[IdleReason]) -> str:
+    """Several reasons as one line for people."""
+    return "; ".join(r.text for r in reasons)

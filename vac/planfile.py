@@ -59,9 +59,16 @@ class IdleReason:
     machinetype: Optional[str] = None
     until: Optional[float] = None
     factory: Optional[str] = None
+    parts: Tuple["IdleReason", ...] = ()   # when several machinetypes each have a reason
+
+    def each(self) -> Tuple["IdleReason", ...]:
+        """The single reasons this one stands for: its parts, or itself."""
+        return self.parts or (self,)
 
     def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["parts"] = [p.to_json() for p in self.parts]
+        return data
 
     @classmethod
     def from_json(cls, value: Any) -> Optional["IdleReason"]:
@@ -70,9 +77,12 @@ class IdleReason:
         if not isinstance(value, dict) or not isinstance(value.get("text"), str):
             return None
         kind = value.get("kind")
+        parts = value.get("parts") if isinstance(value.get("parts"), list) else []
         return cls(kind if kind in KINDS else OTHER, value["text"][:2000],
                    _str_or_none(value.get("machinetype")), _epoch_or_none(value.get("until")),
-                   _str_or_none(value.get("factory")))
+                   _str_or_none(value.get("factory")),
+                   tuple(p for p in (cls.from_json(v) for v in parts[:100] if isinstance(v, dict))
+                         if p is not None))
 
 
 @dataclass(frozen=True)
@@ -175,6 +185,9 @@ def _epoch_or_none(value: Any) -> Optional[float]:
     return None
 
 
-def reasons_text(reasons: List[IdleReason]) -> str:
-    """Several reasons as one line for people."""
-    return "; ".join(r.text for r in reasons)
+def combined(reasons: List[IdleReason]) -> IdleReason:
+    """Several reasons as one: the first's kind, every text on one line, each kept in parts."""
+    if len(reasons) == 1:
+        return reasons[0]
+    return IdleReason(reasons[0].kind, "; ".join(r.text for r in reasons),
+                      parts=tuple(r for reason in reasons for r in reason.each()))

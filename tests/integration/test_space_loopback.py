@@ -87,25 +87,80 @@ def test_vac_machines_machinetype_and_factories_commands(space, capsys):
     conf = str(space[0].conf)
     assert cli.main(["--config", conf, "machines", "-t", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 10 and lines[0].startswith("f1-00           alpha")
-    assert "Running" in lines[0] and " 1 ?? " in lines[0]
-    assert lines[9] == "Total: 9 running machines, 9 processors, 9.0 HS06 in 9 slots on " \
-                       "3 factories"
+    assert lines[0].split() == ["Machine", "Machinetype", "State", "Procs", "Type", "Info",
+                                "CPU%"]
+    assert len(lines) == 11 and lines[1].startswith("f1-00           alpha")
+    assert "Running" in lines[1] and " 1 ?? " in lines[1]
+    assert lines[10] == "Total: 9 running machines, 9 processors, 9.0 HS06 in 9 slots on " \
+                        "3 factories"
     assert cli.main(["--config", conf, "machines", "--json", "f2", "."]) == 0
     replies = json.loads(capsys.readouterr().out)
     assert sorted({r["factory"] for r in replies}) == ["f1.example.com", "f2.example.com"]
     assert len(replies) == 6
     assert cli.main(["--config", conf, "machinetype", "alpha"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == 'f1  3   3.0 - "-"' and out[-1].startswith("Total: 9 running alpha")
-    assert cli.main(["--config", conf, "machinetype"]) == 1
+    assert out[0].startswith("Factory Running HS06")
+    assert out[1] == 'f1  3   3.0 - "-"' and out[-1].startswith("Total: 9 running alpha")
+    with pytest.raises(SystemExit) as caught:      # a wrong argument, as everywhere
+        cli.main(["--config", conf, "machinetype"])
+    assert caught.value.code == 2
     capsys.readouterr()
     space[1].stop()
     assert cli.main(["--config", conf, "factories", "-t", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("f1  3/3  3/3 ")
-    assert out[0].endswith(f'"Vac {__version__} vacd-responder"')
-    assert out[-1] == "f2 (silent: no reply; in the census 0h00m ago)"   # the hourly census
+    assert out[0].startswith("Factory Processors")
+    assert out[1].startswith("f1  3/3  3/3 ")
+    assert out[1].endswith(f'"Vac {__version__} vacd-responder"')
+    assert out[-1] == "f2 (silent: no reply in 1 s; in the census 0h00m ago)"   # the census
+
+
+def test_an_unknown_machinetype_is_said_so_with_exit_1(space, capsys):
+    conf = str(space[0].conf)
+    assert cli.main(["--config", conf, "machinetype", "nosuch", "-t", "3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == "vac: no machinetype nosuch on the 3 factories that answered\n"
+    assert captured.out.splitlines()[-1] == "Total: 0 running nosuch machines, 0.0 HS06 on " \
+                                            "0 factories"
+    assert cli.main(["--config", conf, "machinetype", "--json", "nosuch", "-t", "3"]) == 1
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_nothing_answering_exits_1_and_says_why_for_each_factory(space, capsys):
+    for f in space:
+        f.stop()
+    conf = str(space[0].conf)
+    began = time.monotonic()
+    code = cli.main(["--config", conf, "factories", "-t", "0.6", "f1", "nosuch.invalid"])
+    took = time.monotonic() - began
+    assert code == 1 and took < 5
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-2:] == [
+        "f1 (silent: no reply in 0.6 s; in the census 0h00m ago)",
+        "nosuch.invalid (silent: does not resolve)"]
+    assert captured.err == ("vac: no factory answered (2 asked: 1 do not resolve, 1 sent no "
+                            "reply in 0.6 s)\n")
+    for command in (["machines"], ["machinetype", "alpha"]):
+        assert cli.main(["--config", conf, *command, "-t", "0.3"]) == 1
+        assert "no factory answered" in capsys.readouterr().err
+
+
+def test_a_factory_asked_by_address_answers_at_once_under_that_address(space, capsys,
+                                                                       monkeypatch):
+    addresses = {address: address for address in ("127.0.0.2", "127.0.0.3", "127.0.0.9")}
+    resolver = loopback_resolver({**TABLE, **addresses})
+    monkeypatch.setattr(client, "resolve", resolver)
+    began = time.monotonic()
+    result = client.query(m.MACHINES, SPACE, ["127.0.0.2"], 10, port=space[0].port)
+    took = time.monotonic() - began
+    assert result.silent() == [] and took < 5, f"waited {took:.1f}s for an address that answers"
+    assert sorted(result.replies["127.0.0.2"]) == [f"f2-0{n}.example.com" for n in range(3)]
+    conf = str(space[0].conf)
+    assert cli.main(["--config", conf, "factories", "-t", "10", "127.0.0.3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("127.0.0.3  3/3  3/3 ") and out[-1].startswith("Total: 3/3")
+    # where nothing listens, an address is silent under its whole address
+    assert cli.main(["--config", conf, "factories", "-t", "0.6", "127.0.0.9"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "127.0.0.9 (silent: no reply in 0.6 s)"
 
 
 def test_a_wrong_space_gets_no_answer(space):

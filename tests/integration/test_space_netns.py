@@ -230,7 +230,7 @@ def test_three_factories_share_back_off_and_answer_as_one_space(space):
     h3.stop()
     before = h1.cycles()
     text = h1.vac("machines", "-t", "2").splitlines()
-    assert text[-1] == f"{h3.name.split('.')[0]} (silent: no reply)"
+    assert text[-1] == f"{h3.name.split('.')[0]} (silent: no reply in 2 s)"
     listed = [line for line in text if line.startswith(("s", "-")) and "silent" not in line]
     assert len(listed) == 6
     assert wait_until(lambda: h1.cycles() >= before + 2, timeout=15)

@@ -199,13 +199,30 @@ def test_machine_lines_have_the_original_columns():
     assert line == 'f2-03           ----------      Shut down     1 ?? "300 No more work fo"'
 
 
-def test_machines_totals_and_silent_factories():
-    result = client.Result(kind=m.MACHINES, factories=["f2.example.com", "f3.example.com"])
+def test_machines_header_totals_and_silent_factories():
+    result = client.Result(kind=m.MACHINES, factories=["f2.example.com", "f3.example.com",
+                                                       "f4.example.com"], timeout=2.5,
+                           unresolved=["f4.example.com"])
     result.replies["f2.example.com"] = {"a": machine("Running"), "b": machine("Shut down")}
     lines = render.machines_lines(result, NOW)
-    assert lines[-2] == ("Total: 1 running machines, 8 processors, 80.0 HS06 in 2 slots on "
-                         "1 factories, 1 silent")
-    assert lines[-1] == "f3 (silent: no reply)"
+    assert lines[0] == ("Machine         Machinetype     State     Procs Type Info"
+                        "                  CPU%")
+    running, header = lines[1], lines[0]
+    for word, value in (("Machine", "f2-03"), ("Machinetype", "lhcb"), ("State", "Running"),
+                        ("Type", "DC")):        # each heading above its column
+        assert header.index(word) == running.index(value), word
+    for word, value in (("Procs", " 8 "), ("CPU%", "99.5%")):     # right-aligned columns
+        assert header.index(word) + len(word) == running.index(value) + len(value.rstrip()), \
+            word
+    assert lines[-3] == ("Total: 1 running machines, 8 processors, 80.0 HS06 in 2 slots on "
+                         "1 factories, 2 silent")
+    assert lines[-2] == "f3 (silent: no reply in 2.5 s)"
+    assert lines[-1] == "f4.example.com (silent: does not resolve)"
+
+
+def test_an_address_is_shown_whole():
+    assert render.short("127.0.0.1") == "127.0.0.1" and render.short("::1") == "::1"
+    assert render.short("f1.example.com") == "f1"
 
 
 def test_factory_and_machinetype_lines():
@@ -215,12 +232,13 @@ def test_factory_and_machinetype_lines():
              "mem_total_kb": 4000, "vac_version": "Vac 03.00.02 vacd-responder"}
     assert render.factory_line(reply) == \
         'f2  6/8  3/8   5.50      1000      2000      300/    4000 "Vac 03.00.02 vacd-responder"'
+    assert render.factory_line(reply, "10.1.2.3").startswith("10.1.2.3  6/8  3/8 ")
     result = client.Result(kind=m.MACHINETYPES, factories=["f2.example.com"])
     result.replies["f2.example.com"] = {"alpha": {"running_machines": 2, "running_hs06": 20.0,
                                                   "shutdown_message": None,
                                                   "shutdown_time": None}}
     assert render.machinetype_lines(result, "alpha") == [
-        'f2  2  20.0 - "-"', "Total: 2 running alpha machines, 20.0 HS06 on 1 factories"]
+        'Factory Running HS06 Last-outcome "Message"', 'f2  2  20.0 - "-"', "Total: 2 running alpha machines, 20.0 HS06 on 1 factories"]
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -248,7 +266,9 @@ def test_the_poll_runs_the_hourly_census_beside_the_cycle(config):
 
 
 def test_factories_lines_say_when_a_silent_factory_was_last_seen():
-    result = client.Result(kind=m.FACTORY, factories=["f2.example.com", "f3.example.com"])
+    result = client.Result(kind=m.FACTORY, factories=["f2.example.com", "f3.example.com"],
+                           timeout=10.0)
     lines = render.factories_lines(result, {"f3.example.com": {"time_sent": NOW - 1800}}, NOW)
-    assert lines[-2] == "f2 (silent: no reply)"
-    assert lines[-1] == "f3 (silent: no reply; in the census 0h30m ago)"
+    assert lines[0].startswith("Factory Processors(running/max) Machines(running/max) Load")
+    assert lines[-2] == "f2 (silent: no reply in 10 s)"
+    assert lines[-1] == "f3 (silent: no reply in 10 s; in the census 0h30m ago)"

@@ -6,7 +6,10 @@ sha256(salt + factory) for a fresh salt, and receives until every factory has se
 replies (`num_machines` / `num_machinetypes` say how many; a factory query wants one). A
 round ends after `timeout / ROUNDS` seconds of silence and the factories still short of
 replies are asked again, up to ROUNDS rounds; the whole call never takes longer than
-`timeout`. A factory that cannot be resolved or never answers is left out (silent).
+`timeout`. A factory that cannot be resolved (`unresolved`) or never answers is left out
+(silent). A factory asked by address (or by an alias) is answered under the name it was asked
+by: its reply names the factory's own name, so it is matched by the sender's address and the
+cookie of the name asked.
 """
 from __future__ import annotations
 
@@ -53,13 +56,20 @@ class Result:
     replies: Dict[str, Dict[str, dict]] = field(default_factory=dict)
     expected: Dict[str, int] = field(default_factory=dict)
     rounds: int = 0
+    unresolved: List[str] = field(default_factory=list)
+    timeout: float = 0.0
 
     def complete(self, factory: str) -> bool:
         got = self.replies.get(factory, {})
         return bool(got) and len(got) >= self.expected.get(factory, 1)
 
     def silent(self) -> List[str]:
+        """The factories that sent nothing (the unresolved ones among them)."""
         return [f for f in self.factories if not self.replies.get(f)]
+
+    def no_reply(self) -> List[str]:
+        """The factories that were asked and did not answer within the timeout."""
+        return [f for f in self.silent() if f not in self.unresolved]
 
     def all_replies(self) -> List[dict]:
         return [r for f in self.factories for _, r in
@@ -88,7 +98,7 @@ def query(kind: str, space: str, factories: Sequence[str], timeout: float,
           addresses: Optional[Mapping[str, Address]] = None,
           resolver: Optional[Callable[[str, int], Optional[Address]]] = None) -> Result:
     """Ask every factory (canonical names) and return what came back within `timeout`."""
-    result = Result(kind=kind, factories=list(factories))
+    result = Result(kind=kind, factories=list(factories), timeout=max(0.0, timeout))
     salt = m.new_salt()
     version = m.version_string(__version__, program) if kind != m.FACTORY else \
         m.version_string(__version__)
@@ -97,6 +107,8 @@ def query(kind: str, space: str, factories: Sequence[str], timeout: float,
         address = (addresses or {}).get(name) or (resolver or resolve)(name, port)
         if address is not None:
             targets[name] = address
+        else:
+            result.unresolved.append(name)
     deadline = time.monotonic() + max(0.0, timeout)
     silence = max(0.01, timeout / ROUNDS)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -115,6 +127,26 @@ def query(kind: str, space: str, factories: Sequence[str], timeout: float,
                     pass
             _receive(sock, result, space, salt, targets, silence, deadline)
     return result
+
+
+def _decode(kind: str, data: bytes, sender: Address, space: str, salt: str,
+            targets: Mapping[str, Address]) -> Optional[Tuple[str, dict]]:
+    """(the name asked, the reply) for a reply to one of our targets, else None: by the name
+    the reply gives, else by the sender's address and the cookie of the name asked there."""
+    try:
+        reply = m.decode_reply(data, space, kind, salt)
+        if reply["factory"] in targets:
+            return reply["factory"], reply
+    except m.MessageError:
+        pass
+    for name, address in targets.items():
+        if address[0] != sender[0]:
+            continue
+        try:
+            return name, m.decode_reply(data, space, kind, salt, cookie_name=name)
+        except m.MessageError:
+            continue
+    return None
 
 
 def _big_buffer(sock: socket.socket) -> None:
@@ -139,25 +171,22 @@ def _receive(sock: socket.socket, result: Result, space: str, salt: str,
             return
         while True:
             try:
-                data, _ = sock.recvfrom(m.REPLY_LIMIT + 1)
+                data, sender = sock.recvfrom(m.REPLY_LIMIT + 1)
             except (BlockingIOError, InterruptedError, ConnectionRefusedError):
                 break
             except OSError:
                 break
-            _take(result, data, space, salt, targets)
+            _take(result, data, sender, space, salt, targets)
         if all(result.complete(f) for f in targets):
             return
 
 
-def _take(result: Result, data: bytes, space: str, salt: str,
+def _take(result: Result, data: bytes, sender: Address, space: str, salt: str,
           targets: Mapping[str, Address]) -> None:
-    try:
-        reply = m.decode_reply(data, space, result.kind, salt)
-    except m.MessageError:
+    found = _decode(result.kind, data, sender, space, salt, targets)
+    if found is None:
         return
-    factory = reply["factory"]
-    if factory not in targets:
-        return
+    factory, reply = found
     got = result.replies.setdefault(factory, {})
     count = reply.get(m.COUNT_FIELD.get(result.kind, ""), 1)
     result.expected[factory] = count

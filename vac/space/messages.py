@@ -192,11 +192,13 @@ def decode_query(data: bytes, space: str) -> Tuple[str, str]:
     return kind, cookie   # echoed exactly as it came
 
 
-def decode_reply(data: bytes, space: str, kind: str, salt: str) -> Dict[str, Any]:
+def decode_reply(data: bytes, space: str, kind: str, salt: str,
+                 cookie_name: Optional[str] = None) -> Dict[str, Any]:
     """A reply to our query of this kind, checked against the field tables, or MessageError.
 
     The reply must be of the type our query asks for, of our space, and carry the cookie our
-    salt gives for the factory it names; every known field present must have its type.
+    salt gives for the factory it names (or for `cookie_name`, the name the query went to,
+    when that was an address or an alias); every known field present must have its type.
     """
     message = _load(data, REPLY_LIMIT)
     expected = REPLY_TYPE[kind]
@@ -207,8 +209,8 @@ def decode_reply(data: bytes, space: str, kind: str, salt: str) -> Dict[str, Any
     factory = message.get("factory")
     if not isinstance(factory, str) or not factory or len(factory) > 255:
         raise MessageError("no factory name")
-    if message.get("cookie") != cookie_for(salt, factory):
-        raise MessageError(f"cookie is not ours for {factory[:80]!r}")
+    if message.get("cookie") != cookie_for(salt, cookie_name or factory):
+        raise MessageError(f"cookie is not ours for {(cookie_name or factory)[:80]!r}")
     fields = dict(COMMON_FIELDS, **REPLY_FIELDS[expected])
     for name in REQUIRED[expected]:
         if name not in message:

@@ -1,12 +1,16 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The text of `vac machines`, `vac machinetype` and `vac factories` (reference §13), pure.
 
-Each function takes the client's Result and `now` and returns lines: the original's columns,
-then a totals line, then one line per silent factory. Reply fields were type-checked by
-vac.space.messages; a field that is absent or null shows as the original showed it.
+Each function takes the client's Result and `now` and returns lines: a header naming the
+columns, the original's columns, then a totals line, then one line per factory that sent
+nothing, saying why: its name does not resolve, or no reply came within the timeout. A factory
+is shown by its short name, or whole when it was asked by address. Reply fields were
+type-checked by vac.space.messages; a field that is absent or null shows as the original
+showed it.
 """
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any, Dict, List, Optional
 
@@ -16,8 +20,21 @@ MODEL_CLASS = {"cernvm3": "VM", "cernvm4": "VM", "vm-raw": "VM", "docker": "DC",
                "singularity": "SC", "apptainer": "SC"}
 
 
+MACHINES_HEADER = (f"{'Machine':15} {'Machinetype':14}  {'State':10}{'Procs':>5} {'Type':4} "
+                   f"{'Info':19} {'CPU%':>6}")
+MACHINETYPE_HEADER = 'Factory Running HS06 Last-outcome "Message"'
+FACTORIES_HEADER = ("Factory Processors(running/max) Machines(running/max) Load /tmp-free-KiB "
+                    'state-dir-free-KiB Memory-KiB(used/total) "Version"')
+
+
 def short(name: Optional[str]) -> str:
-    return (name or "").split(".")[0]
+    """A host name up to its first dot; an address whole."""
+    name = name or ""
+    try:
+        ipaddress.ip_address(name)
+        return name
+    except ValueError:
+        return name.split(".")[0]
 
 
 def _num(reply: Dict[str, Any], name: str, default: float = 0.0) -> float:
@@ -50,13 +67,20 @@ def machine_line(reply: Dict[str, Any], now: float) -> str:
     return line.rstrip()
 
 
+def silent_line(result: Result, name: str, seen: str = "") -> str:
+    """Why a factory sent nothing: its name does not resolve, or no reply in the timeout."""
+    if name in result.unresolved:
+        return f"{name} (silent: does not resolve{seen})"
+    return f"{short(name)} (silent: no reply in {result.timeout:g} s{seen})"
+
+
 def _silent(result: Result) -> List[str]:
-    return [f"{short(name)} (silent: no reply)" for name in result.silent()]
+    return [silent_line(result, name) for name in result.silent()]
 
 
 def machines_lines(result: Result, now: float) -> List[str]:
-    """`vac machines`: one line per slot sorted by factory then machine, then totals."""
-    lines, running, processors, hs06 = [], 0, 0, 0.0
+    """`vac machines`: a header, one line per slot sorted by factory then machine, totals."""
+    lines, running, processors, hs06 = [MACHINES_HEADER], 0, 0, 0.0
     for factory in sorted(result.replies):
         for name in sorted(result.replies[factory]):
             reply = result.replies[factory][name]
@@ -73,7 +97,8 @@ def machines_lines(result: Result, now: float) -> List[str]:
 
 
 def machinetype_lines(result: Result, machinetype: str) -> List[str]:
-    """`vac machinetype NAME`: per factory that reports it, running and last outcome."""
+    """`vac machinetype NAME`: a header; per factory that reports it, running and last
+    outcome; totals."""
     lines, machines, hs06 = [], 0, 0.0
     for factory in sorted(result.replies):
         reply = result.replies[factory].get(machinetype)
@@ -91,16 +116,17 @@ def machinetype_lines(result: Result, machinetype: str) -> List[str]:
         lines.append(f'{short(factory)} {count:2d} {power:5.1f} {shown} "{message}"')
     lines.append(f"Total: {machines} running {machinetype} machines, {hs06:.1f} HS06 on "
                  f"{len(lines)} factories")
-    return lines + _silent(result)
+    return [MACHINETYPE_HEADER] + lines + _silent(result)
 
 
-def factory_line(reply: Dict[str, Any]) -> str:
+def factory_line(reply: Dict[str, Any], asked: Optional[str] = None) -> str:
+    """One factory's capacity and use, under the name it was asked by (else its own)."""
     def n(name: str, old: str = "") -> int:
         value = reply.get(name)
         if value is None and old:
             value = reply.get(old)
         return int(value or 0)
-    return (f"{short(reply.get('factory'))} {n('running_processors', 'running_cpus'):2d}/"
+    return (f"{short(asked or reply.get('factory'))} {n('running_processors', 'running_cpus'):2d}/"
             f"{n('max_processors', 'total_cpus')} {n('running_machines'):2d}/"
             f"{n('max_machines', 'total_machines')} {_num(reply, 'load_average'):6.2f} "
             f"{n('root_disk_avail_kb'):9d} {n('vac_disk_avail_kb'):9d} "
@@ -110,14 +136,14 @@ def factory_line(reply: Dict[str, Any]) -> str:
 
 def factories_lines(result: Result, census: Optional[Dict[str, Dict[str, Any]]] = None,
                     now: Optional[float] = None) -> List[str]:
-    """`vac factories`: one line per factory, then totals and the silent factories (with
-    how long ago the space census last heard of them, if it did)."""
+    """`vac factories`: a header, one line per factory, then totals and the silent factories
+    (with how long ago the space census last heard of them, if it did)."""
     lines, running, capacity, machines = [], 0, 0, 0
     for factory in sorted(result.replies):
         reply = result.replies[factory].get("")
         if reply is None:
             continue
-        lines.append(factory_line(reply))
+        lines.append(factory_line(reply, factory))
         running += int(reply.get("running_processors") or reply.get("running_cpus") or 0)
         capacity += int(reply.get("max_processors") or reply.get("total_cpus") or 0)
         machines += int(reply.get("running_machines") or 0)
@@ -130,8 +156,8 @@ def factories_lines(result: Result, census: Optional[Dict[str, Dict[str, Any]]] 
         when = ""
         if isinstance(seen, (int, float)) and not isinstance(seen, bool):
             when = f"; in the census {_ago((now or time.time()) - seen)} ago"
-        silent.append(f"{short(name)} (silent: no reply{when})")
-    return lines + silent
+        silent.append(silent_line(result, name, when))
+    return [FACTORIES_HEADER] + lines + silent
 
 
 def _ago(seconds: float) -> str:

@@ -238,7 +238,8 @@ def test_factory_and_machinetype_lines():
                                                   "shutdown_message": None,
                                                   "shutdown_time": None}}
     assert render.machinetype_lines(result, "alpha") == [
-        'Factory Running HS06 Last-outcome "Message"', 'f2  2  20.0 - "-"', "Total: 2 running alpha machines, 20.0 HS06 on 1 factories"]
+        'Factory Running HS06 Last-outcome "Message"', 'f2  2  20.0 - "-"',
+        "Total: 2 running alpha machines, 20.0 HS06 on 1 factories"]
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -18,11 +18,16 @@ class Problem:
     file: Optional[str] = None
     section: Optional[str] = None
     option: Optional[str] = None
+    line: Optional[int] = None
 
     def __str__(self) -> str:
         where = ":".join(x for x in (self.file, self.section and f"[{self.section}]",
                                       self.option) if x)
         return f"{where}: {self.message}" if where else self.message
+
+    def located(self) -> str:
+        """As str(), with the line in its file when known (what `vac config check` shows)."""
+        return f"{self} (line {self.line})" if self.line else str(self)
 
 
 class ConfigError(VacError):
@@ -31,6 +36,15 @@ class ConfigError(VacError):
     def __init__(self, problems: Sequence[Problem]):
         self.problems = tuple(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class ConfigMissing(ConfigError):
+    """There is no configuration to read: the file named with --config does not exist, or
+    neither does the default /etc/vac.conf (a host not configured yet). The message names it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__([Problem(message)])
 
 
 class PipeError(VacError):

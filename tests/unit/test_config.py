@@ -109,15 +109,36 @@ def test_host_processors_override(make_config):
     assert conf.settings.host_processors == 32 and conf.settings.total_processors == 32
 
 
-@pytest.mark.parametrize("value,expected", [("yes", True), ("YES", True), ("true", False),
-                                            ("no", False), ("1", False)])
-def test_draining_only_yes(make_config, value, expected):
-    assert make_config(SETTINGS + f"draining = {value}\n").settings.draining is expected
+@pytest.mark.parametrize("value,expected", [
+    ("yes", True), ("YES", True), ("true", True), ("On", True), ("1", True),
+    ("no", False), ("False", False), ("off", False), ("0", False)])
+@pytest.mark.parametrize("option", ["draining", "fix_networking", "enable_fake_backend"])
+def test_booleans_mean_what_they_say(make_config, option, value, expected):
+    """Issue 23: the original's quirks (only yes, anything but false) are gone."""
+    assert getattr(make_config(SETTINGS + f"{option} = {value}\n").settings,
+                   option) is expected
 
 
-def test_fix_networking_only_false_disables(make_config):
-    assert make_config(SETTINGS + "fix_networking = FALSE\n").settings.fix_networking is False
-    assert make_config(SETTINGS + "fix_networking = no\n").settings.fix_networking is True
+@pytest.mark.parametrize("value", ["maybe", "y", "2", "enabled"])
+def test_a_word_that_is_not_a_boolean_is_an_error_with_its_line(make_config, tmp_path, value):
+    with pytest.raises(ConfigError) as e:
+        make_config(SETTINGS + f"draining = {value}\n")
+    assert problems(e) == [f"{tmp_path / 'vac.conf'}:[settings]:draining: {value!r} is not a "
+                           "boolean (yes/no, true/false, on/off or 1/0)"]
+    assert e.value.problems[0].line == 6
+
+
+def test_a_value_the_original_read_the_other_way_is_said_once(make_config):
+    conf = make_config(SETTINGS + "draining = true\nfix_networking = no\n"
+                       "[machinetype m]\nuser_data_proxy = yes\n")
+    said = [w for w in conf.warnings if "now means" in w]
+    assert len(said) == 3
+    assert any("draining = true now means yes; the original Vac read it as no (only yes "
+               "meant yes)" in w for w in said)
+    assert any("fix_networking = no now means no; the original Vac read it as yes (anything "
+               "but false meant yes)" in w for w in said)
+    quiet = make_config(SETTINGS + "draining = yes\nfix_networking = false\n")
+    assert not [w for w in quiet.warnings if "now means" in w]
 
 
 def test_bad_vacmon_hostport(make_config):
@@ -237,6 +258,7 @@ def test_bad_number_names_file_section_option(make_config, tmp_path):
         make_config(SETTINGS + "[machinetype m]\nfizzle_seconds = soon\n")
     assert problems(e) == [f"{tmp_path / 'vac.conf'}:[machinetype m]:fizzle_seconds: "
                            "'soon' is not a valid integer"]
+    assert e.value.problems[0].line == 7
 
 
 def test_bad_shutdown_time(make_config):

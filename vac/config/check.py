@@ -12,7 +12,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac.config import limits
+from vac.config import booleans, limits, spelling
 from vac.config import options as O
 from vac.errors import Problem
 
@@ -29,23 +29,50 @@ DEFAULT_VOLUME_GROUP = "vac_volume_group"  # used when volume_group is unset and
 
 
 class Builder:
-    """Collects problems and warnings while turning raw values into typed ones."""
+    """Collects problems and warnings while turning raw values into typed ones.
 
-    def __init__(self) -> None:
+    lines: (origin, option) -> line number, from RawConfig.lines (empty: no lines known).
+    """
+
+    def __init__(self, lines: Optional[Mapping[Tuple[str, str], int]] = None) -> None:
         self.problems: List[Problem] = []
-        self.warnings: List[str] = []
+        self.notes: List[Problem] = []
+        self.lines = lines or {}
+
+    @property
+    def warnings(self) -> List[str]:
+        return [str(note) for note in self.notes]
+
+    def locate(self, message: str, origin: str = "", option: Optional[str] = None) -> Problem:
+        """A Problem located at an origin "FILE [SECTION]" (and the option's line in it)."""
+        file, _, section = origin.partition(" [")
+        line = self.lines.get((origin, option or ""))
+        return Problem(message, file=file or None, section=section.rstrip("]") or None,
+                       option=option, line=line)
 
     def problem(self, message: str, origin: str = "", option: Optional[str] = None) -> None:
-        file, _, section = origin.partition(" [")
-        self.problems.append(Problem(message, file=file or None,
-                                     section=section.rstrip("]") or None, option=option))
+        found = self.locate(message, origin, option)
+        if found not in self.problems:
+            self.problems.append(found)
+
+    def warn(self, message: str, origin: str = "", option: Optional[str] = None) -> None:
+        found = self.locate(message, origin, option)
+        if found not in self.notes:
+            self.notes.append(found)
 
     def convert(self, opt: O.Option, value: str, origin: str, name: str) -> Any:
         try:
-            return _convert(opt.kind, value)
-        except ValueError:
-            self.problem(f"{value!r} is not a valid {_KIND_WORDS[opt.kind]}", origin, name)
+            converted = _convert(opt.kind, value)
+        except ValueError as e:
+            text = str(e) if opt.kind == "bool" else \
+                f"{value!r} is not a valid {_KIND_WORDS[opt.kind]}"
+            self.problem(text, origin, name)
             return opt.default
+        if opt.kind == "bool":
+            otherwise = booleans.reads_otherwise(name, value, opt.legacy, opt.legacy_by)
+            if otherwise:
+                self.warn(otherwise, origin, name)
+        return converted
 
     def apply_table(self, table: Tuple[O.Option, ...], section: Mapping[str, RawValue],
                     context: str) -> Tuple[Dict[str, Any], Dict[str, str]]:
@@ -56,8 +83,7 @@ class Builder:
             chosen = None
             for alias in opt.aliases:
                 if alias in section:
-                    self.warnings.append(f"{section[alias][1]}: {alias} is deprecated; "
-                                         f"use {opt.name}")
+                    self.warn(f"deprecated; use {opt.name}", section[alias][1], alias)
                     chosen = (alias, section[alias])
             if opt.name in section:
                 chosen = (opt.name, section[opt.name])
@@ -72,8 +98,7 @@ class Builder:
 
 
 _KIND_WORDS = {"int": "integer", "optint": "integer", "float": "number", "optfloat": "number",
-               "str": "string", "words": "list", "true": "boolean", "yes": "boolean",
-               "notfalse": "boolean"}
+               "str": "string", "words": "list", "bool": "boolean"}
 
 
 def _convert(kind: str, value: str) -> Any:
@@ -86,12 +111,8 @@ def _convert(kind: str, value: str) -> Any:
         if not math.isfinite(number):
             raise ValueError(f"{value!r} is not a finite number")
         return number
-    if kind == "true":
-        return value.strip().lower() == "true"
-    if kind == "yes":
-        return value.strip().lower() == "yes"
-    if kind == "notfalse":
-        return value.strip().lower() != "false"
+    if kind == "bool":
+        return booleans.parse(value)
     if kind == "words":
         return tuple(value.split())
     return value
@@ -111,6 +132,7 @@ def _family(section: Mapping[str, RawValue], prefix: str, b: Builder) -> Dict[st
 
 
 def check_legacy_sections(raw: RawConfig, b: Builder) -> None:
+    spelling.check_section_titles(raw, b)
     if raw.section("factories") and "factories" not in raw.section("settings"):
         origin = raw.origin("factories")
         b.problem("the [factories] section is no longer supported; put factories = ... in "
@@ -128,8 +150,7 @@ def settings_values(raw: RawConfig, host: HostFacts,
     if ("settings", "") not in raw.sections:
         b.problem("no [settings] section in " + (", ".join(raw.files) or "any config file"))
         return None
-    _warn_unknown(section, O.SETTINGS_OPTIONS, O.SETTINGS_OBSOLETE,
-                  (O.USER_DATA_OPTION, O.USER_DATA_FILE, O.MACHINEFEATURES_OPTION), b)
+    spelling.check_options(section, "settings", b)
     values, origins = b.apply_table(O.SETTINGS_OPTIONS, section, "settings")
     if not values["vac_space"]:
         b.problem("vac_space is required", raw.origin("settings"), "vac_space")
@@ -189,8 +210,8 @@ def _resolve_processors(values: Dict[str, Any], origins: Dict[str, str], host: H
 def _version_logger(value: str, origins: Dict[str, str], b: Builder) -> int:
     word = str(value).strip().lower()
     if word in ("true", "false"):
-        b.warnings.append(f"{origins['version_logger']}: version_logger = {value} is "
-                          "deprecated; use a number of messages per day")
+        b.warn(f"version_logger = {value} is deprecated; use a number of messages per day",
+               origins["version_logger"], "version_logger")
         return 1 if word == "true" else 0
     try:
         return max(0, int(word))
@@ -200,6 +221,10 @@ def _version_logger(value: str, origins: Dict[str, str], b: Builder) -> int:
 
 def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,
                     b: Builder) -> None:
+    for name in ("factories", "vacmon_hostport"):
+        if any("," in word for word in values[name]):
+            b.problem("names are separated by spaces, not commas: "
+                      f"{' '.join(values[name])!r}", origins[name], name)
     for hp in values["vacmon_hostport"]:
         if not HOSTPORT_RE.match(hp):
             b.problem(f"{hp!r} is not host:port", origins["vacmon_hostport"], "vacmon_hostport")
@@ -249,18 +274,6 @@ def _check_ranges(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -
             b.problem("must be at least 1", origins[name], name)
 
 
-def _warn_unknown(section: Mapping[str, RawValue], table: Tuple[O.Option, ...],
-                  obsolete: Sequence[str], prefixes: Tuple[str, ...], b: Builder) -> None:
-    known = O.by_name(table)
-    for option, (_, origin) in section.items():
-        if option in known or option.startswith(prefixes):
-            continue
-        if option in obsolete:
-            b.warnings.append(f"{origin}: {option} is obsolete and has no effect")
-        else:
-            b.warnings.append(f"{origin}: unknown option {option} ignored")
-
-
 def pipe_section_values(raw: RawConfig, prefix: str, b: Builder) -> Optional[Dict[str, Any]]:
     """The fields of one [vacuum_pipe PREFIX] section for PipeSection, or None if unusable."""
     section = raw.section("vacuum_pipe", prefix)
@@ -268,6 +281,7 @@ def pipe_section_values(raw: RawConfig, prefix: str, b: Builder) -> Optional[Dic
     if not NAME_RE.match(prefix):
         b.problem(f"pipe prefix {prefix!r} must use only a-z, 0-9 and -", origin)
         return None
+    spelling.check_options(section, "vacuum_pipe", b)
     if "vacuum_pipe_url" not in section:
         b.problem("vacuum_pipe_url is required", origin, "vacuum_pipe_url")
         return None
@@ -301,8 +315,8 @@ def machinetype_sections(raw: RawConfig, pipes: Mapping[str, PipeSection],
         for name in raw.of_kind(kind):
             local = raw.section(kind, name)
             if kind == "vmtype":
-                b.warnings.append(f"{raw.origin(kind, name)}: [vmtype {name}] is deprecated; use "
-                                  f"[machinetype {name}]")
+                b.warn(f"[vmtype {name}] is deprecated; use [machinetype {name}]",
+                       raw.origin(kind, name))
             merged.setdefault(name, {}).update(local)
     return merged
 
@@ -323,8 +337,7 @@ def machinetype_values(name: str, section: Mapping[str, RawValue], settings: Set
     if not NAME_RE.match(name):
         b.problem(f"machinetype name {name!r} must use only a-z, 0-9 and -", origin)
         return None
-    _warn_unknown(section, O.MACHINETYPE_OPTIONS, O.MACHINETYPE_OBSOLETE,
-                  (O.USER_DATA_OPTION, O.USER_DATA_FILE), b)
+    spelling.check_options(section, "machinetype", b)
     values, origins = b.apply_table(O.MACHINETYPE_OPTIONS, section, f"machinetype {name}")
     values["pipe"] = prefix
     values["machinetype_path"] = settings.paths.machinetype_dir(prefix or name)
@@ -379,6 +392,10 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
     if model == "docker" and v["root_image"] and not image.startswith("docker://"):
         b.problem("machine_model docker needs a root_image starting docker://",
                   origins["root_image"], "root_image")
+    if model == "docker" and not v["root_image"]:
+        b.problem("machine_model docker needs a root_image (docker://IMAGE:TAG)",
+                  origins["machine_model"], "machine_model")
+    _check_consistency(v, origins, b)
     if model in ("singularity", "apptainer") and not settings.singularity_user:
         b.problem(f"machine_model {model} needs singularity_user in [settings]",
                   origins["machine_model"], "machine_model")
@@ -400,7 +417,24 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                   "shutdown_message_grace_seconds")
     for opt in ("root_device", "scratch_device"):
         if not DEVICE_RE.match(v[opt]):
-            b.warnings.append(f"{origins[opt]}: {opt} {v[opt]!r} must use only a-z and 0-9; "
-                              f"machinetype {name} skipped")
+            b.warn(f"{opt} {v[opt]!r} must use only a-z and 0-9; machinetype {name} skipped",
+                   origins[opt], opt)
             return False
     return True
+
+
+def _check_consistency(v: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
+    """Values that are each valid but cannot mean what was meant together."""
+    if v["target_share"] < 0:
+        b.problem("must not be negative (0: this machinetype gets no slots)",
+                  origins["target_share"], "target_share")
+    if v["heartbeat_seconds"] > 0 and not v["heartbeat_file"]:
+        b.warn("has no effect without heartbeat_file: no machine is checked for a heartbeat",
+               origins["heartbeat_seconds"], "heartbeat_seconds")
+    if v["fizzle_seconds"] > v["max_wallclock_seconds"]:
+        where = "fizzle_seconds" if origins["fizzle_seconds"] != "default" else \
+            "max_wallclock_seconds"
+        b.warn(f"fizzle_seconds ({v['fizzle_seconds']}) is longer than max_wallclock_seconds "
+               f"({v['max_wallclock_seconds']}): every machine ends within fizzle_seconds, so "
+               "none is accounted and one that ends without a shutdown message counts as an "
+               "abort that backs the machinetype off", origins[where], where)

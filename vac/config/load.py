@@ -13,6 +13,7 @@ import glob
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+from vac.config import inifile
 from vac.config.check import (
     Builder,
     check_legacy_sections,
@@ -31,7 +32,7 @@ from vac.config.model import (
     SectionKey,
     Settings,
 )
-from vac.errors import ConfigError, Problem
+from vac.errors import ConfigError, ConfigMissing, Problem
 from vac.host.facts import HostFacts
 from vac.paths import CONFIG_DIR_DEFAULT, CONFIG_FILES_DEFAULT
 
@@ -49,17 +50,18 @@ def read_raw(paths: Sequence[str]) -> RawConfig:
     """Parse and merge INI files; later files win option by option.
 
     Raises:
+        ConfigMissing: a file named does not exist, or no file at all (not configured yet).
         ConfigError: a file cannot be read or is not valid INI.
     """
+    if not paths:
+        raise ConfigMissing(CONFIG_FILES_DEFAULT[0], _missing(CONFIG_FILES_DEFAULT[0]))
     raw = RawConfig()
     problems = []
     for path in paths:
-        parser = configparser.RawConfigParser(strict=False, interpolation=None)
         try:
-            with open(path) as f:
-                parser.read_file(f, source=path)
+            parser, lines = inifile.read(path)
         except FileNotFoundError:
-            continue
+            raise ConfigMissing(path, _missing(path)) from None
         except (OSError, configparser.Error, UnicodeDecodeError) as e:
             problems.append(Problem(f"cannot parse: {_one_line(e)}", file=path))
             continue
@@ -67,17 +69,27 @@ def read_raw(paths: Sequence[str]) -> RawConfig:
         for title in parser.sections():
             key = _section_key(title)
             target = raw.sections.setdefault(key, {})
-            raw.section_origins[key] = f"{path} [{title}]"
+            origin = f"{path} [{title}]"
+            raw.section_origins[key] = origin
+            raw.lines.update({(origin, option): line for (t, option), line in lines.items()
+                              if t == title})
             for option, value in parser.items(title):
                 if "\x00" in value or "\x00" in option or "\x00" in title:
                     problems.append(Problem("contains a NUL byte; refused", file=path,
                                             section=title.replace("\x00", "\\0"),
                                             option=option.replace("\x00", "\\0")))
                     continue
-                target[option] = (value.strip(), f"{path} [{title}]")
+                target[option] = (value.strip(), origin)
     if problems:
         raise ConfigError(problems)
     return raw
+
+
+def _missing(path: str) -> str:
+    """What ConfigMissing says: the default file is "not configured yet", a named one missing."""
+    if path == CONFIG_FILES_DEFAULT[0]:
+        return f"{path} does not exist: not configured yet, edit {path}"
+    return f"--config {path}: no such file"
 
 
 def _section_key(title: str) -> SectionKey:
@@ -100,8 +112,9 @@ def build(raw: RawConfig, host: HostFacts,
     Raises:
         ConfigError: with every problem found, each naming its file, section and option.
     """
-    b = Builder()
-    b.warnings.extend(pipe_warnings)
+    b = Builder(raw.lines)
+    for text in pipe_warnings:
+        b.warn(text)
     check_legacy_sections(raw, b)
     settings = _build_settings(raw, host, b)
     pipes = _build_pipe_sections(raw, b)
@@ -117,7 +130,7 @@ def build(raw: RawConfig, host: HostFacts,
     if b.problems or settings is None:
         raise ConfigError(b.problems or [Problem("no usable [settings]")])
     return Config(settings=settings, machinetypes=machinetypes, pipes=tuple(pipes.values()),
-                  warnings=tuple(b.warnings), files=tuple(raw.files))
+                  warnings=tuple(b.warnings), files=tuple(raw.files), findings=tuple(b.notes))
 
 
 def _build_settings(raw: RawConfig, host: HostFacts, b: Builder) -> Optional[Settings]:

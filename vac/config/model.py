@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
+from vac.errors import Problem
 from vac.paths import Paths
 
 # (value, origin) as read from a file, a pipe section or a pipe document.
@@ -160,6 +161,8 @@ class Config:
     pipes: Tuple[PipeSection, ...] = ()
     warnings: Tuple[str, ...] = ()
     files: Tuple[str, ...] = ()
+    # The warnings located (file, line, section, option), in the order of `warnings`.
+    findings: Tuple[Problem, ...] = ()
 
 
 @dataclass
@@ -169,12 +172,18 @@ class RawConfig:
     sections: Dict[SectionKey, Dict[str, RawValue]] = field(default_factory=dict)
     files: List[str] = field(default_factory=list)
     section_origins: Dict[SectionKey, str] = field(default_factory=dict)
+    # (origin "FILE [TITLE]", option) -> line number; option "" is the section's header.
+    lines: Dict[Tuple[str, str], int] = field(default_factory=dict)
 
     def origin(self, kind: str, name: str = "") -> str:
         return self.section_origins.get((kind, name), f"[{kind} {name}]".replace(" ]", "]"))
 
     def section(self, kind: str, name: str = "") -> Dict[str, RawValue]:
         return self.sections.get((kind, name), {})
+
+    def line(self, origin: str, option: Optional[str] = None) -> Optional[int]:
+        """The line of an option (or, without one, of the section header) in its file."""
+        return self.lines.get((origin, option or ""))
 
     def of_kind(self, kind: str) -> List[str]:
         return [name for (k, name) in self.sections if k == kind]

@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
-# Kinds of value. Booleans keep the original's quirks, each named for what enables it:
-#   "true"     only the word true (any case) is true      (user_data_proxy, legacy_proxy)
-#   "yes"      only the word yes (any case) is true       (draining)
-#   "notfalse" anything but the word false is true        (fix_networking)
-KINDS = ("str", "int", "float", "true", "yes", "notfalse", "words", "optint", "optfloat")
+# Kinds of value. A "bool" accepts yes/no, true/false, on/off, 1/0 in any case (booleans.py);
+# its `legacy` names how the original Vac (or an earlier release of ours) read it, so a value
+# that read the other way there can be pointed out:
+#   "true"     only the word true (any case) was true      (user_data_proxy, legacy_proxy)
+#   "yes"      only the word yes (any case) was true       (draining)
+#   "notfalse" anything but the word false was true        (fix_networking)
+# "words" values are white-space separated lists (they may run over several lines); every
+# other kind is single-valued: one line, no inline comment.
+KINDS = ("str", "int", "float", "bool", "words", "optint", "optfloat")
 
 
 @dataclass(frozen=True)
@@ -23,7 +27,11 @@ class Option:
     from_pipe: bool = False
     backend: Optional[str] = None
     help: str = ""
+    legacy: Optional[str] = None
+    legacy_by: str = "the original Vac"
 
+
+EARLIER = "earlier releases of this Vac"
 
 SETTINGS_OPTIONS: Tuple[Option, ...] = (
     Option("vac_space", "str", None, help="space name (required)"),
@@ -39,7 +47,7 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="override the processor count read from /proc/cpuinfo (tests, benchmarks)"),
     Option("overload_per_processor", "float", 1.5, aliases=("overload_per_cpu",)),
     Option("shutdown_time", "optint", None),
-    Option("draining", "yes", False),
+    Option("draining", "bool", False, legacy="yes"),
     Option("gocdb_sitename", "str", None),
     Option("gocdb_cert_file", "str", None),
     Option("gocdb_key_file", "str", None),
@@ -51,7 +59,7 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            aliases=("scratch_gb", "disk_gb_per_cpu")),
     Option("root_public_key", "str", "/root/.ssh/id_rsa.pub"),
     Option("singularity_user", "str", None),
-    Option("fix_networking", "notfalse", True),
+    Option("fix_networking", "bool", True, legacy="notfalse"),
     Option("forward_dev", "str", None),
     # Ours (no counterpart in the original).
     Option("state_dir", "str", "/var/lib/vac"),
@@ -76,7 +84,8 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="Apptainer machines started at once within a cycle"),
     Option("libvirt_parallel_creations", "int", 4, backend="libvirt",
            help="VMs created at once within a cycle"),
-    Option("enable_fake_backend", "true", False, backend="fake"),
+    Option("enable_fake_backend", "bool", False, backend="fake", legacy="true",
+           legacy_by=EARLIER),
     Option("singularity_path", "str", "", backend="apptainer"),
     Option("docker_url", "str", "unix:///var/run/docker.sock", backend="docker"),
     Option("backend_timeout_seconds", "float", 30.0),
@@ -102,8 +111,8 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("machine_model", "str", "cernvm3", aliases=("vm_model",), from_pipe=True),
     Option("root_image", "str", None, from_pipe=True),
     Option("user_data", "str", None, from_pipe=True),
-    Option("user_data_proxy", "true", False, from_pipe=True),
-    Option("legacy_proxy", "true", False, from_pipe=True),
+    Option("user_data_proxy", "bool", False, from_pipe=True, legacy="true"),
+    Option("legacy_proxy", "bool", False, from_pipe=True, legacy="true"),
     Option("backoff_seconds", "int", 10, from_pipe=True),
     Option("fizzle_seconds", "int", 600, from_pipe=True),
     Option("max_wallclock_seconds", "int", 86400, from_pipe=True),
@@ -135,8 +144,10 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
            help="an existing Docker network; macvlan/ipvlan: the slot's own IP (and MAC)"),
     Option("docker_ulimits", "words", (), backend="docker",
            help="container ulimits NAME=SOFT[:HARD], e.g. nofile=65536:65536"),
-    Option("docker_hard_cpu", "true", False, backend="docker"),
-    Option("docker_hard_memory", "notfalse", True, backend="docker"),
+    Option("docker_hard_cpu", "bool", False, backend="docker", legacy="true",
+           legacy_by=EARLIER),
+    Option("docker_hard_memory", "bool", True, backend="docker", legacy="notfalse",
+           legacy_by=EARLIER),
     Option("docker_pids_limit", "int", 4096, backend="docker"),
     Option("docker_pull_timeout_seconds", "int", 600, backend="docker"),
     Option("docker_pull_seconds", "optint", None, backend="docker",
@@ -159,6 +170,17 @@ MACHINETYPE_OBSOLETE = ("rootpublickey", "root_public_key", "log_machineoutputs"
 USER_DATA_OPTION = "user_data_option_"
 USER_DATA_FILE = "user_data_file_"
 MACHINEFEATURES_OPTION = "machinefeatures_option_"
+
+# Options whose value is free text: an inline " #" may be meant.
+FREE_TEXT = ("description",)
+
+# The kinds of section vac.conf may have (factories and targetshares: the original's, refused
+# with the way to say it now).
+SECTION_KINDS = ("settings", "machinetype", "vmtype", "vacuum_pipe", "factories",
+                 "targetshares")
+# Options of a [vacuum_pipe] section of its own; every machinetype option may be given there
+# too (inherited by the pipe's machinetypes).
+PIPE_SECTION_OPTIONS = ("vacuum_pipe_url", "target_share")
 
 MODELS = ("cernvm3", "cernvm4", "vm-raw", "docker", "singularity", "apptainer", "fake")
 

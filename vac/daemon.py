@@ -4,8 +4,11 @@
 SIGTERM stops the daemon after the current cycle and leaves every machine running; SIGHUP starts
 the next cycle at once (the configuration is re-read at the start of every cycle). vacd does not
 fork: systemd (or the demo script) runs it; without --foreground it logs to /var/log/vacd.log,
-with it to stderr. When a VM machinetype is configured, vacd also runs the metadata service
-(vac.backends.libvirt.services), bound after each cycle's host preparation and closed on exit.
+with it to stderr; under systemd (Type=notify) it says READY=1 after its first cycle, a
+one-line STATUS= after each, and pings the watchdog (vac.service). A missing or rejected
+configuration never stops it: it keeps cycling on what it has. When a VM machinetype is
+configured, vacd also runs the metadata service (vac.backends.libvirt.services), bound after
+each cycle's host preparation and closed on exit.
 """
 from __future__ import annotations
 
@@ -19,15 +22,19 @@ import threading
 import time
 from typing import List, Optional, Set
 
-from vac import __version__
+from vac import __version__, planfile
 from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
-from vac.config import pipes
+from vac.config import pipes, presence
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
 from vac.cycle.watchers import MessageWatcher, Watchers
-from vac.errors import VacError
+from vac.errors import ConfigMissing, VacError
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
+from vac.paths import Paths
+from vac.service import journal
+from vac.service import status as service_status
+from vac.service.sdnotify import Notifier, WatchdogPinger
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source
 from vac.web.server import MetricsEndpoint
@@ -36,7 +43,10 @@ from vac.web.statusserver import StatusEndpoint
 log = logging.getLogger("vacd")
 
 LOG_FILE = "/var/log/vacd.log"
-LOG_FORMAT = "%(asctime)s vacd[%(process)d]: %(levelname)s %(message)s"
+EX_CONFIG = 78          # sysexits.h; vacd.service does not restart on it (a --config missing)
+# The watchdog pings stop when the main loop has not turned for this long: a cycle can take
+# minutes when an engine hangs (each call has its timeout); a hung vacd is restarted after it.
+STALL_SECONDS = 1800.0
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -61,35 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"vacd {__version__}")
     return parser
-
-
-def setup_logging(foreground: bool, log_file: str) -> None:
-    handler: logging.Handler
-    if under_journal():  # systemd: stderr is the journal, which stamps time and pid itself
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        logging.getLogger().handlers[:] = [handler]
-        logging.getLogger().setLevel(logging.INFO)
-        return
-    if foreground:
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        from logging.handlers import WatchedFileHandler  # reopens after logrotate
-
-        handler = WatchedFileHandler(log_file)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%b %d %H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-
-
-def under_journal() -> bool:
-    """True when systemd connected stderr to the journal (JOURNAL_STREAM names stderr's inode)."""
-    try:
-        st = os.fstat(sys.stderr.fileno())
-        return os.environ.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 class Waker:
@@ -129,11 +110,15 @@ class Waker:
 class Daemon:
     """The main loop with its signal handling; the cycle itself is Factory.run_cycle."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, state_dir: str,
+                 repeats: Optional[journal.Repeats] = None, notifier: Optional[Notifier] = None):
         self.args = args
+        self.state_dir = state_dir      # the one vacd.lock is held on
+        self.repeats = repeats or journal.Repeats()
+        self.notifier = notifier or Notifier()
+        self.watchdog = WatchdogPinger(self.notifier, STALL_SECONDS)
         self.stop = threading.Event()
         self.wake = Waker()
-        self.files = config_files(args.config)
         self.host = HostFacts.read()
         self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
                                            args.metadata_port)
@@ -153,11 +138,20 @@ class Daemon:
         self.status = StatusEndpoint(lambda: self.factory.config, self.factory.space_census,
                                      self.metrics)
 
+    @property
+    def files(self) -> List[str]:
+        """The files to read, listed again each time: /etc/vac.conf may appear at any time."""
+        return config_files(self.args.config)
+
     def _load_config(self):
-        return pipes.load_config(self.files, self.host, update=True, now=time.time())
+        files = self.files
+        presence.require(files, explicit=bool(self.args.config))
+        return pipes.load_config(files, self.host, update=True, now=time.time())
 
     def _cached(self):
-        return pipes.load_config(self.files, self.host, update=False, now=time.time())
+        files = self.files
+        presence.require(files, explicit=bool(self.args.config))
+        return pipes.load_config(files, self.host, update=False, now=time.time())
 
     def _on_term(self, signum, frame) -> None:
         log.info("signal %d: stopping after this cycle; machines keep running", signum)
@@ -177,9 +171,12 @@ class Daemon:
         log.info("vacd %s starting with %s", __version__, ", ".join(self.files) or "no files")
         self.responder.start()
         self.messages.start()
+        self.watchdog.start()
         try:
             done = self._loop()
         finally:
+            self.notifier.stopping("stopping; machines keep running")
+            self.watchdog.stop()
             signal.set_wakeup_fd(previous_wakeup)
             self.wake.close()
             self.watchers.stop()
@@ -197,6 +194,7 @@ class Daemon:
         done = 0
         due = time.monotonic()
         while not self.stop.is_set():
+            self.watchdog.tick()
             if time.monotonic() >= due or self.full_cycle_now:
                 self.full_cycle_now = False
                 began = time.monotonic()
@@ -205,7 +203,8 @@ class Daemon:
                 if self.args.cycles and done >= self.args.cycles:
                     break
                 due = began + self._period()
-                self.watchers.ensure(self.factory.pool)
+                if self.factory.pool is not None:   # None until a configuration was read
+                    self.watchers.ensure(self.factory.pool)
             else:
                 self._refill(self.watchers.take())
             wait = due - time.monotonic()
@@ -217,18 +216,36 @@ class Daemon:
         return done
 
     def _cycle(self, number: int) -> None:
-        began = time.monotonic()
+        for text in self.repeats.next_cycle():
+            log.info("no longer reported: %s", text)
+        began, started = time.time(), time.monotonic()
         try:
             report = self.factory.run_cycle()
         except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
             log.exception("cycle %d failed; the next cycle runs as usual", number)
             report = CycleReport(errors=["cycle failed: see the log"])
-        self.metrics.after_cycle(report, time.monotonic() - began)
+        self.metrics.after_cycle(report, time.monotonic() - started)
         self.status.after_cycle()
         self._note_retries(report)
         log.info("cycle %d: created %d, finished %d, destroyed %d, errors %d", number,
                  len(report.created), len(report.finished), len(report.destroyed),
                  len(report.errors))
+        self._tell_systemd(number, began)
+
+    def _tell_systemd(self, number: int, began: float) -> None:
+        """READY=1 after the first cycle, and the cycle's one-line STATUS= each time."""
+        if not self.notifier.enabled:
+            return
+        config = self.factory.config
+        paths = config.settings.paths if config is not None else Paths(self.state_dir)
+        record = planfile.read(paths.plan)
+        if record is not None and record.time < int(began) - 1:
+            record = None   # an earlier cycle's: this one wrote none
+        text = service_status.line(number, record)
+        if number == 1:
+            self.notifier.ready(text)
+        else:
+            self.notifier.status(text)
 
     def _note_retries(self, report: CycleReport) -> None:
         """Slots whose machine ended within its first second: refilled a second later."""
@@ -259,16 +276,17 @@ class Daemon:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    setup_logging(args.foreground, args.log_file)
+    repeats = journal.setup(args.foreground, args.log_file)
     try:  # one vacd per state directory, the lock held until this process ends
-        state_lock = StateLock(state_dir_of(config_files(args.config))).acquire()
+        state_dir = state_dir_of(config_files(args.config))
+        state_lock = StateLock(state_dir).acquire()
     except VacError as e:
         log.error("not starting: %s", e)
-        if not under_journal() and not args.foreground:
+        if not journal.under_journal() and not args.foreground:
             print(f"vacd: not starting: {e}", file=sys.stderr)
-        return 1
+        return EX_CONFIG if isinstance(e, ConfigMissing) else 1
     try:
-        return Daemon(args).run()
+        return Daemon(args, state_dir, repeats).run()
     finally:
         state_lock.release()
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import REPO
 
-from vac.errors import VacError
+from vac.errors import ConfigMissing, VacError
 from vac.ops import lock
 
 CONF = """
@@ -120,7 +120,12 @@ def test_lock_on_a_symlink_is_refused(tmp_path):
 def test_state_dir_comes_from_the_configuration_without_pipes(tmp_path):
     conf = _conf(tmp_path, "c", 19233)
     assert lock.state_dir_of([conf]) == str(tmp_path / "c")
-    assert lock.state_dir_of([str(tmp_path / "missing.conf")]) == "/var/lib/vac"
+    # No configuration means the default state directory; a named one that is missing is not
+    # "no configuration" (issue 22: vacd took /var/lib/vac/vacd.lock for a --config typo).
+    assert lock.state_dir_of([]) == "/var/lib/vac"
+    with pytest.raises(ConfigMissing) as missing:
+        lock.state_dir_of([str(tmp_path / "missing.conf")])
+    assert str(missing.value) == f"--config {tmp_path / 'missing.conf'}: no such file"
 
 
 def test_a_child_of_a_dead_vacd_holding_the_lock_is_waited_for(tmp_path):

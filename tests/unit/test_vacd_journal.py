@@ -43,9 +43,32 @@ def test_under_systemd_vacd_logs_to_the_journal_without_its_own_timestamps(tmp_p
     stderr_path = tmp_path / "journal"
     log_file = _vacd(tmp_path, stderr_path, env_extra=True)
     lines = stderr_path.read_text().splitlines()
-    assert any(line.startswith("INFO cycle 1: ") for line in lines), lines
+    # "<6>": the priority (info) the journal reads from the line's start.
+    assert any(line.startswith("<6>INFO cycle 1: ") for line in lines), lines
+    assert all(line[:3] in ("<3>", "<4>", "<6>") for line in lines), lines
     assert not any("vacd[" in line for line in lines), "the journal stamps time and pid itself"
     assert not log_file.exists()
+
+
+def test_errors_and_warnings_reach_the_journal_at_their_priorities_once(tmp_path):
+    # A configuration with no vac_space: rejected every cycle, said once at err.
+    conf = tmp_path / "vac.conf"
+    conf.write_text(CONF.format(state=tmp_path / "state").replace(
+        "vac_space = vac01.example.com\n", ""))
+    env = dict(os.environ, PYTHONPATH=REPO)
+    with open(tmp_path / "journal", "w") as err:
+        st = os.fstat(err.fileno())
+        env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        done = subprocess.run([sys.executable, "-m", "vac.daemon", "--config", str(conf),
+                               "--cycles", "3", "--cycle-seconds", "0"], cwd=REPO, env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                              timeout=120)
+    lines = (tmp_path / "journal").read_text().splitlines()
+    assert done.returncode == 0, lines
+    errors = [line for line in lines if line.startswith("<3>")]
+    assert len(errors) == 1 and "vac_space" in errors[0], lines
+    assert errors[0].startswith("<3>ERROR "), errors
+    assert len([line for line in lines if line.startswith("<6>INFO cycle ")]) == 3, lines
 
 
 def test_otherwise_vacd_logs_to_its_log_file(tmp_path):

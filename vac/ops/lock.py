@@ -15,6 +15,7 @@ import time
 from typing import Optional, Sequence
 
 from vac.config import options as O
+from vac.config import presence
 from vac.config.load import read_raw
 from vac.errors import ConfigError, VacError
 from vac.paths import Paths
@@ -37,7 +38,15 @@ class LockHeld(VacError):
 
 
 def state_dir_of(files: Sequence[str]) -> str:
-    """The state_dir the configuration names (read without pipes), else the default."""
+    """The state_dir the configuration names (read without pipes), else the default (which is
+    what no configuration, or one without state_dir, means).
+
+    Raises:
+        ConfigMissing: a file in `files` does not exist (only a --config file can be named and
+            missing: the default files are listed only when they exist); never a fallback to
+            the default state directory for a configuration that is not there.
+    """
+    presence.require(files, explicit=True)
     default = O.by_name(O.SETTINGS_OPTIONS)["state_dir"].default
     try:
         value, _ = read_raw(files).section("settings").get("state_dir", ("", ""))

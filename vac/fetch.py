@@ -6,8 +6,10 @@ Rules (the original's, tightened):
   only to http(s), and an https URL only ever to https (no downgrade, never to file://).
 - TLS peer and host name are always verified; /etc/grid-security/certificates (IGTF CAs) is
   added to the system bundle when that directory exists.
-- Every transfer has a total timeout and a hard size bound (the transfer is aborted as soon
-  as it passes `max_bytes`, whether or not the server sent a Content-Length).
+- Every transfer has a total timeout, a connect timeout of at most CONNECT_TIMEOUT seconds
+  (name resolution included: a host that does not answer fails in seconds, not after the
+  whole timeout) and a hard size bound (the transfer is aborted as soon as it passes
+  `max_bytes`, whether or not the server sent a Content-Length).
 - Every failure is a vac.errors.FetchError naming the URL (and the HTTP status if any).
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024            # user_data templates, pipes pass less
 DEFAULT_IMAGE_MAX_BYTES = 64 * 1024 * 1024 * 1024
 SCHEMES = ("https", "http", "file")
+CONNECT_TIMEOUT = 5.0
 
 # (protocols allowed for the first request, protocols allowed after a redirect), per scheme.
 _PROTOCOLS = {
@@ -154,7 +157,7 @@ def _set_options(curl: pycurl.Curl, url: str, scheme: str, timeout: float, max_b
     curl.setopt(pycurl.USERAGENT, user_agent)
     curl.setopt(pycurl.NOSIGNAL, 1)
     curl.setopt(pycurl.TIMEOUT_MS, max(1, int(timeout * 1000)))
-    curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(timeout * 1000)))
+    curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(min(timeout, CONNECT_TIMEOUT) * 1000)))
     curl.setopt(pycurl.SSL_VERIFYPEER, 1)
     curl.setopt(pycurl.SSL_VERIFYHOST, 2)
     curl.setopt(pycurl.MAXFILESIZE_LARGE, max_bytes)

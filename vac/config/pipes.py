@@ -9,12 +9,16 @@ section's inherited options and local [machinetype] overrides are layered on by 
 Differences from the original, on purpose:
 - A failed fetch or an invalid document keeps the last good cached copy in use and records an
   error naming the URL (the original hid the pipe for that cycle, §17.14).
+- Fetches never hold up vacd's cycle: vacd reads the cache only (update=False) and hands the
+  pipes that are due (PipeResult.states) to vac.config.pipefetch, which fetches them in the
+  background, in parallel, with a backoff for a failing URL (see refresh). update=True
+  fetches the due pipes now, in parallel; force=True every pipe whatever its cache's age.
 - A bad suffix, a bad value or a value of the wrong type drops that entry or option with a
   warning; a pipe can never make the whole configuration fail (load_config drops a pipe
   machinetype that load.build still rejects, with an error).
 - Values must be scalars, at most MAX_VALUE_CHARS long, without control characters; JSON
   true/false become "true"/"false"; machine_model "fake" is never taken from a pipe.
-- The cache is written once, atomically, with the URL it came from (key CACHE_URL_KEY): a
+- The cache (vac.config.pipecache) is written once, atomically, with the URL it came from: a
   cache fetched from another URL (the site changed vacuum_pipe_url) is not used. A cache
   written by the original Vac (no such key) is used as it is, and so is 03.00.02's, named by
   the URL-quoted URL (legacy_cache_path), while ours is missing; it is never removed.
@@ -26,37 +30,42 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import unicodedata
-import urllib.parse
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vac import fetch
 from vac.config import check as configcheck
-from vac.config import load, model
+from vac.config import load, model, pipecache, pipefetch
 from vac.config import options as O
-from vac.config.pipeshares import MAX_NUMBER_CHARS, PipeTotal, share_of
+from vac.config.pipecache import (  # noqa: F401 - CACHE_URL_KEY, legacy_cache_path re-exported
+    CACHE_URL_KEY,
+    FETCHABLE,
+    MAX_CACHE_BYTES,
+    MAX_PIPE_BYTES,
+    PipeState,
+    legacy_cache_path,
+)
+from vac.config.pipedoc import (  # noqa: F401 - the document's names, re-exported
+    DEFAULT_CACHE_SECONDS,
+    MAX_CACHE_SECONDS,
+    MAX_ENTRIES,
+    PipeDocument,
+    parse_document,
+)
+from vac.config.pipedoc import show as _show
+from vac.config.pipeshares import PipeTotal, share_of
 from vac.errors import ConfigError, PipeError, StateError, VacError
-from vac.fsutil import atomic_write, mtime_or_none, read_bytes_nofollow
 from vac.host.facts import HostFacts
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
 
-MAX_PIPE_BYTES = 1024 * 1024
-MAX_CACHE_BYTES = 4 * MAX_PIPE_BYTES      # re-serialised with ASCII escapes: at most ~3x
-MAX_ENTRIES = 100
 MAX_OPTIONS_PER_ENTRY = 200
 MAX_VALUE_CHARS = 4096
 MAX_SUFFIX_CHARS = 63
 MAX_WARNINGS_PER_PIPE = 50
-DEFAULT_CACHE_SECONDS = 3600
-MAX_CACHE_SECONDS = 7 * 86400
-CLOCK_SLACK_SECONDS = 300
-FETCH_TIMEOUT = 30
-CACHE_URL_KEY = "vac_pipe_url"
-FETCHABLE = ("https://", "http://", "file://")
+FETCH_TIMEOUT = 30          # the whole transfer; connecting has fetch.CONNECT_TIMEOUT
 
 NO_SLASH_OPTIONS = ("cvmfs_repositories", "heartbeat_file")
 USER_DATA_STARTS = ("http://", "https://")
@@ -67,16 +76,7 @@ _BAD_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")  # controls, lone surrogates, line/pa
 
 RawValue = Tuple[str, str]
 Fetcher = Callable[..., bytes]
-
-
-@dataclass(frozen=True)
-class PipeDocument:
-    """A parsed, structurally valid pipe document."""
-
-    cache_seconds: float
-    entries: Tuple[Mapping[str, Any], ...]
-    body: Mapping[str, Any]
-    warnings: Tuple[str, ...] = ()
+Progress = Optional[Callable[[str], None]]
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,21 @@ class PipeResult:
     warnings: every dropped entry or option, naming URL, entry and option.
     errors:   every pipe that could not be updated or used, naming URL and why.
     sources:  machinetype name -> "URL (pipe PREFIX)".
+    states:   every pipe's cache as it stands (fetched when, due or not), in section order:
+              what vacd's background fetcher is given, and `unfetched` for config check.
     """
 
     values: Dict[str, Dict[str, RawValue]] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
     errors: Tuple[str, ...] = ()
     sources: Dict[str, str] = field(default_factory=dict)
+    states: Tuple[PipeState, ...] = ()
+
+    @property
+    def unfetched(self) -> Tuple[str, ...]:
+        """A sentence for each pipe that gives no machinetypes because it has not been
+        fetched yet (no usable cached copy)."""
+        return tuple(n for n in (s.note() for s in self.states) if n is not None)
 
 
 def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
@@ -126,15 +135,23 @@ def load_config_with_pipes(files: Sequence[str], host: HostFacts, *, update: boo
 
 
 def load_pipes(pipe_sections: Sequence[model.PipeSection], paths: Paths, *, update: bool,
-               now: float, fetcher: Fetcher = fetch.fetch_bytes) -> PipeResult:
-    """Each pipe's document (fetched if update and due, else cached), validated and expanded."""
+               now: float, fetcher: Fetcher = fetch.fetch_bytes, force: bool = False,
+               progress: Progress = None) -> PipeResult:
+    """Each pipe's document, validated and expanded: the cached copy, unless a fetch is
+    wanted (update and the pipe is due, or force whatever its age). The wanted fetches run
+    in parallel; progress(text) is told what is being waited for."""
     prefixes = [s.prefix for s in pipe_sections]
     values: Dict[str, Dict[str, RawValue]] = {}
     sources: Dict[str, str] = {}
     warnings: List[str] = []
     errors: List[str] = []
-    for section in pipe_sections:
-        doc, errs = _obtain(section, paths, update=update, now=now, fetcher=fetcher)
+    cached = [_Cached.read(s, paths, now) for s in pipe_sections]
+    wanted = [c for c in cached if force or (update and c.state.due)]
+    landed = _fetch_all(wanted, now, fetcher, progress)
+    states = []
+    for section, c in zip(pipe_sections, cached):
+        doc, errs = _obtain(section, c, c in wanted, landed.get(section.prefix))
+        states.append(c.after(landed.get(section.prefix), now))
         errors.extend(errs)
         if doc is None:
             continue
@@ -144,36 +161,18 @@ def load_pipes(pipe_sections: Sequence[model.PipeSection], paths: Paths, *, upda
             values[name] = opts
             sources[name] = _where(section)
     return PipeResult(values=values, warnings=tuple(warnings), errors=tuple(errors),
-                      sources=sources)
+                      sources=sources, states=tuple(states))
 
 
-def parse_document(data: bytes, url: str, limit: int = MAX_PIPE_BYTES) -> PipeDocument:
-    """Check the structure of a pipe document.
-
-    Raises:
-        PipeError: too large, not JSON, not an object, machinetypes not a list of at most
-            MAX_ENTRIES objects.
-    """
-    if len(data) > limit:
-        raise PipeError(url, f"document is larger than {limit} bytes")
-    try:
-        body = json.loads(data.decode("utf-8"), parse_constant=_no_constant,
-                          parse_float=_finite_float, parse_int=_bounded_int)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise PipeError(url, f"not valid JSON: {_one_line(e)}") from e
-    if not isinstance(body, dict):
-        raise PipeError(url, "not a JSON object")
-    entries = body.get("machinetypes", [])
-    if not isinstance(entries, list):
-        raise PipeError(url, "machinetypes is not a list")
-    if len(entries) > MAX_ENTRIES:
-        raise PipeError(url, f"more than {MAX_ENTRIES} machinetypes")
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise PipeError(url, f"machinetypes[{index}] is not an object")
-    seconds, warnings = _cache_seconds(body.get("cache_seconds"), url)
-    return PipeDocument(cache_seconds=seconds, entries=tuple(entries), body=body,
-                        warnings=warnings)
+def refresh(state: PipeState, now: float, fetcher: Fetcher = fetch.fetch_bytes
+            ) -> pipefetch.Landed:
+    """vacd's background fetch of one due pipe (the job of vac.config.pipefetch.PipeFetcher):
+    fetched, checked and cached, or why not. A copy that cannot be cached is a failure too:
+    the cycle reads the cache only."""
+    fresh, error, changed = _fetch(state, now, fetcher)
+    if fresh is not None and not error:
+        return pipefetch.Landed(ok=True, error="", changed=changed)
+    return pipefetch.Landed(ok=False, error=error, changed=False)
 
 
 def expand(section: model.PipeSection, doc: PipeDocument,
@@ -202,99 +201,109 @@ def expand(section: model.PipeSection, doc: PipeDocument,
 
 # ---- fetching and the cache ----------------------------------------------------------------
 
-def _obtain(section: model.PipeSection, paths: Paths, *, update: bool, now: float,
-            fetcher: Fetcher) -> Tuple[Optional[PipeDocument], List[str]]:
+@dataclass(frozen=True)
+class _Cached:
+    """A pipe's cached copy as read at the start: its state, document, and why unusable."""
+
+    state: PipeState
+    doc: Optional[PipeDocument]
+    problem: Optional[str]
+
+    @classmethod
+    def read(cls, section: model.PipeSection, paths: Paths, now: float) -> "_Cached":
+        cache = paths.pipe_cache(section.prefix)
+        doc, mtime, problem = _read_cache(cache, section.url)
+        legacy = legacy_cache_path(paths, section.url)
+        if doc is None and problem is None and legacy is not None:
+            doc, mtime, problem = _read_cache(legacy, section.url)
+        due = doc is None or pipecache.due(doc.cache_seconds, mtime, now)
+        fetched = mtime if doc is not None else None
+        return cls(PipeState(section.prefix, section.url, cache, fetched, due), doc, problem)
+
+    def after(self, landed: Optional[_Landed], now: float) -> PipeState:
+        """The state once this run's fetch (if any) landed and was cached."""
+        if landed is not None and landed[0] is not None and not landed[1]:
+            return replace(self.state, fetched=now, due=landed[0].cache_seconds == 0)
+        return self.state
+
+
+_Landed = Tuple[Optional[PipeDocument], str, bool]     # (document or None, error, changed)
+
+
+def _fetch_all(wanted: Sequence[_Cached], now: float, fetcher: Fetcher,
+               progress: Progress) -> Dict[str, _Landed]:
+    """Fetch the fetchable pipes of wanted, in parallel: prefix -> what landed."""
+    tasks = [(c.state.where, (lambda s=c.state: _fetch(s, now, fetcher)))
+             for c in wanted if c.state.fetchable]
+    results = pipefetch.run_parallel(tasks, progress)
+    return {c.state.prefix: r for c, r in zip([c for c in wanted if c.state.fetchable],
+                                              results)}
+
+
+def _obtain(section: model.PipeSection, c: _Cached, wanted: bool, landed: Optional[_Landed]
+            ) -> Tuple[Optional[PipeDocument], List[str]]:
     """The document to use for this pipe and the errors met getting it."""
     where = _where(section)
-    cache = paths.pipe_cache(section.prefix)
-    doc, mtime, problem = _read_cache(cache, section.url)
-    legacy = legacy_cache_path(paths, section.url)
-    if doc is None and problem is None and legacy is not None:
-        doc, mtime, problem = _read_cache(legacy, section.url)
+    doc = c.doc
     errors: List[str] = []
-    if update and (doc is None or _due(doc, mtime, now)):
-        if section.url.startswith(FETCHABLE):
-            fresh, error = _fetch(section, cache, now, fetcher)
-            if fresh is not None:
-                return fresh, [error] if error else []
-            errors.append(f"{where}: cannot update: {error}{_fallback(doc)}")
-        else:
-            errors.append(f"{where}: cannot fetch: vacuum_pipe_url must start with https://, "
-                          f"http:// or file://{_fallback(doc)}")
-    if doc is None and problem:
-        errors.append(f"{where}: {problem}")
+    if not c.state.fetchable:
+        errors.append(f"{where}: cannot fetch: vacuum_pipe_url must start with https://, "
+                      f"http:// or file://{_fallback(doc)}")
+    elif wanted and landed is not None:
+        fresh, error, _ = landed
+        if fresh is not None:
+            return fresh, [error] if error else []
+        errors.append(f"{where}: cannot update: {error}{_fallback(doc)}")
+    if doc is None and c.problem:
+        errors.append(f"{where}: {c.problem}")
     return doc, errors
 
 
-def _fetch(section: model.PipeSection, cache: str, now: float,
-           fetcher: Fetcher) -> Tuple[Optional[PipeDocument], str]:
-    """(new document or None, error text); a cache write failure still returns the document."""
+def _fetch(state: PipeState, now: float, fetcher: Fetcher) -> _Landed:
+    """(new document or None, error text, cache changed); a cache write failure still
+    returns the document (with the error)."""
     try:
-        data = fetcher(section.url, timeout=FETCH_TIMEOUT, max_bytes=MAX_PIPE_BYTES)
-        fresh = parse_document(data, section.url)
+        data = fetcher(state.url, timeout=FETCH_TIMEOUT, max_bytes=MAX_PIPE_BYTES)
+        fresh = parse_document(data, state.url)
     except VacError as e:
-        return None, _reason(e, section.url)
+        return None, _reason(e, state.url), False
     try:
-        _write_cache(cache, fresh, section.url, now)
+        changed = _write_cache(state.cache, fresh, state.url, now)
     except (OSError, VacError) as e:
-        return fresh, f"{_where(section)}: fetched, but cannot write {cache}: {_reason(e, cache)}"
-    log.info("pipe %s: fetched %s (%d machinetypes)", section.prefix, section.url,
+        return (fresh, f"{state.where}: fetched, but cannot write {state.cache}: "
+                       f"{_reason(e, state.cache)}", False)
+    log.info("pipe %s: fetched %s (%d machinetypes)", state.prefix, state.url,
              len(fresh.entries))
-    return fresh, ""
-
-
-def legacy_cache_path(paths: Paths, url: str) -> Optional[str]:
-    """Where Vac 03.00.02 cached this pipe: pipescache/<URL quoted, no safe characters>."""
-    name = urllib.parse.quote(url, safe="")
-    return os.path.join(paths.pipescache, name) if 0 < len(name) <= 255 else None
+    return fresh, "", changed
 
 
 def _read_cache(path: str, url: str) -> Tuple[Optional[PipeDocument], Optional[float],
                                               Optional[str]]:
     """(document, mtime, problem) of the cached copy; a copy of another URL is not used."""
     try:
-        data = read_bytes_nofollow(path, MAX_CACHE_BYTES)
+        data, mtime = pipecache.read(path)
+        if data is None:
+            return None, None, None
         doc = parse_document(data, url, MAX_CACHE_BYTES)
-    except FileNotFoundError:
-        return None, None, None
     except (OSError, StateError, PipeError) as e:
         return None, None, f"cached copy {path} is unusable: {_reason(e, url)}"
     cached_url = doc.body.get(CACHE_URL_KEY)
     if cached_url is not None and cached_url != url:
         return None, None, f"cached copy {path} is of another URL; waiting for a fetch"
-    return doc, mtime_or_none(path), None
+    return doc, mtime, None
 
 
-def _write_cache(path: str, doc: PipeDocument, url: str, now: float) -> None:
-    body = dict(doc.body)
-    body[CACHE_URL_KEY] = url
-    data = json.dumps(body, separators=(",", ":")).encode("ascii")
+def _write_cache(path: str, doc: PipeDocument, url: str, now: float) -> bool:
+    data = pipecache.encode(doc.body, url)
     if len(data) > MAX_CACHE_BYTES:
         raise PipeError(url, f"document is larger than {MAX_CACHE_BYTES} bytes once cached")
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    atomic_write(path, data, mtime=now)
-
-
-def _due(doc: PipeDocument, mtime: Optional[float], now: float) -> bool:
-    if mtime is None or doc.cache_seconds == 0 or mtime > now + CLOCK_SLACK_SECONDS:
-        return True
-    return mtime <= now - doc.cache_seconds
+    return pipecache.write(path, data, now)
 
 
 def _fallback(doc: Optional[PipeDocument]) -> str:
     if doc is not None:
         return "; still using the last good cached copy"
     return "; no usable cached copy, so this pipe gives no machinetypes"
-
-
-def _cache_seconds(value: Any, url: str) -> Tuple[float, Tuple[str, ...]]:
-    if value is None:
-        return DEFAULT_CACHE_SECONDS, ()
-    number = share_of(value)
-    if number is None:
-        return DEFAULT_CACHE_SECONDS, (f"{url}: cache_seconds {_show(value)} is not a "
-                                       f"non-negative number; using {DEFAULT_CACHE_SECONDS}",)
-    return min(number, MAX_CACHE_SECONDS), ()
 
 
 # ---- entries and values --------------------------------------------------------------------
@@ -463,31 +472,6 @@ def _bounded(notes: List[str], where: str) -> List[str]:
     return notes[:MAX_WARNINGS_PER_PIPE] + [f"{where}: {extra} more warnings not shown"]
 
 
-def _show(value: Any, width: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= width else text[:width] + "..."
-
-
 def _reason(e: Exception, url: str) -> str:
     text = str(e)
     return text[len(url) + 2:] if text.startswith(url + ": ") else text
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:200]
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _finite_float(text: str) -> float:
-    if len(text) > MAX_NUMBER_CHARS or not math.isfinite(float(text)):
-        raise ValueError(f"number {text[:MAX_NUMBER_CHARS]} is too long or not finite")
-    return float(text)
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise ValueError(f"number {text[:MAX_NUMBER_CHARS]}... is too long")
-    return int(text)

@@ -90,7 +90,10 @@ class PlanRecord:
     """What the last cycle (or refill) decided and met, as every reader sees it.
 
     counts: the /var/lib/vac/counts values (running machines, slots, running processors,
-    total processors, running HS06). machine_errors: slot -> {"machine", "count", "last"}.
+    total processors, running HS06) after the cycle's destroys and before its creations, as
+    the original wrote them. machine_errors: slot -> {"machine", "count", "last"}.
+    unmanaged: slot -> why its machine was left alone (its backend unavailable, or it could
+    not be observed); a tuple of slot names is accepted too.
     """
 
     time: float
@@ -99,7 +102,7 @@ class PlanRecord:
     config_error: Optional[str] = None
     errors: Tuple[str, ...] = ()
     machine_errors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    unmanaged: Tuple[str, ...] = ()
+    unmanaged: Mapping[str, str] = field(default_factory=dict)
     counts: Optional[Tuple[int, int, int, int, float]] = None
     notes: Tuple[str, ...] = ()
     version: int = VERSION
@@ -112,7 +115,9 @@ class PlanRecord:
                 "idle": {k: v.to_json() for k, v in sorted(self.idle.items())},
                 "config_state": self.config_state, "config_error": self.config_error,
                 "errors": list(self.errors), "cycle_errors": len(self.errors),
-                "machine_errors": dict(self.machine_errors), "unmanaged": list(self.unmanaged),
+                "machine_errors": dict(self.machine_errors),
+                "unmanaged": dict(self.unmanaged) if isinstance(self.unmanaged, Mapping)
+                else {str(u): "" for u in self.unmanaged},
                 "counts": list(self.counts) if self.counts is not None else None,
                 "notes": list(self.notes)}
 
@@ -151,8 +156,7 @@ def _record(data: Dict[str, Any]) -> PlanRecord:
         config_error=_str_or_none(data.get("config_error")),
         errors=tuple(str(e)[:2000] for e in errors[:1000]),
         machine_errors=_machine_errors(data.get("machine_errors")),
-        unmanaged=tuple(str(u) for u in data.get("unmanaged") or ()
-                        if isinstance(u, str))[:1000],
+        unmanaged=_unmanaged(data.get("unmanaged")),
         counts=_counts(counts), notes=tuple(str(n) for n in data.get("notes") or ()
                                             if isinstance(n, str))[:1000],
         version=data.get("version") if isinstance(data.get("version"), int) else 1)
@@ -164,6 +168,16 @@ def _machine_errors(value: Any) -> Dict[str, Dict[str, Any]]:
     return {str(slot): entry for slot, entry in value.items()
             if isinstance(entry, dict) and isinstance(entry.get("count"), int)
             and isinstance(entry.get("machine"), str)}
+
+
+def _unmanaged(value: Any) -> Dict[str, str]:
+    """slot -> why (a list of slot names in records written before the reasons were kept)."""
+    if isinstance(value, dict):
+        return {str(k)[:2000]: v[:2000] if isinstance(v, str) else ""
+                for k, v in list(value.items())[:1000]}
+    if isinstance(value, list):
+        return {u[:2000]: "" for u in value[:1000] if isinstance(u, str)}
+    return {}
 
 
 def _counts(value: Any) -> Optional[Tuple[int, int, int, int, float]]:

@@ -2,17 +2,19 @@
 """The factory cycle end to end on the fake backend: create, heartbeat, finish, back off."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 
 import pytest
 
+from vac import planfile
 from vac.backends.fake import FakeBackend
 from vac.config import load
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
 from vac.errors import ConfigError
-from vac.machine.directory import MachineDir, read_slot_record
+from vac.machine.directory import MachineDir, MachineState, read_slot_record
 
 BASE = """
 [settings]
@@ -155,17 +157,36 @@ def test_config_error_on_first_cycle_does_nothing(world):
     assert report.config_error and report.created == []
 
 
-def test_failed_creation_writes_factory_error_and_backs_off(world, paths):
+def test_failed_creation_writes_factory_error_and_backs_off(world, paths, caplog):
     world.write(extra_alpha="fake_create_error = image not found")
-    report = world.cycle()
-    assert report.created == [] and len(report.errors) == 4
+    with caplog.at_level(logging.INFO):
+        report = world.cycle()
+    # The first failure stops the machinetype's other creations of this cycle: one error,
+    # one log line, the failed machine finished at once (Failed, never Starting).
+    assert report.created == [] and len(report.errors) == 1
     assert "image not found" in open(paths.factory_error).read()
+    failed = world.dir(names(1)[0])
+    assert failed.disk_state() is MachineState.FAILED
+    assert failed.shutdown_message.startswith("700 Vac: creation failed")
+    assert report.reasons[names(1)[0]].kind == planfile.CREATION_FAILED
+    for name in names(4)[1:]:
+        assert world.dir(name) is None
+        assert report.reasons[name].kind == planfile.DEFERRED
+        assert report.idle[name] == ("creation of alpha deferred: fake f1-00.example.com: "
+                                     "image not found")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["alpha: creation failed: fake f1-00.example.com: image not found "
+                      "(3 more slots of alpha left idle this cycle)"]
+    assert "did not finish" not in caplog.text
+    record = planfile.read(paths.plan)
+    assert record.machine_errors[names(1)[0]]["count"] == 1
+    assert record.machine_errors[names(1)[0]]["machine"] == os.path.basename(failed.path)
     world.write()
-    report = world.cycle(advance=10)  # the failed machines finish with a 700 message
-    assert sorted(report.finished) == names(4)
-    assert world.dir(names(1)[0]).shutdown_message.startswith("700")
-    assert report.created == []  # backoff_seconds = 1000
+    report = world.cycle(advance=10)
+    assert report.finished == [] and report.created == []  # backoff_seconds = 1000
     assert any("backoff" in r for r in report.idle.values())
+    assert planfile.read(paths.plan).machine_errors[names(1)[0]]["count"] == 1
+    assert "did not finish" not in caplog.text
     report = world.cycle(advance=1100)
     assert sorted(report.created) == names(4)
     assert not os.path.exists(paths.factory_error)

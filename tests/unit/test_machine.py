@@ -46,7 +46,14 @@ def test_states_from_files(machine):
 
 def test_state_values_are_the_wire_strings():
     assert [s.value for s in MachineState] == ["Unknown", "Shut down", "Starting", "Running",
-                                              "Paused", "Zombie"]
+                                              "Paused", "Zombie", "Failed"]
+
+
+def test_a_machine_finished_without_starting_failed(machine):
+    """A failed creation is finished at once and never started: Failed, not Starting."""
+    assert machine.disk_state() == MachineState.STARTING
+    fsutil.touch(machine.file("finished"), 1700000100)
+    assert machine.disk_state() == MachineState.FAILED
 
 
 def test_typed_values(machine):

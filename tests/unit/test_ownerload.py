@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from vac import planfile
 from vac.backends.fake import FakeBackend
 from vac.config import load
 from vac.cycle import ownerload
@@ -166,8 +167,7 @@ class World:
             return json.load(f)
 
     def plan_idle(self) -> dict:
-        with open(self.read().settings.paths.plan) as f:
-            return json.load(f)["idle"]
+        return planfile.read(self.read().settings.paths.plan).idle_texts()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from vac import daemon
+from vac import daemon, planfile
 from vac.backends.fake import FakeBackend
 from vac.backends.libvirt.services import MetadataSupervisor, needs_metadata
 from vac.cycle.backendpool import BackendPool
@@ -200,7 +200,7 @@ def test_vacd_lives_while_libvirtd_is_unreachable_and_closes_the_service(tmp_pat
     assert len(seen) == 2 and seen[0] == seen[1] and seen[0][0][0] == "127.0.0.1"
     assert vacd.services.bound() == []                   # closed on exit
     assert "cycle failed" not in caplog.text
-    summary = json.load(open(tmp_path / "state" / "plan.json"))
-    assert set(summary["idle"]) == {"v1-00.example.com", "v1-01.example.com"}
-    for reason in summary["idle"].values():
+    summary = planfile.read(str(tmp_path / "state" / "plan.json"))
+    assert set(summary.idle) == {"v1-00.example.com", "v1-01.example.com"}
+    for reason in summary.idle_texts().values():
         assert "backend libvirt unavailable" in reason and "vm waiting" in reason

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from vac import planfile
 from vac.cycle import shares
 from vac.cycle.observed import Observed
 from vac.cycle.shares import Census, LastOutcome
@@ -243,23 +244,34 @@ def test_add_census_combines_local_and_remote(mts):
 
 def test_backoff_after_abort(mts):
     c = Census(last_abort_time=NOW - 50)
-    assert shares.ineligible_reason(mts["a"], c, NOW, None) == \
-        f"backoff of a until {int(NOW + 50)}"
+    reason = shares.ineligible_reason(mts["a"], c, NOW, None)
+    assert reason.text == f"backoff of a until {int(NOW + 50)}"
+    assert (reason.kind, reason.machinetype, reason.until, reason.factory) == \
+        (planfile.BACKOFF, "a", NOW + 50, None)
     assert shares.ineligible_reason(mts["a"], c, NOW + 51, None) is None
 
 
 def test_backoff_extends_by_fizzle_while_any_machine_is_before_fizzle(mts):
     c = Census(last_abort_time=NOW - 150, num_before_fizzle=1)
     assert shares.embargo_until(mts["a"], c) == NOW - 150 + 100 + 600
-    assert "backoff of a" in shares.ineligible_reason(mts["a"], c, NOW, None)
+    assert "backoff of a" in shares.ineligible_reason(mts["a"], c, NOW, None).text
     assert shares.ineligible_reason(mts["a"], c, NOW + 551, None) is None
 
 
 def test_zero_share_and_late_min_wallclock_are_ineligible(mts):
-    assert "no target_share" in shares.ineligible_reason(mts["z"], Census(), NOW, None)
+    none = shares.ineligible_reason(mts["z"], Census(), NOW, None)
+    assert "no target_share" in none.text and none.kind == planfile.NO_SHARE
     late = int(NOW + 86400)
-    assert "shutdown_time" in shares.ineligible_reason(mts["a"], Census(), NOW, late)
+    wall = shares.ineligible_reason(mts["a"], Census(), NOW, late)
+    assert "shutdown_time" in wall.text and wall.kind == planfile.MIN_WALLCLOCK
     assert shares.ineligible_reason(mts["a"], Census(), NOW, late + 1) is None
+
+
+def test_a_backoff_caused_elsewhere_names_the_factory(mts):
+    c = Census(last_abort_time=NOW - 50, last_abort_factory="f3.example.com")
+    reason = shares.ineligible_reason(mts["a"], c, NOW, None)
+    assert reason.factory == "f3.example.com" and reason.until == NOW + 50
+    assert reason.text.startswith(f"backoff of a until {int(NOW + 50)}: abort on f3 at ")
 
 
 def test_order_favours_starved_group_then_own_score(mts):
@@ -296,7 +308,7 @@ def test_ended_machine_leaves_census_and_records_abort(mts):
     book.ended("a", (1.0, 1, True), NOW)
     c = book.census("a")
     assert c.running_hs06 == 2.0 and c.num_before_fizzle == 0 and c.last_abort_time == NOW
-    assert "backoff of a" in book.ordered(NOW + 1, None)[1][0]
+    assert "backoff of a" in book.ordered(NOW + 1, None)[1][0].text
 
 
 # Superslots (§3.9) ------------------------------------------------------------------------

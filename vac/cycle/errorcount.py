@@ -4,14 +4,13 @@
 A machine's count grows by one each cycle in which some step of it failed (observation,
 heartbeat, destroy, finishing, creation, expiry) and starts again at zero when its slot holds
 another machine. The counts survive a restart of vacd: they are carried in the cycle summary
-(the `plan` file) and read back from it by the first cycle.
+(plan.json) and read back from it by the first cycle.
 """
 from __future__ import annotations
 
-import json
 from typing import Dict, Mapping, Optional
 
-from vac import fsutil
+from vac import planfile
 
 MAX_TEXT = 500   # characters kept of the last error
 
@@ -47,15 +46,8 @@ class MachineErrors:
 
 
 def _previous(plan_file: str) -> Dict[str, Dict]:
-    """The counts the last cycle wrote, or none if the file is missing or malformed."""
-    text = fsutil.read_optional(plan_file, 16 * 1024 * 1024)
-    try:
-        summary = json.loads(text) if text else {}
-    except ValueError:
+    """The counts the last cycle wrote (through planfile.read), none if there is no record."""
+    record = planfile.read(plan_file)
+    if record is None:
         return {}
-    counts = summary.get("machine_errors") if isinstance(summary, dict) else None
-    if not isinstance(counts, dict):
-        return {}
-    return {slot: entry for slot, entry in counts.items()
-            if isinstance(entry, dict) and isinstance(entry.get("count"), int)
-            and isinstance(entry.get("machine"), str)}
+    return {slot: dict(entry) for slot, entry in record.machine_errors.items()}

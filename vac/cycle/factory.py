@@ -1,69 +1,82 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""One factory cycle: observe the slots, plan (pure), then act on the plan.
+"""One factory cycle: observe the slots, plan (pure), then act on the plan, and record it.
 
 Before planning, every available backend prepares the host once (the libvirt NAT network); a
 backend whose preparation fails is treated like an unavailable one: its machinetypes wait this
 cycle. Then the `after_prepare` hook runs (vacd's metadata service,
 vac.backends.libvirt.services), so servers stay out of the Factory.
 
-A config error does not stop the factory from managing what runs: the last good config is
-used for heartbeats, finishing and destroys, and nothing new is created.
+A configuration that is rejected or missing never stops the cycle (vac.cycle.configstate):
+the machines that run are managed with the last good configuration, or with what the state
+directory says when there never was one, and nothing is created; factory-error says why
+while it lasts and is removed when the file is good again. The factory always has a backend
+pool once its first cycle has begun, whatever the configuration.
+
+Every cycle and every refill ends with one record (vac.planfile.PlanRecord, plan.json): each
+idle slot's reason as data, the configuration's state, the errors, each machine's error
+count, the unmanaged slots, the notes, and the counts after the cycle's destroys (before its
+creations), which is also what the `counts` file says, as the original wrote it.
+
+A failed creation is finished at once (its machine shows Failed, its slot is idle with the
+reason); the machinetype's remaining creations of that cycle wait for the next one, and the
+log gets one line per machinetype for it.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import random
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from vac import fsutil
+from vac import fsutil, planfile
 from vac.accounting import percycle
-from vac.accounting.records import Settled
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
 from vac.cycle import housekeeping, planner, shares
 from vac.cycle import refill as refilling
 from vac.cycle.backendpool import BackendPool
+from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
-from vac.cycle.errorcount import MachineErrors
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
 from vac.cycle.parallel import run_grouped
-from vac.errors import ConfigError, VacError
+from vac.cycle.record import Recorder
+from vac.cycle.report import CycleReport, acted, log_failures, merge
+from vac.errors import VacError
 from vac.faults import crash_point
 from vac.host import facts as hostinfo
 from vac.machine import mjf
+from vac.machine.directory import MachineDir
 from vac.machine.slots import Slot, make_slots
+from vac.paths import Paths
+from vac.planfile import IdleReason
 
 log = logging.getLogger(__name__)
 
-NO_MACHINETYPES = "no machinetypes configured"  # the planner's idle reason
+NO_MACHINETYPES = planner.gate.NO_MACHINETYPES  # the planner's idle reason
 SAME_SECOND = "previous machine ended within its first second"  # refilled a second later
 
 
-@dataclass
-class CycleReport:
-    """What one cycle did; returned for tests, logs and `vac slots`."""
+@dataclass(frozen=True)
+class _Last:
+    """What a refill plans from: the last cycle's configuration, waiting backends, view."""
 
-    created: List[str] = field(default_factory=list)
-    finished: List[str] = field(default_factory=list)
-    destroyed: List[str] = field(default_factory=list)
-    zombies: List[str] = field(default_factory=list)
-    errors: List[str] = field(default_factory=list)
-    idle: Dict[str, str] = field(default_factory=dict)
-    config_error: Optional[str] = None
-    machine_errors: Dict[str, str] = field(default_factory=dict)  # slot -> this cycle's error
-    accounting: Optional[Settled] = None  # APEL records written this cycle
+    loaded: Loaded
+    waiting: Dict[str, str]
+    seen: Observation
 
 
 class Factory:
-    """Runs cycles. Dependencies are arguments: config loader, backends, clock, load, rng."""
+    """Runs cycles. Dependencies are arguments: config loader, backends, clock, load, rng.
+
+    `state_dir` is where to look after running machines while no configuration was ever
+    accepted (default: the pool's, else /var/lib/vac); `host` the host facts for that case."""
 
     def __init__(self, load_config: Callable[[], Config], pool: Optional[BackendPool] = None,
                  clock: Callable[[], float] = time.time,
@@ -71,7 +84,8 @@ class Factory:
                  rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
                  after_prepare: Optional[Callable[[Config], List[str]]] = None,
                  space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None,
-                 owner_load: Optional[OwnerLoad] = None):
+                 owner_load: Optional[OwnerLoad] = None, state_dir: Optional[str] = None,
+                 host: Optional[hostinfo.HostFacts] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
         self.space_census = space_census  # (config, local census, now) -> the space's
@@ -81,19 +95,25 @@ class Factory:
         self.rng = rng or random.Random()
         self.fetcher = fetcher
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
-        self.config: Optional[Config] = None
+        fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
+                                 else Paths().state_dir)
+        self.keeper = ConfigKeeper(load_config, fallback, host)
         self.started = clock()
-        self.errors = MachineErrors()
+        self.recorder = Recorder()
         self._swept_once = False
         self._remote: Dict[str, shares.Census] = {}   # the other factories' census
-        self._last: Optional[Tuple[Config, Config, Observation]] = None
+        self._last: Optional[_Last] = None
         self._dirty: Set[str] = set()   # slots acted on since they were last observed
+
+    @property
+    def config(self) -> Optional[Config]:
+        """The last configuration accepted (None until one is)."""
+        return self.keeper.last_good
 
     def run_cycle(self) -> CycleReport:
         report = CycleReport()
-        config, creation_allowed = self._refresh_config(report)
-        if config is None:
-            return report
+        loaded = self._refresh_config(report)
+        config = loaded.config
         paths = config.settings.paths
         paths.ensure()
         now = self.clock()
@@ -105,42 +125,45 @@ class Factory:
             self._machine_failed(report, name, "observation", problem)
         self._adopt(seen, report)
         # Probes every configured machinetype's backend, so zombies are looked for there too.
-        unprepared = self._prepare_hosts(config)
-        if self.after_prepare is not None:
+        waiting = self._waiting(config, self._prepare_hosts(config))
+        if self.after_prepare is not None and loaded.own:
             report.errors.extend(self.after_prepare(config))
-        creatable, waiting = self._creatable(config if creation_allowed
-                                             else _no_creation(config), unprepared)
-        self._kill_zombies(config, seen, report)
+        if loaded.own:   # from the state directory alone, nothing is taken for a zombie
+            self._kill_zombies(config, seen, report)
         self._release_leftovers(seen, report)
-        census = self._census(config, seen, now)
+        census = self._census(config, seen, now, fresh=loaded.own)
         yield_state, owner = self.owner_load.measure(config, seen, now)
-        plan = planner.plan(creatable, seen.observed, census, load=max(self.loadavg()),
+        plan = planner.plan(config, seen.observed, census, load=max(self.loadavg()),
                             now=now, daemon_started=self.started, rng=self.rng,
-                            yield_state=yield_state, owner=owner)
+                            yield_state=yield_state, owner=owner, waiting=waiting,
+                            blocked=loaded.reason())
         self.owner_load.keep(config, plan.yield_state)   # before a yield's destroy
         self._apply(config, plan, seen, slots, now, report)
-        self._last, self._dirty = (config, creatable, seen), _acted(report)
+        self._last, self._dirty = _Last(loaded, waiting, seen), acted(report)
         self._settle(config, now, report)
-        guard = functools.partial(self._guarded, report)
-        housekeeping.expire(config, seen, now, guard)
+        if loaded.own:   # machinetypes' machines_dir_days are not known otherwise
+            housekeeping.expire(config, seen, now, functools.partial(self._guarded, report))
         housekeeping.sweep(config, seen, now, everything=not self._swept_once)
         self._swept_once = True
-        self._write_summary(config, seen, plan, report, now, waiting)
-        percycle.monitor_cycle(config, now)  # VacMon, version logger, GOCDB: never raises
+        self.recorder.write(loaded, seen, plan, report, now)
+        if loaded.own:
+            percycle.monitor_cycle(config, now)  # VacMon, version logger, GOCDB: never raises
         return report
 
     def refill(self, names: Iterable[str]) -> Optional[CycleReport]:
         """A machine ended (its backend's watcher said so): finish it and fill its slot now,
         without a full cycle. Only the named slots (and those acted on since they were last
         observed) are observed again; everything else is as the last cycle saw it, and only
-        the named slots are acted on. None if no cycle has run yet."""
+        the named slots are acted on. The record is written again: the named slots' reasons
+        and the refill's errors replace or join the last cycle's. None if no cycle has run."""
         if self._last is None:
             return None
-        config, creatable, last = self._last
+        loaded, waiting, last = self._last.loaded, self._last.waiting, self._last.seen
+        config = loaded.config
         names = set(names) & {o.slot.name for o in last.observed}
         if not names:
             return None
-        report = CycleReport()
+        report = CycleReport(config_error=loaded.error, config_state=loaded.state)
         now = self.clock()
         slots = tuple(o.slot for o in last.observed if o.slot.name in names | self._dirty)
         fresh = observe(config, slots, self.pool)
@@ -148,14 +171,16 @@ class Factory:
             self._machine_failed(report, name, "observation", problem)
         seen = refilling.merge(last, fresh)
         census = self._census(config, seen, now, fresh=False)
-        plan = planner.plan(creatable, refilling.hide_other_free_slots(seen.observed, names),
+        plan = planner.plan(config, refilling.hide_other_free_slots(seen.observed, names),
                             census, load=max(self.loadavg()), now=now,
                             daemon_started=self.started, rng=self.rng,
-                            yield_state=self.owner_load.state)
+                            yield_state=self.owner_load.state, waiting=waiting,
+                            blocked=loaded.reason())
         plan = refilling.restrict(plan, names)
         self._apply(config, plan, seen, tuple(o.slot for o in seen.observed), now, report)
-        self._last, self._dirty = (config, creatable, seen), _acted(report)
+        self._last, self._dirty = _Last(loaded, waiting, seen), acted(report)
         self._settle(config, now, report)
+        self.recorder.write(loaded, seen, plan, report, now, refilled=names)
         return report
 
     def _settle(self, config: Config, now: float, report: CycleReport) -> None:
@@ -189,21 +214,15 @@ class Factory:
 
     # Configuration ----------------------------------------------------------------------
 
-    def _refresh_config(self, report: CycleReport) -> Tuple[Optional[Config], bool]:
-        try:
-            config = self.load_config()
-        except ConfigError as e:
-            report.config_error = str(e)
-            log.error("configuration rejected, no machines will be created: %s", e)
-            return self.config, False
-        for warning in config.warnings:
-            log.warning("%s", warning)
-        self.config = config
+    def _refresh_config(self, report: CycleReport) -> Loaded:
+        """This cycle's configuration (vac.cycle.configstate), and the pool set up for it."""
+        loaded = self.keeper.refresh()
+        report.config_error, report.config_state = loaded.error, loaded.state
         if self.pool is None:
-            self.pool = BackendPool(config.settings)
+            self.pool = BackendPool(loaded.config.settings)
         else:
-            self.pool.reconfigure(config.settings)
-        return config, True
+            self.pool.reconfigure(loaded.config.settings)
+        return loaded
 
     # Observation helpers ----------------------------------------------------------------
 
@@ -249,27 +268,17 @@ class Factory:
                 log.warning("backend %s unavailable this cycle: %s", name, failed[name])
         return failed
 
-    def _creatable(self, config: Config,
-                   unprepared: Optional[Dict[str, str]] = None) -> Tuple[Config, str]:
-        """The config the planner creates from: machinetypes whose backend is unavailable this
-        cycle, or could not prepare the host, wait (no failed creation, no backoff), and the
-        text saying why."""
-        held: Dict[str, List[str]] = {}   # "backend B unavailable: why" -> machinetypes
-        unprepared = unprepared or {}
+    def _waiting(self, config: Config, unprepared: Dict[str, str]) -> Dict[str, str]:
+        """Machinetypes whose backend is unavailable this cycle, or could not prepare the
+        host: they wait (no failed creation, no backoff). machinetype -> why."""
+        waiting = {}
         for mt in config.machinetypes.values():
             probe = self.pool.available_for_model(mt.machine_model)
             backend = _backend_name(mt)
             reason = probe.reason if not probe.available else unprepared.get(backend)
             if not probe.available or reason:
-                why = f"backend {backend} unavailable: {reason or 'no reason'}"
-                held.setdefault(why, []).append(mt.name)
-        if not held:
-            return config, ""
-        waiting = {name for names in held.values() for name in names}
-        kept = {name: mt for name, mt in config.machinetypes.items() if name not in waiting}
-        text = "; ".join(f"{why} ({', '.join(sorted(names))} waiting)"
-                         for why, names in sorted(held.items()))
-        return dataclasses.replace(config, machinetypes=kept), text
+                waiting[mt.name] = f"backend {backend} unavailable: {reason or 'no reason'}"
+        return waiting
 
     def _census(self, config: Config, seen: Observation, now: float,
                 fresh: bool = True) -> Dict[str, shares.Census]:
@@ -354,17 +363,31 @@ class Factory:
                     report: CycleReport) -> None:
         """Run the plan's creations, up to each backend's parallel_creations at once. Each
         creation reports into a report of its own, merged in plan order afterwards, so the
-        outcome does not depend on which finished first."""
+        outcome does not depend on which finished first. After a machinetype's first failed
+        creation, its creations not begun yet are deferred to the next cycle."""
         own = {c.slot.name: CycleReport() for c in creates}
+        failed: Dict[str, str] = {}   # machinetype -> its first failure's error
+        lock = threading.Lock()
 
         def one(create) -> None:
             mine = own[create.slot.name]
+            with lock:
+                cause = failed.get(create.machinetype)
+            if cause is not None:
+                mine.reasons[create.slot.name] = IdleReason(
+                    planfile.DEFERRED, f"creation of {create.machinetype} deferred: {cause}",
+                    machinetype=create.machinetype)
+                return
             self._guarded(mine, create.slot.name, "creation", self._create, config,
                           by_name[create.slot.name], create, mine)
+            if create.slot.name in mine.failed:
+                with lock:
+                    failed.setdefault(create.machinetype, mine.failed[create.slot.name][1])
 
         run_grouped(creates, lambda c: self._parallel(config, c.machinetype), one)
         for create in creates:
-            _merge(report, own[create.slot.name])
+            merge(report, own[create.slot.name])
+        log_failures(creates, report)
 
     def _parallel(self, config: Config, machinetype: str) -> Tuple[str, int]:
         """(backend name, how many creations it takes at once) of a machinetype."""
@@ -382,29 +405,43 @@ class Factory:
         if os.path.lexists(paths.machine_dir(int(now), machinetype.name, slot.name)):
             # Directory names have one-second resolution: the slot's previous machine began
             # and ended within this second. Refill the slot next cycle, not over its record.
-            report.idle[slot.name] = SAME_SECOND
+            report.reasons[slot.name] = IdleReason(planfile.SAME_SECOND, SAME_SECOND)
             return
+        backend = None
         try:
             backend = self.pool.for_model(machinetype.machine_model)
             shutdown_time = action.shutdown_time
             if config.settings.shutdown_time is not None:
                 shutdown_time = min(shutdown_time, config.settings.shutdown_time)
-            create_machine(config.settings, machinetype, slot, action.processors,
-                           shutdown_time, backend, now, fetcher=self.fetcher)
+            created = create_machine(config.settings, machinetype, slot, action.processors,
+                                     shutdown_time, backend, now, fetcher=self.fetcher)
         except VacError as e:
-            message = f"{slot.name} ({machinetype.name}) creation fails with: {e}"
-            log.error("%s", message)
-            fsutil.atomic_write(paths.factory_error, message + "\n")
-            report.errors.append(message)
-            report.machine_errors[slot.name] = message
+            self._creation_failed(config, machinetype, slot, str(e), backend, now, report)
             return
         log.info("%s created (%s, %d processors)", slot.name, machinetype.name,
                  action.processors)
         report.created.append(slot.name)
-        try:
-            os.unlink(paths.factory_error)
-        except FileNotFoundError:
-            pass
+        report.machines[slot.name] = os.path.basename(created.directory.path)
+
+    def _creation_failed(self, config: Config, machinetype: MachineType, slot: Slot,
+                         error: str, backend, now: float, report: CycleReport) -> None:
+        """Count the failure, and finish the machine now: it shows Failed, its slot is idle
+        with the reason, and its 700 message backs the machinetype off as an abort."""
+        message = f"{slot.name} ({machinetype.name}) creation fails with: {error}"
+        report.errors.append(message)
+        report.machine_errors[slot.name] = message
+        report.failed[slot.name] = (machinetype.name, error)
+        report.reasons[slot.name] = IdleReason(
+            planfile.CREATION_FAILED, f"{machinetype.name}: creation failed: {error}",
+            machinetype=machinetype.name)
+        paths = config.settings.paths
+        directory = MachineDir.for_slot(paths, slot.name)
+        if directory is None or directory.finished is not None or \
+                directory.created != int(now):
+            return   # the creation failed before its directory was made
+        report.machines[slot.name] = os.path.basename(directory.path)
+        self._guarded(report, slot.name, "finishing the failed creation", finish_machine,
+                      paths, directory, machinetype, backend, now)
 
     # Housekeeping ---------------------------------------------------------------------
 
@@ -421,47 +458,6 @@ class Factory:
         if adopted:
             seen.observed = [dataclasses.replace(o, started=adopted[o.slot.name])
                              if o.slot.name in adopted else o for o in seen.observed]
-
-    def _write_summary(self, config: Config, seen: Observation, plan, report: CycleReport,
-                       now: float, waiting: str = "") -> None:
-        paths = config.settings.paths
-        running = [o for o in seen.observed if o.machinetype and not o.finished
-                   and o.state.value == "Running"]
-        procs = sum(o.processors for o in running)
-        hs06 = sum(o.hs06 or float(o.processors) for o in running)
-        fsutil.atomic_write(paths.counts, f"{len(running)} {len(seen.observed)} {procs} "
-                                          f"{config.settings.total_processors} {hs06:.2f}")
-        deferred = dict(report.idle)
-        report.idle = {slot.name: reason for slot, reason in plan.idle}
-        if report.config_error is None and not config.machinetypes:
-            report.idle = {k: NO_MACHINETYPES for k in report.idle}
-        elif waiting:
-            report.idle = {k: waiting if r == NO_MACHINETYPES else f"{r}; {waiting}"
-                           for k, r in report.idle.items()}
-        report.idle.update(deferred)
-        if report.config_error is not None:
-            report.idle = {k: f"configuration rejected: {report.config_error}"
-                           for k in report.idle}
-        machines = {name: os.path.basename(d.path) for name, d in seen.directories.items()}
-        counts = self.errors.update(paths.plan, machines, report.machine_errors)
-        summary = {"time": int(now), "idle": report.idle, "unmanaged": seen.unmanaged,
-                   "config_error": report.config_error, "errors": report.errors,
-                   "cycle_errors": len(report.errors), "machine_errors": counts}
-        fsutil.atomic_write(paths.plan, json.dumps(summary, sort_keys=True, indent=1,
-                                                   allow_nan=False))
-
-
-def _acted(report: CycleReport) -> Set[str]:
-    """The slots a cycle or refill changed: their observation is stale from now on."""
-    return set(report.created) | set(report.finished) | set(report.destroyed) | \
-        set(report.zombies) | set(report.machine_errors)
-
-
-def _merge(report: CycleReport, part: CycleReport) -> None:
-    report.created += part.created
-    report.errors += part.errors
-    report.idle.update(part.idle)
-    report.machine_errors.update(part.machine_errors)
 
 
 def _mark_started(directory) -> bool:
@@ -488,9 +484,3 @@ def _backend_name(mt: MachineType) -> str:
         return backend_for_model(mt.machine_model)
     except VacError:
         return mt.machine_model
-
-
-def _no_creation(config: Config) -> Config:
-    """The same config with draining on: the planner then creates nothing."""
-    return dataclasses.replace(config, settings=dataclasses.replace(config.settings,
-                                                                    draining=True))

@@ -70,7 +70,7 @@ def _observe_slot(config: Config, slot: Slot, pool: BackendPool, result: Observa
     result.models[slot.name] = record.model
     state = directory.disk_state()
     status = None
-    if state != MachineState.SHUTDOWN:
+    if state not in (MachineState.SHUTDOWN, MachineState.FAILED):
         status, why = _backend_status(pool, record.model, directory)
         if why:
             result.unmanaged[slot.name] = why

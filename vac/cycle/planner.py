@@ -8,7 +8,13 @@ finished. Every slot that ends up empty may be refilled in the same cycle: as ma
 as the creation gate (§3.6) allows, up to settings.max_creations_per_cycle, each chosen by
 target shares, backoff/fizzle (§3.7, §3.8) and superslots (§3.9), the gate re-checked after
 each one with the planned machines counted as running. Every free slot left empty gets the
-reason why. The factory applies the plan; nothing here touches a file, a backend or a clock.
+reason why, as data (vac.planfile.IdleReason: kind, machinetype, until, factory, text).
+
+What blocks creation from outside comes in as arguments, never as a doctored Config:
+`waiting` (machinetypes whose backend is unavailable this cycle: they take no part in the
+shares and their slots say why) and `blocked` (the configuration is rejected or missing:
+nothing is created, every free slot gives that reason). The factory applies the plan;
+nothing here touches a file, a backend or a clock.
 """
 from __future__ import annotations
 
@@ -18,8 +24,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
+from vac import planfile
 from vac.config.model import Config, MachineType, Settings
-from vac.cycle import yielding
+from vac.cycle import gate, yielding
 from vac.cycle.observed import Observed
 from vac.cycle.shares import (
     Census,
@@ -32,6 +39,7 @@ from vac.cycle.shares import (
 )
 from vac.machine.directory import MachineState
 from vac.machine.slots import Slot
+from vac.planfile import IdleReason
 
 HEARTBEAT_NOT_CREATED = "700 Heartbeat file not created"
 HEARTBEAT_NOT_UPDATED = "700 Heartbeat file not updated"
@@ -91,10 +99,15 @@ class Create:
 
 @dataclass(frozen=True)
 class Idle:
-    """A free slot left empty this cycle, and exactly why. Unpacks as (slot, reason)."""
+    """A free slot left empty this cycle, and exactly why (`why`, the data). `reason` is its
+    text for people; unpacks as (slot, reason text)."""
 
     slot: Slot
-    reason: str
+    why: IdleReason
+
+    @property
+    def reason(self) -> str:
+        return self.why.text
 
     def __iter__(self) -> Iterator:
         return iter((self.slot, self.reason))
@@ -102,7 +115,10 @@ class Idle:
 
 @dataclass(frozen=True)
 class Counts:
-    """The /var/lib/vac/counts values after this cycle's destroys (before its creations)."""
+    """The /var/lib/vac/counts values after this cycle's destroys, before its creations: the
+    machines that run on after the slot scan, as the original wrote them (its step 12, after
+    the scan that kills what is past its time, before the creation gate). The factory writes
+    these, in `counts` and in plan.json."""
 
     running_machines: int = 0
     slots: int = 0
@@ -120,7 +136,8 @@ class Plan:
     """Everything one cycle will do, in the order the factory applies it.
 
     Destroyed machines are not listed in `finishes`: the factory finishes each machine it
-    did destroy. `notes` are log lines about backoff.
+    did destroy. `notes` say, per machinetype with a recent abort, its machines before fizzle
+    and when it may restart (they go into plan.json).
     """
 
     heartbeats: Tuple[Heartbeat, ...] = ()
@@ -135,8 +152,12 @@ class Plan:
     yield_state: Optional[yielding.YieldState] = None   # opportunistic mode's, to keep
 
     def idle_reasons(self) -> Dict[str, str]:
-        """Machine name of each idle slot -> why it stays empty."""
+        """Machine name of each idle slot -> why it stays empty (the text)."""
         return {i.slot.name: i.reason for i in self.idle}
+
+    def idle_data(self) -> Dict[str, IdleReason]:
+        """Machine name of each idle slot -> why it stays empty (the data)."""
+        return {i.slot.name: i.why for i in self.idle}
 
 
 @dataclass
@@ -186,20 +207,27 @@ class _Scan:
 def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Census], *,
          load: float, now: float, daemon_started: float, rng: random.Random,
          yield_state: Optional[yielding.YieldState] = None,
-         owner: Optional[yielding.Sample] = None) -> Plan:
+         owner: Optional[yielding.Sample] = None,
+         waiting: Optional[Mapping[str, str]] = None,
+         blocked: Optional[IdleReason] = None) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
     grace period; `rng` breaks ties between equally starved machinetypes. `yield_state` and
     `owner` (this cycle's sample, None in a refill) are opportunistic mode's (vac.cycle.yielding).
+    `waiting`: machinetype -> why its backend cannot take machines this cycle ("backend docker
+    unavailable: ..."); `blocked`: why nothing at all may be created (configuration rejected).
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
     verdict = _yield(settings, scan, yield_state, owner, now)
-    book = Shares(config.machinetypes, census, rng, settings.hs06_per_processor)
+    held = gate.waiting_reasons(waiting or {})
+    creatable = {n: mt for n, mt in config.machinetypes.items() if n not in (waiting or {})}
+    book = Shares(creatable, census, rng, settings.hs06_per_processor)
     for name, part, abort_time in scan.ended:
         book.ended(name, part, abort_time)
-    creates, idle = _fill(config, scan, book, load, now, verdict.hold)
+    hold = blocked or gate.yield_hold(verdict)
+    creates, idle = _fill(config, scan, book, load, now, hold, held)
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
     return Plan(heartbeats=tuple(scan.heartbeats), lower_shutdown=tuple(scan.lowers),
@@ -331,29 +359,32 @@ def _insert_free(scan: _Scan, slot: Slot) -> None:
 
 # Creation (§3.6, §3.9) ---------------------------------------------------------------------
 
-def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
-          now: float, hold: str = "") -> Tuple[List[Create], List[Idle]]:
-    """Create in the lowest free slots while the gate, the cap and the shares allow."""
+def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
+          hold: Optional[IdleReason] = None,
+          held: Sequence[IdleReason] = ()) -> Tuple[List[Create], List[Idle]]:
+    """Create in the lowest free slots while the gate, the cap and the shares allow.
+
+    `hold` stops all creation first (configuration, yielding); `held` are the machinetypes
+    waiting for their backend, added to whatever else keeps a slot empty."""
     settings = config.settings
     per = settings.processors_per_superslot
     running = scan.processors
     superslots = dict(scan.superslots)
     incomplete = sorted(t for t, n in superslots.items() if n % per) if per > 1 else []
     creates: List[Create] = []
-    reason = ""
+    reason: Optional[IdleReason] = None
     for slot in scan.free:
-        # The load average cannot see the machines started this cycle yet: each is taken to
-        # add its processors to the reading, so the gate sees its own starts.
-        reason = _gate(settings, load, running, now, started=running - scan.processors) or hold
-        if not reason and len(creates) >= settings.max_creations_per_cycle:
-            reason = f"max_creations_per_cycle reached ({settings.max_creations_per_cycle})"
-        if not reason:
+        reason = gate.creation_stop(settings, hold, load, running, now, scan.processors,
+                                len(creates))
+        if reason is None:
             ordered, why = shares.ordered(now, settings.shutdown_time)
-            reason = "" if ordered else _none_eligible(config, why)
-        if not reason:
-            choice, reason = choose(ordered, ((t, superslots[t]) for t in incomplete),
-                                    settings.total_processors - running, per, now)
-        if reason:
+            reason = None if ordered else gate.none_eligible(config, why, held)
+        if reason is None:
+            choice, nothing = choose(ordered, ((t, superslots[t]) for t in incomplete),
+                                     settings.total_processors - running, per, now)
+            reason = IdleReason(planfile.NO_ROOM, nothing) if nothing else None
+        if reason is not None:
+            reason = gate.with_held(reason, held)
             break
         creates.append(Create(slot, choice.machinetype.name, choice.processors,
                               choice.shutdown_time))
@@ -362,7 +393,7 @@ def _fill(config: Config, scan: _Scan, shares: Shares, load: float,
         if per > 1:
             _add_to_superslot(superslots, incomplete, choice.shutdown_time, choice.processors,
                               per)
-    idle = [Idle(slot, reason) for slot in scan.free[len(creates):]]
+    idle = [Idle(slot, reason) for slot in scan.free[len(creates):] if reason is not None]
     return creates, idle
 
 
@@ -375,40 +406,6 @@ def _add_to_superslot(superslots: Dict[int, int], incomplete: List[int], when: i
         incomplete.remove(when)
     elif now_incomplete and not was:
         bisect.insort(incomplete, when)
-
-
-def _gate(settings: Settings, measured: float, running: int, now: float,
-          started: int = 0) -> str:
-    """Why no (further) machine may be created, or "" (§3.6, in the original's order).
-
-    The load is the measured load average plus the processors started since it was read.
-    """
-    over = settings.overload_per_processor
-    load = measured + started
-    shown = f"{load:.2f}" + (f" ({measured:.2f} + {started} started this cycle)"
-                             if started else "")
-    if running > 4 and load > over * running:
-        return (f"overload: load {shown} > overload_per_processor {over:g} x {running} "
-                "running processors")
-    if load > over * settings.host_processors:
-        return (f"overload: load {shown} > overload_per_processor {over:g} x "
-                f"{settings.host_processors} processors")
-    if settings.shutdown_time is not None and now > settings.shutdown_time:
-        return f"after shutdown_time {settings.shutdown_time}"
-    if settings.draining:
-        return "draining"
-    if running >= settings.total_processors:
-        return (f"total_processors limit: {running} of {settings.total_processors} "
-                "processors in use")
-    return ""
-
-
-def _none_eligible(config: Config, reasons: List[str]) -> str:
-    if not config.machinetypes:
-        return "no machinetypes configured"
-    if not reasons:
-        return "no machinetype has a share"
-    return "; ".join(reasons)
 
 
 # Expiry of machine directories (§4.3) -----------------------------------------------------

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from vac import planfile
 from vac.config.model import MachineType
 from vac.machine.directory import MachineState
+from vac.planfile import IdleReason
 
 if TYPE_CHECKING:
     from vac.cycle.observed import Observed
@@ -297,20 +299,32 @@ def embargo_until(mt: MachineType, census: Census) -> Optional[float]:
 
 
 def ineligible_reason(mt: MachineType, census: Census, now: float,
-                      shutdown_time: Optional[int]) -> Optional[str]:
+                      shutdown_time: Optional[int]) -> Optional[IdleReason]:
     """Why mt may not be started now (§3.7 step 3), or None if it may."""
     if mt.target_share <= 0:
-        return f"{mt.name} has no target_share"
+        return IdleReason(planfile.NO_SHARE, f"{mt.name} has no target_share",
+                          machinetype=mt.name)
     if shutdown_time is not None and now + mt.min_wallclock_seconds >= shutdown_time:
-        return (f"{mt.name}: min_wallclock_seconds {mt.min_wallclock_seconds} would end after "
-                f"shutdown_time {shutdown_time}")
+        return IdleReason(planfile.MIN_WALLCLOCK,
+                          f"{mt.name}: min_wallclock_seconds {mt.min_wallclock_seconds} would "
+                          f"end after shutdown_time {shutdown_time}", machinetype=mt.name,
+                          until=float(shutdown_time))
     until = embargo_until(mt, census)
     if until is not None and now <= until:
-        where = census.last_abort_factory
-        return f"backoff of {mt.name} until {math.ceil(until)}" + (
-            f": abort on {where.split('.')[0]} at "
-            f"{time.strftime('%H:%M', time.localtime(census.last_abort_time))}" if where else "")
+        return backoff_reason(mt.name, math.ceil(until), census.last_abort_factory,
+                              census.last_abort_time)
     return None
+
+
+def backoff_reason(machinetype: str, until: int, factory: Optional[str],
+                   abort_time: Optional[float]) -> IdleReason:
+    """A backoff as an idle reason: until when, and the factory whose abort caused it."""
+    text = f"backoff of {machinetype} until {until}"
+    if factory and abort_time is not None:
+        text += (f": abort on {factory.split('.')[0]} at "
+                 f"{time.strftime('%H:%M', time.localtime(abort_time))}")
+    return IdleReason(planfile.BACKOFF, text, machinetype=machinetype, until=float(until),
+                      factory=factory)
 
 
 class Shares:
@@ -353,7 +367,7 @@ class Shares:
         return self._group_score[self._by_name[name].machinegroup], self._score[name]
 
     def ordered(self, now: float,
-                shutdown_time: Optional[int]) -> Tuple[List[MachineType], List[str]]:
+                shutdown_time: Optional[int]) -> Tuple[List[MachineType], List[IdleReason]]:
         """Eligible machinetypes, most starved first, and why each of the others is not."""
         eligible, reasons = [], []
         for mt in self._types:

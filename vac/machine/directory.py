@@ -46,6 +46,7 @@ class MachineState(str, enum.Enum):
     RUNNING = "Running"
     PAUSED = "Paused"
     ZOMBIE = "Zombie"
+    FAILED = "Failed"     # its creation failed: finished without ever starting
 
 
 @dataclass(frozen=True)
@@ -268,11 +269,12 @@ class MachineDir:
             raise StateError(path, "is not a directory; refused")
 
     def disk_state(self) -> MachineState:
-        """The state from files alone (what the responder sees), §6 rules 2-4."""
+        """The state from files alone (what the responder sees): `finished` first, so a
+        machine whose creation failed (finished, never started) is Failed, not Starting."""
+        if self.exists("finished"):
+            return MachineState.SHUTDOWN if self.exists("started") else MachineState.FAILED
         if not self.exists("started"):
             return MachineState.STARTING
-        if self.exists("finished"):
-            return MachineState.SHUTDOWN
         return MachineState.RUNNING
 
     # The backend's own record (ours, versioned JSON) ------------------------------------

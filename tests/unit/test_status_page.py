@@ -47,7 +47,8 @@ def test_one_cell_per_slot_with_running_machines_their_age_and_processors(world)
     for cell in view["slots"]:
         assert cell["state"] == "running" and cell["machinetype"] == "alpha"
         assert cell["processors"] == 1 and cell["age_seconds"] == 30 and cell["marker"] == "A"
-    assert view["counts"] == {"running": 2, "starting": 0, "idle": 0, "backoff": 0}
+    assert view["counts"] == {"running": 2, "starting": 0, "idle": 0, "backoff": 0,
+                              "failed": 0}
     assert view["health"]["level"] == "ok"
     panel = view["machinetypes"][0]
     assert panel["running"] == 2 and panel["target_share"] == 1.0
@@ -108,6 +109,47 @@ def test_an_idle_slot_says_why(world):  # noqa: F811
     html = statuspages.factory_page(view, 30)
     assert html.count('class="why">draining</div>') == 2
     assert "<b>2</b> slots (00, 01): <span" in html
+
+
+def test_a_failed_creation_shows_a_failed_slot_with_its_reason(world):  # noqa: F811
+    w = world()
+    w.conf.write_text(w.conf.read_text().replace(
+        "fake_shutdown_message = 200 Success", "fake_create_error = image not found"))
+    w.run()
+    view = factory_view(w.load(), now=T0 + 5)
+    assert view["counts"]["failed"] == 1 and view["counts"]["idle"] == 1
+    failed = view["slots"][0]
+    assert failed["state"] == "failed" and failed["machine"] is not None
+    assert failed["reason"] == "alpha: creation failed: fake f1-00.example.com: image not found"
+    assert failed["idle_reason"]["kind"] == "creation_failed"
+    assert failed["idle_reason"]["machinetype"] == "alpha"
+    assert failed["errors"] == 1 and failed["last_message"].startswith("700 Vac: creation")
+    assert view["slots"][1]["idle_reason"]["kind"] == "deferred"
+    assert view["health"]["level"] == "warning"
+    assert "1 slots whose last creation failed" in view["health"]["reasons"]
+    html = statuspages.factory_page(view, 30)
+    assert 'data-state="failed"' in html and "<b>1</b> failed" in html
+
+
+def test_a_rejected_configuration_makes_the_verdict_failing_with_the_reason(world):  # noqa: F811
+    w = world()
+    w.run()
+    good = w.load()
+    w.conf.write_text(w.conf.read_text().replace("machine_model = fake",
+                                                 "machine_model = dokcer"))
+    w.run(60)
+    view = factory_view(good, now=T0 + 61)
+    assert view["health"]["level"] == "failing"
+    (first, *_) = view["health"]["reasons"]
+    assert first.startswith("configuration rejected: ") and "dokcer" in first
+    assert first.endswith("; no machines are created")
+    assert view["health"]["config_state"] == "rejected"
+    assert [c["state"] for c in view["slots"]] == ["running", "running"]   # still managed
+    html = statuspages.factory_page(view, 30)
+    assert 'data-level="failing"' in html and "dokcer" in html
+    w.write("gocdb_sitename = UKI-EXAMPLE\nhs06_per_processor = 10")       # fixed
+    w.run(60)
+    assert factory_view(good, now=T0 + 121)["health"]["level"] == "ok"
 
 
 def test_before_any_cycle_every_slot_is_idle_and_says_so(world):  # noqa: F811

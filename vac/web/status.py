@@ -1,25 +1,25 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The status page's data: what every slot of this factory is doing, read from disk alone.
 
-One cell per slot (running, starting, idle, or idle in a backoff), with its machine, age,
-processors and CPU %, and for an idle slot the planner's reason from the last cycle's
-plan.json (with the end of a backoff as a time); cells grouped by superslot; a panel per
+One cell per slot (running, starting, failed, idle, or idle in a backoff), with its machine,
+age, processors and CPU %, and for an idle slot the planner's reason from the last record
+(vac.planfile.read: the reason as data, so a backoff's machinetype and end are read, not
+parsed from its sentence); cells grouped by superslot; a panel per
 machinetype (running, target against actual share here and over the space, the last
 outcomes by shutdown code, fizzles, backoff in force); the last finished machines; and a
-verdict a person can read from across the room. Nothing here calls a backend or writes.
+verdict a person can read from across the room (FAILING, with the reason, while the
+configuration is rejected or missing). Nothing here calls a backend or writes.
 
 Everything returned is plain JSON-able data: the JSON API serves it as it is, the pages
 render it (escaped). Strings from guests and pipes are passed on untouched, never trusted.
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from vac import fsutil
+from vac import planfile
 from vac.config.model import Config
 from vac.cycle.shares import Census, machine_hs06
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
@@ -28,9 +28,7 @@ from vac.space.census import others as census_others
 from vac.space.messages import two_decimals
 from vac.web import outcomes
 
-BACKOFF_RE = re.compile(r"backoff of (\S+) until (\d+)")
 FINISHED_SHOWN = 20
-PLAN_LIMIT = 16 * 1024 * 1024
 WARNINGS_SHOWN = 50
 WARNING_LIMIT = 1000
 MARKERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"
@@ -56,19 +54,18 @@ class SpaceView:
                    getattr(poll, "polled", None))
 
 
-def read_plan(config: Config) -> Dict[str, Any]:
-    """The last cycle's plan.json (idle reasons, errors), {} if none or unreadable."""
-    text = fsutil.read_optional(config.settings.paths.plan, PLAN_LIMIT)
-    try:
-        plan = json.loads(text) if text else {}
-    except ValueError:
+def read_plan(config: Config) -> Optional[planfile.PlanRecord]:
+    """The last cycle's (or refill's) record, None if there is none or it is unreadable."""
+    return planfile.read(config.settings.paths.plan)
+
+
+def backoff_ends(reason: Optional[planfile.IdleReason], now: float) -> Dict[str, int]:
+    """machinetype -> end time of each backoff in an idle reason that is still in force."""
+    if reason is None:
         return {}
-    return plan if isinstance(plan, dict) else {}
-
-
-def backoff_ends(reason: str, now: float) -> Dict[str, int]:
-    """machinetype -> end time of each backoff named in an idle reason still in force."""
-    return {mt: int(until) for mt, until in BACKOFF_RE.findall(reason) if int(until) >= now}
+    return {r.machinetype: int(math.ceil(r.until)) for r in reason.each()
+            if r.kind == planfile.BACKOFF and r.machinetype and r.until is not None
+            and r.until >= now}
 
 
 def markers(config: Config) -> Dict[str, str]:
@@ -78,7 +75,8 @@ def markers(config: Config) -> Dict[str, str]:
             enumerate(names)}
 
 
-def slot_cells(config: Config, plan: Mapping[str, Any], now: float) -> List[Dict[str, Any]]:
+def slot_cells(config: Config, plan: Optional[planfile.PlanRecord],
+               now: float) -> List[Dict[str, Any]]:
     """One cell per slot, in slot order."""
     letters = markers(config)
     s = config.settings
@@ -86,35 +84,45 @@ def slot_cells(config: Config, plan: Mapping[str, Any], now: float) -> List[Dict
             for slot in make_slots(s.factory_name, s.host_processors)]
 
 
-def slot_cell(config: Config, plan: Mapping[str, Any], ordinal: int, name: str,
+def slot_cell(config: Config, plan: Optional[planfile.PlanRecord], ordinal: int, name: str,
               letters: Mapping[str, str], now: float) -> Dict[str, Any]:
-    """One slot's cell: its machine, or why it is idle."""
+    """One slot's cell: its machine, or why it is idle (`reason` the text, `idle_reason`
+    the data as plan.json has it)."""
     paths = config.settings.paths
-    idle = plan.get("idle") if isinstance(plan.get("idle"), dict) else {}
-    errors = plan.get("machine_errors") if isinstance(plan.get("machine_errors"), dict) else {}
     record = read_slot_record(paths, name)
     directory = MachineDir.for_record(paths, name, record)
     cell = _cell(ordinal, name, directory, record.model if record else None, now)
-    if cell["state"] == "idle":
-        cell["reason"] = _idle_reason(idle.get(name), plan)
-        ends = backoff_ends(cell["reason"], now)
+    if cell["state"] in ("idle", "failed"):
+        why = _idle_reason(plan.idle.get(name) if plan is not None else None, plan)
+        cell["reason"], cell["idle_reason"] = why.text, why.to_json()
+        ends = backoff_ends(why, now)
         if ends:
-            cell["state"] = "backoff"
+            cell["state"] = "backoff" if cell["state"] == "idle" else cell["state"]
             cell["backoff_until"] = max(ends.values())
-    failures = errors.get(name) if isinstance(errors.get(name), dict) else {}
-    if directory is not None and failures.get("machine") == cell["machine"]:
+    failures = plan.machine_errors.get(name) if plan is not None else None
+    if directory is not None and failures and failures.get("machine") == cell["machine"]:
         cell["errors"] = int(failures.get("count") or 0)
         cell["last_error"] = failures.get("last")
     cell["marker"] = letters.get(cell["machinetype"] or "", "?" if cell["machinetype"] else "")
     return cell
 
 
-def _idle_reason(reason: Any, plan: Mapping[str, Any]) -> str:
-    if plan.get("config_error"):
-        return f"configuration rejected: {plan['config_error']}"
-    if isinstance(reason, str) and reason:
+def _idle_reason(reason: Optional[planfile.IdleReason],
+                 plan: Optional[planfile.PlanRecord]) -> planfile.IdleReason:
+    if reason is not None:
         return reason
-    return "no cycle has run yet" if not plan else "idle (no reason recorded)"
+    if plan is not None and plan.config_state != planfile.CONFIG_OK:
+        return _config_reason(plan)
+    return planfile.IdleReason(planfile.OTHER, "no cycle has run yet" if plan is None
+                               else "idle (no reason recorded)")
+
+
+def _config_reason(plan: planfile.PlanRecord) -> planfile.IdleReason:
+    if plan.config_state == planfile.CONFIG_MISSING:
+        return planfile.IdleReason(planfile.NOT_CONFIGURED,
+                                   plan.config_error or "not configured yet")
+    return planfile.IdleReason(planfile.CONFIG_REJECTED,
+                               f"configuration rejected: {plan.config_error}")
 
 
 def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optional[str],
@@ -124,7 +132,7 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
         "model": model, "processors": 0, "age_seconds": None, "cpu_seconds": None,
         "cpu_percentage": None, "hs06": None, "shutdown_time": None, "reason": None,
         "backoff_until": None, "last_message": None, "errors": 0, "last_error": None,
-        "image_version": None}
+        "image_version": None, "idle_reason": None}
     if directory is None:
         return cell
     state = directory.disk_state()
@@ -136,9 +144,10 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
     began = directory.started if state is not MachineState.STARTING else None
     began = began or directory.created
     cell["age_seconds"] = max(0, int(now - began)) if began else None
-    if state is MachineState.SHUTDOWN:
+    if state in (MachineState.SHUTDOWN, MachineState.FAILED):
         cell["last_message"] = directory.shutdown_message
         cell["processors"] = 0
+        cell["state"] = "failed" if state is MachineState.FAILED else "idle"
         return cell
     cell["state"] = "running" if state is MachineState.RUNNING else "starting"
     cell["cpu_seconds"], cell["cpu_percentage"] = heartbeat(directory)
@@ -234,9 +243,11 @@ def _ratio(part: float, whole: float) -> Optional[float]:
 
 
 def _backoffs_in_force(cells: List[Dict[str, Any]], now: float) -> Dict[str, int]:
+    """machinetype -> the latest end of its backoffs in force that the cells show."""
     found: Dict[str, int] = {}
     for cell in cells:
-        for mt, until in backoff_ends(cell.get("reason") or "", now).items():
+        why = planfile.IdleReason.from_json(cell.get("idle_reason"))
+        for mt, until in backoff_ends(why, now).items():
             found[mt] = max(found.get(mt, 0), until)
     return found
 
@@ -245,36 +256,44 @@ def idle_reasons(cells: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Why slots are idle: each distinct reason with its slots' ordinals, most slots first."""
     found: Dict[str, List[int]] = {}
     for cell in cells:
-        if cell["state"] in ("idle", "backoff"):
+        if cell["state"] in ("idle", "backoff", "failed"):
             found.setdefault(cell["reason"] or "", []).append(cell["ordinal"])
     return [{"reason": reason, "ordinals": ordinals, "count": len(ordinals)}
             for reason, ordinals in sorted(found.items(), key=lambda i: (-len(i[1]), i[0]))]
 
 
-def health(config: Config, plan: Mapping[str, Any], cells: List[Dict[str, Any]],
+def health(config: Config, plan: Optional[planfile.PlanRecord], cells: List[Dict[str, Any]],
            now: float) -> Dict[str, Any]:
-    """The verdict at the top of the page: ok, warning or failing, and why in words."""
-    lines = plan.get("errors") if isinstance(plan.get("errors"), list) else []
-    cycle = {"time": plan.get("time"), "errors": plan.get("cycle_errors", len(lines)),
-             "config_error": plan.get("config_error")}
+    """The verdict at the top of the page: ok, warning or failing, and why in words.
+
+    Failing while the configuration is rejected or missing (with the reason: nothing is
+    created), or when no cycle ran for STALE_CYCLES cycles."""
+    lines = list(plan.errors) if plan is not None else []
+    cycle = {"time": int(plan.time) if plan is not None else None, "errors": len(lines),
+             "config_error": plan.config_error if plan is not None else None,
+             "config_state": plan.config_state if plan is not None else None}
     problems, warnings = [], []
     stale = max(180.0, STALE_CYCLES * config.settings.cycle_seconds)
-    if cycle["config_error"]:
-        problems.append("configuration rejected")
-    if not plan or not isinstance(cycle["time"], (int, float)):
+    if plan is not None and plan.config_state != planfile.CONFIG_OK:
+        problems.append(f"{_config_reason(plan).text}; no machines are created")
+    if plan is None:
         warnings.append("no cycle has run yet")
-    elif now - cycle["time"] > stale:
-        problems.append(f"no cycle for {int(now - cycle['time'])} s")
+    elif now - plan.time > stale:
+        problems.append(f"no cycle for {int(now - plan.time)} s")
     if cycle["errors"]:
         warnings.append(f"last cycle: {cycle['errors']} errors")
     if any(c["errors"] for c in cells):
         warnings.append(f"{sum(1 for c in cells if c['errors'])} slots with errors")
+    failed = sum(1 for c in cells if c["state"] == "failed")
+    if failed:
+        warnings.append(f"{failed} slots whose last creation failed")
     backoff = sum(1 for c in cells if c["state"] == "backoff")
     if backoff:
         warnings.append(f"{backoff} slots idle in a backoff")
     level = "failing" if problems else "warning" if warnings else "ok"
     return {"level": level, "reasons": problems + warnings, "cycle_time": cycle["time"],
             "cycle_errors": cycle["errors"], "config_error": cycle["config_error"],
+            "config_state": cycle["config_state"],
             "error_lines": [str(line)[:WARNING_LIMIT] for line in lines[:WARNINGS_SHOWN]]}
 
 
@@ -287,7 +306,8 @@ def factory_view(config: Config, now: Optional[float] = None,
     plan = read_plan(config)
     cells = slot_cells(config, plan, now)
     finished = outcomes.recent_finished(s.paths, config.machinetypes)
-    counts: Dict[str, int] = {"running": 0, "starting": 0, "idle": 0, "backoff": 0}
+    counts: Dict[str, int] = {"running": 0, "starting": 0, "idle": 0, "backoff": 0,
+                              "failed": 0}
     for cell in cells:
         counts[cell["state"]] += 1
     return {"factory": s.factory_name, "space": s.vac_space, "time": int(now),

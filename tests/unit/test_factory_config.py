@@ -11,7 +11,6 @@ import random
 import pytest
 
 from vac import planfile
-from vac.backends.fake import FakeBackend
 from vac.config import load
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.configstate import state_dir_config

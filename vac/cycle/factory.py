@@ -59,7 +59,6 @@ from vac.planfile import IdleReason
 
 log = logging.getLogger(__name__)
 
-NO_MACHINETYPES = planner.gate.NO_MACHINETYPES  # the planner's idle reason
 SAME_SECOND = "previous machine ended within its first second"  # refilled a second later
 
 
@@ -133,14 +132,9 @@ class Factory:
         self._release_leftovers(seen, report)
         census = self._census(config, seen, now, fresh=loaded.own)
         yield_state, owner = self.owner_load.measure(config, seen, now)
-        plan = planner.plan(config, seen.observed, census, load=max(self.loadavg()),
-                            now=now, daemon_started=self.started, rng=self.rng,
-                            yield_state=yield_state, owner=owner, waiting=waiting,
-                            blocked=loaded.reason())
+        plan = self._plan(loaded, waiting, seen.observed, census, now, yield_state, owner)
         self.owner_load.keep(config, plan.yield_state)   # before a yield's destroy
-        self._apply(config, plan, seen, slots, now, report)
-        self._last, self._dirty = _Last(loaded, waiting, seen), acted(report)
-        self._settle(config, now, report)
+        self._act(_Last(loaded, waiting, seen), plan, slots, now, report)
         if loaded.own:   # machinetypes' machines_dir_days are not known otherwise
             housekeeping.expire(config, seen, now, functools.partial(self._guarded, report))
         housekeeping.sweep(config, seen, now, everything=not self._swept_once)
@@ -171,17 +165,29 @@ class Factory:
             self._machine_failed(report, name, "observation", problem)
         seen = refilling.merge(last, fresh)
         census = self._census(config, seen, now, fresh=False)
-        plan = planner.plan(config, refilling.hide_other_free_slots(seen.observed, names),
-                            census, load=max(self.loadavg()), now=now,
-                            daemon_started=self.started, rng=self.rng,
-                            yield_state=self.owner_load.state, waiting=waiting,
-                            blocked=loaded.reason())
-        plan = refilling.restrict(plan, names)
-        self._apply(config, plan, seen, tuple(o.slot for o in seen.observed), now, report)
-        self._last, self._dirty = _Last(loaded, waiting, seen), acted(report)
-        self._settle(config, now, report)
+        plan = refilling.restrict(self._plan(
+            loaded, waiting, refilling.hide_other_free_slots(seen.observed, names), census,
+            now, self.owner_load.state), names)
+        self._act(_Last(loaded, waiting, seen), plan, tuple(o.slot for o in seen.observed),
+                  now, report)
         self.recorder.write(loaded, seen, plan, report, now, refilled=names)
         return report
+
+    def _plan(self, loaded: Loaded, waiting: Dict[str, str], observed, census, now: float,
+              yield_state, owner=None) -> planner.Plan:
+        """The planner's decision (the same for a cycle and a refill)."""
+        return planner.plan(loaded.config, observed, census, load=max(self.loadavg()),
+                            now=now, daemon_started=self.started, rng=self.rng,
+                            yield_state=yield_state, owner=owner, waiting=waiting,
+                            blocked=loaded.reason())
+
+    def _act(self, last: _Last, plan: planner.Plan, slots: Tuple[Slot, ...], now: float,
+             report: CycleReport) -> None:
+        """Apply the plan, keep what a refill starts from, and settle the accounting."""
+        config = last.loaded.config
+        self._apply(config, plan, last.seen, slots, now, report)
+        self._last, self._dirty = last, acted(report)
+        self._settle(config, now, report)
 
     def _settle(self, config: Config, now: float, report: CycleReport) -> None:
         """APEL records of the machines finished (and VacMon); never stops the cycle."""

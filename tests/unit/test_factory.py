@@ -15,6 +15,7 @@ from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
 from vac.errors import ConfigError
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.space.status import machine_body
 
 BASE = """
 [settings]
@@ -178,6 +179,8 @@ def test_failed_creation_writes_factory_error_and_backs_off(world, paths, caplog
     assert errors == ["alpha: creation failed: fake f1-00.example.com: image not found "
                       "(3 more slots of alpha left idle this cycle)"]
     assert "did not finish" not in caplog.text
+    body = machine_body(failed, "fake")              # what VacQuery tells the space
+    assert body["state"] == "Failed" and body["shutdown_message"].startswith("700 Vac")
     record = planfile.read(paths.plan)
     assert record.machine_errors[names(1)[0]]["count"] == 1
     assert record.machine_errors[names(1)[0]]["machine"] == os.path.basename(failed.path)

@@ -59,7 +59,7 @@ def machine_line(reply: Dict[str, Any], now: float) -> str:
             info += f" {100.0 * _num(reply, 'cpu_seconds') / (beat - started):0.1f}%"
     elif state == "Starting" and created is not None:
         info = f" {(now - created) / 60.0:0.2f} mins"
-    elif state == "Shut down" and reply.get("shutdown_message"):
+    elif state in ("Shut down", "Failed") and reply.get("shutdown_message"):
         info = f'"{reply["shutdown_message"][:19]}"'
     line += f"{info:21}"
     if state == "Running":

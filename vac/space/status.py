@@ -74,7 +74,7 @@ def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
             "hs06": two_decimals(shares.machine_hs06(directory.hs06, processors)),
             "machinetype": directory.machinetype, "shutdown_message": None,
             "shutdown_time": None}
-    if state is MachineState.SHUTDOWN:
+    if state in (MachineState.SHUTDOWN, MachineState.FAILED):   # Failed: creation failed
         body["shutdown_message"] = _cut(directory.shutdown_message)
         body["shutdown_time"] = _int(directory.shutdown_message_time or directory.finished)
     fqan = directory.read("accounting_fqan", 1024)

@@ -130,7 +130,11 @@ def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, 
             assert open(paths.factory_error).read() == MISSING + "\n"
     assert restarted.config is None and restarted.pool is not None
     assert MachineDir.for_slot(paths, NAMES[0]).heartbeat_time > before
-    assert MachineDir.for_slot(paths, NAMES[2]).finished is not None
+    ended = MachineDir.for_slot(paths, NAMES[2])
+    assert ended.finished is not None
+    # Its APEL record waits for a configuration (site, machinetype) instead of being dropped.
+    assert os.listdir(os.path.join(paths.state_dir, "apel-pending")) == [
+        os.path.basename(ended.path)]
     assert sorted(fake._load()) == NAMES[:2]                      # nothing taken for a zombie
     record = planfile.read(paths.plan)
     assert record.config_state == planfile.CONFIG_MISSING and record.config_error == MISSING
@@ -178,6 +182,7 @@ def test_a_fixed_file_after_no_configuration_is_picked_up(site, paths, host, tmp
     assert report.config_state == "ok" and NAMES[0] in report.finished
     assert report.created == [NAMES[0]]
     assert not os.path.exists(paths.factory_error)
+    assert os.listdir(os.path.join(paths.state_dir, "apel-pending")) == []   # settled now
 
 
 def test_the_state_directory_gives_the_factory_name_and_the_slots(paths, host):

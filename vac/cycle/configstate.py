@@ -38,7 +38,8 @@ class Loaded:
 
     `own` is False when `config` was made from the state directory (there never was a good
     configuration): then the cycle only looks after what runs (no zombie hunt, no expiry,
-    no host services, no reports to the space)."""
+    no host services, no reports to the space; APEL records of the machines it finishes
+    wait for a configuration)."""
 
     config: Config
     state: str = planfile.CONFIG_OK

@@ -183,11 +183,14 @@ class Factory:
 
     def _act(self, last: _Last, plan: planner.Plan, slots: Tuple[Slot, ...], now: float,
              report: CycleReport) -> None:
-        """Apply the plan, keep what a refill starts from, and settle the accounting."""
+        """Apply the plan, keep what a refill starts from, and settle the accounting (not
+        from the state directory alone: the records wait for a configuration to say the
+        site and the machinetypes, and are written then)."""
         config = last.loaded.config
         self._apply(config, plan, last.seen, slots, now, report)
         self._last, self._dirty = last, acted(report)
-        self._settle(config, now, report)
+        if last.loaded.own:
+            self._settle(config, now, report)
 
     def _settle(self, config: Config, now: float, report: CycleReport) -> None:
         """APEL records of the machines finished (and VacMon); never stops the cycle."""

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The factory while its configuration is rejected or missing (vac.cycle.configstate): it keeps
 cycling, looks after the machines that run, creates nothing, says why in factory-error and
-plan.json and once in the log; a fixed file is picked up at the next cycle."""
+plan.json and in the log, which (through vacd's Repeats filter) has one line per reason; a
+fixed file is picked up at the next cycle."""
 from __future__ import annotations
 
 import logging
@@ -17,6 +18,7 @@ from vac.cycle.configstate import state_dir_config
 from vac.cycle.factory import Factory
 from vac.errors import ConfigMissing
 from vac.machine.directory import MachineDir
+from vac.service.journal import Repeats
 
 NAMES = [f"f1-{n:02d}.example.com" for n in range(3)]
 MISSING = "/etc/vac.conf does not exist: not configured yet, edit /etc/vac.conf"
@@ -41,6 +43,25 @@ def errors_logged(caplog):
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+class Journal:
+    """The log as vacd writes it: through the Repeats filter, told of each cycle's start."""
+
+    def __init__(self, caplog):
+        self.caplog = caplog
+        self.repeats = Repeats()
+        caplog.handler.addFilter(self.repeats)
+        caplog.set_level(logging.INFO)
+
+    def cycle(self, factory, clock, seconds=60.0):
+        for text in self.repeats.next_cycle():
+            logging.getLogger("vac.daemon").info("no longer reported: %s", text)
+        clock.now += seconds
+        return factory.run_cycle()
+
+    def errors(self):
+        return errors_logged(self.caplog)
+
+
 @pytest.fixture
 def site(tmp_path, paths, host, make_factory):
     """A factory with 3 running machines (fake_run_seconds 5000) whose vac.conf can break."""
@@ -56,57 +77,52 @@ def test_a_rejected_configuration_keeps_managing_and_creates_nothing(site, paths
     ended = NAMES[0]
     end_soon(fake, ended)
     beats = []
-    with caplog.at_level(logging.INFO):
-        for _ in range(4):
-            clock.now += 60
-            report = factory.run_cycle()
-            assert report.created == [] and report.config_state == "rejected"
-            assert "dokcer" in report.config_error
-            beats.append(MachineDir.for_slot(paths, NAMES[1]).heartbeat_time)
-            record = planfile.read(paths.plan)
-            assert record.config_state == planfile.CONFIG_REJECTED_STATE
-            assert record.idle[ended].kind == planfile.CONFIG_REJECTED
-            error = open(paths.factory_error).read()
-            assert error.startswith("configuration rejected: ") and "dokcer" in error
+    journal = Journal(caplog)
+    for _ in range(4):
+        report = journal.cycle(factory, clock)
+        assert report.created == [] and report.config_state == "rejected"
+        assert "dokcer" in report.config_error
+        beats.append(MachineDir.for_slot(paths, NAMES[1]).heartbeat_time)
+        record = planfile.read(paths.plan)
+        assert record.config_state == planfile.CONFIG_REJECTED_STATE
+        assert record.idle[ended].kind == planfile.CONFIG_REJECTED
+        error = open(paths.factory_error).read()
+        assert error.startswith("configuration rejected: ") and "dokcer" in error
     assert MachineDir.for_slot(paths, ended).finished is not None    # finished meanwhile
     assert beats == sorted(set(beats)) and len(beats) == 4           # heartbeated each cycle
-    assert len(errors_logged(caplog)) == 1                           # one line, not four
-    assert "dokcer" in errors_logged(caplog)[0]
+    assert len(journal.errors()) == 1                                # one line, not four
+    assert "dokcer" in journal.errors()[0] and "no longer reported" not in caplog.text
     # Another mistake is another reason: one more line.
     conf.write_text(good.replace("target_share = 1", "target_share = lots"))
-    with caplog.at_level(logging.INFO):
-        clock.now += 60
-        factory.run_cycle()
-        clock.now += 60
-        factory.run_cycle()
-    assert len(errors_logged(caplog)) == 2
+    journal.cycle(factory, clock)
+    journal.cycle(factory, clock)
+    assert len(journal.errors()) == 2
     # Fixed: picked up at the next cycle, factory-error gone, the free slot filled.
     conf.write_text(good)
-    with caplog.at_level(logging.INFO):
-        clock.now += 60
-        report = factory.run_cycle()
+    report = journal.cycle(factory, clock)
     assert report.created == [ended] and report.config_state == "ok"
     assert not os.path.exists(paths.factory_error)
     assert planfile.read(paths.plan).config_state == planfile.CONFIG_OK
-    assert "configuration accepted again" in caplog.text
+    journal.cycle(factory, clock)
+    assert "no longer reported: configuration rejected" in caplog.text
+    assert len(journal.errors()) == 2
 
 
 def test_warnings_are_logged_when_they_appear_and_when_they_clear(site, caplog):
     factory, fake, clock, conf, good = site
     warned = good.replace("[machinetype alpha]", "[machinetype alpha]\nheartbeat_seconds = 60")
     conf.write_text(warned)
-    with caplog.at_level(logging.INFO):
-        for _ in range(3):
-            clock.now += 60
-            factory.run_cycle()
+    journal = Journal(caplog)
+    for _ in range(3):
+        journal.cycle(factory, clock)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING
                 and "heartbeat_seconds" in r.getMessage()]
     assert factory.config.warnings and len(warnings) == 1
     conf.write_text(good)
-    with caplog.at_level(logging.INFO):
-        clock.now += 60
-        factory.run_cycle()
-    assert "configuration warning cleared: " in caplog.text
+    journal.cycle(factory, clock)
+    journal.cycle(factory, clock)
+    cleared = [r.getMessage() for r in caplog.records if "no longer reported" in r.getMessage()]
+    assert len(cleared) == 1 and "heartbeat_seconds" in cleared[0]
 
 
 def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, paths, host,
@@ -122,12 +138,11 @@ def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, 
     restarted = Factory(missing, BackendPool(fake.settings, {"fake": fake}), clock=clock,
                         loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1), host=host)
     before = MachineDir.for_slot(paths, NAMES[0]).heartbeat_time
-    with caplog.at_level(logging.INFO):
-        for _ in range(3):
-            clock.now += 60
-            report = restarted.run_cycle()
-            assert report.created == [] and report.config_state == "missing"
-            assert open(paths.factory_error).read() == MISSING + "\n"
+    journal = Journal(caplog)
+    for _ in range(3):
+        report = journal.cycle(restarted, clock)
+        assert report.created == [] and report.config_state == "missing"
+        assert open(paths.factory_error).read() == MISSING + "\n"
     assert restarted.config is None and restarted.pool is not None
     assert MachineDir.for_slot(paths, NAMES[0]).heartbeat_time > before
     ended = MachineDir.for_slot(paths, NAMES[2])
@@ -140,7 +155,7 @@ def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, 
     assert record.config_state == planfile.CONFIG_MISSING and record.config_error == MISSING
     assert record.idle[NAMES[2]].kind == planfile.NOT_CONFIGURED
     assert record.counts[0] == 2
-    assert errors_logged(caplog) == [f"configuration missing, no machines will be created "
+    assert journal.errors() == [f"configuration missing, no machines will be created "
                                      f"(running machines are still managed): {MISSING}"]
 
 

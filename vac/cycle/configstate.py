@@ -5,9 +5,10 @@ A configuration that is rejected or missing never stops the cycle: the machines 
 managed (heartbeats, finishing, accounting) with the last good configuration, or, when there
 never was one, with what the state directory says (its slots, each machine's recorded model,
 the defaults for everything else), and nothing is created. The state (ok, rejected, missing)
-and its reason go into plan.json and factory-error; the log says it once per distinct reason
-(ERROR), and again when the file is good again (INFO). Configuration warnings are logged when
-they appear and when they clear, not every cycle.
+and its reason go into plan.json and factory-error, and into the log at ERROR each cycle while
+it holds, as configuration warnings are logged at WARNING each cycle while they hold: vacd's
+log filter (vac.service.journal.Repeats, the one place for that rule) lets a line through
+when it appears and says when it clears, so the journal has one line per distinct reason.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import collections
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Set
+from typing import Callable, List, Optional
 
 from vac import planfile
 from vac.config import load
@@ -68,8 +69,6 @@ class ConfigKeeper:
         self.state_dir = state_dir
         self.host = host
         self.last_good: Optional[Config] = None
-        self._reported: Optional[str] = None    # the rejection last logged
-        self._warnings: Set[str] = set()
 
     def refresh(self) -> Loaded:
         try:
@@ -78,32 +77,19 @@ class ConfigKeeper:
             return self._without(planfile.CONFIG_MISSING, str(e))
         except ConfigError as e:
             return self._without(planfile.CONFIG_REJECTED_STATE, str(e))
-        if self._reported is not None:
-            log.info("configuration accepted again: machines are created as configured")
-            self._reported = None
-        self._note_warnings(config.warnings)
+        for warning in config.warnings:
+            log.warning("%s", warning)
         self.last_good = config
         return Loaded(config)
 
     def _without(self, state: str, error: str) -> Loaded:
-        if error != self._reported:
-            what = "configuration missing" if state == planfile.CONFIG_MISSING \
-                else "configuration rejected"
-            log.error("%s, no machines will be created (running machines are still "
-                      "managed): %s", what, error)
-            self._reported = error
+        what = "configuration missing" if state == planfile.CONFIG_MISSING \
+            else "configuration rejected"
+        log.error("%s, no machines will be created (running machines are still managed): %s",
+                  what, error)
         if self.last_good is not None:
             return Loaded(self.last_good, state, error)
         return Loaded(state_dir_config(self.state_dir, self._host()), state, error, own=False)
-
-    def _note_warnings(self, warnings: List[str]) -> None:
-        now = set(warnings)
-        for warning in warnings:
-            if warning not in self._warnings:
-                log.warning("%s", warning)
-        for gone in sorted(self._warnings - now):
-            log.info("configuration warning cleared: %s", gone)
-        self._warnings = now
 
     def _host(self) -> HostFacts:
         if self.host is None:

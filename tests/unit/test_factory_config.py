@@ -8,15 +8,17 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 
 import pytest
 
 from vac import planfile
+from vac.backends.fake import FakeBackend
 from vac.config import load
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.configstate import state_dir_config
 from vac.cycle.factory import Factory
-from vac.errors import ConfigMissing
+from vac.errors import BackendError, ConfigMissing
 from vac.machine.directory import MachineDir
 from vac.service.journal import Repeats
 
@@ -234,3 +236,29 @@ def test_a_refill_writes_the_record(site, paths):
     assert record.idle[NAMES[2]].kind == planfile.BACKOFF
     assert record.idle[NAMES[2]].machinetype == "alpha" and record.idle[NAMES[2]].until
     assert record.counts[0] == 2       # the refilled one, and the one still running
+
+
+class FailingAtOnce(FakeBackend):
+    """Takes 3 creations at once; each fails once all three are under way."""
+
+    under_way = threading.Barrier(3)
+
+    def parallel_creations(self) -> int:
+        return 3
+
+    def create(self, spec):
+        self.under_way.wait(timeout=300)
+        raise BackendError(self.NAME, "registry refused the pull", spec.name)
+
+
+def test_parallel_failures_of_one_machinetype_make_one_log_line(make_factory, paths, caplog):
+    factory, fake, clock = make_factory(backend_class=FailingAtOnce)
+    with caplog.at_level(logging.INFO):
+        report = factory.run_cycle()
+    assert report.created == [] and sorted(report.failed) == NAMES   # all were under way
+    assert {r.kind for r in report.reasons.values()} == {planfile.CREATION_FAILED}
+    assert errors_logged(caplog) == [
+        f"alpha: creation failed: fake {NAMES[0]}: registry refused the pull "
+        "(2 more slots of alpha left idle this cycle)"]
+    for name in NAMES:
+        assert MachineDir.for_slot(paths, name).disk_state().value == "Failed"

@@ -8,6 +8,7 @@ from typing import Dict, Optional
 
 import pytest
 
+from vac import planfile
 from vac.cycle import planner, shares
 from vac.cycle.observed import Observed
 from vac.cycle.shares import Census, LastOutcome
@@ -675,3 +676,82 @@ def test_same_inputs_give_same_plan(conf):
     config = conf(10, a="", b="", c="")
     observed = [running(s, mt="abc"[s.ordinal % 3]) for s in slots(4)] + free(10)[4:]
     assert make_plan(config, observed, seed=5) == make_plan(config, observed, seed=5)
+
+
+# Idle reasons as data (vac.planfile.IdleReason) -------------------------------------------------
+
+def data(plan):
+    """The distinct idle reasons of a plan, as data."""
+    return set(plan.idle_data().values())
+
+
+def test_a_backoff_is_data_with_its_machinetype_and_end(conf):
+    plan = make_plan(conf(2), free(2), census={"a": Census(last_abort_time=NOW - 400)})
+    (why,) = data(plan)
+    assert (why.kind, why.machinetype, why.until) == (planfile.BACKOFF, "a", NOW + 600)
+    assert why.text == f"backoff of a until {int(NOW + 600)}"
+
+
+def test_several_machinetypes_reasons_are_one_reason_with_parts(conf):
+    census = {"a": Census(last_abort_time=NOW - 400), "b": Census(last_abort_time=NOW - 100)}
+    (why,) = data(make_plan(conf(2, a="", b=""), free(2), census=census))
+    assert why.kind == planfile.BACKOFF
+    assert [(p.machinetype, p.until) for p in why.each()] == [("a", NOW + 600),
+                                                               ("b", NOW + 900)]
+    assert why.text == f"backoff of a until {int(NOW + 600)}; backoff of b until {int(NOW + 900)}"
+
+
+def test_the_gate_gives_each_reason_its_kind(conf):
+    assert {w.kind for w in data(make_plan(conf(2, "draining = yes"), free(2)))} == \
+        {planfile.DRAINING}
+    assert {w.kind for w in data(make_plan(conf(2), free(2), load=100.0))} == \
+        {planfile.OVERLOAD}
+    assert {w.kind for w in data(make_plan(conf(3, "max_creations_per_cycle = 1"),
+                                           free(3)))} == {planfile.MAX_CREATIONS}
+    assert {w.kind for w in data(make_plan(conf(2, shares_={"a": 0}), free(2)))} == \
+        {planfile.NO_SHARE}
+
+
+def test_machinetypes_waiting_for_their_backend_take_no_part_and_say_so(conf):
+    config = conf(3, a="", b="")
+    plan = planner.plan(config, free(3), {}, load=0.0, now=NOW, daemon_started=LONG_AGO,
+                        rng=random.Random(1),
+                        waiting={"b": "backend docker unavailable: engine down"})
+    assert [c.machinetype for c in plan.creates] == ["a", "a", "a"]
+    plan = planner.plan(config, free(3), {}, load=0.0, now=NOW, daemon_started=LONG_AGO,
+                        rng=random.Random(1), waiting={"a": "backend fake unavailable: x",
+                                                       "b": "backend fake unavailable: x"})
+    assert plan.creates == ()
+    (why,) = data(plan)
+    assert why.kind == planfile.BACKEND_WAITING
+    assert why.text == "backend fake unavailable: x (a, b waiting)"
+    assert [p.machinetype for p in why.each()] == ["a", "b"]
+
+
+def test_a_waiting_machinetype_is_added_to_another_reason(conf):
+    config = conf(2, a="", b="")
+    plan = planner.plan(config, free(2), {"a": Census(last_abort_time=NOW - 400)}, load=0.0,
+                        now=NOW, daemon_started=LONG_AGO, rng=random.Random(1),
+                        waiting={"b": "backend docker unavailable: engine down"})
+    (why,) = data(plan)
+    assert why.text == (f"backoff of a until {int(NOW + 600)}; backend docker unavailable: "
+                        "engine down (b waiting)")
+    assert [p.kind for p in why.each()] == [planfile.BACKOFF, planfile.BACKEND_WAITING]
+
+
+def test_a_blocked_configuration_creates_nothing_and_every_free_slot_says_why(conf):
+    blocked = planfile.IdleReason(planfile.CONFIG_REJECTED, "configuration rejected: x")
+    observed = [running(slots(3)[0])] + free(3)[1:]
+    plan = planner.plan(conf(3), observed, {}, load=0.0, now=NOW, daemon_started=LONG_AGO,
+                        rng=random.Random(1), blocked=blocked,
+                        waiting={"a": "backend fake unavailable: x"})
+    assert plan.creates == () and [h.name for h in plan.heartbeats] == [slots(3)[0].name]
+    assert plan.idle_data() == {s.name: blocked for s in slots(3)[1:]}
+
+
+def test_counts_are_after_the_destroys_before_the_creations(conf):
+    observed = [running(slots(3)[0]), running(slots(3)[1], shutdown_time=int(NOW - 1))] + \
+        free(3)[2:]
+    plan = make_plan(conf(3), observed)
+    assert [d.name for d in plan.destroys] == [slots(3)[1].name] and len(plan.creates) == 2
+    assert plan.counts == planner.Counts(1, 3, 1, 3, 1.0)

@@ -37,8 +37,9 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
     """Prepare the machine directory and start the machine.
 
     Raises:
-        VacError: any step failed; the directory is left in Starting state with the error in
-            joboutputs/shutdown_message so the next cycle finishes it and backs off.
+        VacError: any step failed; the error is in joboutputs/shutdown_message ("700 Vac:
+            creation failed: ...") and the directory is not started: the factory finishes it
+            at once (it is then Failed, an abort that backs its machinetype off).
     """
     paths = settings.paths
     created = int(now)

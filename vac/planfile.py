@@ -59,9 +59,9 @@ class IdleReason:
     machinetype: Optional[str] = None
     until: Optional[float] = None
     factory: Optional[str] = None
-    parts: Tuple["IdleReason", ...] = ()   # when several machinetypes each have a reason
+    parts: Tuple[IdleReason, ...] = ()   # when several machinetypes each have a reason
 
-    def each(self) -> Tuple["IdleReason", ...]:
+    def each(self) -> Tuple[IdleReason, ...]:
         """The single reasons this one stands for: its parts, or itself."""
         return self.parts or (self,)
 
@@ -71,7 +71,7 @@ class IdleReason:
         return data
 
     @classmethod
-    def from_json(cls, value: Any) -> Optional["IdleReason"]:
+    def from_json(cls, value: Any) -> Optional[IdleReason]:
         if isinstance(value, str):   # a version 1 file
             return cls(OTHER, value[:2000])
         if not isinstance(value, dict) or not isinstance(value.get("text"), str):

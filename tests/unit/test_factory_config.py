@@ -174,7 +174,9 @@ def test_a_factory_with_no_configuration_and_no_pool_still_cycles(tmp_path, host
         assert report.created == [] and report.config_state == "missing"
     assert factory.pool is not None
     assert factory.pool.settings.state_dir == state
-    assert planfile.read(os.path.join(state, "plan.json")).config_state == "missing"
+    record = planfile.read(os.path.join(state, "plan.json"))
+    assert record.config_state == "missing" and record.idle == {}   # no slots made up
+    assert record.counts == (0, 0, 0, host.processors, 0.0)
     assert os.path.exists(os.path.join(state, "factory-heartbeat"))
 
 

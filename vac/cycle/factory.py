@@ -119,6 +119,8 @@ class Factory:
         fsutil.atomic_write(paths.factory_heartbeat, str(int(now)), mtime=now)
         self.pool.start_cycle()
         slots = make_slots(config.settings.factory_name, config.settings.host_processors)
+        if not loaded.own:   # from the state directory alone: only the slots it records
+            slots = tuple(s for s in slots if os.path.lexists(paths.slot_record(s.name)))
         seen = observe(config, slots, self.pool)
         for name, problem in seen.errors.items():
             self._machine_failed(report, name, "observation", problem)

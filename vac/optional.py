@@ -103,6 +103,27 @@ class MissingLibraryError(ImportError):
         self.missing = missing
 
 
+def backend_setting(backend: str) -> str:
+    """The setting that makes a backend used: "machine_model = cernvm3/cernvm4/vm-raw"."""
+    from vac.backends import MODEL_BACKENDS
+
+    models = sorted(m for m, b in MODEL_BACKENDS.items() if b == backend)
+    return f"machine_model = {'/'.join(models) or backend}"
+
+
+def for_backend(backend: str, module: str) -> MissingLibrary:
+    """The error of a backend whose module is absent (its setting named by its models)."""
+    return MissingLibrary.of(backend_setting(backend), module)
+
+
+def backend_missing(backend: str) -> Optional[MissingLibrary]:
+    """The first module the backend needs that is absent, or None (a backend probe's check)."""
+    for module in BACKEND_MODULES.get(backend, ()):
+        if not installed(module):
+            return for_backend(backend, module)
+    return None
+
+
 def _machinetypes(names: List[str]) -> str:
     word = "machinetype" if len(names) == 1 else "machinetypes"
     return f"{word} {', '.join(sorted(names))}"

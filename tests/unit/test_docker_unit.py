@@ -353,7 +353,9 @@ def test_module_imports_and_probe_explains_without_the_sdk(tmp_path):
     assert done.returncode == 0, done.stderr
     reason, error = done.stdout.strip().splitlines()
     assert "pip install docker" in reason and "python3-docker" in reason
-    assert error.startswith("docker: cannot import docker: install")
+    # issue 22: the setting that needs it and both packages, in one line
+    assert error == ("docker: machine_model = docker is set but the Python module docker is not "
+                     "installed: install python3-docker (EL9) or pip install docker")
 
 
 def test_unreachable_engine_probe_and_calls(tmp_path, conf):

@@ -1,15 +1,24 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The metrics on the fake backend: what each series counts, Prometheus naming conventions,
-backoffs read from the plan, and the endpoint served on loopback only when configured."""
+every counter at 0 from the start, the build, the last cycle's time, the configuration's state
+and the backoffs read from the plan record, and the endpoint served on loopback only when
+configured, with one clear error when prometheus_client is not installed."""
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import sys
+import time
 import urllib.request
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_accounting import T0, world  # noqa: F401 - the fixture
 
+import vac
+from vac import planfile
 from vac.accounting import apel
 from vac.web.feed import after_cycle
 from vac.web.metrics import Metrics
@@ -36,7 +45,8 @@ def test_series_count_creations_finishes_fizzles_cpu_and_records(world):  # noqa
     text, s = samples(metrics)
     assert s[("vac_machine_creations_total", (("machinetype", "alpha"),))] == 4
     assert s[("vac_machine_finishes_total", (("code", "200"), ("machinetype", "alpha")))] == 2
-    assert ("vac_machine_fizzles_total", (("machinetype", "alpha"),)) not in s
+    # no fizzle: the series is there at 0 (issue 22: counters present from the start)
+    assert s[("vac_machine_fizzles_total", (("machinetype", "alpha"),))] == 0
     assert s[("vac_slots", (("machinetype", "alpha"), ("state", "running")))] == 2
     # 2 finished machines of 500 CPU seconds each, 2 new ones at 0
     assert s[("vac_machine_cpu_seconds_total", (("machinetype", "alpha"),))] == 1000.0
@@ -62,6 +72,7 @@ def test_an_abort_shows_as_a_backoff_and_a_fizzle(world):  # noqa: F811
     _, s = samples(metrics)
     assert s[("vac_machine_finishes_total", (("code", "300"), ("machinetype", "alpha")))] == 2
     assert s[("vac_machine_fizzles_total", (("machinetype", "alpha"),))] == 2
+    assert s[("vac_machinetype_backoff", (("machinetype", "alpha"),))] == 1
     assert s[("vac_backoffs", (("machinetype", "alpha"),))] == 1
     assert s[("vac_slots", (("machinetype", "alpha"), ("state", "shutdown")))] == 2
 
@@ -96,6 +107,147 @@ def test_an_accounting_failure_counts_as_a_failed_record_not_a_backend_error(wor
     assert report.finished and all(n in report.machine_errors for n in report.finished)
     _, s = samples(metrics)
     assert s[("vac_apel_records_total", (("outcome", "failed"),))] == 2
-    assert not any(name == "vac_backend_errors_total" for name, _ in s)
+    # present at 0 (issue 22), not counted
+    assert s[("vac_backend_errors_total", (("backend", "fake"),))] == 0
     os.unlink(day)                                  # repaired: the next cycle settles them
     assert len(w.run(1).accounting.archived) == 2
+
+
+# Issue 22: the series an alert needs ------------------------------------------------------
+
+
+def record_plan(w, **kw):
+    paths = w.load().settings.paths
+    os.makedirs(os.path.dirname(paths.plan), exist_ok=True)
+    planfile.write(paths.plan, planfile.PlanRecord(time=T0, **kw))
+
+
+def test_build_info_names_the_version(world):  # noqa: F811
+    _, s = samples(Metrics(world().load))
+    assert s[("vac_build_info", (("version", vac.__version__),))] == 1
+
+
+def test_every_counter_is_there_at_zero_before_anything_happened(world):  # noqa: F811
+    text, s = samples(Metrics(world().load))
+    for code in ("100", "200", "300", "400", "500", "600", "700", "none"):
+        assert s[("vac_machine_finishes_total", (("code", code), ("machinetype", "alpha")))] == 0
+    assert s[("vac_machine_creations_total", (("machinetype", "alpha"),))] == 0
+    assert s[("vac_machine_fizzles_total", (("machinetype", "alpha"),))] == 0
+    assert s[("vac_backend_errors_total", (("backend", "fake"),))] == 0
+    for outcome in ("archived", "queued", "rejected", "failed"):
+        assert s[("vac_apel_records_total", (("outcome", outcome),))] == 0
+    assert s[("vac_cycle_errors_total", ())] == 0
+    assert s[("vac_cycle_duration_seconds_count", ())] == 0
+    assert s[("vac_machine_cpu_seconds_total", (("machinetype", "alpha"),))] == 0
+    assert s[("vac_last_cycle_timestamp_seconds", ())] == 0
+
+
+def test_a_machinetype_added_later_gets_its_counters_at_the_next_cycle(world):  # noqa: F811
+    w = world()
+    metrics = Metrics(w.load)
+    w.conf.write_text(w.conf.read_text() + "\n[machinetype beta]\nmachine_model = fake\n"
+                      "target_share = 1\n")
+    after_cycle(metrics, w.load(), w.run(), 0.1)
+    _, s = samples(metrics)
+    assert s[("vac_machine_creations_total", (("machinetype", "beta"),))] >= 0
+    assert s[("vac_machine_finishes_total", (("code", "300"), ("machinetype", "beta")))] == 0
+
+
+def test_last_cycle_timestamp_is_when_the_cycle_ended(world):  # noqa: F811
+    w = world()
+    metrics = Metrics(w.load)
+    after_cycle(metrics, w.load(), w.run(), 0.1, now=T0 + 5)
+    assert samples(metrics)[1][("vac_last_cycle_timestamp_seconds", ())] == T0 + 5
+    before = time.time()
+    after_cycle(metrics, w.load(), w.run(1), 0.1)
+    assert samples(metrics)[1][("vac_last_cycle_timestamp_seconds", ())] >= before
+
+
+@pytest.mark.parametrize("state, expected", [("ok", 1.0), ("rejected", 0.0), ("missing", 0.0)])
+def test_config_ok_follows_the_record(world, state, expected):  # noqa: F811
+    w = world()
+    record_plan(w, config_state=state,
+                config_error=None if state == "ok" else "vac.conf:3: vac_space is not set")
+    assert samples(Metrics(w.load))[1][("vac_config_ok", ())] == expected
+
+
+def test_config_ok_is_0_without_a_record_or_a_configuration(world):  # noqa: F811
+    w = world()
+    assert samples(Metrics(w.load))[1][("vac_config_ok", ())] == 0
+    assert samples(Metrics(lambda: None))[1][("vac_config_ok", ())] == 0
+
+
+def test_the_backoff_gauge_reads_the_structured_reasons(world):  # noqa: F811
+    w = world()
+    until = T0 + 900
+    backoff = planfile.IdleReason(planfile.BACKOFF, "backoff of alpha until then", "alpha",
+                                  until)
+    both = planfile.combined([planfile.IdleReason(planfile.NO_ROOM, "no room"), backoff])
+    record_plan(w, idle={"f1-00.example.com": both})
+    _, s = samples(Metrics(w.load))
+    assert s[("vac_machinetype_backoff", (("machinetype", "alpha"),))] == 1
+    assert s[("vac_machinetype_backoff_until_seconds", (("machinetype", "alpha"),))] == until
+    assert s[("vac_backoffs", (("machinetype", "alpha"),))] == 1     # the old name, an alias
+
+
+def test_no_backoff_from_a_sentence_or_an_ended_backoff(world):  # noqa: F811
+    w = world()
+    record_plan(w, idle={
+        "f1-00.example.com": planfile.IdleReason(planfile.OTHER,
+                                                 "backoff of alpha until 9999999999"),
+        "f1-01.example.com": planfile.IdleReason(planfile.BACKOFF, "ended", "alpha", T0 - 1)})
+    _, s = samples(Metrics(w.load))
+    assert s[("vac_machinetype_backoff", (("machinetype", "alpha"),))] == 0
+    assert s[("vac_machinetype_backoff_until_seconds", (("machinetype", "alpha"),))] == 0
+    assert s[("vac_backoffs", (("machinetype", "alpha"),))] == 0
+
+
+def with_metrics_port(w, port):
+    w.conf.write_text(w.conf.read_text().replace("[settings]\n",
+                                                 f"[settings]\nmetrics_port = {port}\n"))
+
+
+def test_metrics_port_without_prometheus_client_is_one_clear_error(world, monkeypatch,
+                                                                   caplog):  # noqa: F811
+    w = world()
+    with_metrics_port(w, 19154)
+    endpoint = MetricsEndpoint(w.load)
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)   # as if not installed
+    caplog.set_level(logging.INFO, logger="vac.web")
+    try:
+        for seconds in (0, 1, 1):
+            endpoint.after_cycle(w.run(seconds), 0.1)
+        errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert [r.getMessage() for r in errors] == [
+            "metrics_port is set but the Python module prometheus_client is not installed: "
+            "install python3-prometheus_client (EL9) or pip install prometheus-client; no "
+            "metrics are served"]
+        assert errors[0].exc_info is None
+        assert endpoint.server is None and endpoint.metrics is None
+        monkeypatch.delitem(sys.modules, "prometheus_client")        # installed now
+        monkeypatch.undo()
+        endpoint.after_cycle(w.run(1), 0.1)
+        assert endpoint.bound == ("127.0.0.1", 19154)
+        with urllib.request.urlopen("http://127.0.0.1:19154/metrics", timeout=5) as r:
+            assert "vac_config_ok" in r.read().decode()
+    finally:
+        endpoint.close()
+
+
+def test_a_port_that_cannot_be_bound_is_logged_once(world, caplog):  # noqa: F811
+    w = world()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    with_metrics_port(w, holder.getsockname()[1])
+    endpoint = MetricsEndpoint(w.load)
+    caplog.set_level(logging.INFO, logger="vac.web")
+    try:
+        for seconds in (0, 1, 1):
+            endpoint.after_cycle(w.run(seconds), 0.1)
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "cannot be bound" in errors[0], errors
+        assert endpoint.server is None
+    finally:
+        endpoint.close()
+        holder.close()

@@ -97,3 +97,55 @@ def test_every_model_and_backend_has_its_libraries_listed():
     assert set(BACKENDS) == set(optional.BACKEND_MODULES)
     for modules in optional.BACKEND_MODULES.values():
         assert set(modules) <= set(optional.LIBRARIES)
+
+
+# The backends' lazy imports say the same --------------------------------------------------
+
+
+def test_libvirt_probe_names_the_missing_config_drive_library(monkeypatch):
+    from types import SimpleNamespace
+
+    from vac.backends.libvirt.backend import LibvirtBackend
+
+    absent(monkeypatch, "pycdlib")
+    probe = LibvirtBackend(SimpleNamespace(libvirt_uri="qemu:///nowhere")).probe()
+    assert not probe.available
+    assert probe.reason == ("machine_model = cernvm3/cernvm4/vm-raw is set but the Python "
+                            "module pycdlib is not installed: install python3-pycdlib (EL9) "
+                            "or pip install pycdlib")
+
+
+def test_a_config_drive_without_pycdlib_is_a_clear_state_error(monkeypatch, tmp_path):
+    from vac.backends.libvirt.configdrive import write_iso
+    from vac.errors import StateError
+
+    absent(monkeypatch, "pycdlib")
+    with pytest.raises(StateError) as e:
+        write_iso({"a": b"x"}, str(tmp_path / "drive.iso"))
+    assert "Python module pycdlib is not installed: install python3-pycdlib" in str(e.value)
+
+
+def test_image_signing_dn_without_cryptography_refuses_naming_the_setting(monkeypatch, tmp_path):
+    from vac.backends.libvirt import signature
+    from vac.errors import BackendError
+
+    image = tmp_path / "image.iso"
+    image.write_bytes(b"\0" * 4096)
+    absent(monkeypatch, "cryptography")
+    with pytest.raises(BackendError) as e:
+        signature.enforce(str(image), "/CN=x", "m1")
+    assert str(e.value) == ("libvirt m1: image_signing_dn is set but the Python module "
+                            "cryptography is not installed: install python3-cryptography (EL9) "
+                            "or pip install cryptography")
+
+
+def test_apptainer_bind_arguments_without_spython(monkeypatch):
+    from vac.backends.apptainer.launch import spython_bind_args
+    from vac.errors import BackendUnavailable
+
+    absent(monkeypatch, "spython", "spython.main", "spython.main.base",
+           "spython.main.base.command")
+    with pytest.raises(BackendUnavailable) as e:
+        spython_bind_args(["/a:/b:ro"])
+    assert "machine_model = apptainer/singularity is set but the Python module spython" \
+        in str(e.value)

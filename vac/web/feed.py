@@ -2,13 +2,15 @@
 """What the daemon tells the metrics after each cycle: the cycle's report, counted."""
 from __future__ import annotations
 
+import time
 from typing import Optional
 
 from vac.backends import backend_for_model
 from vac.config.model import Config
 from vac.errors import VacError
 from vac.machine.directory import MachineDir, read_slot_record
-from vac.web.metrics import Metrics, _code
+from vac.web.metrics import Metrics
+from vac.web.outcomes import shutdown_code
 
 
 def _backend_of(config: Config, slot: str) -> str:
@@ -23,7 +25,7 @@ def _backend_of(config: Config, slot: str) -> str:
 
 def _finished(metrics: Metrics, config: Config, directory: MachineDir) -> None:
     mt = directory.machinetype
-    metrics.finishes.labels(mt, _code(directory.shutdown_message)).inc()
+    metrics.finishes.labels(mt, shutdown_code(directory.shutdown_message)).inc()
     machinetype = config.machinetypes.get(mt)
     started, beat = directory.started, directory.heartbeat_time
     if machinetype is not None and (started is None or beat is None
@@ -33,9 +35,12 @@ def _finished(metrics: Metrics, config: Config, directory: MachineDir) -> None:
         metrics.finished_cpu[mt] = metrics.finished_cpu.get(mt, 0.0) + directory.cpu_seconds
 
 
-def after_cycle(metrics: Metrics, config: Optional[Config], report, seconds: float) -> None:
-    """Count one cycle's report (a vac.cycle.factory.CycleReport)."""
+def after_cycle(metrics: Metrics, config: Optional[Config], report, seconds: float,
+                now: Optional[float] = None) -> None:
+    """Count one cycle's report (a vac.cycle.factory.CycleReport) that ended at now."""
+    metrics.prime(config)
     metrics.cycle_seconds.observe(seconds)
+    metrics.last_cycle.set(time.time() if now is None else now)
     if report.errors:
         metrics.cycle_errors.inc(len(report.errors))
     if config is None:

@@ -5,17 +5,21 @@ the daemon makes after each cycle. prometheus_client is imported only when the e
 the endpoint is rebound when the configured address changes and closed when vacd stops. When
 status_port equals metrics_port, the status page's listener (vac.web.statusserver) serves
 /metrics from this registry and nothing is bound here. Any failure here is logged and never
-reaches the cycle."""
+reaches the cycle. When metrics_port is set and prometheus_client is not installed, that is one
+ERROR naming the setting and the package (vac.optional), logged when it starts and not again
+while it lasts; the endpoint comes up at the first cycle after the package is installed."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Optional, Tuple
 
+from vac import optional
 from vac.config.model import Config
 from vac.web.listener import Listener
 
 log = logging.getLogger(__name__)
 SHARED = "status page"   # bound.0 when the status page's listener serves /metrics
+LIBRARY = "prometheus_client"
 
 
 class MetricsEndpoint(Listener):
@@ -26,18 +30,32 @@ class MetricsEndpoint(Listener):
         self.get_config = get_config
         self.responder = responder
         self.metrics = None
+        self.missing: Optional[str] = None    # the missing library's error, once logged
 
     def after_cycle(self, report: Any, seconds: float) -> None:
         """Count the cycle's report and serve where the configuration says."""
         config = self.get_config()
         try:
-            self.rebind(self._wanted(config))
+            want = self._wanted(config)
+            self.rebind(want if want is None or self._library_present() else None)
             if self.metrics is not None:
                 from vac.web.feed import after_cycle
 
                 after_cycle(self.metrics, config, report, seconds)
         except Exception:  # noqa: BLE001 - monitoring must never stop the factory
             log.exception("metrics: counting the cycle failed")
+
+    def _library_present(self) -> bool:
+        """Whether prometheus_client imports; its absence is logged once, its arrival too."""
+        if optional.installed(LIBRARY):
+            if self.missing is not None:
+                log.info("metrics: %s is installed now", LIBRARY)
+            self.missing = None
+            return True
+        if self.missing is None:
+            self.missing = optional.MissingLibrary.of("metrics_port", LIBRARY).text()
+            log.error("%s; no metrics are served", self.missing)
+        return False
 
     @staticmethod
     def _wanted(config: Optional[Config]) -> Optional[Tuple[str, int]]:

@@ -30,7 +30,7 @@ import subprocess
 import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from vac import subp
+from vac import optional, subp
 from vac.backends.apptainer import prepare, vac03
 from vac.backends.apptainer.launch import (
     bind_specs,
@@ -137,10 +137,10 @@ class ApptainerBackend(Backend):
             binary = self.binary()
             version = self._version(binary)
             self.user()
-            import spython  # noqa: F401  (create() builds --bind arguments with it)
+            missing = optional.backend_missing(self.NAME)  # create() builds --bind with spython
+            if missing is not None:
+                return Probe(False, reason=missing.text())
             ok, reason = writable(self.hierarchy)
-        except ImportError as e:
-            return Probe(False, reason=f"cannot import spython ({e}): install spython")
         except (VacError, OSError, ValueError) as e:
             return Probe(False, reason=str(e))
         if not ok:

@@ -13,6 +13,7 @@ import os
 import shlex
 from typing import List
 
+from vac import optional
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError, BackendUnavailable
 from vac.host.cgroupmachine import MachineCgroup
@@ -70,8 +71,8 @@ def spython_bind_args(specs: List[str]) -> List[str]:
     try:
         from spython.main.base.command import generate_bind_list
     except ImportError as e:
-        raise BackendUnavailable("apptainer", f"cannot import spython ({e}): install spython "
-                                 "(python3-spython)") from e
+        raise BackendUnavailable("apptainer",
+                                 optional.for_backend("apptainer", "spython").text()) from e
     try:
         return list(generate_bind_list(None, specs))
     except SystemExit as e:  # spython exits when a bind source is missing

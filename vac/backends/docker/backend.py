@@ -38,6 +38,7 @@ from vac.backends.docker.spec import (
     prepare_mounts,
 )
 from vac.backends.docker.watch import DockerWatcher
+from vac import optional
 from vac.errors import BackendError, BackendUnavailable
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir, MachineState
@@ -47,7 +48,6 @@ log = logging.getLogger(__name__)
 CONSOLE_LIMIT = 64 * 1024
 CONSOLE_TAIL_ENTRIES = 8192
 PROBE_TIMEOUT = 5.0
-INSTALL = "install the Python package docker (python3-docker, or pip install docker)"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
 STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
           "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
@@ -58,7 +58,7 @@ def _sdk() -> Any:
     try:
         import docker
     except ImportError as e:
-        raise BackendUnavailable(NAME, f"cannot import docker: {INSTALL}") from e
+        raise BackendUnavailable(NAME, optional.for_backend(NAME, "docker").text()) from e
     return docker
 
 
@@ -158,10 +158,10 @@ class DockerBackend(Backend):
         return self._driver
 
     def probe(self) -> Probe:
-        try:
-            docker = _sdk()
-        except BackendUnavailable:
-            return Probe(False, reason=f"the Python package docker is not installed: {INSTALL}")
+        missing = optional.backend_missing(NAME)
+        if missing is not None:
+            return Probe(False, reason=missing.text())
+        docker = _sdk()
         api = None
         try:
             api = docker.APIClient(base_url=self.url, timeout=min(PROBE_TIMEOUT, self.timeout),

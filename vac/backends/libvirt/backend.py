@@ -36,6 +36,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from vac import optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
 from vac.backends.libvirt import configdrive, metadata, signature
@@ -105,8 +106,8 @@ def _libvirt() -> Any:
     try:
         import libvirt
     except ImportError as e:
-        raise BackendUnavailable("libvirt", "cannot import libvirt: install libvirt-python "
-                                 "(python3-libvirt)") from e
+        missing = optional.for_backend("libvirt", "libvirt")
+        raise BackendUnavailable("libvirt", missing.text()) from e
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt
 
@@ -234,6 +235,9 @@ class LibvirtBackend(Backend):
             return Probe(False, reason=f"libvirt: {e}")
 
     def _probe_once(self) -> Probe:
+        missing = optional.backend_missing(self.NAME)   # libvirt, and pycdlib for config drives
+        if missing is not None:
+            return Probe(False, reason=missing.text())
         conn = self._conn()
         version = (f"libvirt {_version(conn.getLibVersion())}, "
                    f"{conn.getType()} {_version(conn.getVersion())}")

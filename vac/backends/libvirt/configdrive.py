@@ -19,6 +19,7 @@ import os
 import tempfile
 from typing import Dict, Mapping
 
+from vac import optional
 from vac.backends.libvirt import metadata
 from vac.errors import StateError
 from vac.machine.directory import MachineDir
@@ -53,7 +54,8 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = LABEL) -> 
         import pycdlib
         from pycdlib.pycdlibexception import PyCdlibException
     except ImportError as e:
-        raise StateError(out_path, "cannot build a config drive: install pycdlib") from e
+        raise StateError(out_path, "cannot build a config drive: "
+                         + optional.for_backend("libvirt", "pycdlib").text()) from e
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=4, rock_ridge="1.09", vol_ident=label)
     iso_dirs: Dict[str, str] = {"": ""}

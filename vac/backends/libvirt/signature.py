@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from vac import optional
 from vac.errors import BackendError
 
 BLOCK = 32 * 1024
@@ -85,6 +86,9 @@ def read_signature(path: str, ca_path: str = CA_PATH,
         signature = base64.b64decode(str(sig["signature"]), validate=False)
     except (ValueError, KeyError, binascii.Error) as e:
         return Signature(False, version=version, error=f"no valid signature block: {e}")
+    if not optional.installed("cryptography"):
+        return Signature(False, version=version, error="the Python module cryptography is not "
+                         f"installed: {optional.LIBRARIES['cryptography'].install()}")
     return _verify(cert_pem, signature, digest, version, ca_path, now)
 
 
@@ -216,6 +220,9 @@ def enforce(path: str, pattern: Optional[str], machine: Optional[str] = None,
     the file's identity (device, inode, size, mtime), so an unchanged image is hashed once."""
     if not pattern:
         return None
+    if not optional.installed("cryptography"):
+        raise BackendError("libvirt", optional.MissingLibrary.of(
+            "image_signing_dn", "cryptography").text(), machine)
     ca_path = ca_path or CA_PATH
     try:
         st = os.stat(path)

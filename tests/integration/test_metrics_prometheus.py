@@ -1,13 +1,17 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The metrics endpoint of a real vacd running Docker machines, scraped by a real Prometheus
 (Debian's prometheus, started here on a loopback port): the slot and creation series asked
-from Prometheus's HTTP API, and `promtool check metrics` on the endpoint's text."""
+from Prometheus's HTTP API, and `promtool check metrics` on the endpoint's text; the series an
+alert needs (issue 22): the build, the last cycle's time, the configuration's state (0 while a
+broken edit is rejected, 1 again when fixed, the machines running throughout), every counter
+at 0 from the start, and the backoff gauge with its old name."""
 from __future__ import annotations
 
 import json
 import shutil
 import signal
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -17,6 +21,8 @@ from conftest import require_engine
 from test_docker_backend import IMAGE, sdk, wait_until
 from test_docker_cycle import engine_ready
 from vacd_process import start_vacd, stop
+
+import vac
 
 pytestmark = [pytest.mark.docker]
 
@@ -89,7 +95,7 @@ def vacd(tmp_path):
                                 image=IMAGE, user_data=tmp_path / "user_data"))
     log_path = str(tmp_path / "vacd.log")
     proc = start_vacd(str(conf), log_path)
-    yield proc, log_path
+    yield proc, log_path, conf
     stop(proc, signal.SIGTERM)
     api = sdk()
     for c in api.containers(all=True, filters={"label": f"vac.factory={factory}"}):
@@ -107,7 +113,7 @@ def prometheus(tmp_path):
         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     log.close()
     try:
-        assert wait_until(lambda: answers(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready"), 30), \
+        assert wait_until(lambda: answers(f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready")), \
             (tmp_path / "prometheus.log").read_text()
         yield proc
     finally:
@@ -117,19 +123,55 @@ def prometheus(tmp_path):
 
 def test_prometheus_scrapes_slots_and_creations_of_a_vacd_with_docker_machines(
         vacd, prometheus, tmp_path):
-    proc, log_path = vacd
+    proc, log_path, _ = vacd
     endpoint = f"http://127.0.0.1:{METRICS_PORT}/metrics"
     assert wait_until(lambda: answers(endpoint) and
                       'vac_slots{machinetype="sleeper",state="running"} 2.0' in get(endpoint),
-                      60), open(log_path).read()
+                      ), open(log_path).read()
     text = get(endpoint)
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, text=True,
                              capture_output=True, timeout=30)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert wait_until(lambda: values('vac_slots{state="running"}'), 30)
+    assert wait_until(lambda: values('vac_slots{state="running"}'))
     assert values("vac_slots") == {(("machinetype", "sleeper"), ("state", "running")): 2.0,
                                    (("state", "free"),): 1.0}
     assert values("vac_machine_creations_total") == {(("machinetype", "sleeper"),): 2.0}
     assert values("sum(vac_cycle_duration_seconds_count)")[()] >= 1
     assert values('up{job="vacd"}')[()] == 1.0
+    assert proc.poll() is None
+
+
+def test_prometheus_scrapes_what_an_alert_needs(vacd, prometheus):
+    proc, log_path, conf = vacd
+    started = time.time()
+    assert wait_until(lambda: values('vac_slots{state="running"}') and
+                      values("vac_config_ok") == {(): 1.0}), open(log_path).read()
+    assert values("vac_build_info") == {(("version", vac.__version__),): 1.0}
+    last = values("vac_last_cycle_timestamp_seconds")[()]
+    assert started - 3600 < last < time.time() + 5     # vacd started just before `started`
+    assert wait_until(lambda: values("vac_last_cycle_timestamp_seconds")[()] > last)
+    # every counter there at 0 before anything happened, so rate() works from the start
+    finishes = values('vac_machine_finishes_total{machinetype="sleeper"}')
+    assert finishes == {(("code", c), ("machinetype", "sleeper")): 0.0
+                        for c in ("100", "200", "300", "400", "500", "600", "700", "none")}
+    assert values("vac_machine_fizzles_total") == {(("machinetype", "sleeper"),): 0.0}
+    assert values("vac_backend_errors_total") == {(("backend", "docker"),): 0.0}
+    assert values("vac_cycle_errors_total") == {(): 0.0}
+    assert set(values("vac_apel_records_total")) == {
+        (("outcome", o),) for o in ("archived", "queued", "rejected", "failed")}
+    assert wait_until(lambda: values("rate(vac_machine_finishes_total[1m])"))
+    assert values("vac_machinetype_backoff") == {(("machinetype", "sleeper"),): 0.0}
+    assert values("vac_backoffs") == {(("machinetype", "sleeper"),): 0.0}    # the old name
+    assert values("vac_machinetype_backoff_until_seconds") == {
+        (("machinetype", "sleeper"),): 0.0}
+
+    good = conf.read_text()
+    conf.write_text(good.replace("machine_model = docker", "machine_model = dokcer"))
+    proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: values("vac_config_ok") == {(): 0.0}), open(log_path).read()
+    assert values('vac_slots{state="running"}') == {
+        (("machinetype", "sleeper"), ("state", "running")): 2.0}
+    conf.write_text(good)
+    proc.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: values("vac_config_ok") == {(): 1.0}), open(log_path).read()
     assert proc.poll() is None

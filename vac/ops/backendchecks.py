@@ -2,23 +2,28 @@
 """`vac doctor`'s checks of the backends the configuration uses: each engine reachable and its
 version, each machinetype's image present (or pullable) and docker_network there (with an
 address for every slot on macvlan/ipvlan), the VMs' NAT network, and the
-Apptainer user with its subordinate id ranges. Never raises: every failure is a Check line."""
+Apptainer user with its subordinate id ranges. Never raises: every failure is a Check line.
+A failed line's fix is the fix of the cause found (a missing Python module, an engine that
+does not answer, a missing binary or user), never one fix for every cause."""
 from __future__ import annotations
 
 import os
 import pwd
 from typing import Dict, List, Optional
 
+from vac import optional
 from vac.backends import backend_for_model, get_backend_class
 from vac.config.model import Config, MachineType, Settings
 from vac.errors import BackendUnavailable, VacError
 from vac.ops.checks import FAIL, OK, WARN, Check
 
-ENGINE_FIXES = {
+ENGINE_FIXES = {    # when the library is there and the engine does not answer
     "docker": "start the engine (systemctl start docker) or set docker_url",
     "libvirt": "start libvirtd (systemctl start libvirtd) or set libvirt_uri",
-    "apptainer": "install apptainer, and set singularity_user to an existing non-root user",
 }
+APPTAINER_BINARY_FIX = "install apptainer (dnf install apptainer), or set singularity_path " \
+                       "to its binary"
+CGROUP_FIX = "run vacd as root on a host whose cgroup controllers are delegated"
 PROBE_TIMEOUT = 10.0
 
 
@@ -35,13 +40,33 @@ def backends_in_use(config: Config) -> Dict[str, List[MachineType]]:
 
 def engine(name: str, settings: Settings) -> Check:
     """The backend's own probe: library importable, engine reachable, its version."""
+    missing = optional.backend_missing(name)
+    if missing is not None:
+        return Check(f"{name}-engine", FAIL, missing.text(), missing.package)
     try:
         probe = get_backend_class(name)(settings).probe()
     except (VacError, OSError) as e:
-        return Check(f"{name}-engine", FAIL, str(e), ENGINE_FIXES.get(name, ""))
+        return Check(f"{name}-engine", FAIL, str(e), engine_fix(name, settings, None))
     if not probe.available:
-        return Check(f"{name}-engine", FAIL, probe.reason, ENGINE_FIXES.get(name, ""))
+        return Check(f"{name}-engine", FAIL, probe.reason,
+                     engine_fix(name, settings, probe.version))
     return Check(f"{name}-engine", OK, probe.version or "available")
+
+
+def engine_fix(name: str, settings: Settings, version: Optional[str]) -> str:
+    """The fix for the cause of a failed probe, found by asking each part again."""
+    if name != "apptainer":
+        return ENGINE_FIXES.get(name, "")
+    try:
+        binary = get_backend_class(name)(settings).binary()
+    except (VacError, OSError):
+        return APPTAINER_BINARY_FIX
+    user = apptainer_user(settings)[0]
+    if user.status != OK:
+        return user.fix
+    if version:                 # the binary ran and the user is fine: the cgroups failed
+        return CGROUP_FIX
+    return f"run {binary} version by hand and correct what it says"
 
 
 def docker_image(mt: MachineType, settings: Settings) -> Check:
@@ -51,9 +76,15 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
         from vac.backends.docker.spec import image_of
 
         ref = image_of(mt.root_image)
+    except VacError as e:
+        return Check(name, FAIL, str(e), f"root_image = docker://<image> in [machinetype "
+                     f"{mt.name}]")
+    try:
         import docker
-    except (VacError, ImportError) as e:
-        return Check(name, FAIL, str(e), "root_image = docker://<image>; install python3-docker")
+    except ImportError:
+        missing = optional.MissingLibrary.of(f"machine_model = docker (machinetype {mt.name})",
+                                             "docker")
+        return Check(name, FAIL, missing.text(), missing.package)
     api = None
     try:
         api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
@@ -209,15 +240,16 @@ def for_backend(name: str, machinetypes: List[MachineType], settings: Settings,
                 extra: Optional[List[Check]] = None) -> List[Check]:
     """Every check of one backend: engine, images, and what only it needs."""
     lines = [engine(name, settings)]
-    if lines[0].status == FAIL:
-        return lines + [Check(f"image {mt.name}", WARN, "not checked: the engine is not usable")
-                        for mt in machinetypes] + (extra or [])
-    if name == "docker":
+    usable = lines[0].status != FAIL
+    if name == "docker" and usable:
         lines += [docker_image(mt, settings) for mt in machinetypes]
         lines += [docker_network(mt, settings) for mt in machinetypes if mt.docker_network]
-    elif name in ("libvirt", "apptainer"):
+    elif name == "docker":
+        lines += [Check(f"image {mt.name}", WARN, "not checked: the engine is not usable")
+                  for mt in machinetypes]
+    elif name in ("libvirt", "apptainer"):      # a file or a URL: no engine needed
         lines += [file_image(mt, settings) for mt in machinetypes]
-    if name == "libvirt":
+    if name == "libvirt" and usable:
         lines.append(nat_network(settings))
     if name == "apptainer":
         lines += apptainer_user(settings)

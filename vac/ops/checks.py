@@ -52,8 +52,12 @@ def state_dir(settings: Settings) -> List[Check]:
         return [Check("state-dir", FAIL, f"{path} does not exist",
                       f"install the vac RPM, or mkdir -m 0755 -p {path}")]
     if not os.access(path, os.W_OK | os.X_OK):
-        return [Check("state-dir", FAIL, f"{path} is not writable by this user",
-                      "run vacd (and vac doctor) as root")]
+        if os.geteuid() != 0:
+            return [Check("state-dir", FAIL, f"{path} is not writable by this user",
+                          "run vacd (and vac doctor) as root")]
+        return [Check("state-dir", FAIL, f"{path} is not writable even by root",
+                      f"remount the filesystem of {path} read-write (or lsattr -d {path}: "
+                      "remove an immutable attribute)")]
     st = os.statvfs(path)
     free = st.f_bavail * st.f_frsize
     found = f"{path}: {free / 1000 ** 3:.1f} GB free"
@@ -143,8 +147,10 @@ def cgroup_setup(proc_root: str = "/proc") -> List[Check]:
         sorted(hierarchy.mounts)
     found = f"cgroup v{hierarchy.version}, controllers {' '.join(controllers) or 'none'}"
     if not ok:
-        return [Check("cgroups", FAIL, f"{found}: {reason}",
-                      "run vacd as root on a host whose cgroup controllers are delegated")]
+        fix = "run vacd (and vac doctor) as root" if os.geteuid() != 0 else \
+            "delegate the cpu, memory and pids controllers to vacd's cgroup " \
+            "(cgroup.subtree_control of its parents), or run vacd on the host, not in a container"
+        return [Check("cgroups", FAIL, f"{found}: {reason}", fix)]
     missing = [c for c in ("cpu", "memory", "pids") if hierarchy.version == 2 and
                c not in controllers]
     if missing:

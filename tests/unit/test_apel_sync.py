@@ -69,12 +69,15 @@ def test_default_month_is_that_of_24_hours_ago():
 
 
 @pytest.mark.parametrize("month", ["2026", "202613", "20261x", "abcdef"])
-def test_a_bad_month_exits_1(world, month):  # noqa: F811
+def test_a_bad_month_is_an_argument_error_exit_2(world, month, capsys):  # noqa: F811
     w = world()
-    assert cli.main(["--config", str(w.conf), "apel-sync", month]) == 1
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["--config", str(w.conf), "apel-sync", month])
+    assert caught.value.code == 2
+    assert f"{month!r} is not a month YYYYMM" in capsys.readouterr().err
 
 
-def test_a_queue_that_cannot_be_written_exits_2(world):  # noqa: F811
+def test_a_queue_that_cannot_be_written_exits_1(world):  # noqa: F811
     w = world()
     w.run()
     w.run(1500)
@@ -82,7 +85,7 @@ def test_a_queue_that_cannot_be_written_exits_2(world):  # noqa: F811
     os.rename(w.paths.apel_outgoing, w.paths.apel_outgoing + ".moved")
     with open(w.paths.apel_outgoing, "w") as f:
         f.write("not a directory")
-    assert cli.main(["--config", str(w.conf), "apel-sync", month_of(T0 + 1500)]) == 2
+    assert cli.main(["--config", str(w.conf), "apel-sync", month_of(T0 + 1500)]) == 1
 
 
 def test_without_sitename_the_record_is_printed_not_queued(world, capsys):  # noqa: F811

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac apel-sync [YYYYMM...]`: queue an APEL sync record per month for ssmsend.
 
-Exit codes as the original's: 0 done, 1 a month argument is not YYYYMM, 2 a record could not
-be written (or the configuration cannot be read). The record is checked against the loader's
+Exit codes as every vac command's: 0 done, 1 a record could not be written (or the
+configuration is rejected), 2 wrong arguments (a month that is not YYYYMM). The original
+exited 1 for a bad month and 2 for a record not written. The record is checked against the loader's
 rules and queued in apel-outgoing/ with dirq, as the job records are; without gocdb_sitename
 it is printed and not queued (the job records are not queued then either).
 """
@@ -11,26 +12,28 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import List, Tuple
+from typing import Tuple
 
-BAD_MONTH, WRITE_FAILED = 1, 2
+WRITE_FAILED = 1
 
 
 def add_commands(subparsers) -> None:
     """Add apel-sync to vac's subcommands."""
     sync = subparsers.add_parser(
         "apel-sync", help="queue APEL sync records (job counts per month) for ssmsend")
-    sync.add_argument("months", nargs="*", metavar="YYYYMM",
+    sync.add_argument("months", nargs="*", metavar="YYYYMM", type=_month, default=[],
                       help="months to sum up (default: the month of 24 hours ago)")
     sync.set_defaults(func=apel_sync)
 
 
-def _months(args: argparse.Namespace, now: float) -> List[Tuple[int, int]]:
+def _month(text: str) -> Tuple[int, int]:
+    """A YYYYMM argument as (year, month); an argument error (exit 2) otherwise."""
     from vac.accounting import sync
 
-    if not args.months:
-        return [sync.default_month(now)]
-    return [sync.parse_month(m) for m in args.months]
+    try:
+        return sync.parse_month(text)
+    except sync.MonthError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def apel_sync(args: argparse.Namespace) -> int:
@@ -42,11 +45,7 @@ def apel_sync(args: argparse.Namespace) -> int:
     from vac.host.facts import HostFacts
 
     now = time.time()
-    try:
-        months = _months(args, now)
-    except sync.MonthError as e:
-        print(f"vac apel-sync: {e}", file=sys.stderr)
-        return BAD_MONTH
+    months = args.months or [sync.default_month(now)]
     try:
         config = pipes.load_config(config_files(args.config), HostFacts.read(), update=False,
                                    now=now)

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A listener vacd binds where the configuration says: after each cycle it is given the
 (address, port) it should serve on, or None; it is rebound when that changes and closed when
-vacd stops. A port that cannot be bound is logged once (again only if the error changes), and
-each next cycle tries again."""
+vacd stops. A port that cannot be bound is logged (the same line each cycle, which vacd's log
+shows once while it holds), and the next cycle tries again."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +20,6 @@ class Listener:
     def __init__(self) -> None:
         self.server: Any = None
         self.bound: Optional[Where] = None
-        self.failed: Optional[str] = None    # the bind error last logged, while it lasts
 
     def _bind(self, want: Where) -> Any:
         """Start serving on want and return the server (None: nothing of its own to close).
@@ -39,17 +38,13 @@ class Listener:
             return
         self.close()
         if want is None:
-            self.failed = None
             return
         try:
             self.server = self._bind(want)
         except OSError as e:
-            text = f"{self.what} {want[0]}:{want[1]} cannot be bound: {e}"
-            if text != self.failed:
-                log.error("%s (tried again each cycle)", text)
-            self.failed = text
+            log.error("%s %s:%d cannot be bound (tried again each cycle): %s", self.what,
+                      want[0], want[1], e)
             return
-        self.failed = None
         self.bound = want
         log.info("%s served on %s", self.what, self._url(want))
 

@@ -6,8 +6,9 @@ the endpoint is rebound when the configured address changes and closed when vacd
 status_port equals metrics_port, the status page's listener (vac.web.statusserver) serves
 /metrics from this registry and nothing is bound here. Any failure here is logged and never
 reaches the cycle. When metrics_port is set and prometheus_client is not installed, that is one
-ERROR naming the setting and the package (vac.optional), logged when it starts and not again
-while it lasts; the endpoint comes up at the first cycle after the package is installed."""
+ERROR line naming the setting and the package (vac.optional), no traceback; the same line each
+cycle, which vacd's log (vac.service.journal.Repeats) shows once while it holds; the endpoint
+comes up at the first cycle after the package is installed."""
 from __future__ import annotations
 
 import logging
@@ -30,7 +31,6 @@ class MetricsEndpoint(Listener):
         self.get_config = get_config
         self.responder = responder
         self.metrics = None
-        self.missing: Optional[str] = None    # the missing library's error, once logged
 
     def after_cycle(self, report: Any, seconds: float) -> None:
         """Count the cycle's report and serve where the configuration says."""
@@ -45,16 +45,14 @@ class MetricsEndpoint(Listener):
         except Exception:  # noqa: BLE001 - monitoring must never stop the factory
             log.exception("metrics: counting the cycle failed")
 
-    def _library_present(self) -> bool:
-        """Whether prometheus_client imports; its absence is logged once, its arrival too."""
+    @staticmethod
+    def _library_present() -> bool:
+        """Whether prometheus_client imports; if not, one ERROR line naming the setting and the
+        package (the same line each cycle: vacd's log shows it once while it holds)."""
         if optional.installed(LIBRARY):
-            if self.missing is not None:
-                log.info("metrics: %s is installed now", LIBRARY)
-            self.missing = None
             return True
-        if self.missing is None:
-            self.missing = optional.MissingLibrary.of("metrics_port", LIBRARY).text()
-            log.error("%s; no metrics are served", self.missing)
+        log.error("%s; no metrics are served",
+                  optional.MissingLibrary.of("metrics_port", LIBRARY).text())
         return False
 
     @staticmethod

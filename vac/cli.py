@@ -1,6 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """vac: the command-line tool. Imports no backend library.
 
+Exit status of every command: 0 done, 1 failed (a rejected configuration, a failed check,
+nothing answered), 2 wrong arguments, 130 interrupted, 141 (128 + SIGPIPE) when the reader of
+its output went away (`vac slots | head`): the command then ends quietly, no traceback.
+
     vac [--config FILE]... config check [--json] [--fetch]
     vac [--config FILE]... slots [--json]
 """
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 import time
 from typing import List, Optional
@@ -28,6 +34,8 @@ SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "mi
                  "backoff_seconds", "fizzle_seconds", "heartbeat_file", "heartbeat_seconds",
                  "accounting_fqan", "machinegroup", "container_command", "cvmfs_repositories",
                  "mb_per_processor", "docker_network", "docker_ulimits", "docker_pull_seconds")
+CLOSED_PIPE = 141   # 128 + SIGPIPE: what a shell reports for a tool its closed pipe ended
+INTERRUPTED = 130   # 128 + SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,12 +144,47 @@ def slots_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = parse_args(argv)
+    """Run one command; its exit status. A reader that goes away (`vac slots | head`) ends the
+    command quietly with CLOSED_PIPE, as a tool killed by SIGPIPE would; ^C ends it with 130."""
+    try:
+        try:
+            code = _run(parse_args(argv))
+        finally:        # also after --help, --version and argument errors (SystemExit)
+            sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        if not _output_gone():
+            raise
+        return CLOSED_PIPE
+    except KeyboardInterrupt:
+        return INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "func", None) is not None:
         return args.func(args)
     if args.command == "config":
         return config_check(args)
     return slots_command(args)
+
+
+def _output_gone() -> bool:
+    """True when stdout or stderr is a pipe whose reader has closed it; both are then pointed
+    at /dev/null, so nothing (not even the interpreter's last flush) writes there again."""
+    gone = False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            continue
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if any(event & select.POLLERR for _, event in poller.poll(0)):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+            gone = True
+    return gone
 
 
 if __name__ == "__main__":

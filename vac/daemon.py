@@ -13,6 +13,7 @@ each cycle's host preparation and closed on exit.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import select
@@ -24,11 +25,11 @@ from typing import List, Optional, Set
 
 from vac import __version__, planfile
 from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
-from vac.config import pipes, presence
+from vac.config import pipefetch, pipes, presence
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
 from vac.cycle.watchers import MessageWatcher, Watchers
-from vac.errors import ConfigMissing, VacError
+from vac.errors import ConfigError, ConfigMissing, VacError
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
 from vac.paths import Paths
@@ -123,7 +124,7 @@ class Daemon:
         self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
                                            args.metadata_port)
         self.factory = Factory(self._load_config, after_prepare=self.services.ensure,
-                               space_census=SpacePoll())
+                               space_census=SpacePoll(), state_dir=state_dir, host=self.host)
         # The VacQuery responder (vac.space): its own thread, answering from the state
         # directory and the config the factory holds (cached pipes only).
         self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
@@ -132,6 +133,9 @@ class Daemon:
         self.messages = MessageWatcher(lambda: self.factory.config, self.watchers.on_end)
         self.full_cycle_now = False
         self.retry: Set[str] = set()
+        self.config_problem: Optional[ConfigError] = None   # the last load's, for STATUS=
+        # Pipes are fetched in the background (vac.config.pipefetch): a cycle reads the cache.
+        self.pipe_fetcher = pipefetch.PipeFetcher(pipes.refresh, on_landed=self._pipe_landed)
         # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
         self.metrics = MetricsEndpoint(lambda: self.factory.config, self.responder)
         # The status page (vac.web), when status_port is set: it only reads, too.
@@ -145,8 +149,21 @@ class Daemon:
 
     def _load_config(self):
         files = self.files
-        presence.require(files, explicit=bool(self.args.config))
-        return pipes.load_config(files, self.host, update=True, now=time.time())
+        try:
+            presence.require(files, explicit=bool(self.args.config))
+            now = time.time()
+            config, found = pipes.load_config_with_pipes(files, self.host, update=False, now=now)
+        except ConfigError as e:
+            self.config_problem = e
+            raise
+        self.config_problem = None
+        self.pipe_fetcher.schedule(found.states, now, self._period())
+        return config
+
+    def _pipe_landed(self, state) -> None:
+        """A background fetch brought a new or changed pipe document: a cycle now uses it."""
+        self.full_cycle_now = True
+        self.wake.set()
 
     def _cached(self):
         files = self.files
@@ -178,6 +195,7 @@ class Daemon:
             self.notifier.stopping("stopping; machines keep running")
             self.watchdog.stop()
             signal.set_wakeup_fd(previous_wakeup)
+            self.pipe_fetcher.stop()        # before wake.close(): it wakes vacd
             self.wake.close()
             self.watchers.stop()
             self.messages.stop()
@@ -241,7 +259,7 @@ class Daemon:
         record = planfile.read(paths.plan)
         if record is not None and record.time < int(began) - 1:
             record = None   # an earlier cycle's: this one wrote none
-        text = service_status.line(number, record)
+        text = service_status.line(number, record, self.config_problem)
         if number == 1:
             self.notifier.ready(text)
         else:
@@ -277,6 +295,10 @@ class Daemon:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     repeats = journal.setup(args.foreground, args.log_file)
+    try:   # SIGABRT (systemd's watchdog) prints where every thread hangs
+        faulthandler.enable()
+    except (AttributeError, ValueError, OSError):  # stderr without a descriptor (tests)
+        pass
     try:  # one vacd per state directory, the lock held until this process ends
         state_dir = state_dir_of(config_files(args.config))
         state_lock = StateLock(state_dir).acquire()

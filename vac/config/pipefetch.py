@@ -135,8 +135,9 @@ class PipeFetcher:
             return self._idle.wait_for(lambda: not self._busy, timeout)
 
     def stop(self) -> None:
-        """No more fetches; a worker in the middle of one is left (a daemon thread) after a
-        short wait, so a pipe host that never answers cannot hold up vacd's exit."""
+        """No more fetches and no more on_landed calls once this returns; a worker in the
+        middle of a fetch is left (a daemon thread) after a short wait, so a pipe host that
+        never answers cannot hold up vacd's exit."""
         with self._lock:
             self._stopped = True
             threads = list(self._threads)
@@ -181,12 +182,13 @@ class PipeFetcher:
                 return
             state, period = item
             landed = self._run(state)
-            with self._lock:
+            with self._lock:   # on_landed under the lock: never after stop() returned
                 self._busy.discard(_key(state))
                 self._note(state, landed, period)
                 self._idle.notify_all()
-            if landed.ok and landed.changed and self._on_landed is not None:
-                self._on_landed(state)
+                if landed.ok and landed.changed and self._on_landed is not None \
+                        and not self._stopped:
+                    self._on_landed(state)
 
     def _run(self, state: PipeState) -> Landed:
         try:

@@ -108,8 +108,8 @@ def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: flo
                 fetcher: Fetcher = fetch.fetch_bytes) -> model.Config:
     """Read the config files, the pipes (fetching them only if update), and build the Config.
 
-    The factory calls this with update=True every cycle; the responder and the CLI with
-    update=False (cache only). Pipe warnings and pipe errors are in Config.warnings (errors
+    vacd, the responder and the CLI call this with update=False (cache only; vacd fetches
+    due pipes in the background, vac.config.pipefetch); update=True fetches due pipes first. Pipe warnings and pipe errors are in Config.warnings (errors
     start "URL (pipe PREFIX): "); load_config_with_pipes also returns them apart.
 
     Raises:
@@ -119,9 +119,11 @@ def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: flo
 
 
 def load_config_with_pipes(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
-                           fetcher: Fetcher = fetch.fetch_bytes
-                           ) -> Tuple[model.Config, PipeResult]:
-    """load_config, also returning what the pipes gave (errors, warnings, sources) apart.
+                           fetcher: Fetcher = fetch.fetch_bytes, force: bool = False,
+                           progress: Progress = None) -> Tuple[model.Config, PipeResult]:
+    """load_config, also returning what the pipes gave (errors, warnings, sources, states)
+    apart. force fetches every pipe now whatever its cache's age (`config check --fetch`),
+    in parallel, telling progress(text) what it waits for.
 
     Raises:
         ConfigError: the local configuration is unusable (never because of a pipe).
@@ -130,7 +132,8 @@ def load_config_with_pipes(files: Sequence[str], host: HostFacts, *, update: boo
     sections = load.pipe_sections(raw)
     result = PipeResult()
     if sections:
-        result = load_pipes(sections, _paths_of(raw), update=update, now=now, fetcher=fetcher)
+        result = load_pipes(sections, _paths_of(raw), update=update, now=now, fetcher=fetcher,
+                            force=force, progress=progress)
     return _build(raw, host, result)
 
 

@@ -6,7 +6,7 @@ nothing answered), 2 wrong arguments, 130 interrupted, 141 (128 + SIGPIPE) when 
 its output went away (`vac slots | head`): the command then ends quietly, no traceback.
 
     vac [--config FILE]... config check [--json] [--fetch]
-    vac [--config FILE]... slots [--json]
+    vac [--config FILE]... slots [--json] [--totals] [--machinetype NAME] [--state STATE]
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import List, Optional
 
-from vac import __version__, ops
+from vac import __version__, ops, slotscommand
 from vac.accounting import commands as accounting_cli
 from vac.config import pipes
 from vac.config.load import config_files
@@ -26,7 +26,6 @@ from vac.config.model import Config
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
-from vac.slotview import cycle_summary, image_notes, slot_rows
 from vac.space import cli as space_cli
 
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
@@ -51,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true")
     check.add_argument("--fetch", action="store_true",
                        help="fetch pipes now (default: use the pipe cache only)")
-    slots = sub.add_parser("slots", help="this factory's slots and why idle ones are idle")
-    slots.add_argument("--json", action="store_true")
+    slots = sub.add_parser("slots", help="vacd, this factory's slots and why idle ones are idle")
+    slotscommand.add_arguments(slots)
+    slots.set_defaults(func=slotscommand.slots_command)
     ops.add_commands(sub)
     space_cli.add_commands(sub)
     accounting_cli.add_commands(sub)
@@ -120,27 +120,7 @@ def _print_config(config: Config) -> None:
 
 
 def slots_command(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args, update=False)
-    except ConfigError as e:
-        print(f"vac: configuration rejected: {e}", file=sys.stderr)
-        return 1
-    rows = slot_rows(config, now=time.time())
-    cycle = cycle_summary(config)
-    images = image_notes(config)
-    if args.json:
-        print(json.dumps({"slots": rows, "cycle": cycle, "images": images}, indent=1,
-                         allow_nan=False))
-        return 0
-    for row in rows:
-        errors = f"  [{row['errors']} errors, last: {row['last_error']}]" if row["errors"] else ""
-        print(f"{row['name']:28} {row['machinetype'] or '----------':20} {row['state']:10} "
-              f"{row['processors']:>2} {row['age']:>9}  {row['detail']}{errors}")
-    for note in images:
-        print(note["text"])
-    if cycle["errors"]:
-        print(f"last cycle: {cycle['errors']} errors; see the vacd log")
-    return 0
+    return slotscommand.slots_command(args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,5 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The rows of `vac slots`: each slot from the state directory alone (no backend calls)."""
+"""The rows of `vac slots`: each slot from the state directory alone (no backend calls).
+
+A row is data (epochs, seconds, None for none, the idle reason as planfile gives it) beside
+`detail`, the line a person reads, with times shown as local times. The rows can be made
+with a configuration (its slots) or without one (the slots the state directory knows), so
+`vac slots` still shows what runs while the configuration is rejected.
+"""
 from __future__ import annotations
 
 import json
@@ -8,58 +14,163 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
-from vac import fsutil
+from vac import fsutil, planfile
 from vac.config.model import Config
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
+from vac.paths import Paths
 
 DOCKER = "docker://"
+IDLE = "Idle"            # a slot with no machine directory (never used, or expired)
+FAILED = "Failed"        # MachineState.FAILED's value (contract item 2)
+MAX_SLOTS = 10000        # slot names taken from a state directory at most
+_SLOT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 
 
 def slot_rows(config: Config, now: float) -> List[Dict]:
-    """name, machinetype, state, processors, age, last outcome or idle reason, per slot."""
-    paths = config.settings.paths
-    summary = _last_plan(paths.plan)
-    idle = summary.get("idle", {})
-    errors = summary.get("machine_errors") or {}
-    rows = []
-    for slot in make_slots(config.settings.factory_name, config.settings.host_processors):
-        record = read_slot_record(paths, slot.name)
-        directory = MachineDir.for_record(paths, slot.name, record)
-        if directory is None:
-            rows.append(_row(slot.name, None, MachineState.SHUTDOWN.value, 0, "",
-                             _idle_text(idle, slot.name, summary)))
-            continue
-        failures = errors.get(slot.name) or {}
-        if failures.get("machine") != os.path.basename(directory.path):
-            failures = {}
-        image, version, ip = _recorded(directory)
-        state = directory.disk_state()
-        age = _age(now - (directory.started or directory.created))
-        if state == MachineState.SHUTDOWN:
-            detail = f"last: {directory.shutdown_message or 'no shutdown message'}"
-            if slot.name in idle:
-                detail += f"; idle: {idle[slot.name]}"
-        elif state == MachineState.RUNNING:
-            detail = f"cpu {directory.cpu_seconds:.0f}s, ends {_age(directory.shutdown_time - now) if directory.shutdown_time else '?'} from now"  # noqa: E501
-        else:
-            detail = "creation in progress or failed"
-        if ip:
-            detail += f", ip {ip}"
-        if version:
-            detail += f", image {short_version(version)}"
-        row = _row(slot.name, directory.machinetype, state.value, directory.processors,
-                   age, detail, failures.get("count", 0), failures.get("last"))
-        row.update({"image": image, "image_version": version, "ip": ip})
-        rows.append(row)
-    return rows
+    """One row per slot of the configuration (see rows_at)."""
+    names = [s.name for s in make_slots(config.settings.factory_name,
+                                        config.settings.host_processors)]
+    return rows_at(config.settings.paths, names, now)
+
+
+def rows_at(paths: Paths, names: List[str], now: float,
+            record: Optional[planfile.PlanRecord] = None) -> List[Dict]:
+    """Rows of the named slots: machinetype, state, processors, age, idle reason, errors."""
+    record = record if record is not None else planfile.read(paths.plan)
+    return [_slot_row(paths, name, record, now) for name in names]
+
+
+def names_on_disk(paths: Paths, record: Optional[planfile.PlanRecord]) -> List[str]:
+    """The slots a state directory knows without a configuration: slot records and the
+    slots the last plan record names, in ordinal order."""
+    try:
+        found = set(os.listdir(paths.slots)[:MAX_SLOTS])
+    except OSError:
+        found = set()
+    if record is not None:
+        found |= set(record.idle) | set(record.machine_errors)
+    return sorted((n for n in found if _SLOT_NAME.fullmatch(n)), key=_ordinal_key)[:MAX_SLOTS]
+
+
+def _ordinal_key(name: str) -> tuple:
+    head, _, number = name.split(".")[0].rpartition("-")
+    return (head, int(number) if number.isdigit() else -1, name)
+
+
+def _slot_row(paths: Paths, name: str, record: Optional[planfile.PlanRecord],
+              now: float) -> Dict:
+    reason = record.idle.get(name) if record is not None else None
+    errors = dict(record.machine_errors.get(name) or {}) if record is not None else {}
+    slot_record = read_slot_record(paths, name)
+    directory = MachineDir.for_record(paths, name, slot_record)
+    state = directory.disk_state().value if directory is not None else None
+    if state == FAILED or (reason is not None and reason.kind == planfile.CREATION_FAILED
+                           and state != MachineState.RUNNING.value):
+        return _failed_row(name, directory, reason, errors, now)
+    if directory is None:
+        never = "never used; " if slot_record is None else ""
+        return _row(name, IDLE, reason, detail=never + idle_text(reason, record, now))
+    if errors.get("machine") != os.path.basename(directory.path):
+        errors = {}
+    row = _row(name, state, reason, directory, now, errors)
+    row["detail"] = _detail(directory, state, reason, record, now, row)
+    return row
+
+
+def _failed_row(name: str, directory: Optional[MachineDir],
+                reason: Optional[planfile.IdleReason], errors: Dict, now: float) -> Dict:
+    why = reason.text if reason is not None and reason.kind == planfile.CREATION_FAILED \
+        else errors.get("last") or "creation failed"
+    row = _row(name, FAILED, reason, directory, now, errors)
+    if row["machinetype"] is None and reason is not None:
+        row["machinetype"] = reason.machinetype
+    row["detail"] = f"Failed: {why}"
+    return row
+
+
+def _row(name: str, state: str, reason: Optional[planfile.IdleReason],
+         directory: Optional[MachineDir] = None, now: float = 0.0,
+         errors: Optional[Dict] = None, detail: str = "") -> Dict:
+    errors = errors or {}
+    row: Dict[str, Any] = {
+        "name": name, "machinetype": None, "state": state, "processors": 0, "machine": None,
+        "created": None, "started": None, "age": None, "ends": None, "cpu_seconds": None,
+        "last": None, "detail": detail, "errors": int(errors.get("count") or 0),
+        "last_error": errors.get("last") or None,
+        "idle": reason.to_json() if reason is not None else None,
+        "image": None, "image_version": None, "ip": None}
+    if directory is None:
+        return row
+    started = directory.started
+    row.update({"machinetype": directory.machinetype, "processors": directory.processors,
+                "machine": os.path.basename(directory.path), "created": directory.created,
+                "started": started, "ends": directory.shutdown_time,
+                "age": max(0, int(now - (started or directory.created)))})
+    image, version, ip = _recorded(directory)
+    row.update({"image": image, "image_version": version, "ip": ip})
+    return row
+
+
+def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleReason],
+            record: Optional[planfile.PlanRecord], now: float, row: Dict) -> str:
+    if state == MachineState.SHUTDOWN.value:
+        row["last"] = directory.shutdown_message
+        detail = f"last: {directory.shutdown_message or 'no shutdown message'}"
+        if reason is not None:
+            detail += f"; {idle_text(reason, record, now)}"
+    elif state == MachineState.RUNNING.value:
+        row["cpu_seconds"] = directory.cpu_seconds
+        ends = directory.shutdown_time
+        when = f"ends {local_time(ends, now)} ({age_text(ends - now)} from now)" \
+            if ends else "no shutdown time"
+        detail = f"cpu {directory.cpu_seconds:.0f}s, {when}"
+    else:
+        detail = "creation in progress"
+    if row["ip"]:
+        detail += f", ip {row['ip']}"
+    if row["image_version"]:
+        detail += f", image {short_version(row['image_version'])}"
+    return detail
+
+
+def idle_text(reason: Optional[planfile.IdleReason], record: Optional[planfile.PlanRecord],
+              now: float) -> str:
+    """'idle: <why>' for a person, times as local times."""
+    if reason is not None:
+        return f"idle: {reason_text(reason, now)}"
+    if record is None:
+        return "idle: no cycle has run yet"
+    if record.config_error:
+        return f"idle: configuration rejected: {record.config_error}"
+    return "idle: not in vacd's last plan"
+
+
+def reason_text(reason: planfile.IdleReason, now: float) -> str:
+    """An idle reason's text, rebuilt from its data where it holds an epoch (backoff)."""
+    if reason.parts:
+        return "; ".join(reason_text(part, now) for part in reason.parts)
+    if reason.kind == planfile.BACKOFF and reason.until is not None and reason.machinetype:
+        text = f"backoff of {reason.machinetype} until {local_time(reason.until, now)}"
+        return text + (f" (abort on {reason.factory})" if reason.factory else "")
+    return reason.text
+
+
+def local_time(when: float, now: float) -> str:
+    """An epoch as local time: HH:MM:SS on the same day as now, else with the date too."""
+    try:
+        shown, today = time.localtime(when), time.localtime(now)
+    except (OverflowError, OSError, ValueError):
+        return "?"
+    form = "%H:%M:%S" if shown[:3] == today[:3] else "%Y-%m-%d %H:%M:%S"
+    return time.strftime(form, shown)
 
 
 def _recorded(directory: MachineDir) -> tuple:
-    """(image, image_version, ip) the machine's backend recorded ('' where it recorded none:
-    ip only for a container with its slot's own address on a docker_network)."""
+    """(image, image_version, ip) the machine's backend recorded (None where it recorded
+    none: ip only for a container with its slot's own address on a docker_network)."""
     record = directory.read_backend_record()
-    return tuple(_printable(record.get(key)) for key in ("image", "image_version", "ip"))
+    return tuple(_printable(record.get(key)) or None for key in ("image", "image_version", "ip"))
 
 
 def _printable(value: Any, limit: int = 300) -> str:
@@ -98,11 +209,11 @@ def _note(tag: str, entry: Dict, now: float) -> Dict:
     since = entry.get("failing_since")
     checked = entry.get("checked")
     if error:
-        ago = _age(now - since) if isinstance(since, (int, float)) else "?"
+        ago = age_text(now - since) if isinstance(since, (int, float)) else "?"
         text = (f"image {_printable(tag)}: registry failing for {ago} ({error}); new machines "
                 f"keep {short_version(version) or 'no image yet'}")
     else:
-        when = f"refreshed {_age(now - checked)} ago" if isinstance(checked, (int, float)) \
+        when = f"refreshed {age_text(now - checked)} ago" if isinstance(checked, (int, float)) \
             else "not refreshed yet"
         text = f"image {_printable(tag)}: {short_version(version)} ({when})"
     return {"image": _printable(tag), "image_version": version, "error": error,
@@ -111,38 +222,24 @@ def _note(tag: str, entry: Dict, now: float) -> Dict:
                              if isinstance(m, str)]}
 
 
-def cycle_summary(config: Config) -> Dict:
+def cycle_summary(config_or_paths: Any,
+                  record: Optional[planfile.PlanRecord] = None) -> Dict:
     """The last cycle: when it ran, its error count and error lines, a rejected config."""
-    summary = _last_plan(config.settings.paths.plan)
-    lines = summary.get("errors") or []
-    return {"time": summary.get("time"), "errors": summary.get("cycle_errors", len(lines)),
-            "error_lines": lines, "config_error": summary.get("config_error")}
+    paths = config_or_paths.settings.paths if isinstance(config_or_paths, Config) \
+        else config_or_paths
+    if record is None and paths is not None:
+        record = planfile.read(paths.plan)
+    if record is None:
+        return {"time": None, "errors": 0, "error_lines": [], "config_error": None}
+    return {"time": int(record.time), "errors": len(record.errors),
+            "error_lines": list(record.errors), "config_error": record.config_error}
 
 
-def _row(name, machinetype, state, processors, age, detail, errors=0, last_error=None) -> Dict:
-    return {"name": name, "machinetype": machinetype, "state": state,
-            "processors": processors, "age": age, "detail": detail, "errors": errors,
-            "last_error": last_error}
-
-
-def _idle_text(idle: Dict[str, str], name: str, summary: Dict) -> str:
-    if summary.get("config_error"):
-        return f"idle: configuration rejected: {summary['config_error']}"
-    if name in idle:
-        return f"idle: {idle[name]}"
-    return "idle: no cycle has run yet" if not summary else "idle"
-
-
-def _last_plan(path: str) -> Dict:
-    text = fsutil.read_optional(path, 16 * 1024 * 1024)
-    try:
-        return json.loads(text) if text else {}
-    except ValueError:
-        return {}
-
-
-def _age(seconds: float) -> str:
+def age_text(seconds: float) -> str:
+    """A duration for people: 4m05s, 3h07m, 2d05h."""
     seconds = max(0, int(seconds))
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"

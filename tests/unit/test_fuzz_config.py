@@ -228,7 +228,8 @@ def _check_one(data, workdir: str) -> None:
     assert rc_slots == rc
     if rc == 0:
         slots = _strict(out_slots)
-        assert isinstance(slots, dict) and set(slots) == {"slots", "cycle", "images"}
+        assert isinstance(slots, dict) and set(slots) == {"version", "time", "vacd", "slots",
+                                                          "totals", "cycle", "images"}
     assert "Traceback" not in err + err_text + err_slots
     if loaded and rc == 1:      # only the host can differ (vac reads the real one)
         assert {p["option"] for p in shown["problems"]} <= HOST_OPTIONS, shown

@@ -237,9 +237,9 @@ def test_vac_slots_shows_each_machines_image_version(make_factory, capsys):
     assert rows[first]["image_version"] == DIGEST and rows[first]["image"] == "x:1"
     assert rows[first]["detail"].endswith(
         ", ip 10.231.0.5, image 127.0.0.1:18650/vac-test/payload@sha256:abababababab")
-    assert rows[first]["ip"] == "10.231.0.5" and rows[second]["ip"] == ""
+    assert rows[first]["ip"] == "10.231.0.5" and rows[second]["ip"] is None   # null for none
     assert rows[second]["image_version"] == "sha256:" + "cd" * 32 + "[31m"  # no escapes
-    assert rows[third]["image_version"] == "" and "image" not in rows[third]["detail"]
+    assert rows[third]["image_version"] is None and "image" not in rows[third]["detail"]
     assert short_version("sha256:" + "e" * 64) == "sha256:" + "e" * 12
     assert short_version("not a digest") == "not a digest"
 

@@ -180,7 +180,10 @@ def render_text(view: Dict[str, Any], now: float) -> List[str]:
     lines = [view["vacd"]["text"]]
     if "slots" in view:
         lines += [""] + _table(view["slots"])
-    lines += [""] + _totals_table(view["totals"])
+    if view["totals"]:
+        lines += [""] + _totals_table(view["totals"])
+    elif "slots" not in view:
+        lines += ["", "no slots"]
     if "slots" in view:
         lines += [note["text"] for note in view["images"]]
         if view["cycle"]["errors"]:

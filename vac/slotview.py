@@ -80,12 +80,19 @@ def _slot_row(paths: Paths, name: str, record: Optional[planfile.PlanRecord],
 
 def _failed_row(name: str, directory: Optional[MachineDir],
                 reason: Optional[planfile.IdleReason], errors: Dict, now: float) -> Dict:
-    why = reason.text if reason is not None and reason.kind == planfile.CREATION_FAILED \
-        else errors.get("last") or "creation failed"
+    """The reason: the plan's (CREATION_FAILED), else the machine's shutdown_message (vacd
+    writes "700 Vac: creation failed: ..."), else the slot's last error; then why the slot
+    is idle now if that is something else (a backoff that followed, a deferral)."""
+    failed_here = reason is not None and reason.kind == planfile.CREATION_FAILED
+    message = directory.shutdown_message if directory is not None else None
+    why = reason.text if failed_here else message or errors.get("last") or "creation failed"
     row = _row(name, FAILED, reason, directory, now, errors)
     if row["machinetype"] is None and reason is not None:
         row["machinetype"] = reason.machinetype
+    row["last"] = message
     row["detail"] = f"Failed: {why}"
+    if reason is not None and not failed_here:
+        row["detail"] += f"; idle: {reason_text(reason, now)}"
     return row
 
 

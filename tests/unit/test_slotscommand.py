@@ -134,8 +134,9 @@ def scene_running(w: World) -> None:
 
 def scene_failed(w: World) -> None:
     _running(w, SLOTS[0])
-    w.machine(SLOTS[1], "beta", created=NOW - 40)          # created, never started
     why = "beta: creation failed: image docker://nosuch/image:1 not found"
+    w.machine(SLOTS[1], "beta", created=NOW - 40, finished=NOW - 39,   # finished, never started
+              message="700 Vac: creation failed: image docker://nosuch/image:1 not found")
     w.plan(NOW - 15, {
         SLOTS[1]: IdleReason(planfile.CREATION_FAILED, why, machinetype="beta"),
         SLOTS[2]: IdleReason(planfile.DEFERRED, f"creation of beta deferred: {why}",
@@ -346,3 +347,11 @@ def test_main_runs_slots_through_the_subparser(world, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("vacd running (pid 4242)")
     assert "DETAIL" not in out and "TOTALS" in out
+
+
+def test_a_filter_that_matches_nothing_says_no_slots(world, capsys):
+    scene_running(world)
+    out = world.run("--state", "failed", capsys=capsys)[1]
+    assert out.splitlines()[1:] == ["", "no slots"]
+    assert world.run("--totals", "--machinetype", "nosuch", capsys=capsys)[1].splitlines()[1:] \
+        == ["", "no slots"]

@@ -116,3 +116,15 @@ def test_the_slots_of_a_state_directory_in_ordinal_order(paths):
 def test_ages_for_people():
     assert [slotview.age_text(s) for s in (-5, 65, 3600 * 3 + 420, 86400 * 2 + 3600 * 5)] == \
         ["0m00s", "1m05s", "3h07m", "2d05h"]
+
+
+def test_a_failed_machine_on_disk_shows_its_message_and_why_the_slot_waits_now(paths):
+    d = _machine(paths, NOW - 400)
+    d.write("joboutputs/shutdown_message", "700 Vac: creation failed: no such image",
+            mtime=NOW - 399)
+    d.write("finished", "", mtime=NOW - 399)        # finished without ever starting
+    backoff = IdleReason(planfile.BACKOFF, "x", machinetype="alpha", until=NOW + 60)
+    row = _row(paths, PlanRecord(NOW - 10, {SLOT: backoff}))
+    assert row["state"] == "Failed" and row["last"] == "700 Vac: creation failed: no such image"
+    assert row["detail"] == ("Failed: 700 Vac: creation failed: no such image; "
+                             "idle: backoff of alpha until 08:01:00")

@@ -22,7 +22,8 @@
 #                          console as "VAC-V2: exit N" and powers off
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
 # sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
-# pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian).
+# pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian);
+# rpm, so that tests/integration/test_vacd_systemd.py installs the RPMs built on the host.
 # Skipped when the outputs exist and were built by a script of the same content
 # (OUTDIR/.script-sha256). Downloaded .debs are kept in /var/cache/vac-test/v2guest. First
 # build: several minutes (debootstrap's downloads and unpacking); cached: under a second.
@@ -46,7 +47,8 @@ BASE="systemd systemd-sysv dbus udev kmod passwd ca-certificates"
 PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io docker-cli containerd runc iptables busybox-static uidmap squashfs-tools
 ca-certificates containernetworking-plugins libseccomp2 libsqlite3-0 python3 python3-pytest
 python3-hypothesis python3-docker python3-spython python3-pycurl python3-jinja2
-python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pip"
+python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pip
+rpm"
 # Not in Debian: from PyPI into the guest's python3 (the APEL queue of the accounting tests).
 PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 
 import pytest
 from conftest import REPO
 
-from vac.config import load, model, pipes
-from vac.errors import ConfigError
+from vac.config import load, model, pipes, presence
+from vac.errors import ConfigError, ConfigMissing
 
 ETC = os.path.join(REPO, "etc")
 
@@ -22,8 +23,27 @@ def _values(path: str):
     return [(s, o, v) for s in parser.sections() for o, v in parser.items(s)]
 
 
-def test_example_vac_conf_values_have_no_inline_comments():
-    values = _values(os.path.join(ETC, "vac.conf"))
+def uncommented(path: str) -> str:
+    """The example's settings with their "#" taken off (its prose keeps "# ")."""
+    lines = open(path).read().splitlines()
+    return "\n".join(line[1:] for line in lines
+                     if re.match(r"#(\[|[a-z_0-9]+ = )", line)) + "\n"
+
+
+def test_installed_vac_conf_is_all_comments_so_vacd_is_not_configured_yet(tmp_path):
+    # The RPM installs it as /etc/vac.conf: vacd must start in "not configured yet".
+    path = os.path.join(ETC, "vac.conf")
+    lines = open(path).read().splitlines()
+    assert all(line.startswith("#") or not line.strip() for line in lines)
+    with pytest.raises(ConfigMissing) as missing:
+        presence.require([path], explicit=False)
+    assert "not configured yet, edit /etc/vac.conf" in str(missing.value)
+
+
+def test_example_vac_conf_values_have_no_inline_comments(tmp_path):
+    conf = tmp_path / "vac.conf"
+    conf.write_text(uncommented(os.path.join(ETC, "vac.conf")))
+    values = _values(str(conf))
     assert ("machinetype example", "user_data", "user_data") in values
     glued = [(s, o, v) for s, o, v in values if "#" in v]
     assert glued == []
@@ -36,12 +56,17 @@ def test_the_check_catches_the_original_inline_comment_bug(tmp_path):
     assert [v for _, _, v in _values(str(bad)) if "#" in v] == ["user_data    # in files/"]
 
 
-def test_example_vac_conf_is_accepted(tmp_path, host):
-    text = open(os.path.join(ETC, "vac.conf")).read().replace(
+def test_example_vac_conf_is_accepted_uncommented(tmp_path, host):
+    text = uncommented(os.path.join(ETC, "vac.conf")).replace(
         "[settings]\n", f"[settings]\nstate_dir = {tmp_path}/state\n", 1)
+    text = text[:text.index("[vacuum_pipe atlas]")]   # no network here
+    # this host's processors, whatever the example's total says
+    text = "\n".join(line for line in text.splitlines() if "total_processors" not in line)
     conf = tmp_path / "vac.conf"
     conf.write_text(text)
+    presence.require([str(conf)], explicit=True)
     config = load.build(load.read_raw([str(conf)]), host)
+    assert config.settings.vac_space == "vac01.example.com"
     assert config.machinetypes["example"].user_data == "user_data"
     assert config.machinetypes["example"].root_image == "docker://registry.example.com/payload:1"
 

@@ -14,16 +14,22 @@ from collections import Counter
 from typing import List, Optional
 
 from vac import planfile
+from vac.errors import ConfigError, ConfigMissing
 
 # Kinds the configuration part of the line already says.
 CONFIG_KINDS = (planfile.NOT_CONFIGURED, planfile.CONFIG_REJECTED)
 MAX_REASONS = 3
 
 
-def line(number: int, record: Optional[planfile.PlanRecord]) -> str:
-    """The status of cycle `number`; `record` is what that cycle wrote (None: nothing)."""
+def line(number: int, record: Optional[planfile.PlanRecord],
+         problem: Optional[ConfigError] = None) -> str:
+    """The status of cycle `number`; `record` is what that cycle wrote (None: nothing), and
+    `problem` the configuration's, said when the record does not say it."""
     if record is None:
-        return f"cycle {number}: no record of the cycle (see journalctl -u vacd)"
+        return f"cycle {number}: " + (_problem(problem) if problem is not None else
+                                      "no record of the cycle (see journalctl -u vacd)")
+    if problem is not None and record.config_state == planfile.CONFIG_OK:
+        return f"cycle {number}: {_machines(record)}, {_problem(problem)}"
     parts = [f"cycle {number}: {_machines(record)}"]
     if record.errors:
         parts.append(f"{len(record.errors)} error{'s' if len(record.errors) != 1 else ''}")
@@ -39,10 +45,20 @@ def config_part(record: planfile.PlanRecord) -> str:
     return f"configuration rejected: {record.config_error or 'see journalctl -u vacd -p err'}"
 
 
+def _problem(problem: ConfigError) -> str:
+    if isinstance(problem, ConfigMissing):
+        return str(problem)
+    return f"configuration rejected: {problem}"
+
+
 def _machines(record: planfile.PlanRecord) -> str:
-    running = record.counts[0] if record.counts is not None else None
-    text = f"{running} running, " if running is not None else ""
     idle = len(record.idle)
+    text = ""
+    if record.counts is not None:
+        running, slots = record.counts[0], record.counts[1]
+        text = f"{running} running, "
+        if slots - running - idle > 0:   # a machine starting, or ending and not yet finished
+            text += f"{slots - running - idle} starting/stopping, "
     reasons = _reasons(record)
     return text + f"{idle} idle" + (f" ({', '.join(reasons)})" if reasons else "")
 

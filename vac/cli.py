@@ -68,9 +68,15 @@ def _load(args: argparse.Namespace, update: bool) -> Config:
                              now=time.time())
 
 
+def _say(text: str) -> None:
+    print(f"vac: {text}", file=sys.stderr, flush=True)
+
+
 def config_check(args: argparse.Namespace) -> int:
-    try:
-        config = _load(args, update=args.fetch)
+    try:   # --fetch: every pipe now, whatever its cache's age, in parallel, saying what for
+        config, found = pipes.load_config_with_pipes(
+            config_files(args.config), HostFacts.read(), update=False, now=time.time(),
+            force=args.fetch, progress=_say if args.fetch else None)
     except ConfigError as e:
         if args.json:
             print(json.dumps({"ok": False, "problems": [p.__dict__ for p in e.problems]},
@@ -81,9 +87,12 @@ def config_check(args: argparse.Namespace) -> int:
                 print(f"  {problem}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(_config_json(config), indent=1, sort_keys=True, allow_nan=False))
+        print(json.dumps(dict(_config_json(config), pipes_not_fetched=list(found.unfetched)),
+                         indent=1, sort_keys=True, allow_nan=False))
     else:
         _print_config(config)
+        for note in found.unfetched:
+            print(f"pipe: {note}")
     return 0
 
 

@@ -25,7 +25,7 @@ from typing import List, Optional, Set
 
 from vac import __version__, planfile
 from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
-from vac.config import pipes, presence
+from vac.config import pipefetch, pipes, presence
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
 from vac.cycle.watchers import MessageWatcher, Watchers
@@ -124,7 +124,7 @@ class Daemon:
         self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
                                            args.metadata_port)
         self.factory = Factory(self._load_config, after_prepare=self.services.ensure,
-                               space_census=SpacePoll())
+                               space_census=SpacePoll(), state_dir=state_dir, host=self.host)
         # The VacQuery responder (vac.space): its own thread, answering from the state
         # directory and the config the factory holds (cached pipes only).
         self.responder = Responder(config_source(lambda: self.factory.config, self._cached))
@@ -134,6 +134,8 @@ class Daemon:
         self.full_cycle_now = False
         self.retry: Set[str] = set()
         self.config_problem: Optional[ConfigError] = None   # the last load's, for STATUS=
+        # Pipes are fetched in the background (vac.config.pipefetch): a cycle reads the cache.
+        self.pipe_fetcher = pipefetch.PipeFetcher(pipes.refresh, on_landed=self._pipe_landed)
         # The Prometheus endpoint (vac.web), when metrics_port is set: it only reads.
         self.metrics = MetricsEndpoint(lambda: self.factory.config, self.responder)
         # The status page (vac.web), when status_port is set: it only reads, too.
@@ -149,12 +151,19 @@ class Daemon:
         files = self.files
         try:
             presence.require(files, explicit=bool(self.args.config))
-            config = pipes.load_config(files, self.host, update=True, now=time.time())
+            now = time.time()
+            config, found = pipes.load_config_with_pipes(files, self.host, update=False, now=now)
         except ConfigError as e:
             self.config_problem = e
             raise
         self.config_problem = None
+        self.pipe_fetcher.schedule(found.states, now, self._period())
         return config
+
+    def _pipe_landed(self, state) -> None:
+        """A background fetch brought a new or changed pipe document: a cycle now uses it."""
+        self.full_cycle_now = True
+        self.wake.set()
 
     def _cached(self):
         files = self.files
@@ -186,6 +195,7 @@ class Daemon:
             self.notifier.stopping("stopping; machines keep running")
             self.watchdog.stop()
             signal.set_wakeup_fd(previous_wakeup)
+            self.pipe_fetcher.stop()        # before wake.close(): it wakes vacd
             self.wake.close()
             self.watchers.stop()
             self.messages.stop()

@@ -78,7 +78,7 @@ def check_vacd() -> subprocess.CompletedProcess:
 
 def containers(factory: str) -> Dict[str, str]:
     """Running containers of this factory: id -> name."""
-    out = sh("docker", "ps", "-q", "--no-trunc", "--filter", f"label=vac.factory={factory}",
+    out = sh("docker", "ps", "--no-trunc", "--filter", f"label=vac.factory={factory}",
              "--format", "{{.ID}} {{.Names}}")
     return dict(line.split(" ", 1) for line in out.splitlines() if line)
 

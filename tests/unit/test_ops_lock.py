@@ -149,3 +149,11 @@ def test_a_child_of_a_dead_vacd_holding_the_lock_is_waited_for(tmp_path):
     finally:
         child.wait(timeout=10)
         child.stdout.close()
+
+
+def test_state_dir_of_the_installed_example_is_the_default(tmp_path):
+    # Every line a comment (the RPM's /etc/vac.conf): not configured yet, but vacd runs on the
+    # default state directory and says so, it does not refuse to start.
+    conf = tmp_path / "vac.conf"
+    conf.write_text("# [settings]\n# vac_space = x.example.com\n")
+    assert lock.state_dir_of([str(conf)]) == "/var/lib/vac"

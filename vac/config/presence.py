@@ -30,16 +30,21 @@ def require(files: Sequence[str], explicit: bool) -> None:
         explicit: they were named with --config.
     """
     if explicit:
-        for path in files:
-            if not os.path.lexists(path):
-                raise ConfigMissing(path, f"--config {path}: no such file")
-        return
-    if not files:
+        require_named(files)
+    elif not files:
         raise ConfigMissing(MAIN_FILE, f"{MAIN_FILE} does not exist: {NOT_CONFIGURED}")
     if not any(_has_sections(path) for path in files):
-        raise ConfigMissing(MAIN_FILE, f"{', '.join(files)}: no section in "
-                                       f"{'it' if len(files) == 1 else 'them'} "
-                                       f"(the example as installed): {NOT_CONFIGURED}")
+        them = "it" if len(files) == 1 else "them"
+        raise ConfigMissing(files[-1] if explicit else MAIN_FILE,
+                            f"{', '.join(files)}: no section in {them} (the example as "
+                            f"installed): {NOT_CONFIGURED}")
+
+
+def require_named(files: Sequence[str]) -> None:
+    """Raise ConfigMissing for a file named with --config that does not exist."""
+    for path in files:
+        if not os.path.lexists(path):
+            raise ConfigMissing(path, f"--config {path}: no such file")
 
 
 def _has_sections(path: str) -> bool:

@@ -46,7 +46,7 @@ def state_dir_of(files: Sequence[str]) -> str:
             missing: the default files are listed only when they exist); never a fallback to
             the default state directory for a configuration that is not there.
     """
-    presence.require(files, explicit=True)
+    presence.require_named(files)
     default = O.by_name(O.SETTINGS_OPTIONS)["state_dir"].default
     try:
         value, _ = read_raw(files).section("settings").get("state_dir", ("", ""))

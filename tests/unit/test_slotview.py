@@ -128,3 +128,16 @@ def test_a_failed_machine_on_disk_shows_its_message_and_why_the_slot_waits_now(p
     assert row["state"] == "Failed" and row["last"] == "700 Vac: creation failed: no such image"
     assert row["detail"] == ("Failed: 700 Vac: creation failed: no such image; "
                              "idle: backoff of alpha until 08:01:00")
+
+
+def test_a_reason_with_its_own_clock_keeps_its_text(paths):
+    d = _machine(paths, NOW - 400)
+    d.write("started", str(NOW - 390))
+    d.write("joboutputs/shutdown_message", "300 Vac: yielded to the host's owner")
+    d.write("finished", "", mtime=NOW - 100)
+    text = (f"yielding to the host's owner: creation paused until {NOW + 60} (08:01:00) after "
+            "f1-00 yielded")
+    row = _row(paths, PlanRecord(NOW - 10, {SLOT: IdleReason(planfile.YIELDING, text,
+                                                             until=NOW + 60)}))
+    assert row["state"] == "Shut down"
+    assert row["detail"] == f"last: 300 Vac: yielded to the host's owner; idle: {text}"

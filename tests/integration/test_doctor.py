@@ -2,7 +2,8 @@
 """`vac doctor` against real broken setups, as a real process (--json and exit status): a
 state directory under a mode-0700 parent as the QEMU user meets it (and the same diagnosis in
 the error of a real VM creation that fails for it), an engine that does not answer, a missing
-image, a missing user; and a healthy Docker setup that passes."""
+image, a missing user; a healthy Docker setup that passes; a real vacd whose responder, metrics
+and status page must answer; a rejected configuration whose host checks still run."""
 from __future__ import annotations
 
 import json
@@ -227,3 +228,72 @@ def test_a_real_vm_creation_denied_by_a_0700_parent_says_the_same(top):
     assert "Permission denied" in message
     assert f"the QEMU user {user.pw_name} cannot enter {locked} (mode 0700" in message
     assert f"fix: chmod o+x {locked}" in message
+
+
+SERVED = """
+enable_fake_backend = true
+metrics_port = {metrics}
+metrics_address = 127.0.0.1
+status_port = {status}
+status_address = 127.0.0.1
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+"""
+
+
+def _served(checks) -> bool:
+    return checks["vacd"]["status"] == "ok" and all(
+        checks[name]["status"] == "ok" and "answers" in checks[name]["detail"]
+        for name in ("vacquery-port", "metrics-port", "status-port"))
+
+
+def test_a_running_vacd_must_answer_on_its_ports_not_just_hold_them(top):
+    """A real vacd (fake backend) with the responder, /metrics and the status page: doctor asks
+    each as a client; once vacd has stopped, the same ports are free again."""
+    import signal
+
+    from vacd_process import start_vacd, stop
+    from waiting import wait_until
+
+    pytest.importorskip("prometheus_client")
+    pytest.importorskip("jinja2")
+    body = SERVED.format(metrics=19252, status=19253)
+    _doctor(top, body)                                    # writes vac.conf and the state dir
+    vacd = start_vacd(os.path.join(top, "vac.conf"), os.path.join(top, "vacd.log"))
+    try:
+        found = {}
+
+        def answered() -> bool:
+            found.update(_doctor(top, body)[1])
+            return _served(found)
+        assert wait_until(answered), (found, open(os.path.join(top, "vacd.log")).read()[-3000:])
+        assert found["vacd"]["status"] == "ok"
+        assert found["vacquery-port"]["detail"] == \
+            "udp 127.0.0.1:19251: vacd's responder answers as factory f1.example.com"
+        assert found["metrics-port"]["detail"] == \
+            "http://127.0.0.1:19252/metrics answers (HTTP 200)"
+        assert found["status-port"]["detail"] == "http://127.0.0.1:19253/api answers (HTTP 200)"
+        # a doctor asking where this vacd does not serve: held by vacd, and silent
+        rc, other = _doctor(top, body.replace("19252", "19254"))
+        assert rc == 1 and other["metrics-port"]["status"] == "FAIL"
+        assert other["metrics-port"]["detail"].startswith(
+            "vacd runs but http://127.0.0.1:19254/metrics does not answer")
+        _doctor(top, body)
+    finally:
+        stop(vacd, signal.SIGTERM)
+    rc, checks = _doctor(top, body)
+    assert checks["vacd"]["status"] == "warn"
+    assert checks["metrics-port"]["detail"] == "tcp 127.0.0.1:19252 free"
+    assert checks["status-port"]["detail"] == "tcp 127.0.0.1:19253 free"
+
+
+def test_a_rejected_configuration_still_checks_the_host_with_its_settings(top):
+    state = os.path.join(top, "state")
+    rc, checks = _doctor(top, "\n[machinetype broken]\nmachine_model = fake\n"
+                              "target_share = -1\nno_such_option = 1\n")
+    assert rc == 1 and checks["config"]["status"] == "FAIL"
+    assert "[settings] of the configuration alone" in checks["config-fallback"]["detail"]
+    assert checks["state-disk"]["detail"].startswith(f"{state}:")
+    assert checks["vacquery-port"]["detail"] == "udp 127.0.0.1:19251 free"

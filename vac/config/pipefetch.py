@@ -7,9 +7,11 @@ hands the pipes that are due to a PipeFetcher. Its few daemon threads run the jo
 overall bound, then the cache written), so a pipe host that accepts and never answers holds a
 worker, never a cycle or a refill. A pipe is fetched at most once per cycle period (a document
 with cache_seconds 0 cannot make cycles run back to back), never twice at once. A failing URL is
-tried again after a backoff that doubles from one cycle period up to MAX_BACKOFF_SECONDS; that
-it fails is logged once, when it starts, and once more when it recovers. A fetch that changes
-the cached copy calls on_landed (vacd then runs its next cycle at once, with the new pipe).
+tried again after a backoff that doubles from one cycle period up to MAX_BACKOFF_SECONDS. While
+it fails, each schedule() (each cycle) reports it as a condition, in the same words while the
+cause is the same: vacd's log (vac.service.journal.Repeats) shows such a line once, when the
+failure starts, and says when it is no longer reported; the recovery is logged too. A fetch
+that changes the cached copy calls on_landed (vacd then runs its next cycle at once with it).
 
 run_parallel gives one-off fetches (`vac config check --fetch`) the same parallelism, saying
 what it is still waiting for.
@@ -53,6 +55,13 @@ class Failing:
     failures: int
     next_try: float
     error: str
+    state: PipeState
+
+    def text(self) -> str:
+        """The condition in words that stay the same while the cause does."""
+        return (f"pipe {self.state.prefix}: cannot fetch {self.state.url} since "
+                f"{_when(self.since)}: {self.error}; {_fallback(self.state)}; tried again "
+                f"less and less often (up to every {MAX_BACKOFF_SECONDS} s)")
 
 
 Job = Callable[[PipeState, float], Landed]
@@ -114,6 +123,9 @@ class PipeFetcher:
         with self._lock:
             if self._stopped:
                 return []
+            known = {_key(s) for s in states}
+            for gone in [k for k in self._failing if k not in known]:
+                del self._failing[gone]     # no longer configured (or its URL changed)
             for state in states:
                 self._note_fetched_elsewhere(state)
                 if self._wanted(state, now, period):
@@ -122,6 +134,8 @@ class PipeFetcher:
                     self._queue.put((state, period))
                     queued.append(state.prefix)
             self._start_workers()
+            for failing in self._failing.values():
+                log.warning("%s", failing.text())
         return queued
 
     def failing(self) -> Dict[str, Failing]:
@@ -198,7 +212,7 @@ class PipeFetcher:
             return Landed(ok=False, error=f"{type(e).__name__}: {e}", changed=False)
 
     def _note(self, state: PipeState, landed: Landed, period: float) -> None:
-        """Keep the backoff; log a failure when it starts and when it ends, only then."""
+        """Keep the backoff; log the recovery (the failure is reported by schedule())."""
         key, now = _key(state), self._clock()
         failing = self._failing.pop(key, None)
         if landed.ok:
@@ -209,15 +223,10 @@ class PipeFetcher:
         count = failing.failures + 1 if failing is not None else 1
         wait_s = backoff_seconds(count, period)
         self._failing[key] = Failing(since=failing.since if failing is not None else now,
-                                     failures=count, next_try=now + wait_s, error=landed.error)
-        if failing is None:
-            log.warning("pipe %s: cannot fetch %s: %s; %s; trying again in %.0f s, then less "
-                        "and less often (up to every %d s); logged again when it recovers",
-                        state.prefix, state.url, landed.error, _fallback(state), wait_s,
-                        MAX_BACKOFF_SECONDS)
-        else:
-            log.debug("pipe %s: attempt %d failed: %s; next in %.0f s", state.prefix, count,
-                      landed.error, wait_s)
+                                     failures=count, next_try=now + wait_s, error=landed.error,
+                                     state=state)
+        log.debug("pipe %s: attempt %d failed: %s; next in %.0f s", state.prefix, count,
+                  landed.error, wait_s)
 
 
 def _key(state: PipeState) -> str:

@@ -10,11 +10,13 @@ machines, and a real CPU hog outside them (two busy-looping processes, one per c
     no hog, the machines themselves burning both cores -> nothing yields: the machines' own
                  CPU time is not the owner's load
 
-The threshold is half the host (0.5 per processor) against a hog of the whole host, and the
-machines' burn is the whole host against a threshold of half of it, so other work on the host
-does not decide either way; a host already busy before the test (another engineer's test
-runs, a VM boots) is the owner at work, and then the test is skipped (failed under CI=true,
-where nothing else runs).
+The test does not need a quiet host (issue 24): it first measures how busy the host is
+without it (the baseline: a CPU hog beside it, other test runs) and puts the threshold halfway
+between that and a full host, which its own hog makes. The machines' burn is checked against
+the host's whole busy time over the same cycles, not against a quiet host's. Only a host with
+almost no idle processor left (less than 0.3 per processor) cannot show a hog: then the test
+is skipped (failed under CI=true). Marked `solo`: scripts/run-tests runs it after the rest of
+the suite and the cgroup v2 guest, whose single-threaded QEMU would fill one of two cores.
 """
 from __future__ import annotations
 
@@ -29,26 +31,26 @@ from typing import Dict, List, Optional
 
 import pytest
 from conftest import REPO, require_engine
-from test_docker_backend import wait_until
 from test_docker_cycle import DockerFactory, engine_ready
 from vacd_process import start_vacd, stop
+from waiting import wait_while_alive
 
 from vac.host import hostcpu
 from vac.machine.directory import MachineDir
 
-pytestmark = [pytest.mark.docker]
+pytestmark = [pytest.mark.docker, pytest.mark.solo]
 
 GRACE, PAUSE = 3, 5
-YIELD = f"""yield_load_per_processor = 0.5
-yield_grace_seconds = {GRACE}
-yield_pause_seconds = {PAUSE}
+YIELD = """yield_load_per_processor = {threshold:.2f}
+yield_grace_seconds = {grace}
+yield_pause_seconds = {pause}
 max_creations_per_cycle = 1
 cycle_seconds = 1"""
 SLEEP_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
-# Burns one processor for 20 s (the machines' own load), then sleeps.
-BURN_PAYLOAD = "#!/bin/sh\ntimeout 20 sh -c 'while :; do :; done'\nexec sleep 300\n"
-QUIET = 0.3      # the most the host may be busy before the test, per processor
-HOG = "import time\nend = time.time() + 60\nwhile time.time() < end:\n    pass\n"
+# Burns one processor for 60 s (the machines' own load), then sleeps.
+BURN_PAYLOAD = "#!/bin/sh\ntimeout 60 sh -c 'while :; do :; done'\nexec sleep 300\n"
+ROOM = 0.3       # the least idle per processor the host must have for a hog to show
+HOG = "import time\nend = time.time() + 300\nwhile time.time() < end:\n    pass\n"
 YIELDS = "100 Vac yields to the host's owner: load outside the machines "
 
 
@@ -73,23 +75,27 @@ def background_load(seconds: float = 3.0) -> float:
     return (after.busy_seconds - before.busy_seconds) / (t1 - t0) / after.processors
 
 
-def quiet_host(wait: float = 30.0) -> None:
-    """A host already busy from elsewhere is the owner at work: neither test could tell the
-    hog or the machines' burn from it. Up to `wait` seconds are given for what an earlier test
-    left (a VM shutting down) to end; then skipped on a shared machine, failed under CI=true."""
+def threshold_above_baseline(wait: float = 30.0) -> float:
+    """yield_load_per_processor halfway between the host's load without this test (the
+    baseline, the busiest of two readings) and a full host. A host with less than ROOM idle
+    cannot show a hog at all: up to `wait` seconds are given for what an earlier test left (a
+    VM shutting down) to end; then skipped on a shared machine, failed under CI=true."""
     deadline = time.monotonic() + wait
-    busy = background_load()
-    while busy > QUIET and time.monotonic() < deadline:
-        busy = background_load()
-    require_engine("a quiet host", busy <= QUIET,
-                   f"it is {busy:.2f} per processor busy before the test (at most {QUIET})")
+    busy = max(background_load(), background_load())
+    while busy > 1 - ROOM and time.monotonic() < deadline:
+        busy = max(background_load(), background_load())
+    require_engine("a host with room for a CPU hog", busy <= 1 - ROOM,
+                   f"it is {busy:.2f} per processor busy before the test (at most {1 - ROOM})")
+    print(f"baseline: {busy:.2f} per processor busy; threshold {(busy + 1) / 2:.2f}")
+    return (busy + 1) / 2
 
 
 @pytest.fixture
 def dock(tmp_path, make_config):
     engine_ready()
-    quiet_host()
     world = YieldFactory(tmp_path, make_config)
+    world.yield_settings = YIELD.format(threshold=threshold_above_baseline(), grace=GRACE,
+                                        pause=PAUSE)
     world.name = f"yd{uuid.uuid4().hex[:8]}.example.com"     # this test's containers only
     yield world
     world.remove_all()
@@ -102,7 +108,7 @@ def machine_dirs(world: YieldFactory) -> List[MachineDir]:
 
 
 class Hog:
-    """Two busy-looping processes outside every machine (each ends by itself within 60 s)."""
+    """Two busy-looping processes outside every machine (each ends by itself within 300 s)."""
 
     def __init__(self) -> None:
         self.procs: List[subprocess.Popen] = []
@@ -148,18 +154,18 @@ def log_tail(path: str) -> str:
 
 
 def test_the_youngest_yields_to_a_cpu_hog_creation_pauses_and_resumes(dock, tmp_path):
-    dock.write(SLEEP_PAYLOAD, slots=3, extra_settings=YIELD)
+    dock.write(SLEEP_PAYLOAD, slots=3, extra_settings=dock.yield_settings)
     log = str(tmp_path / "vacd.log")
     vacd = start_vacd(dock.config_file, log)
     hog = Hog()
     try:
-        assert wait_until(lambda: len(running(dock)) == 3, 60, step=0.2), log_tail(log)
+        assert wait_while_alive(lambda: len(running(dock)) == 3, vacd, step=0.2), log_tail(log)
         time.sleep(2)                          # the fill's own engine work is over
         assert yielded(dock) == [], log_tail(log)
         ages = sorted(running(dock).values(), key=lambda d: d.started)
         hog.start()
         began = time.time()
-        assert wait_until(lambda: len(yielded(dock)) >= 1, 30, step=0.2), log_tail(log)
+        assert wait_while_alive(lambda: len(yielded(dock)) >= 1, vacd, step=0.2), log_tail(log)
         first = yielded(dock)[0]
         waited = first.shutdown_message_time - began
         assert first.path == ages[-1].path                   # the youngest
@@ -171,14 +177,14 @@ def test_the_youngest_yields_to_a_cpu_hog_creation_pauses_and_resumes(dock, tmp_
         assert str(int(paused_until) + (paused_until % 1 > 0)) in row["detail"]
         assert "backoff" not in row["detail"]
         assert set(running(dock)) == {d.name for d in ages[:2]}   # the others run on
-        assert wait_until(lambda: len(yielded(dock)) >= 2, 30, step=0.2), log_tail(log)
+        assert wait_while_alive(lambda: len(yielded(dock)) >= 2, vacd, step=0.2), log_tail(log)
         hog.stop()                                           # at once: before a third grace
         ended = time.time()
         second = yielded(dock)[1]
         assert second.path == ages[-2].path                  # then the next youngest
         assert second.shutdown_message_time - first.shutdown_message_time >= GRACE - 1
         assert first.name not in running(dock)               # nothing created meanwhile
-        assert wait_until(lambda: len(running(dock)) == 3, 60, step=0.2), log_tail(log)
+        assert wait_while_alive(lambda: len(running(dock)) == 3, vacd, step=0.2), log_tail(log)
         state = kept(dock)["state"]
         refills = [d for d in running(dock).values() if d.created >= int(first.created) + 1]
         assert len(refills) == 2
@@ -194,11 +200,11 @@ def test_the_youngest_yields_to_a_cpu_hog_creation_pauses_and_resumes(dock, tmp_
 
 
 def test_the_machines_own_cpu_burn_is_not_the_owners_load(dock, tmp_path):
-    dock.write(BURN_PAYLOAD, slots=2, extra_settings=YIELD)
+    dock.write(BURN_PAYLOAD, slots=2, extra_settings=dock.yield_settings)
     log = str(tmp_path / "vacd.log")
     vacd = start_vacd(dock.config_file, log)
     try:
-        assert wait_until(lambda: len(running(dock)) == 2, 60, step=0.2), log_tail(log)
+        assert wait_while_alive(lambda: len(running(dock)) == 2, vacd, step=0.2), log_tail(log)
         time.sleep(2)                          # the fill's own engine work is over
         owners: List[Optional[float]] = []
         machines_cpu = []
@@ -207,19 +213,22 @@ def test_the_machines_own_cpu_burn_is_not_the_owners_load(dock, tmp_path):
             body = kept(dock)
             owners.append(body["state"]["owner"])
             machines_cpu.append((body["reading"]["time"],
-                                 sum(body["reading"]["machines"].values())))
+                                 sum(body["reading"]["machines"].values()),
+                                 body["reading"]["busy_seconds"]))
         assert yielded(dock) == [], log_tail(log)
         assert len(running(dock)) == 2
-        (t0, c0), (t1, c1) = machines_cpu[1], machines_cpu[-1]
+        (t0, c0, h0), (t1, c1, h1) = machines_cpu[1], machines_cpu[-1]
         burn = (c1 - c0) / (t1 - t0)
-        assert burn >= 1.2, machines_cpu                    # the machines did burn 2 cores
+        assert burn >= 0.5, machines_cpu         # the machines did burn, whatever else ran
+        processors = kept(dock)["reading"]["processors"]
+        host = (h1 - h0) / (t1 - t0) / processors            # everything, the burn included
         measured = sorted(o for o in owners if o is not None)
         median = measured[len(measured) // 2]
-        # Counted as the owner's, the burn alone would be burn / processors (about 1 on two
-        # cores): what is left is vacd, the engine and whatever else runs here.
-        processors = kept(dock)["reading"]["processors"]
-        assert len(measured) >= 8 and median <= burn / processors - 0.3, (owners, burn)
-        print(f"machines burnt {burn:.2f} processors; owner load per processor: median "
-              f"{median:.2f}, at most {measured[-1]:.2f}")
+        # Counted as the owner's, the burn would make the owner's load the host's whole busy
+        # time; not counted, it is that less burn / processors. Halfway tells them apart.
+        assert len(measured) >= 8 and median <= host - burn / processors / 2, \
+            (owners, burn, host)
+        print(f"machines burnt {burn:.2f} processors; host {host:.2f} busy per processor; "
+              f"owner load per processor: median {median:.2f}, at most {measured[-1]:.2f}")
     finally:
         stop(vacd, signal.SIGTERM)

@@ -194,6 +194,42 @@ def test_connection_refused_is_fetch_error():
     assert e.value.status is None
 
 
+class RecordingCurl:
+    def __init__(self):
+        self.options = {}
+
+    def setopt(self, option, value):
+        self.options[option] = value
+
+
+@pytest.mark.parametrize("timeout, connect_ms", [(30, fetch.CONNECT_TIMEOUT * 1000),
+                                                 (120, fetch.CONNECT_TIMEOUT * 1000),
+                                                 (2, 2000)])
+def test_connecting_is_bounded_by_a_few_seconds_whatever_the_whole_timeout(timeout,
+                                                                           connect_ms):
+    import pycurl
+
+    curl = RecordingCurl()
+    fetch._set_options(curl, "https://x.example/p", "https", timeout, 100, "ua")
+    assert fetch.CONNECT_TIMEOUT <= 10
+    assert curl.options[pycurl.CONNECTTIMEOUT_MS] == connect_ms
+    assert curl.options[pycurl.TIMEOUT_MS] == timeout * 1000
+
+
+def test_a_host_that_accepts_and_never_answers_times_out():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(4)                         # the kernel accepts; nobody ever answers
+    try:
+        with pytest.raises(FetchError) as e:
+            fetch.fetch_bytes(f"http://127.0.0.1:{s.getsockname()[1]}/p.pipe", timeout=0.5)
+        assert "timed out after 0.5 s" in str(e.value)
+    finally:
+        s.close()
+
+
 def test_file_url(tmp_path):
     f = tmp_path / "doc.pipe"
     f.write_bytes(b'{"machinetypes": []}')

@@ -38,6 +38,19 @@ mkdir -p "$LOGDIR" "$work/src"
   [ -e "$f" ] && printf '%s\0' "$f"
 done | cpio -0 -pdm --quiet "$work/src") || { say "copying the tree failed"; exit 1; }
 rm -rf "$work/src/.v2-results" "$work/src/.v2-args"
+# The RPMs of this tree, built here (release 1, and 2 for an upgrade), for the systemd test in
+# the guest (tests/integration/test_vacd_systemd.py installs them with rpm -i --nodeps).
+rm -rf "$work/src/.v2-rpms"
+if command -v rpmbuild >/dev/null; then
+  for release in 1 2; do
+    if "$REPO/scripts/build-rpm" --release "$release" "$work/rpmbuild-$release" >/dev/null 2>&1; then
+      mkdir -p "$work/src/.v2-rpms/$release"
+      cp "$work/rpmbuild-$release"/RPMS/noarch/*.rpm "$work/src/.v2-rpms/$release/"
+    else
+      say "scripts/build-rpm --release $release failed: the guest's systemd test will fail"
+    fi
+  done
+fi
 [ "$#" -eq 0 ] || printf '%s\n' "$@" >"$work/src/.v2-args"
 mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || { say "mkfs.ext4 of the tree failed"; exit 1; }
 qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \

@@ -13,6 +13,7 @@ each cycle's host preparation and closed on exit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -158,7 +159,8 @@ class Daemon:
             raise
         self.config_problem = None
         self.pipe_fetcher.schedule(found.states, now, self._period())
-        return config
+        failing = tuple(self.pipe_fetcher.conditions())     # pipes whose fetches fail
+        return dataclasses.replace(config, warnings=config.warnings + failing)
 
     def _pipe_landed(self, state) -> None:
         """A background fetch brought a new or changed pipe document: a cycle now uses it."""

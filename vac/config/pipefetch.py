@@ -8,9 +8,10 @@ overall bound, then the cache written), so a pipe host that accepts and never an
 worker, never a cycle or a refill. A pipe is fetched at most once per cycle period (a document
 with cache_seconds 0 cannot make cycles run back to back), never twice at once. A failing URL is
 tried again after a backoff that doubles from one cycle period up to MAX_BACKOFF_SECONDS. While
-it fails, each schedule() (each cycle) reports it as a condition, in the same words while the
-cause is the same: vacd's log (vac.service.journal.Repeats) shows such a line once, when the
-failure starts, and says when it is no longer reported; the recovery is logged too. A fetch
+it fails, conditions() says so in the same words while the cause is the same: vacd adds them to
+the configuration's warnings each cycle (the status page shows them; vacd's log, through
+vac.service.journal.Repeats, shows such a line once when the failure starts and says when it
+is no longer reported); the recovery is logged too. A fetch
 that changes the cached copy calls on_landed (vacd then runs its next cycle at once with it).
 
 run_parallel gives one-off fetches (`vac config check --fetch`) the same parallelism, saying
@@ -134,9 +135,12 @@ class PipeFetcher:
                     self._queue.put((state, period))
                     queued.append(state.prefix)
             self._start_workers()
-            for failing in self._failing.values():
-                log.warning("%s", failing.text())
         return queued
+
+    def conditions(self) -> List[str]:
+        """A sentence for each pipe failing now, the same while its cause is the same."""
+        with self._lock:
+            return [self._failing[key].text() for key in sorted(self._failing)]
 
     def failing(self) -> Dict[str, Failing]:
         """prefix -> how its fetches fail, for every pipe failing now."""
@@ -212,7 +216,7 @@ class PipeFetcher:
             return Landed(ok=False, error=f"{type(e).__name__}: {e}", changed=False)
 
     def _note(self, state: PipeState, landed: Landed, period: float) -> None:
-        """Keep the backoff; log the recovery (the failure is reported by schedule())."""
+        """Keep the backoff; log the recovery (the failure is in conditions())."""
         key, now = _key(state), self._clock()
         failing = self._failing.pop(key, None)
         if landed.ok:

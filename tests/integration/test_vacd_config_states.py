@@ -78,7 +78,9 @@ def test_started_on_a_rejected_configuration_then_fixed(dock, tmp_path):
         replace_config(dock, dock.good)            # picked up at the next cycle
         assert wait_until(lambda: len(running_ids(dock)) == SLOTS), open(log).read()
         assert wait_until(lambda: check_vacd(dock).returncode == 0), check_vacd(dock).stdout
-        assert "no longer reported" in open(log).read()
+        # The rejection's end is said once it has not held for a while (Repeats).
+        assert wait_until(lambda: "INFO no longer reported: configuration rejected"
+                          in open(log).read()), open(log).read()
     finally:
         stop(vacd, signal.SIGTERM, timeout=120)
     assert vacd.returncode == 0, open(log).read()

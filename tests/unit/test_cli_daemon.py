@@ -137,3 +137,41 @@ def test_sighup_runs_the_next_cycle_at_once(conf, tmp_path):
     _, err = proc.communicate(timeout=20)
     assert heartbeat.stat().st_mtime_ns != first, err
     assert "SIGHUP" in err and err.count("cycle ") >= 2
+
+
+def test_a_config_that_does_not_exist_is_named_and_no_lock_is_taken(tmp_path, capsys):
+    missing = tmp_path / "nope.conf"
+    assert daemon.main(["--config", str(missing), "--foreground", "--cycles", "1"]) == \
+        daemon.EX_CONFIG
+    err = capsys.readouterr().err
+    assert f"--config {missing}: no such file" in err
+    assert "no [settings] section" not in err
+
+
+def test_vacd_on_a_rejected_configuration_keeps_cycling_then_takes_the_fix(conf, tmp_path):
+    good = conf.read_text()
+    conf.write_text(good.replace("machine_model = fake", "machine_model = dokcer"))
+    fresh = tmp_path / "vac.conf.new"   # the fix lands whole: vacd may read at any moment
+    fresh.write_text(good)
+    proc = subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", str(conf),
+                             "--foreground", "--cycle-seconds", "0.2"],
+                            stderr=subprocess.PIPE, text=True)
+    fake = tmp_path / "state" / "fake-backend.json"
+    try:
+        time.sleep(2)   # several cycles on the rejected file: it must still be running
+        assert proc.poll() is None
+        assert not fake.exists()
+        os.replace(fresh, conf)
+        deadline = time.time() + 60
+        while not (fake.exists() and len(json.loads(fake.read_text())) == 3) \
+                and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "AttributeError" not in err, err
+    rejected = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(rejected) == 1 and "dokcer" in rejected[0], err   # not one per cycle
+    assert len([line for line in err.splitlines() if " WARNING " in line]) <= 1, err
+    assert len(json.loads(fake.read_text())) == 3, err

@@ -64,18 +64,37 @@ def _rec(level, text):
 
 
 def test_a_warning_is_logged_when_it_appears_and_its_end_is_said_once():
-    repeats = Repeats()
+    now = [0.0]
+    repeats = Repeats(clock=lambda: now[0])
     assert repeats.filter(_rec(logging.WARNING, "w1"))
     assert not repeats.filter(_rec(logging.WARNING, "w1"))          # same cycle
     assert repeats.filter(_rec(logging.INFO, "cycle 1"))            # info always passes
-    assert repeats.next_cycle() == []
+    now[0] = 60
+    assert repeats.next_cycle() == []                                # seen in that cycle
     assert not repeats.filter(_rec(logging.WARNING, "w1"))          # still holds
     assert repeats.filter(_rec(logging.ERROR, "e1"))                 # new
+    now[0] = 120
     assert repeats.next_cycle() == []
     assert not repeats.filter(_rec(logging.ERROR, "e1"))
-    assert repeats.next_cycle() == ["w1"]                            # w1 cleared
+    now[0] = 180
+    assert repeats.next_cycle() == ["w1"]                            # a cycle without it
+    now[0] = 240
     assert repeats.next_cycle() == ["e1"]
     assert repeats.filter(_rec(logging.WARNING, "w1"))              # back: said again
+
+
+def test_a_line_logged_less_often_than_cycles_run_still_holds():
+    # The responder says it has no configuration once a second; cycles of 0.2 s in between
+    # must not make it "clear" and come back over and over.
+    now = [0.0]
+    repeats = Repeats(clock=lambda: now[0])
+    said = 0
+    for tick in range(1, 51):
+        now[0] = tick * 0.2
+        if tick % 5 == 0:
+            said += repeats.filter(_rec(logging.WARNING, "responder: no configuration yet"))
+        assert repeats.next_cycle() == []
+    assert said == 1
 
 
 def test_not_configured_yet_and_missing_files(tmp_path):

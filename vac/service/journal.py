@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 import threading
-from typing import List, Set, Tuple
+import time
+from typing import Callable, Dict, List, Tuple
 
 LOG_FORMAT = "%(asctime)s vacd[%(process)d]: %(levelname)s %(message)s"
 PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6,
@@ -53,33 +54,42 @@ class JournalFormatter(logging.Formatter):
 
 
 class Repeats(logging.Filter):
-    """Lets a WARNING or ERROR line through only when it was not logged in the previous cycle.
+    """Lets a WARNING or ERROR line through only when it is not already holding.
 
-    The daemon calls next_cycle() at each cycle's start: it returns the lines of the cycle
-    before that were not logged again (cleared), for an info line each. Lines come from
-    several threads (the responder's, the watchers'), hence the lock.
+    A line holds from when it is first logged until a whole cycle has passed without it and it
+    has not been logged for QUIET_SECONDS (a thread may log it more often than cycles run, or
+    less). The daemon calls next_cycle() at each cycle's start: it returns the lines that
+    stopped holding, for an info line each. Lines come from several threads (the responder's,
+    the watchers'), hence the lock.
     """
 
-    def __init__(self) -> None:
+    QUIET_SECONDS = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
+        self.clock = clock
         self.lock = threading.Lock()
-        self.previous: Set[Tuple[int, str, str]] = set()
-        self.current: Set[Tuple[int, str, str]] = set()
+        self.last_seen: Dict[Tuple[int, str, str], float] = {}
+        self.cycle_began = clock()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
         key = (record.levelno, record.name, record.getMessage())
         with self.lock:
-            new = key not in self.current and key not in self.previous
-            self.current.add(key)
+            new = key not in self.last_seen
+            self.last_seen[key] = self.clock()
         return new
 
     def next_cycle(self) -> List[str]:
+        now = self.clock()
         with self.lock:
-            cleared = sorted(text for _, _, text in self.previous - self.current)
-            self.previous, self.current = self.current, set()
-        return cleared
+            gone = [key for key, seen in self.last_seen.items()
+                    if seen < self.cycle_began and now - seen >= self.QUIET_SECONDS]
+            for key in gone:
+                del self.last_seen[key]
+            self.cycle_began = now
+        return sorted(text for _, _, text in gone)
 
 
 def setup(foreground: bool, log_file: str) -> Repeats:

@@ -111,7 +111,7 @@ def test_a_failure_is_reported_each_cycle_in_the_same_words():
         said.append(fetcher.conditions())
         assert all(len(lines) == 1 for lines in said) and len({s[0] for s in said}) == 1, said
         line = said[0][0]
-        assert line.startswith(f"pipe p: cannot fetch {URL} since ")
+        assert line.startswith(f"{URL} (pipe p): cannot fetch since ")
         assert "timed out after 30 s" in line and "gives no machinetypes" in line
     finally:
         fetcher.stop()

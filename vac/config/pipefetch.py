@@ -60,9 +60,9 @@ class Failing:
 
     def text(self) -> str:
         """The condition in words that stay the same while the cause does."""
-        return (f"pipe {self.state.prefix}: cannot fetch {self.state.url} since "
-                f"{_when(self.since)}: {self.error}; {_fallback(self.state)}; tried again "
-                f"less and less often (up to every {MAX_BACKOFF_SECONDS} s)")
+        return (f"{self.state.where}: cannot fetch since {_when(self.since)}: {self.error}; "
+                f"{_fallback(self.state)}; tried again less and less often (up to every "
+                f"{MAX_BACKOFF_SECONDS} s)")
 
 
 Job = Callable[[PipeState, float], Landed]

@@ -717,3 +717,50 @@ def test_load_config_without_pipes_never_fetches(tmp_path, paths, host):
     fetcher = FakeFetcher()
     cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW, fetcher=fetcher)
     assert list(cfg.machinetypes) == ["a"] and fetcher.calls == [] and result.values == {}
+
+
+# ---- vac config check and the pipes --------------------------------------------------------
+
+CHECK_CONF = """
+[settings]
+vac_space = s.example.com
+factory_name = f.example.com
+state_dir = {state}
+host_processors = 2
+
+[vacuum_pipe p]
+vacuum_pipe_url = file://{pipe}
+target_share = 1
+machine_model = docker
+root_image = docker://x
+
+[vacuum_pipe gone]
+vacuum_pipe_url = file://{missing}
+target_share = 1
+"""
+
+
+def test_config_check_names_pipes_not_fetched_and_fetch_fetches_whatever_the_age(
+        tmp_path, capsys):
+    from vac import cli
+
+    pipe, state = tmp_path / "p.pipe", tmp_path / "state"
+    pipe.write_text(json.dumps(GOOD))
+    conf = tmp_path / "vac.conf"
+    conf.write_text(CHECK_CONF.format(state=state, pipe=pipe, missing=tmp_path / "no.pipe"))
+    argv = ["--config", str(conf), "config", "check"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"file://{pipe} (pipe p): not fetched yet" in out and "(pipe gone): not fetched" in out
+    assert cli.main(argv + ["--fetch"]) == 0
+    out, err = capsys.readouterr()
+    assert "fetching 2 pipes" in err and "[machinetype p-a]" in out
+    assert "(pipe gone): cannot update: " in out and "(pipe p): not fetched" not in out
+    pipe.write_text(json.dumps(NEWER))          # the cached copy is fresh for an hour
+    assert cli.main(argv + ["--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["machinetypes"]["p-a"]["backoff_seconds"]["value"] == 111
+    assert len(shown["pipes_not_fetched"]) == 1 and "(pipe gone)" in shown["pipes_not_fetched"][0]
+    assert cli.main(argv + ["--fetch", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["machinetypes"]["p-a"]["backoff_seconds"]["value"] == 222

@@ -257,3 +257,38 @@ def test_extreme_shares_rescale_to_finite_values(share):
     assert warnings == []
     shares = {name: float(v["target_share"][0]) for name, v in values.items()}
     assert shares == pytest.approx({"p-a": 5e307, "p-b": 5e307, "p-c": 0.0})
+
+
+# ---- the background fetcher's backoff under any sequence of outcomes and cycle times --------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(st.floats(0, 4000, allow_nan=False), st.booleans()),
+                      max_size=25),
+       period=st.floats(1, 120, allow_nan=False))
+def test_backoff_never_tries_early_and_always_tries_again(steps, period):
+    from vac.config.pipecache import PipeState
+    from vac.config.pipefetch import MAX_BACKOFF_SECONDS, Landed, PipeFetcher, backoff_seconds
+
+    outcomes = []
+    now = [1_700_000_000.0]
+    fetcher = PipeFetcher(lambda s, t: outcomes.pop(0), clock=lambda: now[0])
+    pipe = PipeState("p", "https://x.example/p.pipe", "/nonexistent/p.pipe", None, True)
+    failures, next_try, last = 0, now[0], None
+    try:
+        for gap, ok in steps:
+            now[0] += gap
+            outcomes.append(Landed(ok, "" if ok else "refused", ok))
+            queued = fetcher.schedule([pipe], now[0], period)
+            allowed = now[0] >= next_try and (last is None or now[0] >= last + period)
+            assert queued == (["p"] if allowed else []), (now[0], next_try, last)
+            if not queued:
+                outcomes.pop()
+                continue
+            assert fetcher.wait_idle(30)
+            last = now[0]
+            failures = 0 if ok else failures + 1
+            next_try = now[0] + (backoff_seconds(failures, period) if failures else 0)
+            assert backoff_seconds(failures or 1, period) <= MAX_BACKOFF_SECONDS
+            assert (fetcher.failing().get("p") is None) == ok
+    finally:
+        fetcher.stop()

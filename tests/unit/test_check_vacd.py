@@ -17,7 +17,8 @@ SCRIPT = os.path.join(REPO, "scripts", "check-vacd")
 
 def probe(state, *args):
     done = subprocess.run([sys.executable, SCRIPT, *args, "--state-dir", str(state)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, PYTHONPATH=REPO))
     assert done.stdout.count("\n") == 1 and done.stderr == "", done
     return done.returncode, done.stdout.strip()
 

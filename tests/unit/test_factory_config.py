@@ -46,11 +46,13 @@ def errors_logged(caplog):
 
 
 class Journal:
-    """The log as vacd writes it: through the Repeats filter, told of each cycle's start."""
+    """The log as vacd writes it: through the Repeats filter, told of each cycle's start, on
+    the factory's clock (a line stops holding after a quiet time, which the fake clock makes
+    pass between cycles)."""
 
-    def __init__(self, caplog):
+    def __init__(self, caplog, clock):
         self.caplog = caplog
-        self.repeats = Repeats()
+        self.repeats = Repeats(clock=clock)
         caplog.handler.addFilter(self.repeats)
         caplog.set_level(logging.INFO)
 
@@ -79,7 +81,7 @@ def test_a_rejected_configuration_keeps_managing_and_creates_nothing(site, paths
     ended = NAMES[0]
     end_soon(fake, ended)
     beats = []
-    journal = Journal(caplog)
+    journal = Journal(caplog, clock)
     for _ in range(4):
         report = journal.cycle(factory, clock)
         assert report.created == [] and report.config_state == "rejected"
@@ -114,7 +116,7 @@ def test_warnings_are_logged_when_they_appear_and_when_they_clear(site, caplog):
     factory, fake, clock, conf, good = site
     warned = good.replace("[machinetype alpha]", "[machinetype alpha]\nheartbeat_seconds = 60")
     conf.write_text(warned)
-    journal = Journal(caplog)
+    journal = Journal(caplog, clock)
     for _ in range(3):
         journal.cycle(factory, clock)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING
@@ -140,7 +142,7 @@ def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, 
     restarted = Factory(missing, BackendPool(fake.settings, {"fake": fake}), clock=clock,
                         loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1), host=host)
     before = MachineDir.for_slot(paths, NAMES[0]).heartbeat_time
-    journal = Journal(caplog)
+    journal = Journal(caplog, clock)
     for _ in range(3):
         report = journal.cycle(restarted, clock)
         assert report.created == [] and report.config_state == "missing"

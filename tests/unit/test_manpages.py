@@ -179,11 +179,12 @@ def test_man_renders_each_page_without_warnings(page):
 def test_check_vacd_8_documents_the_flags_the_script_takes(tmp_path):
     said = _documented_flags(_items(_read("check-vacd.8"))["OPTIONS"])
     script = os.path.join(REPO, "scripts", "check-vacd")
+    env = dict(os.environ, PYTHONPATH=REPO)     # the vac package, under any interpreter
     usage = subprocess.run([sys.executable, script, "--no-such-flag"], capture_output=True,
-                           text=True, timeout=30).stdout
+                           text=True, timeout=30, env=env).stdout
     assert usage.startswith("UNKNOWN: usage:")
     assert set(re.findall(r"--[a-z-]+", usage)) == said
     for flag in said:
         done = subprocess.run([sys.executable, script, flag, str(tmp_path)],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, env=env)
         assert done.returncode != 3, f"check-vacd refuses its documented {flag}"

@@ -77,6 +77,17 @@ def test_an_abort_shows_as_a_backoff_and_a_fizzle(world):  # noqa: F811
     assert s[("vac_slots", (("machinetype", "alpha"), ("state", "shutdown")))] == 2
 
 
+def test_a_failed_creation_is_a_slot_state_of_its_own(world):  # noqa: F811
+    w = world()
+    w.conf.write_text(w.conf.read_text().replace(
+        "fake_run_seconds = 1000", "fake_run_seconds = 1000\nfake_create_error = no such image"))
+    metrics = Metrics(w.load)
+    after_cycle(metrics, w.load(), w.run(), 0.1)
+    _, s = samples(metrics)
+    assert s[("vac_slots", (("machinetype", "alpha"), ("state", "failed")))] >= 1
+    assert ("vac_slots", (("machinetype", "alpha"), ("state", "unknown"))) not in s
+
+
 def test_the_endpoint_is_off_unless_metrics_port_is_set(world):  # noqa: F811
     w = world()
     endpoint = MetricsEndpoint(w.load)

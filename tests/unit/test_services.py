@@ -180,7 +180,7 @@ def test_vacd_lives_while_libvirtd_is_unreachable_and_closes_the_service(tmp_pat
     args = daemon.parse_args(["--config", str(conf), "--foreground", "--cycles", "2",
                               "--cycle-seconds", "0", "--metadata-address", "127.0.0.1",
                               "--metadata-port", "0"])
-    vacd = daemon.Daemon(args)
+    vacd = daemon.Daemon(args, str(tmp_path / "state"))
     seen = []
     ensure = vacd.services.ensure
 

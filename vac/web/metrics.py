@@ -29,7 +29,9 @@ from vac.machine.directory import MachineDir, read_slot_record
 from vac.machine.slots import make_slots
 
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-STATES = {"Starting": "starting", "Running": "running", "Shut down": "shutdown"}
+# MachineState values as vac_slots labels; a failed creation is a state of its own.
+STATES = {"Starting": "starting", "Running": "running", "Shut down": "shutdown",
+          "Failed": "failed"}
 # The standard shutdown codes (Machine/Job Features, Vac's 700s) and "none": no coded message.
 CODES = ("100", "200", "300", "400", "500", "600", "700", "none")
 RECORD_OUTCOMES = ("archived", "queued", "rejected", "failed")

@@ -26,6 +26,7 @@ from vac.config.model import Config
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
+from vac.ops import optionsfirst
 from vac.space import cli as space_cli
 
 SHOWN_OPTIONS = ("target_share", "machine_model", "root_image", "user_data", "min_processors",
@@ -60,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    """`vac [options] command` as the original's synopsis, and `vac command [options]`."""
+    parser = build_parser()
+    return parser.parse_args(optionsfirst.reorder(parser, sys.argv[1:] if argv is None else argv))
 
 
 def _load(args: argparse.Namespace, update: bool) -> Config:

@@ -187,16 +187,43 @@ def machine(state, **kw):
     return reply
 
 
+# The original's `vac machines` line, by its columns (read from its queryMachines): name padded
+# to 15 and never cut, a space, machinetype 14 ("----------" when none), a space, two spaces and
+# the state cut to 9, padded to 11 in all, two spaces, processors %2d, a space, the model class,
+# a space, the info cut or padded to 21, then CPU % as %5.1f% or 6 spaces.
+def original_line(name, machinetype, state, processors, model, info, percent):
+    return (name.ljust(15) + " " + (machinetype or "----------")[:14].ljust(14) + " "
+            + ("  " + state)[:11].ljust(11) + "  " + processors + " " + model + " "
+            + info[:21].ljust(21) + percent.ljust(6))
+
+
 def test_machine_lines_have_the_original_columns():
     assert render.machine_line(machine("Running"), NOW) == \
-        "f2-03           lhcb-productio  Running       8 DC  2.00 hrs 400.0%       99.5%"
+        "f2-03           lhcb-productio   Running     8 DC  2.00 hrs 400.0%      99.5%"
+    assert render.machine_line(machine("Running"), NOW) == original_line(
+        "f2-03", "lhcb-production-long", "Running", " 8", "DC", " 2.00 hrs 400.0%", " 99.5%")
     assert render.machine_line(machine("Starting", machine_model="cernvm3"), NOW) == \
-        "f2-03           lhcb-productio  Starting      8 VM  2.00 mins"
+        original_line("f2-03", "lhcb-production-long", "Starting", " 8", "VM", " 2.00 mins", "")
     line = render.machine_line(machine("Shut down", machinetype=None, num_cpus=None,
                                        machine_model=None,
                                        shutdown_message="300 No more work for you today"),
                                NOW)
-    assert line == 'f2-03           ----------      Shut down     1 ?? "300 No more work fo"'
+    assert line == original_line("f2-03", None, "Shut down", " 1", "??", "", "")
+    assert line == "f2-03           ----------       Shut down   1 ??" + 28 * " "
+    line = render.machine_line(machine("Shut down", num_cpus=12, machine_model="vm-raw",
+                                       shutdown_message="300 No more work for you today"),
+                               NOW)
+    assert line == original_line("f2-03", "lhcb-production-long", "Shut down", "12", "VM",
+                                 '"300 No more work fo"', "")
+
+
+def test_machine_lines_keep_long_names_and_leave_unknown_cpu_blank():
+    long_name = machine("Running", machine="factory0042-slot07.example.com", cpu_percentage=None,
+                        heartbeat_time=NOW - 7200)
+    assert render.machine_line(long_name, NOW) == original_line(
+        "factory0042-slot07", "lhcb-production-long", "Running", " 8", "DC", " 2.00 hrs", "")
+    assert render.machine_line(machine("Running", machinetype=None), NOW) == \
+        original_line("f2-03", None, "Running", " 8", "DC", "", "")
 
 
 def test_machines_header_totals_and_silent_factories():
@@ -205,9 +232,10 @@ def test_machines_header_totals_and_silent_factories():
                            unresolved=["f4.example.com"])
     result.replies["f2.example.com"] = {"a": machine("Running"), "b": machine("Shut down")}
     lines = render.machines_lines(result, NOW)
-    assert lines[0] == ("Machine         Machinetype     State     Procs Type Info"
-                        "                  CPU%")
+    assert lines[0] == ("Machine         Machinetype      State   Procs Type Info"
+                        "                 CPU%")
     running, header = lines[1], lines[0]
+    assert running == render.machine_line(machine("Running"), NOW)
     for word, value in (("Machine", "f2-03"), ("Machinetype", "lhcb"), ("State", "Running"),
                         ("Type", "DC")):        # each heading above its column
         assert header.index(word) == running.index(value), word

@@ -20,8 +20,10 @@ MODEL_CLASS = {"cernvm3": "VM", "cernvm4": "VM", "vm-raw": "VM", "docker": "DC",
                "singularity": "SC", "apptainer": "SC"}
 
 
-MACHINES_HEADER = (f"{'Machine':15} {'Machinetype':14}  {'State':10}{'Procs':>5} {'Type':4} "
-                   f"{'Info':19} {'CPU%':>6}")
+# Above the original's columns (an addition: the original printed no header): each word over
+# the first character of its column, Procs and CPU% over the last.
+MACHINES_HEADER = (f"{'Machine':15} {'Machinetype':14}   {'State':8}{'Procs':>5} {'Type'} "
+                   f"{'Info':20} {'CPU%'}")
 MACHINETYPE_HEADER = 'Factory Running HS06 Last-outcome "Message"'
 FACTORIES_HEADER = ("Factory Processors(running/max) Machines(running/max) Load /tmp-free-KiB "
                     'state-dir-free-KiB Memory-KiB(used/total) "Version"')
@@ -43,28 +45,42 @@ def _num(reply: Dict[str, Any], name: str, default: float = 0.0) -> float:
 
 
 def machine_line(reply: Dict[str, Any], now: float) -> str:
-    """One slot: name, machinetype, state, processors, model class, info, recent CPU."""
+    """One slot in the original's columns, character for character: the name (padded to 15,
+    never cut), a space, the machinetype (14), a space, two spaces and the state (9, padded to
+    11 in all), two spaces, processors (%2d), a space, the model class, a space, the info (21)
+    and the recent CPU % (6). A slot without a machinetype has no info nor CPU %."""
     state = reply.get("state") or ""
     processors = reply.get("num_cpus")
-    line = (f"{short(reply.get('machine')):15.15} "
-            f"{(reply.get('machinetype') or '----------')[:14]:14}  {state[:11]:11}  "
+    name = short(reply.get("machine"))
+    machinetype = reply.get("machinetype")
+    line = (f"{name:15} {(machinetype or '----------')[:14]:14} {('  ' + state)[:11]:11}  "
             + (f"{int(processors):2d}" if processors is not None else " 1")
             + f" {MODEL_CLASS.get(reply.get('machine_model') or '', '??')} ")
-    info = ""
+    info, percent = (_info(reply, state, now), _percent(reply, state)) if machinetype \
+        else ("", "")
+    return line + f"{info:21.21}{percent:6}"
+
+
+def _info(reply: Dict[str, Any], state: str, now: float) -> str:
+    """Hours running and CPU use since start, minutes starting, or the shutdown message."""
     started, created = reply.get("started_time"), reply.get("created_time")
     if state == "Running" and started is not None:
         info = f"{(now - started) / 3600.0:5.2f} hrs"
         beat = reply.get("heartbeat_time")
         if beat is not None and beat > started:
             info += f" {100.0 * _num(reply, 'cpu_seconds') / (beat - started):0.1f}%"
-    elif state == "Starting" and created is not None:
-        info = f" {(now - created) / 60.0:0.2f} mins"
-    elif state in ("Shut down", "Failed") and reply.get("shutdown_message"):
-        info = f'"{reply["shutdown_message"][:19]}"'
-    line += f"{info:21}"
-    if state == "Running":
-        line += f" {_num(reply, 'cpu_percentage'):5.1f}%"
-    return line.rstrip()
+        return info
+    if state == "Starting" and created is not None:
+        return f" {(now - created) / 60.0:0.2f} mins"
+    if state in ("Shut down", "Failed") and reply.get("shutdown_message"):
+        return f'"{reply["shutdown_message"][:19]}"'
+    return ""
+
+
+def _percent(reply: Dict[str, Any], state: str) -> str:
+    if state == "Running" and reply.get("cpu_percentage") is not None:
+        return f"{_num(reply, 'cpu_percentage'):5.1f}%"
+    return ""
 
 
 def silent_line(result: Result, name: str, seen: str = "") -> str:

@@ -67,6 +67,7 @@ def test_daemon_package_files_and_modes(rpms):
     assert files.pop("/etc/logrotate.d/vacd") == "100644"
     assert files.pop("/etc/sysconfig/vacd") == "100644"
     assert files.pop("/etc/vac.conf") == "100644"
+    assert files.pop("/etc/squid/squid.conf.vac") == "100644"   # the original's path
     assert files.pop("/usr/lib/firewalld") == "40755"
     assert files.pop("/usr/lib/firewalld/services") == "40755"
     assert files.pop("/usr/lib/firewalld/services/vacquery.xml") == "100644"
@@ -81,7 +82,8 @@ def test_daemon_package_files_and_modes(rpms):
     assert files == {}, "unexpected files in the vac package"
     config = _run(["rpm", "-qp", "--configfiles", rpms["vac"]]).stdout.split()
     assert sorted(config) == ["/etc/apel/vac-ssmsend-prod.cfg", "/etc/logrotate.d/vacd",
-                              "/etc/sysconfig/vacd", "/etc/vac.conf"]
+                              "/etc/squid/squid.conf.vac", "/etc/sysconfig/vacd",
+                              "/etc/vac.conf"]
     noreplace = _run(["rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]",
                       rpms["vac"]]).stdout
     assert "cn /etc/vac.conf" in noreplace.splitlines(), "vac.conf must be %config(noreplace)"
@@ -129,6 +131,11 @@ def test_command_package_files_and_modes(rpms):
     in_tree = [os.path.relpath(p, REPO) for p in glob.glob(f"{REPO}/vac/**/*.py", recursive=True)]
     assert sorted(m[len(SITELIB) + 1:] for m in modules) == sorted(in_tree)
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    # The original's vac-command installed /usr/sbin/vac: kept as a link, nothing else there.
+    assert files.pop("/usr/sbin/vac") == "120777"
+    links = _run(["rpm", "-qp", "--qf", "[%{FILENAMES} %{FILELINKTOS}\n]",
+                  rpms["vac-command"]]).stdout.splitlines()
+    assert "/usr/sbin/vac ../bin/vac" in links
     assert not [f for f in files if f.startswith("/usr/sbin") or "systemd" in f]
 
 
@@ -176,8 +183,26 @@ def test_installed_files_run_from_the_scratch_root(root):
     assert help_vacd.returncode == 0 and "--foreground" in help_vacd.stdout, help_vacd.stderr
     version = _installed(root, f"{root}/usr/bin/vac", "--version")
     assert version.stdout.strip() == f"vac {vac.__version__}"
+    old_path = _installed(root, f"{root}/usr/sbin/vac", "--version")   # the original's path
+    assert old_path.stdout.strip() == f"vac {vac.__version__}", old_path.stderr
     with open(f"{root}/var/lib/vac/VERSION") as f:
         assert f.read() == f"VERSION={vac.__version__}\n"
+
+
+def test_the_squid_template_is_at_the_originals_path_too(root, tmp_path):
+    """The original's Puppet module runs vac squid-conf /etc/squid/squid.conf.vac OUT."""
+    with open(f"{root}/etc/squid/squid.conf.vac") as f, \
+            open(f"{root}/usr/share/vac/squid.conf.vac") as g:
+        assert f.read() == g.read()
+    conf = tmp_path / "vac.conf"
+    conf.write_text("[settings]\nvac_space = vac01.example.com\nfactory_name = f1.example.com\n"
+                    f"state_dir = {tmp_path}/state\ntotal_processors = 1\n")
+    out = tmp_path / "squid.conf"
+    done = _installed(root, f"{root}/usr/sbin/vac", "--config", str(conf), "squid-conf",
+                      f"{root}/etc/squid/squid.conf.vac", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with open(f"{root}/etc/squid/squid.conf.vac") as f:
+        assert out.read_text().startswith(f.read())
 
 
 def test_installed_vac_conf_is_the_not_configured_example(root):

@@ -26,8 +26,12 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
     def located(self) -> str:
-        """As str(), with the line in its file when known (what `vac config check` shows)."""
-        return f"{self} (line {self.line})" if self.line else str(self)
+        """What `vac config check` shows: "FILE:LINE [SECTION] OPTION: MESSAGE", each part
+        there when known (an editor's file:line first)."""
+        file = f"{self.file}:{self.line}" if self.file and self.line else self.file
+        where = " ".join(x for x in (file, self.section and f"[{self.section}]", self.option)
+                         if x)
+        return f"{where}: {self.message}" if where else self.message
 
 
 class ConfigError(VacError):

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""`vac config check` names every original option that is accepted but does nothing here."""
+"""`vac config check` names every original option that is accepted but does nothing here,
+located at FILE:LINE [SECTION] OPTION (the issue's named defect: no line numbers)."""
 from __future__ import annotations
 
 import json
@@ -44,18 +45,18 @@ def test_each_option_without_effect_is_reported_with_its_reason_and_origin(tmp_p
     out, conf = run(tmp_path, capsys)
     lines = [line for line in out.splitlines() if "accepted but not supported" in line]
     assert lines == [
-        f"warning: {conf} [settings]: description = our test factory: accepted but not "
+        f"warning: {conf}:6 [settings] description: description = our test factory: accepted but not "
         "supported: free text that nothing reads (the original did not read it either)",
-        f"warning: {conf} [settings]: fix_networking = false: accepted but not supported: the "
+        f"warning: {conf}:7 [settings] fix_networking: fix_networking = false: accepted but not supported: the "
         "NAT network vac_169.254.0.0 is always checked and repaired before VMs are created; "
         "only vac doctor looks at this option",
-        f"warning: {conf} [machinetype dock]: root_device = sda: accepted but not supported: "
+        f"warning: {conf}:13 [machinetype dock] root_device: root_device = sda: accepted but not supported: "
         "only VMs have a root disk device (machine_model is docker)",
-        f"warning: {conf} [machinetype dock]: image_signing_dn = /DC=ch/.*: accepted but not "
+        f"warning: {conf}:14 [machinetype dock] image_signing_dn: image_signing_dn = /DC=ch/.*: accepted but not "
         "supported: only CernVM ISO images carry a signature (machine_model is docker)",
-        f"warning: {conf} [machinetype vm]: container_command = /start: accepted but not "
+        f"warning: {conf}:21 [machinetype vm] container_command: container_command = /start: accepted but not "
         "supported: only containers run a command (machine_model is vm-raw)",
-        f"warning: {conf} [machinetype vm]: cvmfs_repositories = lhcb.cern.ch: accepted but "
+        f"warning: {conf}:22 [machinetype vm] cvmfs_repositories: cvmfs_repositories = lhcb.cern.ch: accepted but "
         "not supported: only containers get /cvmfs bound in; VMs mount CernVM-FS themselves "
         "(machine_model is vm-raw)",
     ]

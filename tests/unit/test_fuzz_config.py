@@ -107,7 +107,7 @@ def _seeds() -> list:
 
 def _uncommented(line: str) -> str:
     """The example's commented-out sections and options, made live."""
-    body = line[2:] if line.startswith("# ") else ""
+    body = re.sub(r"^# ?", "", line) if line.startswith("#") else ""     # "# x" and "#x"
     return body if re.match(r"\[|[a-z_0-9]+ = ", body) else line
 
 
@@ -314,7 +314,7 @@ def test_a_min_processors_above_the_default_max_is_located_at_min_processors(wor
     assert rc == 1
     assert _strict(out)["problems"] == [{
         "message": "max_processors (1) is less than min_processors (2)", "file": path,
-        "section": "machinetype a", "option": "min_processors"}]
+        "section": "machinetype a", "option": "min_processors", "line": 8}]
 
 
 def test_shell_syntax_in_every_option_executes_nothing(workdir):

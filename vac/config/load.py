@@ -14,8 +14,8 @@ import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vac.config import inifile
+from vac.config.builder import Builder
 from vac.config.check import (
-    Builder,
     check_legacy_sections,
     machinetype_sections,
     machinetype_values,
@@ -130,7 +130,8 @@ def build(raw: RawConfig, host: HostFacts,
     if b.problems or settings is None:
         raise ConfigError(b.problems or [Problem("no usable [settings]")])
     return Config(settings=settings, machinetypes=machinetypes, pipes=tuple(pipes.values()),
-                  warnings=tuple(b.warnings), files=tuple(raw.files), findings=tuple(b.notes))
+                  warnings=tuple(b.warnings), files=tuple(raw.files), findings=tuple(b.notes),
+                  lines=dict(raw.lines))
 
 
 def _build_settings(raw: RawConfig, host: HostFacts, b: Builder) -> Optional[Settings]:

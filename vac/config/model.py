@@ -16,6 +16,8 @@ from vac.paths import Paths
 # (value, origin) as read from a file, a pipe section or a pipe document.
 RawValue = Tuple[str, str]
 SectionKey = Tuple[str, str]
+# The key of a MachineType's own section ("FILE [machinetype NAME]") in its origins.
+SECTION = ""
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class Config:
     files: Tuple[str, ...] = ()
     # The warnings located (file, line, section, option), in the order of `warnings`.
     findings: Tuple[Problem, ...] = ()
+    # (origin "FILE [TITLE]", option) -> line, as RawConfig.lines.
+    lines: Mapping[Tuple[str, str], int] = field(default_factory=dict, compare=False)
 
 
 @dataclass

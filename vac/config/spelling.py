@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Sequence, Tuple
 from vac.config import options as O
 
 if TYPE_CHECKING:
-    from vac.config.check import Builder
+    from vac.config.builder import Builder
     from vac.config.model import RawConfig, RawValue
 
 INLINE_COMMENT = re.compile(r"\s[#;]")

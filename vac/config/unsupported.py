@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping
 
 from vac.config.model import Config
+from vac.errors import Problem
 
 VM_MODELS = ("cernvm3", "cernvm4", "vm-raw")
 CONTAINER_MODELS = ("docker", "singularity", "apptainer")
@@ -43,22 +44,33 @@ def _shown(value: Any) -> str:
     return " ".join(value) if isinstance(value, tuple) else str(value)
 
 
-def notes(config: Config) -> List[str]:
-    """One line per option set in the configuration that has no effect here."""
+def _located(config: Config, origin: str, option: str, message: str) -> Problem:
+    file, _, section = origin.partition(" [")
+    return Problem(message, file=file, section=section.rstrip("]") or None, option=option,
+                   line=config.lines.get((origin, option)))
+
+
+def findings(config: Config) -> List[Problem]:
+    """One warning per option set in the configuration that has no effect here."""
     found = []
     s = config.settings
     for name, useless, reason in SETTINGS_NOTES:
         origin = _set_by(s.origins, name)
         value = getattr(s, name)
         if origin and (useless is None or value == useless):
-            found.append(f"{origin}: {name} = {_shown(value)}: accepted but not supported: "
-                         f"{reason}")
+            found.append(_located(config, origin, name, f"{name} = {_shown(value)}: accepted "
+                                  f"but not supported: {reason}"))
     for _, mt in sorted(config.machinetypes.items()):
         for name, models, reason in MACHINETYPE_NOTES:
             origin = _set_by(mt.origins, name)
             value = getattr(mt, name)
             if origin and value not in (None, ()) and mt.machine_model not in models:
-                found.append(f"{origin}: {name} = {_shown(value)}: "
-                             f"accepted but not supported: {reason} (machine_model is "
-                             f"{mt.machine_model})")
+                found.append(_located(config, origin, name, f"{name} = {_shown(value)}: "
+                                      f"accepted but not supported: {reason} (machine_model "
+                                      f"is {mt.machine_model})"))
     return found
+
+
+def notes(config: Config) -> List[str]:
+    """findings() as text, each with its line."""
+    return [p.located() for p in findings(config)]

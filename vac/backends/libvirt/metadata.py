@@ -37,6 +37,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from vac import fsutil
 from vac.errors import StateError
+from vac.backends.libvirt.heartbeat import METADATA, MJF, ServiceHeartbeat
 from vac.machine import joboutputs
 from vac.machine.directory import MachineDir
 from vac.machine.slots import BRIDGE_ADDRESS, MAX_ADDRESSED_ORDINAL, METADATA_ADDRESS, machine_name
@@ -347,6 +348,11 @@ class BoundedThreadingHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 256
+    beat: Optional[Callable[[], None]] = None   # its heartbeat file's writer, every loop turn
+
+    def service_actions(self) -> None:
+        if self.beat is not None:
+            self.beat()
 
     def __init__(self, address: Tuple[str, int], handler: Type[BaseHTTPRequestHandler]):
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
@@ -375,13 +381,16 @@ class BoundedThreadingHTTPServer(ThreadingHTTPServer):
             self._slots.release()
 
 
-def serve(service: MetadataService, host: str, port: int) -> BoundedThreadingHTTPServer:
-    """Bind (host, port) and serve in a daemon thread; the caller shuts it down.
+def serve(service: MetadataService, host: str, port: int,
+          beat: Optional[Callable[[], None]] = None) -> BoundedThreadingHTTPServer:
+    """Bind (host, port) and serve in a daemon thread; the caller shuts it down. beat() is
+    called each turn of the serving loop (vac.backends.libvirt.heartbeat).
 
     Raises:
         OSError: the address cannot be bound (e.g. not configured yet).
     """
     server = BoundedThreadingHTTPServer((host, port), make_handler(service))
+    server.beat = beat
     thread = threading.Thread(target=server.serve_forever, args=(0.1,),
                               name=f"metadata-{host}:{port}", daemon=True)
     thread.start()
@@ -389,13 +398,17 @@ def serve(service: MetadataService, host: str, port: int) -> BoundedThreadingHTT
 
 
 class MetadataServers:
-    """The servers vacd runs: one per factory address, (re)bound by ensure() every cycle."""
+    """The servers vacd runs: one per factory address, (re)bound by ensure() every cycle.
+    The first address's server keeps `mjf-heartbeat` fresh, the second's
+    `metadata-heartbeat` (the original's vacd-mjf on .253 and vacd-metadata on .254)."""
 
     def __init__(self, service: MetadataService,
                  addresses: Sequence[str] = (BRIDGE_ADDRESS, METADATA_ADDRESS), port: int = 80):
         self.service = service
         self.addresses = tuple(addresses)
         self.port = port
+        self.heartbeats = {address: ServiceHeartbeat(service.paths.state_dir, name)
+                           for address, name in zip(self.addresses, (MJF, METADATA))}
         self.servers: Dict[str, BoundedThreadingHTTPServer] = {}
 
     def ensure(self) -> List[str]:
@@ -405,7 +418,9 @@ class MetadataServers:
             if address in self.servers:
                 continue
             try:
-                self.servers[address] = serve(self.service, address, self.port)
+                beat = self.heartbeats.get(address)
+                self.servers[address] = serve(self.service, address, self.port,
+                                              beat.beat if beat else None)
                 log.info("metadata service listening on %s:%d", address, self.port)
             except OSError as e:
                 problems.append(f"cannot serve metadata on {address}:{self.port}: {e}")

@@ -26,6 +26,8 @@ NAME_RE = re.compile(r"^[a-z0-9-]+$")
 KEY_RE = re.compile(r"^[a-z0-9_]+$")
 DEVICE_RE = re.compile(r"^[a-z0-9]+$")
 HOSTPORT_RE = re.compile(r"^[a-z0-9.-]+:[0-9]+$")
+JOBOUTPUTS_CEILINGS = (("joboutputs_file_mb", 256), ("joboutputs_machine_mb", 4096),
+                       ("joboutputs_machine_files", 4096))
 DEFAULT_VOLUME_GROUP = "vac_volume_group"  # used when volume_group is unset and exists
 
 
@@ -173,6 +175,18 @@ def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) ->
     for name in ("yield_grace_seconds", "yield_pause_seconds"):
         if values[name] < 0:
             b.problem("must not be negative", origins[name], name)
+    _check_joboutputs(values, origins, b)
+
+
+def _check_joboutputs(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
+    """A VM's joboutputs bounds: each from 1 to its ceiling (a PUT is held in memory while it
+    arrives), and a machine's MiB not below one file's."""
+    for name, ceiling in JOBOUTPUTS_CEILINGS:
+        if not 1 <= values[name] <= ceiling:
+            b.problem(f"must be 1 to {ceiling}", origins[name], name)
+    if 1 <= values["joboutputs_machine_mb"] < values["joboutputs_file_mb"]:
+        b.problem(f"must not be less than joboutputs_file_mb ({values['joboutputs_file_mb']})",
+                  origins["joboutputs_machine_mb"], "joboutputs_machine_mb")
 
 
 def _check_ranges(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -71,6 +71,9 @@ class Settings:
     yield_load_per_processor: Optional[float] = None
     yield_grace_seconds: float = 300.0
     yield_pause_seconds: float = 600.0
+    joboutputs_file_mb: int = 1
+    joboutputs_machine_mb: int = 16
+    joboutputs_machine_files: int = 64
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

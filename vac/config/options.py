@@ -101,6 +101,13 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="how long the owner's load must stay above yield_load_per_processor"),
     Option("yield_pause_seconds", "float", 600.0,
            help="how long creation pauses after a machine yielded"),
+    # A VM's joboutputs (PUT to the metadata service or framed on its console).
+    Option("joboutputs_file_mb", "int", 1, backend="libvirt",
+           help="MiB of one joboutput a VM may store (more: 413, or refused from the console)"),
+    Option("joboutputs_machine_mb", "int", 16, backend="libvirt",
+           help="MiB of all the joboutputs of one VM"),
+    Option("joboutputs_machine_files", "int", 64, backend="libvirt",
+           help="joboutputs one VM may store"),
 )
 
 # Options that the original accepted only to warn about; they have no effect.

@@ -22,10 +22,12 @@ import os
 import re
 import secrets
 import stat
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Tuple
 
-MAX_FILE_BYTES = 1024 * 1024
-MAX_TOTAL_BYTES = 16 * 1024 * 1024
+MIB = 1024 * 1024
+MAX_FILE_BYTES = MIB          # the defaults of vac.conf's joboutputs_* bounds
+MAX_TOTAL_BYTES = 16 * MIB
 MAX_FILES = 64
 SHUTDOWN_MESSAGE = "shutdown_message"
 RESERVED_BYTES = 4096     # a shutdown_message this short is kept beyond the bounds
@@ -33,6 +35,21 @@ NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 CONSOLE_PREFIX = "VAC-JOBOUTPUT "
 CONSOLE_END = "VAC-JOBOUTPUTS-END"
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one VM may store: bytes of a file, bytes and number of files in all."""
+
+    file_bytes: int = MAX_FILE_BYTES
+    total_bytes: int = MAX_TOTAL_BYTES
+    files: int = MAX_FILES
+
+    @classmethod
+    def of(cls, settings) -> "Bounds":
+        """vac.conf's joboutputs_file_mb, joboutputs_machine_mb, joboutputs_machine_files."""
+        return cls(settings.joboutputs_file_mb * MIB, settings.joboutputs_machine_mb * MIB,
+                   settings.joboutputs_machine_files)
 
 
 class JoboutputRefused(Exception):

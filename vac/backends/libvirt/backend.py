@@ -39,10 +39,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from vac import optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
-from vac.backends.libvirt import configdrive, metadata, signature
+from vac.backends.libvirt import configdrive, console, metadata, signature
 from vac.backends.libvirt import images as vmimages
 from vac.backends.libvirt import network as vmnetwork
-from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail
+from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail  # noqa: F401 - tests
 from vac.backends.libvirt.domainxml import (
     NWFILTER,
     Disk,
@@ -384,7 +384,8 @@ class LibvirtBackend(Backend):
                     raise BackendError("libvirt", f"destroy: {e.get_error_message()}",
                                        name) from e
         if directory is not None:
-            self.console_joboutputs(directory)      # lines printed during the shutdown
+            self.console_joboutputs(directory,      # lines printed during the shutdown
+                                    joboutputs.Bounds.of(self.settings))
             if directory.read_backend_record().get("volume_group"):
                 self._remove_lv(name)
             directory.remove(CONFIG_DRIVE)
@@ -446,30 +447,17 @@ class LibvirtBackend(Backend):
 
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         """Status, after moving joboutputs framed on the serial console into joboutputs/."""
-        stored = self.console_joboutputs(directory)
+        stored = self.console_joboutputs(directory, joboutputs.Bounds.of(self.settings))
         final = self.status(name, directory)
         if stored:
             final = dataclasses.replace(final, extra={"console_joboutputs": " ".join(stored)})
         return final
 
     @staticmethod
-    def console_joboutputs(directory: MachineDir) -> List[str]:
+    def console_joboutputs(directory: MachineDir,
+                           bounds: joboutputs.Bounds = joboutputs.Bounds()) -> List[str]:
         """Store the VAC-JOBOUTPUT lines of console.log; return the names stored."""
-        found, rejected = joboutputs.parse_console(
-            read_console_tail(directory.file(CONSOLE_LOG)))
-        for reason in rejected[:5]:
-            log.warning("%s: console joboutput rejected: %s", directory.name, reason)
-        stored = []
-        for name, body in found.items():
-            try:
-                if joboutputs.write_joboutput(directory.file("joboutputs"), name, body,
-                                              replace=False):
-                    stored.append(name)
-            except joboutputs.JoboutputRefused as e:
-                log.warning("%s: console joboutput refused: %s", directory.name, e)
-        if stored:
-            log.info("%s: joboutputs from the console: %s", directory.name, " ".join(stored))
-        return stored
+        return console.store_joboutputs(directory, bounds)
 
 
 def _version(number: int) -> str:

@@ -9,9 +9,15 @@ blocking on something that is not a regular file.
 """
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from typing import List, Optional, Tuple
+
+from vac.machine import joboutputs
+from vac.machine.directory import MachineDir
+
+log = logging.getLogger(__name__)
 
 CONSOLE_LOG = "console.log"
 CONSOLE_READ_LIMIT = 8 * 1024 * 1024
@@ -64,3 +70,26 @@ def _tail_bytes(path: str, count: int) -> Optional[Tuple[bytes, int]]:
         return b"".join(chunks), st.st_size
     finally:
         os.close(fd)
+
+
+def store_joboutputs(directory: MachineDir, bounds: joboutputs.Bounds) -> List[str]:
+    """Store the VAC-JOBOUTPUT lines of the machine's console.log within the bounds (a name
+    already stored is kept); return the names stored."""
+    found, rejected = joboutputs.parse_console(read_console_tail(directory.file(CONSOLE_LOG)),
+                                               max_bytes=bounds.file_bytes,
+                                               max_files=bounds.files)
+    for reason in rejected[:5]:
+        log.warning("%s: console joboutput rejected: %s", directory.name, reason)
+    stored = []
+    for name, body in found.items():
+        try:
+            if joboutputs.write_joboutput(directory.file("joboutputs"), name, body,
+                                          max_bytes=bounds.file_bytes,
+                                          max_total=bounds.total_bytes, max_files=bounds.files,
+                                          replace=False):
+                stored.append(name)
+        except joboutputs.JoboutputRefused as e:
+            log.warning("%s: console joboutput refused: %s", directory.name, e)
+    if stored:
+        log.info("%s: joboutputs from the console: %s", directory.name, " ".join(stored))
+    return stored

@@ -159,12 +159,16 @@ class MetadataService:
     def __init__(self, paths: Paths, factory_name: str,
                  slot_name: Optional[Callable[[int], Optional[str]]] = None,
                  client_address: Optional[Callable[[str], str]] = None,
-                 max_put_bytes: int = joboutputs.MAX_FILE_BYTES):
+                 max_put_bytes: int = joboutputs.MAX_FILE_BYTES,
+                 max_total_bytes: int = joboutputs.MAX_TOTAL_BYTES,
+                 max_files: int = joboutputs.MAX_FILES):
         self.paths = paths
         self.factory_name = factory_name
         self.slot_name = slot_name or (lambda n: machine_name(factory_name, n))
         self.client_address = client_address or (lambda address: address)
-        self.max_put_bytes = max_put_bytes
+        self.max_put_bytes = max_put_bytes          # the joboutputs bounds: set from vac.conf
+        self.max_total_bytes = max_total_bytes      # by the supervisor every cycle
+        self.max_files = max_files
 
     def machine_for(self, peer: str) -> Optional[MachineDir]:
         """The live machine directory of the VM at this address, or None."""
@@ -265,7 +269,8 @@ class MetadataService:
     def put(self, directory: MachineDir, name: str, body: bytes) -> Reply:
         try:
             joboutputs.write_joboutput(directory.file("joboutputs"), name, body,
-                                       max_bytes=self.max_put_bytes)
+                                       max_bytes=self.max_put_bytes,
+                                       max_total=self.max_total_bytes, max_files=self.max_files)
         except joboutputs.JoboutputRefused as e:
             log.warning("%s: joboutput refused: %s", directory.name, e)
             return FORBIDDEN

@@ -17,6 +17,7 @@ from vac.backends import backend_for_model, get_backend_class
 from vac.backends.libvirt.metadata import MetadataServers, MetadataService
 from vac.config.model import Config
 from vac.errors import BackendUnavailable
+from vac.machine import joboutputs
 from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ def needs_metadata(config: Config) -> bool:
         if cls.CAPABILITIES.needs_metadata_server:
             return True
     return False
+
+
+def set_joboutputs_bounds(service: MetadataService, settings) -> None:
+    """The joboutputs bounds of vac.conf's [settings] (a reload applies to the next PUT)."""
+    bounds = joboutputs.Bounds.of(settings)
+    service.max_put_bytes = bounds.file_bytes
+    service.max_total_bytes = bounds.total_bytes
+    service.max_files = bounds.files
 
 
 class MetadataSupervisor:
@@ -61,6 +70,7 @@ class MetadataSupervisor:
             service = MetadataService(settings.paths, settings.factory_name)
             self.servers = MetadataServers(service, self.addresses, self.port)
             self._key = key
+        set_joboutputs_bounds(self.servers.service, settings)
         return self.servers.ensure()
 
     def bound(self) -> List[Tuple[str, int]]:

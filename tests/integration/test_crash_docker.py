@@ -24,7 +24,8 @@ from waiting import GENEROUS, wait_until, wait_while_alive
 
 from vac import faults
 from vac.backends.docker import cgroupparent
-from vac.host.cgroups import Cgroups
+from vac.backends.docker.backend import CRASH_BEFORE_PARENT_REMOVAL, CRASH_BEFORE_RECORD
+from vac.host.cgroups import Cgroups, host_path
 from vac.machine.directory import MachineDir, read_slot_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -75,16 +76,30 @@ def drain(world: DockerFactory, payload: str, slots: int, log: str) -> None:
     assert vacd.returncode == 0, open(log).read()[-3000:]
 
 
+def parent_directories(world: DockerFactory) -> List[str]:
+    """The cgroup directories of every controller's hierarchy that are a parent of one of this
+    factory's machines, named by the machine directory (whatever backend.json says)."""
+    cgroups = Cgroups()
+    ours = {os.path.basename(d.path) for d in machine_dirs(world)}
+    found = []
+    for mount in cgroups.hierarchies.mounts():
+        for parent in (cgroupparent.CGROUP_ROOT, cgroupparent.SLICE_DIRECTORY):
+            directory = host_path(mount, parent)
+            if directory is None or not os.path.isdir(directory):
+                continue
+            for name in os.listdir(directory):
+                if any(name in (f"docker-{d}", c) for d in ours
+                       for c in cgroupparent.candidates(d)):
+                    found.append(os.path.join(directory, name))
+    return sorted(found)
+
+
 def check_clean_end(world: DockerFactory) -> None:
     """After a drain: nothing left anywhere, every file whole, every machine with a message."""
     assert world.containers() == {}
-    cgroups = Cgroups()
     state = world.load().settings.paths.state_dir
+    assert parent_directories(world) == [], "cgroup parents leaked"
     for d in machine_dirs(world):
-        parent = d.read_backend_record().get("cgroup_parent")
-        if parent:
-            assert not cgroupparent.exists(parent, cgroups), \
-                f"{d.name}: cgroup parent {parent} leaked"
         assert d.finished is not None, d
         assert d.shutdown_message and CODED.match(d.shutdown_message), \
             f"{d.path}: {d.shutdown_message!r}"
@@ -179,3 +194,37 @@ def test_a_kill_at_each_crash_point_is_recovered(dock, tmp_path, point):
         # The engine had started the payload: it is adopted and runs to its own end.
         assert first_machine.shutdown_message == "200 Success", first_machine.path
 
+
+
+def test_a_parent_no_record_names_is_released_after_kills_in_creation_and_destroy(dock,
+                                                                                   tmp_path):
+    """The chaos run's leak: vacd killed after the engine made the machine's cgroup parent and
+    before backend.json named it, then (the machine adopted and ended) killed again between
+    the container's removal and its parent's. The next vacd finds the parent by the machine
+    directory's name, in every controller's hierarchy."""
+    dock.write(RUNS_THEN_SUCCEEDS, slots=1, extra_mt=NO_EMBARGO)
+    for n, point in enumerate((CRASH_BEFORE_RECORD, CRASH_BEFORE_PARENT_REMOVAL)):
+        log = str(tmp_path / f"vacd-{n}.log")
+        vacd = start_vacd(dock.config_file, log, FAST, env={faults.CRASH_ENV: point})
+        try:
+            assert wait_until(lambda: vacd.poll() is not None, step=0.1), \
+                open(log).read()[-3000:]
+        finally:
+            stop(vacd, signal.SIGKILL)
+        assert f"fault injection: SIGKILL at {point}" in open(log).read()
+    first = machine_dirs(dock)[0]
+    assert first.read_backend_record() == {} and first.finished is not None
+    assert dock.containers() == {}
+    assert parent_directories(dock) != []          # the window: a parent nothing names
+    after = str(tmp_path / "vacd-after.log")
+    vacd = start_vacd(dock.config_file, after, FAST)
+    try:
+        assert wait_while_alive(lambda: not any(
+            p.endswith(os.path.basename(first.path)) for p in parent_directories(dock)),
+            vacd, step=0.3), open(after).read()[-3000:]
+    finally:
+        stop(vacd, signal.SIGTERM)
+    assert "removing cgroup parent" in open(after).read()
+    drain(dock, RUNS_THEN_SUCCEEDS, 1, str(tmp_path / "drain.log"))
+    check_clean_end(dock)
+    assert first.shutdown_message == "200 Success", first.path

@@ -121,3 +121,67 @@ def test_oom_kills_on_v1_read_the_memory_hierarchy(tmp_path):
     (d / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     h = cgroups.Hierarchies(v1={"memory": cgroups.Mount("/", str(memory))})
     assert cp.oom_kills(f"/vac/docker-{DIR_NAME}", cgroups.Cgroups(hierarchies=h)) == 2
+
+
+CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids", "devices")
+FACTORY = "factory1.example.com"
+
+
+def v1_host(tmp_path, dir_names) -> cgroups.Cgroups:
+    """A legacy host: one hierarchy per controller, each with /vac/docker-<dir> for every name
+    (the cgroupfs driver makes the parent in every one)."""
+    v1 = {}
+    for controller in CONTROLLERS:
+        point = tmp_path / "cgroup" / controller
+        for name in dir_names:
+            (point / "vac" / f"docker-{name}").mkdir(parents=True)
+        v1[controller] = cgroups.Mount("/", str(point))
+    return cgroups.Cgroups(hierarchies=cgroups.Hierarchies(v1=v1))
+
+
+def parent_dirs(tmp_path, name: str):
+    return [c for c in CONTROLLERS
+            if (tmp_path / "cgroup" / c / "vac" / f"docker-{name}").exists()]
+
+
+def test_a_finished_machine_without_backend_json_loses_its_parent_in_every_controller(
+        tmp_path):
+    # vacd was killed after the engine made the parent and before backend.json named it.
+    machines = tmp_path / "machines"
+    (machines / DIR_NAME).mkdir(parents=True)
+    (machines / DIR_NAME / "finished").write_text("")
+    cg = v1_host(tmp_path, [DIR_NAME])
+    assert cp.present(cg) == {DIR_NAME}
+    assert cp.release_leftovers(str(machines), FACTORY, cg) == [DIR_NAME]
+    assert parent_dirs(tmp_path, DIR_NAME) == []
+    assert cp.release_leftovers(str(machines), FACTORY, cg) == []
+
+
+def test_vanished_machines_are_released_living_and_other_factories_ones_are_not(tmp_path):
+    living = "1700000100_dock_factory1-04.example.com"
+    vanished = "1700000050_dock_factory1-05.example.com"      # its directory expired
+    other = "1700000000_dock_factory2-03.example.com"         # another factory's
+    foreign = "not-a-machine"
+    machines = tmp_path / "machines"
+    (machines / living).mkdir(parents=True)
+    cg = v1_host(tmp_path, [living, vanished, other, foreign])
+    assert cp.release_leftovers(str(machines), FACTORY, cg) == [vanished]
+    assert parent_dirs(tmp_path, vanished) == []
+    for kept in (living, other, foreign):
+        assert parent_dirs(tmp_path, kept) == list(CONTROLLERS), kept
+
+
+def test_release_finds_the_slice_by_the_directory_name_too(tmp_path, monkeypatch):
+    cg = v2_tree(tmp_path, cp.slice_path(SLICE), 1)
+    ran = []
+    monkeypatch.setattr(cp.subp, "run", lambda argv, timeout: ran.append(list(argv)))
+    assert cp.present(cg) == {DIR_NAME}
+    directory = MachineDir(str(tmp_path / "machines" / DIR_NAME))
+    assert cp.release(directory, cg)            # no backend.json at all
+    assert ran == [["systemctl", "stop", SLICE]]
+
+
+def test_unescape_undoes_escape():
+    for text in (DIR_NAME, "a-b c/d:é", ".x.y_Z9", ""):
+        assert cp.unescape(cp.escape(text)) == text
+    assert cp.unescape("a-b") is None and cp.unescape("\\xzz") is None

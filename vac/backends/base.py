@@ -125,8 +125,15 @@ class Backend(abc.ABC):
     def release(self, directory: MachineDir) -> bool:
         """Release what a finished machine still holds of this backend's (a cgroup parent
         that a vacd killed during destroy left behind); True if something was released.
-        Called every cycle for the finished machine of each slot. Default: nothing."""
+        Default: nothing."""
         return False
+
+    def release_leftovers(self, machines_dir: str, factory_name: str) -> List[str]:
+        """Once per cycle: release what machines of this factory that are finished, or whose
+        directory under machines_dir has gone, still hold on the host (Docker: cgroup
+        parents, found by the machine directory's name, with or without backend.json).
+        Returns the machine directory names released. Default: none."""
+        return []
 
     def kill_strays(self) -> int:
         """Once per cycle: kill processes this backend runs outside any live machine

@@ -43,6 +43,7 @@ from vac.cycle.backendpool import BackendPool
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
 from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
+from vac.cycle.hostpressure import HostPressure
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
 from vac.cycle.parallel import run_grouped
@@ -84,7 +85,8 @@ class Factory:
                  after_prepare: Optional[Callable[[Config], List[str]]] = None,
                  space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None,
                  owner_load: Optional[OwnerLoad] = None, state_dir: Optional[str] = None,
-                 host: Optional[hostinfo.HostFacts] = None):
+                 host: Optional[hostinfo.HostFacts] = None,
+                 pressure: Optional[HostPressure] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
         self.space_census = space_census  # (config, local census, now) -> the space's
@@ -94,6 +96,7 @@ class Factory:
         self.rng = rng or random.Random()
         self.fetcher = fetcher
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
+        self.pressure = pressure or HostPressure.beside(loadavg is hostinfo.read_loadavg)
         fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
                                  else Paths().state_dir)
         self.keeper = ConfigKeeper(load_config, fallback, host)
@@ -131,7 +134,7 @@ class Factory:
             report.errors.extend(self.after_prepare(config))
         if loaded.own:   # from the state directory alone, nothing is taken for a zombie
             self._kill_zombies(config, seen, report)
-        self._release_leftovers(seen, report)
+        self._release_leftovers(config, report)
         census = self._census(config, seen, now, fresh=loaded.own)
         yield_state, owner = self.owner_load.measure(config, seen, now)
         plan = self._plan(loaded, waiting, seen.observed, census, now, yield_state, owner)
@@ -178,10 +181,10 @@ class Factory:
     def _plan(self, loaded: Loaded, waiting: Dict[str, str], observed, census, now: float,
               yield_state, owner=None) -> planner.Plan:
         """The planner's decision (the same for a cycle and a refill)."""
-        return planner.plan(loaded.config, observed, census, load=max(self.loadavg()),
-                            now=now, daemon_started=self.started, rng=self.rng,
-                            yield_state=yield_state, owner=owner, waiting=waiting,
-                            blocked=loaded.reason())
+        return self.pressure.kept(planner.plan(
+            loaded.config, observed, census, load=max(self.loadavg()), now=now,
+            daemon_started=self.started, rng=self.rng, yield_state=yield_state, owner=owner,
+            waiting=waiting, blocked=loaded.reason(), **self.pressure.inputs(now)))
 
     def _act(self, last: _Last, plan: planner.Plan, slots: Tuple[Slot, ...], now: float,
              report: CycleReport) -> None:
@@ -253,15 +256,18 @@ class Factory:
                 if killed:
                     log.warning("killed %d stray %s processes", killed, backend_name)
 
-    def _release_leftovers(self, seen: Observation, report: CycleReport) -> None:
-        """What finished machines still hold (a cgroup parent a killed destroy left)."""
-        for name, directory in seen.directories.items():
-            if directory.finished is None or name in seen.unmanaged:
+    def _release_leftovers(self, config: Config, report: CycleReport) -> None:
+        """What this factory's finished or vanished machines still hold (a cgroup parent a
+        killed vacd left): each available backend looks, by machine directory name."""
+        settings = config.settings
+        for name, probe in sorted(self.pool.probed().items()):
+            if not probe.available:
                 continue
-            model = seen.models.get(name)
-            if model and self.pool.available_for_model(model).available:
-                self._guarded(report, name, "release of leftovers",
-                              lambda d=directory, m=model: self.pool.for_model(m).release(d))
+            try:
+                self.pool.get(name).release_leftovers(settings.paths.machines,
+                                                      settings.factory_name)
+            except Exception as e:  # noqa: BLE001 - a backend's bug must not stop the cycle
+                report.errors.append(f"{name}: release of leftovers failed: {e}")
 
     def _prepare_hosts(self, config: Config) -> Dict[str, str]:
         """Probe every configured machinetype's backend, then prepare_host() each available

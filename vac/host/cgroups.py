@@ -385,6 +385,23 @@ class Cgroups:
                 return True
         return False
 
+    def children(self, cgroup_path: str) -> Set[str]:
+        """The names of the child cgroups of a path, in any hierarchy (empty if it has none
+        or does not exist)."""
+        path = clean_path(cgroup_path)
+        found: Set[str] = set()
+        if path is None:
+            return found
+        for mount in self.hierarchies.mounts():
+            directory = host_path(mount, path)
+            if directory is None:
+                continue
+            try:
+                found.update(self.fs.listdir(directory))
+            except OSError:
+                continue
+        return found
+
     def remove(self, cgroup_path: str) -> List[str]:
         """rmdir a cgroup in every hierarchy where it exists (it must have no processes and
         no child cgroups). Returns the directories that could not be removed.

@@ -40,6 +40,7 @@ from vac.backends.docker.spec import (
 from vac.backends.docker.watch import DockerWatcher
 from vac import optional
 from vac.errors import BackendError, BackendUnavailable
+from vac.faults import crash_point
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir, MachineState
 
@@ -48,6 +49,10 @@ log = logging.getLogger(__name__)
 CONSOLE_LIMIT = 64 * 1024
 CONSOLE_TAIL_ENTRIES = 8192
 PROBE_TIMEOUT = 5.0
+# Crash points (vac.faults) of the tests: the engine made the parent, nothing names it yet;
+# the container is removed, its parent not yet.
+CRASH_BEFORE_RECORD = "docker:after-container"
+CRASH_BEFORE_PARENT_REMOVAL = "docker:after-remove"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
 STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
           "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
@@ -193,6 +198,7 @@ class DockerBackend(Backend):
                 network.create_args(api, place) if place else {})
             if fresh:
                 self._start(api, container_id, spec.name, parent)
+        crash_point(CRASH_BEFORE_RECORD)   # the engine made the parent; nothing names it yet
         try:
             spec.directory.write_backend_record({
                 "backend": NAME, "container_id": container_id, "image": image,
@@ -521,6 +527,7 @@ class DockerBackend(Backend):
                 except docker.errors.APIError as e:
                     if e.status_code != 409:  # 409: removal already in progress
                         raise
+        crash_point(CRASH_BEFORE_PARENT_REMOVAL)
         cgroupparent.remove(parent, self.cgroups)
 
     def watch(self, on_end) -> Optional[DockerWatcher]:
@@ -532,10 +539,7 @@ class DockerBackend(Backend):
         return self.settings.docker_parallel_creations
 
     def release(self, directory: MachineDir) -> bool:
-        parent = str(directory.read_backend_record().get("cgroup_parent") or "")
-        if not cgroupparent.exists(parent, self.cgroups):
-            return False
-        log.warning("%s: removing cgroup parent %s left by an interrupted destroy",
-                    directory.name, parent)
-        cgroupparent.remove(parent, self.cgroups)
-        return True
+        return cgroupparent.release(directory, self.cgroups)
+
+    def release_leftovers(self, machines_dir: str, factory_name: str) -> List[str]:
+        return cgroupparent.release_leftovers(machines_dir, factory_name, self.cgroups)

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Set
 
 from vac import subp
 from vac.backends.docker.spec import CGROUP_ROOT, cgroup_parent_for
 from vac.errors import ProcessError
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir
+from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ UNIT_NAME_MAX = 255
 # Left as they are by the escape; ':' is not (runc splits its systemd cgroupsPath on ':').
 PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
 STOP_TIMEOUT = 30.0
+SLICE_DIRECTORY = "/vac.slice/vac-docker.slice"   # where our slices live (slice_path)
 
 
 def escape(text: str) -> str:
@@ -63,6 +65,53 @@ def for_machine(directory: MachineDir, driver: str) -> Optional[str]:
         log.warning("%s: slice name longer than %d characters; no slice of its own",
                     directory.name, UNIT_NAME_MAX)
     return None
+
+
+def unescape(text: str) -> Optional[str]:
+    """escape() undone (None if the text is not an escape's output)."""
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text.startswith("\\x", i) and len(text) >= i + 4:
+            try:
+                out.append(int(text[i + 2:i + 4], 16))
+            except ValueError:
+                return None
+            i += 4
+        elif text[i] in PLAIN:
+            out += text[i].encode()
+            i += 1
+        else:
+            return None
+    try:
+        return out.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def candidates(dir_name: str) -> List[str]:
+    """Every parent Vac may have given the machine of this directory name, in either driver's
+    form: the engine made it before backend.json recorded which (a vacd killed between the two
+    leaves no record), so the name alone must find it."""
+    found = [f"{PATH_PREFIX}{dir_name}"]
+    name = f"{SLICE_PREFIX}{escape(dir_name)}{SLICE_SUFFIX}"
+    if len(name) <= UNIT_NAME_MAX:
+        found.append(name)
+    return found
+
+
+def present(cgroups: Cgroups) -> Set[str]:
+    """The machine directory names that have a parent of ours on the host, in any hierarchy
+    (the cgroupfs form under /vac, the slices under vac-docker.slice)."""
+    found: Set[str] = set()
+    for child in cgroups.children(CGROUP_ROOT):
+        if child.startswith("docker-") and len(child) > len("docker-"):
+            found.add(child[len("docker-"):])
+    for child in cgroups.children(SLICE_DIRECTORY):
+        if is_slice(child):
+            dir_name = unescape(child[len(SLICE_PREFIX):-len(SLICE_SUFFIX)])
+            if dir_name:
+                found.add(dir_name)
+    return found
 
 
 def of_container(attrs: Mapping[str, Any]) -> str:
@@ -131,3 +180,35 @@ def remove(parent: Optional[str], cgroups: Cgroups) -> None:
         subp.run(["systemctl", "stop", parent], timeout=STOP_TIMEOUT)
     except ProcessError as e:
         log.warning("cannot stop slice %s: %s", parent, e)
+
+
+def release(directory: MachineDir, cgroups: Cgroups) -> bool:
+    """Remove the parent a finished machine still has (a vacd killed during its destroy, or
+    before backend.json recorded the parent, left it): the one its record names or one its
+    directory name gives. True if one was there."""
+    recorded = str(directory.read_backend_record().get("cgroup_parent") or "")
+    found = [p for p in dict.fromkeys([recorded] + candidates(os.path.basename(directory.path)))
+             if p and is_ours(p) and exists(p, cgroups)]
+    for parent in found:
+        log.warning("%s: removing cgroup parent %s left by an interrupted destroy or creation",
+                    directory.name, parent)
+        remove(parent, cgroups)
+    return bool(found)
+
+
+def release_leftovers(machines_dir: str, factory_name: str, cgroups: Cgroups) -> List[str]:
+    """Remove every parent of ours on the host whose machine is this factory's and finished,
+    or whose directory has gone (expired, removed by hand), with or without its backend.json.
+    Returns the directory names whose parents were there. A machine whose directory is not
+    finished lives, or is being made: its parent is left alone."""
+    released = []
+    for dir_name in sorted(present(cgroups)):
+        parts = dir_name.split("_")
+        if len(parts) != 3 or not parts[0].isdigit() or ordinal_of(factory_name, parts[2]) < 0:
+            continue
+        path = os.path.join(machines_dir, dir_name)
+        if os.path.isdir(path) and not os.path.lexists(os.path.join(path, "finished")):
+            continue
+        if release(MachineDir(path), cgroups):
+            released.append(dir_name)
+    return released

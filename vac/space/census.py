@@ -81,6 +81,7 @@ class SpacePoll:
         self.silent = result.silent()
         if self.silent:
             log.info("space poll: no reply from %s", ", ".join(self.silent))
+        _log_losses(result)
         census = add_census(local, remote_census(result, config.machinetypes))
         self.census, self.polled = dict(census), now
         self._start_census(config, now)
@@ -99,6 +100,16 @@ class SpacePoll:
             update_census(config, now, self.query)
         except Exception as e:  # noqa: BLE001 - a census failure is only logged
             log.warning("space census not updated: %s", e)
+
+
+def _log_losses(result: client.Result) -> None:
+    """Replies refused (with the datagram named) and factories still short after the rounds."""
+    if result.refused_count:
+        log.warning("space poll: %d replies refused, first %s", result.refused_count,
+                    result.refused[0] if result.refused else "")
+    for factory, got, announced in result.short():
+        log.info("space poll: %s sent %d of %d replies after %d asks", factory, got,
+                 announced, result.asks.get(factory, 0))
 
 
 def update_census(config: Config, now: float, query: Query = client.query) -> bool:

@@ -92,7 +92,16 @@ def _print_json(replies: List[dict]) -> None:
 
 
 def _answered(result: client.Result) -> int:
-    """0 when a factory answered, else 1 with a line on stderr saying so."""
+    """0 when a factory answered, else 1 with a line on stderr saying so; replies still
+    missing after the asks, and replies refused, are said on stderr too."""
+    for factory, got, announced in result.short():
+        print(f"vac: {factory}: {got} of {announced} replies after "
+              f"{result.asks.get(factory, 0)} asks", file=sys.stderr)
+    for refused in result.refused:
+        print(f"vac: reply refused {refused}", file=sys.stderr)
+    if result.refused_count > len(result.refused):
+        print(f"vac: {result.refused_count - len(result.refused)} more replies refused",
+              file=sys.stderr)
     if result.replies:
         return 0
     print(f"vac: no factory answered ({len(result.factories)} asked: "

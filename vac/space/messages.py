@@ -37,7 +37,15 @@ COUNT_LIMIT = 4096      # a factory reporting more machines or machinetypes is n
 
 
 class MessageError(ValueError):
-    """A datagram that is not a VacQuery message we accept; the text says why."""
+    """A datagram that is not a VacQuery message we accept; the text says why.
+
+    `ours` is true for a reply that carried our cookie (so it answers our query) and was
+    still refused: a client reports those, where any other stray datagram is only ignored.
+    """
+
+    def __init__(self, text: str, ours: bool = False):
+        super().__init__(text)
+        self.ours = ours
 
 
 # Field kinds: str, int, num (int or float); "?" after a kind also allows null.
@@ -150,24 +158,36 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
-def check_field(message: Mapping[str, Any], name: str, kind: str) -> None:
-    """MessageError unless message[name] (present) is of the kind; "?" kinds allow null."""
-    value = message[name]
+def field_value(name: str, value: Any, kind: str) -> Any:
+    """The value of a field of this kind, or MessageError; "?" kinds allow null.
+
+    An "int" may come as a float with no fractional part and is returned as an int: the
+    original sums processors as floats, so Python 2 sends "running_processors": 2.0.
+    """
     if kind.endswith("?"):
         if value is None:
-            return
+            return None
         kind = kind[:-1]
     if kind == "str":
         ok = isinstance(value, str) and len(value) <= STRING_LIMIT
     elif isinstance(value, bool):
         ok = False
     elif kind == "int":
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            value = int(value)
         ok = isinstance(value, int) and abs(value) < 2 ** 63
     else:
         ok = (isinstance(value, int) and abs(value) < 2 ** 63) or \
             (isinstance(value, float) and math.isfinite(value))
     if not ok:
-        raise MessageError(f"{name} is not a {kind}: {str(value)[:40]!r}")
+        raise MessageError(f"{name} is not {'an' if kind == 'int' else 'a'} {kind}: "
+                           f"{str(value)[:40]!r}")
+    return value
+
+
+def check_field(message: Mapping[str, Any], name: str, kind: str) -> None:
+    """MessageError unless message[name] (present) is of the kind; "?" kinds allow null."""
+    field_value(name, message[name], kind)
 
 
 def _check_space(message: Mapping[str, Any], space: str) -> None:
@@ -211,14 +231,30 @@ def decode_reply(data: bytes, space: str, kind: str, salt: str,
         raise MessageError("no factory name")
     if message.get("cookie") != cookie_for(salt, cookie_name or factory):
         raise MessageError(f"cookie is not ours for {(cookie_name or factory)[:80]!r}")
+    try:
+        _check_fields(message, kind, expected)
+    except MessageError as e:
+        raise MessageError(f"{_named(message, expected)}: {e}", ours=True) from None
+    return message
+
+
+def _check_fields(message: Dict[str, Any], kind: str, expected: str) -> None:
+    """Every field of the tables present has its kind (integral floats made ints)."""
     fields = dict(COMMON_FIELDS, **REPLY_FIELDS[expected])
     for name in REQUIRED[expected]:
         if name not in message:
-            raise MessageError(f"{expected} without {name}")
+            raise MessageError(f"without {name}")
     for name, field_kind in fields.items():
         if name in message:
-            check_field(message, name, field_kind)
+            message[name] = field_value(name, message[name], field_kind)
     count = COUNT_FIELD.get(kind)
     if count is not None and not 0 < message[count] <= COUNT_LIMIT:
         raise MessageError(f"{count} {message[count]} is out of range")
-    return message
+
+
+def _named(message: Mapping[str, Any], expected: str) -> str:
+    """'machine_status f2-00.example.com from f2.example.com': the datagram refused."""
+    what = message.get({"machine_status": "machine",
+                        "machinetype_status": "machinetype"}.get(expected, ""))
+    what = f" {what[:80]}" if isinstance(what, str) and what else ""
+    return f"{expected}{what} from {str(message.get('factory'))[:80]}"

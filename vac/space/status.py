@@ -41,14 +41,15 @@ def _slot_dirs(config: Config):
 
 
 def machine_statuses(config: Config) -> List[Dict[str, Any]]:
-    """One machine_status body per slot, empty slots included (without the header)."""
+    """One machine_status body per slot, empty slots included (without the header): an empty
+    slot as the original sends it, 0 CPU seconds, 0 CPU % and 0.0 HS06 (not null)."""
     bodies = []
     for slot, record, directory in _slot_dirs(config):
         body: Dict[str, Any] = {"machine": slot.name, "state": MachineState.SHUTDOWN.value,
                                 "machine_model": None, "uuid": None, "created_time": None,
                                 "started_time": None, "heartbeat_time": None, "num_cpus": 0,
-                                "num_processors": 0, "cpu_seconds": None,
-                                "cpu_percentage": None, "hs06": None, "machinetype": None,
+                                "num_processors": 0, "cpu_seconds": 0,
+                                "cpu_percentage": 0, "hs06": 0.0, "machinetype": None,
                                 "shutdown_message": None, "shutdown_time": None}
         if directory is not None:
             body.update(machine_body(directory, record.model))

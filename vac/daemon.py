@@ -31,6 +31,7 @@ from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
 from vac.cycle.watchers import MessageWatcher, Watchers
 from vac.errors import ConfigError, ConfigMissing, VacError
+from vac.host.cvmfskeepalive import CvmfsKeepAlive
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
 from vac.paths import Paths
@@ -132,6 +133,8 @@ class Daemon:
         # A machine's end wakes vacd at once (its backend's watcher), to refill its slot.
         self.watchers = Watchers(self.wake.set)
         self.messages = MessageWatcher(lambda: self.factory.config, self.watchers.on_end)
+        # Running containers' CernVM-FS repositories listed each cycle, in the background.
+        self.cvmfs = CvmfsKeepAlive()
         self.full_cycle_now = False
         self.retry: Set[str] = set()
         self.config_problem: Optional[ConfigError] = None   # the last load's, for STATUS=
@@ -244,6 +247,7 @@ class Daemon:
         except Exception:  # noqa: BLE001 - a bug must not stop vacd: machines need managing
             log.exception("cycle %d failed; the next cycle runs as usual", number)
             report = CycleReport(errors=["cycle failed: see the log"])
+        self.cvmfs.keep_alive(self.factory.recorder.cvmfs_repositories)   # never blocks
         self.metrics.after_cycle(report, time.monotonic() - started)
         self.status.after_cycle()
         self._note_retries(report)

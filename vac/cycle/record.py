@@ -13,7 +13,7 @@ works).
 from __future__ import annotations
 
 import os
-from typing import Optional, Set
+from typing import Optional, Set, Tuple
 
 from vac import fsutil, planfile
 from vac.cycle.configstate import Loaded
@@ -31,6 +31,8 @@ class Recorder:
     def __init__(self) -> None:
         self.errors = MachineErrors()
         self.last: Optional[PlanRecord] = None
+        # The last cycle's Plan.cvmfs_repositories (running containers'), for the keep-alive.
+        self.cvmfs_repositories: Tuple[str, ...] = ()
         self._state: Optional[str] = None   # the configuration's state in the last record
 
     def write(self, loaded: Loaded, seen: Observation, plan: Plan, report: CycleReport,
@@ -41,6 +43,8 @@ class Recorder:
             previous = planfile.read(paths.plan)
             self._state = previous.config_state if previous is not None else planfile.CONFIG_OK
         fsutil.atomic_write(paths.counts, plan.counts.text())
+        if refilled is None:   # a refill's plan sees only its slots
+            self.cvmfs_repositories = plan.cvmfs_repositories
         idle = plan.idle_data()
         idle.update(report.reasons)
         errors = list(report.errors)

@@ -39,11 +39,12 @@ YIELDING = "yielding"                   # opportunistic mode: creation paused (u
 SAME_SECOND = "same_second"             # the previous machine ended within its first second
 CREATION_FAILED = "creation_failed"     # the creation in this slot failed (machinetype)
 DEFERRED = "deferred"                   # creation left for a later cycle (machinetype)
+PRESSURE = "pressure"                   # host pressure (PSI) above a threshold (resource, value)
 OTHER = "other"
 
 KINDS = (NOT_CONFIGURED, CONFIG_REJECTED, NO_MACHINETYPES, NO_SHARE, BACKOFF, MIN_WALLCLOCK,
          SHUTDOWN_TIME, DRAINING, OVERLOAD, TOTAL_PROCESSORS, MAX_CREATIONS, NO_ROOM,
-         BACKEND_WAITING, YIELDING, SAME_SECOND, CREATION_FAILED, DEFERRED, OTHER)
+         BACKEND_WAITING, YIELDING, SAME_SECOND, CREATION_FAILED, DEFERRED, PRESSURE, OTHER)
 
 # The configuration's states.
 CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING = "ok", "rejected", "missing"
@@ -52,7 +53,9 @@ CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING = "ok", "rejected", "missing"
 @dataclass(frozen=True)
 class IdleReason:
     """Why a free slot stays empty: a kind from KINDS, its text for people, and what the
-    kind needs (the machinetype concerned, the epoch it ends, the factory it comes from)."""
+    kind needs (the machinetype concerned, the epoch it ends, the factory it comes from; for
+    PRESSURE the resource, "cpu", "memory" or "io", and its avg10 in per cent). `resource`
+    and `value` are written only when set, so records of other kinds keep their shape."""
 
     kind: str
     text: str
@@ -60,6 +63,8 @@ class IdleReason:
     until: Optional[float] = None
     factory: Optional[str] = None
     parts: Tuple[IdleReason, ...] = ()   # when several machinetypes each have a reason
+    resource: Optional[str] = None
+    value: Optional[float] = None
 
     def each(self) -> Tuple[IdleReason, ...]:
         """The single reasons this one stands for: its parts, or itself."""
@@ -68,6 +73,9 @@ class IdleReason:
     def to_json(self) -> Dict[str, Any]:
         data = asdict(self)
         data["parts"] = [p.to_json() for p in self.parts]
+        for key in ("resource", "value"):
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -82,7 +90,8 @@ class IdleReason:
                    _str_or_none(value.get("machinetype")), _epoch_or_none(value.get("until")),
                    _str_or_none(value.get("factory")),
                    tuple(p for p in (cls.from_json(v) for v in parts[:100] if isinstance(v, dict))
-                         if p is not None))
+                         if p is not None),
+                   _str_or_none(value.get("resource")), _epoch_or_none(value.get("value")))
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,15 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
         b.problem("must not be negative", origins["libvirt_shutdown_wait_seconds"],
                   "libvirt_shutdown_wait_seconds")
     _check_yield(values, origins, b)
+    _check_pressure(values, origins, b)
+
+
+def _check_pressure(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
+    """Pressure thresholds are per cent of the time stalled: more than 0, at most 100."""
+    for name, _, _ in O.PRESSURE_OPTIONS:
+        if values[name] is not None and not 0 < values[name] <= 100:
+            b.problem("must be more than 0 and at most 100 (per cent of the time stalled; "
+                      "leave it empty to turn this gate off)", origins[name], name)
 
 
 def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -74,6 +74,9 @@ class Settings:
     joboutputs_file_mb: int = 1
     joboutputs_machine_mb: int = 16
     joboutputs_machine_files: int = 64
+    pressure_cpu_some: Optional[float] = None
+    pressure_memory_some: Optional[float] = 20.0
+    pressure_io_full: Optional[float] = 40.0
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

@@ -108,7 +108,19 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="MiB of all the joboutputs of one VM"),
     Option("joboutputs_machine_files", "int", 64, backend="libvirt",
            help="joboutputs one VM may store"),
+    # Admission by pressure (PSI): per cent of the last 10 s; empty turns one off.
+    Option("pressure_cpu_some", "optfloat", None,
+           help="no creation while the host's cpu some avg10 (per cent) is above this"),
+    Option("pressure_memory_some", "optfloat", 20.0,
+           help="no creation while the host's memory some avg10 (per cent) is above this"),
+    Option("pressure_io_full", "optfloat", 40.0,
+           help="no creation while the host's io full avg10 (per cent) is above this"),
 )
+
+# The pressure thresholds: (option, resource, line of its pressure file).
+PRESSURE_OPTIONS = (("pressure_cpu_some", "cpu", "some"),
+                    ("pressure_memory_some", "memory", "some"),
+                    ("pressure_io_full", "io", "full"))
 
 # Options that the original accepted only to warn about; they have no effect.
 SETTINGS_OBSOLETE = ("domain_type", "total_machines", "delete_old_files")

@@ -3,20 +3,31 @@
 
 The gate (§3.6, in the original's order: overload, shutdown_time, draining, total_processors)
 and the other stops of creation (a configuration that is rejected or missing, opportunistic
-mode's pause, max_creations_per_cycle, machinetypes waiting for their backend) each give a
-vac.planfile.IdleReason: its kind, the machinetype and the time it ends where there is one,
-and its text for people. The planner asks; nothing here reads a file or a clock.
+mode's pause, host pressure, max_creations_per_cycle, machinetypes waiting for their
+backend) each give a vac.planfile.IdleReason: its kind, the machinetype and the time it ends
+where there is one, and its text for people. The planner asks; nothing here reads a file or a
+clock.
+
+Admission by pressure (PSI, vac.host.pressure): creation pauses while a resource's avg10 is
+above its threshold (pressure_cpu_some, pressure_memory_some, pressure_io_full), and resumes
+only once it is down to RESUME_FRACTION of it (hysteresis: the resources paused are the
+planner's input and output, kept by the factory between cycles). It adds to the load average
+gate (overload_per_processor), which stays: either one stops creation. A host without PSI
+gives no reading, and the load average gate decides alone, as before.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 
 from vac import planfile
 from vac.config.model import Config, Settings
+from vac.config.options import PRESSURE_OPTIONS
 from vac.cycle import yielding
+from vac.host.pressure import Reading
 from vac.planfile import IdleReason
 
 NO_MACHINETYPES = "no machinetypes configured"
+RESUME_FRACTION = 0.75   # a paused resource resumes at 3/4 of its threshold
 
 
 def creation_stop(settings: Settings, hold: Optional[IdleReason], load: float, running: int,
@@ -43,6 +54,34 @@ def yield_hold(verdict: yielding.Verdict) -> Optional[IdleReason]:
     until = verdict.state.paused_until
     paused = until is not None and "paused until" in verdict.hold
     return IdleReason(planfile.YIELDING, verdict.hold, until=until if paused else None)
+
+
+def pressure_stop(settings: Settings, reading: Optional[Reading],
+                  paused: FrozenSet[str] = frozenset()
+                  ) -> Tuple[Optional[IdleReason], FrozenSet[str]]:
+    """Why creation pauses for the host's pressure (None: it does not), and the resources
+    paused now. A resource pauses above its threshold, and a resource paused before stays
+    paused until its avg10 is down to RESUME_FRACTION of the threshold. No reading (no PSI):
+    no pause."""
+    if reading is None:
+        return None, frozenset()
+    reasons = []
+    for option, resource, line in PRESSURE_OPTIONS:
+        limit = getattr(settings, option)
+        value = reading.avg10(resource, line)
+        if limit is None or value is None:
+            continue
+        resume = limit * RESUME_FRACTION
+        if value > limit:
+            text = f"{resource} pressure: {line} avg10 {value:.2f}% > {option} {limit:g}%"
+        elif resource in paused and value > resume:
+            text = (f"{resource} pressure: {line} avg10 {value:.2f}% not yet down to "
+                    f"{resume:g}% ({option} {limit:g}% x {RESUME_FRACTION:g})")
+        else:
+            continue
+        reasons.append(IdleReason(planfile.PRESSURE, text, resource=resource, value=value))
+    now = frozenset(r.resource for r in reasons if r.resource is not None)
+    return (planfile.combined(reasons) if reasons else None), now
 
 
 def waiting_reasons(waiting: Mapping[str, str]) -> List[IdleReason]:

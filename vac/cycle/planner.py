@@ -13,7 +13,9 @@ reason why, as data (vac.planfile.IdleReason: kind, machinetype, until, factory,
 What blocks creation from outside comes in as arguments, never as a doctored Config:
 `waiting` (machinetypes whose backend is unavailable this cycle: they take no part in the
 shares and their slots say why) and `blocked` (the configuration is rejected or missing:
-nothing is created, every free slot gives that reason). The factory applies the plan;
+nothing is created, every free slot gives that reason), and `pressure` (the host's PSI
+reading: creation pauses while it is above a threshold, vac.cycle.gate). The factory applies
+the plan;
 nothing here touches a file, a backend or a clock.
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ import bisect
 import os
 import random
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from vac import planfile
 from vac.config.model import Config, MachineType, Settings
@@ -37,6 +39,7 @@ from vac.cycle.shares import (
     machine_hs06,
     outcome_message,
 )
+from vac.host.pressure import Reading as PressureReading
 from vac.machine.directory import MachineState
 from vac.machine.slots import Slot
 from vac.planfile import IdleReason
@@ -150,6 +153,7 @@ class Plan:
     cvmfs_repositories: Tuple[str, ...] = ()
     notes: Tuple[str, ...] = ()
     yield_state: Optional[yielding.YieldState] = None   # opportunistic mode's, to keep
+    pressure_paused: FrozenSet[str] = frozenset()        # resources paused for pressure
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -209,7 +213,9 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
          yield_state: Optional[yielding.YieldState] = None,
          owner: Optional[yielding.Sample] = None,
          waiting: Optional[Mapping[str, str]] = None,
-         blocked: Optional[IdleReason] = None) -> Plan:
+         blocked: Optional[IdleReason] = None,
+         pressure: Optional[PressureReading] = None,
+         pressure_paused: FrozenSet[str] = frozenset()) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
@@ -217,6 +223,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     `owner` (this cycle's sample, None in a refill) are opportunistic mode's (vac.cycle.yielding).
     `waiting`: machinetype -> why its backend cannot take machines this cycle ("backend docker
     unavailable: ..."); `blocked`: why nothing at all may be created (configuration rejected).
+    `pressure`: the host's PSI reading (None: no PSI), `pressure_paused` the resources the
+    last plan paused for it (vac.cycle.gate.pressure_stop); the Plan says which are now.
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
@@ -226,7 +234,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     book = Shares(creatable, census, rng, settings.hs06_per_processor)
     for name, part, abort_time in scan.ended:
         book.ended(name, part, abort_time)
-    hold = blocked or gate.yield_hold(verdict)
+    squeezed, paused = gate.pressure_stop(settings, pressure, pressure_paused)
+    hold = blocked or gate.yield_hold(verdict) or squeezed
     creates, idle = _fill(config, scan, book, load, now, hold, held)
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
@@ -234,7 +243,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 destroys=tuple(scan.destroys), finishes=tuple(scan.finishes),
                 creates=tuple(creates), idle=tuple(idle), counts=counts,
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
-                yield_state=verdict.state if yielding.enabled(settings) else None)
+                yield_state=verdict.state if yielding.enabled(settings) else None,
+                pressure_paused=paused)
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------

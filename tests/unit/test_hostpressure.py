@@ -8,7 +8,9 @@ from __future__ import annotations
 import logging
 
 from vac import planfile
+from vac.cycle import planner
 from vac.cycle.hostpressure import HostPressure
+from vac.cycle.shedding import ShedState
 from vac.host.pressure import Line, NoPressure, Reading, Stall
 
 
@@ -27,7 +29,8 @@ def test_no_psi_is_said_once_and_gives_no_reading(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["no host pressure (PSI): /proc/pressure/cpu does not exist; creation is "
                      "gated by the load average alone (overload_per_processor)"]
-    assert host.inputs(3.0) == {"pressure": None, "pressure_paused": frozenset()}
+    assert host.inputs(3.0) == {"pressure": None, "pressure_paused": frozenset(),
+                                "shed_state": ShedState()}
 
 
 def test_an_unreadable_file_falls_back_and_recovers(caplog):
@@ -73,3 +76,18 @@ def test_the_factory_pauses_on_pressure_and_resumes(make_factory):
     clock.now += 60
     report = factory.run_cycle()
     assert report.created and factory.pressure.paused == frozenset()
+
+
+def test_a_shed_that_was_not_carried_out_is_not_kept():
+    """A refill keeps only its own slots' destroys: a shed it decided elsewhere is dropped,
+    so the next cycle decides it again rather than waiting a grace."""
+    host = HostPressure.beside(False)
+    decided = ShedState(above_since=5.0, value=30.0, last_shed=5.0, last_machine="m2",
+                        sheds=1)
+    host.kept(planner.Plan(shed_state=decided))
+    assert host.shed == ShedState()
+    host.kept(planner.Plan(shed_state=decided, destroys=(planner.Destroy("m2", "100 x", "x"),)))
+    assert host.shed == decided
+    later = ShedState(above_since=5.0, value=31.0, last_shed=5.0, last_machine="m2", sheds=1)
+    host.kept(planner.Plan(shed_state=later))
+    assert host.shed == later

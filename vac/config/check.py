@@ -169,10 +169,12 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
 
 def _check_pressure(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
     """Pressure thresholds are per cent of the time stalled: more than 0, at most 100."""
-    for name, _, _ in O.PRESSURE_OPTIONS:
+    for name in [o for o, _, _ in O.PRESSURE_OPTIONS] + ["shed_memory_full"]:
         if values[name] is not None and not 0 < values[name] <= 100:
             b.problem("must be more than 0 and at most 100 (per cent of the time stalled; "
-                      "leave it empty to turn this gate off)", origins[name], name)
+                      "leave it empty to turn this off)", origins[name], name)
+    if values["shed_grace_seconds"] < 0:
+        b.problem("must not be negative", origins["shed_grace_seconds"], "shed_grace_seconds")
 
 
 def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -77,6 +77,8 @@ class Settings:
     pressure_cpu_some: Optional[float] = None
     pressure_memory_some: Optional[float] = 20.0
     pressure_io_full: Optional[float] = 40.0
+    shed_memory_full: Optional[float] = None
+    shed_grace_seconds: float = 60.0
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

@@ -115,6 +115,11 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="no creation while the host's memory some avg10 (per cent) is above this"),
     Option("pressure_io_full", "optfloat", 40.0,
            help="no creation while the host's io full avg10 (per cent) is above this"),
+    Option("shed_memory_full", "optfloat", None,
+           help="shedding (off unless set): destroy the youngest machine while the host's "
+                "memory full avg10 (per cent) stays above this"),
+    Option("shed_grace_seconds", "float", 60.0,
+           help="how long memory full avg10 must stay above shed_memory_full"),
 )
 
 # The pressure thresholds: (option, resource, line of its pressure file).

@@ -6,7 +6,10 @@ The decision is vac.cycle.gate.pressure_stop (pure, in the planner). Here: a Hos
 reads the host's /proc/pressure through vac.host.pressure; a host without PSI (no
 /proc/pressure, psi=0) gives no reading, and vacd's log says once that creation is gated by
 the load average alone; a file that cannot be parsed does the same, with its error, once per
-distinct error. The pause lives in memory: a restarted vacd judges afresh from the reading.
+distinct error. The pause and shedding's state (vac.cycle.shedding) live in memory: a
+restarted vacd judges afresh from the reading, its shedding grace starting again. A shed
+that a refill decided but did not carry out (its victim not among the refill's slots) is not
+kept: the next cycle decides again.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import logging
 from typing import Any, Callable, Dict, FrozenSet, Optional
 
 from vac.cycle.planner import Plan
+from vac.cycle.shedding import ShedState
 from vac.host import pressure
 from vac.host.pressure import NoPressure, Reading
 
@@ -29,6 +33,7 @@ class HostPressure:
     def __init__(self, read: Optional[Callable[[float], Reading]] = None):
         self._read = read if read is not None else pressure.host_gauge().read
         self.paused: FrozenSet[str] = frozenset()
+        self.shed = ShedState()
         self.problem: Optional[str] = None   # why there is no reading, while there is none
         self.last: Optional[Reading] = None
 
@@ -45,11 +50,16 @@ class HostPressure:
 
     def inputs(self, now: float) -> Dict[str, Any]:
         """The planner's pressure arguments: this reading and the resources paused so far."""
-        return {"pressure": self.read(now), "pressure_paused": self.paused}
+        return {"pressure": self.read(now), "pressure_paused": self.paused,
+                "shed_state": self.shed}
 
     def kept(self, plan: Plan) -> Plan:
-        """Remember the resources the plan paused; the plan."""
+        """Remember the resources the plan paused and its shedding state; the plan."""
         self.keep(plan.pressure_paused)
+        state = plan.shed_state
+        if state.sheds == self.shed.sheds or \
+                any(d.name == state.last_machine for d in plan.destroys):
+            self.shed = state
         return plan
 
     def read(self, now: float) -> Optional[Reading]:

@@ -28,7 +28,7 @@ from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence,
 
 from vac import planfile
 from vac.config.model import Config, MachineType, Settings
-from vac.cycle import gate, yielding
+from vac.cycle import gate, shedding, yielding
 from vac.cycle.observed import Observed
 from vac.cycle.shares import (
     Census,
@@ -154,6 +154,7 @@ class Plan:
     notes: Tuple[str, ...] = ()
     yield_state: Optional[yielding.YieldState] = None   # opportunistic mode's, to keep
     pressure_paused: FrozenSet[str] = frozenset()        # resources paused for pressure
+    shed_state: shedding.ShedState = shedding.ShedState()   # shedding's, to keep
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -215,7 +216,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
          waiting: Optional[Mapping[str, str]] = None,
          blocked: Optional[IdleReason] = None,
          pressure: Optional[PressureReading] = None,
-         pressure_paused: FrozenSet[str] = frozenset()) -> Plan:
+         pressure_paused: FrozenSet[str] = frozenset(),
+         shed_state: Optional[shedding.ShedState] = None) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
@@ -225,17 +227,19 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     unavailable: ..."); `blocked`: why nothing at all may be created (configuration rejected).
     `pressure`: the host's PSI reading (None: no PSI), `pressure_paused` the resources the
     last plan paused for it (vac.cycle.gate.pressure_stop); the Plan says which are now.
+    `shed_state`: shedding's (vac.cycle.shedding), which the Plan gives back.
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
     verdict = _yield(settings, scan, yield_state, owner, now)
+    shed = _shed(settings, scan, pressure, shed_state, now)
     held = gate.waiting_reasons(waiting or {})
     creatable = {n: mt for n, mt in config.machinetypes.items() if n not in (waiting or {})}
     book = Shares(creatable, census, rng, settings.hs06_per_processor)
     for name, part, abort_time in scan.ended:
         book.ended(name, part, abort_time)
     squeezed, paused = gate.pressure_stop(settings, pressure, pressure_paused)
-    hold = blocked or gate.yield_hold(verdict) or squeezed
+    hold = blocked or gate.yield_hold(verdict) or shed.hold or squeezed
     creates, idle = _fill(config, scan, book, load, now, hold, held)
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
@@ -244,7 +248,7 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 creates=tuple(creates), idle=tuple(idle), counts=counts,
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
                 yield_state=verdict.state if yielding.enabled(settings) else None,
-                pressure_paused=paused)
+                pressure_paused=paused, shed_state=shed.state)
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------
@@ -349,16 +353,33 @@ def _yield(settings: Settings, scan: _Scan, state: Optional[yielding.YieldState]
     if victim is None:
         return verdict
     name = victim.slot.name
-    message = yielding.message(settings, verdict.state, now)
-    destroy = Destroy(name, message, message[4:])
-    mt = scan.kept[name][2]
-    scan.release(name)
-    scan.destroys.append(destroy)
-    scan.ended.append(_ended(victim, mt, destroy, now))
-    _insert_free(scan, victim.slot)
+    _take(scan, victim, yielding.message(settings, verdict.state, now), now)
     state = yielding.yielded(settings, verdict.state, name, now)
     return yielding.Verdict(state, yield_now=True,
                             hold=yielding.hold_reason(settings, state, now))
+
+
+def _shed(settings: Settings, scan: _Scan, reading: Optional[PressureReading],
+          state: Optional[shedding.ShedState], now: float) -> shedding.Verdict:
+    """Shedding: if memory has been short for the grace, destroy the youngest kept machine."""
+    verdict = shedding.judge(settings, state or shedding.ShedState(), reading, now)
+    victim = yielding.youngest([o for o, _, _ in scan.kept.values()]) \
+        if verdict.shed_now else None
+    if victim is None:
+        return verdict
+    _take(scan, victim, shedding.message(settings, verdict.state, now), now)
+    return shedding.Verdict(shedding.shed(verdict.state, victim.slot.name, now),
+                            shed_now=True, hold=verdict.hold)
+
+
+def _take(scan: _Scan, victim: Observed, message: str, now: float) -> None:
+    """Destroy a kept machine with this message after all; its slot becomes free."""
+    destroy = Destroy(victim.slot.name, message, message[4:])
+    mt = scan.kept[victim.slot.name][2]
+    scan.release(victim.slot.name)
+    scan.destroys.append(destroy)
+    scan.ended.append(_ended(victim, mt, destroy, now))
+    _insert_free(scan, victim.slot)
 
 
 def _insert_free(scan: _Scan, slot: Slot) -> None:

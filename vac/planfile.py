@@ -115,6 +115,7 @@ class PlanRecord:
     counts: Optional[Tuple[int, int, int, int, float]] = None
     notes: Tuple[str, ...] = ()
     version: int = VERSION
+    pressure: Optional[Mapping[str, Any]] = None   # the host's PSI (vac.host.pressure.as_dict)
 
     def idle_texts(self) -> Dict[str, str]:
         return {slot: reason.text for slot, reason in self.idle.items()}
@@ -128,7 +129,7 @@ class PlanRecord:
                 "unmanaged": dict(self.unmanaged) if isinstance(self.unmanaged, Mapping)
                 else {str(u): "" for u in self.unmanaged},
                 "counts": list(self.counts) if self.counts is not None else None,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "pressure": self.pressure}
 
 
 def write(path: str, record: PlanRecord) -> None:
@@ -168,7 +169,8 @@ def _record(data: Dict[str, Any]) -> PlanRecord:
         unmanaged=_unmanaged(data.get("unmanaged")),
         counts=_counts(counts), notes=tuple(str(n) for n in data.get("notes") or ()
                                             if isinstance(n, str))[:1000],
-        version=data.get("version") if isinstance(data.get("version"), int) else 1)
+        version=data.get("version") if isinstance(data.get("version"), int) else 1,
+        pressure=_pressure(data.get("pressure")))
 
 
 def _machine_errors(value: Any) -> Dict[str, Dict[str, Any]]:
@@ -195,6 +197,24 @@ def _counts(value: Any) -> Optional[Tuple[int, int, int, int, float]]:
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in value):
         return None
     return (int(value[0]), int(value[1]), int(value[2]), int(value[3]), float(value[4]))
+
+
+def _pressure(value: Any) -> Optional[Dict[str, Any]]:
+    """The host's pressure as written: resource -> line -> finite numbers (or None)."""
+    if not isinstance(value, dict):
+        return None
+    found: Dict[str, Any] = {k: _epoch_or_none(value.get(k)) for k in ("time", "interval")}
+    for resource in ("cpu", "memory", "io"):
+        lines = value.get(resource)
+        if isinstance(lines, dict):
+            found[resource] = {which: {k: _epoch_or_none(v) for k, v in list(fields.items())[:8]
+                                       if k in _PRESSURE_FIELDS}
+                               for which, fields in lines.items()
+                               if which in ("some", "full") and isinstance(fields, dict)}
+    return found
+
+
+_PRESSURE_FIELDS = ("avg10", "avg60", "avg300", "total_seconds", "stall_seconds")
 
 
 def _str_or_none(value: Any) -> Optional[str]:

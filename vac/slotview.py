@@ -231,15 +231,19 @@ def _note(tag: str, entry: Dict, now: float) -> Dict:
 
 def cycle_summary(config_or_paths: Any,
                   record: Optional[planfile.PlanRecord] = None) -> Dict:
-    """The last cycle: when it ran, its error count and error lines, a rejected config."""
+    """The last cycle: when it ran, its error count and error lines, a rejected config, and
+    the host's pressure it decided on (`pressure`, only when the host has PSI)."""
     paths = config_or_paths.settings.paths if isinstance(config_or_paths, Config) \
         else config_or_paths
     if record is None and paths is not None:
         record = planfile.read(paths.plan)
     if record is None:
         return {"time": None, "errors": 0, "error_lines": [], "config_error": None}
-    return {"time": int(record.time), "errors": len(record.errors),
-            "error_lines": list(record.errors), "config_error": record.config_error}
+    summary = {"time": int(record.time), "errors": len(record.errors),
+               "error_lines": list(record.errors), "config_error": record.config_error}
+    if record.pressure is not None:
+        summary["pressure"] = record.pressure
+    return summary
 
 
 def age_text(seconds: float) -> str:

@@ -91,3 +91,28 @@ def test_a_shed_that_was_not_carried_out_is_not_kept():
     later = ShedState(above_since=5.0, value=31.0, last_shed=5.0, last_machine="m2", sheds=1)
     host.kept(planner.Plan(shed_state=later))
     assert host.shed == later
+
+
+def test_the_hosts_pressure_in_plan_json_and_vac_slots(make_factory):
+    from vac import slotview
+    factory, _, clock = make_factory()
+    factory.pressure = HostPressure(lambda now: _reading(3.0, now))
+    factory.run_cycle()
+    paths = factory.config.settings.paths
+    record = planfile.read(paths.plan)
+    assert record.pressure["memory"]["some"]["avg10"] == 3.0
+    assert record.pressure["time"] == clock.now
+    assert slotview.cycle_summary(paths, record)["pressure"] == record.pressure
+    factory.pressure = HostPressure.beside(False)
+    factory.run_cycle()
+    record = planfile.read(paths.plan)
+    assert record.pressure is None and "pressure" not in slotview.cycle_summary(paths, record)
+
+
+def test_a_hostile_pressure_in_plan_json_is_cleaned(tmp_path):
+    path = tmp_path / "plan.json"
+    path.write_text('{"time": 1, "pressure": {"time": "x", "memory": {"some": '
+                    '{"avg10": 1e999, "avg60": 2, "evil": 3}, "weird": {}}, "disk": {}}}')
+    record = planfile.read(str(path))
+    assert record.pressure == {"time": None, "interval": None,
+                               "memory": {"some": {"avg10": None, "avg60": 2.0}}}

@@ -166,3 +166,15 @@ def test_this_machines_proc_pressure():
         some = second.stalls[resource].some
         assert 0.0 <= some.avg10 <= 100.0 and some.total >= first.stalls[resource].some.total
         assert second.since_last[(resource, "some")] >= 0.0
+
+
+def test_a_reading_as_plain_data(tmp_path):
+    gauge = pressure.host_gauge(_write_host(tmp_path, cpu=CPU_BEFORE_5_13))
+    assert pressure.as_dict(None) is None
+    gauge.read(100.0)
+    data = pressure.as_dict(gauge.read(130.0))
+    assert data["time"] == 130.0 and data["interval"] == 30.0
+    assert set(data["cpu"]) == {"some"}
+    assert data["io"]["full"] == {"avg10": 0.01, "avg60": 0.24, "avg300": 0.73,
+                                  "total_seconds": pytest.approx(32.558337),
+                                  "stall_seconds": 0.0}

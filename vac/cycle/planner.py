@@ -155,6 +155,7 @@ class Plan:
     yield_state: Optional[yielding.YieldState] = None   # opportunistic mode's, to keep
     pressure_paused: FrozenSet[str] = frozenset()        # resources paused for pressure
     shed_state: shedding.ShedState = shedding.ShedState()   # shedding's, to keep
+    pressure: Optional[PressureReading] = None               # the host's, as decided on
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -248,7 +249,7 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 creates=tuple(creates), idle=tuple(idle), counts=counts,
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
                 yield_state=verdict.state if yielding.enabled(settings) else None,
-                pressure_paused=paused, shed_state=shed.state)
+                pressure_paused=paused, shed_state=shed.state, pressure=pressure)
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------

@@ -21,6 +21,7 @@ from vac.cycle.errorcount import MachineErrors
 from vac.cycle.observe import Observation
 from vac.cycle.planner import Plan
 from vac.cycle.report import CycleReport
+from vac.host.pressure import as_dict
 from vac.paths import Paths
 from vac.planfile import PlanRecord
 
@@ -59,7 +60,7 @@ class Recorder:
             time=now, idle=idle, config_state=loaded.state, config_error=loaded.error,
             errors=tuple(errors),
             machine_errors=self.errors.update(paths.plan, machines, report.machine_errors),
-            unmanaged=dict(seen.unmanaged), notes=plan.notes,
+            unmanaged=dict(seen.unmanaged), notes=plan.notes, pressure=as_dict(plan.pressure),
             counts=(c.running_machines, c.slots, c.running_processors, c.total_processors,
                     c.running_hs06))
         planfile.write(paths.plan, self.last)

@@ -15,8 +15,8 @@ no `full` line before Linux 5.13 (and it is always zero there since).
 
 A host without PSI is told apart from a broken one: a pressure file absent (a kernel built
 without PSI or booted with psi=0 has no /proc/pressure; a cgroup whose cgroup.pressure is 0
-hides its files) or a read that fails with EOPNOTSUPP (PSI off) raise NoPressure; anything else unreadable raises ValueError
-naming the file. The Gauge reads a set of files (the host's or a cgroup's) and gives the stall
+hides its files) or a read that fails with EOPNOTSUPP (PSI off) raise NoPressure; anything
+else unreadable raises ValueError naming the file. The Gauge reads a set of files (the host's or a cgroup's) and gives the stall
 time since its previous reading of the same files too. Reading costs three small files.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from vac import fsutil
 from vac.errors import VacError
@@ -191,3 +191,22 @@ def host_gauge(proc_root: str = "/proc") -> Gauge:
 
 def cgroup_gauge(directory: str) -> Gauge:
     return Gauge(cgroup_files(directory))
+
+
+def as_dict(reading: Optional[Reading]) -> Optional[Dict[str, Any]]:
+    """A reading as plain data (plan.json, vac slots --json): resource -> line -> avg10,
+    avg60, avg300 (per cent), total_seconds (since boot) and stall_seconds (since the last
+    reading, where known); with the reading's time and interval. None for None."""
+    if reading is None:
+        return None
+    data: Dict[str, Any] = {"time": reading.time, "interval": reading.interval}
+    for resource, stall in sorted(reading.stalls.items()):
+        lines = {}
+        for which in LINES:
+            line = stall.line(which)
+            if line is not None:
+                lines[which] = {"avg10": line.avg10, "avg60": line.avg60,
+                                "avg300": line.avg300, "total_seconds": line.total,
+                                "stall_seconds": reading.since_last.get((resource, which))}
+        data[resource] = lines
+    return data

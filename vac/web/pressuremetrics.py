@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The host's pressure (PSI) as Prometheus metrics, from the last cycle's record (plan.json):
+
+    vac_host_pressure_ratio{resource, line, window}   avg10/avg60/avg300 as a ratio (0 to 1)
+    vac_host_pressure_stall_seconds_total{resource, line}   stall time since boot
+    vac_creation_paused_for_pressure{resource}         1 while creation pauses for it, else 0
+
+A host without PSI (no pressure in the record) has no host pressure samples, and the pause
+gauge is 0 for every resource. Read at scrape time, like the rest of vac.web.metrics: the
+figures are those the last cycle decided on.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Set
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from vac import planfile
+
+RESOURCES = ("cpu", "memory", "io")
+WINDOWS = ("avg10", "avg60", "avg300")
+
+
+def pressure_families(record: Optional[planfile.PlanRecord]) -> Iterable:
+    """The three families (the first two without samples when the host has no PSI)."""
+    ratio = GaugeMetricFamily("vac_host_pressure_ratio", "Share of time the host's tasks "
+                              "stalled for the resource (PSI some/full) over the window",
+                              labels=["resource", "line", "window"])
+    stalled = CounterMetricFamily("vac_host_pressure_stall_seconds", "Seconds the host's "
+                                  "tasks stalled for the resource since boot (PSI total)",
+                                  labels=["resource", "line"])
+    host = record.pressure if record is not None and record.pressure else {}
+    for resource in RESOURCES:
+        for line, fields in sorted((host.get(resource) or {}).items()):
+            for window in WINDOWS:
+                if fields.get(window) is not None:
+                    ratio.add_metric([resource, line, window], fields[window] / 100.0)
+            if fields.get("total_seconds") is not None:
+                stalled.add_metric([resource, line], fields["total_seconds"])
+    paused = GaugeMetricFamily("vac_creation_paused_for_pressure", "1 while creation pauses "
+                               "for the host's pressure on the resource, else 0",
+                               labels=["resource"])
+    held = paused_resources(record)
+    for resource in RESOURCES:
+        paused.add_metric([resource], 1.0 if resource in held else 0.0)
+    return [ratio, stalled, paused]
+
+
+def paused_resources(record: Optional[planfile.PlanRecord]) -> Set[str]:
+    """The resources the last cycle's idle reasons pause creation for."""
+    found: Set[str] = set()
+    for reason in record.idle.values() if record is not None else ():
+        for single in reason.each():
+            if single.kind == planfile.PRESSURE and single.resource:
+                found.add(single.resource)
+    return found

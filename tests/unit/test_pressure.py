@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from vac.host import pressure
+from vac.host import cgroups, pressure
 from vac.host.pressure import Gauge, Line, NoPressure, Stall
 
 # Exactly as Linux 6.x writes them (host-wide cpu has a full line since 5.13).
@@ -178,3 +178,25 @@ def test_a_reading_as_plain_data(tmp_path):
     assert data["io"]["full"] == {"avg10": 0.01, "avg60": 0.24, "avg300": 0.73,
                                   "total_seconds": pytest.approx(32.558337),
                                   "stall_seconds": 0.0}
+
+
+HYBRID = """\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+UNIFIED = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+NAMESPACED = "30 23 0:26 /vac.slice /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n"
+V1_ONLY = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+
+
+@pytest.mark.parametrize("mountinfo, path, expected", [
+    (UNIFIED, "/vac/apptainer-m1", "/sys/fs/cgroup/vac/apptainer-m1"),
+    (HYBRID, "/vac/apptainer-m1", "/sys/fs/cgroup/unified/vac/apptainer-m1"),
+    (NAMESPACED, "/vac.slice/docker-1.scope", "/sys/fs/cgroup/docker-1.scope"),
+    (NAMESPACED, "/system.slice/x", None),
+    (UNIFIED, "/vac/../etc", None),
+    (V1_ONLY, "/vac/apptainer-m1", None),
+])
+def test_a_machines_cgroup_directory(mountinfo, path, expected):
+    assert pressure.cgroup_dir(path, cgroups.parse_mountinfo(mountinfo)) == expected

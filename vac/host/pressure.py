@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from vac import fsutil
 from vac.errors import VacError
+from vac.host import cgroups
 
 RESOURCES = ("cpu", "memory", "io")
 LINES = ("some", "full")
@@ -123,6 +124,16 @@ def host_files(proc_root: str = "/proc") -> Dict[str, str]:
 def cgroup_files(directory: str) -> Dict[str, str]:
     """resource -> a cgroup v2 directory's pressure file."""
     return {r: os.path.join(directory, f"{r}.pressure") for r in RESOURCES}
+
+
+def cgroup_dir(cgroup_path: str,
+               hierarchies: Optional[cgroups.Hierarchies] = None) -> Optional[str]:
+    """Where a machine's cgroup ("/vac/x", as the 0:: line of /proc/<pid>/cgroup names it)
+    keeps its pressure files: its directory in the cgroup2 mount (/sys/fs/cgroup on a v2
+    host, /sys/fs/cgroup/unified on a hybrid one), or None without a cgroup2 mount (cgroup v1
+    keeps no pressure per cgroup) or for a path outside it."""
+    found = hierarchies if hierarchies is not None else cgroups.read_hierarchies()
+    return cgroups.host_path(found.v2, cgroup_path) if found.v2 is not None else None
 
 
 def read_file(path: str) -> Stall:

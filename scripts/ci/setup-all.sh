@@ -24,6 +24,7 @@ run_step() {
 run_step python bash "$here/setup-python.sh"
 run_step docker bash "$here/setup-docker.sh"
 run_step registry bash "$here/setup-registry.sh"
+run_step podman bash "$here/setup-podman.sh"   # Podman + its API socket (issue 32)
 run_step libvirt bash "$here/setup-libvirt.sh"
 run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Bring up a real Podman (Debian's packages) with its rootful API socket, idempotently:
+#   - apt-get install podman, crun, netavark + aardvark-dns (networks), uidmap, slirp4netns and
+#     fuse-overlayfs (rootless), catatonit, if missing;
+#   - /etc/containers/containers.conf.d/50-vac-ci.conf: cgroupfs manager and file event log
+#     (systemd is not PID 1 on the CI hosts: no systemd cgroup manager, no journald events),
+#     runc (crun 1.8 refuses this host's hybrid cgroup v1/v2 mounts), and default ulimits
+#     within this host's hard limits (rootful Podman asks for nofile/nproc 1048576, which a
+#     CI sandbox without CAP_SYS_RESOURCE cannot grant; Docker leaves the engine's own);
+#   - the test image vac-test/busybox:1 copied from the Docker engine (setup-docker.sh builds it;
+#     no registry here), only if Podman lacks it;
+#   - if the API socket does not answer, `podman system service --time=0` on
+#     unix:///run/podman/podman.sock in the background, detached from this shell (own session,
+#     stdio on /var/log/podman-service.log, no inherited fd), and wait until it answers (60 s);
+#   - a check that `podman run` prints ok and that the socket answers /_ping and /version.
+# Usage: scripts/ci/setup-podman.sh      (root; after setup-docker.sh)
+set -euo pipefail
+
+STEP=podman
+T0=$EPOCHREALTIME
+LOG=/var/log/vac-setup.log
+STATE=/var/lib/vac-test
+IMAGE=vac-test/busybox:1
+SOCKET=/run/podman/podman.sock
+SERVICE_LOG=/var/log/podman-service.log
+PIDFILE=$STATE/podman-service.pid
+CONF=/etc/containers/containers.conf.d/50-vac-ci.conf
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+api_up() { timeout 10 curl -fsS --unix-socket "$SOCKET" http://d/_ping 2>/dev/null | grep -qx OK; }
+
+[ "$(id -u)" = 0 ] || die "run as root"
+mkdir -p "$STATE"
+
+apt_install podman crun netavark aardvark-dns uidmap slirp4netns fuse-overlayfs catatonit curl
+
+nofile=$(ulimit -Hn)
+[ "$nofile" = unlimited ] && nofile=1048576
+nproc=$(ulimit -Hu)
+{ [ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ]; } && nproc=32768
+want=$(printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n[engine]\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\nruntime = "runc"\n' \
+  "$nofile" "$nofile" "$nproc" "$nproc")
+if [ "$(cat "$CONF" 2>/dev/null)" != "$want" ]; then
+  say "writing $CONF (cgroupfs manager, file events, runc, ulimits nofile=$nofile nproc=$nproc)"
+  mkdir -p "$(dirname "$CONF")"
+  printf '%s\n' "$want" >"$CONF.tmp"
+  mv "$CONF.tmp" "$CONF"
+  pid=$(cat "$PIDFILE" 2>/dev/null || true)
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = podman ]; then
+    say "restarting the API service (pid $pid) for the new configuration"
+    kill "$pid"
+    sleep 1
+  fi
+fi
+
+if ! podman image exists "$IMAGE" 2>/dev/null; then
+  command -v docker >/dev/null && docker image inspect "$IMAGE" >/dev/null 2>&1 \
+    || die "$IMAGE is not in Docker either: run setup-docker.sh first"
+  say "copying $IMAGE from Docker"
+  docker save "$IMAGE" | podman load -q >>"$LOG" 2>&1 || die "podman load $IMAGE (log: $LOG)"
+  podman image exists "$IMAGE" || podman tag "localhost/$IMAGE" "$IMAGE" \
+    || die "$IMAGE not found in podman after the load"
+fi
+
+if ! api_up; then
+  say "starting podman system service on $SOCKET (log: $SERVICE_LOG)"
+  mkdir -p "$(dirname "$SOCKET")"
+  rm -f "$SOCKET"
+  detached podman system service --time=0 "unix://$SOCKET" >>"$SERVICE_LOG" 2>&1 &
+  echo $! >"$PIDFILE"
+  deadline=$((SECONDS + 60))
+  until api_up; do
+    kill -0 $! 2>/dev/null || { tail -n 20 "$SERVICE_LOG" >&2; die "podman system service exited"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 20 "$SERVICE_LOG" >&2; die "the Podman API not answering after 60 s"; }
+    sleep 0.5
+  done
+fi
+
+out=$(timeout 120 podman run --rm "$IMAGE" /bin/sh -c 'echo ok' 2>&1) || die "podman run $IMAGE failed: $out"
+[ "$out" = ok ] || die "podman run $IMAGE printed '$out', not ok"
+version=$(timeout 10 curl -fsS --unix-socket "$SOCKET" http://d/version) || die "GET /version on $SOCKET"
+summary "ok: podman $(podman version -f '{{.Server.Version}}' 2>/dev/null || podman --version), API on $SOCKET ($(printf '%s' "$version" | python3 -c 'import json,sys; print("API", json.load(sys.stdin).get("ApiVersion", "?"))')), image $IMAGE runs"

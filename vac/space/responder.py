@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The VacQuery responder: a thread in vacd answering other factories and `vac` (§9.2).
 
-It binds vacquery_address:vacquery_port (UDP), touches `responder-heartbeat` about once a
+It binds vacquery_address:vacquery_port (UDP; with no address, [::] for IPv6 and IPv4
+alike, see bind_udp), touches `responder-heartbeat` about once a
 second, and answers each query from the state directory and the configuration vacd already
 holds (cached pipes only: it never fetches and never calls a backend). Reply bodies are kept
 for CACHE_SECONDS so a burst of queries reads the disk once. Anything that is not a query of
@@ -132,23 +133,14 @@ class Responder:
     def _bind(self, config: Config) -> bool:
         address = config.settings.vacquery_address if self.address is None else self.address
         port = config.settings.vacquery_port if self.port is None else self.port
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            for forced, option in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                                   (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
-                try:   # past net.core.rmem_max/wmem_max as root, as the original raised them
-                    sock.setsockopt(socket.SOL_SOCKET, forced or option, BUFFER_BYTES)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
-            sock.bind((address, port))
+            sock = bind_udp(address, port)
         except OSError as e:
-            sock.close()
-            self._drop(f"cannot bind UDP {address or '*'}:{port}: {e}")
+            self._drop(f"cannot bind UDP {shown(address, port)}: {e}")
             return False
         sock.setblocking(False)
         self.sock, self.bound_port = sock, sock.getsockname()[1]
-        log.info("VacQuery responder on UDP %s:%d", address or "*", self.bound_port)
+        log.info("VacQuery responder on UDP %s", shown(address, self.bound_port))
         self.bound.set()
         return True
 
@@ -206,6 +198,46 @@ class Responder:
             log.warning("VacQuery: %s (%d dropped so far)", why[:200], self.dropped,
                         exc_info=exc_info)
             self._last_log = now
+
+
+def shown(address: str, port: int) -> str:
+    """address:port as an administrator reads it: [v6]:port, and what the default binds."""
+    if not address:
+        return f"[::]:{port} (IPv6 and IPv4)"
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def bind_udp(address: str, port: int) -> socket.socket:
+    """A UDP socket bound for the responder: dual-stack [::] (IPv6 and IPv4) when no address
+    is set, IPv4 alone where the host has no IPv6; 0.0.0.0 for IPv4 alone, :: for IPv6
+    alone, else the one address given (a name: its first address)."""
+    if not address:
+        try:
+            return _bound(socket.AF_INET6, "::", port, v6only=False)
+        except OSError:   # no IPv6 on this host
+            return _bound(socket.AF_INET, "", port)
+    infos = socket.getaddrinfo(address, port, socket.AF_UNSPEC, socket.SOCK_DGRAM,
+                               0, socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    return _bound(family, sockaddr[0], port, v6only=True)
+
+
+def _bound(family: int, host: str, port: int, v6only: bool = True) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
+        for forced, option in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+                               (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+            try:   # past net.core.rmem_max/wmem_max as root, as the original raised them
+                sock.setsockopt(socket.SOL_SOCKET, forced or option, BUFFER_BYTES)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, option, BUFFER_BYTES)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def config_source(get: Callable[[], Optional[Config]],

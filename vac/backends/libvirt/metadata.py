@@ -63,6 +63,9 @@ MAX_CONNECTIONS = 64
 MAX_CONNECTIONS_PER_PEER = 8
 PUBLIC_KEY_NAME = "vac"
 CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,15}")
+# A body refused on its Content-Length alone is still read and dropped up to this much before
+# the connection closes, so a client still sending it reads the refusal instead of a reset.
+DRAIN_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -323,13 +326,28 @@ def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return self._send(Reply(411, b"Content-Length required\n"))
             if int(length) > service.max_put_bytes:
-                self.close_connection = True
-                return self._send(Reply(413, b"Too large\n"))
+                return self._refuse_unread(Reply(413, b"Too large\n"), int(length))
             body = self.rfile.read(int(length))
             if len(body) != int(length):
                 self.close_connection = True
                 return self._send(Reply(400, b"Short body\n"))
             self._send(service.put(directory, name, body))
+
+        def _refuse_unread(self, reply: Reply, length: int) -> None:
+            """Answer, then read and drop at most DRAIN_LIMIT bytes of the unread body (until
+            the handler's timeout), and close."""
+            self.close_connection = True
+            self._send(reply)
+            self.wfile.flush()
+            left = min(length, DRAIN_LIMIT)
+            try:
+                while left > 0:
+                    chunk = self.rfile.read1(min(left, 65536))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+            except OSError:
+                pass
 
         def _send(self, reply: Reply, length: Optional[int] = None) -> None:
             self.send_response(reply.status)

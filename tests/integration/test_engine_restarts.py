@@ -17,7 +17,6 @@ are cleaned up. Factories, state directories and cleanup are those of the cycle 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -35,6 +34,9 @@ from test_docker_cycle import DockerFactory, engine_ready
 from test_libvirt_cycle import MT as VM_MT
 from test_libvirt_cycle import URI, LibvirtFactory, _engine_problem
 
+from waiting import Stopwatch, wait_until
+
+from vac import planfile
 from vac.cycle.factory import CycleReport
 from vac.cycle.finishing import last_outcome
 from vac.host.cgroups import Cgroups
@@ -55,6 +57,10 @@ IGNORING = '#!/bin/sh\ncd "$JOBOUTPUTS"\necho ready > ready\nexec sleep 100000\n
 # Prints a numbered tick on the serial console every second.
 TICKER = '#!/bin/sh\ni=0\nwhile :; do i=$((i + 1)); echo "VAC-TICK $i"; sleep 1; done\n'
 FIZZLE = re.compile(r"300 Vac detects fizzle after \d+ seconds")
+# The Docker API timeout of these tests: far above what an outage cycle may take (bounded by
+# the managed cycles measured before the outage), so a cycle that waited for it fails.
+DOCKER_TIMEOUT = 120
+LIBVIRT_CONNECT = 10.0      # LibvirtBackend's connect_timeout
 
 
 def nothing_done(report: CycleReport) -> None:
@@ -62,9 +68,20 @@ def nothing_done(report: CycleReport) -> None:
     assert report.zombies == report.errors == [], report
 
 
-def plan_of(paths) -> dict:
-    with open(paths.plan) as f:
-        return json.load(f)
+def plan_of(paths) -> planfile.PlanRecord:
+    record = planfile.read(paths.plan)
+    assert record is not None, f"no readable {paths.plan}"
+    return record
+
+
+def outage_bound(managed: Stopwatch, floor: float, timeout: float) -> float:
+    """How long a cycle without the engine may take: 3 times the slowest managed cycle of this
+    run (15 s at least), which must stay below the engine's timeout, or the bound proves
+    nothing (a cycle that waited for the timeout would pass)."""
+    bound = managed.bound(3, floor)
+    assert bound < timeout, f"cycles take {managed.slowest():.1f} s here: too slow to tell " \
+                            f"a cycle that gave up at once from one that waited {timeout} s"
+    return bound
 
 
 # Docker ------------------------------------------------------------------------------------
@@ -83,40 +100,44 @@ def dock(tmp_path, make_config):
             world.remove_all()
 
 
-def start_two(dock: DockerFactory, payload: str) -> Tuple[List[str], Dict[str, str]]:
+def start_two(dock: DockerFactory, payload: str,
+              managed: Stopwatch) -> Tuple[List[str], Dict[str, str]]:
     """Three slots, two processors: two running containers, ready and with a heartbeat, and
-    one idle slot."""
-    dock.write(payload, slots=3, extra_settings="total_processors = 2")
+    one idle slot. `managed` times the cycles with the engine up."""
+    dock.write(payload, slots=3, extra_settings="total_processors = 2", timeout=DOCKER_TIMEOUT)
     names = dock.slots(3)
-    first = dock.cycle()
+    first = managed.time(dock.cycle)
     assert first.created == names[:2] and first.errors == [], first
     assert "total_processors" in first.idle[names[2]], first.idle
-    assert engines.wait_until(lambda: all(dock.dir(n).exists("joboutputs/ready")
-                                          for n in names[:2]), 30)
+    assert wait_until(lambda: all(dock.dir(n).exists("joboutputs/ready") for n in names[:2])), \
+        [dock.dir(n).path for n in names[:2]]
     ids = {n: c["Id"] for n, c in dock.containers().items()}
     assert sorted(ids) == names[:2]
     assert all(c["State"] == "running" for c in dock.containers().values())
-    nothing_done(dock.cycle())                          # heartbeats
+    nothing_done(managed.time(dock.cycle))              # heartbeats
     assert sdk().info().get("LiveRestoreEnabled") is False, \
         "these tests expect an engine without live-restore (scripts/ci/setup-docker.sh)"
     return names, ids
 
 
-def docker_outage_cycle(dock: DockerFactory, names: List[str], caplog) -> None:
-    """A cycle without the engine leaves both machines alone and creates nothing."""
+def docker_outage_cycle(dock: DockerFactory, names: List[str], caplog,
+                        managed: Stopwatch) -> None:
+    """A cycle without the engine leaves both machines alone and creates nothing, and does
+    not wait for the engine's timeout."""
     caplog.clear()
     with caplog.at_level(logging.WARNING):
         started = time.monotonic()
         report = dock.cycle()
-        assert time.monotonic() - started < 15
+        took = time.monotonic() - started
+        assert took < outage_bound(managed, 15, DOCKER_TIMEOUT), took
     nothing_done(report)
     assert list(report.idle) == [names[2]], report.idle
     assert "backend docker unavailable: Docker engine not reachable" in report.idle[names[2]]
     assert f"({DOCKER_MT} waiting)" in report.idle[names[2]]
     assert "backend docker unavailable this cycle" in caplog.text
     summary = plan_of(dock.load().settings.paths)
-    assert sorted(summary["unmanaged"]) == names[:2], summary
-    assert all("Docker engine not reachable" in why for why in summary["unmanaged"].values())
+    assert sorted(summary.unmanaged) == names[:2], summary
+    assert all("Docker engine not reachable" in why for why in summary.unmanaged.values())
     for name in names[:2]:
         assert dock.dir(name).finished is None
     assert not os.path.exists(dock.load().settings.paths.finish_record(DOCKER_MT))
@@ -127,15 +148,16 @@ def docker_outage_cycle(dock: DockerFactory, names: List[str], caplog) -> None:
 @pytest.mark.parametrize("payload", ["graceful", "ignoring"])
 def test_dockerd_stopped_mid_run_then_restarted(dock, payload, caplog):
     graceful = payload == "graceful"
-    names, ids = start_two(dock, GRACEFUL if graceful else IGNORING)
+    managed = Stopwatch()
+    names, ids = start_two(dock, GRACEFUL if graceful else IGNORING, managed)
     old = {n: dock.dir(n) for n in names[:2]}
     parents = [d.read_backend_record()["cgroup_parent"] for d in old.values()]
     beats = {n: d.heartbeat_time for n, d in old.items()}
     assert None not in beats.values()
     stopped = engines.stop("docker")
-    docker_outage_cycle(dock, names, caplog)             # dockerd may still be stopping them
+    docker_outage_cycle(dock, names, caplog, managed)    # dockerd may still be stopping them
     engines.wait_exited("docker", stopped)
-    docker_outage_cycle(dock, names, caplog)             # dockerd gone
+    docker_outage_cycle(dock, names, caplog, managed)    # dockerd gone
     assert {n: d.heartbeat_time for n, d in old.items()} == beats
     engines.restore("docker")
     assert set(engines.pids("docker")).isdisjoint(stopped)
@@ -188,7 +210,7 @@ def check_docker_outcome(dock: DockerFactory, names: List[str], ids: Dict[str, s
             assert fresh.path != old[name].path and fresh.finished is None
             assert fresh.read_backend_record()["container_id"] == now[name]["Id"]
         assert "total_processors" in report.idle[names[2]], report.idle
-        assert plan_of(paths)["unmanaged"] == {}
+        assert plan_of(paths).unmanaged == {}
     else:                                       # two fizzles: the machinetype backs off
         assert report.created == [] and now == {}, (report, now)
         assert sorted(report.idle) == names
@@ -239,28 +261,33 @@ def qemu_pid(name: str) -> int:
         return int(f.read().strip())
 
 
-def running_vm(lv: LibvirtFactory, payload: str) -> Tuple[List[str], dict]:
-    """One VM in slot 0 (total_processors 1), slot 1 idle; what identifies the VM."""
+def running_vm(lv: LibvirtFactory, payload: str,
+               managed: Stopwatch) -> Tuple[List[str], dict]:
+    """One VM in slot 0 (total_processors 1), slot 1 idle; what identifies the VM.
+    `managed` times the cycles with libvirtd up."""
     lv.write(payload, slots=2)
     names = [lv.slot(0), lv.slot(1)]
-    first = lv.cycle()
+    first = managed.time(lv.cycle)
     assert first.created == [names[0]] and first.errors == [], first
     dom = lv.domains()[names[0]]
     return names, {"uuid": dom.UUIDString(), "id": dom.ID(), "pid": qemu_pid(names[0])}
 
 
-def libvirt_outage_cycle(lv: LibvirtFactory, names: List[str]) -> str:
-    """A cycle without libvirtd leaves the VM alone; returns the waiting reason."""
+def libvirt_outage_cycle(lv: LibvirtFactory, names: List[str], managed: Stopwatch) -> str:
+    """A cycle without libvirtd leaves the VM alone, having waited for one connection
+    attempt at most (LIBVIRT_CONNECT s) besides twice a managed cycle's time (5 s at least);
+    returns the waiting reason."""
     started = time.monotonic()
     report = lv.cycle()
-    assert time.monotonic() - started < 15
+    took = time.monotonic() - started
+    assert took < LIBVIRT_CONNECT + managed.bound(2, 5), (took, managed.samples)
     nothing_done(report)
     assert list(report.idle) == [names[1]], report.idle
     reason = report.idle[names[1]]
     assert "backend libvirt unavailable: " in reason and f"({VM_MT} waiting)" in reason
     summary = plan_of(lv.load().settings.paths)
-    assert list(summary["unmanaged"]) == [names[0]], summary
-    assert "libvirt" in summary["unmanaged"][names[0]]
+    assert list(summary.unmanaged) == [names[0]], summary
+    assert "libvirt" in summary.unmanaged[names[0]]
     d = lv.dir(names[0])
     assert d.finished is None and d.shutdown_message is None
     return reason
@@ -280,22 +307,23 @@ def check_adopted(lv: LibvirtFactory, names: List[str], vm: dict) -> None:
 
 @pytest.mark.libvirt
 def test_libvirtd_killed_vm_waits_then_is_adopted(lv):
-    names, vm = running_vm(lv, TICKER)
+    managed = Stopwatch()
+    names, vm = running_vm(lv, TICKER, managed)
     d = lv.dir(names[0])
-    assert engines.wait_until(lambda: ticks(lv, names[0]) >= 3, 180), lv.console(names[0])
-    nothing_done(lv.cycle())
+    assert wait_until(lambda: ticks(lv, names[0]) >= 3), lv.console(names[0])
+    nothing_done(managed.time(lv.cycle))
     beat = d.heartbeat_time
     assert beat is not None
     stopped = engines.stop("libvirt")
     engines.wait_exited("libvirt", stopped)
     before = ticks(lv, names[0])
-    reasons = [libvirt_outage_cycle(lv, names)]
+    reasons = [libvirt_outage_cycle(lv, names, managed)]
     time.sleep(1.5)
-    reasons.append(libvirt_outage_cycle(lv, names))
+    reasons.append(libvirt_outage_cycle(lv, names, managed))
     assert "is libvirtd running?" in reasons[-1], reasons   # a fresh connection is refused
     assert d.heartbeat_time == beat
     assert engines.alive(vm["pid"]), "QEMU ended with libvirtd"
-    assert engines.wait_until(lambda: ticks(lv, names[0]) >= before + 3, 30), \
+    assert wait_until(lambda: ticks(lv, names[0]) >= before + 3), \
         "the guest stopped ticking while libvirtd was down"
     engines.restore("libvirt")
     assert set(engines.pids("libvirt")).isdisjoint(stopped)
@@ -303,7 +331,7 @@ def test_libvirtd_killed_vm_waits_then_is_adopted(lv):
     report = lv.cycle()
     nothing_done(report)
     assert "unavailable" not in report.idle[names[1]], report.idle
-    assert plan_of(lv.load().settings.paths)["unmanaged"] == {}
+    assert plan_of(lv.load().settings.paths).unmanaged == {}
     check_adopted(lv, names, vm)
     assert d.finished is None and d.heartbeat_time > beat
     end_by_shutdown_time(lv, names)
@@ -329,12 +357,12 @@ def end_by_shutdown_time(lv: LibvirtFactory, names: List[str]) -> None:
 @pytest.mark.libvirt
 def test_libvirtd_restarted_between_two_cycles_is_no_outage(lv):
     """libvirtd stops and is back before the next cycle: that cycle manages the VM."""
-    names, vm = running_vm(lv, TICKER)
+    names, vm = running_vm(lv, TICKER, Stopwatch())
     engines.wait_exited("libvirt", engines.stop("libvirt"))
     engines.restore("libvirt")
     reconnect(lv)
     report = lv.cycle()
-    unmanaged = plan_of(lv.load().settings.paths)["unmanaged"]
+    unmanaged = plan_of(lv.load().settings.paths).unmanaged
     nothing_done(report)
     assert unmanaged == {} and "unavailable" not in report.idle[names[1]], report.idle
     check_adopted(lv, names, vm)

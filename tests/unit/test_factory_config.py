@@ -60,10 +60,30 @@ class Journal:
         for text in self.repeats.next_cycle():
             logging.getLogger("vac.daemon").info("no longer reported: %s", text)
         clock.now += seconds
-        return factory.run_cycle()
+        report = factory.run_cycle()
+        clock.now += 1.0                # the next cycle begins a moment after this one's work
+        return report
 
     def errors(self):
         return errors_logged(self.caplog)
+
+    def close(self):
+        self.caplog.handler.removeFilter(self.repeats)
+
+
+@pytest.fixture
+def journal_on(caplog):
+    """Journal(caplog, clock) for one test: its filter leaves the capture handler with the
+    test (pytest keeps that handler for the whole session, and a Repeats left on it would
+    swallow every later test's repeated lines)."""
+    made = []
+
+    def make(clock):
+        made.append(Journal(caplog, clock))
+        return made[-1]
+    yield make
+    for journal in made:
+        journal.close()
 
 
 @pytest.fixture
@@ -75,13 +95,14 @@ def site(tmp_path, paths, host, make_factory):
     return factory, fake, clock, conf, conf.read_text()
 
 
-def test_a_rejected_configuration_keeps_managing_and_creates_nothing(site, paths, caplog):
+def test_a_rejected_configuration_keeps_managing_and_creates_nothing(site, paths, caplog,
+                                                                      journal_on):
     factory, fake, clock, conf, good = site
     conf.write_text(good.replace("machine_model = fake", "machine_model = dokcer"))
     ended = NAMES[0]
     end_soon(fake, ended)
     beats = []
-    journal = Journal(caplog, clock)
+    journal = journal_on(clock)
     for _ in range(4):
         report = journal.cycle(factory, clock)
         assert report.created == [] and report.config_state == "rejected"
@@ -112,11 +133,11 @@ def test_a_rejected_configuration_keeps_managing_and_creates_nothing(site, paths
     assert len(journal.errors()) == 2
 
 
-def test_warnings_are_logged_when_they_appear_and_when_they_clear(site, caplog):
+def test_warnings_are_logged_when_they_appear_and_when_they_clear(site, caplog, journal_on):
     factory, fake, clock, conf, good = site
     warned = good.replace("[machinetype alpha]", "[machinetype alpha]\nheartbeat_seconds = 60")
     conf.write_text(warned)
-    journal = Journal(caplog, clock)
+    journal = journal_on(clock)
     for _ in range(3):
         journal.cycle(factory, clock)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING
@@ -130,7 +151,7 @@ def test_warnings_are_logged_when_they_appear_and_when_they_clear(site, caplog):
 
 
 def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, paths, host,
-                                                                          caplog):
+                                                                          caplog, journal_on):
     """A vacd started with no vac.conf while machines of an earlier one run: it manages them
     from the state directory (slots and models on disk) and creates nothing."""
     _, fake, clock, _, _ = site
@@ -142,7 +163,7 @@ def test_with_no_configuration_ever_the_machines_on_disk_are_looked_after(site, 
     restarted = Factory(missing, BackendPool(fake.settings, {"fake": fake}), clock=clock,
                         loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1), host=host)
     before = MachineDir.for_slot(paths, NAMES[0]).heartbeat_time
-    journal = Journal(caplog, clock)
+    journal = journal_on(clock)
     for _ in range(3):
         report = journal.cycle(restarted, clock)
         assert report.created == [] and report.config_state == "missing"

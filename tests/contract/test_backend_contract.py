@@ -36,6 +36,8 @@ from vac.machine.directory import MachineDir, MachineState
 from vac.machine.slots import Slot, machine_name, ordinal_of
 
 DOCKER_IMAGE = "vac-test/busybox:1"
+# A deadline that only ends a wait that would never end (tests/integration/waiting.py).
+GENEROUS = float(os.environ.get("VAC_TEST_DEADLINE", "300"))
 DOCKER_URL = "unix:///var/run/docker.sock"
 SANDBOX = "/var/lib/vac-test/busybox-sandbox"
 
@@ -92,7 +94,7 @@ class Harness:
     MACHINETYPE = ""
     RUN = ""
     EXIT = ""
-    finish_timeout = 30.0
+    finish_timeout = GENEROUS
 
     def __init__(self) -> None:
         self.tag = uuid.uuid4().hex[:8]
@@ -284,7 +286,7 @@ class LibvirtHarness(Harness):
                 "libvirt_shutdown_wait_seconds = 1")
     MACHINETYPE = (f"machine_model = vm-raw\nkernel = {GUEST}/vmlinuz\n"
                    f"initrd = {GUEST}/initrd.img\ncmdline = console=ttyS0 quiet")
-    finish_timeout = 90.0
+    finish_timeout = GENEROUS
 
     def problem(self) -> str:
         return guest_problem()
@@ -377,7 +379,7 @@ def wait_for(backend: Backend, made: Made, done: Callable[[MachineState], bool],
 
 def settled(backend: Backend, made: Made) -> MachineStatus:
     """The status once the machine is past STARTING."""
-    return wait_for(backend, made, lambda s: s is not MachineState.STARTING, 30)
+    return wait_for(backend, made, lambda s: s is not MachineState.STARTING, GENEROUS)
 
 
 def listed(backend: Backend) -> dict:
@@ -387,14 +389,19 @@ def listed(backend: Backend) -> dict:
 # The checks ---------------------------------------------------------------------------------
 
 def test_probe_returns_a_probe_and_never_raises(harness):
+    """The broken engine's probe ends within 3 times what the working one's takes here now
+    (10 s at least), not at an engine timeout."""
     started = time.monotonic()
     probe = harness.backend.probe()
+    working = time.monotonic() - started
     assert isinstance(probe, Probe) and probe.available, probe
     assert isinstance(probe.version, str) and probe.version
+    started = time.monotonic()
     broken = harness.broken_backend().probe()
+    took = time.monotonic() - started
     assert isinstance(broken, Probe)
     assert not broken.available and broken.reason, broken
-    assert time.monotonic() - started < 10
+    assert took < max(10.0, 3 * working), (took, working)
 
 
 def test_create_then_running_with_the_id_list_machines_reports(harness, running):

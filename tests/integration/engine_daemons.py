@@ -97,8 +97,8 @@ def stop(engine: str) -> List[int]:
     assert answers(engine), f"{DAEMON[engine]} runs but does not answer before the test"
     for pid in found:
         os.kill(pid, signal.SIGTERM)
-    assert wait_until(lambda: not answers(engine), 30), \
-        f"{DAEMON[engine]} still answers 30 s after SIGTERM"
+    assert wait_until(lambda: not answers(engine), EXIT_TIMEOUT), \
+        f"{DAEMON[engine]} still answers {EXIT_TIMEOUT} s after SIGTERM"
     return found
 
 

@@ -157,7 +157,7 @@ def run_until_settled(w: World, log_path: str, draining: str = "yes") -> None:
     w.write(draining=draining)
     vacd = start_vacd(str(w.conf), log_path)
     try:
-        assert wait_until(w.settled, 60), open(log_path).read()
+        assert wait_until(w.settled), open(log_path).read()
     finally:
         stop(vacd, signal.SIGTERM)
     assert vacd.returncode == 0, open(log_path).read()
@@ -167,7 +167,7 @@ def test_records_of_finished_docker_machines_field_by_field_and_queued_once(worl
     log_path = str(tmp_path / "vacd.log")
     vacd = start_vacd(str(world.conf), log_path)
     try:
-        assert wait_until(lambda: len(world.finished_dirs()) >= 2 and world.settled(), 60), \
+        assert wait_until(lambda: len(world.finished_dirs()) >= 2 and world.settled()), \
             open(log_path).read()
         world.write(draining="yes")
         assert wait_until(lambda: not [n for n in sdk().containers(

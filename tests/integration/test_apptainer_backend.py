@@ -20,6 +20,7 @@ import uuid
 
 import pytest
 from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
+from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
@@ -90,7 +91,7 @@ class Env:
                            created=now, shutdown_time=now + 3600, uuid=str(uuid.uuid4()),
                            directory=directory)
 
-    def wait(self, spec, state, timeout=20.0, backend=None):
+    def wait(self, spec, state, timeout=GENEROUS, backend=None):
         backend = backend or self.backend
         deadline = time.monotonic() + timeout
         while True:
@@ -99,7 +100,7 @@ class Env:
                 return status
             time.sleep(0.05)
 
-    def wait_for_file(self, path, timeout=20.0):
+    def wait_for_file(self, path, timeout=GENEROUS):
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             assert time.monotonic() < deadline, f"{path} never appeared"
@@ -207,7 +208,7 @@ def test_cpu_seconds_are_counted_for_a_cpu_burning_payload(env):
     spec = env.machine("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n"
                        "touch /tmp/joboutputs/burnt; sleep 1000")
     env.backend.create(spec)
-    env.wait_for_file(spec.directory.file("joboutputs/burnt"), timeout=60)
+    env.wait_for_file(spec.directory.file("joboutputs/burnt"))
     status = env.backend.status(spec.name, spec.directory)
     assert status.state == MachineState.RUNNING
     assert status.cpu_seconds > 0.2

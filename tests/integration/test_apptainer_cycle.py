@@ -25,6 +25,7 @@ import uuid
 
 import pytest
 from apptainer_env import SANDBOX, USER, remove_cgroups, require_root, require_usable, user_uid
+from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend, child_setup
 from vac.config import load
@@ -150,14 +151,14 @@ class World:
         return cgroupmachine.MachineCgroup(self.backend.hierarchy,
                                            f"apptainer-{name or self.name}", self.parent)
 
-    def wait_for_output(self, rel, timeout=30.0):
+    def wait_for_output(self, rel, timeout=GENEROUS):
         path = self.dir().file(os.path.join("joboutputs", rel))
         deadline = time.monotonic() + timeout
         while not os.path.exists(path):
             assert time.monotonic() < deadline, f"{path} never appeared"
             time.sleep(0.05)
 
-    def wait_until_shut_down(self, timeout=30.0):
+    def wait_until_shut_down(self, timeout=GENEROUS):
         deadline = time.monotonic() + timeout
         while self.backend.status(self.name, self.dir()).state != MachineState.SHUTDOWN:
             assert time.monotonic() < deadline, f"{self.name} is still running"

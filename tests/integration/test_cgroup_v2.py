@@ -27,6 +27,7 @@ from typing import Callable, List
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_usable
 from conftest import require_engine
+from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
@@ -111,7 +112,7 @@ def require_v2(what: str, problem: str = "") -> None:
     pytest.skip(message + "; these run in the v2 guest (scripts/ci/run-v2-tests.sh)")
 
 
-def wait_until(check: Callable[[], bool], timeout: float = 60, step: float = 0.1) -> bool:
+def wait_until(check: Callable[[], bool], timeout: float = GENEROUS, step: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -316,11 +317,11 @@ def test_docker_destroy_kills_every_process_and_leaves_no_cgroup(world, dock):
     backend.create(spec)
     assert wait_until(lambda: os.path.exists(spec.directory.file("joboutputs/up")))
     top = slice_dir(spec)
-    assert wait_until(lambda: len(pids_at(top)) >= 6, timeout=20), pids_at(top)
+    assert wait_until(lambda: len(pids_at(top)) >= 6), pids_at(top)
     pids = pids_at(top)
     name = spec.directory.read_backend_record()["cgroup_parent"]
     backend.destroy(spec.name, spec.directory)
-    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=20), \
+    assert wait_until(lambda: not any(alive(p) for p in pids)), \
         [p for p in pids if alive(p)]
     assert not os.path.exists(top)
     assert slice_state(name) in ("inactive", "")
@@ -432,7 +433,7 @@ def test_apptainer_destroy_kills_every_process_and_leaves_no_cgroup(world, app):
     app.create(spec)
     assert wait_until(lambda: os.path.exists(spec.directory.file("joboutputs/up")))
     d = app_dir(world, spec)
-    assert wait_until(lambda: len(pids_at(d)) >= 6, timeout=20)
+    assert wait_until(lambda: len(pids_at(d)) >= 6)
     pids = pids_at(d)
     app.destroy(spec.name, spec.directory)
     assert not any(alive(p) for p in pids), [p for p in pids if alive(p)]

@@ -205,7 +205,7 @@ def test_one_cycle_starts_a_container_in_every_slot_with_mjf_user_data_and_limit
     def out(name: str, key: str) -> str:
         return dock.dir(name).read(f"joboutputs/{key}") or ""
 
-    assert wait_until(lambda: all(out(n, "hostname") for n in names), 20)
+    assert wait_until(lambda: all(out(n, "hostname") for n in names))
     for name in names:
         d = dock.dir(name)
         job_id = d.read("jobfeatures/job_id").strip()
@@ -242,7 +242,7 @@ def test_exited_machines_are_finished_accounted_removed_and_refilled(dock):
     old = {n: dock.dir(n) for n in names}
     old_ids = {n: d.read_backend_record()["container_id"] for n, d in old.items()}
     parents = [d.read_backend_record()["cgroup_parent"] for d in old.values()]
-    assert wait_until(lambda: all_exited(dock, 2), 30), dock.containers()
+    assert wait_until(lambda: all_exited(dock, 2)), dock.containers()
     report = dock.cycle()
     assert sorted(report.finished) == names and report.errors == []
     assert report.destroyed == [] and report.zombies == []
@@ -275,7 +275,7 @@ def test_oom_killed_machine_is_finished_with_700_and_its_machinetype_backs_off(d
     name = dock.slot(0)
     assert dock.cycle().created == [name]
     d = dock.dir(name)
-    assert wait_until(lambda: all_exited(dock, 1), 30), dock.containers()
+    assert wait_until(lambda: all_exited(dock, 1)), dock.containers()
     report = dock.cycle()
     assert report.finished == [name] and report.created == []
     assert d.finished is not None
@@ -347,7 +347,7 @@ def test_sigkilled_vacd_restarted_adopts_its_containers(dock, tmp_path):
     first_log, second_log = str(tmp_path / "vacd1.log"), str(tmp_path / "vacd2.log")
     vacd = start_vacd(dock.config_file, first_log)
     try:
-        assert wait_until(lambda: cycles_logged(first_log), 30), open(first_log).read()
+        assert wait_until(lambda: cycles_logged(first_log)), open(first_log).read()
     finally:
         stop(vacd, signal.SIGKILL)
     assert vacd.returncode == -signal.SIGKILL
@@ -357,7 +357,7 @@ def test_sigkilled_vacd_restarted_adopts_its_containers(dock, tmp_path):
     dirs = {n: dock.dir(n).path for n in names}
     vacd = start_vacd(dock.config_file, second_log)
     try:
-        assert wait_until(lambda: len(cycles_logged(second_log)) >= 3, 30), \
+        assert wait_until(lambda: len(cycles_logged(second_log)) >= 3), \
             open(second_log).read()
     finally:
         stop(vacd, signal.SIGTERM)

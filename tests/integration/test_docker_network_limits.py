@@ -166,7 +166,7 @@ def test_macvlan_containers_have_their_slots_ip_and_mac_and_are_reached_from_ano
     report = mvdock.cycle()
     names = mvdock.slots(2)
     assert sorted(report.created) == names and report.errors == [], report
-    assert wait_until(lambda: ready(mvdock, names), 30), [mvdock.dir(n).path for n in names]
+    assert wait_until(lambda: ready(mvdock, names)), [mvdock.dir(n).path for n in names]
     for n, name in enumerate(names):
         ip, mac = macvlan.slot_ip(n), macvlan.slot_mac(n)
         record = mvdock.dir(name).read_backend_record()
@@ -205,7 +205,7 @@ def test_a_bridge_docker_network_works_as_the_default_bridge(mvdock):
         report = mvdock.cycle()
         names = mvdock.slots(2)
         assert sorted(report.created) == names and report.errors == [], report
-        assert wait_until(lambda: ready(mvdock, names), 30)
+        assert wait_until(lambda: ready(mvdock, names))
         for name in names:
             attrs = inspect(mvdock.dir(name).read_backend_record()["container_id"])
             assert attrs["HostConfig"]["NetworkMode"] == network
@@ -247,7 +247,7 @@ def test_ulimits_and_pids_limit_are_what_the_payload_sees(mvdock):
     report = mvdock.cycle()
     [name] = mvdock.slots(1)
     assert report.created == [name] and report.errors == [], report
-    assert wait_until(lambda: ready(mvdock, [name]), 30)
+    assert wait_until(lambda: ready(mvdock, [name]))
     assert (out(mvdock, name, "nofile_soft"), out(mvdock, name, "nofile_hard")) == \
         ("4242", "8484")
     assert (out(mvdock, name, "nproc_soft"), out(mvdock, name, "nproc_hard")) == ("777", "888")
@@ -268,7 +268,7 @@ def test_per_machinetype_processors_and_memory_are_what_the_machine_gets_and_mjf
     report = mvdock.cycle()
     assert report.created and report.errors == [], report
     names = report.created
-    assert wait_until(lambda: ready(mvdock, names), 30)
+    assert wait_until(lambda: ready(mvdock, names))
     sizes = {"big": (2, 96, True), MT: (1, 64, False)}
     seen = set()
     for name in names:

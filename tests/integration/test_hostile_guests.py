@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import resource
-import time
 
 import pytest
 from apptainer_env import require_root, require_usable
@@ -91,12 +90,16 @@ def test_hostile_docker_guests_end_coded_and_the_factory_cycles(tmp_path, make_c
         rss = _rss_mb()
         dirs = {n: dock.dir(n) for n in names}
         assert wait_until(lambda: all(c["State"] == "exited"
-                                      for c in dock.containers().values()), 60)
-        finished, started = set(), time.monotonic()
-        while len(finished) < 3 and time.monotonic() - started < 60:
+                                      for c in dock.containers().values()))
+
+        def finish_some() -> bool:
             report = dock.cycle()
             finished.update(report.finished)
             assert not [e for e in report.errors if "Traceback" in e]
+            return len(finished) >= 3
+
+        finished = set()
+        wait_until(finish_some, step=0)
         assert finished == set(names)
         for name, d in dirs.items():
             assert d.finished is not None
@@ -127,20 +130,21 @@ def test_hostile_apptainer_guests_end_coded_and_the_factory_cycles(monkeypatch, 
         report = world.cycle()
         assert report.created == [world.name]
         d = world.dir()
-        world.wait_until_shut_down(30)
+        world.wait_until_shut_down()
         report = world.cycle()
         assert report.finished == [world.name]
         assert d.shutdown_message.startswith("700 Vac: machine's shutdown_message refused"), \
             d.shutdown_message
         # A second trap set in the same slot: FIFO, sparse file, odd names, many files.
         world.write(payload(FIFO_SPARSE, secret=secret).split("#!/bin/sh\n", 1)[1])
-        deadline = time.monotonic() + 30
-        while world.dir().path == d.path and time.monotonic() < deadline:
+        def replaced() -> bool:
             world.cycle()
-            time.sleep(0.3)
+            return world.dir().path != d.path
+
+        wait_until(replaced, step=0.3)
         second = world.dir()
         assert second.path != d.path
-        world.wait_until_shut_down(60)
+        world.wait_until_shut_down()
         world.cycle()
         assert second.finished is not None
         assert CODED.match(second.shutdown_message or ""), second.shutdown_message

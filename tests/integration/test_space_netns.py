@@ -197,7 +197,7 @@ def test_three_factories_share_back_off_and_answer_as_one_space(space):
     h1, h2, h3 = space
     for h in space:                     # one after the other: each sees the ones before it
         h.start()
-        assert wait_until(lambda h=h: len(h.slot_types()) == h.slots, timeout=30), \
+        assert wait_until(lambda h=h: len(h.slot_types()) == h.slots), \
             f"{h.name} did not fill its slots: {open(h.log).read()[-2000:]}"
     assert sorted(h3.slot_types().values()) == ["alpha", "alpha"]   # alone: alpha, beta
 
@@ -214,13 +214,13 @@ def test_three_factories_share_back_off_and_answer_as_one_space(space):
     # An abort of alpha on h1 backs alpha off on h2 too.
     abort_slot = next(n for n, t in h1.slot_types().items() if t == "alpha")
     end(h1, abort_slot, "300 No more work")
-    assert wait_until(lambda: h1.slot_types().get(abort_slot) == "beta", timeout=30)
+    assert wait_until(lambda: h1.slot_types().get(abort_slot) == "beta")
     good_slot = next(n for n, t in h2.slot_types().items() if t == "alpha")
     old = MachineDir.for_slot(Paths(h2.state), good_slot).path
     end(h2, good_slot, "200 Success")
     # Without the abort, alpha (score 4/3) would beat beta (3) for the freed slot.
     assert wait_until(lambda: good_slot in h2.slot_types() and
-                      MachineDir.for_slot(Paths(h2.state), good_slot).path != old, timeout=30)
+                      MachineDir.for_slot(Paths(h2.state), good_slot).path != old)
     assert h2.slot_types()[good_slot] == "beta"
     lines = h2.vac("machinetype", "alpha").splitlines()
     assert any(line.startswith(h1.name.split(".")[0]) and "300 No more work" in line
@@ -233,7 +233,7 @@ def test_three_factories_share_back_off_and_answer_as_one_space(space):
     assert text[-1] == f"{h3.name.split('.')[0]} (silent: no reply in 2 s)"
     listed = [line for line in text if line.startswith(("s", "-")) and "silent" not in line]
     assert len(listed) == 6
-    assert wait_until(lambda: h1.cycles() >= before + 2, timeout=15)
+    assert wait_until(lambda: h1.cycles() >= before + 2)
     assert len(h3.containers()) == 2    # its machines keep running without vacd
 
 

@@ -23,6 +23,7 @@ import uuid
 import pytest
 from conftest import require_engine
 from test_docker_backend import IMAGE, sdk, wait_until
+from waiting import Stopwatch
 from test_docker_cycle import engine_ready
 from vacd_process import start_vacd, stop
 
@@ -188,7 +189,7 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
     factory, proc, log_path = vacd
     slot = [f"{factory.split('.')[0]}-{n:02d}.{factory.partition('.')[2]}" for n in range(4)]
     want = {slot[0]: "backoff", slot[1]: "running", slot[2]: "running", slot[3]: "backoff"}
-    assert wait_until(lambda: states() == want, 90, 0.5), \
+    assert wait_until(lambda: states() == want, step=0.5), \
         (states(), open(log_path).read()[-3000:])
     base = f"http://127.0.0.1:{PORT}"
 
@@ -213,7 +214,7 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
 
     # Clicking the idle slot 00 opens its machine page: the hostile files as text.
     cells[0].click()
-    assert wait_until(lambda: driver.current_url.endswith(f"/slot/{slot[0]}"), 10)
+    assert wait_until(lambda: driver.current_url.endswith(f"/slot/{slot[0]}"))
     assert driver.find_element(By.ID, "machine-name").text.startswith(slot[0])
     assert driver.find_element(By.ID, "shutdown-message").text == f"300 Bad {SCRIPT} {IMG}"
     assert "backoff of sleeper until" in driver.find_element(By.ID, "reason").text
@@ -224,16 +225,17 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
     screenshot(driver, tmp_path, "machine")
 
     # A running machine's page, reached by clicking its cell.
-    driver.get(base + "/?refresh=0")
+    pages = Stopwatch()                     # what loading the page costs here now
+    pages.time(lambda: driver.get(base + "/?refresh=0"))
     driver.find_element(By.CSS_SELECTOR, f'a.cell[data-slot="{slot[1]}"]').click()
-    assert wait_until(lambda: driver.current_url.endswith(f"/slot/{slot[1]}"), 10)
+    assert wait_until(lambda: driver.current_url.endswith(f"/slot/{slot[1]}"))
     summary = driver.find_element(By.ID, "summary").text
     assert "Running" in summary and "sleeper" in summary
     assert_nothing_injected(driver)
 
     # The space page: this factory live, the census's peer, the silent factory marked.
     driver.find_element(By.LINK_TEXT, "Space").click()
-    assert wait_until(lambda: driver.current_url.endswith("/space"), 10)
+    assert wait_until(lambda: driver.current_url.endswith("/space"))
     rows = {r.get_attribute("data-factory"): r for r in
             driver.find_elements(By.CSS_SELECTOR, "#space .row")}
     assert set(rows) == {factory, "peer.invalid", "silent.invalid"}
@@ -252,4 +254,5 @@ def test_the_status_page_in_a_real_browser(vacd, driver, tmp_path):
     assert proc.poll() is None
     started = time.monotonic()
     driver.get(base + "/")
-    assert time.monotonic() - started < 5
+    took = time.monotonic() - started
+    assert took < pages.bound(3, 5), (took, pages.samples)

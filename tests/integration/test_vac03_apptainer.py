@@ -95,7 +95,7 @@ def test_vac03_singularity_machine_is_adopted_finished_accounted_and_slot_refill
     mark_started(path, job_id)
     legacy = cgroupmachine.MachineCgroup(world.backend.hierarchy, f"singularity-{job_id}",
                                          world.parent)
-    assert wait_until(lambda: os.path.exists(os.path.join(path, "joboutputs", "burnt")), 30)
+    assert wait_until(lambda: os.path.exists(os.path.join(path, "joboutputs", "burnt")))
     stray = world.stray()
     for _ in range(4):
         report = world.cycle()
@@ -108,7 +108,7 @@ def test_vac03_singularity_machine_is_adopted_finished_accounted_and_slot_refill
         report = world.cycle()
         assert report.finished == [] and report.errors == [] and report.zombies == []
     assert head.poll() is None and alive(head.pid)
-    assert wait_until(lambda: stray.poll() is not None, 10)    # the killer still works
+    assert wait_until(lambda: stray.poll() is not None)           # the killer still works
     d = world.dir()
     assert d.path == path
     record = d.read_backend_record()
@@ -117,7 +117,7 @@ def test_vac03_singularity_machine_is_adopted_finished_accounted_and_slot_refill
     beat = d.read("heartbeat")
     assert beat.split(" ")[0].strip().isdigit() and int(beat.split()[0]) >= 1, beat
     open(os.path.join(path, "joboutputs", "go"), "w").close()
-    assert wait_until(lambda: head.poll() is not None, 30)
+    assert wait_until(lambda: head.poll() is not None)
     report = world.cycle()
     assert report.finished == [world.name] and report.errors == [], report
     assert report.created == [world.name]                      # the slot refilled at once

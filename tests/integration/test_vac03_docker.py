@@ -23,7 +23,7 @@ import pytest
 from test_docker_backend import IMAGE, sdk, wait_until
 from test_docker_cycle import MT, DockerFactory, engine_ready, gone, inspect
 from vac03_state import machine_dir, mark_finished, mark_started
-from vacd_process import start_vacd, stop
+from vacd_process import cycles_logged, start_vacd, stop
 
 from vac.machine.slots import machine_name
 
@@ -87,7 +87,7 @@ def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_pa
     cid1 = vac03_docker_run(left, s1)
     dock.extra_ids.append(cid1)
     mark_started(left, cid1)
-    assert wait_until(lambda: inspect(cid1)["State"]["Status"] == "exited", 30)
+    assert wait_until(lambda: inspect(cid1)["State"]["Status"] == "exited")
     mark_finished(left, "200 Success")                # finished, its container not removed
     decoy_name = machine_name(factory, 5)             # a slot-like name, not one of 2 slots
     decoy = sdk().create_container(IMAGE, ["sleep", "300"], name=decoy_name,
@@ -97,17 +97,19 @@ def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_pa
     log_path = str(tmp_path / "vacd.log")
     vacd = start_vacd(dock.config_file, log_path)
     try:
-        assert wait_until(lambda: record(running).get("adopted") == "vac03", 30), \
+        assert wait_until(lambda: record(running).get("adopted") == "vac03"), \
             open(log_path).read()
         assert record(running)["container_id"] == cid0
         assert wait_until(lambda: os.path.exists(os.path.join(running, "heartbeat")) and
-                          open(os.path.join(running, "heartbeat")).read() != "0.0 0.0", 30)
+                          open(os.path.join(running, "heartbeat")).read() != "0.0 0.0")
         # Slot 1: the container Vac 03 left is removed and a machine of ours replaces it.
-        assert wait_until(lambda: s1 in dock.containers() and gone(cid1), 30), \
+        assert wait_until(lambda: s1 in dock.containers() and gone(cid1)), \
             open(log_path).read()
         assert slot_created(state, s1) > int(os.path.basename(left).split("_")[0])
         assert inspect(cid0)["State"]["Running"] is True  # adopted, not killed
-        time.sleep(3)                                     # a few more cycles: still running
+        seen = len(cycles_logged(log_path))               # a few more cycles: still running
+        assert wait_until(lambda: len(cycles_logged(log_path)) >= seen + 3), \
+            open(log_path).read()
         assert inspect(cid0)["State"]["Running"] is True
         beat = open(os.path.join(running, "heartbeat")).read()
         assert beat.split(" ")[0].strip().isdigit() and int(beat.split(" ")[0]) >= 1, beat
@@ -116,15 +118,15 @@ def test_vacd_adopts_vac03_containers_finishes_accounts_and_refills(dock, tmp_pa
         with open(log_path) as f:
             first_log = f.read()
         vacd = start_vacd(dock.config_file, log_path)
-        time.sleep(3)
+        assert wait_until(lambda: len(cycles_logged(log_path)) >= 3), open(log_path).read()
         assert inspect(cid0)["State"]["Running"] is True
         assert record(running)["container_id"] == cid0
         open(os.path.join(running, "joboutputs", "go"), "w").close()
-        assert wait_until(lambda: os.path.exists(os.path.join(running, "finished")), 30), \
+        assert wait_until(lambda: os.path.exists(os.path.join(running, "finished"))), \
             open(log_path).read()
-        assert wait_until(lambda: gone(cid0), 30)
-        assert wait_until(lambda: s0 in dock.containers(), 30), open(log_path).read()
-        assert wait_until(lambda: apel_records(state, cid0), 30), open(log_path).read()
+        assert wait_until(lambda: gone(cid0))
+        assert wait_until(lambda: s0 in dock.containers()), open(log_path).read()
+        assert wait_until(lambda: apel_records(state, cid0)), open(log_path).read()
     finally:
         stop(vacd, signal.SIGTERM)
     text = open(log_path).read()

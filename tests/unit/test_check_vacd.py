@@ -79,7 +79,7 @@ def test_critical_with_the_reason_while_the_configuration_is_rejected_or_missing
     record(state, config_state=planfile.CONFIG_REJECTED_STATE, config_error=error)
     (state / "factory-error").write_text(f"configuration rejected: {error}\n")
     assert probe(state) == (2, f"CRITICAL: configuration rejected: {error} (3/8 5/8)")
-    missing = "/etc/vac.conf does not exist: not configured yet, edit /etc/vac.conf"
+    missing = "not configured yet: edit /etc/vac.conf (it does not exist)"
     record(state, config_state=planfile.CONFIG_MISSING, config_error=missing)
     os.unlink(state / "factory-error")
     assert probe(state) == (2, f"CRITICAL: {missing} (3/8 5/8)")

@@ -37,7 +37,7 @@ def test_installed_vac_conf_is_all_comments_so_vacd_is_not_configured_yet(tmp_pa
     assert all(line.startswith("#") or not line.strip() for line in lines)
     with pytest.raises(ConfigMissing) as missing:
         presence.require([path], explicit=False)
-    assert "not configured yet, edit /etc/vac.conf" in str(missing.value)
+    assert "not configured yet: edit /etc/vac.conf" in str(missing.value)
 
 
 def test_example_vac_conf_values_have_no_inline_comments(tmp_path):

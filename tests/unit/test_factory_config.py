@@ -23,7 +23,7 @@ from vac.machine.directory import MachineDir
 from vac.service.journal import Repeats
 
 NAMES = [f"f1-{n:02d}.example.com" for n in range(3)]
-MISSING = "/etc/vac.conf does not exist: not configured yet, edit /etc/vac.conf"
+MISSING = "not configured yet: edit /etc/vac.conf (it does not exist)"
 
 
 class Clock:

@@ -105,7 +105,7 @@ def test_not_configured_yet_and_missing_files(tmp_path):
     comments = tmp_path / "vac.conf"
     comments.write_text("# [settings]\n#vac_space = x\n")
     for explicit in (False, True):
-        with pytest.raises(ConfigMissing, match="not configured yet, edit /etc/vac.conf"):
+        with pytest.raises(ConfigMissing, match="not configured yet: edit /etc/vac.conf"):
             presence.require([str(comments)], explicit=explicit)
     presence.require_named([str(comments)])   # it exists: state_dir_of may read it
     broken = tmp_path / "broken.conf"

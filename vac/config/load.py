@@ -88,7 +88,7 @@ def read_raw(paths: Sequence[str]) -> RawConfig:
 def _missing(path: str) -> str:
     """What ConfigMissing says: the default file is "not configured yet", a named one missing."""
     if path == CONFIG_FILES_DEFAULT[0]:
-        return f"{path} does not exist: not configured yet, edit {path}"
+        return f"not configured yet: edit {path} (it does not exist)"
     return f"--config {path}: no such file"
 
 

@@ -19,7 +19,7 @@ from vac.errors import ConfigMissing
 from vac.paths import CONFIG_FILES_DEFAULT
 
 MAIN_FILE = CONFIG_FILES_DEFAULT[0]
-NOT_CONFIGURED = f"not configured yet, edit {MAIN_FILE}"
+NOT_CONFIGURED = f"not configured yet: edit {MAIN_FILE}"
 
 
 def require(files: Sequence[str], explicit: bool) -> None:

@@ -305,7 +305,7 @@ def test_a_host_not_configured_yet_shows_the_default_state_directory(monkeypatch
     assert slotscommand.slots_command(args, now=NOW) == 1
     vacd = json.loads(capsys.readouterr().out)["vacd"]
     assert vacd["config_state"] == "missing" and vacd["state_dir"] == "/var/lib/vac"
-    assert "configuration missing: /etc/vac.conf does not exist: not configured yet" \
+    assert "configuration missing: not configured yet: edit /etc/vac.conf (it does not exist)" \
         in vacd["text"]
 
 

@@ -98,7 +98,7 @@ def test_a_line_logged_less_often_than_cycles_run_still_holds():
 
 
 def test_not_configured_yet_and_missing_files(tmp_path):
-    with pytest.raises(ConfigMissing, match="does not exist: not configured yet"):
+    with pytest.raises(ConfigMissing, match=r"not configured yet: edit /etc/vac.conf \(it does not exist\)"):
         presence.require([], explicit=False)
     with pytest.raises(ConfigMissing, match=r"--config .*nope.conf: no such file"):
         presence.require([str(tmp_path / "nope.conf")], explicit=True)

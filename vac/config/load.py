@@ -13,7 +13,7 @@ import glob
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from vac.config import inifile
+from vac.config import inifile, presence
 from vac.config.builder import Builder
 from vac.config.check import (
     check_legacy_sections,
@@ -88,7 +88,7 @@ def read_raw(paths: Sequence[str]) -> RawConfig:
 def _missing(path: str) -> str:
     """What ConfigMissing says: the default file is "not configured yet", a named one missing."""
     if path == CONFIG_FILES_DEFAULT[0]:
-        return f"not configured yet: edit {path} (it does not exist)"
+        return presence.ABSENT
     return f"--config {path}: no such file"
 
 

@@ -20,6 +20,7 @@ from vac.paths import CONFIG_FILES_DEFAULT
 
 MAIN_FILE = CONFIG_FILES_DEFAULT[0]
 NOT_CONFIGURED = f"not configured yet: edit {MAIN_FILE}"
+ABSENT = f"{NOT_CONFIGURED} (it does not exist)"
 
 
 def require(files: Sequence[str], explicit: bool) -> None:
@@ -32,7 +33,7 @@ def require(files: Sequence[str], explicit: bool) -> None:
     if explicit:
         require_named(files)
     elif not files:
-        raise ConfigMissing(MAIN_FILE, f"{MAIN_FILE} does not exist: {NOT_CONFIGURED}")
+        raise ConfigMissing(MAIN_FILE, ABSENT)
     if not any(_has_sections(path) for path in files):
         them = "it" if len(files) == 1 else "them"
         raise ConfigMissing(files[-1] if explicit else MAIN_FILE,

@@ -3,6 +3,8 @@
 #   - apt-get install (no recommends) libvirt-daemon-system libvirt-clients qemu-system-x86
 #     qemu-utils dnsmasq-base (NAT networks need dnsmasq), and the tools the VM tests use to
 #     make guests and boot media: busybox-static cpio genisoimage xorriso isolinux syslinux-common;
+#     isc-dhcp-client (dhclient: the DHCP client of Debian's ifupdown guests, which applies the
+#     broadcast address the factory network offers; tests/integration/test_vmnetwork_dhcp.py);
 #   - /dev/kvm usable by libvirt-qemu (group kvm, mode 0660); note that nested KVM does not
 #     boot guests on these machines: domains of type `qemu` (TCG) do;
 #   - start `virtlogd -d` and `libvirtd -d` if libvirtd does not answer, detached from this
@@ -23,7 +25,7 @@ running() { ps -C "$1" -o stat= 2>/dev/null | grep -q '^[^Z]'; }  # a zombie is 
 mkdir -p "$STATE"
 
 apt_install libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils dnsmasq-base \
-  busybox-static cpio genisoimage xorriso isolinux syslinux-common iproute2
+  busybox-static cpio genisoimage xorriso isolinux syslinux-common iproute2 isc-dhcp-client
 
 if [ -e /dev/kvm ]; then
   getent group kvm >/dev/null || groupadd -r kvm

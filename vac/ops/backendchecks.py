@@ -167,8 +167,9 @@ def local_image_paths(machinetypes: List[MachineType]) -> List[str]:
 
 
 def nat_network(settings: Settings) -> Check:
-    """The VMs' libvirt NAT network: defined and active, or vacd will define it."""
-    from vac.backends.libvirt.network import NETWORK_NAME
+    """The VMs' libvirt NAT network: defined, active and as Vac defines it (with the DHCP
+    broadcast option of issue 28), or vacd will define or complete it."""
+    from vac.backends.libvirt.network import NETWORK_NAME, check_network
 
     try:
         import libvirt
@@ -182,6 +183,13 @@ def nat_network(settings: Settings) -> Check:
         except libvirt.libvirtError:
             net = None
         if net is not None and net.isActive():
+            problems = check_network(net.XMLDesc(0), settings.factory_name,
+                                     settings.forward_dev)[0]
+            if problems:
+                return Check("nat-network", WARN, f"{NETWORK_NAME} active on "
+                             f"{net.bridgeName()} but {'; '.join(problems)}",
+                             "vacd completes or redefines it before it creates VMs (a network "
+                             "that running VMs use is completed live or left alone)")
             return Check("nat-network", OK, f"{NETWORK_NAME} active on {net.bridgeName()}")
         found = f"{NETWORK_NAME} {'inactive' if net is not None else 'not defined'}"
         if settings.fix_networking:

@@ -6,6 +6,14 @@
                                        IP 169.254.169.n, name = the slot's FQDN; no range
       ip 169.254.169.254/32            the metadata address, on the same bridge (the original
                                        used a dummy0 interface, which these kernels lack)
+      dnsmasq:options  dhcp-option=28,169.254.255.255   the broadcast address DHCP offers
+
+The broadcast option is needed because libvirt puts 169.254.169.254/32 on the bridge with
+`brd 169.254.169.254`, and dnsmasq (whose static range has no netmask of its own) takes the
+broadcast of the last bridge address inside the /16: without the option every offer says
+broadcast 169.254.169.254; clients that apply it (ISC dhclient with ifupdown, cloud-init's
+early DHCP) then treat the metadata address as a local broadcast and cannot open TCP to it
+(issue 28). It is given by number: dnsmasq's own option 28 is then not sent.
 
 libvirt's dnsmasq gives the VMs DHCP and DNS; the VMs' gateway is 169.254.169.253. Everything
 goes through the libvirt API (no shell, no brctl/ifconfig), except adding the metadata address
@@ -14,10 +22,14 @@ redefined, but never while a running domain uses it (then it is left alone and r
 network whose host names alone differ (factory renamed) gets them in its definition at once
 and live when no VM uses it. The original Vac's network (no 169.254.169.254) is completed
 without a restart: the address goes into its definition and onto the running bridge (`ip addr
-add`), and the network is restarted on that definition only when no VM uses it.
+add`), and the network is restarted on that definition only when no VM uses it. A network
+without the broadcast option (the original's, and Vac's before issue 28) is completed the same
+way; while VMs use it, the metadata address on the running bridge is re-added without a
+broadcast (`ip addr del` + `add`), which makes the running dnsmasq offer 169.254.255.255.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Optional, Tuple
@@ -30,6 +42,8 @@ log = logging.getLogger(__name__)
 
 NETWORK_NAME = "vac_169.254.0.0"
 DHCP_HOSTS = 100
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+ET.register_namespace("dnsmasq", DNSMASQ_NS)
 HINTS = ("is 169.254.0.0/16 already used by another interface or libvirt network (Zeroconf, "
          "a stale bridge)? is dnsmasq-base installed? is a stale dnsmasq listening on "
          f"{BRIDGE_ADDRESS}?")
@@ -54,7 +68,33 @@ def network_xml(factory_name: str, forward_dev: Optional[str] = None) -> str:
     for mac, address, name in dhcp_hosts(factory_name):
         ET.SubElement(dhcp, "host", mac=mac, name=name, ip=address)
     ET.SubElement(net, "ip", address=METADATA_ADDRESS, prefix="32")
+    _add_broadcast_option(net)
     return ET.tostring(net, encoding="unicode")
+
+
+def broadcast_address() -> str:
+    """The broadcast address of the VMs' /16 (169.254.255.255)."""
+    return str(ipaddress.IPv4Network(f"{BRIDGE_ADDRESS}/{NETMASK}", strict=False)
+               .broadcast_address)
+
+
+def broadcast_option() -> str:
+    """The dnsmasq option that makes DHCP offer the /16's broadcast address (option 28)."""
+    return f"dhcp-option=28,{broadcast_address()}"
+
+
+def _dnsmasq_options(net: ET.Element) -> List[str]:
+    return [o.get("value") or "" for o in
+            net.findall(f"{{{DNSMASQ_NS}}}options/{{{DNSMASQ_NS}}}option")]
+
+
+def _add_broadcast_option(net: ET.Element) -> None:
+    if broadcast_option() in _dnsmasq_options(net):
+        return
+    options = net.find(f"{{{DNSMASQ_NS}}}options")
+    if options is None:
+        options = ET.SubElement(net, f"{{{DNSMASQ_NS}}}options")
+    ET.SubElement(options, f"{{{DNSMASQ_NS}}}option", value=broadcast_option())
 
 
 def host_xml(mac: str, address: str, name: str) -> str:
@@ -81,6 +121,8 @@ def check_network(xml_text: str, factory_name: str,
     meta = ips.get(METADATA_ADDRESS)
     if meta is None or not _mask_is(meta, "255.255.255.255", "32"):
         problems.append(missing_metadata())
+    if broadcast_option() not in _dnsmasq_options(net):
+        problems.append(missing_broadcast())
     have: Dict[str, Tuple[str, str]] = {}
     if bridge is not None:
         for host in bridge.findall("dhcp/host"):
@@ -103,13 +145,27 @@ def missing_metadata() -> str:
     return f"no ip {METADATA_ADDRESS}/32"
 
 
+def missing_broadcast() -> str:
+    """The problem check_network reports for a network whose DHCP does not say the broadcast
+    address (the original's, and Vac's before issue 28)."""
+    return (f"DHCP does not offer broadcast {broadcast_address()} (no dnsmasq "
+            f"{broadcast_option()}): dhclient guests cannot reach {METADATA_ADDRESS}")
+
+
+def completable(problems: List[str]) -> bool:
+    """True if the network lacks only what can be added without redefining it."""
+    return bool(problems) and set(problems) <= {missing_metadata(), missing_broadcast()}
+
+
 def with_metadata_ip(xml_text: str) -> str:
-    """The definition with the metadata address added (replacing a wrong one)."""
+    """The definition with the metadata address (replacing a wrong one) and the broadcast
+    option added."""
     net = ET.fromstring(xml_text)
     for ip in net.findall("ip"):
         if ip.get("address") == METADATA_ADDRESS:
             net.remove(ip)
     ET.SubElement(net, "ip", address=METADATA_ADDRESS, prefix="32")
+    _add_broadcast_option(net)
     return ET.tostring(net, encoding="unicode")
 
 
@@ -132,8 +188,8 @@ def ensure_network(conn: Any, factory_name: str, forward_dev: Optional[str] = No
         net = _lookup(conn, libvirt)
         if net is not None:
             problems, renamed = check_network(net.XMLDesc(0), factory_name, forward_dev)
-            if problems == [missing_metadata()]:
-                net = _complete_metadata(conn, net, libvirt)
+            if completable(problems):
+                net = _complete(conn, net, libvirt)
             elif problems:
                 _redefine_if_idle(conn, net, problems, libvirt)
                 net = None
@@ -166,42 +222,61 @@ def _redefine_if_idle(conn: Any, net: Any, problems: List[str], libvirt: Any) ->
     _remove(net)
 
 
-def _complete_metadata(conn: Any, net: Any, libvirt: Any) -> Any:
-    """The original's network, lacking the metadata address: add it to the definition, and
-    live to the running bridge; restart on the new definition when no VM uses the network.
-    Returns the network (None if it was removed to be defined anew)."""
+def _complete(conn: Any, net: Any, libvirt: Any) -> Any:
+    """A network lacking the metadata address or the broadcast option (the original's): add
+    them to the definition, and live the address without a broadcast to the running bridge;
+    restart on the new definition when no VM uses the network. Returns the network (None if
+    it was removed to be defined anew)."""
     if not net.isPersistent():
         if net.isActive() and _in_use(conn, libvirt):
-            _add_live_address(net.bridgeName())
+            fix_live_address(net.bridgeName())
             return net
         _remove(net)
         return None
     inactive = net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
-    if missing_metadata() in check_network(inactive, "")[0]:
-        log.info("adding %s to the definition of network %s", METADATA_ADDRESS, NETWORK_NAME)
+    if completable(check_network(inactive, "")[0]):
+        log.info("adding %s and %s to the definition of network %s", METADATA_ADDRESS,
+                 broadcast_option(), NETWORK_NAME)
         net = conn.networkDefineXML(with_metadata_ip(inactive))
     if not net.isActive():
         return net
     if _in_use(conn, libvirt):
-        _add_live_address(net.bridgeName())
+        fix_live_address(net.bridgeName())
     else:
-        log.info("restarting idle network %s with %s", NETWORK_NAME, METADATA_ADDRESS)
+        log.info("restarting idle network %s on its completed definition", NETWORK_NAME)
         net.destroy()
     return net
 
 
-def _add_live_address(bridge: str) -> None:
-    """Put METADATA_ADDRESS/32 on the running bridge (`ip addr add`) if it is not there."""
+def live_address_fix(shown: str) -> List[List[str]]:
+    """The `ip` commands (arguments after `ip`) that leave METADATA_ADDRESS/32 on the bridge
+    without a broadcast address, given `ip -o -4 addr show dev <bridge>`: none if it is so."""
+    add = ["addr", "add", f"{METADATA_ADDRESS}/32", "dev"]
+    for line in shown.splitlines():
+        words = line.split()
+        if f"{METADATA_ADDRESS}/32" not in words:
+            continue
+        if "brd" not in words:
+            return []
+        return [["addr", "del", f"{METADATA_ADDRESS}/32", "dev"], add]
+    return [add]
+
+
+def fix_live_address(bridge: str) -> None:
+    """Put METADATA_ADDRESS/32 on the running bridge without a broadcast address (libvirt gives
+    it `brd 169.254.169.254`, which the running dnsmasq would offer to DHCP clients)."""
     try:
         shown = subp.run(["ip", "-o", "-4", "addr", "show", "dev", bridge], timeout=10).stdout
-        if f" {METADATA_ADDRESS}/32 " in shown:
-            return
-        subp.run(["ip", "addr", "add", f"{METADATA_ADDRESS}/32", "dev", bridge], timeout=10)
+        commands = live_address_fix(shown)
+        for args in commands:
+            subp.run(["ip"] + args + [bridge], timeout=10)
     except ProcessError as e:
-        raise BackendError("libvirt", f"cannot add {METADATA_ADDRESS} to bridge {bridge} of "
-                           f"network {NETWORK_NAME}, which running VMs use: {e}") from e
-    log.info("added %s to the running bridge %s of network %s (VMs use it: no restart)",
-             METADATA_ADDRESS, bridge, NETWORK_NAME)
+        raise BackendError("libvirt", f"cannot put {METADATA_ADDRESS} without a broadcast "
+                           f"address on bridge {bridge} of network {NETWORK_NAME}, which "
+                           f"running VMs use: {e}") from e
+    if commands:
+        log.info("put %s without a broadcast address on the running bridge %s of network %s "
+                 "(VMs use it: no restart)", METADATA_ADDRESS, bridge, NETWORK_NAME)
 
 
 def _lookup(conn: Any, libvirt: Any) -> Any:

@@ -55,7 +55,7 @@ def test_config_check_lists_machinetypes_with_origins(conf, capsys):
     assert cli.main(["--config", str(conf), "config", "check"]) == 0
     out = capsys.readouterr().out
     assert "configuration OK" in out and "[machinetype alpha]" in out
-    assert f"# {conf} [machinetype alpha]" in out
+    assert f"# {conf}:12 [machinetype alpha]" in out      # FILE:LINE [SECTION] (issue 23)
     assert cli.main(["--config", str(conf), "config", "check", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["machinetypes"]["alpha"]["target_share"] == {
@@ -69,8 +69,8 @@ def test_config_check_reports_every_problem_located(tmp_path, capsys):
                    "mb_per_processor = lots\n[machinetype x]\nmachine_model = xen\n")
     assert cli.main(["--config", str(bad), "config", "check"]) == 1
     err = capsys.readouterr().err
-    assert f"{bad}:[settings]:mb_per_processor: 'lots' is not a valid integer" in err
-    assert f"{bad}:[machinetype x]:machine_model: unknown machine_model 'xen'" in err
+    assert f"{bad}:4 [settings] mb_per_processor: 'lots' is not a valid integer" in err
+    assert f"{bad}:6 [machinetype x] machine_model: unknown machine_model 'xen'" in err
 
 
 def test_slots_before_any_cycle(conf, capsys):

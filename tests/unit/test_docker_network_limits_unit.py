@@ -328,5 +328,5 @@ def test_vac_config_check_shows_the_limits_and_rejects_bad_ones_located(tmp_path
     assert "docker_ulimits           = nofile=65536:65536 nproc=10:20" in out
     conf.write_text(conf.read_text().replace("nproc=10:20", "nproc=20:10"))
     assert cli.main(["--config", str(conf), "config", "check"]) == 1
-    assert (f"{conf}:[machinetype dock]:docker_ulimits: 'nproc=20:10': the soft limit 20 is "
+    assert (f"{conf}:12 [machinetype dock] docker_ulimits: 'nproc=20:10': the soft limit 20 is "
             f"more than the hard limit 10") in capsys.readouterr().err

@@ -176,6 +176,9 @@ HOST = HostFacts(fqdn="f1.example.com", processors=64, uid_of={"vacsngly": 990}.
                  vg_exists=lambda n: n == "vac_volume_group")
 
 
+HOST_NEEDS = ("min_processors", "user_data", "root_image", "kernel", "initrd")   # and user_data_file_*
+
+
 def _conf(workdir: str, state: str, pipe: str) -> str:
     path = os.path.join(workdir, "vac.conf")
     with open(path, "w") as f:
@@ -233,7 +236,12 @@ def test_a_bad_fetch_keeps_the_last_good_pipe(workdir, seed, data):
             fresh = None
         config, result = _load(conf, LATER)
         shown = _cli_json(conf)                 # what the cached pipe gives, as vac shows it
-        assert shown["ok"] is True and set(shown["machinetypes"]) == set(config.machinetypes)
+        assert shown["rejected"] is False
+        assert set(shown["machinetypes"]) == set(config.machinetypes)
+        # Not ok only for what a pipe's machinetypes need of this host (config check checks
+        # it since issue 23: a real pipe's min_processors 8 cannot fit a 1-processor superslot)
+        assert shown["ok"] or all(p["option"].startswith(HOST_NEEDS) and "(pipe p)" in p["file"]
+                                  for p in shown["problems"]), shown["problems"]
         if fresh is None:
             assert config.machinetypes == good.machinetypes
             assert any("still using the last good cached copy" in e for e in result.errors)

@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """What a configuration that loaded needs of this host, checked: the local files each
-machinetype reads, processors enough for its smallest machine, a share that is not 0, pipes
-fetched at least once.
+machinetype reads (resolved as vacd resolves them), processors enough for its smallest
+machine, a share that is not 0. (The pipes not fetched yet: vac.config.pipes' PipeResult.)
 
 vac.config.load rejects what is wrong in the text itself; what is checked here depends on the
 host (a file not there yet, a smaller host sharing the space's configuration), so vacd does
-not refuse the whole configuration for it: `vac config check` reports it (and `vac doctor`
-may), each finding located like a load problem.
+not refuse the whole configuration for it: `vac config check` reports it, each finding
+located like a load problem. local_files() and unreadable() are the one rule of which files
+a machinetype reads and when vacd cannot read one; `vac doctor` (vac.ops.filechecks) uses them.
 """
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from vac.config import pipecache
 from vac.config.model import SECTION, Config, MachineType
 from vac.errors import Problem
 
 REMOTE = ("https://", "http://")
-REMOTE_IMAGE = REMOTE + ("docker://",)
 
 
 @dataclass
@@ -31,20 +30,46 @@ class Findings:
 
 
 def local_files(mt: MachineType) -> List[Tuple[str, str, str]]:
-    """(option, value as given, path as vacd resolves it) of each local file mt reads."""
+    """(option, value as given, path as vacd resolves it; "" for an empty name) of each local
+    file mt reads: user_data and user_data_file_* (not URLs), a local root_image, kernel and
+    (with a kernel) initrd."""
     found = []
     if mt.user_data and not mt.user_data.startswith(REMOTE):
         found.append(("user_data", mt.user_data, mt.files_path(mt.user_data)))
     for key, name in sorted(mt.user_data_files.items()):
         found.append((f"user_data_file_{key}", name, mt.files_path(name) if name else ""))
-    if mt.root_image and not mt.root_image.startswith(REMOTE_IMAGE) and "://" not in \
-            mt.root_image:
+    if mt.root_image and "://" not in mt.root_image:
         found.append(("root_image", mt.root_image, mt.files_path(mt.root_image)))
-    for option in ("kernel", "initrd"):
-        value = getattr(mt, option)
-        if value:
-            found.append((option, value, mt.files_path(value)))
+    if mt.kernel:
+        found.append(("kernel", mt.kernel, mt.files_path(mt.kernel)))
+        if mt.initrd:       # vacd boots an initrd only with a kernel
+            found.append(("initrd", mt.initrd, mt.files_path(mt.initrd)))
     return found
+
+
+def unreadable(path: str, directory_ok: bool = False) -> Tuple[Optional[str], Optional[str]]:
+    """(why vacd, as root, could not read path; its fix, None for "put it there"), or
+    (None, None) when it can. directory_ok: a root_image may be a directory (Apptainer)."""
+    if not os.path.lexists(path):
+        return "does not exist", None
+    if not os.path.exists(path):
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist", None
+    if os.path.isdir(path):
+        return (None, None) if directory_ok else ("is a directory",
+                                                  "name a file, not a directory")
+    if not os.path.isfile(path):
+        return "is not a regular file", None
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except PermissionError as e:
+        if os.geteuid() != 0:
+            return (f"cannot be read by this user ({e.strerror})",
+                    "run vac doctor as root, as vacd runs")
+        return f"cannot be read ({e.strerror})", f"chmod u+r {path}; check its SELinux label"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})", f"check the filesystem holding {path}"
+    return None, None
 
 
 def check(config: Config) -> Findings:
@@ -57,10 +82,6 @@ def check(config: Config) -> Findings:
             found.warnings.append(_at(config, mt, "target_share",
                                       f"machinetype {name} has target_share 0: it gets no "
                                       "slots"))
-    for section in config.pipes:
-        note = _pipe_not_fetched(config, section.prefix, section.url)
-        if note:
-            found.warnings.append(Problem(note))
     return found
 
 
@@ -69,13 +90,15 @@ def _files(config: Config, mt: MachineType, found: Findings) -> None:
         if not path:
             found.errors.append(_at(config, mt, option, "the file name is empty"))
             continue
+        problem, _ = unreadable(path, directory_ok=option == "root_image")
+        if problem is None:
+            continue
         shown = path if path == given else f"{given} (resolved: {path})"
-        if not os.path.exists(path):
-            found.errors.append(_at(config, mt, option, f"{shown} does not exist"))
-        elif option != "root_image" and not os.path.isfile(path):
-            found.errors.append(_at(config, mt, option, f"{shown} is not a file"))
-        elif not os.access(path, os.R_OK):
-            found.errors.append(_at(config, mt, option, f"{shown} cannot be read"))
+        if problem.startswith("cannot be read by this user"):   # vacd runs as root
+            found.warnings.append(_at(config, mt, option, f"{shown} {problem}"))
+        else:
+            found.errors.append(_at(config, mt, option, f"{shown} {problem}: every creation "
+                                    f"of {mt.name} fails"))
 
 
 def _processors(config: Config, mt: MachineType, found: Findings) -> None:
@@ -91,17 +114,6 @@ def _processors(config: Config, mt: MachineType, found: Findings) -> None:
                                 f"machinetype {mt.name} needs {need} processors per machine "
                                 f"but this factory has {s.total_processors} "
                                 "(total_processors): none can be created"))
-
-
-def _pipe_not_fetched(config: Config, prefix: str, url: str) -> Optional[str]:
-    if any(mt.pipe == prefix for mt in config.machinetypes.values()):
-        return None
-    paths = config.settings.paths
-    legacy = pipecache.legacy_cache_path(paths, url)
-    if os.path.exists(paths.pipe_cache(prefix)) or (legacy and os.path.exists(legacy)):
-        return None
-    return (f"{url} (pipe {prefix}): not fetched yet, so it gives no machinetypes until vacd's "
-            "first fetch of it lands (vac config check --fetch fetches it now)")
 
 
 def _at(config: Config, mt: MachineType, option: str, message: str) -> Problem:

@@ -282,6 +282,7 @@ def machinetype_values(name: str, section: Mapping[str, RawValue], settings: Set
     if values["mb_per_processor"] is None:
         values["mb_per_processor"] = settings.mb_per_processor
         origins["mb_per_processor"] = settings.origins.get("mb_per_processor", "default")
+    _cap_disk(name, values, origins, settings, b)
     values["user_data_options"], values["user_data_files"] = _user_data_families(
         section, settings, origins, b)
     if not _check_machinetype(name, values, origins, settings, b):
@@ -296,6 +297,21 @@ def _defaults_from_others(values: Dict[str, Any], origins: Dict[str, str], name:
     if not values["machinegroup"]:
         values["machinegroup"] = values["accounting_fqan"] or name
         origins["machinegroup"] = "accounting_fqan" if values["accounting_fqan"] else "name"
+
+
+def _cap_disk(name: str, values: Dict[str, Any], origins: Dict[str, str], settings: Settings,
+              b: Builder) -> None:
+    """[settings] disk_gb_per_processor, when set, is the site's ceiling: a machinetype's or a
+    pipe's larger value is cut to it (issue 26 item 6), said once where it was given."""
+    ceiling, asked = settings.disk_gb_per_processor, values["disk_gb_per_processor"]
+    if ceiling is None or asked is None or asked <= ceiling:
+        return
+    b.warn(f"{asked} is more than the site's ceiling, [settings] disk_gb_per_processor = "
+           f"{ceiling}: VMs of {name} get {ceiling} GB per processor",
+           origins["disk_gb_per_processor"], "disk_gb_per_processor")
+    values["disk_gb_per_processor"] = ceiling
+    origins["disk_gb_per_processor"] = settings.origins.get("disk_gb_per_processor",
+                                                            "[settings]")
 
 
 def _user_data_families(section: Mapping[str, RawValue], settings: Settings,

@@ -38,6 +38,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 from vac import fsutil
 from vac.errors import StateError
 from vac.backends.libvirt.heartbeat import METADATA, MJF, ServiceHeartbeat
+from vac.backends.libvirt.unserved import Unserved
 from vac.machine import joboutputs
 from vac.machine.directory import MachineDir
 from vac.machine.slots import BRIDGE_ADDRESS, MAX_ADDRESSED_ORDINAL, METADATA_ADDRESS, machine_name
@@ -172,6 +173,7 @@ class MetadataService:
         self.max_put_bytes = max_put_bytes          # the joboutputs bounds: set from vac.conf
         self.max_total_bytes = max_total_bytes      # by the supervisor every cycle
         self.max_files = max_files
+        self.unserved = Unserved()
 
     def machine_for(self, peer: str) -> Optional[MachineDir]:
         """The live machine directory of the VM at this address, or None."""
@@ -192,6 +194,19 @@ class MetadataService:
     # GET ----------------------------------------------------------------------------------
 
     def get(self, peer: str, path: str) -> Reply:
+        """The answer to a GET; one that is not served is logged once (unserved.py)."""
+        reply = self._get(peer, path)
+        if reply.status == 404:
+            self.unserved.note("GET", peer, self.who(peer), path, reply.status)
+        return reply
+
+    def who(self, peer: str) -> str:
+        """The machine name a client address stands for, for log lines."""
+        ordinal = ordinal_from_address(self.client_address(peer))
+        name = self.slot_name(ordinal) if ordinal is not None else None
+        return name or "no slot of this factory"
+
+    def _get(self, peer: str, path: str) -> Reply:
         parts = split_path(path)
         directory = self.machine_for(peer) if parts is not None else None
         if directory is None or parts is None:

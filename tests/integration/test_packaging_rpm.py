@@ -221,10 +221,18 @@ def test_installed_vac_config_check_on_the_installed_example(root, tmp_path):
         body = "\n".join(line[1:] for line in f.read().splitlines()
                          if line.startswith("#[") or (line.startswith("#") and " = " in line
                                                       and not line.startswith("# "))
-                         and "total_processors" not in line)
+                         and "total_processors" not in line and "state_dir" not in line)
     body = body[:body.index("[vacuum_pipe atlas]")]
     conf.write_text(body.replace("[settings]\n", f"[settings]\nstate_dir = {tmp_path}/state\n"
                                  "factory_name = f1.example.com\n", 1))
+    # The example's user_data is a file in the machinetype's files/: until it is there,
+    # config check says so, resolved, and exits 1 (issue 23); then it is OK.
+    files = tmp_path / "state" / "machinetypes" / "example" / "files"
+    done = _installed(root, f"{root}/usr/bin/vac", "--config", str(conf), "config", "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"user_data: user_data (resolved: {files}/user_data) does not exist" in done.stderr
+    files.mkdir(parents=True)
+    (files / "user_data").write_text("#!/bin/sh\necho payload\n")
     done = _installed(root, f"{root}/usr/bin/vac", "--config", str(conf), "config", "check")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "configuration OK: space vac01.example.com" in done.stdout

@@ -17,6 +17,7 @@ import pytest
 
 from vac import cli, configcommand
 from vac.config import pipes
+from vac.ops import doctor
 from vac.host.facts import HostFacts
 
 HOST = HostFacts(fqdn="f1.example.com", processors=8, uid_of={"vacsngly": 990}.get,
@@ -256,3 +257,12 @@ def test_a_pipe_cannot_enlarge_disks_past_the_site_ceiling(tmp_path):
     assert [str(p.message) for p in config.findings if p.option == "disk_gb_per_processor"] == [
         "100 is more than the site's ceiling, [settings] disk_gb_per_processor = 20: VMs of "
         "p-big get 20 GB per processor"]
+
+
+def test_vac_doctor_names_each_warning_where_config_check_does(tmp_path):
+    mistake = next(m for m in MISTAKES if m.name.startswith("draining = true"))
+    conf = _write(tmp_path, mistake)
+    config = pipes.load_config([conf], HOST, update=False, now=1e9)
+    lines = doctor.config_lines(config, {})
+    assert [(c.name, c.detail) for c in lines[1:]] == [
+        ("config-warning", _expected(tmp_path, conf, mistake))]

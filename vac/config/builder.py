@@ -50,13 +50,19 @@ class Builder:
         if found not in self.notes:
             self.notes.append(found)
 
+    def _reported(self, origin: str, option: str) -> bool:
+        where = self.locate("", origin, option)
+        return any((p.file, p.section, p.option) == (where.file, where.section, where.option)
+                   for p in self.problems)
+
     def convert(self, opt: O.Option, value: str, origin: str, name: str) -> Any:
         try:
             converted = _convert(opt.kind, value)
         except ValueError as e:
             text = str(e) if opt.kind == "bool" else \
                 f"{value!r} is not a valid {_KIND_WORDS[opt.kind]}"
-            self.problem(text, origin, name)
+            if not self._reported(origin, name):    # a comment or a joined line: said once
+                self.problem(text, origin, name)
             return opt.default
         if opt.kind == "bool":
             otherwise = booleans.reads_otherwise(name, value, opt.legacy, opt.legacy_by)

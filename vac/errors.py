@@ -35,11 +35,12 @@ class Problem:
 
 
 class ConfigError(VacError):
-    """The configuration cannot be used; carries every problem found, each located."""
+    """The configuration cannot be used; carries every problem found, each located. Its text
+    (vacd's log, plan.json's config_error, `vac slots`) gives each as Problem.located()."""
 
     def __init__(self, problems: Sequence[Problem]):
         self.problems = tuple(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
+        super().__init__("; ".join(p.located() for p in self.problems))
 
 
 class ConfigMissing(ConfigError):

@@ -137,7 +137,7 @@ def test_a_nul_byte_is_a_located_config_error(tmp_path, host, extra, capsys):
                     + extra)
     with pytest.raises(ConfigError) as e:
         pipes.load_config([str(conf)], host, update=False, now=0.0)
-    assert f"{conf}:[settings]:" in str(e.value) and "NUL byte" in str(e.value)
+    assert f"{conf} [settings] " in str(e.value) and "NUL byte" in str(e.value)
     assert cli.main(["--config", str(conf), "config", "check"]) == 1
     assert "NUL byte" in capsys.readouterr().err
 

@@ -168,7 +168,7 @@ def test_section_type_word_is_case_insensitive(make_config):
 def test_unknown_machine_model(make_config):
     with pytest.raises(ConfigError) as e:
         make_config(SETTINGS + "[machinetype m]\nmachine_model = xen\n")
-    assert ":machine_model: unknown machine_model 'xen'" in str(e.value)
+    assert ":7 [machinetype m] machine_model: unknown machine_model 'xen'" in str(e.value)
 
 
 def test_docker_image_needs_docker_model(make_config):
@@ -180,7 +180,7 @@ def test_docker_image_needs_docker_model(make_config):
 def test_max_processors_below_min(make_config):
     with pytest.raises(ConfigError) as e:
         make_config(SETTINGS + "[machinetype m]\nmin_processors = 4\nmax_processors = 2\n")
-    assert ":max_processors:" in str(e.value)
+    assert ":8 [machinetype m] max_processors: " in str(e.value)   # FILE:LINE, as located
 
 
 def test_settings_user_data_options_apply_unless_overridden(make_config):
@@ -264,7 +264,7 @@ def test_bad_number_names_file_section_option(make_config, tmp_path):
 def test_bad_shutdown_time(make_config):
     with pytest.raises(ConfigError) as e:
         make_config(SETTINGS + "shutdown_time = tomorrow\n")
-    assert ":shutdown_time:" in str(e.value)
+    assert ":6 [settings] shutdown_time: " in str(e.value)
 
 
 def test_all_problems_reported_at_once(make_config):

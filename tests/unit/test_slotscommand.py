@@ -176,7 +176,7 @@ def scene_draining(w: World) -> None:
 def scene_rejected(w: World) -> None:
     _running(w, SLOTS[0])
     _running(w, SLOTS[1], "beta")
-    error = f"{w.conf}:[machinetype beta]:machine_model: unknown machine_model 'xen'"
+    error = f"{w.conf}:13 [machinetype beta] machine_model: unknown machine_model 'xen'"
     rejected = IdleReason(planfile.CONFIG_REJECTED, f"configuration rejected: {error}")
     w.plan(NOW - 15, {SLOTS[2]: rejected, SLOTS[3]: rejected},
            config_state=planfile.CONFIG_REJECTED_STATE, config_error=error)
@@ -212,7 +212,7 @@ def _rejecting(conf: str):
     golden files are about; test_a_rejected_configuration_... uses the real loader)."""
     def load(*args, **kw):
         raise ConfigError([Problem("unknown machine_model 'xen'", conf, "machinetype beta",
-                                   "machine_model")])
+                                   "machine_model", line=13)])
     return load
 
 
@@ -271,7 +271,7 @@ def test_a_rejected_configuration_shows_the_slots_from_the_state_directory(tmp_p
     lines = out.splitlines()
     assert code == 1
     assert lines[0].startswith("vacd not running: stopped after its last cycle")
-    assert "configuration rejected: <tmp>/vac.conf:[machinetype beta]:machine_model: " \
+    assert "configuration rejected: <tmp>/vac.conf:13 [machinetype beta] machine_model: " \
            "unknown machine_model 'xen'" in lines[0]
     assert [line.split()[0] for line in lines[3:7]] == SLOTS
     assert sum("Running" in line for line in lines[3:7]) == 2

@@ -46,6 +46,7 @@ LIBRARIES: Dict[str, Library] = {lib.module: lib for lib in (
 # backend name -> the modules its machines need (VMs: libvirt, the config drive, the domain XML)
 BACKEND_MODULES: Dict[str, Tuple[str, ...]] = {
     "docker": ("docker",),
+    "podman": ("docker",),      # its Docker-compatible API, through the docker SDK
     "libvirt": ("libvirt", "pycdlib", "jinja2"),
     "apptainer": ("spython",),
     "fake": (),

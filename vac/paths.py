@@ -86,6 +86,11 @@ class Paths:
         """The Docker tags vacd refreshes from their registries, read by `vac slots`."""
         return self._at("docker-images.json")
 
+    @property
+    def podman_images(self) -> str:
+        """The Podman backend's tags refreshed from their registries (as docker_images)."""
+        return self._at("podman-images.json")
+
     def image_version(self, cache_path: str) -> str:
         """The sha256 record of a cached root image ('+' never appears in a cached name)."""
         return cache_path + "+sha256"

@@ -12,13 +12,14 @@ BACKENDS = {
     "libvirt": ("vac.backends.libvirt.backend", "LibvirtBackend",
                 "libvirt-python (python3-libvirt)"),
     "docker": ("vac.backends.docker.backend", "DockerBackend", "docker (python3-docker)"),
+    "podman": ("vac.backends.podman.backend", "PodmanBackend", "docker (python3-docker)"),
     "apptainer": ("vac.backends.apptainer.backend", "ApptainerBackend", "spython"),
     "fake": ("vac.backends.fake", "FakeBackend", ""),
 }
 
 MODEL_BACKENDS = {
     "cernvm3": "libvirt", "cernvm4": "libvirt", "vm-raw": "libvirt",
-    "docker": "docker",
+    "docker": "docker", "podman": "podman",
     "singularity": "apptainer", "apptainer": "apptainer",
     "fake": "fake",
 }

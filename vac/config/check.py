@@ -205,7 +205,8 @@ def _check_ranges(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -
         if values[name] is not None and values[name] <= 0:
             b.problem("must be greater than 0", origins[name], name)
     for name in ("max_creations_per_cycle", "docker_parallel_creations",
-                 "apptainer_parallel_creations", "libvirt_parallel_creations"):
+                 "apptainer_parallel_creations", "libvirt_parallel_creations",
+                 "podman_parallel_creations"):
         if values[name] < 1:
             b.problem("must be at least 1", origins[name], name)
 
@@ -339,14 +340,15 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
                   f"{', '.join(m for m in O.MODELS if m != 'fake')})",
                   origins["machine_model"], "machine_model")
     image = v["root_image"] or ""
-    if image.startswith("docker://") and model != "docker":
-        b.problem("a docker:// root_image needs machine_model = docker",
+    if image.startswith("docker://") and model not in ("docker", "podman"):
+        b.problem("a docker:// root_image needs machine_model = docker (or podman)",
                   origins["root_image"], "root_image")
-    if model == "docker" and v["root_image"] and not image.startswith("docker://"):
-        b.problem("machine_model docker needs a root_image starting docker://",
+    if model in ("docker", "podman") and v["root_image"] and \
+            not image.startswith("docker://"):
+        b.problem(f"machine_model {model} needs a root_image starting docker://",
                   origins["root_image"], "root_image")
-    if model == "docker" and not v["root_image"]:
-        b.problem("machine_model docker needs a root_image (docker://IMAGE:TAG)",
+    if model in ("docker", "podman") and not v["root_image"]:
+        b.problem(f"machine_model {model} needs a root_image (docker://IMAGE:TAG)",
                   origins["machine_model"], "machine_model")
     _check_consistency(v, origins, b)
     if model in ("singularity", "apptainer") and not settings.singularity_user:

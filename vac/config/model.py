@@ -79,6 +79,8 @@ class Settings:
     pressure_io_full: Optional[float] = 40.0
     shed_memory_full: Optional[float] = None
     shed_grace_seconds: float = 60.0
+    podman_url: str = "unix:///run/podman/podman.sock"
+    podman_parallel_creations: int = 4
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

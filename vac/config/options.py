@@ -88,6 +88,10 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            legacy_by=EARLIER),
     Option("singularity_path", "str", "", backend="apptainer"),
     Option("docker_url", "str", "unix:///var/run/docker.sock", backend="docker"),
+    Option("podman_url", "str", "unix:///run/podman/podman.sock", backend="podman",
+           help="the Podman API socket (rootful: podman.socket's)"),
+    Option("podman_parallel_creations", "int", 4, backend="podman",
+           help="Podman containers created at once within a cycle"),
     Option("backend_timeout_seconds", "float", 30.0),
     Option("libvirt_uri", "str", "qemu:///system", backend="libvirt"),
     Option("libvirt_virt_type", "str", "auto", backend="libvirt"),
@@ -206,7 +210,8 @@ SECTION_KINDS = ("settings", "machinetype", "vmtype", "vacuum_pipe", "factories"
 # too (inherited by the pipe's machinetypes).
 PIPE_SECTION_OPTIONS = ("vacuum_pipe_url", "target_share")
 
-MODELS = ("cernvm3", "cernvm4", "vm-raw", "docker", "singularity", "apptainer", "fake")
+MODELS = ("cernvm3", "cernvm4", "vm-raw", "docker", "podman", "singularity", "apptainer",
+          "fake")
 
 
 def by_name(table: Tuple[Option, ...]) -> dict:

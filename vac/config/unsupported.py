@@ -12,7 +12,7 @@ from vac.config.model import Config
 from vac.errors import Problem
 
 VM_MODELS = ("cernvm3", "cernvm4", "vm-raw")
-CONTAINER_MODELS = ("docker", "singularity", "apptainer")
+CONTAINER_MODELS = ("docker", "podman", "singularity", "apptainer")
 
 # (option, value that does nothing or None for any value, reason)
 SETTINGS_NOTES = (
@@ -29,7 +29,7 @@ MACHINETYPE_NOTES = (
     ("container_command", CONTAINER_MODELS, "only containers run a command"),
     ("cvmfs_repositories", CONTAINER_MODELS,
      "only containers get /cvmfs bound in; VMs mount CernVM-FS themselves"),
-    ("tmp_binds", ("docker",), "only Docker containers get tmp_binds"),
+    ("tmp_binds", ("docker", "podman"), "only Docker and Podman containers get tmp_binds"),
 )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 from vac.space.client import Result
 
 MODEL_CLASS = {"cernvm3": "VM", "cernvm4": "VM", "vm-raw": "VM", "docker": "DC",
-               "singularity": "SC", "apptainer": "SC"}
+               "podman": "DC", "singularity": "SC", "apptainer": "SC"}
 
 
 # Above the original's columns (an addition: the original printed no header): each word over

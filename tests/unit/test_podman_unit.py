@@ -1,0 +1,137 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The Podman backend's own parts: registration of machine_model podman, its configuration
+(podman_url, podman_parallel_creations, docker:// images), conmon's cgroup under a machine's
+parent (removed first, its CPU seconds not charged to the machine), errors named podman, and
+the probe's reading of Podman's /version."""
+from __future__ import annotations
+
+import pytest
+
+from vac.backends import backend_for_model, get_backend_class
+from vac.backends.podman import backend as pb
+from vac.backends.podman.conmon import PodmanCgroups
+from vac.errors import BackendError, BackendUnavailable, ConfigError
+from vac.host import cgroups
+
+PARENT = "/vac/docker-1700000000_pod_factory1-03.example.com"
+
+
+def test_machine_model_podman_is_served_by_the_podman_backend():
+    assert backend_for_model("podman") == "podman"
+    cls = get_backend_class("podman")
+    assert cls is pb.PodmanBackend and cls.MODELS == frozenset({"podman"})
+    assert cls.NAME == "podman"
+
+
+def test_configuration_of_a_podman_machinetype(make_config):
+    conf = make_config("""
+        [settings]
+        vac_space = s.example.com
+        podman_parallel_creations = 2
+        [machinetype p]
+        machine_model = podman
+        root_image = docker://registry.example.com/payload:1
+        target_share = 1
+        """)
+    assert conf.settings.podman_url == "unix:///run/podman/podman.sock"
+    assert conf.settings.podman_parallel_creations == 2
+    backend = pb.PodmanBackend(conf.settings)
+    assert backend.url == "unix:///run/podman/podman.sock"
+    assert backend.parallel_creations() == 2
+    assert backend.images.status_path().endswith("/podman-images.json")
+
+
+@pytest.mark.parametrize("image, message", [
+    ("", "machine_model podman needs a root_image (docker://IMAGE:TAG)"),
+    ("/images/x.sif", "machine_model podman needs a root_image starting docker://"),
+])
+def test_a_podman_machinetype_needs_a_docker_image(make_config, image, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make_config(f"""
+            [settings]
+            vac_space = s.example.com
+            [machinetype p]
+            machine_model = podman
+            root_image = {image}
+            target_share = 1
+            """)
+
+
+def test_podman_parallel_creations_must_be_positive(make_config):
+    with pytest.raises(ConfigError, match="podman_parallel_creations: must be at least 1"):
+        make_config("[settings]\nvac_space = s.example.com\npodman_parallel_creations = 0\n")
+
+
+def test_errors_of_the_docker_code_are_named_podman():
+    with pytest.raises(BackendUnavailable) as e:
+        with pb.renamed():
+            raise BackendUnavailable("docker", "engine gone", "m-01.example.com")
+    assert e.value.backend == "podman" and e.value.machine == "m-01.example.com"
+    assert str(e.value) == "podman m-01.example.com: engine gone"
+    with pytest.raises(BackendError) as e:
+        with pb.renamed():
+            raise BackendError("docker", "cannot start container: x")
+    assert type(e.value) is BackendError and str(e.value) == "podman: cannot start container: x"
+    with pytest.raises(BackendError) as e:
+        with pb.renamed():
+            raise BackendError("libvirt", "not ours")
+    assert e.value.backend == "libvirt"
+
+
+def test_the_probe_knows_podman_by_its_version_components():
+    podman = {"Components": [{"Name": "Conmon", "Version": "2.1.6"},
+                             {"Name": "Podman Engine", "Version": "4.3.1"}],
+              "ApiVersion": "1.41"}
+    assert pb.engine_of(podman) == "Podman 4.3.1"
+    docker = {"Components": [{"Name": "Engine", "Version": "24.0.5"}], "Version": "24.0.5"}
+    assert pb.engine_of(docker) == ""
+    for garbled in (None, {}, {"Components": "x"}, {"Components": [1, "a", None]}):
+        assert pb.engine_of(garbled) == ""
+
+
+def tree(tmp_path, usage: dict) -> PodmanCgroups:
+    """A v2 tree with cpu.stat usage_usec at each path."""
+    root = tmp_path / "cgroup"
+    for path, usec in usage.items():
+        d = root / path.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "cpu.stat").write_text(f"usage_usec {usec}\nuser_usec 1\nsystem_usec 2\n")
+    return PodmanCgroups(hierarchies=cgroups.Hierarchies(v2=cgroups.Mount("/", str(root))))
+
+
+def test_conmons_cpu_is_not_charged_to_the_machine(tmp_path):
+    cg = tree(tmp_path, {PARENT: 5_000_000, f"{PARENT}/conmon": 250_000,
+                         f"{PARENT}/libpod-abc": 4_750_000})
+    assert cg.cpu_seconds(PARENT) == pytest.approx(4.75)
+    assert cg.cpu_seconds(f"{PARENT}/conmon") == pytest.approx(0.25)
+    plain = tree(tmp_path / "plain", {PARENT: 5_000_000})
+    assert plain.cpu_seconds(PARENT) == pytest.approx(5.0)
+    assert plain.cpu_seconds("/vac/docker-gone") is None
+
+
+def test_a_parent_is_removed_with_conmons_cgroup(tmp_path):
+    cg = tree(tmp_path, {PARENT: 1, f"{PARENT}/conmon": 1})
+    root = tmp_path / "cgroup"
+    for d in (root / PARENT.lstrip("/"), root / PARENT.lstrip("/") / "conmon"):
+        (d / "cpu.stat").unlink()              # a cgroup directory has no removable files
+    assert cg.remove(PARENT) == []
+    assert not (root / PARENT.lstrip("/")).exists()
+
+
+def test_a_busy_conmon_keeps_the_parent_and_says_which(tmp_path):
+    cg = tree(tmp_path, {f"{PARENT}/conmon": 1})     # conmon's cpu.stat: rmdir fails
+    left = cg.remove(PARENT)
+    assert left == [str(tmp_path / "cgroup" / PARENT.lstrip("/") / "conmon")]
+    assert (tmp_path / "cgroup" / PARENT.lstrip("/")).is_dir()
+
+
+def test_the_watcher_picks_the_die_events_of_containers():
+    from vac.backends.podman.watch import ended_machine
+
+    die = {"Type": "container", "Action": "die",
+           "Actor": {"Attributes": {"vac.machine": "m-01.example.com", "name": "x"}}}
+    assert ended_machine(die) == "m-01.example.com"
+    assert ended_machine({**die, "Action": None, "status": "die"}) == "m-01.example.com"
+    for other in ({**die, "Action": "start"}, {**die, "Type": "image"}, {**die, "Actor": None},
+                  {**die, "Actor": {"Attributes": "x"}}, None, "die", {}):
+        assert ended_machine(other) == "", other

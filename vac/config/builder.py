@@ -31,7 +31,7 @@ class Builder:
 
     @property
     def warnings(self) -> List[str]:
-        return [str(note) for note in self.notes]
+        return [note.located() for note in self.notes]     # FILE:LINE [SECTION] OPTION: ...
 
     def locate(self, message: str, origin: str = "", option: Optional[str] = None) -> Problem:
         """A Problem located at an origin "FILE [SECTION]" (and the option's line in it)."""

@@ -40,8 +40,7 @@ def run_checks(config: Config, now: Optional[float] = None) -> List[Check]:
 
 def config_lines(config: Config, used: dict) -> List[Check]:
     """The configuration's line: ok, or a warning with each warning on a line of its own."""
-    located = {str(p): p.located() for p in config.findings}    # FILE:LINE, as config check
-    warnings = [(located.get(text, text), WARNING_FIX) for text in config.warnings] + \
+    warnings = [(text, WARNING_FIX) for text in config.warnings] + \
         [(text, UNSUPPORTED_FIX) for text in unsupported_notes(config)]
     found = (f"{len(config.machinetypes)} machinetypes, backends "
              f"{' '.join(sorted(used)) or 'none'}; files: {', '.join(config.files)}")

@@ -7,7 +7,7 @@ it), and machines created on the real path, vac.cycle.creation.create_machine (s
 user_data, backend.create, started/heartbeat). Machinetype `run` keeps running (a shell loop
 that sleeps and burns a little CPU) until destroyed; machinetype `exit` exits at once.
 
-fake always runs; docker, apptainer and libvirt need their engine (require_engine: a missing
+fake always runs; docker, podman, apptainer and libvirt need their engine (require_engine: a missing
 engine is a failure under CI=true). One running machine per backend is shared by the
 read-only checks (module scope: a libvirt guest costs seconds); every other check makes and
 destroys its own. Teardown destroys what both factories list, then sweeps the engine for
@@ -213,20 +213,26 @@ class DockerHarness(Harness):
             self.config.settings, docker_url="unix:///nonexistent/vac-contract/docker.sock"))
 
     def prepare(self) -> None:
+        self._prepare(DOCKER_URL, "setup-docker.sh")
+
+    def _prepare(self, url: str, setup: str) -> None:
         import docker
 
-        api = docker.APIClient(base_url=DOCKER_URL, timeout=30)
+        api = docker.APIClient(base_url=url, timeout=30)
         try:
             api.inspect_image(DOCKER_IMAGE)
         except docker.errors.ImageNotFound:
-            pytest.fail(f"image {DOCKER_IMAGE} missing: run scripts/ci/setup-docker.sh")
+            pytest.fail(f"image {DOCKER_IMAGE} missing: run scripts/ci/{setup}")
         finally:
             api.close()
 
     def sweep(self) -> None:
+        self._sweep(DOCKER_URL)
+
+    def _sweep(self, url: str) -> None:
         import docker
 
-        api = docker.APIClient(base_url=DOCKER_URL, timeout=30)
+        api = docker.APIClient(base_url=url, timeout=30)
         try:
             for factory in (self.factory, self.other_factory):
                 for c in api.containers(all=True, filters={"label": f"vac.factory={factory}"}):
@@ -235,6 +241,30 @@ class DockerHarness(Harness):
             pass
         finally:
             api.close()
+
+
+class PodmanHarness(DockerHarness):
+    """The rootful Podman of scripts/ci/setup-podman.sh, through its Docker-compatible API."""
+
+    NAME = "podman"
+    URL = "unix:///run/podman/podman.sock"
+    SETTINGS = f"mb_per_processor = 64\npodman_url = {URL}\nbackend_timeout_seconds = 20"
+    MACHINETYPE = f"machine_model = podman\nroot_image = docker://{DOCKER_IMAGE}"
+
+    def new_backend(self, settings=None) -> Backend:
+        from vac.backends.podman.backend import PodmanBackend
+
+        return PodmanBackend(settings or self.config.settings)
+
+    def broken_backend(self) -> Backend:
+        return self.new_backend(dataclasses.replace(
+            self.config.settings, podman_url="unix:///nonexistent/vac-contract/podman.sock"))
+
+    def prepare(self) -> None:
+        self._prepare(self.URL, "setup-podman.sh")
+
+    def sweep(self) -> None:
+        self._sweep(self.URL)
 
 
 class ApptainerHarness(Harness):
@@ -335,9 +365,11 @@ class LibvirtHarness(Harness):
             conn.close()
 
 
-HARNESSES = {h.NAME: h for h in (FakeHarness, DockerHarness, ApptainerHarness, LibvirtHarness)}
+HARNESSES = {h.NAME: h for h in (FakeHarness, DockerHarness, PodmanHarness, ApptainerHarness,
+                                 LibvirtHarness)}
 BACKENDS = [pytest.param("fake", id="fake"),
             pytest.param("docker", id="docker", marks=pytest.mark.docker),
+            pytest.param("podman", id="podman", marks=pytest.mark.podman),
             pytest.param("apptainer", id="apptainer",
                          marks=[pytest.mark.apptainer, pytest.mark.root]),
             pytest.param("libvirt", id="libvirt", marks=pytest.mark.libvirt)]

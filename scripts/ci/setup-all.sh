@@ -26,6 +26,7 @@ run_step docker bash "$here/setup-docker.sh"
 run_step registry bash "$here/setup-registry.sh"
 run_step podman bash "$here/setup-podman.sh"   # Podman + its API socket (issue 32)
 run_step libvirt bash "$here/setup-libvirt.sh"
+run_step cloudinit bash "$here/setup-cloudinit.sh"   # Debian's cloud-init, unpacked (issue 28)
 run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"
 run_step v2-guest bash "$here/build-v2-guest.sh"   # the cgroup v2 guest (issue 17)

@@ -15,6 +15,8 @@ Paths (any YYYY-MM-DD, "1.0" or "latest" as <v>; "//" folded; "." and ".." refus
                                         placement/, public-keys/, public-keys/0/openssh-key
     /<v>/meta-data/{ami-id,instance-id} job_id (the domain UUID)
     /<v>/meta-data/public-keys/0/openssh-key   the root public key
+    /<v>/meta-data/network/...          the VM's interface (cloudmeta.py); OpenStack
+                                        vendor_data.json, vendor_data2.json: {}
     /machinefeatures[/], /jobfeatures[/]       HTML listing; /machinefeatures/KEY raw value
     PUT /joboutputs/NAME                one component, Content-Length required -> 201
 
@@ -37,6 +39,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 from vac import fsutil
 from vac.errors import StateError
+from vac.backends.libvirt import cloudmeta
 from vac.backends.libvirt.heartbeat import METADATA, MJF, ServiceHeartbeat
 from vac.backends.libvirt.unserved import Unserved
 from vac.machine import joboutputs
@@ -219,7 +222,8 @@ class MetadataService:
             if len(parts) == 1:
                 return text_reply("\n".join(OPENSTACK_VERSIONS))
             return self._versioned(directory, parts[1], parts[2:], openstack=True)
-        return self._versioned(directory, parts[0], parts[1:], openstack=False)
+        ordinal = ordinal_from_address(self.client_address(peer))
+        return self._versioned(directory, parts[0], parts[1:], openstack=False, ordinal=ordinal)
 
     def _mjf(self, directory: MachineDir, parts: Sequence[str]) -> Reply:
         if len(parts) == 1:
@@ -232,7 +236,7 @@ class MetadataService:
         return NOT_FOUND
 
     def _versioned(self, directory: MachineDir, version: str, rest: Sequence[str],
-                   openstack: bool) -> Reply:
+                   openstack: bool, ordinal: Optional[int] = None) -> Reply:
         if not VERSION_RE.fullmatch(version):
             return NOT_FOUND
         user_data = directory.read("user_data", USER_DATA_LIMIT)
@@ -248,14 +252,19 @@ class MetadataService:
             body = json.dumps(meta_data(directory, self.factory_name), sort_keys=True)
             return text_reply(body, "application/json")
         if head == "meta-data":
-            return self._ec2_meta_data(directory, rest[1:])
+            return self._ec2_meta_data(directory, rest[1:], ordinal)
+        if openstack and head in cloudmeta.OPENSTACK_EMPTY and len(rest) == 1:
+            return text_reply("{}", "application/json")
         return NOT_FOUND
 
-    def _ec2_meta_data(self, directory: MachineDir, rest: Sequence[str]) -> Reply:
+    def _ec2_meta_data(self, directory: MachineDir, rest: Sequence[str],
+                       ordinal: Optional[int]) -> Reply:
         key = public_key(directory)
         leaf = "/".join(rest)
+        network = cloudmeta.ec2_network(ordinal)
         if not rest:
             names = ["ami-id", "hostname", "instance-id", "local-hostname", "placement/"]
+            names += ["network/"] if network else []
             if key:
                 names += ["public-keys/", "public-keys/0/openssh-key"]
             return text_reply("\n".join(names))
@@ -266,6 +275,7 @@ class MetadataService:
             "public-keys": f"0={PUBLIC_KEY_NAME}" if key else None,
             "public-keys/0": "openssh-key" if key else None,
             "public-keys/0/openssh-key": key,
+            **network,
         }
         value = values.get(leaf)
         return NOT_FOUND if value is None else text_reply(value)

@@ -135,3 +135,23 @@ def test_the_watcher_picks_the_die_events_of_containers():
     for other in ({**die, "Action": "start"}, {**die, "Type": "image"}, {**die, "Actor": None},
                   {**die, "Actor": {"Attributes": "x"}}, None, "die", {}):
         assert ended_machine(other) == "", other
+
+
+def test_removal_waits_for_conmon_to_leave_its_cgroup(tmp_path):
+    root = tmp_path / "cgroup"
+    conmon = root / PARENT.lstrip("/") / "conmon"
+    conmon.mkdir(parents=True)
+    procs = conmon / "cgroup.procs"
+    procs.write_text("4242\n")
+    slept = []
+
+    class ExitingConmon(cgroups.CgroupFS):
+        def sleep(self, seconds):
+            slept.append(seconds)
+            if len(slept) == 3:             # conmon leaves; the kernel empties the file
+                procs.unlink()
+
+    cg = PodmanCgroups(hierarchies=cgroups.Hierarchies(v2=cgroups.Mount("/", str(root))),
+                       fs=ExitingConmon())
+    assert cg.remove(PARENT) == []
+    assert len(slept) == 3 and not (root / PARENT.lstrip("/")).exists()

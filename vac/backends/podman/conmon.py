@@ -15,11 +15,13 @@ Every other cgroup path is passed through unchanged.
 from __future__ import annotations
 
 import posixpath
+import time
 from typing import List, Optional
 
-from vac.host.cgroups import Cgroups
+from vac.host.cgroups import Cgroups, host_path
 
 CONMON = "conmon"
+EXIT_SECONDS = 10.0    # how long conmon may take to leave once its container is removed
 
 
 class PodmanCgroups(Cgroups):
@@ -32,9 +34,25 @@ class PodmanCgroups(Cgroups):
         child = posixpath.join(cgroup_path, CONMON)
         return child if super().exists(child) else None
 
+    def _busy(self, cgroup_path: str) -> bool:
+        """Has a cgroup processes still, in any hierarchy?"""
+        for mount in self.hierarchies.mounts():
+            directory = host_path(mount, cgroup_path)
+            if directory is None or not self.fs.isdir(directory):
+                continue
+            try:
+                if self.fs.read(posixpath.join(directory, "cgroup.procs")).strip():
+                    return True
+            except OSError:
+                continue
+        return False
+
     def remove(self, cgroup_path: str) -> List[str]:
         conmon = self._conmon(cgroup_path)
         if conmon is not None:
+            deadline = time.monotonic() + EXIT_SECONDS
+            while self._busy(conmon) and time.monotonic() < deadline:
+                self.fs.sleep(0.1)      # conmon outlives its container's removal briefly
             left = super().remove(conmon)
             if left:
                 return left

@@ -323,3 +323,15 @@ def test_missing_socket_is_unavailable_naming_podman(paths, make_backend, tmp_pa
     with pytest.raises(BackendUnavailable) as e:
         backend.list_machines()
     assert e.value.backend == "podman" and str(e.value).startswith("podman: ")
+
+
+def test_doctor_finds_the_engine_and_the_image(make_backend):
+    from vac.ops import backendchecks
+    from vac.ops.checks import OK
+
+    backend = usable(make_backend())
+    mts = list(backend.config.machinetypes.values())
+    lines = {c.name: c for c in backendchecks.for_backend("podman", mts, backend.settings)}
+    assert lines["podman-engine"].status == OK
+    assert lines["podman-engine"].detail.startswith("Podman ")
+    assert lines["image pod"].status == OK and IMAGE in lines["image pod"].detail

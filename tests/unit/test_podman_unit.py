@@ -155,3 +155,34 @@ def test_removal_waits_for_conmon_to_leave_its_cgroup(tmp_path):
                        fs=ExitingConmon())
     assert cg.remove(PARENT) == []
     assert len(slept) == 3 and not (root / PARENT.lstrip("/")).exists()
+
+
+def test_doctor_says_podman_oom_kills_are_not_seen_on_cgroup_v1():
+    from vac.ops import backendchecks
+    from vac.ops.checks import OK, WARN
+
+    v1 = backendchecks.podman_oom(1)
+    assert v1.name == "podman-oom" and v1.status == WARN and "not seen" in v1.detail
+    assert backendchecks.podman_oom(2).status == OK
+
+
+def test_doctor_asks_podman_for_images_at_podman_url(make_config):
+    from vac.ops import backendchecks
+    from vac.ops.checks import FAIL
+
+    conf = make_config("""
+        [settings]
+        vac_space = s.example.com
+        podman_url = unix:///nonexistent/vac-doctor/podman.sock
+        [machinetype p]
+        machine_model = podman
+        root_image = docker://registry.example.com/payload:1
+        target_share = 1
+        """)
+    lines = backendchecks.for_backend("podman", list(conf.machinetypes.values()),
+                                      conf.settings)
+    assert lines[0].name == "podman-engine" and lines[0].status == FAIL
+    assert "Podman API not reachable at unix:///nonexistent/vac-doctor/podman.sock" in \
+        lines[0].detail
+    assert lines[0].fix == backendchecks.ENGINE_FIXES["podman"]
+    assert [c.name for c in lines[1:]] == ["image p", "podman-oom"]

@@ -20,7 +20,9 @@ from vac.ops.checks import FAIL, OK, WARN, Check
 ENGINE_FIXES = {    # when the library is there and the engine does not answer
     "docker": "start the engine (systemctl start docker) or set docker_url",
     "libvirt": "start libvirtd (systemctl start libvirtd) or set libvirt_uri",
+    "podman": "start Podman's API (systemctl enable --now podman.socket) or set podman_url",
 }
+ENGINE_URLS = {"docker": "docker_url", "podman": "podman_url"}   # engines of the Docker API
 APPTAINER_BINARY_FIX = "install apptainer (dnf install apptainer), or set singularity_path " \
                        "to its binary"
 CGROUP_FIX = "run vacd as root on a host whose cgroup controllers are delegated"
@@ -69,8 +71,9 @@ def engine_fix(name: str, settings: Settings, version: Optional[str]) -> str:
     return f"run {binary} version by hand and correct what it says"
 
 
-def docker_image(mt: MachineType, settings: Settings) -> Check:
-    """The image is in the engine already, else the registry knows it (no pull)."""
+def docker_image(mt: MachineType, settings: Settings, engine: str = "docker") -> Check:
+    """The image is in the engine (Docker, or Podman's compatible API) already, else the
+    registry knows it (no pull)."""
     name = f"image {mt.name}"
     try:
         from vac.backends.docker.spec import image_of
@@ -82,12 +85,13 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
     try:
         import docker
     except ImportError:
-        missing = optional.MissingLibrary.of(f"machine_model = docker (machinetype {mt.name})",
-                                             "docker")
+        missing = optional.MissingLibrary.of(f"machine_model = {engine} (machinetype "
+                                             f"{mt.name})", "docker")
         return Check(name, FAIL, missing.text(), missing.package)
     api = None
     try:
-        api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
+        api = docker.APIClient(base_url=getattr(settings, ENGINE_URLS[engine]),
+                               timeout=PROBE_TIMEOUT)
         try:
             api.inspect_image(ref)
             return Check(name, OK, f"{ref} present in the engine")
@@ -97,18 +101,18 @@ def docker_image(mt: MachineType, settings: Settings) -> Check:
             api.inspect_distribution(ref)
         except Exception as e:  # noqa: BLE001 (registry errors of every kind are the answer)
             return Check(name, FAIL, f"{ref} is not in the engine and cannot be pulled: "
-                         f"{_one_line(e)}", f"docker pull {ref}, or correct root_image")
+                         f"{_one_line(e)}", f"{engine} pull {ref}, or correct root_image")
         return Check(name, WARN, f"{ref} not in the engine; the registry has it (pulled at the "
-                     "first creation)", f"docker pull {ref} to save the first creation's wait")
+                     "first creation)", f"{engine} pull {ref} to save the first creation's wait")
     except Exception as e:  # noqa: BLE001 (the engine check says why the engine is down)
         return Check(name, FAIL, f"cannot ask the engine about {ref}: {_one_line(e)}",
-                     ENGINE_FIXES["docker"])
+                     ENGINE_FIXES[engine])
     finally:
         if api is not None:
             api.close()
 
 
-def docker_network(mt: MachineType, settings: Settings) -> Check:
+def docker_network(mt: MachineType, settings: Settings, engine: str = "docker") -> Check:
     """The machinetype's docker_network exists; on macvlan/ipvlan, every slot has an address."""
     name = f"network {mt.name}"
     from vac.backends.docker.network import attachment
@@ -118,7 +122,8 @@ def docker_network(mt: MachineType, settings: Settings) -> Check:
     try:
         import docker
 
-        api = docker.APIClient(base_url=settings.docker_url, timeout=PROBE_TIMEOUT)
+        api = docker.APIClient(base_url=getattr(settings, ENGINE_URLS[engine]),
+                               timeout=PROBE_TIMEOUT)
         try:
             attrs = api.inspect_network(mt.docker_network)
         except docker.errors.NotFound:
@@ -135,10 +140,25 @@ def docker_network(mt: MachineType, settings: Settings) -> Check:
         return Check(name, OK, f"{mt.docker_network}: {attrs.get('Driver')}{where}")
     except Exception as e:  # noqa: BLE001 (the engine check says why the engine is down)
         return Check(name, FAIL, f"cannot ask the engine about network {mt.docker_network}: "
-                     f"{_one_line(e)}", ENGINE_FIXES["docker"])
+                     f"{_one_line(e)}", ENGINE_FIXES[engine])
     finally:
         if api is not None:
             api.close()
+
+
+def podman_oom(version: Optional[int] = None) -> Check:
+    """Can OOM kills of Podman machines be told on this host? Not on cgroup v1: Podman's
+    conmon reports none there, and the kernel counts them in the container's own memory
+    cgroup, which Podman removes at the exit (on v2 the parent's memory.events keeps them)."""
+    if version is None:
+        from vac.host.cgroups import Cgroups
+
+        version = Cgroups().hierarchies.version
+    if version == 1:
+        return Check("podman-oom", WARN, "cgroup v1: an OOM kill in a Podman machine is not "
+                     "seen (no 700 shutdown_message; the machine just ends)",
+                     "run Podman machines on a cgroup v2 host (EL9's default), or Docker ones")
+    return Check("podman-oom", OK, "cgroup v2: OOM kills counted in each machine's parent")
 
 
 def file_image(mt: MachineType, settings: Settings) -> Check:
@@ -249,10 +269,11 @@ def for_backend(name: str, machinetypes: List[MachineType], settings: Settings,
     """Every check of one backend: engine, images, and what only it needs."""
     lines = [engine(name, settings)]
     usable = lines[0].status != FAIL
-    if name == "docker" and usable:
-        lines += [docker_image(mt, settings) for mt in machinetypes]
-        lines += [docker_network(mt, settings) for mt in machinetypes if mt.docker_network]
-    elif name == "docker":
+    if name in ENGINE_URLS and usable:
+        lines += [docker_image(mt, settings, name) for mt in machinetypes]
+        lines += [docker_network(mt, settings, name) for mt in machinetypes
+                  if mt.docker_network]
+    elif name in ENGINE_URLS:
         lines += [Check(f"image {mt.name}", WARN, "not checked: the engine is not usable")
                   for mt in machinetypes]
     elif name in ("libvirt", "apptainer"):      # a file or a URL: no engine needed
@@ -261,4 +282,6 @@ def for_backend(name: str, machinetypes: List[MachineType], settings: Settings,
         lines.append(nat_network(settings))
     if name == "apptainer":
         lines += apptainer_user(settings)
+    if name == "podman":
+        lines.append(podman_oom())
     return lines + (extra or [])

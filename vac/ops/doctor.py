@@ -61,7 +61,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
         ("libraries", lambda: libraries(config))]
     for mt in config.machinetypes.values():
         groups.append((f"files {mt.name}", lambda mt=mt: filechecks.machinetype_files(mt)))
-    if used.keys() & {"docker", "apptainer"}:
+    if used.keys() & {"docker", "podman", "apptainer"}:
         groups.append(("cgroups", checks.cgroup_setup))
     for name in sorted(used):
         groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))

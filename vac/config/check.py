@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[a-z0-9-]+$")
 KEY_RE = re.compile(r"^[a-z0-9_]+$")
 DEVICE_RE = re.compile(r"^[a-z0-9]+$")
+SMBIOS_RE = re.compile(r"[ -~]{1,64}")   # printable ASCII: an SMBIOS string QEMU passes on
 HOSTPORT_RE = re.compile(r"^[a-z0-9.-]+:[0-9]+$")
 JOBOUTPUTS_CEILINGS = (("joboutputs_file_mb", 256), ("joboutputs_machine_mb", 4096),
                        ("joboutputs_machine_files", 4096))
@@ -370,6 +371,11 @@ def _check_machinetype(name: str, v: Dict[str, Any], origins: Dict[str, str],
     if grace is not None and grace < 0:
         b.problem("must not be negative", origins["shutdown_message_grace_seconds"],
                   "shutdown_message_grace_seconds")
+    product = v.get("smbios_product")
+    if product is not None and not SMBIOS_RE.fullmatch(product):
+        b.warn(f"smbios_product {product[:80]!r} must be 1 to 64 printable ASCII characters; "
+               f"machinetype {name} skipped", origins["smbios_product"], "smbios_product")
+        return False
     for opt in ("root_device", "scratch_device"):
         if not DEVICE_RE.match(v[opt]):
             b.warn(f"{opt} {v[opt]!r} must use only a-z and 0-9; machinetype {name} skipped",

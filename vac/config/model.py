@@ -147,6 +147,7 @@ class MachineType:
     user_data_files: Mapping[str, str] = field(default_factory=dict)
     pipe: Optional[str] = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+    smbios_product: Optional[str] = None
 
     def files_path(self, name: str) -> str:
         """A machinetype file: absolute as given, else under <machinetype_path>/files/."""

@@ -184,6 +184,8 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("kernel", "str", None, backend="libvirt"),
     Option("initrd", "str", None, backend="libvirt"),
     Option("cmdline", "str", None, backend="libvirt"),
+    Option("smbios_product", "str", None, backend="libvirt", from_pipe=True,
+           help="the VMs' SMBIOS system product name, e.g. OpenStack Nova (issue 28)"),
     Option("fake_run_seconds", "float", 3600.0, backend="fake"),
     Option("fake_create_error", "str", None, backend="fake"),
     Option("fake_cpu_per_second", "float", 0.5, backend="fake"),

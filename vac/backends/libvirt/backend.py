@@ -303,7 +303,7 @@ class LibvirtBackend(Backend):
             vnc_port=spec.slot.vnc_port, console_log=spec.directory.file(CONSOLE_LOG),
             disks=tuple(disks), boot_dev="cdrom" if spec.model != "vm-raw" else "hd",
             kernel=kernel, initrd=initrd, cmdline=mt.cmdline if kernel else None,
-            nwfilter=NWFILTER if has_filter else None)
+            nwfilter=NWFILTER if has_filter else None, smbios_product=mt.smbios_product)
 
     def _disks(self, spec: MachineSpec) -> Tuple[List[Disk], List[str], bool]:
         """(disks, temporary files to unlink after createXML, whether an LV was made)."""

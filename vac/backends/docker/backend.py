@@ -11,20 +11,21 @@ keeps the container's CPU seconds after the container has ended (§5.3 read cpua
 live container only). What the engine is asked for (labels, mounts, limits) is built by
 vac.backends.docker.spec.
 
-The `docker` package is imported lazily: importing this module never needs it, and probe()
-says what to install. Every docker/requests exception becomes BackendError, or
-BackendUnavailable when the engine cannot be reached.
+The `docker` package is imported lazily (vac.backends.docker.engine): importing this module
+never needs it, and probe() says what to install. Every docker/requests exception becomes
+BackendError, or BackendUnavailable when the engine cannot be reached.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.docker import cgroupparent, network, vac03
+from vac.backends.docker import cgroupparent, console, network, vac03
+from vac.backends.docker.engine import boundary, describe
+from vac.backends.docker.engine import sdk as _sdk
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
     CVMFS,
@@ -46,8 +47,6 @@ from vac.machine.directory import MachineDir, MachineState
 
 log = logging.getLogger(__name__)
 
-CONSOLE_LIMIT = 64 * 1024
-CONSOLE_TAIL_ENTRIES = 8192
 PROBE_TIMEOUT = 5.0
 # Crash points (vac.faults) of the tests: the engine made the parent, nothing names it yet;
 # the container is removed, its parent not yet.
@@ -56,33 +55,6 @@ CRASH_BEFORE_PARENT_REMOVAL = "docker:after-remove"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
 STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
           "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
-
-
-def _sdk() -> Any:
-    """The docker package, imported on first use."""
-    try:
-        import docker
-    except ImportError as e:
-        raise BackendUnavailable(NAME, optional.for_backend(NAME, "docker").text()) from e
-    return docker
-
-
-def _foreign_errors() -> Tuple[tuple, tuple]:
-    """(engine unreachable, other failure) exception classes of docker, requests, urllib3."""
-    docker = _sdk()
-    import requests
-    import urllib3
-
-    unreachable = (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                   urllib3.exceptions.HTTPError)
-    failed = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
-    return unreachable, failed
-
-
-def describe(e: BaseException) -> str:
-    """The most useful one-line text of a docker/requests exception."""
-    text = getattr(e, "explanation", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())
 
 
 # Reading the engine's answers ----------------------------------------------------------------
@@ -123,20 +95,9 @@ class DockerBackend(Backend):
     def _unreachable(self, e: BaseException) -> str:
         return f"Docker engine not reachable at {self.url}: {describe(e)}"
 
-    @contextlib.contextmanager
-    def _boundary(self, what: str, machine: Optional[str] = None) -> Iterator[None]:
+    def _boundary(self, what: str, machine: Optional[str] = None) -> Any:
         """Turn docker/requests/OS exceptions into BackendError/BackendUnavailable."""
-        try:
-            yield
-        except BackendError:
-            raise
-        except Exception as e:
-            unreachable, failed = _foreign_errors()
-            if isinstance(e, unreachable):
-                raise BackendUnavailable(NAME, self._unreachable(e), machine) from e
-            if isinstance(e, failed):
-                raise BackendError(NAME, f"{what}: {describe(e)}", machine) from e
-            raise
+        return boundary(what, machine, self._unreachable)
 
     def _client(self) -> Any:
         """The low-level API client (timeout on every call), connected on first use."""
@@ -493,23 +454,8 @@ class DockerBackend(Backend):
             log.warning("%s: cannot update backend.json: %s", directory.name, e)
 
     def _save_console(self, container_id: str, directory: MachineDir) -> None:
-        """The last CONSOLE_LIMIT bytes of the container's log -> console.log (atomic)."""
-        kept = bytearray()
-        deadline = time.monotonic() + self.timeout
         with self._boundary("logs", directory.name):
-            stream = self._client().logs(container_id, stdout=True, stderr=True, stream=True,
-                                         follow=False, tail=CONSOLE_TAIL_ENTRIES)
-            try:
-                for chunk in stream:
-                    kept += chunk
-                    if len(kept) > 2 * CONSOLE_LIMIT:
-                        del kept[:-CONSOLE_LIMIT]
-                    if time.monotonic() > deadline:
-                        break
-            finally:
-                with contextlib.suppress(Exception):
-                    stream.close()
-        directory.write("console.log", bytes(kept[-CONSOLE_LIMIT:]))
+            console.save(self._client(), container_id, directory, self.timeout)
 
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
         docker = _sdk()

@@ -270,3 +270,16 @@ def test_vac_doctor_names_each_warning_where_config_check_does(tmp_path):
     lines = doctor.config_lines(config, {})
     assert [(c.name, c.detail) for c in lines[1:]] == [
         ("config-warning", _expected(tmp_path, conf, mistake))]
+
+
+@pytest.mark.parametrize("name,status", [("min_processors over a superslot", "FAIL"),
+                                         ("min_processors over the host", "FAIL"),
+                                         ("share 0", "warn")])
+def test_vac_doctor_says_what_config_check_says_of_the_host(tmp_path, name, status):
+    mistake = next(m for m in MISTAKES if m.name == name)
+    conf = _write(tmp_path, mistake)
+    config = pipes.load_config([conf], HOST, update=False, now=1e9)
+    assert [(c.name, c.status, c.detail) for c in doctor.machinetype_fit(config)] == [
+        ("machinetype-fit", status, _expected(tmp_path, conf, mistake))]
+    good = _write(tmp_path, Mistake("", "", "", 0, 0, "", "", ""))
+    assert doctor.machinetype_fit(pipes.load_config([good], HOST, update=False, now=1e9)) == []

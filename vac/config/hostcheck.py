@@ -74,9 +74,17 @@ def unreadable(path: str, directory_ok: bool = False) -> Tuple[Optional[str], Op
 
 def check(config: Config) -> Findings:
     """Everything this host lacks for the configuration to work as written."""
+    found = fit(config)
+    for _, mt in sorted(config.machinetypes.items()):
+        _files(config, mt, found)
+    return found
+
+
+def fit(config: Config) -> Findings:
+    """check() without the files (vac doctor checks those its own way): processors enough for
+    each machinetype's smallest machine, and every share of 0 named."""
     found = Findings()
     for name, mt in sorted(config.machinetypes.items()):
-        _files(config, mt, found)
         _processors(config, mt, found)
         if mt.target_share <= 0:
             found.warnings.append(_at(config, mt, "target_share",

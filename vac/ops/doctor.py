@@ -17,7 +17,7 @@ import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from vac import optional
-from vac.config import load, pipes
+from vac.config import hostcheck, load, pipes
 from vac.config.load import config_files
 from vac.config.model import Config, MachineType, RawConfig, Settings
 from vac.config.unsupported import notes as unsupported_notes
@@ -51,6 +51,18 @@ def config_lines(config: Config, used: dict) -> List[Check]:
         [Check("config-warning", WARN, text, fix) for text, fix in warnings]
 
 
+def machinetype_fit(config: Config) -> List[Check]:
+    """What `vac config check` finds of the machinetypes against this host, files apart (the
+    files lines check those): a smallest machine larger than the host or a superslot, a share
+    of 0. Nothing to say: no line."""
+    found = hostcheck.fit(config)
+    return [Check("machinetype-fit", FAIL, p.located(), "lower min_processors, or raise "
+                  "the limit it names (on a host that has the processors)")
+            for p in found.errors] + \
+        [Check("machinetype-fit", WARN, p.located(), "give it a target_share above 0, or "
+               "remove it") for p in found.warnings]
+
+
 def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]:
     """What this host has for the configuration: vacd, state directory, clock, libraries,
     the machinetypes' files, cgroups, engines and images, ports."""
@@ -59,6 +71,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
     groups: List[Tuple[str, Callable[[], List[Check]]]] = [
         ("state-dir", lambda: checks.state_dir(s)), ("clock", lambda: checks.clock(now)),
         ("libraries", lambda: libraries(config))]
+    groups.append(("machinetype-fit", lambda: machinetype_fit(config)))
     for mt in config.machinetypes.values():
         groups.append((f"files {mt.name}", lambda mt=mt: filechecks.machinetype_files(mt)))
     if used.keys() & {"docker", "podman", "apptainer"}:

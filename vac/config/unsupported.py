@@ -24,7 +24,6 @@ SETTINGS_NOTES = (
 MACHINETYPE_NOTES = (
     ("root_device", VM_MODELS, "only VMs have a root disk device"),
     ("scratch_device", VM_MODELS, "only VMs have a scratch disk device"),
-    ("disk_gb_per_processor", VM_MODELS, "only VMs get disks sized by Vac"),
     ("image_signing_dn", ("cernvm3", "cernvm4"), "only CernVM ISO images carry a signature"),
     ("container_command", CONTAINER_MODELS, "only containers run a command"),
     ("cvmfs_repositories", CONTAINER_MODELS,

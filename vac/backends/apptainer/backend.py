@@ -43,6 +43,7 @@ from vac.backends.apptainer.launch import (
     spython_bind_args,
 )
 from vac.backends.apptainer.watch import ProcessWatcher, running_machines
+from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
 from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
@@ -176,6 +177,8 @@ class ApptainerBackend(Backend):
         has_user_data = prepare.prepare_directory(self.NAME, spec, user)
         specs = bind_specs(directory.path, bool(spec.machinetype.cvmfs_repositories),
                            has_user_data)
+        area = scratchmount.make(spec, self.NAME)   # issue 29: bounded /scratch
+        specs += [f"{area}:{scratchmount.CONTAINER_PATH}:rw"] if area else []
         prepare.check_sources(self.NAME, spec.name, specs, [image], user, groups)
         argv = build_argv(binary, image, directory.path, spec.name, command,
                           spython_bind_args(specs))
@@ -411,6 +414,7 @@ class ApptainerBackend(Backend):
         elif record.get("backend") == self.NAME and self._head_alive(record):
             procs.kill_all([record["pid"]], self.cgroup_fs.kill)
         self._kill_and_remove(name, cgroup)
+        scratchmount.remove(self.settings, directory, self.NAME)
 
     def _kill_and_remove(self, name: str, cgroup: MachineCgroup) -> None:
         try:
@@ -453,6 +457,9 @@ class ApptainerBackend(Backend):
 
     def parallel_creations(self) -> int:
         return self.settings.apptainer_parallel_creations
+
+    def release_leftovers(self, machines_dir: str, factory_name: str) -> List[str]:
+        return scratchmount.release_leftovers(self.settings, factory_name)
 
     def kill_strays(self, live_names: Optional[Iterable[str]] = None) -> int:
         """The Singularity zombie killer (§5.5), once per cycle: SIGKILL every process of

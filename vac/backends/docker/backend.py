@@ -22,6 +22,7 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.docker import cgroupparent, console, network, vac03
 from vac.backends.docker.engine import boundary, describe
@@ -37,6 +38,7 @@ from vac.backends.docker.spec import (
     host_config_args,
     image_of,
     prepare_mounts,
+    with_scratch,
 )
 from vac.backends.docker.watch import DockerWatcher
 from vac import optional
@@ -149,6 +151,7 @@ class DockerBackend(Backend):
             mounts = prepare_mounts(spec, self.cvmfs_root)
         except OSError as e:
             raise BackendError(NAME, f"preparing {spec.directory.path}: {e}", spec.name) from e
+        mounts = with_scratch(mounts, scratchmount.make(spec, NAME), scratchmount.CONTAINER_PATH)
         parent = cgroupparent.for_machine(spec.directory, self._cgroup_driver())
         api = self._client()
         with self._boundary("create", spec.name):
@@ -475,6 +478,7 @@ class DockerBackend(Backend):
                         raise
         crash_point(CRASH_BEFORE_PARENT_REMOVAL)
         cgroupparent.remove(parent, self.cgroups)
+        scratchmount.remove(self.settings, directory, NAME)
 
     def watch(self, on_end) -> Optional[DockerWatcher]:
         watcher = DockerWatcher(self.url, self.settings.factory_name, on_end)
@@ -485,7 +489,9 @@ class DockerBackend(Backend):
         return self.settings.docker_parallel_creations
 
     def release(self, directory: MachineDir) -> bool:
-        return cgroupparent.release(directory, self.cgroups)
+        return cgroupparent.release(directory, self.cgroups) | \
+            scratchmount.release(self.settings, directory)
 
     def release_leftovers(self, machines_dir: str, factory_name: str) -> List[str]:
-        return cgroupparent.release_leftovers(machines_dir, factory_name, self.cgroups)
+        return cgroupparent.release_leftovers(machines_dir, factory_name, self.cgroups) + \
+            scratchmount.release_leftovers(self.settings, factory_name)

@@ -161,6 +161,15 @@ def prepare_mounts(spec: MachineSpec, cvmfs_root: str = CVMFS) -> List[Dict[str,
     return mounts
 
 
+def with_scratch(mounts: List[Dict[str, Any]], area: Optional[str],
+                 target: str) -> List[Dict[str, Any]]:
+    """The mounts with the machine's bounded scratch (vac.backends.scratchmount) bound
+    read-write at target, in place of a tmp_binds bind of the same path; unchanged without."""
+    if not area:
+        return mounts
+    return [m for m in mounts if m["Target"] != target] + [bind(area, target, False)]
+
+
 def _list_cvmfs(cvmfs_root: str, repo: str) -> None:
     """List /cvmfs/<repo> so autofs mounts it before the container binds /cvmfs."""
     if not CVMFS_REPO_RE.match(repo):

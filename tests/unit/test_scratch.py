@@ -1,0 +1,80 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A container machine's scratch (issue 29): the mechanism chosen per host best first and why,
+the size, the mountinfo reading, the leftovers of this factory only; the docker mounts."""
+from __future__ import annotations
+
+import os
+
+from vac.backends.docker.spec import bind, with_scratch
+from vac.machine import scratch
+
+FACTORY = "f1.example.com"
+
+
+def _which(missing=()):
+    return lambda name: None if name in missing else f"/usr/sbin/{name}"
+
+
+def _exists(missing=()):
+    return lambda path: path not in missing
+
+
+def test_loop_chosen_where_there_is_no_device_mapper_and_says_why_not_lvm():
+    m = scratch.choose("vg0", _which(), _exists({"/dev/mapper/control"}), lambda: 0)
+    assert m.name == scratch.LOOP
+    assert "not a thin LV: this kernel has no device-mapper" in m.detail
+    m = scratch.choose(None, _which(), _exists(), lambda: 0)
+    assert m.name == scratch.LOOP and "no volume_group" in m.detail
+
+
+def test_none_names_every_reason():
+    m = scratch.choose(None, _which({"mkfs.ext4"}), _exists(), lambda: 0)
+    assert m.name == scratch.NONE
+    assert "mkfs.ext4 not installed" in m.detail and "project quota" in m.detail
+    assert "vacd is not root" in scratch.choose(None, _which(), _exists(), lambda: 1000).detail
+    assert "/dev/loop-control" in scratch.choose(
+        None, _which(), _exists({"/dev/loop-control"}), lambda: 0).detail
+
+
+def test_size_is_gb_per_processor_times_processors_machinetype_first():
+    assert scratch.limit_bytes(None, None, 4) is None
+    assert scratch.limit_bytes(None, 10, 4) == 40 * 10 ** 9
+    assert scratch.limit_bytes(2, 10, 3) == 6 * 10 ** 9
+    assert scratch.limit_bytes(0, 10, 3) == scratch.MIN_BYTES
+
+
+def test_mountinfo_mount_points_with_escapes(tmp_path):
+    info = tmp_path / "mountinfo"
+    info.write_text("36 35 98:0 / /mnt/a\\040b rw - ext4 /dev/loop0 rw\n"
+                    "37 35 98:1 / /var/lib/vac/scratch/x rw - ext4 /dev/loop1 rw\n")
+    assert scratch.mounted(str(info)) == ["/mnt/a b", "/var/lib/vac/scratch/x"]
+    assert scratch.is_mounted("/var/lib/vac/scratch/x", str(info))
+    assert not scratch.is_mounted("/var/lib/vac/scratch", str(info))
+    assert scratch.mounted(str(tmp_path / "absent")) == []
+
+
+def test_leftovers_of_this_factory_finished_or_gone_only(tmp_path):
+    state = str(tmp_path)
+    pool = scratch.pool(state)
+    os.makedirs(pool)
+    names = {"gone": "100_mt_f1-00.example.com", "finished": "101_mt_f1-01.example.com",
+             "living": "102_mt_f1-02.example.com", "other": "103_mt_g1-00.example.com",
+             "odd": "not-a-machine"}
+    for name in names.values():
+        os.mkdir(os.path.join(pool, name))
+    open(os.path.join(pool, names["gone"] + scratch.IMAGE_SUFFIX), "w").close()
+    for key in ("finished", "living"):
+        os.makedirs(os.path.join(state, "machines", names[key]))
+    open(os.path.join(state, "machines", names["finished"], "finished"), "w").close()
+    assert scratch.release_leftovers(state, FACTORY) == [names["gone"], names["finished"]]
+    assert sorted(os.listdir(pool)) == sorted([names["living"], names["other"], names["odd"]])
+    assert scratch.release_leftovers(state, FACTORY) == []
+    assert scratch.release_leftovers(str(tmp_path / "nothing"), FACTORY) == []
+
+
+def test_docker_scratch_replaces_a_tmp_binds_of_the_same_path():
+    mounts = [bind("/m/joboutputs", "/var/spool/joboutputs", False),
+              bind("/m/mnt/_scratchX", "/scratch", False)]
+    assert with_scratch(mounts, None, "/scratch") == mounts
+    got = with_scratch(mounts, "/var/lib/vac/scratch/m", "/scratch")
+    assert got == [mounts[0], bind("/var/lib/vac/scratch/m", "/scratch", False)]

@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A container machine's scratch area as its backend makes, binds and removes it (issue 29).
+
+The Docker (and Podman) and Apptainer backends call make() while creating a machine: when its
+machinetype or [settings] sets disk_gb_per_processor and this host has a mechanism
+(vac.machine.scratch.choose, asked once per process), the scratch is made and mounted, MJF
+jobfeatures/scratch_limit_bytes says its size, and the host path is returned for the backend
+to bind read-write at CONTAINER_PATH (/scratch). remove() and release_leftovers() undo it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, List, Optional
+
+from vac.backends.base import MachineSpec
+from vac.errors import BackendError
+from vac.machine import scratch
+from vac.machine.directory import MachineDir
+
+log = logging.getLogger(__name__)
+
+CONTAINER_PATH = scratch.CONTAINER_PATH
+_chosen: List[scratch.Mechanism] = []
+_said: List[str] = []
+
+
+def mechanism(volume_group: Optional[str]) -> scratch.Mechanism:
+    """This host's mechanism, chosen on first use."""
+    if not _chosen:
+        _chosen.append(scratch.choose(volume_group))
+    return _chosen[0]
+
+
+def make(spec: MachineSpec, backend: str) -> Optional[str]:
+    """The host path of the new machine's mounted scratch, or None when it gets none.
+
+    Raises:
+        BackendError: the scratch could not be made (the machine is not started).
+    """
+    s = spec.settings
+    size = scratch.limit_bytes(spec.machinetype.disk_gb_per_processor,
+                               s.disk_gb_per_processor, spec.processors)
+    if size is None:
+        return None
+    chosen = mechanism(s.volume_group)
+    if chosen.name == scratch.NONE:
+        if not _said:
+            _said.append(chosen.detail)
+            log.warning("disk_gb_per_processor is set but this host cannot bound a container's "
+                        "scratch (%s): containers run without one", chosen.detail)
+        return None
+    try:
+        return scratch.create(s.paths.state_dir, spec.directory, size)
+    except scratch.ScratchError as e:
+        raise BackendError(backend, str(e), spec.name) from e
+
+
+def remove(settings: Any, directory: Optional[MachineDir], backend: str) -> bool:
+    """Remove the machine's scratch (if it has one); True if it had.
+
+    Raises:
+        BackendError: it stays mounted (the next cycle's release_leftovers tries again).
+    """
+    if directory is None:
+        return False
+    try:
+        return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path))
+    except scratch.ScratchError as e:
+        raise BackendError(backend, str(e), directory.name) from e
+
+
+def release(settings: Any, directory: MachineDir) -> bool:
+    """A finished machine's scratch left by an interrupted destroy, removed; never raises."""
+    try:
+        return remove(settings, directory, "scratch")
+    except BackendError as e:
+        log.warning("%s", e)
+        return False
+
+
+def release_leftovers(settings: Any, factory_name: str) -> List[str]:
+    return scratch.release_leftovers(settings.paths.state_dir, factory_name)

@@ -1,0 +1,256 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Each container machine's bounded scratch area: a filesystem of its own, mounted at /scratch.
+
+A container machine whose machinetype (or [settings]) sets disk_gb_per_processor gets
+disk_gb_per_processor x processors x 10^9 bytes of scratch. The mechanism is chosen per host,
+best first (`vac doctor` names it and why the better ones are not used):
+
+    loop   an ext4 filesystem made in a sparse file, loop-mounted (nosuid, nodev, discard) at
+           <state_dir>/scratch/<machine directory name>; the file is unlinked once mounted, so
+           its blocks are freed when the last mount of it goes (and a reboot leaves nothing).
+           Thin: nothing is reserved up front; writing past the size is ENOSPC inside the
+           scratch and nowhere else. Needs root, /dev/loop-control, mkfs.ext4 and mount.
+    none   the host can do none of them: the machine runs without a scratch area, as before.
+
+A thin LV from volume_group (best where device-mapper works) and project quotas are named by
+the choice but not made for containers yet. The root of the scratch filesystem is mode 1777
+(as /tmp), so the payload's user, whoever it is, can write there. The scratch is removed when
+the machine's container is destroyed, and by release_leftovers() for machines of this factory
+that are finished or whose directory has gone (after a vacd restart), never another's.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from vac import subp
+from vac.errors import ProcessError, VacError
+from vac.machine.directory import MachineDir
+from vac.machine.slots import ordinal_of
+
+log = logging.getLogger(__name__)
+
+CONTAINER_PATH = "/scratch"        # where containers see their scratch area
+MJF_KEY = "jobfeatures/scratch_limit_bytes"
+POOL = "scratch"                   # <state_dir>/scratch: mount points (and files being made)
+IMAGE_SUFFIX = ".img"
+GB = 10 ** 9
+MIN_BYTES = 16 * 1024 * 1024       # ext4 needs a few MiB for itself
+TIMEOUT = 60.0
+MOUNT_OPTIONS = "loop,nosuid,nodev,discard"
+MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
+        "nodiscard,lazy_itable_init=1", "-L", "vac-scratch"]
+LOOP = "loop"
+NONE = "none"
+
+
+class ScratchError(VacError):
+    """A machine's scratch area could not be made or removed."""
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """How this host gives machines their scratch: name (loop or none) and why."""
+
+    name: str
+    detail: str
+
+
+# Choosing the mechanism ----------------------------------------------------------------
+
+def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = shutil.which,
+           exists: Callable[[str], bool] = os.path.exists,
+           euid: Callable[[], int] = os.geteuid) -> Mechanism:
+    """The best mechanism this host has, with the reasons the better ones are passed over."""
+    passed = [_not_lvm(volume_group, which, exists)]
+    missing = _loop_missing(which, exists, euid)
+    if not missing:
+        return Mechanism(LOOP, "an ext4 filesystem in a sparse file per machine, "
+                               f"loop-mounted (not a thin LV: {passed[0]})")
+    passed.append(f"not a loop-mounted file: {missing}")
+    passed.append("not a project quota: not implemented")
+    return Mechanism(NONE, "; ".join(passed))
+
+
+def _not_lvm(volume_group: Optional[str], which: Callable[[str], Optional[str]],
+             exists: Callable[[str], bool]) -> str:
+    if not volume_group:
+        return "no volume_group"
+    if not which("lvcreate"):
+        return "lvcreate not installed"
+    if not exists("/dev/mapper/control"):
+        return "this kernel has no device-mapper (/dev/mapper/control)"
+    return "LVs for containers are not implemented yet"
+
+
+def _loop_missing(which: Callable[[str], Optional[str]], exists: Callable[[str], bool],
+                  euid: Callable[[], int]) -> str:
+    """Why loop mounts cannot work here, or ''."""
+    if euid() != 0:
+        return "vacd is not root"
+    if not exists("/dev/loop-control"):
+        return "no /dev/loop-control (loop module not loaded)"
+    absent = [p for p in ("mkfs.ext4", "mount", "umount") if not which(p)]
+    return f"{' and '.join(absent)} not installed" if absent else ""
+
+
+def limit_bytes(machinetype_gb: Optional[int], settings_gb: Optional[int],
+                processors: int) -> Optional[int]:
+    """The machine's scratch size (machinetype's disk_gb_per_processor beats the settings'),
+    or None when neither is set."""
+    per = machinetype_gb if machinetype_gb is not None else settings_gb
+    if per is None:
+        return None
+    return max(MIN_BYTES, per * max(1, processors) * GB)
+
+
+# One machine's scratch -------------------------------------------------------------------
+
+def pool(state_dir: str) -> str:
+    return os.path.join(state_dir, POOL)
+
+
+def mount_point(state_dir: str, dir_name: str) -> str:
+    return os.path.join(pool(state_dir), dir_name)
+
+
+def create(state_dir: str, directory: MachineDir, size: int) -> str:
+    """Make, mount and export the machine's scratch of `size` bytes (replacing a leftover of
+    the same name); return its mount point, for the backend to bind at CONTAINER_PATH.
+
+    Raises:
+        ScratchError: it could not be made (nothing of it is left behind).
+    """
+    name = os.path.basename(directory.path)
+    target = mount_point(state_dir, name)
+    remove(state_dir, name)
+    os.makedirs(pool(state_dir), mode=0o711, exist_ok=True)
+    image = target + IMAGE_SUFFIX
+    try:
+        os.mkdir(target, 0o700)
+        _sparse(image, size)
+        subp.run(MKFS + [image], timeout=TIMEOUT)
+        subp.run(["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, image, target], timeout=TIMEOUT)
+        os.chmod(target, 0o1777)
+        os.unlink(image)
+        directory.write(MJF_KEY, str(size))
+    except (OSError, ProcessError) as e:
+        remove(state_dir, name)
+        raise ScratchError(f"cannot make the {size}-byte scratch of {directory.name} at "
+                           f"{target}: {e}") from e
+    log.info("%s: scratch of %d bytes mounted at %s", directory.name, size, target)
+    return target
+
+
+def _sparse(path: str, size: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def remove(state_dir: str, dir_name: str) -> bool:
+    """Unmount and remove the scratch of this machine directory name; True if there was one.
+
+    Raises:
+        ScratchError: it is mounted and stays so.
+    """
+    target = mount_point(state_dir, dir_name)
+    found = False
+    if is_mounted(target):
+        found = True
+        _unmount(target)
+    for path, drop in ((target + IMAGE_SUFFIX, os.unlink), (target, os.rmdir)):
+        try:
+            drop(path)
+            found = True
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise ScratchError(f"cannot remove {path}: {e}") from e
+    return found
+
+
+def _unmount(target: str) -> None:
+    try:
+        subp.run(["umount", target], timeout=TIMEOUT)
+    except ProcessError as e:
+        log.warning("umount %s: %s; detaching it lazily", target, e)
+        try:
+            subp.run(["umount", "-l", target], timeout=TIMEOUT)
+        except ProcessError as e2:
+            raise ScratchError(f"cannot unmount {target}: {e2}") from e2
+
+
+def is_mounted(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """Is something mounted exactly at path (mountinfo's fifth field, octal escapes undone)?"""
+    return path in mounted(mountinfo)
+
+
+def mounted(mountinfo: str = "/proc/self/mountinfo") -> List[str]:
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [_unescape(fields[4]) for fields in (line.split() for line in lines)
+            if len(fields) > 4]
+
+
+def _unescape(text: str) -> str:
+    """mountinfo's \\NNN octal escapes (space, tab, newline, backslash) undone."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and text[i + 1:i + 4].isdigit():
+            out.append(chr(int(text[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def used_bytes(state_dir: str, dir_name: str) -> Optional[int]:
+    """Bytes in use in the machine's scratch, or None when it has none mounted."""
+    target = mount_point(state_dir, dir_name)
+    if not is_mounted(target):
+        return None
+    try:
+        st = os.statvfs(target)
+    except OSError:
+        return None
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+# Leftovers -------------------------------------------------------------------------------
+
+def release_leftovers(state_dir: str, factory_name: str) -> List[str]:
+    """Remove the scratch of every machine of this factory whose directory is finished or has
+    gone (a vacd stopped or killed before destroy removed it). Returns those directory names.
+    Another factory's scratch, and a living machine's, are left alone."""
+    released = []
+    try:
+        names = sorted(os.listdir(pool(state_dir)))
+    except FileNotFoundError:
+        return []
+    machines = os.path.join(state_dir, "machines")
+    for entry in names:
+        name = entry[:-len(IMAGE_SUFFIX)] if entry.endswith(IMAGE_SUFFIX) else entry
+        parts = name.split("_")
+        if len(parts) != 3 or not parts[0].isdigit() or ordinal_of(factory_name, parts[2]) < 0:
+            continue
+        path = os.path.join(machines, name)
+        if os.path.isdir(path) and not os.path.lexists(os.path.join(path, "finished")):
+            continue
+        try:
+            if remove(state_dir, name) and name not in released:
+                log.warning("%s: removed the scratch a finished machine left", name)
+                released.append(name)
+        except ScratchError as e:
+            log.warning("%s: %s", name, e)
+    return released
+

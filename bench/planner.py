@@ -21,14 +21,12 @@ from typing import List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vac.config import load, model  # noqa: E402
-from vac.cycle import (
-    planner,  # noqa: E402
-    shares,  # noqa: E402
-)
-from vac.cycle.observed import Observed  # noqa: E402
+from vac.cycle import planner  # noqa: E402
 from vac.host.facts import HostFacts  # noqa: E402
 from vac.machine.directory import MachineState  # noqa: E402
+from vac.machine.observed import Observed  # noqa: E402
 from vac.machine.slots import make_slots  # noqa: E402
+from vac.space import censusdata  # noqa: E402
 
 NOW = 1_700_000_000.0
 SIZES = (100, 1_000, 10_000)
@@ -127,13 +125,13 @@ def build_observed(slots: int, per: int, rng: random.Random) -> List[Observed]:
 
 
 def build_census(config: model.Config, observed: List[Observed]) -> dict:
-    local = shares.local_census(observed, {}, config.machinetypes, NOW)
-    remote = shares.merge_census([
+    local = censusdata.local_census(observed, {}, config.machinetypes, NOW)
+    remote = censusdata.merge_census([
         {"machinetype": name, "running_hs06": 100.0 * i, "num_before_fizzle": i % 2,
          "shutdown_message": "300 No work" if name == "alice" else "200 Success",
          "shutdown_time": int(NOW - 120), "shutdown_machine": "f2-00.example.com"}
         for i, name in enumerate(TYPES)])
-    return shares.add_census(local, remote)
+    return censusdata.add_census(local, remote)
 
 
 def measure(slots: int, per: int, repeat: int) -> Tuple[float, int, int]:

@@ -30,14 +30,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vac.backends.fake import FakeBackend  # noqa: E402
 from vac.config import load  # noqa: E402
-from vac.cycle import planner, shares  # noqa: E402
+from vac.cycle import planner  # noqa: E402
 from vac.cycle.backendpool import BackendPool  # noqa: E402
 from vac.cycle.factory import Factory  # noqa: E402
-from vac.cycle.observed import Observed  # noqa: E402
 from vac.host.facts import HostFacts  # noqa: E402
 from vac.machine.directory import MachineState  # noqa: E402
+from vac.machine.observed import Observed  # noqa: E402
 from vac.machine.slots import make_slots  # noqa: E402
-from vac.space import client, render  # noqa: E402
+from vac.space import censusdata, client, render  # noqa: E402
 from vac.space import messages as m  # noqa: E402
 from vac.space.responder import Responder  # noqa: E402
 
@@ -220,8 +220,9 @@ def simulate(config, factories, slots, hours, rng):
         for i in rng.sample(range(factories), factories):   # factories cycle in turn
             f = fleet[i]
             seen = f.observed(now)
-            census = shares.add_census(*(local[j] for j in range(factories) if j != i),
-                                       shares.local_census(seen, {}, config.machinetypes, now))
+            mine = censusdata.local_census(seen, {}, config.machinetypes, now)
+            census = censusdata.add_census(*(local[j] for j in range(factories) if j != i),
+                                           mine)
             plan = planner.plan(config, seen, census, load=0.0, now=now,
                                 daemon_started=now - 10 ** 6, rng=rng)
             for finish in plan.finishes:
@@ -229,7 +230,7 @@ def simulate(config, factories, slots, hours, rng):
             for create in plan.creates:
                 f.machines[create.slot.ordinal] = (create.machinetype, now,
                                                    now + rng.uniform(3600, 4 * 3600))
-            local[i] = shares.local_census(f.observed(now), {}, config.machinetypes, now)
+            local[i] = censusdata.local_census(f.observed(now), {}, config.machinetypes, now)
         now += step
         running = {n: 0 for n in TYPES}
         for f in fleet:

@@ -32,9 +32,9 @@ from vacd_process import cycles_logged, start_vacd, stop
 from vac.backends.docker import cgroupparent
 from vac.backends.docker.backend import DockerBackend
 from vac.cycle.factory import CycleReport, Factory
-from vac.cycle.finishing import last_outcome
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir
+from vac.machine.finishes import last_outcome
 from vac.machine.slots import machine_name
 
 pytestmark = [pytest.mark.docker]

@@ -38,8 +38,8 @@ from waiting import Stopwatch, wait_until
 
 from vac import planfile
 from vac.cycle.factory import CycleReport
-from vac.cycle.finishing import last_outcome
 from vac.host.cgroups import Cgroups
+from vac.machine.finishes import last_outcome
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not engines.allowed(), reason=engines.SKIP_REASON)]

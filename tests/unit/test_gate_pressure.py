@@ -11,11 +11,12 @@ from typing import Dict, Optional
 import pytest
 
 from vac import planfile
-from vac.cycle import gate, planner, shares
-from vac.cycle.observed import Observed
+from vac.cycle import gate, planner
 from vac.errors import ConfigError
 from vac.host.pressure import Line, Reading, Stall
+from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
+from vac.space import censusdata
 
 NOW = 1_700_000_000.0
 CONF = """
@@ -52,7 +53,7 @@ def conf(make_config):
 
 def plan(config, pressure=None, paused=frozenset(), load=0.0):
     observed = [Observed(slot=s) for s in make_slots("f1.example.com", 4)]
-    census = shares.local_census(observed, {}, config.machinetypes, NOW)
+    census = censusdata.local_census(observed, {}, config.machinetypes, NOW)
     return planner.plan(config, observed, census, load=load, now=NOW,
                         daemon_started=NOW - 100_000, rng=random.Random(1),
                         pressure=pressure, pressure_paused=paused)

@@ -29,8 +29,8 @@ from vac import cli
 from vac.backends.fake import FakeBackend
 from vac.backends.libvirt import metadata
 from vac.backends.libvirt.backend import CONSOLE_LOG, LibvirtBackend, read_console_tail
-from vac.cycle import shares
 from vac.machine import joboutputs as jo
+from vac.machine import outcome
 from vac.machine.directory import MachineDir
 
 SLOTS = ["f1-00.example.com", "f1-01.example.com", "f1-02.example.com"]
@@ -407,8 +407,8 @@ def test_a_hostile_guest_ends_with_a_coded_message_and_the_factory_goes_on(
     assert report.errors == [] and sorted(report.finished) == SLOTS[:2]
     assert bad.finished is not None
     message = bad.shutdown_message
-    outcome = shares.outcome_message(message, bad.started, clock.now, 600)
-    assert outcome.startswith(expected) and shares.message_code(outcome) is not None, outcome
+    judged = outcome.outcome_message(message, bad.started, clock.now, 600)
+    assert judged.startswith(expected) and outcome.message_code(judged) is not None, judged
     if scenario == "non-UTF-8 and NUL":     # readable: kept as the guest wrote it, judged a fizzle
         assert message == "\ufffd\ufffd\ufffd\ufffd garbage"     # NULs shown as U+FFFD too
     else:

@@ -9,11 +9,14 @@ from typing import Dict, Optional
 import pytest
 
 from vac import planfile
-from vac.cycle import planner, shares
-from vac.cycle.observed import Observed
-from vac.cycle.shares import Census, LastOutcome
+from vac.cycle import planner
+from vac.machine import outcome
 from vac.machine.directory import MachineState
+from vac.machine.observed import Observed
+from vac.machine.outcome import LastOutcome
 from vac.machine.slots import make_slots
+from vac.space import censusdata
+from vac.space.censusdata import Census
 
 NOW = 1_700_000_000.0
 LONG_AGO = NOW - 100_000  # daemon start: heartbeat-file grace long over
@@ -75,7 +78,7 @@ def running(slot, mt="a", **kw):
 def make_plan(config, observed, census=None, load=0.0, now=NOW, daemon_started=LONG_AGO,
               seed=1):
     if census is None:
-        census = shares.local_census(observed, {}, config.machinetypes, now)
+        census = censusdata.local_census(observed, {}, config.machinetypes, now)
     return planner.plan(config, observed, census, load=load, now=now,
                         daemon_started=daemon_started, rng=random.Random(seed))
 
@@ -303,7 +306,7 @@ def test_success_message_does_not_back_off(conf):
     # item 41
     config = conf(2)
     outcomes = {"a": LastOutcome("200 Success", NOW - 10, "f1-00.example.com", NOW - 100)}
-    census = shares.local_census([], outcomes, config.machinetypes, NOW)
+    census = censusdata.local_census([], outcomes, config.machinetypes, NOW)
     assert len(make_plan(config, free(2), census=census).creates) == 2
 
 
@@ -339,7 +342,8 @@ class Space:
         self.outcomes: Dict[str, LastOutcome] = {}
 
     def cycle(self, now, load=0.0):
-        census = shares.local_census(self.observed, self.outcomes, self.config.machinetypes, now)
+        census = censusdata.local_census(self.observed, self.outcomes, self.config.machinetypes,
+                                         now)
         plan = planner.plan(self.config, self.observed, census, load=load, now=now,
                             daemon_started=LONG_AGO, rng=random.Random(3))
         by_slot = {o.slot.name: i for i, o in enumerate(self.observed)}
@@ -367,7 +371,7 @@ class Space:
     def _finish(self, i, now):
         obs = self.observed[i]
         mt = self.config.machinetypes[obs.machinetype]
-        message = shares.outcome_message(obs.shutdown_message, obs.started, now,
+        message = outcome.outcome_message(obs.shutdown_message, obs.started, now,
                                          mt.fizzle_seconds)
         self.outcomes[obs.machinetype] = LastOutcome(message, now, obs.slot.name, obs.started,
                                                      obs.created)
@@ -444,7 +448,7 @@ def test_machine_past_shutdown_time_is_destroyed_and_slot_refilled(conf):
     plan = make_plan(conf(1), observed)
     (d,) = plan.destroys
     assert d.message == planner.SHUTDOWN_TIME_REACHED and "shutdown time" in d.reason
-    assert not shares.is_abort(d.message)  # a machine Vac stopped is not a fizzle
+    assert not outcome.is_abort(d.message)  # a machine Vac stopped is not a fizzle
     assert created_names(plan) == [slots(1)[0].name]
 
 
@@ -549,7 +553,7 @@ def test_machine_left_starting_is_destroyed(conf):
                          created=int(NOW - 60))]
     plan = make_plan(conf(1), observed)
     (d,) = plan.destroys
-    assert d.message == planner.CREATION_NOT_FINISHED and shares.is_abort(d.message)
+    assert d.message == planner.CREATION_NOT_FINISHED and outcome.is_abort(d.message)
     assert plan.creates == ()  # failed creations back the machinetype off
 
 
@@ -557,7 +561,7 @@ def test_finished_machine_that_never_started_is_left_alone(conf):
     observed = [Observed(slot=slots(1)[0], machinetype="a", model="fake", state=STARTING,
                          created=int(NOW - 6000), finished=True,
                          shutdown_message="700 Vac: creation failed")]
-    census = shares.local_census([], {}, conf(1).machinetypes, NOW)
+    census = censusdata.local_census([], {}, conf(1).machinetypes, NOW)
     plan = make_plan(conf(1), observed, census=census)
     assert plan.destroys == () and plan.finishes == ()
     assert created_names(plan) == [slots(1)[0].name]

@@ -8,10 +8,13 @@ import pytest
 
 from vac import planfile
 from vac.cycle import shares
-from vac.cycle.observed import Observed
-from vac.cycle.shares import Census, LastOutcome
+from vac.machine import outcome
 from vac.machine.directory import MachineState
+from vac.machine.observed import Observed
+from vac.machine.outcome import LastOutcome
 from vac.machine.slots import make_slots
+from vac.space import censusdata
+from vac.space.censusdata import Census
 
 NOW = 1_700_000_000.0
 SLOTS = make_slots("f1.example.com", 16)
@@ -68,7 +71,7 @@ def obs(n, mt="a", state=MachineState.RUNNING, **kw):
     ("Job done", None), ("", None), (None, None), ("-10 x", None), ("3", None), ("²00 x", None),
 ])
 def test_message_code(message, code):
-    assert shares.message_code(message) == code
+    assert outcome.message_code(message) == code
 
 
 @pytest.mark.parametrize("message, abort", [
@@ -77,17 +80,17 @@ def test_message_code(message, code):
     ("600 x", True), ("700 Heartbeat file not created", True), ("done", False), (None, False),
 ])
 def test_codes_from_300_are_aborts(message, abort):
-    assert shares.is_abort(message) is abort
+    assert outcome.is_abort(message) is abort
 
 
 def test_short_run_without_message_is_a_fizzle():
-    text = shares.outcome_message(None, NOW - 250.7, NOW, 600)
+    text = outcome.outcome_message(None, NOW - 250.7, NOW, 600)
     assert text == "300 Vac detects fizzle after 250 seconds"
-    assert shares.is_abort(text)
+    assert outcome.is_abort(text)
 
 
 def test_short_run_with_uncoded_message_is_a_fizzle():
-    assert shares.outcome_message("finished", NOW - 10, NOW, 600).startswith("300 Vac detects")
+    assert outcome.outcome_message("finished", NOW - 10, NOW, 600).startswith("300 Vac detects")
 
 
 @pytest.mark.parametrize("message, started, ended, fizzle, expected", [
@@ -101,7 +104,7 @@ def test_short_run_with_uncoded_message_is_a_fizzle():
 ])
 def test_outcome_message_leaves_other_outcomes_alone(message, started, ended, fizzle,
                                                      expected):
-    assert shares.outcome_message(message, started, ended, fizzle) == expected
+    assert outcome.outcome_message(message, started, ended, fizzle) == expected
 
 
 # Local census (§9.3) ----------------------------------------------------------------------
@@ -118,7 +121,7 @@ def test_local_census_counts_running_starting_and_before_fizzle(mts):
         obs(7, "unconfigured"),
         Observed(slot=SLOTS[8]),
     ]
-    census = shares.local_census(observed, {}, mts, NOW)
+    census = censusdata.local_census(observed, {}, mts, NOW)
     assert set(census) == set(mts)
     a = census["a"]
     assert a.running_hs06 == pytest.approx(20.0 + 1.0 + 1.0)
@@ -131,7 +134,7 @@ def test_local_census_counts_running_starting_and_before_fizzle(mts):
 
 def test_last_outcome_abort_is_dated_by_its_message(mts):
     outcomes = {"a": LastOutcome("300 No work", NOW - 50, "f1-03.example.com", NOW - 5000)}
-    a = shares.local_census([], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([], outcomes, mts, NOW)["a"]
     assert a.last_abort_time == NOW - 50
     assert (a.shutdown_message, a.shutdown_time, a.shutdown_machine) == \
         ("300 No work", NOW - 50, "f1-03.example.com")
@@ -139,20 +142,20 @@ def test_last_outcome_abort_is_dated_by_its_message(mts):
 
 def test_last_outcome_success_is_no_abort(mts):
     outcomes = {"a": LastOutcome("200 Success", NOW - 50, "f1-03.example.com", NOW - 5000)}
-    a = shares.local_census([], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([], outcomes, mts, NOW)["a"]
     assert a.last_abort_time is None and a.shutdown_time == NOW - 50
 
 
 def test_last_outcome_without_message_after_short_run_is_a_fizzle_abort(mts):
     outcomes = {"a": LastOutcome(None, NOW - 50, "f1-03.example.com", NOW - 170)}
-    a = shares.local_census([], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([], outcomes, mts, NOW)["a"]
     assert a.shutdown_message == "300 Vac detects fizzle after 120 seconds"
     assert a.last_abort_time == NOW - 50
 
 
 def test_uncoded_outcome_after_long_run_has_no_time(mts):
     outcomes = {"a": LastOutcome("bye", NOW - 50, "f1-03.example.com", NOW - 5000)}
-    a = shares.local_census([], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([], outcomes, mts, NOW)["a"]
     assert a.shutdown_message == "bye" and a.shutdown_time is None
     assert a.last_abort_time is None
 
@@ -162,7 +165,7 @@ def test_machine_shut_down_now_counts_before_it_is_finished(mts):
                  started=NOW - 290, shutdown_message=None)
     outcomes = {"a": LastOutcome("200 Success", NOW - 900, "f1-01.example.com", NOW - 9000,
                                  created=int(NOW - 9100))}
-    a = shares.local_census([ending], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([ending], outcomes, mts, NOW)["a"]
     assert a.shutdown_machine == "f1-02.example.com"
     assert a.shutdown_message.startswith("300 Vac detects fizzle after 290")
     assert a.last_abort_time == NOW
@@ -173,7 +176,7 @@ def test_older_machine_shut_down_now_does_not_hide_newer_outcome(mts):
                  shutdown_message="500 broken")
     outcomes = {"a": LastOutcome("200 Success", NOW - 60, "f1-01.example.com", NOW - 900,
                                  created=int(NOW - 1000))}
-    a = shares.local_census([ending], outcomes, mts, NOW)["a"]
+    a = censusdata.local_census([ending], outcomes, mts, NOW)["a"]
     assert a.shutdown_message == "200 Success" and a.last_abort_time is None
 
 
@@ -187,7 +190,7 @@ def status(mt, **kw):
 
 
 def test_merge_census_sums_factories_and_keeps_latest_abort():
-    merged = shares.merge_census([
+    merged = censusdata.merge_census([
         status("a", running_hs06=10.0, num_before_fizzle=1, running_machines=2,
                running_processors=2, shutdown_message="300 none", shutdown_time=NOW - 500,
                shutdown_machine="f1-00.example.com"),
@@ -211,31 +214,31 @@ def test_merge_census_sums_factories_and_keeps_latest_abort():
     {"shutdown_message": 300, "shutdown_time": NOW},
 ])
 def test_merge_census_ignores_hostile_fields(bad):
-    c = shares.merge_census([status("a", **bad)])["a"]
+    c = censusdata.merge_census([status("a", **bad)])["a"]
     assert c.running_hs06 == 0.0 and c.num_before_fizzle == 0 and c.last_abort_time is None
 
 
 def test_merge_census_skips_replies_without_a_machinetype():
-    assert shares.merge_census([{"running_hs06": 5}, status(""), "junk", status(7)]) == {}
+    assert censusdata.merge_census([{"running_hs06": 5}, status(""), "junk", status(7)]) == {}
 
 
 def test_abort_without_time_does_not_count():
-    c = shares.merge_census([status("a", shutdown_message="300 x")])["a"]
+    c = censusdata.merge_census([status("a", shutdown_message="300 x")])["a"]
     assert c.last_abort_time is None
 
 
 def test_status_fields_round_trip(mts):
     outcomes = {"a": LastOutcome("300 No work", NOW - 50, "f1-03.example.com", NOW - 5000)}
-    local = shares.local_census([obs(0, "a", started=NOW - 10)], outcomes, mts, NOW)
-    replies = [dict(shares.status_fields(c), machinetype=name) for name, c in local.items()]
-    assert shares.merge_census(replies) == local
+    local = censusdata.local_census([obs(0, "a", started=NOW - 10)], outcomes, mts, NOW)
+    replies = [dict(censusdata.status_fields(c), machinetype=name) for name, c in local.items()]
+    assert censusdata.merge_census(replies) == local
 
 
 def test_add_census_combines_local_and_remote(mts):
     local = {"a": Census(running_hs06=2.0, last_abort_time=NOW - 500)}
     remote = {"a": Census(running_hs06=3.0, num_before_fizzle=1, last_abort_time=NOW - 50),
               "x": Census(running_hs06=1.0)}
-    total = shares.add_census(local, remote)
+    total = censusdata.add_census(local, remote)
     assert total["a"].running_hs06 == 5.0 and total["a"].num_before_fizzle == 1
     assert total["a"].last_abort_time == NOW - 50 and "x" in total
 

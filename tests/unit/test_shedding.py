@@ -10,14 +10,16 @@ import random
 import pytest
 
 from vac import planfile
-from vac.cycle import planner, shares, shedding
+from vac.cycle import planner, shedding
 from vac.cycle.hostpressure import HostPressure
-from vac.cycle.observed import Observed
 from vac.cycle.shedding import ShedState
 from vac.errors import ConfigError
 from vac.host.pressure import Line, Reading, Stall
+from vac.machine import outcome
 from vac.machine.directory import MachineDir, MachineState
+from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
+from vac.space import censusdata
 
 NOW = 1_700_000_000.0
 CONF = """
@@ -56,7 +58,7 @@ def conf(make_config):
 
 def plan(config, reading, state=None, now=NOW, observed=None):
     observed = observed if observed is not None else machines()
-    census = shares.local_census(observed, {}, config.machinetypes, now)
+    census = censusdata.local_census(observed, {}, config.machinetypes, now)
     return planner.plan(config, observed, census, load=0.0, now=now, daemon_started=NOW - 1e5,
                         rng=random.Random(1), pressure=reading, shed_state=state)
 
@@ -95,7 +97,7 @@ def test_the_message_is_code_100_and_not_an_abort(conf):
     assert destroy.message.startswith("100 Vac sheds the machine: the host is short of memory "
                                       "(memory full avg10 30.00% above shed_memory_full 10% "
                                       "for 200 s)")
-    assert not shares.is_abort(destroy.message)
+    assert not outcome.is_abort(destroy.message)
 
 
 def test_creation_stops_while_memory_is_short(conf):

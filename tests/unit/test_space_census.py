@@ -11,7 +11,7 @@ import random
 import pytest
 
 from vac.cycle import planner
-from vac.cycle.observed import Observed
+from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
 from vac.space import census, client, render
 from vac.space import messages as m

@@ -18,8 +18,8 @@ import threading
 
 import pytest
 
-from vac.cycle import shares
 from vac.space import census, client, render, status
+from vac.space import censusdata
 from vac.space import messages as m
 
 SPACE = "space.example.org"
@@ -126,7 +126,7 @@ def test_the_originals_machine_and_factory_status_are_accepted():
 
 
 def test_the_originals_census_counts_in_shares_and_backoff():
-    merged = shares.merge_census(decoded(d, m.MACHINETYPES) for d in MACHINETYPE_STATUS)
+    merged = censusdata.merge_census(decoded(d, m.MACHINETYPES) for d in MACHINETYPE_STATUS)
     assert merged["alpha"].running_processors == 2 and merged["alpha"].running_hs06 == 2.0
     assert merged["alpha"].running_machines == 1 and merged["alpha"].num_before_fizzle == 1
     assert merged["beta"].last_abort_time is not None       # its abort backs beta off

@@ -183,7 +183,7 @@ def test_superslots_are_drawn_as_framed_groups_with_their_end(world):  # noqa: F
 
 
 def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
-    from vac.cycle.shares import Census
+    from vac.space.censusdata import Census
     w = world("factories = f1.example.com f2.example.com")
     w.run()
     assert factory_view(w.load(), now=T0)["machinetypes"][0]["space_share"] is None  # no poll
@@ -491,7 +491,7 @@ def wait_for(check, timeout=15.0):
 
 
 def test_target_and_actual_shares_here_and_over_the_space(world):  # noqa: F811
-    from vac.cycle.shares import Census
+    from vac.space.censusdata import Census
     w = world("factories = f1.example.com f2.example.com")
     beta = w.conf.read_text().split("[machinetype alpha]")[1].replace("target_share = 1",
                                                                       "target_share = 3")

@@ -10,8 +10,8 @@ import socket
 import pytest
 from test_accounting import world  # noqa: F401 - the fixture
 
-from vac.accounting import vacmon
 from vac.space import messages
+from vac.space import vacmon
 
 PORT = 19154
 

@@ -10,12 +10,14 @@ import random
 
 import pytest
 
-from vac.cycle import planner, shares, yielding
-from vac.cycle.observed import Observed
-from vac.cycle.shares import LastOutcome
+from vac.cycle import planner, yielding
 from vac.cycle.yielding import Sample, YieldState
+from vac.machine import outcome
 from vac.machine.directory import MachineState
+from vac.machine.observed import Observed
+from vac.machine.outcome import LastOutcome
 from vac.machine.slots import make_slots
+from vac.space import censusdata
 
 NOW = 1_700_000_000.0
 SETTINGS = """
@@ -68,7 +70,7 @@ def full(n=4, ages=(4000, 3000, 2000, 1000)):
 
 def plan(config, observed, state=None, sample=None, now=NOW, census=None):
     if census is None:
-        census = shares.local_census(observed, {}, config.machinetypes, now)
+        census = censusdata.local_census(observed, {}, config.machinetypes, now)
     return planner.plan(config, observed, census, load=0.0, now=now,
                         daemon_started=NOW - 100_000, rng=random.Random(1),
                         yield_state=state, owner=sample)
@@ -111,7 +113,7 @@ def test_youngest_yields_only_after_the_grace_with_a_code_100_message(conf):
     assert destroy.message.startswith("100 Vac yields to the host's owner: load outside the "
                                       "machines 1.00 per processor above "
                                       "yield_load_per_processor 0.5 for 100 s")
-    assert not shares.is_abort(destroy.message)
+    assert not outcome.is_abort(destroy.message)
     assert state.yields == 1 and state.last_machine == slots()[3].name
     assert state.paused_until == NOW + 90 + 300
     before = plans[index - 1]
@@ -234,12 +236,12 @@ def test_a_yield_causes_no_backoff_of_its_machinetype(conf):
     observed = full(ages=(4000, 3000, 2000, 30))          # the youngest is before fizzle
     p = plan(config, observed, state, high(NOW))
     (destroy,) = p.destroys
-    assert shares.outcome_message(destroy.message, NOW - 30, NOW, 600) == destroy.message
+    assert outcome.outcome_message(destroy.message, NOW - 30, NOW, 600) == destroy.message
     left = observed[:3] + [Observed(slot=slots()[3])]
-    outcome = LastOutcome(message=destroy.message, time=NOW, machine=destroy.name,
-                          started=NOW - 30, created=int(NOW - 35))
+    last = LastOutcome(message=destroy.message, time=NOW, machine=destroy.name,
+                       started=NOW - 30, created=int(NOW - 35))
     later = NOW + 301
-    census = shares.local_census(left, {"a": outcome}, config.machinetypes, later)
+    census = censusdata.local_census(left, {"a": last}, config.machinetypes, later)
     after = plan(config, left, p.yield_state, Sample(later - 10, later, 0.0), later, census)
     assert [c.slot.name for c in after.creates] == [slots()[3].name]
     assert not any("backoff" in n for n in after.notes)

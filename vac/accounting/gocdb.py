@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from vac import __version__, fsutil
 from vac.config.model import Config
 from vac.errors import FetchError
+from vac.space import status as space_status
+from vac.space.census import fresh_census
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,6 @@ def capacity(config: Config, census: Mapping[str, Mapping[str, Any]],
     for factory, status in census.items():
         entries.setdefault(factory, status)
     if config.settings.factory_name not in entries:
-        from vac.space import status as space_status
-
         entries[config.settings.factory_name] = space_status.factory_status(config, now)
     totals = {"processors": 0.0, "machines": 0.0, "hs06": 0.0, "factories": 0.0}
     for entry in entries.values():
@@ -128,8 +128,6 @@ def service_id(reply: bytes, url: str = "GOCDB") -> str:
 def publish(config: Config, now: float, transport: Optional[Transport] = None,
             cafile: Optional[str] = None) -> str:
     """Look up the service and PUT the properties; return the service id."""
-    from vac.space import census
-
     s = config.settings
     send = transport or curl_transport
     base = s.gocdb_url.rstrip("/")
@@ -140,7 +138,7 @@ def publish(config: Config, now: float, transport: Optional[Transport] = None,
     if not 200 <= status < 300:
         raise FetchError(lookup, f"get_service_endpoint: HTTP {status}", status)
     ident = service_id(reply, lookup)
-    body = payload(config, capacity(config, census.fresh_census(s, now), now), now)
+    body = payload(config, capacity(config, fresh_census(s, now), now), now)
     target = f"{base}/v5/Service/{ident}/ExtensionProperties"
     status, _ = send("PUT", target, json.dumps(body, sort_keys=True).encode(),
                      s.gocdb_cert_file, s.gocdb_key_file, cafile)
@@ -156,13 +154,11 @@ def interval(census_count: int) -> float:
 def update_if_due(config: Config, now: float, transport: Optional[Transport] = None,
                   rng: Optional[random.Random] = None, cafile: Optional[str] = None) -> bool:
     """Publish when due (see the module's docstring); True if published now."""
-    from vac.space import census
-
     s = config.settings
     if not (s.gocdb_cert_file and s.gocdb_key_file and os.path.isfile(s.gocdb_cert_file)
             and os.path.isfile(s.gocdb_key_file)):
         return False
-    period = interval(len(census.fresh_census(s, now)))
+    period = interval(len(fresh_census(s, now)))
     marker = os.path.join(s.state_dir, MARKER)
     last = fsutil.mtime_or_none(marker)
     if last is None:

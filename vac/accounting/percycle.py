@@ -15,8 +15,9 @@ import time
 from typing import Optional
 
 from vac import fsutil
-from vac.accounting import records
+from vac.accounting import gocdb, records
 from vac.config.model import Config
+from vac.space import vacmon
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ _logged_since_start = threading.Event()   # the first message of this vacd goes 
 
 def settle_records(config: Config, now: float) -> records.Settled:
     """Settle pending records (and send each one's machine_status to VacMon)."""
-    from vac.accounting import vacmon
-
     sender = vacmon.Sender.for_settings(config.settings)
     settled = records.settle(config, now, after=lambda d: sender.machine_finished(config, d))
     if settled.archived or settled.rejected:
@@ -41,8 +40,6 @@ def settle_records(config: Config, now: float) -> records.Settled:
 
 def monitor_cycle(config: Config, now: float) -> None:
     """The cycle's VacMon status, the version logger, GOCDB; each failure logged only."""
-    from vac.accounting import vacmon
-
     for name, part in (("VacMon status", lambda: vacmon.Sender.for_settings(
             config.settings).cycle_status(config, now)),
                        ("version logger", lambda: _version_logger(config, now)),
@@ -65,8 +62,6 @@ def _version_logger(config: Config, now: float) -> Optional[threading.Thread]:
         return None
     _logged_since_start.set()
     fsutil.atomic_write(marker, "", mtime=now)
-    from vac.accounting import vacmon
-
     sender = vacmon.Sender([VERSION_LOGGER])
 
     def send() -> None:
@@ -81,6 +76,4 @@ def _version_logger(config: Config, now: float) -> Optional[threading.Thread]:
 
 
 def _gocdb(config: Config, now: float) -> None:
-    from vac.accounting import gocdb
-
     gocdb.update_if_due(config, now)

@@ -37,12 +37,13 @@ from vac import fsutil, planfile
 from vac.accounting import percycle
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
-from vac.cycle import housekeeping, planner, shares
+from vac.cycle import housekeeping, planner
 from vac.cycle import refill as refilling
 from vac.cycle.backendpool import BackendPool
+from vac.cycle.censuskeeper import CensusKeeper, SpaceCensus
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
-from vac.cycle.finishing import finish_machine, last_outcome, write_heartbeat
+from vac.cycle.finishing import finish_machine, write_heartbeat
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
@@ -83,13 +84,13 @@ class Factory:
                  loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
                  rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
                  after_prepare: Optional[Callable[[Config], List[str]]] = None,
-                 space_census: Optional[Callable[..., Dict[str, shares.Census]]] = None,
+                 space_census: Optional[SpaceCensus] = None,
                  owner_load: Optional[OwnerLoad] = None, state_dir: Optional[str] = None,
                  host: Optional[hostinfo.HostFacts] = None,
                  pressure: Optional[HostPressure] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
-        self.space_census = space_census  # (config, local census, now) -> the space's
+        self.census = CensusKeeper(space_census)
         self.pool = pool
         self.clock = clock
         self.loadavg = loadavg
@@ -103,9 +104,13 @@ class Factory:
         self.started = clock()
         self.recorder = Recorder()
         self._swept_once = False
-        self._remote: Dict[str, shares.Census] = {}   # the other factories' census
         self._last: Optional[_Last] = None
         self._dirty: Set[str] = set()   # slots acted on since they were last observed
+
+    @property
+    def space_census(self) -> Optional[SpaceCensus]:
+        """The hook that polls the other factories (vac.space.census.SpacePoll), if any."""
+        return self.census.space_census
 
     @property
     def config(self) -> Optional[Config]:
@@ -135,7 +140,7 @@ class Factory:
         if loaded.own:   # from the state directory alone, nothing is taken for a zombie
             self._kill_zombies(config, seen, report)
         self._release_leftovers(config, report)
-        census = self._census(config, seen, now, fresh=loaded.own)
+        census = self.census.census(config, seen.observed, now, fresh=loaded.own)
         yield_state, owner = self.owner_load.measure(config, seen, now)
         plan = self._plan(loaded, waiting, seen.observed, census, now, yield_state, owner)
         self.owner_load.keep(config, plan.yield_state)   # before a yield's destroy
@@ -169,7 +174,7 @@ class Factory:
         for name, problem in fresh.errors.items():
             self._machine_failed(report, name, "observation", problem)
         seen = refilling.merge(last, fresh)
-        census = self._census(config, seen, now, fresh=False)
+        census = self.census.census(config, seen.observed, now, fresh=False)
         plan = refilling.restrict(self._plan(
             loaded, waiting, refilling.hide_other_free_slots(seen.observed, names), census,
             now, self.owner_load.state), names)
@@ -296,29 +301,6 @@ class Factory:
             if not probe.available or reason:
                 waiting[mt.name] = f"backend {backend} unavailable: {reason or 'no reason'}"
         return waiting
-
-    def _census(self, config: Config, seen: Observation, now: float,
-                fresh: bool = True) -> Dict[str, shares.Census]:
-        """This factory's census with the other factories': polled anew if `fresh`, else
-        (a refill) as the last cycle's poll found them."""
-        outcomes = {}
-        for name in config.machinetypes:
-            try:
-                outcome = last_outcome(config.settings.paths, name)
-            except (OSError, VacError) as e:
-                log.error("finishes/%s cannot be read: %s", name, e)
-                outcome = None
-            if outcome is not None:
-                outcomes[name] = outcome
-        local = shares.local_census(seen.observed, outcomes, config.machinetypes, now)
-        if self.space_census is None or not fresh:
-            return shares.add_census(local, self._remote)
-        try:  # the other factories' census (vac.space.census.SpacePoll): bounded, never fatal
-            self._remote = self.space_census(config, {}, now)
-        except Exception:  # noqa: BLE001 - a poll must not stop the cycle
-            log.exception("space census failed; deciding from this factory alone")
-            self._remote = {}
-        return shares.add_census(local, self._remote)
 
     # Acting on the plan -----------------------------------------------------------------
 

@@ -1,22 +1,23 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Finishing one machine: final observation, outcome message, heartbeat, finished, finishes/.
+"""Finishing one machine: final observation, outcome message, heartbeat, finished, finishes/
+(vac.machine.finishes).
 
 Run exactly once per machine, when the factory first sees it shut down (§3.3, §19 item 58).
 """
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 from vac import fsutil
 from vac.accounting import records as accounting
 from vac.backends.base import Backend, MachineStatus
 from vac.config.model import MachineType
-from vac.cycle import shares
 from vac.errors import BackendError
 from vac.faults import crash_point
 from vac.machine.directory import MachineDir
+from vac.machine.finishes import update_finishes
+from vac.machine.outcome import outcome_message
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
         log.warning("%s: %s", directory.name, message)
     if machinetype is not None and started is not None:
         ended = directory.heartbeat_time or now
-        synthesised = shares.outcome_message(directory.shutdown_message, started, ended,
-                                             machinetype.fizzle_seconds)
+        synthesised = outcome_message(directory.shutdown_message, started, ended,
+                                      machinetype.fizzle_seconds)
         if synthesised and directory.shutdown_message is None:
             directory.write_shutdown_message_if_none(synthesised, when=now)
     crash_point("finish:after-message")
@@ -81,30 +82,3 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
              directory.shutdown_message or "no shutdown message")
     return final
 
-
-def update_finishes(paths: Paths, directory: MachineDir) -> None:
-    """finishes/<machinetype> names the most recently created finished machine of its type."""
-    record = paths.finish_record(directory.machinetype)
-    current = fsutil.read_optional(record, 1024)
-    if current:
-        parts = current.split()
-        if parts and parts[0].isdigit() and int(parts[0]) > directory.created:
-            return
-    os.makedirs(paths.finishes, exist_ok=True)
-    fsutil.atomic_write(record, f"{directory.created} {directory.machinetype} {directory.name}")
-
-
-def last_outcome(paths: Paths, machinetype: str) -> Optional[shares.LastOutcome]:
-    """The finished machine named by finishes/<machinetype>, as the census wants it."""
-    text = fsutil.read_optional(paths.finish_record(machinetype), 1024)
-    parts = text.split() if text else []
-    if len(parts) != 3 or not parts[0].isdigit():
-        return None
-    path = paths.machine_dir(int(parts[0]), parts[1], parts[2])
-    if not os.path.isdir(path):
-        return None
-    directory = MachineDir(path)
-    return shares.LastOutcome(message=directory.shutdown_message,
-                              time=directory.shutdown_message_time or directory.finished,
-                              machine=directory.name, started=directory.started,
-                              created=directory.created)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Observing the factory: each slot's machine from its directory and its backend.
 
-The result is plain data (vac.cycle.observed.Observed) so the planner stays pure. A machine whose
+The result is plain data (vac.machine.observed.Observed) so the planner stays pure. A machine whose
 backend is unavailable this cycle is reported with its disk state and marked `unmanaged`:
 the factory neither finishes nor destroys what it cannot see.
 """
@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from vac.backends.base import MachineStatus
 from vac.config.model import Config
 from vac.cycle.backendpool import BackendPool
-from vac.cycle.observed import Observed
 from vac.errors import BackendError
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.observed import Observed
 from vac.machine.slots import Slot
 
 log = logging.getLogger(__name__)

@@ -29,20 +29,14 @@ from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence,
 from vac import planfile
 from vac.config.model import Config, MachineType, Settings
 from vac.cycle import gate, shedding, yielding
-from vac.cycle.observed import Observed
-from vac.cycle.shares import (
-    Census,
-    Shares,
-    choose,
-    contribution,
-    is_abort,
-    machine_hs06,
-    outcome_message,
-)
+from vac.cycle.shares import Shares, choose
 from vac.host.pressure import Reading as PressureReading
 from vac.machine.directory import MachineState
+from vac.machine.observed import Observed
+from vac.machine.outcome import is_abort, outcome_message
 from vac.machine.slots import Slot
 from vac.planfile import IdleReason
+from vac.space.censusdata import Census, contribution, machine_hs06
 
 HEARTBEAT_NOT_CREATED = "700 Heartbeat file not created"
 HEARTBEAT_NOT_UPDATED = "700 Heartbeat file not updated"

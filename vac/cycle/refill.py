@@ -12,9 +12,9 @@ import dataclasses
 from typing import Iterable, Set
 
 from vac.cycle.observe import Observation
-from vac.cycle.observed import Observed
 from vac.cycle.planner import Plan
 from vac.machine.directory import MachineState
+from vac.machine.observed import Observed
 
 
 def merge(last: Observation, fresh: Observation) -> Observation:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Sequence
 
 from vac.config.model import Settings
-from vac.cycle.observed import Observed
+from vac.machine.observed import Observed
 
 YIELD_CODE = 100
 

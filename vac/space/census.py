@@ -24,9 +24,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from vac import fsutil
 from vac.config.model import Config, Settings
-from vac.cycle.shares import Census, add_census, merge_census
 from vac.space import client
 from vac.space import messages as m
+from vac.space.censusdata import Census, add_census, merge_census
 
 log = logging.getLogger(__name__)
 

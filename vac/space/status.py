@@ -13,12 +13,12 @@ from typing import Any, Dict, List, Optional
 
 from vac import fsutil
 from vac.config.model import Config
-from vac.cycle import shares
-from vac.cycle.finishing import last_outcome
-from vac.cycle.observed import Observed
 from vac.host import facts
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
+from vac.machine.finishes import last_outcome
+from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
+from vac.space import censusdata
 from vac.space.messages import STRING_LIMIT, two_decimals
 
 MESSAGE_LIMIT = 255   # shutdown messages are cut to this in replies
@@ -72,7 +72,7 @@ def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
             "heartbeat_time": _int(directory.heartbeat_time), "num_cpus": processors,
             "num_processors": processors, "cpu_seconds": two_decimals(directory.cpu_seconds),
             "cpu_percentage": percent,
-            "hs06": two_decimals(shares.machine_hs06(directory.hs06, processors)),
+            "hs06": two_decimals(censusdata.machine_hs06(directory.hs06, processors)),
             "machinetype": directory.machinetype, "shutdown_message": None,
             "shutdown_time": None}
     if state in (MachineState.SHUTDOWN, MachineState.FAILED):   # Failed: creation failed
@@ -102,7 +102,7 @@ def observed_from_disk(config: Config) -> List[Observed]:
     return result
 
 
-def local_census(config: Config, now: float) -> Dict[str, shares.Census]:
+def local_census(config: Config, now: float) -> Dict[str, censusdata.Census]:
     """This factory's census from disk: the machinetype_status numbers, by machinetype."""
     paths = config.settings.paths
     outcomes = {}
@@ -110,7 +110,7 @@ def local_census(config: Config, now: float) -> Dict[str, shares.Census]:
         outcome = last_outcome(paths, name)
         if outcome is not None:
             outcomes[name] = outcome
-    return shares.local_census(observed_from_disk(config), outcomes, config.machinetypes, now)
+    return censusdata.local_census(observed_from_disk(config), outcomes, config.machinetypes, now)
 
 
 def machinetype_statuses(config: Config, now: float) -> List[Dict[str, Any]]:
@@ -118,7 +118,7 @@ def machinetype_statuses(config: Config, now: float) -> List[Dict[str, Any]]:
     census = local_census(config, now)
     bodies = []
     for name, mt in sorted(config.machinetypes.items()):
-        body = shares.status_fields(census[name])
+        body = censusdata.status_fields(census[name])
         body["shutdown_message"] = _cut(body["shutdown_message"])
         body.update({"machinetype": name,
                      "bytes_per_processor": mt.mb_per_processor * 1048576,

@@ -11,9 +11,9 @@ import os
 from typing import Any, Dict, List, Mapping, Optional
 
 from vac.config.model import MachineType
-from vac.cycle.shares import is_abort
 from vac.errors import StateError
 from vac.machine.directory import MachineDir
+from vac.machine.outcome import is_abort
 from vac.paths import Paths
 
 SCAN_LIMIT = 400        # machine directories read per view, newest first

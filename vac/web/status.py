@@ -21,10 +21,10 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac import planfile
 from vac.config.model import Config
-from vac.cycle.shares import Census, machine_hs06
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 from vac.space.census import others as census_others
+from vac.space.censusdata import Census, machine_hs06
 from vac.space.messages import two_decimals
 from vac.web import outcomes
 

@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""What the cycle observed of one slot (Observed): the planner's input, also read by shares.
+"""What the factory observed of one slot (Observed): the planner's input, and what the census
+counts (vac.space.censusdata), whether from the cycle's observation or from disk alone.
 
-It lives below both vac.cycle.planner and vac.cycle.shares so that neither imports the other
-in a circle.
+It lives in the machine wing, below the cycle and the space, which both read it.
 """
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""VacMon: VacQuery status datagrams sent unasked to each `vacmon_hostport` (§10.3).
+"""VacMon: VacQuery status datagrams sent unasked to each `vacmon_hostport` (§10.3), the same
+bodies the responder answers with (vac.space.status), and the version logger's copies.
 
 Each cycle one factory_status and every machinetype_status; at each finish one machine_status
 for that machine, sent after its `finished` file so it carries the final state and shutdown
@@ -15,7 +16,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from vac import __version__
 from vac.config.model import Config, Settings
-from vac.machine.directory import MachineDir
+from vac.machine.directory import MachineDir, read_slot_record
+from vac.space import messages, status
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,6 @@ class Sender:
         return cls(_destinations(settings.vacmon_hostport))
 
     def _header(self, config: Config, kind: str) -> Dict[str, Any]:
-        from vac.space import messages
-
         s = config.settings
         version = messages.version_string(__version__, PROGRAM)
         return messages.reply_header(kind, COOKIE, s.vac_space, s.factory_name, s.site,
@@ -57,8 +57,6 @@ class Sender:
 
     def send(self, messages_: Iterable[Dict[str, Any]]) -> int:
         """Send each message to each destination; return how many datagrams went out."""
-        from vac.space import messages
-
         if not self.destinations:
             return 0
         sent = 0
@@ -83,9 +81,6 @@ class Sender:
     def machine_finished(self, config: Config, directory: MachineDir,
                          model: Optional[str] = None) -> int:
         """One machine_status for a machine that has its `finished` file."""
-        from vac.machine.directory import read_slot_record
-        from vac.space import messages, status
-
         if not self.destinations:
             return 0
         record = read_slot_record(config.settings.paths, directory.name)
@@ -97,8 +92,6 @@ class Sender:
 
     def cycle_status(self, config: Config, now: float, machinetypes: bool = True) -> int:
         """One factory_status and (unless told not to) every machinetype_status."""
-        from vac.space import messages, status
-
         if not self.destinations:
             return 0
         try:

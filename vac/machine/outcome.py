@@ -1,0 +1,58 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""How a machine ended: its shutdown code, whether that is an abort, the fizzle rule, and the
+message its outcome is judged by (§3.8). The one place for these rules: the planner, the
+census, finishing, the space's replies and the web pages all ask here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+ABORT_CODE = 300          # shutdown codes >= 300 are aborts (§3.8)
+FIZZLE_FORMAT = "300 Vac detects fizzle after {} seconds"
+
+
+def message_code(message: Optional[str]) -> Optional[int]:
+    """The shutdown code: the message's first 3 characters if they are ASCII digits."""
+    if not message:
+        return None
+    head = message.lstrip()[:3]
+    if len(head) == 3 and head.isascii() and head.isdigit():
+        return int(head)
+    return None
+
+
+def is_abort(message: Optional[str]) -> bool:
+    """True for 300 no work, 400 banned, 500 site, 600 grid-wide, 700 transient problems."""
+    code = message_code(message)
+    return code is not None and code >= ABORT_CODE
+
+
+def outcome_message(message: Optional[str], started: Optional[float], ended: Optional[float],
+                    fizzle_seconds: float) -> Optional[str]:
+    """The message a machine's outcome is judged by (the intended rule of §3.8, §17 item 3).
+
+    A message with a code is returned as it is. A machine that ran (it has `started`) for less
+    than fizzle_seconds and left no coded message gets "300 Vac detects fizzle after N
+    seconds". Otherwise the message (perhaps None) is returned unchanged, so a caller writes
+    the result only when the machine wrote nothing itself.
+    """
+    if message_code(message) is not None:
+        return message
+    if started is None or ended is None or fizzle_seconds <= 0:
+        return message
+    ran = ended - started
+    if ran < fizzle_seconds:
+        return FIZZLE_FORMAT.format(max(0, int(ran)))
+    return message
+
+
+@dataclass(frozen=True)
+class LastOutcome:
+    """The machine finishes/<machinetype> names: its message, when it ended, when it started."""
+
+    message: Optional[str]
+    time: Optional[float]
+    machine: str
+    started: Optional[float] = None
+    created: Optional[int] = None

@@ -168,7 +168,8 @@ echo "200 Intended work completed" > $O/shutdown_message
     assert read("mjf_mode") == "ro"
     v2 = env.backend.hierarchy.version == 2
     line = [x for x in read("cgroup").splitlines() if x.startswith("0::") == v2][0]
-    assert line.endswith(f":/{env.parent}/apptainer-{spec.name}")
+    leaf = "/leaf" if v2 else ""   # v2: the leaf of the delegated cgroup (issue 31)
+    assert line.endswith(f":/{env.parent}/apptainer-{spec.name}{leaf}")
     assert read("nnp") == "NoNewPrivs:1"  # Apptainer sets no_new_privs for the payload
     pid = int(job_id.split("-", 1)[0])
     assert job_id == f"{pid:06d}-{spec.uuid}"

@@ -24,7 +24,7 @@ import time
 from typing import Callable, List, Optional, Set, Tuple, TypeVar
 
 from vac.errors import VacError
-from vac.host import cgroups, procs
+from vac.host import cgroups, delegation, procs
 from vac.host.cgroups import CgroupFS, Hierarchy
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class MachineCgroup:
         self.name = name
         self.parent = parent
         self.fs = fs or CgroupFS()
+        self.leaf: Optional[str] = None   # where new processes join once delegated
 
     @property
     def relative_path(self) -> str:
@@ -83,7 +84,10 @@ class MachineCgroup:
 
     @property
     def procs_files(self) -> List[str]:
-        """The cgroup.procs files a new process writes its own pid into to join."""
+        """The cgroup.procs files a new process writes its own pid into to join (the leaf's,
+        once delegated)."""
+        if self.leaf is not None:
+            return [os.path.join(self.leaf, "cgroup.procs")]
         return [os.path.join(d, "cgroup.procs") for d in self.dirs]
 
     def exists(self) -> bool:
@@ -140,6 +144,26 @@ class MachineCgroup:
             raise CgroupError(self.relative_path, "memory controller not enabled "
                               f"(no memory.max; check {parent}/cgroup.subtree_control)")
         self.fs.write(limit, str(memory_bytes))
+
+    def delegate(self, uid: int, gid: int) -> str:
+        """On v2, delegate the new (empty) cgroup to uid:gid (vac.host.delegation): the
+        controllers enabled on the way down, the leaf made, both handed over. Returns the
+        leaf's cgroup path (as /proc/<pid>/cgroup shows it).
+
+        Raises:
+            CgroupError: not v2, or the delegation failed.
+        """
+        root = self.hierarchy.root(cgroups.V2)
+        if self.hierarchy.version != 2 or root is None:
+            raise CgroupError(self.relative_path, "delegation needs cgroup v2")
+        top = self._at(root)
+        for directory in (root, os.path.dirname(top)):
+            delegation.enable(self.fs, directory)
+        try:
+            self.leaf = delegation.delegate(self.fs, top, (uid, gid))
+        except delegation.DelegationError as e:
+            raise CgroupError(self.relative_path, str(e)) from e
+        return f"{self.relative_path}/{delegation.LEAF}"
 
     def _enable_controllers(self, directory: str) -> None:
         control = os.path.join(directory, "cgroup.subtree_control")

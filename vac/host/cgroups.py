@@ -293,6 +293,9 @@ class CgroupFS:
         finally:
             os.close(fd)
 
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        os.chown(path, uid, gid, follow_symlinks=False)
+
     def kill(self, pid: int) -> None:
         procs.sigkill(pid)
 

@@ -182,7 +182,7 @@ class ApptainerBackend(Backend):
         prepare.check_sources(self.NAME, spec.name, specs, [image], user, groups)
         argv = build_argv(binary, image, directory.path, spec.name, command,
                           spython_bind_args(specs))
-        cgroup = self._new_cgroup(spec)
+        cgroup = self._new_cgroup(spec, user)
         proc = self._start(spec, argv, cgroup, user, groups)
         try:
             job_id = self._record(spec, proc, cgroup, user, image)
@@ -223,7 +223,7 @@ class ApptainerBackend(Backend):
                 return cache
             raise BackendError(self.NAME, f"cannot fetch root_image: {e}", spec.name) from e
 
-    def _new_cgroup(self, spec: MachineSpec) -> MachineCgroup:
+    def _new_cgroup(self, spec: MachineSpec, user: pwd.struct_passwd) -> MachineCgroup:
         cgroup = self._cgroup(spec.name)
         try:
             if cgroup.exists():
@@ -232,6 +232,8 @@ class ApptainerBackend(Backend):
                                        "processes of an earlier machine", spec.name)
                 cgroup.remove()  # a fresh cgroup: CPU and OOM counters start at zero
             cgroup.create(spec.processors, spec.memory_mb * MIB)
+            if self.hierarchy.version == 2:  # the payload's own subtree (issue 31)
+                cgroup.delegate(user.pw_uid, user.pw_gid)
         except CgroupError as e:
             raise BackendError(self.NAME, str(e), spec.name) from e
         return cgroup

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.docker import cgroupparent, console, network, vac03
+from vac.backends.docker import cgroupparent, console, delegation, network, vac03
 from vac.backends.docker.engine import boundary, describe
 from vac.backends.docker.engine import sdk as _sdk
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
@@ -162,6 +162,7 @@ class DockerBackend(Backend):
                 network.create_args(api, place) if place else {})
             if fresh:
                 self._start(api, container_id, spec.name, parent)
+                delegation.delegate(api, container_id, spec.name, self.cgroups)
         crash_point(CRASH_BEFORE_RECORD)   # the engine made the parent; nothing names it yet
         try:
             spec.directory.write_backend_record({

@@ -1,0 +1,53 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A new Docker machine's cgroup delegated to its container on cgroup v2 (issue 31).
+
+Right after the engine has started the container, while vacd is still creating the machine:
+its processes are moved from the container's cgroup into the leaf /leaf below it, the cpu,
+memory, pids and io controllers are enabled for the container's subtree, and the container's
+own /sys/fs/cgroup (a cgroup2 mount of its private cgroup namespace, read-only as the engine
+makes it) is remounted writable (vac.host.cgroupmount says when that is safe). Inside, the
+container's root sees its cgroup as /sys/fs/cgroup and its processes in /leaf: it can make
+children, move processes and set limits there, never write the limits of /sys/fs/cgroup
+itself (the kernel refuses: nsdelegate) nor see or write anything above it. The container
+gets no capability and no other privilege. A payload that wants the subtree waits until
+/sys/fs/cgroup/cgroup.subtree_control is writable: vacd moves the processes first and makes
+the mount writable last, moments after the container started.
+
+On cgroup v1, or where it is not safe (no nsdelegate, the host's cgroup namespace), the
+machine runs as before, without delegation, and the reason is logged.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vac.host import cgroupmount, delegation
+from vac.host.cgroups import Cgroups, V2, host_path
+
+log = logging.getLogger(__name__)
+
+
+def delegate(api: Any, container_id: str, name: str, cgroups: Cgroups) -> bool:
+    """Delegate a started container's cgroup to it; False (logged) where it cannot be.
+    Engine errors are the caller's (it runs inside the backend's error boundary)."""
+    h = cgroups.hierarchies
+    if h.for_machines().version != 2 or h.v2 is None:
+        return False
+    pid = int(((api.inspect_container(container_id) or {}).get("State") or {}).get("Pid") or 0)
+    if pid <= 0:
+        log.warning("%s: no cgroup delegation: the container has no process", name)
+        return False
+    path = cgroups.of_pid(pid).get(V2)
+    top = host_path(h.v2, path) if path else None
+    try:
+        cgroupmount.check(pid, cgroups.proc_root)
+        if top is None:
+            raise delegation.DelegationError(str(path), "not in the unified hierarchy")
+        delegation.move_all(cgroups.fs, top, f"{top}/{delegation.LEAF}")
+        cgroupmount.make_writable(pid, cgroups.proc_root)
+    except (cgroupmount.CgroupMountError, delegation.DelegationError) as e:
+        log.warning("%s: no cgroup delegation: %s", name, e)
+        return False
+    log.info("%s: cgroup %s delegated to the container (its /sys/fs/cgroup, processes in /%s)",
+             name, path, delegation.LEAF)
+    return True

@@ -171,11 +171,23 @@ def test_machine_shut_down_now_counts_before_it_is_finished(mts):
     assert a.last_abort_time == NOW
 
 
-def test_older_machine_shut_down_now_does_not_hide_newer_outcome(mts):
+def test_an_older_machines_abort_reported_later_is_not_hidden(mts):
+    # Issue 26, defect 2: the original (and this test before) let the most recently created
+    # machine's outcome win, so an older pilot's later abort was dropped for good.
     ending = obs(2, "a", state=MachineState.SHUTDOWN, created=int(NOW - 9000),
-                 shutdown_message="500 broken")
+                 shutdown_message="500 broken", shutdown_message_time=NOW - 20)
     outcomes = {"a": LastOutcome("200 Success", NOW - 60, "f1-01.example.com", NOW - 900,
                                  created=int(NOW - 1000))}
+    a = censusdata.local_census([ending], outcomes, mts, NOW)["a"]
+    assert a.shutdown_message == "500 broken" and a.last_abort_time == NOW - 20
+    assert a.shutdown_machine == "f1-02.example.com"
+
+
+def test_an_outcome_reported_earlier_does_not_hide_a_later_one(mts):
+    ending = obs(2, "a", state=MachineState.SHUTDOWN, created=int(NOW - 900),
+                 shutdown_message="500 broken", shutdown_message_time=NOW - 100)
+    outcomes = {"a": LastOutcome("200 Success", NOW - 60, "f1-01.example.com", NOW - 9000,
+                                 created=int(NOW - 9100))}
     a = censusdata.local_census([ending], outcomes, mts, NOW)["a"]
     assert a.shutdown_message == "200 Success" and a.last_abort_time is None
 

@@ -102,7 +102,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
-        """Stop the machine and release everything it holds. Absent counts as success."""
+        """Stop the machine and release everything it holds. Absent counts as success.
+        It reads nothing of the machine's last state: finishing collects before it."""
 
     @abc.abstractmethod
     def list_machines(self) -> List[MachineStatus]:
@@ -140,7 +141,15 @@ class Backend(abc.ABC):
         (Apptainer's zombie killer). Returns how many were killed. Default: none."""
         return 0
 
+    def stop(self, name: str, directory: Optional[MachineDir]) -> None:  # noqa: B027
+        """Ask a running machine to end, waiting a bounded time (libvirt: ACPI shutdown and
+        shutdown_wait_seconds), so that what it does on its way down is there for collect.
+        Finishing calls it for a machine the factory ends, before collect; destroy follows and
+        ends what is left. Absent counts as success. Default: nothing (destroy ends it)."""
+
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
-        """Final observation of a finished machine before destroy (exit code, OOM, logs).
+        """The one read of a machine's last state (exit code, OOM kill, console, CPU
+        seconds), before its single destroy; may write what it finds into the directory
+        (console.log, joboutputs/, an OOM shutdown_message if none, backend.json).
         Default: status()."""
         return self.status(name, directory)

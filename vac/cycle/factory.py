@@ -40,10 +40,11 @@ from vac.config.model import Config, MachineType
 from vac.cycle import housekeeping, planner
 from vac.cycle import refill as refilling
 from vac.cycle.backendpool import BackendPool
+from vac.cycle.backofflog import BackoffLog
 from vac.cycle.censuskeeper import CensusKeeper, SpaceCensus
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
-from vac.cycle.finishing import finish_machine, write_heartbeat
+from vac.cycle.finishing import Ending, finish_machine, write_heartbeat
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
@@ -51,7 +52,6 @@ from vac.cycle.parallel import run_grouped
 from vac.cycle.record import Recorder
 from vac.cycle.report import CycleReport, acted, log_failures, merge
 from vac.errors import VacError
-from vac.faults import crash_point
 from vac.host import facts as hostinfo
 from vac.machine import mjf
 from vac.machine.directory import MachineDir
@@ -103,6 +103,7 @@ class Factory:
         self.keeper = ConfigKeeper(load_config, fallback, host)
         self.started = clock()
         self.recorder = Recorder()
+        self.backoffs = BackoffLog()   # a line when a machinetype's backoff starts or ends
         self._swept_once = False
         self._last: Optional[_Last] = None
         self._dirty: Set[str] = set()   # slots acted on since they were last observed
@@ -186,6 +187,8 @@ class Factory:
     def _plan(self, loaded: Loaded, waiting: Dict[str, str], observed, census, now: float,
               yield_state, owner=None) -> planner.Plan:
         """The planner's decision (the same for a cycle and a refill)."""
+        self.backoffs.update(loaded.config.machinetypes, census, now,
+                             loaded.config.settings.factory_name)
         return self.pressure.kept(planner.plan(
             loaded.config, observed, census, load=max(self.loadavg()), now=now,
             daemon_started=self.started, rng=self.rng, yield_state=yield_state, owner=owner,
@@ -315,38 +318,15 @@ class Factory:
                 self._guarded(report, lower.name, "lowering shutdown time",
                               mjf.lower_shutdown_time, seen.directories[lower.name],
                               lower.new_time)
-        finishing = [f.name for f in plan.finishes]
-        for destroy in plan.destroys:
-            if self._guarded(report, destroy.name, "destroy", self._destroy, config, seen,
-                             destroy, now, report) and destroy.name not in finishing:
-                finishing.append(destroy.name)
-        for name in finishing:
+        ends = [(f.name, None) for f in plan.finishes] + \
+            [(d.name, Ending(d.message, d.reason)) for d in plan.destroys]
+        for name, ending in ends:   # each: collect, record, destroy once (vac.cycle.finishing)
             self._guarded(report, name, "finishing", self._finish, config, seen, name, now,
-                          report)
+                          report, ending)
         self._create_all(config, plan.creates, {s.name: s for s in slots}, report)
 
-    def _destroy(self, config: Config, seen: Observation, action, now: float,
-                 report: CycleReport) -> bool:
-        directory = seen.directories.get(action.name)
-        if directory is None or action.name in seen.unmanaged:
-            return False
-        # The message first: a vacd killed after the backend's destroy must not leave a
-        # machine that ended with no message (a guest that writes its own still wins).
-        if action.message:
-            directory.write_shutdown_message_if_none(action.message, when=now)
-        crash_point("destroy:after-message")
-        try:
-            self.pool.for_model(_model_of(seen, action.name)).destroy(action.name, directory)
-        except VacError as e:
-            self._machine_failed(report, action.name, "destroy", str(e))
-            return False
-        crash_point("destroy:after-backend")
-        log.info("%s destroyed: %s", action.name, action.reason)
-        report.destroyed.append(action.name)
-        return True
-
     def _finish(self, config: Config, seen: Observation, name: str, now: float,
-                report: CycleReport) -> None:
+                report: CycleReport, ending: Optional[Ending] = None) -> None:
         directory = seen.directories.get(name)
         if directory is None or name in seen.unmanaged or directory.finished is not None:
             return
@@ -354,9 +334,13 @@ class Factory:
             backend = self.pool.for_model(_model_of(seen, name))
         except VacError:
             backend = None
-        finish_machine(config.settings.paths, directory,
-                       config.machinetypes.get(directory.machinetype), backend, now)
+        done = finish_machine(config.settings.paths, directory,
+                              config.machinetypes.get(directory.machinetype), backend, now, ending)
         report.finished.append(name)
+        if done.destroy_error is not None:
+            self._machine_failed(report, name, "destroy", done.destroy_error)
+        elif ending is not None:
+            report.destroyed.append(name)
 
     def _create_all(self, config: Config, creates, by_name: Dict[str, Slot],
                     report: CycleReport) -> None:
@@ -467,6 +451,7 @@ def _mark_started(directory) -> bool:
 
 
 def _destroy_zombie(backend, name: str) -> bool:
+    backend.stop(name, None)    # libvirt: ACPI shutdown and its wait first, as the original
     backend.destroy(name, None)
     return True
 

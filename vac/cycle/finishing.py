@@ -1,12 +1,13 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Finishing one machine: final observation, outcome message, heartbeat, finished, finishes/
-(vac.machine.finishes).
+"""Finishing one machine, in one order: collect its last state, record its end, destroy it once.
 
-Run exactly once per machine, when the factory first sees it shut down (§3.3, §19 item 58).
+Run exactly once per machine: when the factory first sees it shut down, or when it ends a
+running one (wall time, heartbeat rule, paused, yield, pressure, drain).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 from vac import fsutil
@@ -21,6 +22,23 @@ from vac.machine.outcome import outcome_message
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """The factory ends a running machine: the message it gets if it wrote none, and why."""
+
+    message: Optional[str]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What finishing found: the backend's final status (None when it could not be asked)
+    and, for a machine the factory ended, why the backend could not destroy it."""
+
+    final: Optional[MachineStatus]
+    destroy_error: Optional[str] = None
 
 
 def write_heartbeat(directory: MachineDir, cpu_seconds: float, now: float) -> None:
@@ -39,18 +57,53 @@ def write_heartbeat(directory: MachineDir, cpu_seconds: float, now: float) -> No
 
 
 def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
-                   backend: Optional[Backend], now: float) -> Optional[MachineStatus]:
-    """Record the end of a machine and release what the backend still holds.
+                   backend: Optional[Backend], now: float,
+                   ending: Optional[Ending] = None) -> Finished:
+    """Collect, record, then destroy once.
 
-    Returns the backend's final status (None when no backend could be asked).
+    A machine the factory ends is first asked to stop (libvirt: an ACPI shutdown), so that
+    what it prints on its way down is there when collect reads it. collect() is the one read
+    of the machine's last state (exit code, OOM kill, console, CPU seconds): it comes before
+    the destroy, which takes the container, domain or cgroup with it. The outcome (heartbeat,
+    message, accounting mark, `finished`, finishes/) is on disk before the destroy, so a vacd
+    killed after it leaves nothing unrecorded; a machine left running by a kill or a failed
+    destroy is finished on disk, and the zombie killer removes it in the next cycle.
     """
-    final = None
-    if backend is not None:
-        try:
-            final = backend.collect(directory.name, directory)
-        except BackendError as e:
-            log.warning("%s: final observation failed: %s", directory.name, e)
+    if ending is not None and backend is not None:
+        _stop(backend, directory)
+    final = _collect(backend, directory)
     crash_point("finish:after-collect")
+    if ending is not None:
+        if ending.message:  # after collect: an OOM kill it found is the truer message
+            directory.write_shutdown_message_if_none(ending.message, when=now)
+        crash_point("destroy:after-message")
+    _record(paths, directory, machinetype, final, now)
+    error = _destroy(backend, directory, ending)
+    if ending is not None and error is None:
+        crash_point("destroy:after-backend")
+    return Finished(final, error)
+
+
+def _stop(backend: Backend, directory: MachineDir) -> None:
+    try:
+        backend.stop(directory.name, directory)
+    except BackendError as e:
+        log.warning("%s: stop failed, destroying it all the same: %s", directory.name, e)
+
+
+def _collect(backend: Optional[Backend], directory: MachineDir) -> Optional[MachineStatus]:
+    if backend is None:
+        return None
+    try:
+        return backend.collect(directory.name, directory)
+    except BackendError as e:
+        log.warning("%s: final observation failed: %s", directory.name, e)
+        return None
+
+
+def _record(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
+            final: Optional[MachineStatus], now: float) -> None:
+    """Heartbeat, outcome message, accounting mark, `finished`, finishes/<machinetype>."""
     started = directory.started
     if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
         write_heartbeat(directory, final.cpu_seconds, now)
@@ -73,12 +126,22 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
     crash_point("finish:after-finished")
     update_finishes(paths, directory)
     crash_point("finish:after-finishes")
-    if backend is not None:
-        try:
-            backend.destroy(directory.name, directory)
-        except BackendError as e:
-            log.warning("%s: cleanup after finish failed: %s", directory.name, e)
     log.info("%s finished (%s): %s", directory.name, directory.machinetype,
              directory.shutdown_message or "no shutdown message")
-    return final
 
+
+def _destroy(backend: Optional[Backend], directory: MachineDir,
+             ending: Optional[Ending]) -> Optional[str]:
+    """Destroy once; the error for a machine the factory ended (a warning otherwise)."""
+    if backend is None:
+        return None
+    try:
+        backend.destroy(directory.name, directory)
+    except BackendError as e:
+        if ending is not None:
+            return str(e)
+        log.warning("%s: cleanup after finish failed: %s", directory.name, e)
+        return None
+    if ending is not None:
+        log.info("%s destroyed: %s", directory.name, ending.reason)
+    return None

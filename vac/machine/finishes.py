@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""finishes/<machinetype>: the record naming the most recently created finished machine of each
-machinetype, "<created> <machinetype> <machine>" (§3.3). Its one writer (finishing) and its one
-reader (the census, in the cycle and in the responder's replies).
+"""finishes/<machinetype>: the record naming the finished machine of each machinetype whose
+outcome was reported last, "<created> <machinetype> <machine>" (§3.3, the original's format;
+the original named the most recently created one, which hid an abort reported after a younger
+machine's success). Its one writer (finishing) and its one reader (the census, in the cycle
+and in the responder's replies).
 """
 from __future__ import annotations
 
@@ -10,35 +12,45 @@ from typing import Optional
 
 from vac import fsutil
 from vac.machine.directory import MachineDir
-from vac.machine.outcome import LastOutcome
+from vac.machine.outcome import LastOutcome, latest
 from vac.paths import Paths
 
 RECORD_LIMIT = 1024     # bytes read of a finishes/ record
 
 
 def update_finishes(paths: Paths, directory: MachineDir) -> None:
-    """finishes/<machinetype> names the most recently created finished machine of its type."""
-    record = paths.finish_record(directory.machinetype)
-    current = fsutil.read_optional(record, RECORD_LIMIT)
-    if current:
-        parts = current.split()
-        if parts and parts[0].isdigit() and int(parts[0]) > directory.created:
-            return
+    """Name this finished machine in finishes/<machinetype> unless the one named there was
+    reported later (vac.machine.outcome.latest)."""
+    mine = outcome_of(directory)
+    current = _named(paths, directory.machinetype)
+    if current is not None and current.path != directory.path and \
+            latest(outcome_of(current), mine) is not mine:
+        return
     os.makedirs(paths.finishes, exist_ok=True)
-    fsutil.atomic_write(record, f"{directory.created} {directory.machinetype} {directory.name}")
+    fsutil.atomic_write(paths.finish_record(directory.machinetype),
+                        f"{directory.created} {directory.machinetype} {directory.name}")
 
 
 def last_outcome(paths: Paths, machinetype: str) -> Optional[LastOutcome]:
     """The finished machine named by finishes/<machinetype>, as the census wants it."""
+    directory = _named(paths, machinetype)
+    return outcome_of(directory) if directory is not None else None
+
+
+def outcome_of(directory: MachineDir) -> LastOutcome:
+    """A finished machine's outcome, timed when it was reported: when its shutdown_message
+    was written, never later than `finished` (a guest cannot date its message ahead)."""
+    told, finished = directory.shutdown_message_time, directory.finished
+    when = finished if told is None else told if finished is None else min(told, finished)
+    return LastOutcome(message=directory.shutdown_message, time=when, machine=directory.name,
+                       started=directory.started, created=directory.created)
+
+
+def _named(paths: Paths, machinetype: str) -> Optional[MachineDir]:
+    """The machine directory finishes/<machinetype> names, if it is there."""
     text = fsutil.read_optional(paths.finish_record(machinetype), RECORD_LIMIT)
     parts = text.split() if text else []
-    if len(parts) != 3 or not parts[0].isdigit():
+    if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()):
         return None
     path = paths.machine_dir(int(parts[0]), parts[1], parts[2])
-    if not os.path.isdir(path):
-        return None
-    directory = MachineDir(path)
-    return LastOutcome(message=directory.shutdown_message,
-                       time=directory.shutdown_message_time or directory.finished,
-                       machine=directory.name, started=directory.started,
-                       created=directory.created)
+    return MachineDir(path) if os.path.isdir(path) else None

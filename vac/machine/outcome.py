@@ -5,8 +5,9 @@ census, finishing, the space's replies and the web pages all ask here.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 ABORT_CODE = 300          # shutdown codes >= 300 are aborts (§3.8)
 FIZZLE_FORMAT = "300 Vac detects fizzle after {} seconds"
@@ -56,3 +57,22 @@ class LastOutcome:
     machine: str
     started: Optional[float] = None
     created: Optional[int] = None
+
+
+def latest(a: Optional[LastOutcome], b: Optional[LastOutcome]) -> Optional[LastOutcome]:
+    """Of two outcomes, the one that counts for backoff: the one reported last.
+
+    The original took the most recently *created* finished machine, so a pilot's abort
+    reported after a younger pilot's success was dropped for good, and its slot refilled at
+    once. At the same report time an abort wins, then the more recently created; on a full
+    tie, b. An outcome without a time is the oldest.
+    """
+    if a is None or b is None:
+        return b if a is None else a
+    return a if _order(a) > _order(b) else b
+
+
+def _order(outcome: LastOutcome) -> Tuple[float, int, float]:
+    when = -math.inf if outcome.time is None else outcome.time
+    created = -math.inf if outcome.created is None else outcome.created
+    return when, 1 if is_abort(outcome.message) else 0, created

@@ -17,7 +17,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 from vac.config.model import MachineType
 from vac.machine.directory import MachineState
 from vac.machine.observed import Observed
-from vac.machine.outcome import LastOutcome, is_abort, message_code, outcome_message
+from vac.machine.outcome import (LastOutcome, is_abort, latest, message_code,
+                                 outcome_message)
 
 STARTING_WINDOW = 3600    # a Starting machine counts for an hour after creation (§9.3)
 HEARTBEAT_WINDOW = 3600   # a Running machine counts while its heartbeat is this fresh (§9.3)
@@ -42,6 +43,8 @@ class Census:
     shutdown_time: Optional[float] = None
     shutdown_machine: Optional[str] = None
     last_abort_factory: Optional[str] = None  # another factory, when its abort is the latest
+    last_abort_machine: Optional[str] = None  # the latest abort's machine and message
+    last_abort_message: Optional[str] = None
 
 
 def machine_hs06(hs06: Optional[float], processors: int) -> float:
@@ -75,19 +78,18 @@ def local_census(observed: Iterable[Observed], last_outcomes: Mapping[str, LastO
     """This factory's census, one entry per configured machinetype.
 
     Machines seen shut down but not yet finished are finished in this very cycle, so the
-    most recently created of them stands in for finishes/<machinetype> when it is newer:
-    an abort or fizzle seen now backs the machinetype off in this cycle already.
+    outcome reported last of them and finishes/<machinetype> counts (outcome.latest): an
+    abort or fizzle seen now backs the machinetype off in this cycle already.
     """
     sums: Dict[str, List[float]] = {name: [0.0, 0, 0, 0] for name in machinetypes}
-    ending: Dict[str, Observed] = {}
+    outcomes: Dict[str, Optional[LastOutcome]] = {n: last_outcomes.get(n) for n in sums}
     for obs in observed:
         name = obs.machinetype
         if name is None or name not in sums:
             continue
         if obs.state is MachineState.SHUTDOWN:
-            if not obs.finished and _created(obs.created) >= _created(
-                    ending[name].created if name in ending else None):
-                ending[name] = obs
+            if not obs.finished:
+                outcomes[name] = latest(outcomes[name], _ending(obs, now))
             continue
         part = contribution(obs, machinetypes[name].fizzle_seconds, now)
         if part is not None:
@@ -99,34 +101,25 @@ def local_census(observed: Iterable[Observed], last_outcomes: Mapping[str, LastO
     result = {}
     for name, mt in machinetypes.items():
         hs06, machines, processors, young = sums[name]
-        outcome = _newest(last_outcomes.get(name), ending.get(name), now)
         result[name] = _with_outcome(Census(running_hs06=hs06, num_before_fizzle=int(young),
                                             running_machines=int(machines),
                                             running_processors=int(processors)),
-                                     outcome, mt.fizzle_seconds)
+                                     outcomes[name], mt.fizzle_seconds)
     return result
 
 
-def _created(created: Optional[int]) -> float:
-    return -math.inf if created is None else created
+def _ending(obs: Observed, now: float) -> LastOutcome:
+    """The outcome of a machine seen shut down, which is finished in this very cycle.
 
-
-def _newest(recorded: Optional[LastOutcome], ending: Optional[Observed],
-            now: float) -> Optional[LastOutcome]:
-    """finishes/<mt>'s outcome, or the unfinished machine's if it is the more recently created.
-
-    The unfinished machine is finished now, so now is its outcome time. It stopped somewhere
-    between its last heartbeat and now; its run is measured up to now, so a long gap between
-    cycles never turns a good run into a fizzle. A message that a backend only delivers when
-    the machine is finished counts from the next cycle on.
+    It was reported when it wrote its message (never later than now), else now: it stopped
+    somewhere between its last heartbeat and now, and its run is measured up to then, so a
+    long gap between cycles never turns a good run into a fizzle. A message that a backend
+    only delivers when the machine is finished counts from the next cycle on.
     """
-    if ending is None:
-        return recorded
-    if recorded is not None and recorded.created is not None and ending.created is not None \
-            and recorded.created > ending.created:
-        return recorded
-    return LastOutcome(message=ending.shutdown_message or None, time=now,
-                       machine=ending.slot.name, started=ending.started, created=ending.created)
+    told = obs.shutdown_message_time
+    return LastOutcome(message=obs.shutdown_message or None,
+                       time=now if told is None else min(told, now),
+                       machine=obs.slot.name, started=obs.started, created=obs.created)
 
 
 def _with_outcome(census: Census, outcome: Optional[LastOutcome],
@@ -136,9 +129,12 @@ def _with_outcome(census: Census, outcome: Optional[LastOutcome],
     message = outcome_message(outcome.message or None, outcome.started, outcome.time,
                               fizzle_seconds)
     coded = message_code(message) is not None and outcome.time is not None
+    aborted = coded and is_abort(message)
     return replace(census, shutdown_message=message, shutdown_machine=outcome.machine,
                    shutdown_time=outcome.time if coded else None,
-                   last_abort_time=outcome.time if coded and is_abort(message) else None)
+                   last_abort_time=outcome.time if aborted else None,
+                   last_abort_machine=outcome.machine if aborted else None,
+                   last_abort_message=message if aborted else None)
 
 
 def merge_census(statuses: Iterable[Mapping[str, Any]]) -> Dict[str, Census]:
@@ -167,15 +163,17 @@ def _from_status(status: Mapping[str, Any]) -> Census:
     time = _number(status.get("shutdown_time"), None)
     machine = status.get("shutdown_machine")
     processors = status.get("running_processors", status.get("running_cpus"))
+    aborted = time is not None and is_abort(message)
+    machine = machine[:255] if isinstance(machine, str) else None
     return Census(running_hs06=float(_number(status.get("running_hs06"), 0.0)),
                   num_before_fizzle=int(_number(status.get("num_before_fizzle"), 0)),
                   running_machines=int(_number(status.get("running_machines"), 0)),
                   running_processors=int(_number(processors, 0)),
                   shutdown_message=message, shutdown_time=time,
-                  shutdown_machine=machine[:255] if isinstance(machine, str) else None,
-                  last_abort_time=time if time is not None and is_abort(message) else None,
-                  last_abort_factory=_factory(status) if time is not None and is_abort(message)
-                  else None)
+                  shutdown_machine=machine, last_abort_time=time if aborted else None,
+                  last_abort_factory=_factory(status) if aborted else None,
+                  last_abort_machine=machine if aborted else None,
+                  last_abort_message=message if aborted else None)
 
 
 def _factory(status: Mapping[str, Any]) -> Optional[str]:
@@ -204,7 +202,9 @@ def _add(a: Census, b: Census) -> Census:
                   shutdown_message=latest.shutdown_message,
                   shutdown_time=latest.shutdown_time,
                   shutdown_machine=latest.shutdown_machine,
-                  last_abort_factory=aborted.last_abort_factory)
+                  last_abort_factory=aborted.last_abort_factory,
+                  last_abort_machine=aborted.last_abort_machine,
+                  last_abort_message=aborted.last_abort_message)
 
 
 def _later(a: Optional[float], b: Optional[float]) -> bool:

@@ -407,10 +407,7 @@ class ApptainerBackend(Backend):
         if not self._ours(name):
             return
         record = directory.read_backend_record() if directory is not None else {}
-        cgroup = self._machine_cgroup(name, record)
-        if directory is not None and record.get("backend") == self.NAME and cgroup.exists() \
-                and self._inode(cgroup) == record.get("cgroup_inode"):
-            self._remember(directory, self.status(name, directory))
+        cgroup = self._machine_cgroup(name, record)   # collect() has read its last state
         if record.get("adopted") == vac03.ADOPTED:
             procs.kill_all(self._adopted_pids(record), self.cgroup_fs.kill)
         elif record.get("backend") == self.NAME and self._head_alive(record):

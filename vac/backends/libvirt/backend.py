@@ -355,26 +355,37 @@ class LibvirtBackend(Backend):
         temporary.append(path)
         return Disk(path, "")
 
-    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
-        """ACPI shutdown, up to shutdown_wait_seconds for the guest to power off, then force.
-        Given a directory, a domain of that name with another UUID is not this machine's
-        (the zombie killer, which passes no directory, deals with it) and is left alone."""
+    def stop(self, name: str, directory: Optional[MachineDir]) -> None:
+        """ACPI shutdown, and up to shutdown_wait_seconds for the guest to power off (what
+        it prints meanwhile is in console.log for collect)."""
         libvirt = _libvirt()
         dom = self._lookup(name)
-        job_id = directory.job_id if directory is not None else None
-        if dom is not None and job_id and dom.UUIDString().lower() != job_id.lower():
-            log.warning("%s: domain %s is not machine %s; left alone", name,
-                        dom.UUIDString(), job_id)
-            if directory is not None:
-                directory.remove(CONFIG_DRIVE)
+        if dom is None or self._foreign(dom, name, directory):
             return
-        if dom is not None:
-            try:
-                dom.shutdown()
-                self._wait_gone(name, self.shutdown_wait_seconds)
-            except libvirt.libvirtError as e:
-                log.info("%s: ACPI shutdown refused (%s)", name, e.get_error_message())
-            dom = self._lookup(name)
+        try:
+            dom.shutdown()
+            self._wait_gone(name, self.shutdown_wait_seconds)
+        except libvirt.libvirtError as e:
+            log.info("%s: ACPI shutdown refused (%s)", name, e.get_error_message())
+
+    def _foreign(self, dom: Any, name: str, directory: Optional[MachineDir]) -> bool:
+        """A domain of this name with another UUID than the directory's machine: left alone
+        (the zombie killer, which passes no directory, deals with it)."""
+        job_id = directory.job_id if directory is not None else None
+        if not job_id or dom.UUIDString().lower() == job_id.lower():
+            return False
+        log.warning("%s: domain %s is not machine %s; left alone", name, dom.UUIDString(),
+                    job_id)
+        return True
+
+    def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        """Force the domain off (stop() gave it its ACPI shutdown), remove its LV and config
+        drive. It reads nothing of the machine: collect() has."""
+        libvirt = _libvirt()
+        dom = self._lookup(name)
+        if dom is not None and directory is not None and self._foreign(dom, name, directory):
+            directory.remove(CONFIG_DRIVE)
+            return
         if dom is not None:
             try:
                 dom.destroy()
@@ -384,8 +395,6 @@ class LibvirtBackend(Backend):
                     raise BackendError("libvirt", f"destroy: {e.get_error_message()}",
                                        name) from e
         if directory is not None:
-            self.console_joboutputs(directory,      # lines printed during the shutdown
-                                    joboutputs.Bounds.of(self.settings))
             if directory.read_backend_record().get("volume_group"):
                 self._remove_lv(name)
             directory.remove(CONFIG_DRIVE)

@@ -78,3 +78,59 @@ def test_docker_scratch_replaces_a_tmp_binds_of_the_same_path():
     assert with_scratch(mounts, None, "/scratch") == mounts
     got = with_scratch(mounts, "/var/lib/vac/scratch/m", "/scratch")
     assert got == [mounts[0], bind("/var/lib/vac/scratch/m", "/scratch", False)]
+
+
+# vac doctor's line ---------------------------------------------------------------------------
+
+DOCTOR_CONF = """
+[settings]
+vac_space = vac01.example.com
+factory_name = f1.example.com
+{settings}
+
+[machinetype dock]
+machine_model = docker
+root_image = docker://busybox
+target_share = 1
+{machinetype}
+"""
+
+
+def _doctor(make_config, monkeypatch, settings="", machinetype="", chosen=None, trial=None):
+    from vac.ops import scratchcheck
+
+    config = make_config(DOCTOR_CONF.format(settings=settings, machinetype=machinetype))
+    if chosen is not None:
+        monkeypatch.setattr(scratch, "choose", lambda vg: chosen)
+    if trial is not None:
+        monkeypatch.setattr(scratch, "trial", trial)
+    used = {"docker": list(config.machinetypes.values())}
+    [line] = scratchcheck.host_scratch(config.settings, used)
+    return line
+
+
+def test_doctor_says_no_scratch_asked(make_config, monkeypatch):
+    line = _doctor(make_config, monkeypatch)
+    assert line.status == "ok" and "no container machinetype sets" in line.detail
+
+
+def test_doctor_names_the_mechanism_after_a_trial(make_config, monkeypatch):
+    tried = []
+    line = _doctor(make_config, monkeypatch, machinetype="disk_gb_per_processor = 5",
+                   chosen=scratch.Mechanism(scratch.LOOP, "ext4 in a file (not a thin LV: x)"),
+                   trial=lambda state: tried.append(state) or 1)
+    assert line.status == "ok" and tried
+    assert line.detail.startswith("loop: ext4 in a file (not a thin LV: x); trial filled")
+    assert "for dock at /scratch" in line.detail
+
+
+def test_doctor_fails_a_failed_trial_and_warns_without_mechanism(make_config, monkeypatch):
+    def broken(state):
+        raise scratch.ScratchError("mount: permission denied")
+
+    line = _doctor(make_config, monkeypatch, settings="disk_gb_per_processor = 5",
+                   chosen=scratch.Mechanism(scratch.LOOP, "x"), trial=broken)
+    assert line.status == "FAIL" and "mount: permission denied" in line.detail
+    line = _doctor(make_config, monkeypatch, machinetype="disk_gb_per_processor = 5",
+                   chosen=scratch.Mechanism(scratch.NONE, "vacd is not root"))
+    assert line.status == "warn" and "vacd is not root" in line.detail and line.fix

@@ -20,6 +20,7 @@ that are finished or whose directory has gone (after a vacd restart), never anot
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -125,6 +126,44 @@ def create(state_dir: str, directory: MachineDir, size: int) -> str:
         ScratchError: it could not be made (nothing of it is left behind).
     """
     name = os.path.basename(directory.path)
+    target = _make(state_dir, name, size)
+    try:
+        directory.write(MJF_KEY, str(size))
+    except OSError as e:
+        remove(state_dir, name)
+        raise ScratchError(f"cannot write {MJF_KEY} of {directory.name}: {e}") from e
+    log.info("%s: scratch of %d bytes mounted at %s", directory.name, size, target)
+    return target
+
+
+def trial(state_dir: str) -> int:
+    """Make, fill past its end and remove a small scratch in the pool (vac doctor's proof
+    that the mechanism works here); returns the bytes it took before ENOSPC.
+
+    Raises:
+        ScratchError: any step failed, or the write was not stopped at the size.
+    """
+    name = f".trial-{os.getpid()}"
+    target = _make(state_dir, name, MIN_BYTES)
+    written = 0
+    try:
+        with open(os.path.join(target, "fill"), "wb") as f:
+            while written <= 2 * MIN_BYTES:
+                f.write(b"\0" * 1048576)
+                f.flush()
+                written += 1048576
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise ScratchError(f"writing the trial scratch {target}: {e}") from e
+    finally:
+        remove(state_dir, name)
+    if written > MIN_BYTES:
+        raise ScratchError(f"the trial scratch took {written} bytes, more than its {MIN_BYTES}")
+    return written
+
+
+def _make(state_dir: str, name: str, size: int) -> str:
+    """The filesystem of `size` bytes mounted at the pool's `name` (a leftover replaced)."""
     target = mount_point(state_dir, name)
     remove(state_dir, name)
     os.makedirs(pool(state_dir), mode=0o711, exist_ok=True)
@@ -136,12 +175,9 @@ def create(state_dir: str, directory: MachineDir, size: int) -> str:
         subp.run(["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, image, target], timeout=TIMEOUT)
         os.chmod(target, 0o1777)
         os.unlink(image)
-        directory.write(MJF_KEY, str(size))
     except (OSError, ProcessError) as e:
         remove(state_dir, name)
-        raise ScratchError(f"cannot make the {size}-byte scratch of {directory.name} at "
-                           f"{target}: {e}") from e
-    log.info("%s: scratch of %d bytes mounted at %s", directory.name, size, target)
+        raise ScratchError(f"cannot make a {size}-byte scratch at {target}: {e}") from e
     return target
 
 
@@ -224,6 +260,13 @@ def used_bytes(state_dir: str, dir_name: str) -> Optional[int]:
     except OSError:
         return None
     return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def free_bytes(state_dir: str) -> int:
+    """Free bytes (for unprivileged users, as df shows) where the pool's files grow."""
+    where = pool(state_dir) if os.path.isdir(pool(state_dir)) else state_dir
+    st = os.statvfs(where)
+    return st.f_bavail * st.f_frsize
 
 
 # Leftovers -------------------------------------------------------------------------------

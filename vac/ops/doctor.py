@@ -23,7 +23,7 @@ from vac.config.model import Config, MachineType, RawConfig, Settings
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError, ConfigMissing
 from vac.host.facts import HostFacts
-from vac.ops import backendchecks, checks, filechecks, pressurecheck, servicechecks
+from vac.ops import backendchecks, checks, filechecks, pressurecheck, scratchcheck, servicechecks
 from vac.ops.checks import FAIL, OK, WARN, Check
 
 WARNING_FIX = "correct it where it says (vac config check lists each with its file and line)"
@@ -80,6 +80,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
         groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))
     groups.append(("ports", lambda: _ports(config, holder, "libvirt" in used)))
     groups.append(("pressure", lambda: pressurecheck.host_pressure(s)))
+    groups.append(("scratch", lambda: scratchcheck.host_scratch(s, used)))
     for name, run in groups:
         try:
             lines += run()

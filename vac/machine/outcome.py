@@ -29,6 +29,19 @@ def is_abort(message: Optional[str]) -> bool:
     return code is not None and code >= ABORT_CODE
 
 
+def code_label(message: Optional[str]) -> str:
+    """The shutdown code as the metrics and pages label it: "300", or "none"."""
+    code = message_code(message)
+    return "none" if code is None else f"{code:03d}"
+
+
+def fizzled(started: Optional[float], ended: Optional[float], fizzle_seconds: float) -> bool:
+    """A machine fizzled if it started and ran less than fizzle_seconds. One that never
+    started did not run at all: its outcome is its message (a failed creation's 700)."""
+    return started is not None and ended is not None and fizzle_seconds > 0 \
+        and ended - started < fizzle_seconds
+
+
 def outcome_message(message: Optional[str], started: Optional[float], ended: Optional[float],
                     fizzle_seconds: float) -> Optional[str]:
     """The message a machine's outcome is judged by (the intended rule of §3.8, §17 item 3).
@@ -38,14 +51,9 @@ def outcome_message(message: Optional[str], started: Optional[float], ended: Opt
     seconds". Otherwise the message (perhaps None) is returned unchanged, so a caller writes
     the result only when the machine wrote nothing itself.
     """
-    if message_code(message) is not None:
+    if message_code(message) is not None or not fizzled(started, ended, fizzle_seconds):
         return message
-    if started is None or ended is None or fizzle_seconds <= 0:
-        return message
-    ran = ended - started
-    if ran < fizzle_seconds:
-        return FIZZLE_FORMAT.format(max(0, int(ran)))
-    return message
+    return FIZZLE_FORMAT.format(max(0, int(ended - started)))
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from vac.backends import backend_for_model
 from vac.config.model import Config
 from vac.errors import VacError
 from vac.machine.directory import MachineDir, read_slot_record
+from vac.machine.outcome import code_label
 from vac.web.metrics import Metrics
-from vac.web.outcomes import shutdown_code
+from vac.web.outcomes import fizzled_machine
 
 
 def _backend_of(config: Config, slot: str) -> str:
@@ -25,11 +26,9 @@ def _backend_of(config: Config, slot: str) -> str:
 
 def _finished(metrics: Metrics, config: Config, directory: MachineDir) -> None:
     mt = directory.machinetype
-    metrics.finishes.labels(mt, shutdown_code(directory.shutdown_message)).inc()
+    metrics.finishes.labels(mt, code_label(directory.shutdown_message)).inc()
     machinetype = config.machinetypes.get(mt)
-    started, beat = directory.started, directory.heartbeat_time
-    if machinetype is not None and (started is None or beat is None
-                                    or beat - started < machinetype.fizzle_seconds):
+    if machinetype is not None and fizzled_machine(directory, machinetype.fizzle_seconds):
         metrics.fizzles.labels(mt).inc()
     with metrics.lock:
         metrics.finished_cpu[mt] = metrics.finished_cpu.get(mt, 0.0) + directory.cpu_seconds

@@ -13,17 +13,22 @@ from typing import Any, Dict, List, Mapping, Optional
 from vac.config.model import MachineType
 from vac.errors import StateError
 from vac.machine.directory import MachineDir
-from vac.machine.outcome import is_abort
+from vac.machine.outcome import code_label, fizzled, is_abort
 from vac.paths import Paths
 
 SCAN_LIMIT = 400        # machine directories read per view, newest first
 PER_MACHINETYPE = 30    # outcomes kept per machinetype (the panel's bar and strip)
 
 
-def shutdown_code(message: Optional[str]) -> str:
-    """The three-digit code of a shutdown message, or "none"."""
-    word = (message or "").split()[:1]
-    return word[0] if word and word[0].isdigit() and len(word[0]) == 3 else "none"
+def ended_at(directory: MachineDir) -> Optional[float]:
+    """When a finished machine ended, as far as its directory says: its last heartbeat, else
+    its `finished` file."""
+    return directory.heartbeat_time or directory.finished
+
+
+def fizzled_machine(directory: MachineDir, fizzle_seconds: Optional[float]) -> bool:
+    """vac.machine.outcome's fizzle rule for a finished machine's directory."""
+    return fizzled(directory.started, ended_at(directory), float(fizzle_seconds or 0))
 
 
 def outcome_class(code: str) -> str:
@@ -50,14 +55,12 @@ def _newest_names(paths: Paths) -> List[str]:
 def finished_machine(directory: MachineDir, fizzle_seconds: Optional[float]) -> Dict[str, Any]:
     """One finished machine as the page and the API show it."""
     message = directory.shutdown_message
-    code = shutdown_code(message)
-    started, ended = directory.started, directory.heartbeat_time or directory.finished
-    fizzled = bool(fizzle_seconds) and (started is None or ended is None
-                                        or ended - started < float(fizzle_seconds or 0))
+    code = code_label(message)
+    started = directory.started
     return {"machine": os.path.basename(directory.path), "slot": directory.name,
             "machinetype": directory.machinetype, "created": directory.created,
             "started": started, "finished": directory.finished, "shutdown_message": message,
-            "code": code, "outcome": outcome_class(code), "fizzled": fizzled,
+            "code": code, "outcome": outcome_class(code), "fizzled": fizzled_machine(directory, fizzle_seconds),
             "cpu_seconds": directory.cpu_seconds}
 
 

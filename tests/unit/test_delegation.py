@@ -151,3 +151,21 @@ def test_a_container_mount_is_made_writable_only_when_safe(tmp_path):
     for sub, (opts, root, same, why) in cases.items():
         with pytest.raises(cgroupmount.CgroupMountError, match=why):
             cgroupmount.check(42, fake_proc(tmp_path / sub, opts, root, same))
+
+
+def test_doctor_says_whether_machines_get_their_cgroup_delegated(tmp_path, monkeypatch):
+    from vac.ops import delegationcheck
+
+    def doctor(mountinfo):
+        proc = tmp_path / "proc" / "self"
+        proc.mkdir(parents=True, exist_ok=True)
+        (proc / "mountinfo").write_text(mountinfo)
+        return delegationcheck.host_delegation(str(tmp_path / "proc"))[0]
+
+    v1 = doctor(tc.MOUNTS_DEV)
+    assert v1.status == "ok" and "not supported" in v1.detail
+    monkeypatch.setattr(delegationcheck.delegation, "available", lambda fs, d: ["cpu", "memory"])
+    plain = doctor(HOST.format("rw,seclabel"))
+    assert plain.status == "warn" and "nsdelegate" in plain.detail and plain.fix
+    good = doctor(HOST.format("rw,nsdelegate"))
+    assert good.status == "ok" and "cpu memory" in good.detail

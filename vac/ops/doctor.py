@@ -23,7 +23,15 @@ from vac.config.model import Config, MachineType, RawConfig, Settings
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError, ConfigMissing
 from vac.host.facts import HostFacts
-from vac.ops import backendchecks, checks, filechecks, pressurecheck, scratchcheck, servicechecks
+from vac.ops import (
+    backendchecks,
+    checks,
+    delegationcheck,
+    filechecks,
+    pressurecheck,
+    scratchcheck,
+    servicechecks,
+)
 from vac.ops.checks import FAIL, OK, WARN, Check
 
 WARNING_FIX = "correct it where it says (vac config check lists each with its file and line)"
@@ -76,6 +84,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
         groups.append((f"files {mt.name}", lambda mt=mt: filechecks.machinetype_files(mt)))
     if used.keys() & {"docker", "podman", "apptainer"}:
         groups.append(("cgroups", checks.cgroup_setup))
+        groups.append((delegationcheck.NAME, delegationcheck.host_delegation))
     for name in sorted(used):
         groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))
     groups.append(("ports", lambda: _ports(config, holder, "libvirt" in used)))

@@ -134,3 +134,30 @@ def test_doctor_fails_a_failed_trial_and_warns_without_mechanism(make_config, mo
     line = _doctor(make_config, monkeypatch, machinetype="disk_gb_per_processor = 5",
                    chosen=scratch.Mechanism(scratch.NONE, "vacd is not root"))
     assert line.status == "warn" and "vacd is not root" in line.detail and line.fix
+
+
+# The volume group check (issue 29): LVM's own reporting, not /dev/<vg> -----------------------
+
+def test_volume_group_exists_asks_lvm_not_dev():
+    from vac.errors import ProcessError
+    from vac.host.facts import volume_group_exists
+    from vac.subp import Completed
+
+    asked = []
+
+    def vgs(out, rc=0):
+        def run(argv, timeout, check):
+            asked.append(argv)
+            return Completed(tuple(argv), rc, out, "")
+        return run
+
+    assert volume_group_exists("vg_empty", vgs("  vg_empty\n"))   # no LV: no /dev/vg_empty
+    assert asked[-1] == ["vgs", "--noheadings", "-o", "vg_name", "vg_empty"]
+    assert not volume_group_exists("vg0", vgs("", 5))
+    assert not volume_group_exists("vg", vgs("  vg0\n"))
+
+    def missing(argv, timeout, check):
+        raise ProcessError(argv, None, reason="not found")
+
+    assert not volume_group_exists("vg0", missing)
+    assert not volume_group_exists("--all", vgs("  x\n")) and not volume_group_exists("", missing)

@@ -108,7 +108,3 @@ class BackendError(VacError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot be used on this host (library or engine missing)."""
-
-
-class MachineNotFound(BackendError):
-    """The backend has no machine of that name."""

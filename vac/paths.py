@@ -95,10 +95,6 @@ class Paths:
         """The sha256 record of a cached root image ('+' never appears in a cached name)."""
         return cache_path + "+sha256"
 
-    @property
-    def version_file(self) -> str:
-        return self._at("VERSION")
-
     def slot_record(self, machine_name: str) -> str:
         return self._at("slots", machine_name)
 

@@ -317,7 +317,6 @@ def test_machine_ended_now_with_abort_backs_off_in_the_same_cycle(conf):
                                       shutdown_message="300 No HTCondor job to run")
     plan = make_plan(config, observed)
     assert [f.name for f in plan.finishes] == [observed[0].slot.name]
-    assert plan.finishes[0].account is True
     assert plan.creates == ()
     assert reasons(plan) == {f"backoff of a until {int(NOW + 1000)}"}
 
@@ -574,8 +573,7 @@ def test_shut_down_machine_is_finished_and_slot_refilled(conf):
                          created=int(NOW - 60), finished=False)]
     observed[1] = dataclasses.replace(observed[1], state=SHUTDOWN)
     plan = make_plan(conf(2), observed)
-    assert [(f.name, f.account) for f in plan.finishes] == \
-        [(slots(2)[0].name, True), (slots(2)[1].name, False)]
+    assert [f.name for f in plan.finishes] == [slots(2)[0].name, slots(2)[1].name]
     assert created_names(plan) == [s.name for s in slots(2)]
 
 

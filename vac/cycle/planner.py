@@ -77,11 +77,10 @@ class Destroy:
 
 @dataclass(frozen=True)
 class Finish:
-    """A machine found shut down and not finished: write finished, account it if it started."""
+    """A machine found shut down and not finished: finish it (vac.cycle.finishing decides
+    from its directory what to record and whether to account it)."""
 
     name: str
-    machinetype: Optional[str]
-    account: bool
 
 
 @dataclass(frozen=True)
@@ -261,7 +260,7 @@ def _scan(machinetypes: Mapping[str, MachineType], observed: Sequence[Observed],
         if state is _RUNNING:
             destroy = _running(obs, mt, scan, shutdown_time, now, daemon_started)
         elif state is _SHUTDOWN:
-            scan.finishes.append(Finish(obs.slot.name, obs.machinetype, obs.started is not None))
+            scan.finishes.append(Finish(obs.slot.name))
             scan.free.append(obs.slot)
             continue
         elif state is _PAUSED:

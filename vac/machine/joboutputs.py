@@ -33,7 +33,6 @@ SHUTDOWN_MESSAGE = "shutdown_message"
 RESERVED_BYTES = 4096     # a shutdown_message this short is kept beyond the bounds
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 CONSOLE_PREFIX = "VAC-JOBOUTPUT "
-CONSOLE_END = "VAC-JOBOUTPUTS-END"
 _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 

@@ -5,6 +5,7 @@ the real clock and BackendPool fills every slot (MJF, user_data, limits), finish
 a SIGKILLed vacd, restarted, adopts its containers. Each test has a factory of its own."""
 from __future__ import annotations
 
+import os
 import signal
 import uuid
 from typing import Dict, List
@@ -13,7 +14,7 @@ import pytest
 from conftest import require_engine
 from test_podman_backend import ENGINE, IMAGE, parent_dirs, sdk
 from vacd_process import cycles_logged, start_vacd, stop
-from waiting import wait_until
+from waiting import wait_until, wait_while_alive
 
 from vac.backends.podman.backend import PodmanBackend
 from vac.cycle.factory import Factory
@@ -58,6 +59,8 @@ echo "200 Success from ##user_data_machine_hostname##" > shutdown_message
 exit 0
 """
 SLEEP_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
+SHORT_PAYLOAD = ("#!/bin/sh\n: > $JOBOUTPUTS/began\nsleep 2\n"
+                 "echo '200 Success' > $JOBOUTPUTS/shutdown_message\n")
 
 
 class PodmanFactory:
@@ -71,10 +74,11 @@ class PodmanFactory:
         self.text = ""
         self.factory = Factory(self.load)
 
-    def write(self, payload: str, slots: int) -> None:
+    def write(self, payload: str, slots: int, extra_mt: str = "") -> None:
         self.user_data.write_text(payload)
         self.text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
                                 url=ENGINE, mt=MT, image=IMAGE, user_data=self.user_data)
+        self.text += extra_mt + "\n"
         self.config_file = str(self.load().files[0])
 
     def load(self):
@@ -87,6 +91,11 @@ class PodmanFactory:
         d = MachineDir.for_slot(self.load().settings.paths, name)
         assert d is not None, f"{name} has no machine directory"
         return d
+
+    def machine_dirs(self) -> List[str]:
+        machines = self.load().settings.paths.machines
+        return [e for e in os.listdir(machines) if not e.startswith(".")] \
+            if os.path.isdir(machines) else []
 
     def containers(self) -> Dict[str, dict]:
         found = sdk().containers(all=True, filters={"label": f"vac.factory={self.name}"})
@@ -190,3 +199,20 @@ def test_sigkilled_vacd_restarted_adopts_its_containers(pod, tmp_path):
         assert after[name]["Id"] == before[name]["Id"]
         assert after[name]["State"]["Running"] is True
         assert after[name]["State"]["StartedAt"] == before[name]["State"]["StartedAt"]
+
+
+def test_a_machines_end_refills_its_slot_from_podmans_events(pod, tmp_path):
+    """An hour's cycle: only the first cycle runs, so every later machine is a refill that
+    Podman's event stream (the die of a container) set off."""
+    pod.write(SHORT_PAYLOAD, slots=2, extra_mt="backoff_seconds = 0\nfizzle_seconds = 0")
+    log = str(tmp_path / "vacd.log")
+    vacd = start_vacd(pod.config_file, log, ["--cycle-seconds", "3600"])
+    try:
+        assert wait_while_alive(lambda: len(pod.machine_dirs()) >= 6, vacd, step=0.2), \
+            open(log).read()[-3000:]
+    finally:
+        stop(vacd, signal.SIGTERM)
+    text = open(log).read()
+    assert len(cycles_logged(log)) == 1, text[-3000:]
+    assert "refill" in text and "event watcher stopped" not in text and \
+        "event watcher cannot start" not in text, text[-3000:]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import select
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -39,6 +40,11 @@ ROUNDS = 6          # asks of one factory at most
 BUFFER_BYTES = 16 * 1024 * 1024
 REFUSED_KEPT = 20   # refused replies kept to report (all are counted)
 Address = Tuple[str, int]
+# Python's socket module does not name these: Linux's values (asm-generic/socket.h). Without
+# them the buffer stays at net.core.rmem_max, whatever root may set.
+LINUX = sys.platform.startswith("linux")
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32 if LINUX else None)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33 if LINUX else None)
 Resolved = Union[None, Address, Sequence[Address]]
 
 
@@ -189,7 +195,7 @@ class _Sockets:
         if sock is None:
             sock = socket.socket(family, socket.SOCK_DGRAM)
             sock.setblocking(False)
-            _big_buffer(sock)
+            big_buffer(sock)
             self.by_family[family] = sock
         return sock
 
@@ -300,10 +306,10 @@ def _host(host: str) -> str:
     return host
 
 
-def _big_buffer(sock: socket.socket) -> None:
+def big_buffer(sock: socket.socket) -> None:
     """Room for a burst of replies (a factory sends one datagram per slot): 16 MiB, past
     net.core.rmem_max where the caller may (root), else as much as the kernel allows."""
-    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+    for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
         if option is None:
             continue
         try:

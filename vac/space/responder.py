@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac import __version__, fsutil
 from vac.config.model import Config
+from vac.space import client
 from vac.space import messages as m
 from vac.space import status
 
@@ -227,8 +228,8 @@ def _bound(family: int, host: str, port: int, v6only: bool = True) -> socket.soc
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1 if v6only else 0)
-        for forced, option in ((getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-                               (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF)):
+        for forced, option in ((client.SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                               (client.SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:   # past net.core.rmem_max/wmem_max as root, as the original raised them
                 sock.setsockopt(socket.SOL_SOCKET, forced or option, BUFFER_BYTES)
             except OSError:

@@ -144,13 +144,15 @@ def fake_proc(tmp_path, host_opts, container_root, same_ns=False):
 
 
 def test_a_container_mount_is_made_writable_only_when_safe(tmp_path):
-    cgroupmount.check(42, fake_proc(tmp_path / "a", "rw,nsdelegate", "/"))
-    cases = {"b": ("rw", "/", False, "not mounted nsdelegate"),
-             "c": ("rw,nsdelegate", "/", True, "shares the host's cgroup namespace"),
-             "d": ("rw,nsdelegate", "/system.slice", False, "no cgroup2 mount of its own")}
+    own = "/system.slice/docker-1.scope"    # the mount's root as the host reads it
+    cgroupmount.check(42, own, fake_proc(tmp_path / "a", "rw,nsdelegate", own))
+    cases = {"b": ("rw", own, False, "not mounted nsdelegate"),
+             "c": ("rw,nsdelegate", own, True, "shares the host's cgroup namespace"),
+             "d": ("rw,nsdelegate", "/system.slice", False, "no cgroup2 mount of its own"),
+             "e": ("rw,nsdelegate", "/", False, "no cgroup2 mount of its own")}
     for sub, (opts, root, same, why) in cases.items():
         with pytest.raises(cgroupmount.CgroupMountError, match=why):
-            cgroupmount.check(42, fake_proc(tmp_path / sub, opts, root, same))
+            cgroupmount.check(42, own, fake_proc(tmp_path / sub, opts, root, same))
 
 
 def test_doctor_says_whether_machines_get_their_cgroup_delegated(tmp_path, monkeypatch):

@@ -10,12 +10,17 @@ writable hands the container its subtree and nothing else, when:
         the delegation files (cgroup.procs, cgroup.subtree_control, cgroup.threads...), so the
         container can neither raise its own limits nor cgroup.kill or freeze itself;
     the container's cgroup namespace is not the host's (else its mount shows the whole tree);
-    the container's /sys/fs/cgroup is a cgroup2 mount of its namespace's root.
+    the container's /sys/fs/cgroup is a cgroup2 mount of its namespace's root, its own
+        cgroup (mountinfo read from the host shows a cgroup2 mount's root as a path in the
+        host's namespace: the container's cgroup, not "/").
 
-The mount is remounted with MS_REMOUNT|MS_BIND (the mount's own flags only: a plain remount
-would reconfigure the cgroup2 superblock and drop nsdelegate for the whole host) by a helper
-process of the host's Python that enters the container's mount namespace with setns(2) and
-calls mount(2) itself: nothing of the container's filesystem is ever executed.
+The mount is remounted with MS_REMOUNT|MS_BIND (the mount's own flags), and if the
+namespace's cgroup2 superblock is read-only too, with MS_REMOUNT: that reconfigures the
+superblock, which from the host's cgroup namespace would also reset the hierarchy's mount
+options (nsdelegate...) for the whole host, so the helper enters the container's cgroup
+namespace first (the kernel leaves the options alone from any other). The helper is a process
+of the host's Python that enters the container's cgroup and mount namespaces with setns(2)
+and calls mount(2) itself: nothing of the container's filesystem is ever executed.
 """
 from __future__ import annotations
 
@@ -37,12 +42,19 @@ import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 def fail(what):
     sys.exit(what + ": " + os.strerror(ctypes.get_errno()))
-fd = os.open("/proc/%d/ns/mnt" % int(sys.argv[1]), os.O_RDONLY | os.O_CLOEXEC)
-if libc.setns(fd, 0x00020000) != 0:
-    fail("setns")
+def enter(kind, flag):
+    fd = os.open("/proc/%d/ns/%s" % (int(sys.argv[1]), kind), os.O_RDONLY | os.O_CLOEXEC)
+    if libc.setns(fd, flag) != 0:
+        fail("setns " + kind)
+enter("cgroup", 0x02000000)
+enter("mnt", 0x00020000)
+def readonly():
+    return os.statvfs("/sys/fs/cgroup").f_flag & os.ST_RDONLY
 if libc.mount(None, b"/sys/fs/cgroup", None, 32 | 4096 | 2 | 4 | 8, None) != 0:
     fail("mount")
-if os.statvfs("/sys/fs/cgroup").f_flag & os.ST_RDONLY:
+if readonly() and libc.mount(None, b"/sys/fs/cgroup", None, 32 | 2 | 4 | 8, None) != 0:
+    fail("remount")
+if readonly():
     sys.exit("the mount is still read-only")
 """
 
@@ -76,8 +88,9 @@ def host_delegates(mountinfo: str) -> bool:
     return fields is not None and "nsdelegate" in fields[4].split(",")
 
 
-def check(pid: int, proc_root: str = "/proc") -> None:
-    """Raise CgroupMountError unless the container of `pid` may have its mount made writable."""
+def check(pid: int, cgroup_path: str, proc_root: str = "/proc") -> None:
+    """Raise CgroupMountError unless the container of `pid`, whose cgroup (and namespace
+    root) is `cgroup_path` in the host's view, may have its mount made writable."""
     own = fsutil.read_optional(os.path.join(proc_root, "self", "mountinfo"), MOUNTINFO_LIMIT)
     if not host_delegates(own or ""):
         raise CgroupMountError(f"the host's cgroup2 at {POINT} is not mounted nsdelegate")
@@ -90,17 +103,17 @@ def check(pid: int, proc_root: str = "/proc") -> None:
         raise CgroupMountError(f"pid {pid} shares the host's cgroup namespace")
     text = fsutil.read_optional(os.path.join(proc_root, str(pid), "mountinfo"), MOUNTINFO_LIMIT)
     fields = cgroup2_at(text or "")
-    if fields is None or cgroups.clean_path(fields[0]) != "/":
+    if fields is None or cgroups.clean_path(fields[0]) != cgroups.clean_path(cgroup_path):
         raise CgroupMountError(f"pid {pid} has no cgroup2 mount of its own namespace at {POINT}")
 
 
-def make_writable(pid: int, proc_root: str = "/proc") -> None:
+def make_writable(pid: int, cgroup_path: str, proc_root: str = "/proc") -> None:
     """Check (as `check`), then remount the container's /sys/fs/cgroup read-write.
 
     Raises:
         CgroupMountError: not safe here, or the remount failed.
     """
-    check(pid, proc_root)
+    check(pid, cgroup_path, proc_root)
     try:
         subp.run([sys.executable, "-I", "-S", "-c", SCRIPT, str(int(pid))],
                  timeout=TIMEOUT_SECONDS)

@@ -35,16 +35,16 @@ def delegate(api: Any, container_id: str, name: str, cgroups: Cgroups) -> bool:
         return False
     pid = int(((api.inspect_container(container_id) or {}).get("State") or {}).get("Pid") or 0)
     if pid <= 0:
-        log.warning("%s: no cgroup delegation: the container has no process", name)
+        log.info("%s: no cgroup delegation: the container has no process", name)
         return False
     path = cgroups.of_pid(pid).get(V2)
     top = host_path(h.v2, path) if path else None
     try:
-        cgroupmount.check(pid, cgroups.proc_root)
-        if top is None:
+        if top is None or path is None:
             raise delegation.DelegationError(str(path), "not in the unified hierarchy")
+        cgroupmount.check(pid, path, cgroups.proc_root)
         delegation.move_all(cgroups.fs, top, f"{top}/{delegation.LEAF}")
-        cgroupmount.make_writable(pid, cgroups.proc_root)
+        cgroupmount.make_writable(pid, path, cgroups.proc_root)
     except (cgroupmount.CgroupMountError, delegation.DelegationError) as e:
         log.warning("%s: no cgroup delegation: %s", name, e)
         return False

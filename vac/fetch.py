@@ -25,6 +25,7 @@ from typing import BinaryIO, Optional, Tuple
 import pycurl
 
 import vac
+from vac import fsutil
 from vac.errors import FetchError
 
 log = logging.getLogger(__name__)
@@ -222,8 +223,6 @@ def _cached_mtime(path: str) -> Optional[int]:
 
 def _unlink_quietly(path: str) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        fsutil.unlink_if_present(path)
     except OSError as e:
         log.warning("cannot remove temporary file %s: %s", path, e)

@@ -31,10 +31,7 @@ def atomic_write(path: str, data: Union[str, bytes], mode: int = 0o644,
             os.utime(tmp, (mtime, mtime))
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        unlink_if_present(tmp)
         raise
 
 
@@ -86,6 +83,16 @@ def mtime_or_none(path: str) -> Optional[float]:
         return os.lstat(path).st_mtime
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def unlink_if_present(path: str) -> bool:
+    """Remove a file (or link) if it is there; True if this call removed it. Other errors
+    (a directory, no permission) are raised."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def touch(path: str, when: float) -> None:

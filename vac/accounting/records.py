@@ -131,11 +131,11 @@ def _settle_one(config: Config, name: str, now: float, result: Settled,
     try:
         directory = MachineDir(path)
     except StateError:
-        _unlink(marker)
+        fsutil.unlink_if_present(marker)
         return
     if not os.path.isdir(path) or os.path.islink(path):
         log.warning("%s: machine directory gone before its APEL record was written", name)
-        _unlink(marker)
+        fsutil.unlink_if_present(marker)
         return
     if directory.finished is None:
         return                          # finishing did not get that far; it runs again
@@ -152,7 +152,7 @@ def _settle_one(config: Config, name: str, now: float, result: Settled,
         log.error("%s: accounting failed, retried next cycle: %s", directory.name, e)
         result.errors[directory.name] = f"{directory.name}: accounting failed: {e}"
         return
-    _unlink(marker)
+    fsutil.unlink_if_present(marker)
     uuid = store.safe_uuid(directory.job_id)
     if uuid is not None:
         store.forget(paths, uuid)
@@ -163,11 +163,4 @@ def _expire_marker(where: str, name: str, now: float) -> None:
     path = os.path.join(where, name)
     when = fsutil.mtime_or_none(path)
     if name.endswith(".queued") and when is not None and now - when > STALE_MARKER_SECONDS:
-        _unlink(path)
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        fsutil.unlink_if_present(path)

@@ -113,10 +113,7 @@ def reject(paths: Paths, uuid: str, text: str, reason: str) -> str:
 
 def forget(paths: Paths, uuid: str) -> None:
     """Drop the queue step's marker once the machine's accounting is complete."""
-    try:
-        os.unlink(os.path.join(pending_dir(paths), f"{uuid}.queued"))
-    except FileNotFoundError:
-        pass
+    fsutil.unlink_if_present(os.path.join(pending_dir(paths), f"{uuid}.queued"))
 
 
 def safe_uuid(value: Optional[str]) -> Optional[str]:

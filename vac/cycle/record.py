@@ -75,8 +75,5 @@ class Recorder:
         elif first is not None:
             fsutil.atomic_write(paths.factory_error, report.machine_errors[first] + "\n")
         elif report.created or self._state != planfile.CONFIG_OK:
-            try:
-                os.unlink(paths.factory_error)
-            except FileNotFoundError:
-                pass
+            fsutil.unlink_if_present(paths.factory_error)
         self._state = loaded.state

@@ -147,10 +147,7 @@ class MachineDir:
         return fsutil.mtime_or_none(self.file(rel))
 
     def remove(self, rel: str) -> None:
-        try:
-            os.unlink(self.file(rel))
-        except FileNotFoundError:
-            pass
+        fsutil.unlink_if_present(self.file(rel))
 
     # Typed values -----------------------------------------------------------------------
 

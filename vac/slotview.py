@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from vac import fsutil, planfile
 from vac.config.model import Config
+from vac.machine import scratch
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 from vac.paths import Paths
@@ -106,7 +107,8 @@ def _row(name: str, state: str, reason: Optional[planfile.IdleReason],
         "last": None, "detail": detail, "errors": int(errors.get("count") or 0),
         "last_error": errors.get("last") or None,
         "idle": reason.to_json() if reason is not None else None,
-        "image": None, "image_version": None, "ip": None}
+        "image": None, "image_version": None, "ip": None, "scratch_bytes": None,
+        "scratch_limit_bytes": None}
     if directory is None:
         return row
     started = directory.started
@@ -131,7 +133,7 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
         ends = directory.shutdown_time
         when = f"ends {local_time(ends, now)} ({age_text(ends - now)} from now)" \
             if ends else "no shutdown time"
-        detail = f"cpu {directory.cpu_seconds:.0f}s, {when}"
+        detail = f"cpu {directory.cpu_seconds:.0f}s, {when}" + _scratch(directory, row)
     else:
         detail = "creation in progress"
     if row["ip"]:
@@ -139,6 +141,25 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
     if row["image_version"]:
         detail += f", image {short_version(row['image_version'])}"
     return detail
+
+
+def _scratch(directory: MachineDir, row: Dict) -> str:
+    """A running container's /scratch (issue 29): used and limit bytes into the row, and
+    ', scratch U of L GB' for the detail; '' when it has none mounted."""
+    used = scratch.used_bytes(os.path.dirname(os.path.dirname(directory.path)),
+                              os.path.basename(directory.path))
+    limit = _int(directory.read(scratch.MJF_KEY, 64))
+    if used is None or limit is None:
+        return ""
+    row.update({"scratch_bytes": used, "scratch_limit_bytes": limit})
+    return f", scratch {used / 1e9:.1f} of {limit / 1e9:.1f} GB"
+
+
+def _int(text: Optional[str]) -> Optional[int]:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
 
 
 def idle_text(reason: Optional[planfile.IdleReason], record: Optional[planfile.PlanRecord],

@@ -161,3 +161,22 @@ def test_volume_group_exists_asks_lvm_not_dev():
 
     assert not volume_group_exists("vg0", missing)
     assert not volume_group_exists("--all", vgs("  x\n")) and not volume_group_exists("", missing)
+
+
+# Measured: vac slots shows a running container's scratch ------------------------------------
+
+def test_slot_row_has_the_scratch_used_and_its_limit(paths, monkeypatch):
+    from vac import slotview
+    from vac.machine.directory import MachineDir
+
+    d = MachineDir.create(paths, 1000, "dock", "f1-00.example.com")
+    row = {"scratch_bytes": None, "scratch_limit_bytes": None}
+    assert slotview._scratch(d, row) == "" and row["scratch_bytes"] is None    # none mounted
+    os.makedirs(d.file("jobfeatures"), exist_ok=True)
+    d.write(scratch.MJF_KEY, str(4 * 10 ** 9))
+    seen = []
+    monkeypatch.setattr(scratch, "used_bytes",
+                        lambda state, name: seen.append((state, name)) or 1_500_000_000)
+    assert slotview._scratch(d, row) == ", scratch 1.5 of 4.0 GB"
+    assert row == {"scratch_bytes": 1_500_000_000, "scratch_limit_bytes": 4 * 10 ** 9}
+    assert seen == [(paths.state_dir, os.path.basename(d.path))]

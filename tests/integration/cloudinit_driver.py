@@ -4,7 +4,11 @@ what it read as JSON. Run by test_cloudinit_datasources.py with Debian's /usr/bi
 the cloud-init modules unpacked by scripts/ci/setup-cloudinit.sh (this file imports nothing
 of Vac's).
 
-Usage: python3 cloudinit_driver.py ec2|openstack URL WORKDIR CLOUDINIT_SITE
+Usage: python3 cloudinit_driver.py ec2|openstack|openstack-local URL WORKDIR CLOUDINIT_SITE [NIC]
+
+openstack-local is cloud-init's init-local OpenStack datasource: it first brings NIC up with
+its own early DHCP (dhclient, then `ip addr add ... broadcast <offered>`), the step that failed
+in issue 28 when the offer said broadcast 169.254.169.254; run it in a network namespace.
 
 Two platform answers that come from the VM's DMI are given as a QEMU guest of Vac's has them,
 whatever host the test runs on: the EC2 platform is unknown (not AWS, so no IMDSv2 token), and
@@ -18,6 +22,7 @@ import logging
 import sys
 
 kind, url, work, site = sys.argv[1:5]
+nic = sys.argv[5] if len(sys.argv) > 5 else None
 sys.path.insert(0, site)
 
 from cloudinit import distros, helpers  # noqa: E402
@@ -49,7 +54,11 @@ else:
     ec2_metadata = ec2.get_instance_metadata
     ec2.get_instance_metadata = lambda *a, **kw: ec2_metadata(
         *a, **dict(kw, metadata_address=url))
-    ds = DataSourceOpenStack.DataSourceOpenStack(sys_cfg, distro, paths)
+    if kind == "openstack-local":
+        ds = DataSourceOpenStack.DataSourceOpenStackLocal(sys_cfg, distro, paths)
+        ds._fallback_interface = nic
+    else:
+        ds = DataSourceOpenStack.DataSourceOpenStack(sys_cfg, distro, paths)
 ok = ds.get_data()
 result = {"ok": ok, "warnings": warnings}
 if ok:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from vac.backends.docker.spec import bind, with_scratch
 from vac.machine import scratch
 
@@ -180,3 +182,25 @@ def test_slot_row_has_the_scratch_used_and_its_limit(paths, monkeypatch):
     assert slotview._scratch(d, row) == ", scratch 1.5 of 4.0 GB"
     assert row == {"scratch_bytes": 1_500_000_000, "scratch_limit_bytes": 4 * 10 ** 9}
     assert seen == [(paths.state_dir, os.path.basename(d.path))]
+
+
+def test_metrics_have_each_machines_scratch_and_the_pools_free_space(make_config, paths,
+                                                                       monkeypatch):
+    pytest.importorskip("prometheus_client")
+    from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
+    from vac.web.scratchmetrics import scratch_families
+
+    config = make_config(DOCTOR_CONF.format(settings="", machinetype=""))
+    s = config.settings
+    name = "f1-00.example.com"
+    write_slot_record(s.paths, name, SlotRecord(1000, "dock", "docker"))
+    d = MachineDir.create(s.paths, 1000, "dock", name)
+    os.makedirs(d.file("jobfeatures"), exist_ok=True)
+    d.write(scratch.MJF_KEY, str(2 * 10 ** 9))
+    monkeypatch.setattr(scratch, "used_bytes", lambda state, dir_name: 12345)
+    used, limit, free = scratch_families(config)
+    assert [(x.labels, x.value) for x in used.samples] == \
+        [({"slot": name, "machinetype": "dock"}, 12345.0)]
+    assert [x.value for x in limit.samples] == [2e9]
+    assert free.samples[0].value > 0
+    assert [len(f.samples) for f in scratch_families(None)] == [0, 0, 0]

@@ -153,3 +153,22 @@ def test_finished_machines_scratch_removed_after_a_restart(paths, backend):
     assert os.path.basename(spec.directory.path) in \
         fresh.release_leftovers(paths.machines, FACTORY)
     assert not scratch.is_mounted(area) and not os.path.exists(area)
+
+
+def test_create_again_keeps_the_machines_scratch_and_trial_stops_at_the_size(paths):
+    if os.geteuid() != 0:
+        pytest.skip("loop mounts need root")
+    d = MachineDir.create(paths, int(time.time()), "dock", "sc-00.example.com")
+    os.makedirs(d.file("jobfeatures"), exist_ok=True)
+    state = paths.state_dir
+    try:
+        area = scratch.create(state, d, scratch.MIN_BYTES)
+        with open(os.path.join(area, "kept"), "w") as f:
+            f.write("yes")
+        assert scratch.create(state, d, scratch.MIN_BYTES) == area     # adoption: same one
+        assert open(os.path.join(area, "kept")).read() == "yes"
+        assert oct(os.stat(area).st_mode & 0o7777) == "0o1777"
+        assert 0 < scratch.trial(state) <= scratch.MIN_BYTES
+    finally:
+        scratch.remove(state, os.path.basename(d.path))
+    assert not scratch.is_mounted(area) and os.listdir(scratch.pool(state)) == []

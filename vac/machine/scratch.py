@@ -119,14 +119,16 @@ def mount_point(state_dir: str, dir_name: str) -> str:
 
 
 def create(state_dir: str, directory: MachineDir, size: int) -> str:
-    """Make, mount and export the machine's scratch of `size` bytes (replacing a leftover of
-    the same name); return its mount point, for the backend to bind at CONTAINER_PATH.
+    """Make, mount and export the machine's scratch of `size` bytes (kept if this machine's is
+    mounted already); return its mount point, for the backend to bind at CONTAINER_PATH.
 
     Raises:
         ScratchError: it could not be made (nothing of it is left behind).
     """
     name = os.path.basename(directory.path)
-    target = _make(state_dir, name, size)
+    target = mount_point(state_dir, name)
+    if not is_mounted(target):      # mounted: a create() again for the same machine (adoption)
+        _make(state_dir, name, size)
     try:
         directory.write(MJF_KEY, str(size))
     except OSError as e:

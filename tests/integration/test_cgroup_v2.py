@@ -294,7 +294,7 @@ def test_docker_cpu_seconds_match_what_the_payload_burnt(world, dock):
 
 
 def test_docker_memory_hog_is_oom_killed_and_reported(world, dock):
-    world.configure(mb=16)
+    world.configure(mb=32)
     spec = world.machine("dock", 3, HOG)
     backend = world.docker()
     try:
@@ -304,7 +304,7 @@ def test_docker_memory_hog_is_oom_killed_and_reported(world, dock):
         assert flat(os.path.join(slice_dir(spec), "memory.events"))["oom_kill"] >= 1
         backend.collect(spec.name, spec.directory)
         assert spec.directory.shutdown_message == \
-            "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
+            "700 Vac: container killed by the OOM killer (memory limit 32 MiB)"
     finally:
         backend.destroy(spec.name, spec.directory)
     assert not os.path.exists(slice_dir(spec))

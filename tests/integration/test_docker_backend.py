@@ -299,7 +299,7 @@ def test_foreign_container_is_neither_listed_nor_touched(paths, backend):
 
 
 def test_oom_killed_machine_gets_a_coded_shutdown_message(paths, make_backend):
-    backend = make_backend(mb=16)
+    backend = make_backend(mb=32)
     probe = backend.probe()
     require_engine("docker", probe.available, probe.reason)
     spec = make_machine(paths, backend, 7,
@@ -310,13 +310,13 @@ def test_oom_killed_machine_gets_a_coded_shutdown_message(paths, make_backend):
     final = backend.collect(spec.name, spec.directory)
     assert final.oom_killed is True
     assert spec.directory.shutdown_message == \
-        "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
+        "700 Vac: container killed by the OOM killer (memory limit 32 MiB)"
     assert "before-oom" in spec.directory.read("console.log")
     backend.destroy(spec.name, spec.directory)
 
 
 def test_oom_does_not_overwrite_the_machines_own_message(paths, make_backend):
-    backend = make_backend(mb=16)
+    backend = make_backend(mb=32)
     probe = backend.probe()
     require_engine("docker", probe.available, probe.reason)
     spec = make_machine(paths, backend, 8, "#!/bin/sh\necho '300 No more work' > "

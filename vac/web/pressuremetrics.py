@@ -11,11 +11,12 @@ figures are those the last cycle decided on.
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Set
+from typing import Iterable, Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from vac import planfile
+from vac.web.statuspressure import paused_resources
 
 RESOURCES = ("cpu", "memory", "io")
 WINDOWS = ("avg10", "avg60", "avg300")
@@ -44,13 +45,3 @@ def pressure_families(record: Optional[planfile.PlanRecord]) -> Iterable:
     for resource in RESOURCES:
         paused.add_metric([resource], 1.0 if resource in held else 0.0)
     return [ratio, stalled, paused]
-
-
-def paused_resources(record: Optional[planfile.PlanRecord]) -> Set[str]:
-    """The resources the last cycle's idle reasons pause creation for."""
-    found: Set[str] = set()
-    for reason in record.idle.values() if record is not None else ():
-        for single in reason.each():
-            if single.kind == planfile.PRESSURE and single.resource:
-                found.add(single.resource)
-    return found

@@ -27,6 +27,7 @@ from vac.space.census import others as census_others
 from vac.space.censusdata import Census, machine_hs06
 from vac.space.messages import two_decimals
 from vac.web import outcomes
+from vac.web.statuspressure import host_pressure
 
 FINISHED_SHOWN = 20
 WARNINGS_SHOWN = 50
@@ -157,17 +158,8 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
 
 def heartbeat(directory: MachineDir) -> Tuple[Optional[float], Optional[float]]:
     """(CPU seconds, CPU %) from the heartbeat file, as the responder reads it."""
-    beat = (directory.read("heartbeat", 256) or "").split()
-    values: List[Optional[float]] = []
-    for word in beat[:2]:
-        try:
-            number = float(word)
-        except ValueError:
-            number = None
-        values.append(two_decimals(number) if number is not None and math.isfinite(number)
-                      else None)
-    values += [None] * (2 - len(values))
-    return values[0], values[1]
+    cpu, percent = directory.heartbeat_values()
+    return two_decimals(cpu), two_decimals(percent)
 
 
 def image_version(directory: MachineDir) -> Optional[str]:
@@ -319,4 +311,4 @@ def factory_view(config: Config, now: Optional[float] = None,
             "machinetypes": machinetype_panels(config, cells, finished, space, now),
             "finished": finished[:FINISHED_SHOWN], "space_polled": space.polled,
             "warnings": [str(w)[:WARNING_LIMIT] for w in config.warnings[:WARNINGS_SHOWN]],
-            "cycle_seconds": s.cycle_seconds}
+            "cycle_seconds": s.cycle_seconds, "pressure": host_pressure(plan, s)}

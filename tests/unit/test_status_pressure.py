@@ -1,0 +1,49 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The status page's host pressure (issue 30): the last record's PSI per resource and line,
+the thresholds that gate creation, the pause, and what a host without PSI shows."""
+from __future__ import annotations
+
+import dataclasses
+
+from test_accounting import T0, world  # noqa: F401 - the fixture
+from test_pressuremetrics import PRESSURE
+
+from vac import planfile
+from vac.web import statuspages
+from vac.web.status import factory_view
+
+
+def _with_pressure(w, pressure, idle=None):
+    config = w.load()
+    path = config.settings.paths.plan
+    record = planfile.read(path)
+    planfile.write(path, dataclasses.replace(record, pressure=pressure, idle=idle or {}))
+    return config
+
+
+def test_the_hosts_pressure_with_its_thresholds_and_the_pause(world):  # noqa: F811
+    w = world()
+    w.run()
+    reason = planfile.IdleReason(planfile.PRESSURE, "memory pressure 31.5 %",
+                                 resource="memory", value=31.5)
+    config = _with_pressure(w, PRESSURE, {"f1-01.example.com": reason})
+    view = factory_view(config, now=T0)
+    pressure = view["pressure"]
+    assert pressure["available"] and pressure["paused"] == ["memory"]
+    rows = {(r["resource"], r["line"]): r for r in pressure["rows"]}
+    assert set(rows) == {("cpu", "some"), ("memory", "some"), ("memory", "full")}
+    some = rows[("memory", "some")]
+    assert (some["avg10"], some["threshold"], some["over"]) == (31.5, 20.0, True)
+    assert rows[("memory", "full")]["threshold"] is None
+    assert rows[("cpu", "some")]["threshold"] is None      # pressure_cpu_some is off
+    html = statuspages.factory_page(view, 30)
+    assert 'data-resource="memory" data-line="some" class="backoff"' in html
+    assert "31.5%" in html and "creation paused for memory pressure" in html
+
+
+def test_a_host_without_psi_says_the_load_average_gates_alone(world):  # noqa: F811
+    w = world()
+    w.run()
+    view = factory_view(_with_pressure(w, None), now=T0)
+    assert view["pressure"] == {"available": False, "time": None, "paused": [], "rows": []}
+    assert "gated by the load average alone" in statuspages.factory_page(view, 30)

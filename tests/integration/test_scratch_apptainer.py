@@ -2,7 +2,8 @@
 """An Apptainer machine's bounded scratch (issue 29), as root starting containers as
 singularity_user: /scratch is the machine's own file system of disk_gb_per_processor x
 processors, writable by the user; a payload writing past it gets ENOSPC there and ends with its
-own message, its neighbour keeps writing, destroy and release_leftovers remove it."""
+own message, its neighbour keeps writing, destroy and release_leftovers remove it; its /tmp and
+/var/tmp (Apptainer's --workdir) are in the scratch too."""
 from __future__ import annotations
 
 import os
@@ -104,3 +105,16 @@ def test_finished_machines_scratch_removed_after_a_restart(env):
     assert fresh.release_leftovers(env.paths.machines, env.factory) == \
         [os.path.basename(spec.directory.path)]
     assert not scratch.is_mounted(area) and not os.path.exists(area)
+
+
+def test_tmp_and_var_tmp_are_in_the_bounded_scratch(env):
+    spec = env.machine("O=/tmp/joboutputs\n"
+                       "dd if=/dev/zero of=/tmp/big bs=1M count=1500 2> $O/tmp.err\n"
+                       "grep -q 'No space left on device' $O/tmp.err && echo enospc > $O/tmp\n"
+                       "echo v > /var/tmp/v && ls /scratch/.apptainer/var_tmp > $O/var_tmp\n")
+    env.backend.create(spec)
+    assert env.wait(spec, MachineState.SHUTDOWN).state == MachineState.SHUTDOWN
+    assert _read(spec, "tmp") == "enospc", _read(spec, "tmp.err")
+    assert _read(spec, "var_tmp") == "v"
+    env.backend.collect(spec.name, spec.directory)
+    env.backend.destroy(spec.name, spec.directory)

@@ -5,7 +5,8 @@ The Docker (and Podman) and Apptainer backends call make() while creating a mach
 machinetype or [settings] sets disk_gb_per_processor and this host has a mechanism
 (vac.machine.scratch.choose, asked once per process), the scratch is made and mounted, MJF
 jobfeatures/scratch_limit_bytes says its size, and the host path is returned for the backend
-to bind read-write at CONTAINER_PATH (/scratch). remove() and release_leftovers() undo it.
+to bind read-write at CONTAINER_PATH (/scratch); an Apptainer machine's --workdir (its /tmp,
+/var/tmp and home) goes there too (workdir()). remove() and release_leftovers() undo it.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from vac.machine.directory import MachineDir
 log = logging.getLogger(__name__)
 
 CONTAINER_PATH = scratch.CONTAINER_PATH
+APPTAINER_WORKDIR = ".apptainer"
 _chosen: List[scratch.Mechanism] = []
 _said: List[str] = []
 
@@ -54,6 +56,21 @@ def make(spec: MachineSpec, backend: str) -> Optional[str]:
         return scratch.create(s.paths.state_dir, spec.directory, size)
     except scratch.ScratchError as e:
         raise BackendError(backend, str(e), spec.name) from e
+
+
+def workdir(area: Optional[str], user: Any) -> Optional[str]:
+    """Apptainer's --workdir (the container's /tmp, /var/tmp, home) inside the scratch, made
+    0700 for the user (a pwd entry); None without a scratch."""
+    if not area:
+        return None
+    path = os.path.join(area, APPTAINER_WORKDIR)
+    try:
+        if not os.path.isdir(path):
+            os.mkdir(path, 0o700)
+        os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+    except OSError as e:
+        raise BackendError("apptainer", f"cannot make the work directory {path}: {e}") from e
+    return path
 
 
 def remove(settings: Any, directory: Optional[MachineDir], backend: str) -> bool:

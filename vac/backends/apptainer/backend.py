@@ -181,7 +181,7 @@ class ApptainerBackend(Backend):
         specs += [f"{area}:{scratchmount.CONTAINER_PATH}:rw"] if area else []
         prepare.check_sources(self.NAME, spec.name, specs, [image], user, groups)
         argv = build_argv(binary, image, directory.path, spec.name, command,
-                          spython_bind_args(specs))
+                          spython_bind_args(specs), scratchmount.workdir(area, user))
         cgroup = self._new_cgroup(spec, user)
         proc = self._start(spec, argv, cgroup, user, groups)
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from typing import List
+from typing import List, Optional
 
 from vac import optional
 from vac.backends.base import MachineSpec
@@ -46,10 +46,12 @@ def command_of(spec: MachineSpec) -> List[str]:
 
 
 def build_argv(binary: str, image: str, machine_dir: str, hostname: str, command: List[str],
-               bind_args: List[str]) -> List[str]:
-    """The `apptainer exec` argv of one machine (bind_args from bind_specs via spython)."""
-    argv = [binary, "exec", "--contain", "--workdir", os.path.join(machine_dir, "mnt"),
-            "--hostname", hostname]
+               bind_args: List[str], workdir: Optional[str] = None) -> List[str]:
+    """The `apptainer exec` argv of one machine (bind_args from bind_specs via spython); its
+    /tmp, /var/tmp and home in workdir (in the machine's bounded scratch when it has one),
+    else in the machine directory's mnt/."""
+    argv = [binary, "exec", "--contain", "--workdir",
+            workdir or os.path.join(machine_dir, "mnt"), "--hostname", hostname]
     argv += bind_args
     for _, inside, _, variable in MJF_BINDS:
         argv += ["--env", f"{variable}={inside}"]

@@ -47,3 +47,36 @@ def test_a_host_without_psi_says_the_load_average_gates_alone(world):  # noqa: F
     view = factory_view(_with_pressure(w, None), now=T0)
     assert view["pressure"] == {"available": False, "time": None, "paused": [], "rows": []}
     assert "gated by the load average alone" in statuspages.factory_page(view, 30)
+
+
+def test_the_status_page_and_metrics_listen_on_ipv6_and_dual_stack(world):  # noqa: F811
+    """Issue 27: the status listener binds an IPv6 address, and "::" answers IPv4 too; the
+    metrics listener (prometheus_client) binds by the address's family as well."""
+    import socket
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from vac.web.statusserver import Views, start
+
+    w = world()
+    w.run()
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for address, asked in (("::1", "[::1]"), ("::", "127.0.0.1"), ("::", "[::1]")):
+        server = start(address, 0, Views(w.load))
+        try:
+            port = server.server_address[1]
+            with opener.open(f"http://{asked}:{port}/api", timeout=10) as response:
+                assert response.status == 200
+        finally:
+            server.shutdown()
+            server.server_close()
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    server, _ = start_http_server(port, "::1", registry=CollectorRegistry())
+    try:
+        with opener.open(f"http://[::1]:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.shutdown()

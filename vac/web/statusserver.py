@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -205,10 +206,18 @@ class Server(http.server.ThreadingHTTPServer):
     request_queue_size = 32
 
     def __init__(self, address: Tuple[str, int], views: Views):
+        # IPv6 for an IPv6 address ("::" then serves IPv4 too, as the responder's default).
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, Handler)
         self.views = views
         self.gate = threading.BoundedSemaphore(CONCURRENCY)
         self.connections = threading.BoundedSemaphore(CONNECTIONS)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY,
+                                   0 if self.server_address[0] == "::" else 1)
+        super().server_bind()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.connections.acquire(blocking=False):

@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from vac import optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
@@ -131,6 +131,7 @@ class LibvirtBackend(Backend):
         self._connection_uri = ""
         self._lock = threading.Lock()
         self._virt_type: Optional[Tuple[str, str]] = None   # (setting, chosen type)
+        self._stopped: Set[str] = set()   # names whose domain stop() has given its ACPI shutdown
 
     @property
     def shutdown_wait_seconds(self) -> float:
@@ -362,6 +363,7 @@ class LibvirtBackend(Backend):
         dom = self._lookup(name)
         if dom is None or self._foreign(dom, name, directory):
             return
+        self._stopped.add(name)
         try:
             dom.shutdown()
             self._wait_gone(name, self.shutdown_wait_seconds)
@@ -374,18 +376,21 @@ class LibvirtBackend(Backend):
         job_id = directory.job_id if directory is not None else None
         if not job_id or dom.UUIDString().lower() == job_id.lower():
             return False
-        log.warning("%s: domain %s is not machine %s; left alone", name, dom.UUIDString(),
-                    job_id)
+        log.warning("%s: domain %s is not machine %s; left alone", name, dom.UUIDString(), job_id)
         return True
 
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
-        """Force the domain off (stop() gave it its ACPI shutdown), remove its LV and config
-        drive. It reads nothing of the machine: collect() has."""
+        """Force the domain off after its ACPI shutdown (stop(), here unless stop() had it),
+        remove its LV and config drive. It reads nothing of the machine: collect() has."""
         libvirt = _libvirt()
         dom = self._lookup(name)
         if dom is not None and directory is not None and self._foreign(dom, name, directory):
             directory.remove(CONFIG_DRIVE)
             return
+        if dom is not None and name not in self._stopped:
+            self.stop(name, directory)
+            dom = self._lookup(name)
+        self._stopped.discard(name)
         if dom is not None:
             try:
                 dom.destroy()

@@ -200,7 +200,10 @@ def test_payload_reads_mjf_writes_joboutputs_and_destroy_leaves_nothing(paths, b
     assert st.exit_code == 3 and st.oom_killed is False
     assert st.cpu_seconds > 0.3, st
     final = backend.collect(spec.name, d)
-    assert final.exit_code == 3 and final.cpu_seconds == pytest.approx(st.cpu_seconds)
+    # Podman's cleanup after the exit (conmon's exit command) may add some microseconds
+    # under the parent between the two readings (Docker's stay equal).
+    assert final.exit_code == 3 and final.cpu_seconds == pytest.approx(st.cpu_seconds,
+                                                                       abs=0.01)
     assert "console-marker-1" in d.read("console.log")
     assert d.shutdown_message == "200 Intended work completed ok"
     assert parent_dirs(parent), "the parent (with conmon's child) is there until destroy"

@@ -246,7 +246,7 @@ def test_limits_are_in_the_machines_own_cgroup(paths, make_backend):
 
 
 def test_oom_killed_machine_gets_a_coded_shutdown_message(paths, make_backend):
-    backend = usable(make_backend(mb=16))
+    backend = usable(make_backend(mb=32))
     if Cgroups().hierarchies.version == 1:
         pytest.skip("cgroup v1: Podman (conmon) reports no OOM kill and the kernel counts it in "
                     "the container's own memory cgroup, which Podman removes at the exit")
@@ -257,7 +257,7 @@ def test_oom_killed_machine_gets_a_coded_shutdown_message(paths, make_backend):
     final = backend.collect(spec.name, spec.directory)
     assert final.oom_killed is True
     assert spec.directory.shutdown_message == \
-        "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
+        "700 Vac: container killed by the OOM killer (memory limit 32 MiB)"
     assert "before-oom" in spec.directory.read("console.log")
     backend.destroy(spec.name, spec.directory)
 

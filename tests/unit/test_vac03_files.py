@@ -22,7 +22,6 @@ from vac.backends.fake import FakeBackend
 from vac.config import load, model, pipes
 from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
-from vac.cycle.finishing import write_heartbeat
 from vac.machine.directory import MachineDir
 
 NOW = 1_700_000_000.0
@@ -60,16 +59,16 @@ def machine(tmp_path) -> MachineDir:
 
 def test_heartbeat_cpu_seconds_are_whole_and_the_original_reads_them(machine):
     machine.write("heartbeat", "0.0 0.0", mtime=NOW - 100)      # what creation writes
-    write_heartbeat(machine, 37.9, NOW)
+    machine.write_heartbeat(37.9, NOW)
     assert machine.read("heartbeat") == "37 37.0\n"
     assert original_heartbeat(machine.read("heartbeat")) == (37, 37.0)
-    write_heartbeat(machine, 88.2, NOW + 50)
+    machine.write_heartbeat(88.2, NOW + 50)
     assert original_heartbeat(machine.read("heartbeat")) == (88, 102.0)
     assert machine.cpu_seconds == 88.0 and machine.heartbeat_time == NOW + 50
 
 
 def test_first_heartbeat_without_a_previous_one_has_no_percentage(machine):
-    write_heartbeat(machine, 5.5, NOW)
+    machine.write_heartbeat(5.5, NOW)
     assert machine.read("heartbeat") == "5\n"
     assert original_heartbeat(machine.read("heartbeat")) == (5, 0)
 

@@ -65,7 +65,7 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
     crash_point("create:after-backend")
     directory.write("started", str(int(now)), mtime=now)
     crash_point("create:after-started")
-    directory.write("heartbeat", "0.0 0.0", mtime=now)
+    directory.write_first_heartbeat(now)
     return Created(directory, backend_id)
 
 

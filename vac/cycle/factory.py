@@ -44,7 +44,7 @@ from vac.cycle.backofflog import BackoffLog
 from vac.cycle.censuskeeper import CensusKeeper, SpaceCensus
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
-from vac.cycle.finishing import Ending, finish_machine, write_heartbeat
+from vac.cycle.finishing import Ending, finish_machine
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
@@ -311,8 +311,8 @@ class Factory:
                slots: Tuple[Slot, ...], now: float, report: CycleReport) -> None:
         for beat in plan.heartbeats:
             if beat.name in seen.directories and beat.name not in seen.unmanaged:
-                self._guarded(report, beat.name, "heartbeat", write_heartbeat,
-                              seen.directories[beat.name], beat.cpu_seconds, now)
+                self._guarded(report, beat.name, "heartbeat",
+                              seen.directories[beat.name].write_heartbeat, beat.cpu_seconds, now)
         for lower in plan.lower_shutdown:
             if lower.name in seen.directories:
                 self._guarded(report, lower.name, "lowering shutdown time",
@@ -445,8 +445,8 @@ class Factory:
 
 def _mark_started(directory) -> bool:
     directory.write("started", str(directory.created), mtime=float(directory.created))
-    if not directory.exists("heartbeat"):
-        directory.write("heartbeat", "0.0 0.0")
+    if directory.heartbeat_time is None:
+        directory.write_first_heartbeat()
     return True
 
 

@@ -41,21 +41,6 @@ class Finished:
     destroy_error: Optional[str] = None
 
 
-def write_heartbeat(directory: MachineDir, cpu_seconds: float, now: float) -> None:
-    """Rewrite the per-machine heartbeat: "<cpu seconds> <cpu % since the last heartbeat>".
-
-    CPU seconds are whole, as the original wrote them: its readers (a rolled-back vacd, its
-    responder) parse the first field with int(), so "12.3" would read as 0."""
-    previous_time = directory.heartbeat_time
-    previous_cpu = directory.cpu_seconds
-    whole = int(max(cpu_seconds, 0.0))
-    text = str(whole)
-    if previous_time is not None and now > previous_time and whole >= previous_cpu:
-        percent = 100.0 * (whole - previous_cpu) / (now - previous_time)
-        text += f" {percent:.1f}"
-    directory.write("heartbeat", text + "\n", mtime=now)
-
-
 def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
                    backend: Optional[Backend], now: float,
                    ending: Optional[Ending] = None) -> Finished:
@@ -106,7 +91,7 @@ def _record(paths: Paths, directory: MachineDir, machinetype: Optional[MachineTy
     """Heartbeat, outcome message, accounting mark, `finished`, finishes/<machinetype>."""
     started = directory.started
     if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
-        write_heartbeat(directory, final.cpu_seconds, now)
+        directory.write_heartbeat(final.cpu_seconds, now)
     refusal = directory.shutdown_message_refusal()
     if refusal is not None:
         message = directory.replace_refused_shutdown_message(refusal, now)

@@ -23,7 +23,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from vac import fsutil
 from vac.errors import StateError
 from vac.faults import crash_point
-from vac.machine import removal
+from vac.machine import heartbeat, removal
 from vac.paths import Paths
 
 SHUTDOWN_MESSAGE_LIMIT = 4096
@@ -171,11 +171,24 @@ class MachineDir:
 
     @property
     def heartbeat_time(self) -> Optional[float]:
-        return self.mtime("heartbeat")
+        return self.mtime(heartbeat.NAME)
 
     @property
     def cpu_seconds(self) -> float:
-        return self._number("heartbeat") or 0.0
+        return self.heartbeat_values()[0] or 0.0
+
+    def heartbeat_values(self) -> Tuple[Optional[float], Optional[float]]:
+        """(CPU seconds, CPU %) of the heartbeat file (vac.machine.heartbeat)."""
+        return heartbeat.parse(self.read(heartbeat.NAME, heartbeat.READ_LIMIT))
+
+    def write_heartbeat(self, cpu_seconds: float, now: float) -> None:
+        """Rewrite the heartbeat with these CPU seconds and the CPU % since the last one."""
+        self.write(heartbeat.NAME, heartbeat.line(cpu_seconds, self.cpu_seconds,
+                                                  self.heartbeat_time, now), mtime=now)
+
+    def write_first_heartbeat(self, when: Optional[float] = None) -> None:
+        """The heartbeat of a machine that starts (created, or adopted after a crash)."""
+        self.write(heartbeat.NAME, heartbeat.FIRST, mtime=when)
 
     @property
     def processors(self) -> int:

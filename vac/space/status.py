@@ -60,13 +60,7 @@ def machine_statuses(config: Config) -> List[Dict[str, Any]]:
 def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
     state = directory.disk_state()
     processors = directory.processors
-    beat = (directory.read("heartbeat", 256) or "").split()
-    percent = None
-    if len(beat) > 1:
-        try:
-            percent = two_decimals(float(beat[1]))
-        except ValueError:
-            percent = None
+    percent = two_decimals(directory.heartbeat_values()[1])
     body = {"state": state.value, "machine_model": model, "uuid": _cut(directory.job_id),
             "created_time": directory.created, "started_time": _int(directory.started),
             "heartbeat_time": _int(directory.heartbeat_time), "num_cpus": processors,

@@ -28,6 +28,7 @@ from vac.ops import (
     checks,
     delegationcheck,
     filechecks,
+    namecheck,
     pressurecheck,
     scratchcheck,
     servicechecks,
@@ -88,6 +89,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
     for name in sorted(used):
         groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))
     groups.append(("ports", lambda: _ports(config, holder, "libvirt" in used)))
+    groups.append((namecheck.NAME, lambda: namecheck.own_name(s)))
     groups.append(("pressure", lambda: pressurecheck.host_pressure(s)))
     groups.append(("scratch", lambda: scratchcheck.host_scratch(s, used)))
     for name, run in groups:

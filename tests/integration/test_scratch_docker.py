@@ -64,6 +64,14 @@ echo "200 neighbour done" > shutdown_message
 """
 
 
+def remove_pool(state: str) -> None:
+    """Every scratch of the test's state directory, finished or not (teardown)."""
+    pool = scratch.pool(state)
+    for name in os.listdir(pool) if os.path.isdir(pool) else []:
+        scratch.remove(state, name[:-len(scratch.IMAGE_SUFFIX)]
+                       if name.endswith(scratch.IMAGE_SUFFIX) else name)
+
+
 @pytest.fixture
 def backend(make_config):
     if os.geteuid() != 0:
@@ -77,7 +85,7 @@ def backend(make_config):
     api = b._client()
     for c in api.containers(all=True, filters={"label": f"vac.factory={FACTORY}"}):
         api.remove_container(c["Id"], force=True)
-    scratch.release_leftovers(config.settings.paths.state_dir, FACTORY)
+    remove_pool(config.settings.paths.state_dir)
 
 
 def make_machine(paths, backend: DockerBackend, ordinal: int, payload: str,

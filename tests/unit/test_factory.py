@@ -15,7 +15,7 @@ from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
 from vac.errors import ConfigError
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
-from vac.space.status import machine_body
+from vac.space.replies import machine_body
 
 BASE = """
 [settings]

@@ -9,7 +9,7 @@ import os
 import time
 
 from vac.backends.libvirt import heartbeat, metadata
-from vac.space import status
+from vac.space import replies
 
 FACTORY = "f1.example.com"
 CONF = """
@@ -30,7 +30,7 @@ def _wait(condition, what: str, deadline: float = 60.0) -> None:
 
 def test_both_heartbeats_are_fresh_while_serving_and_age_after_close(paths, make_config):
     config = make_config(CONF)
-    before = status.factory_status(config, time.time())
+    before = replies.factory_status(config, time.time())
     assert before["mjf_heartbeat_time"] == 0 and before["metadata_heartbeat_time"] == 0
     service = metadata.MetadataService(paths, FACTORY)
     servers = metadata.MetadataServers(service, addresses=("127.0.0.1", "127.0.0.2"), port=0)
@@ -40,7 +40,7 @@ def test_both_heartbeats_are_fresh_while_serving_and_age_after_close(paths, make
         assert servers.ensure() == []
         _wait(lambda: os.path.exists(mjf) and os.path.exists(meta), "both heartbeat files")
         started = time.time()
-        body = status.factory_status(config, started)
+        body = replies.factory_status(config, started)
         for key in ("mjf_heartbeat_time", "metadata_heartbeat_time"):
             assert started - 120 <= body[key] <= started + 1, (key, body[key])
         with open(mjf) as f:
@@ -54,7 +54,7 @@ def test_both_heartbeats_are_fresh_while_serving_and_age_after_close(paths, make
     for path in (mjf, meta):
         os.utime(path, (1000, 1000))
     time.sleep(3 * heartbeat.INTERVAL)
-    body = status.factory_status(config, time.time())
+    body = replies.factory_status(config, time.time())
     assert body["mjf_heartbeat_time"] == 1000 and body["metadata_heartbeat_time"] == 1000
 
 

@@ -18,7 +18,7 @@ import threading
 
 import pytest
 
-from vac.space import census, client, render, status
+from vac.space import census, client, render, replies
 from vac.space import censusdata
 from vac.space import messages as m
 
@@ -268,7 +268,7 @@ host_processors = 1
 machine_model = fake
 target_share = 1
 """)
-    ours = status.machine_statuses(config)[0]
+    ours = replies.machine_statuses(config)[0]
     original = json.loads(MACHINE_STATUS[1])
     for name in ("cpu_seconds", "cpu_percentage", "hs06", "num_cpus", "num_processors",
                  "state", "machinetype", "uuid", "created_time", "started_time",

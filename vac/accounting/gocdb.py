@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from vac import __version__, fsutil
 from vac.config.model import Config
 from vac.errors import FetchError
-from vac.space import status as space_status
+from vac.space import replies
 from vac.space.census import fresh_census
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def capacity(config: Config, census: Mapping[str, Mapping[str, Any]],
     for factory, status in census.items():
         entries.setdefault(factory, status)
     if config.settings.factory_name not in entries:
-        entries[config.settings.factory_name] = space_status.factory_status(config, now)
+        entries[config.settings.factory_name] = replies.factory_status(config, now)
     totals = {"processors": 0.0, "machines": 0.0, "hs06": 0.0, "factories": 0.0}
     for entry in entries.values():
         totals["processors"] += _number(entry.get("max_processors"))

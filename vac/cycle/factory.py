@@ -52,7 +52,7 @@ from vac.cycle.parallel import run_grouped
 from vac.cycle.record import Recorder
 from vac.cycle.report import CycleReport, acted, log_failures, merge
 from vac.errors import VacError
-from vac.host import facts as hostinfo
+from vac.host import facts
 from vac.machine import mjf
 from vac.machine.directory import MachineDir
 from vac.machine.slots import Slot, make_slots
@@ -81,12 +81,12 @@ class Factory:
 
     def __init__(self, load_config: Callable[[], Config], pool: Optional[BackendPool] = None,
                  clock: Callable[[], float] = time.time,
-                 loadavg: Callable[[], Tuple[float, float, float]] = hostinfo.read_loadavg,
+                 loadavg: Callable[[], Tuple[float, float, float]] = facts.read_loadavg,
                  rng: Optional[random.Random] = None, fetcher: Optional[Callable] = None,
                  after_prepare: Optional[Callable[[Config], List[str]]] = None,
                  space_census: Optional[SpaceCensus] = None,
                  owner_load: Optional[OwnerLoad] = None, state_dir: Optional[str] = None,
-                 host: Optional[hostinfo.HostFacts] = None,
+                 host: Optional[facts.HostFacts] = None,
                  pressure: Optional[HostPressure] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
@@ -97,7 +97,7 @@ class Factory:
         self.rng = rng or random.Random()
         self.fetcher = fetcher
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
-        self.pressure = pressure or HostPressure.beside(loadavg is hostinfo.read_loadavg)
+        self.pressure = pressure or HostPressure.beside(loadavg is facts.read_loadavg)
         fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
                                  else Paths().state_dir)
         self.keeper = ConfigKeeper(load_config, fallback, host)

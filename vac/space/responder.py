@@ -24,7 +24,7 @@ from vac import __version__, fsutil
 from vac.config.model import Config
 from vac.space import client
 from vac.space import messages as m
-from vac.space import status
+from vac.space import replies
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +183,11 @@ class Responder:
         if cached is not None and 0 <= tick - cached[0] < CACHE_SECONDS:
             return cached[1]
         if kind == m.MACHINES:
-            bodies = status.machine_statuses(config)
+            bodies = replies.machine_statuses(config)
         elif kind == m.MACHINETYPES:
-            bodies = status.machinetype_statuses(config, now)
+            bodies = replies.machinetype_statuses(config, now)
         else:
-            bodies = [status.factory_status(config, now)]
+            bodies = [replies.factory_status(config, now)]
         self._cache = {k: v for k, v in self._cache.items() if k[1] == id(config)}
         self._cache[key] = (tick, bodies)
         return bodies

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """VacMon: VacQuery status datagrams sent unasked to each `vacmon_hostport` (§10.3), the same
-bodies the responder answers with (vac.space.status), and the version logger's copies.
+bodies the responder answers with (vac.space.replies), and the version logger's copies.
 
 Each cycle one factory_status and every machinetype_status; at each finish one machine_status
 for that machine, sent after its `finished` file so it carries the final state and shutdown
@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from vac import __version__
 from vac.config.model import Config, Settings
 from vac.machine.directory import MachineDir, read_slot_record
-from vac.space import messages, status
+from vac.space import messages, replies
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class Sender:
         model = model or (record.model if record is not None else "")
         message = self._header(config, messages.MACHINES)
         message.update({"num_machines": 1, "machine": directory.name})
-        message.update(status.machine_body(directory, model))
+        message.update(replies.machine_body(directory, model))
         return self.send([message])
 
     def cycle_status(self, config: Config, now: float, machinetypes: bool = True) -> int:
@@ -96,8 +96,8 @@ class Sender:
             return 0
         try:
             factory = self._header(config, messages.FACTORY)
-            factory.update(status.factory_status(config, now))
-            bodies = status.machinetype_statuses(config, now) if machinetypes else []
+            factory.update(replies.factory_status(config, now))
+            bodies = replies.machinetype_statuses(config, now) if machinetypes else []
         except (OSError, ValueError) as e:
             log.warning("VacMon: status not built: %s", e)
             self.failures += 1

@@ -3,7 +3,7 @@
 
 The original's vacd-mjf and vacd-metadata daemons each rewrote
 <state_dir>/<name>-heartbeat (the time, one line) every turn of their serving loop, and
-factory_status reports those files' times (vac.space.status.HEARTBEATS), which VacMon and
+factory_status reports those files' times (vac.space.replies.HEARTBEATS), which VacMon and
 `vac factories --json` show as the services' liveness. Here each server's own serving loop
 calls ServiceHeartbeat.beat() (http.server's service_actions, every poll interval), so the
 file is fresh exactly while that server serves: a server that is closed or whose thread died

@@ -27,10 +27,10 @@ import pycurl
 import vac
 from vac import fsutil
 from vac.errors import FetchError
+from vac.paths import GRID_CA_DIR
 
 log = logging.getLogger(__name__)
 
-GRID_CA_DIR = "/etc/grid-security/certificates"
 USER_AGENT = f"Vac {vac.__version__}"
 MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024            # user_data templates, pipes pass less

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 CONFIG_DIR_DEFAULT = "/etc/vac.d"
 CONFIG_FILES_DEFAULT = ("/etc/vac.conf", "/var/run/vac.conf")
+GRID_CA_DIR = "/etc/grid-security/certificates"   # the IGTF CAs: downloads, GOCDB, signatures
 
 # Directories the package (or vacd at start) creates under the state directory.
 STATE_SUBDIRS = ("tmp", "imagecache", "machinetypes", "pipescache", "apel-archive",

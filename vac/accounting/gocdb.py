@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from vac import __version__, fsutil
 from vac.config.model import Config
 from vac.errors import FetchError
+from vac.paths import GRID_CA_DIR
 from vac.space import replies
 from vac.space.census import fresh_census
 
@@ -37,7 +38,6 @@ SERVICE_TYPE = "uk.ac.gridpp.vac"
 REPLY_LIMIT = 1024 * 1024
 TIMEOUT = 60
 PRIMARY_KEY_RE = re.compile(rb"<SERVICE_ENDPOINT\s+PRIMARY_KEY=\"(\d+)G[0-9A-Za-z]*\"")
-GRID_CA_DIR = "/etc/grid-security/certificates"
 
 # (method, url, body, cert, key, cafile) -> (HTTP status, body)
 Transport = Callable[[str, str, Optional[bytes], str, str, Optional[str]], Tuple[int, bytes]]

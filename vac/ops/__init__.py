@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from vac.paths import GRID_CA_DIR
+
 
 def _doctor(args: argparse.Namespace) -> int:
     from vac.ops import doctor
@@ -52,6 +54,6 @@ def add_commands(subparsers) -> None:
     squid.set_defaults(func=_squid_conf)
     sig = subparsers.add_parser("cernvm-signature", help="verify a CernVM image's signature")
     sig.add_argument("file", metavar="FILE", help="the CernVM ISO image")
-    sig.add_argument("--capath", metavar="DIR", default="/etc/grid-security/certificates",
+    sig.add_argument("--capath", metavar="DIR", default=GRID_CA_DIR,
                      help="CA certificates to verify the signer against")
     sig.set_defaults(func=_cernvm_signature)

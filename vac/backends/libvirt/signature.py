@@ -23,10 +23,11 @@ from typing import Dict, List, Optional, Tuple
 
 from vac import optional
 from vac.errors import BackendError
+from vac.paths import GRID_CA_DIR
 
 BLOCK = 32 * 1024
 MIN_SIZE = 2 * BLOCK
-CA_PATH = "/etc/grid-security/certificates"
+CA_PATH = GRID_CA_DIR
 MAX_CHAIN = 10
 MAX_CA_FILES = 5000
 MAX_CA_BYTES = 256 * 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Type
 
+from vac.config import models
 from vac.errors import BackendUnavailable
 
 # backend name -> (module, class, python package an admin would install)
@@ -17,12 +18,7 @@ BACKENDS = {
     "fake": ("vac.backends.fake", "FakeBackend", ""),
 }
 
-MODEL_BACKENDS = {
-    "cernvm3": "libvirt", "cernvm4": "libvirt", "vm-raw": "libvirt",
-    "docker": "docker", "podman": "podman",
-    "singularity": "apptainer", "apptainer": "apptainer",
-    "fake": "fake",
-}
+MODEL_BACKENDS = models.backends()     # machine_model -> backend name (vac.config.models)
 
 _loaded: Dict[str, Type] = {}
 

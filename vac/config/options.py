@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from vac.config import models
+
 # Kinds of value. A "bool" accepts yes/no, true/false, on/off, 1/0 in any case (booleans.py);
 # its `legacy` names how the original Vac (or an earlier release of ours) read it, so a value
 # that read the other way there can be pointed out:
@@ -212,8 +214,7 @@ SECTION_KINDS = ("settings", "machinetype", "vmtype", "vacuum_pipe", "factories"
 # too (inherited by the pipe's machinetypes).
 PIPE_SECTION_OPTIONS = ("vacuum_pipe_url", "target_share")
 
-MODELS = ("cernvm3", "cernvm4", "vm-raw", "docker", "podman", "singularity", "apptainer",
-          "fake")
+MODELS = models.names()
 
 
 def by_name(table: Tuple[Option, ...]) -> dict:

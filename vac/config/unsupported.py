@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping
 
+from vac.config import models
 from vac.config.model import Config
 from vac.errors import Problem
 
-VM_MODELS = ("cernvm3", "cernvm4", "vm-raw")
-CONTAINER_MODELS = ("docker", "podman", "singularity", "apptainer")
+VM_MODELS = models.VM_MODELS
+CONTAINER_MODELS = models.CONTAINER_MODELS
 
 # (option, value that does nothing or None for any value, reason)
 SETTINGS_NOTES = (

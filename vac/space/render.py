@@ -14,10 +14,11 @@ import ipaddress
 import time
 from typing import Any, Dict, List, Optional
 
+from vac.config import models
 from vac.space.client import Result
 
-MODEL_CLASS = {"cernvm3": "VM", "cernvm4": "VM", "vm-raw": "VM", "docker": "DC",
-               "podman": "DC", "singularity": "SC", "apptainer": "SC"}
+MODEL_CLASS = {m: models.kind(m) for m in models.of_kind(models.VM, models.DOCKER_CONTAINER,
+                                                        models.APPTAINER_CONTAINER)}
 
 
 # Above the original's columns (an addition: the original printed no header): each word over

@@ -51,6 +51,7 @@ from vac.backends.libvirt.domainxml import (
     render_domain_xml,
 )
 from vac.backends.libvirt.watch import LibvirtWatcher
+from vac.config import models
 from vac.errors import BackendError, BackendUnavailable, VacError
 from vac.host import access
 from vac.machine import joboutputs
@@ -62,7 +63,7 @@ log = logging.getLogger(__name__)
 CONFIG_DRIVE = "config-drive.iso"
 CPUINFO = "/proc/cpuinfo"
 KVM_DEVICE = "/dev/kvm"
-VM_MODELS = frozenset({"cernvm3", "cernvm4", "vm-raw"})
+VM_MODELS = frozenset(models.VM_MODELS)
 
 
 def choose_virt_type(setting: str, libvirt_has_kvm: bool, kvm_usable: bool,

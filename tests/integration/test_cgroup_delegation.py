@@ -128,8 +128,8 @@ def test_apptainer_payload_subdivides_its_slot_and_cannot_raise_or_escape_it(app
 DOCKER = r"""#!/bin/sh
 O=$JOBOUTPUTS
 TOP=/sys/fs/cgroup
-n=0; until [ -w $TOP/cgroup.subtree_control ]; do n=$((n+1)); [ $n -gt 3000 ] && exit 9; \
-sleep 0.1; done
+n=0; until grep -q ' /sys/fs/cgroup rw,' /proc/self/mountinfo; do n=$((n+1)); \
+[ $n -gt 3000 ] && exit 9; sleep 0.1; done
 (echo 1 > $TOP/cgroup.kill) 2> $O/kill_err; echo $? > $O/kill_rc
 """ + CHECKS
 

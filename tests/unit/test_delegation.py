@@ -144,8 +144,9 @@ def fake_proc(tmp_path, host_opts, container_root, same_ns=False):
 
 
 def test_a_container_mount_is_made_writable_only_when_safe(tmp_path):
-    own = "/system.slice/docker-1.scope"    # the mount's root as the host reads it
-    cgroupmount.check(42, own, fake_proc(tmp_path / "a", "rw,nsdelegate", own))
+    own = "/vac.slice/vac-docker-a\\x2db.slice/docker-1.scope"   # as /proc/<pid>/cgroup has it
+    escaped = own.replace("\\", "\\134")     # and mountinfo, read from the host
+    cgroupmount.check(42, own, fake_proc(tmp_path / "a", "rw,nsdelegate", escaped))
     cases = {"b": ("rw", own, False, "not mounted nsdelegate"),
              "c": ("rw,nsdelegate", own, True, "shares the host's cgroup namespace"),
              "d": ("rw,nsdelegate", "/system.slice", False, "no cgroup2 mount of its own"),

@@ -69,7 +69,8 @@ def _fields(line: str) -> Optional[List[str]]:
     head, tail = before.split(), after.split()
     if not sep or len(head) < 6 or len(tail) < 3:
         return None
-    return [head[3], head[4], head[5], tail[0], tail[2]]
+    return [cgroups.unescape_mount_field(head[3]), cgroups.unescape_mount_field(head[4]),
+            head[5], tail[0], tail[2]]
 
 
 def cgroup2_at(mountinfo: str, point: str = POINT) -> Optional[List[str]]:

@@ -118,7 +118,7 @@ def parse_mountinfo(text: str) -> Hierarchies:
         fields, tail = before.split(), after.split()
         if not sep or len(fields) < 5 or not tail:
             continue
-        mount = Mount(root=_unescape(fields[3]), point=_unescape(fields[4]))
+        mount = Mount(root=unescape_mount_field(fields[3]), point=unescape_mount_field(fields[4]))
         if tail[0] == "cgroup2":
             v2 = v2 or mount
         elif tail[0] == "cgroup" and len(tail) >= 3:
@@ -128,7 +128,7 @@ def parse_mountinfo(text: str) -> Hierarchies:
     return Hierarchies(v1=v1, v2=v2)
 
 
-def _unescape(text: str) -> str:
+def unescape_mount_field(text: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as octal."""
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         text = text.replace(code, char)

@@ -9,9 +9,10 @@ makes it) is remounted writable (vac.host.cgroupmount says when that is safe). I
 container's root sees its cgroup as /sys/fs/cgroup and its processes in /leaf: it can make
 children, move processes and set limits there, never write the limits of /sys/fs/cgroup
 itself (the kernel refuses: nsdelegate) nor see or write anything above it. The container
-gets no capability and no other privilege. A payload that wants the subtree waits until
-/sys/fs/cgroup/cgroup.subtree_control is writable: vacd moves the processes first and makes
-the mount writable last, moments after the container started.
+gets no capability and no other privilege. A payload that wants the subtree waits until its
+/sys/fs/cgroup is mounted rw (/proc/self/mountinfo; a root shell's `test -w` says yes on a
+read-only mount): vacd moves the processes first and makes the mount writable last, moments
+after the container started.
 
 On cgroup v1, or where it is not safe (no nsdelegate, the host's cgroup namespace), the
 machine runs as before, without delegation, and the reason is logged.

@@ -200,7 +200,7 @@ def test_memory_limit_kills_a_payload_that_allocates_past_it(env):
     final = env.backend.collect(spec.name, spec.directory)
     assert final.oom_killed
     assert spec.directory.shutdown_message == \
-        "700 Vac: killed by the OOM killer (memory limit 64 MiB)"
+        "700 Vac: container killed by the OOM killer (memory limit 64 MiB)"
     env.backend.destroy(spec.name, spec.directory)
     assert env.backend.status(spec.name, spec.directory).oom_killed  # remembered
 

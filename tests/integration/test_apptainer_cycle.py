@@ -267,7 +267,7 @@ def test_the_memory_limit_is_enforced_and_the_machine_finishes_with_the_oom_mess
     assert report.finished == [world.name] and report.errors == []
     assert report.created == []  # a 700 is an abort: backoff
     assert world.dir().shutdown_message == \
-        "700 Vac: killed by the OOM killer (memory limit 64 MiB)"
+        "700 Vac: container killed by the OOM killer (memory limit 64 MiB)"
     assert world.dir().read_backend_record()["oom_killed"] is True
     assert not world.cgroup().exists()
 

@@ -422,7 +422,7 @@ def test_apptainer_memory_hog_is_oom_killed_and_reported(world, app):
         assert flat(os.path.join(d, "memory.events"))["oom_kill"] >= 1
         backend.collect(spec.name, spec.directory)
         assert spec.directory.shutdown_message == \
-            "700 Vac: killed by the OOM killer (memory limit 128 MiB)"
+            "700 Vac: container killed by the OOM killer (memory limit 128 MiB)"
         backend.destroy(spec.name, spec.directory)
         assert not os.path.exists(d)
     finally:

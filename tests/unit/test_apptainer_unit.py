@@ -342,7 +342,8 @@ def test_collect_of_an_oom_kill_writes_a_coded_message_once(world):
         f.write("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
     final = world.backend.collect(NAME, world.dir)
     assert final.state == MachineState.SHUTDOWN and final.oom_killed
-    assert world.dir.shutdown_message == "700 Vac: killed by the OOM killer (memory limit 32 MiB)"
+    assert world.dir.shutdown_message == \
+        "700 Vac: container killed by the OOM killer (memory limit 32 MiB)"
     # After the cgroup is gone the verdict is remembered in backend.json.
     world.backend.destroy(NAME, world.dir)
     assert not cg.exists()

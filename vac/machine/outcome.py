@@ -29,6 +29,11 @@ def is_abort(message: Optional[str]) -> bool:
     return code is not None and code >= ABORT_CODE
 
 
+def oom_message(limit_mib: int) -> str:
+    """The shutdown message of a container the kernel's OOM killer ended (every backend)."""
+    return f"700 Vac: container killed by the OOM killer (memory limit {limit_mib} MiB)"
+
+
 def code_label(message: Optional[str]) -> str:
     """The shutdown code as the metrics and pages label it: "300", or "none"."""
     code = message_code(message)

@@ -50,6 +50,7 @@ from vac.errors import BackendError, BackendUnavailable, FetchError, VacError
 from vac.host import cgroups, procs
 from vac.host.cgroupmachine import CgroupError, MachineCgroup, list_children, writable
 from vac.machine.directory import MachineDir, MachineState, unfinished_machines
+from vac.machine.outcome import oom_message
 from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
@@ -338,8 +339,7 @@ class ApptainerBackend(Backend):
         self._remember(directory, final)
         if final.oom_killed:
             limit = int(directory.read_backend_record().get("memory_limit_bytes", 0)) // MIB
-            if directory.write_shutdown_message_if_none(
-                    f"700 Vac: killed by the OOM killer (memory limit {limit} MiB)"):
+            if directory.write_shutdown_message_if_none(oom_message(limit)):
                 log.warning("%s: killed by the OOM killer (memory limit %d MiB)", name, limit)
         return final
 

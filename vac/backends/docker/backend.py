@@ -46,6 +46,7 @@ from vac.errors import BackendError, BackendUnavailable
 from vac.faults import crash_point
 from vac.host.cgroups import Cgroups
 from vac.machine.directory import MachineDir, MachineState
+from vac.machine.outcome import oom_message
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ PROBE_TIMEOUT = 5.0
 # the container is removed, its parent not yet.
 CRASH_BEFORE_RECORD = "docker:after-container"
 CRASH_BEFORE_PARENT_REMOVAL = "docker:after-remove"
-OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit {mb} MiB)"
 STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
           "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
 
@@ -440,7 +440,7 @@ class DockerBackend(Backend):
         self._remember_cpu(directory, final.cpu_seconds)
         if final.oom_killed:
             mb = directory.read_backend_record().get("memory_mb", "?")
-            if directory.write_shutdown_message_if_none(OOM_MESSAGE.format(mb=mb)):
+            if directory.write_shutdown_message_if_none(oom_message(mb)):
                 log.info("%s: killed by the OOM killer; shutdown_message written", name)
         return final
 

@@ -39,16 +39,13 @@ def _month(text: str) -> Tuple[int, int]:
 def apel_sync(args: argparse.Namespace) -> int:
     from vac.accounting import sync
     from vac.accounting.validate import RecordError, check_sync
-    from vac.config import pipes
-    from vac.config.load import config_files
+    from vac.config.forcommand import load_for_command
     from vac.errors import ConfigError
-    from vac.host.facts import HostFacts
 
     now = time.time()
     months = args.months or [sync.default_month(now)]
     try:
-        config = pipes.load_config(config_files(args.config), HostFacts.read(), update=False,
-                                   now=now)
+        config = load_for_command(args.config, now)
     except ConfigError as e:
         print(f"vac apel-sync: configuration rejected: {e}", file=sys.stderr)
         return WRITE_FAILED

@@ -12,10 +12,8 @@ import time
 from typing import Callable, Optional, Sequence
 
 from vac import fsutil
-from vac.config import pipes
-from vac.config.load import config_files
+from vac.config.forcommand import load_for_command
 from vac.errors import ConfigError, VacError
-from vac.host.facts import HostFacts
 
 MAX_TEMPLATE_BYTES = 1024 * 1024
 Resolver = Callable[[str], Optional[str]]
@@ -61,8 +59,7 @@ def write_if_changed(path: str, text: str) -> bool:
 
 def command(args: argparse.Namespace, resolver: Optional[Resolver] = None) -> int:
     try:
-        config = pipes.load_config(config_files(args.config), HostFacts.read(), update=False,
-                                   now=time.time())
+        config = load_for_command(args.config)
         template = _read_template(args.template)
     except ConfigError as e:
         print(f"vac squid-conf: configuration rejected: {e}", file=sys.stderr)

@@ -20,11 +20,9 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
-from vac.config import pipes
-from vac.config.load import config_files
+from vac.config.forcommand import load_for_command
 from vac.config.model import Settings
 from vac.errors import ConfigError
-from vac.host.facts import HostFacts
 from vac.space import census, client, render
 from vac.space import messages as m
 
@@ -65,8 +63,7 @@ def add_commands(sub) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return pipes.load_config(config_files(args.config), HostFacts.read(), update=False,
-                             now=time.time()).settings
+    return load_for_command(args.config).settings
 
 
 def _ask(args: argparse.Namespace, kind: str) -> Optional[Tuple[Settings, client.Result]]:

@@ -40,7 +40,7 @@ from vac.service import status as service_status
 from vac.service.sdnotify import Notifier, WatchdogPinger
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source
-from vac.web.server import MetricsEndpoint
+from vac.web.metricsserver import MetricsEndpoint
 from vac.web.statusserver import StatusEndpoint
 
 log = logging.getLogger("vacd")

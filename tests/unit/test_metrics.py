@@ -22,7 +22,7 @@ from vac import planfile
 from vac.accounting import apel
 from vac.web.feed import after_cycle
 from vac.web.metrics import Metrics
-from vac.web.server import MetricsEndpoint
+from vac.web.metricsserver import MetricsEndpoint
 
 
 def samples(metrics):

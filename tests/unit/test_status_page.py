@@ -16,7 +16,7 @@ import pytest
 from test_accounting import T0, world  # noqa: F401 - the fixture
 
 from vac.web import machinefiles, statuspages
-from vac.web.server import MetricsEndpoint
+from vac.web.metricsserver import MetricsEndpoint
 from vac.web.spaceview import space_view
 from vac.web.status import SpaceView, factory_view, superslot_groups
 from vac.web.statusserver import StatusEndpoint

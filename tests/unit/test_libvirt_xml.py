@@ -12,6 +12,7 @@ import pytest
 
 from vac.backends.libvirt import backend as lv
 from vac.backends.libvirt import domainxml as libvirtxml
+from vac.backends.libvirt import virttype
 from vac.backends.libvirt.backend import Disk, DomainParams, render_domain_xml
 from vac.machine.directory import MachineDir
 
@@ -121,7 +122,7 @@ def test_template_is_strict_about_missing_values():
     ("auto", False, True, False, "qemu"),
 ])
 def test_choose_virt_type(setting, has_kvm, usable, nested, expected):
-    chosen, why = lv.choose_virt_type(setting, has_kvm, usable, nested)
+    chosen, why = virttype.choose_virt_type(setting, has_kvm, usable, nested)
     assert chosen == expected and why
 
 

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from vac import optional
+from vac import fsutil, optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
 from vac.backends.libvirt import configdrive, console, metadata, signature
@@ -50,6 +49,7 @@ from vac.backends.libvirt.domainxml import (
     config_drive_target,
     render_domain_xml,
 )
+from vac.backends.libvirt.virttype import choose_virt_type, host_kvm_facts
 from vac.backends.libvirt.watch import LibvirtWatcher
 from vac.config import models
 from vac.errors import BackendError, BackendUnavailable, VacError
@@ -61,41 +61,7 @@ from vac.machine.slots import ordinal_of
 log = logging.getLogger(__name__)
 
 CONFIG_DRIVE = "config-drive.iso"
-CPUINFO = "/proc/cpuinfo"
-KVM_DEVICE = "/dev/kvm"
 VM_MODELS = frozenset(models.VM_MODELS)
-
-
-def choose_virt_type(setting: str, libvirt_has_kvm: bool, kvm_usable: bool,
-                     under_hypervisor: bool) -> Tuple[str, str]:
-    """(domain type, why) for libvirt_virt_type = auto | kvm | qemu (pure)."""
-    if setting in ("kvm", "qemu"):
-        return setting, f"libvirt_virt_type = {setting}"
-    if not libvirt_has_kvm:
-        return "qemu", "libvirt offers no kvm domains here"
-    if not kvm_usable:
-        return "qemu", f"{KVM_DEVICE} is missing or not usable"
-    if under_hypervisor:
-        return "qemu", ("this host is itself a virtual machine (CPU flag 'hypervisor'), where "
-                        "nested KVM is known to hang guests; set libvirt_virt_type = kvm to "
-                        "override")
-    return "kvm", f"{KVM_DEVICE} is usable and this host is not a virtual machine"
-
-
-def host_kvm_facts() -> Tuple[bool, bool]:
-    """(/dev/kvm usable, host has the 'hypervisor' CPU flag)."""
-    usable = os.path.exists(KVM_DEVICE) and os.access(KVM_DEVICE, os.R_OK | os.W_OK)
-    nested = False
-    try:
-        with open(CPUINFO) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    nested = "hypervisor" in line.split(":", 1)[-1].split()
-                    break
-    except OSError:
-        pass
-    return usable, nested
-
 
 
 def _libvirt() -> Any:
@@ -284,7 +250,7 @@ class LibvirtBackend(Backend):
             raise
         finally:
             for path in temporary:
-                _unlink(path)
+                fsutil.unlink_if_present(path)
         directory.write_backend_record({"backend": self.NAME, "uuid": spec.uuid,
                                         "virt_type": virt_type, "volume_group":
                                         self.settings.volume_group if lv else None,
@@ -337,7 +303,7 @@ class LibvirtBackend(Backend):
             lv = any(d.kind == "block" for d in disks)
         except BaseException:
             for path in temporary:
-                _unlink(path)
+                fsutil.unlink_if_present(path)
             raise
         return disks, temporary, lv
 
@@ -477,13 +443,6 @@ class LibvirtBackend(Backend):
 
 def _version(number: int) -> str:
     return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _explained(e: BackendError, spec: MachineSpec, disks: List[Disk]) -> BackendError:

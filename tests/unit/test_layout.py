@@ -179,3 +179,17 @@ def test_nothing_reads_beside_the_repository():
                 if any(needle in text for needle in BESIDE):
                     offenders.append(os.path.relpath(path, REPO))
     assert offenders == []
+
+
+def test_no_module_is_over_500_lines():
+    """The house rule: a module longer than 500 lines holds more than one job."""
+    long = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    lines = sum(1 for _ in f)
+                if lines > 500:
+                    long[os.path.relpath(path, REPO)] = lines
+    assert long == {}

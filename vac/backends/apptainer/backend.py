@@ -31,7 +31,8 @@ import time
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from vac import optional, subp
-from vac.backends.apptainer import prepare, vac03
+from vac.backends.apptainer import prepare, strays, vac03
+from vac.backends.apptainer.cgroupnames import CGROUP_PREFIX, cgroup_name
 from vac.backends.apptainer.launch import (
     bind_specs,
     build_argv,
@@ -55,17 +56,11 @@ from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 
-CGROUP_PREFIX = "apptainer-"
-LEGACY_CGROUP_PREFIX = "singularity-"  # the original Vac's vac/singularity-<job_id>
 MIB = 1024 * 1024
 CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION_TIMEOUT = 10.0
 VERSION_CACHE_SECONDS = 600.0
 REAP_WAIT_SECONDS = 2.0
-
-
-def cgroup_name(machine_name: str) -> str:
-    return CGROUP_PREFIX + machine_name
 
 
 # The backend ------------------------------------------------------------------------------
@@ -461,59 +456,8 @@ class ApptainerBackend(Backend):
         return scratchmount.release_leftovers(self.settings, factory_name)
 
     def kill_strays(self, live_names: Optional[Iterable[str]] = None) -> int:
-        """The Singularity zombie killer (§5.5), once per cycle: SIGKILL every process of
-        singularity_user outside the cgroup of a live machine, then remove every empty Vac
-        Apptainer cgroup that no live machine owns. Returns the number of processes killed.
+        """The Singularity zombie killer, once per cycle (vac.backends.apptainer.strays).
 
         live_names: the live machines (default: live_machine_names() from the state dir).
         """
-        if not self.settings.singularity_user:
-            return 0
-        uid = self.user().pw_uid
-        live = set(self.live_machine_names() if live_names is None else live_names)
-        key = cgroups.membership_key(self.hierarchy)
-        owned = self._live_cgroups(live)
-        inside = [self._cgroup_named(c).relative_path for c in owned.values()]
-        spared = self._adopted_trees(live)
-        strays = []
-        for pid in procs.pids_of_user(uid, self.proc_root):
-            where = procs.cgroups_of(pid, self.proc_root).get(key, "")
-            if pid not in spared and not any(cgroups.in_cgroup(where, p) for p in inside):
-                log.warning("killing stray process %d of %s in cgroup %s",
-                            pid, self.settings.singularity_user, where or "?")
-                strays.append(pid)
-        killed = procs.kill_all(strays, self.cgroup_fs.kill)
-        self._remove_unowned_cgroups(set(owned.values()))
-        return killed
-
-    def _live_records(self, live: Iterable[str]) -> Dict[str, dict]:
-        paths = self.settings.paths
-        return {n: self._record_of(MachineDir.for_slot(paths, n)) for n in live}
-
-    def _live_cgroups(self, live: Iterable[str]) -> Dict[str, str]:
-        """Live machine -> the name of its cgroup (Vac 03's for an adopted machine)."""
-        return {n: str(r["cgroup_name"]) if r.get("adopted") == vac03.ADOPTED
-                else cgroup_name(n) for n, r in self._live_records(live).items()}
-
-    def _adopted_trees(self, live: Iterable[str]) -> set:
-        """The processes of live adopted machines (an adopted machine without a cgroup is
-        its head's process tree)."""
-        spared: set = set()
-        for record in self._live_records(live).values():
-            if record.get("adopted") == vac03.ADOPTED:
-                spared.update(self._adopted_pids(record))
-        return spared
-
-    def _remove_unowned_cgroups(self, owned: set) -> None:
-        prefixes = (CGROUP_PREFIX, LEGACY_CGROUP_PREFIX)
-        for child in list_children(self.hierarchy, prefixes, self.cgroup_parent,
-                                   self.cgroup_fs):
-            if child in owned:
-                continue
-            cgroup = self._cgroup_named(child)
-            try:
-                # Its processes were strays and have been killed; wait for them to go.
-                if cgroup.kill(timeout=1.0) and cgroup.remove(timeout=1.0):
-                    log.info("removed empty cgroup %s", cgroup.relative_path)
-            except CgroupError as e:
-                log.warning("cannot remove %s: %s", cgroup.relative_path, e)
+        return strays.kill_strays(self, live_names)

@@ -30,6 +30,7 @@ detached() {  # "$@" in a session of its own, stdin /dev/null, no inherited fd a
       fd=${fd##*/}
       [ "$fd" -gt 2 ] && { eval "exec $fd>&-" 2>/dev/null || true; }
     done
+    cd /   # a daemon must not keep the caller's directory (a clone that may be deleted)
     exec setsid "$@" </dev/null
   )
 }

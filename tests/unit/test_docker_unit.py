@@ -13,6 +13,7 @@ import pytest
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker import backend as dk
+from vac.backends.docker import engine
 from vac.backends.docker import spec as ds
 from vac.errors import BackendError, BackendUnavailable
 from vac.host import cgroups, procs
@@ -137,15 +138,15 @@ def test_host_config_is_what_the_engine_receives(paths, conf):
 
 
 def test_states_and_ownership():
-    assert dk.state_of("running") is MachineState.RUNNING
-    assert dk.state_of("paused") is MachineState.PAUSED
-    assert dk.state_of("created") is MachineState.STARTING
+    assert engine.state_of("running") is MachineState.RUNNING
+    assert engine.state_of("paused") is MachineState.PAUSED
+    assert engine.state_of("created") is MachineState.STARTING
     for gone in ("exited", "dead", "removing", ""):
-        assert dk.state_of(gone) is MachineState.SHUTDOWN
+        assert engine.state_of(gone) is MachineState.SHUTDOWN
     labels = {"vac.space": "s", "vac.factory": "f"}
-    assert dk.owned(labels, "s", "f")
-    assert not dk.owned(labels, "s", "g") and not dk.owned(None, "s", "f")
-    assert not dk.owned({"vac.factory": "f"}, "s", "f")
+    assert engine.owned(labels, "s", "f")
+    assert not engine.owned(labels, "s", "g") and not dk.owned(None, "s", "f")
+    assert not engine.owned({"vac.factory": "f"}, "s", "f")
 
 
 def test_cgroup_parent_is_per_machine_directory(paths, conf):

@@ -186,3 +186,50 @@ def test_doctor_asks_podman_for_images_at_podman_url(make_config):
         lines[0].detail
     assert lines[0].fix == backendchecks.ENGINE_FIXES["podman"]
     assert [c.name for c in lines[1:]] == ["image p", "podman-oom"]
+
+
+class _Api:
+    """An APIClient stand-in answering with Podman 4.3's 500s, as many times as told."""
+
+    def __init__(self, explanation: str, failures: int):
+        self.explanation, self.failures, self.calls = explanation, failures, 0
+
+    def _answer(self):
+        import docker
+        import requests
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            response = requests.Response()
+            response.status_code = 500
+            raise docker.errors.APIError("500 Server Error", response, self.explanation)
+        return "done"
+
+    def create_container(self, *args, **kwargs):
+        return self._answer()
+
+    def remove_container(self, *args, **kwargs):
+        return self._answer()
+
+
+def test_podmans_500_for_a_name_in_use_is_dockers_409():
+    import docker
+
+    api = _Api("the container name \"x\" is already in use by abc", failures=1)
+    with pytest.raises(docker.errors.APIError) as e:
+        pb.CompatClient(api).create_container("image", name="x")
+    assert e.value.status_code == 409
+
+
+def test_a_forced_removal_meeting_a_stopping_container_is_asked_once_more():
+    import docker
+
+    improper = "cannot remove container abc as it could not be stopped: sending SIGKILL to " \
+               "container abc: container state improper: stopped"
+    api = _Api(improper, failures=1)
+    assert pb.CompatClient(api).remove_container("abc", force=True) == "done"
+    assert api.calls == 2
+    other = _Api("no such container", failures=1)
+    with pytest.raises(docker.errors.APIError):
+        pb.CompatClient(other).remove_container("abc", force=True)
+    assert other.calls == 1

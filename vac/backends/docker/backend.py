@@ -20,12 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.docker import cgroupparent, console, delegation, network, vac03
-from vac.backends.docker.engine import boundary, describe
+from vac.backends.docker.engine import boundary, describe, owned, state_of
 from vac.backends.docker.engine import sdk as _sdk
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
@@ -55,22 +55,6 @@ PROBE_TIMEOUT = 5.0
 # the container is removed, its parent not yet.
 CRASH_BEFORE_RECORD = "docker:after-container"
 CRASH_BEFORE_PARENT_REMOVAL = "docker:after-remove"
-STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
-          "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
-
-
-# Reading the engine's answers ----------------------------------------------------------------
-
-def state_of(status: str) -> MachineState:
-    """Engine container status -> machine state (exited, dead, removing: shut down)."""
-    return STATES.get(status, MachineState.SHUTDOWN)
-
-
-def owned(labels: Optional[Mapping[str, str]], space: str, factory: str) -> bool:
-    labels = labels or {}
-    return labels.get("vac.space") == space and labels.get("vac.factory") == factory
-
-
 # The backend ---------------------------------------------------------------------------------
 
 class DockerBackend(Backend):
@@ -126,6 +110,14 @@ class DockerBackend(Backend):
         return self._driver
 
     def probe(self) -> Probe:
+        version = self._engine_version()
+        if isinstance(version, Probe):
+            return version
+        return Probe(True, version=f"{version.get('Version', '?')} "
+                                   f"(API {version.get('ApiVersion', '?')})")
+
+    def _engine_version(self) -> Any:
+        """The engine's /version reply, or a failed Probe saying why there is none."""
         missing = optional.backend_missing(NAME)
         if missing is not None:
             return Probe(False, reason=missing.text())
@@ -134,14 +126,12 @@ class DockerBackend(Backend):
         try:
             api = docker.APIClient(base_url=self.url, timeout=min(PROBE_TIMEOUT, self.timeout),
                                    version=docker.constants.MINIMUM_DOCKER_API_VERSION)
-            version = api.version(api_version=False)
+            return api.version(api_version=False)
         except Exception as e:  # never raises: every failure is a reason
             return Probe(False, reason=self._unreachable(e))
         finally:
             if api is not None:
                 api.close()
-        return Probe(True, version=f"{version.get('Version', '?')} "
-                                   f"(API {version.get('ApiVersion', '?')})")
 
     # Creation ----------------------------------------------------------------------------------
 

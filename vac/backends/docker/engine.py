@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Talking to the Docker engine: the lazily imported SDK, and its exceptions turned into Vac's.
+"""Talking to the Docker engine: the lazily imported SDK, its exceptions turned into Vac's, and
+what its container states and labels mean.
 
 The `docker` package is imported on first use (importing the backend never needs it). Every
 docker/requests/urllib3/OS exception raised inside boundary() becomes BackendUnavailable when
@@ -8,11 +9,12 @@ the engine cannot be reached, else BackendError, each in one line (describe()).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Mapping, Optional, Tuple
 
 from vac import optional
 from vac.backends.docker.spec import NAME
 from vac.errors import BackendError, BackendUnavailable
+from vac.machine.directory import MachineState
 
 
 def sdk() -> Any:
@@ -58,3 +60,17 @@ def boundary(what: str, machine: Optional[str],
         if isinstance(e, failed):
             raise BackendError(NAME, f"{what}: {describe(e)}", machine) from e
         raise
+
+
+STATES = {"created": MachineState.STARTING, "running": MachineState.RUNNING,
+          "restarting": MachineState.RUNNING, "paused": MachineState.PAUSED}
+
+
+def state_of(status: str) -> MachineState:
+    """Engine container status -> machine state (exited, dead, removing: shut down)."""
+    return STATES.get(status, MachineState.SHUTDOWN)
+
+
+def owned(labels: Optional[Mapping[str, str]], space: str, factory: str) -> bool:
+    labels = labels or {}
+    return labels.get("vac.space") == space and labels.get("vac.factory") == factory

@@ -19,20 +19,26 @@ class DockerWatcher(Watcher):
         self.factory_name = factory_name
         self.stream: Any = None
 
+    def filters(self) -> dict:
+        """What the engine is asked to send: the die events of this factory's containers."""
+        return {"type": ["container"], "event": EVENTS,
+                "label": [f"vac.factory={self.factory_name}"]}
+
+    def machine_of(self, event: Any) -> str:
+        """The machine an event (one the filters let through) says has ended."""
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        return str(attributes.get("vac.machine") or attributes.get("name") or "")
+
     def loop(self) -> None:
         import docker
         import requests
 
         api = docker.APIClient(base_url=self.url, timeout=QUIET_SECONDS, version="auto")
-        filters = {"type": ["container"], "event": EVENTS,
-                   "label": [f"vac.factory={self.factory_name}"]}
         while not self.stopping.is_set():
-            self.stream = api.events(filters=filters, decode=True)
+            self.stream = api.events(filters=self.filters(), decode=True)
             try:
                 for event in self.stream:
-                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                    self.ended(str(attributes.get("vac.machine") or attributes.get("name")
-                                   or ""))
+                    self.ended(self.machine_of(event))
             except (requests.exceptions.ConnectionError,
                     requests.exceptions.ReadTimeout) as e:
                 if self.stopping.is_set():

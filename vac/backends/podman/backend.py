@@ -24,9 +24,9 @@ import contextlib
 import logging
 from typing import Any, Iterator, List, Optional
 
-from vac import optional
+
 from vac.backends.base import MachineSpec, MachineStatus, Probe
-from vac.backends.docker.backend import PROBE_TIMEOUT, DockerBackend, describe
+from vac.backends.docker.backend import DockerBackend, describe
 from vac.backends.docker.images import ImageTracker
 from vac.backends.docker.spec import NAME as DOCKER
 from vac.backends.podman.conmon import PodmanCgroups
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 NAME = "podman"
 NAME_IN_USE = "is already in use"   # Podman's word for Docker's 409 Conflict on a name
+STATE_IMPROPER = "container state improper"   # stopping on its own while force-removed
 ENGINE = "Podman Engine"     # the component /version names when the engine is Podman
 
 
@@ -67,7 +68,9 @@ def engine_of(version: Any) -> str:
 class CompatClient:
     """The docker APIClient, with Podman's answers put as Docker's where they differ: a
     container name in use is a 500 from Podman 4.3 and a 409 from Docker (which the Docker
-    code takes as: adopt or replace the container that has the name)."""
+    code takes as: adopt or replace the container that has the name); a forced removal that
+    meets the container stopping on its own ("container state improper") is a 500 from Podman
+    4.3 where Docker removes it: asked once more, the stopped container goes."""
 
     def __init__(self, api: Any):
         self._api = api
@@ -85,6 +88,16 @@ class CompatClient:
                     NAME_IN_USE in str(e.explanation or ""):
                 e.response.status_code = 409
             raise
+
+    def remove_container(self, *args: Any, **kwargs: Any) -> Any:
+        import docker
+
+        try:
+            return self._api.remove_container(*args, **kwargs)
+        except docker.errors.APIError as e:
+            if e.status_code != 500 or STATE_IMPROPER not in str(e.explanation or ""):
+                raise
+        return self._api.remove_container(*args, **kwargs)
 
 
 class PodmanBackend(DockerBackend):
@@ -106,21 +119,9 @@ class PodmanBackend(DockerBackend):
         return f"Podman API not reachable at {self.url}: {describe(e)}"
 
     def probe(self) -> Probe:
-        missing = optional.backend_missing(NAME)
-        if missing is not None:
-            return Probe(False, reason=missing.text())
-        import docker
-
-        api = None
-        try:
-            api = docker.APIClient(base_url=self.url, timeout=min(PROBE_TIMEOUT, self.timeout),
-                                   version=docker.constants.MINIMUM_DOCKER_API_VERSION)
-            version = api.version(api_version=False)
-        except Exception as e:  # never raises: every failure is a reason
-            return Probe(False, reason=self._unreachable(e))
-        finally:
-            if api is not None:
-                api.close()
+        version = self._engine_version()
+        if isinstance(version, Probe):
+            return version
         engine = engine_of(version)
         api_version = version.get("ApiVersion", "?") if isinstance(version, dict) else "?"
         if not engine:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vac.backends.docker.watch import EVENTS, QUIET_SECONDS, DockerWatcher
+from vac.backends.docker.watch import EVENTS, DockerWatcher
 
 
 def ended_machine(event: Any) -> str:
@@ -26,22 +26,8 @@ def ended_machine(event: Any) -> str:
 class PodmanWatcher(DockerWatcher):
     backend = "podman"
 
-    def loop(self) -> None:
-        import docker
-        import requests
+    def filters(self) -> dict:
+        return {"label": [f"vac.factory={self.factory_name}"]}
 
-        api = docker.APIClient(base_url=self.url, timeout=QUIET_SECONDS, version="auto")
-        filters = {"label": [f"vac.factory={self.factory_name}"]}
-        while not self.stopping.is_set():
-            self.stream = api.events(filters=filters, decode=True)
-            try:
-                for event in self.stream:
-                    self.ended(ended_machine(event))
-            except (requests.exceptions.ConnectionError,
-                    requests.exceptions.ReadTimeout) as e:
-                if self.stopping.is_set():
-                    return
-                if "timed out" not in str(e).lower():
-                    raise
-                continue   # an hour without an event: reopen the stream
-            self.stopping.wait(0.5)   # the engine closed the stream (a restart): reopen it
+    def machine_of(self, event: Any) -> str:
+        return ended_machine(event)

@@ -80,7 +80,9 @@ TESTS=(
   tests/integration/test_vacd_systemd.py
 )
 DESELECT=(
-  -k "not libvirt"
+  # no libvirt in the guest; no Podman either (not installed there yet: Podman on cgroup v2
+  # with systemd is not proved by this guest)
+  -k "not libvirt and not podman"
   --deselect tests/integration/test_docker_cycle.py::test_engine_gone_or_hanging_leaves_machines_alone_then_management_resumes
   --deselect tests/integration/test_docker_cycle.py::test_sigkilled_vacd_restarted_adopts_its_containers
   --deselect "tests/integration/test_apptainer_cycle.py::test_a_machine_runs_as_the_user_and_is_finished_by_the_next_cycle[singularity]"

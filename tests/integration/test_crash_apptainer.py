@@ -71,6 +71,16 @@ class Space:
             f.write(PAYLOAD)
         self.write(draining=False)
 
+    def story(self, d: MachineDir) -> str:
+        """What the files and every vacd's log say of one machine (for a failure's message)."""
+        files = sorted(os.listdir(d.path))
+        lines = [f"files {files}; started {d.started}; finished {d.finished}; "
+                 f"backend.json {d.read_backend_record()}"]
+        for log in sorted(n for n in os.listdir(self.state) if n.endswith(".log")):
+            with open(os.path.join(self.state, log), errors="replace") as f:
+                lines += [f"{log}: {line.rstrip()}" for line in f if d.name in line]
+        return "\n".join(lines[-40:])
+
     def write(self, draining: bool) -> None:
         with open(self.conf, "w") as f:
             f.write(CONF.format(factory=self.factory, state=self.state, image=SANDBOX,
@@ -145,7 +155,7 @@ def test_random_sigkills_with_apptainer_machines_leave_nothing_behind(space):
     assert vacd.returncode == 0, open(log).read()[-3000:]
     for d in space.dirs():
         assert d.shutdown_message and CODED.match(d.shutdown_message), \
-            f"{d.path}: {d.shutdown_message!r}"
+            f"{d.path}: {d.shutdown_message!r}\n{space.story(d)}"
         pid = d.read_backend_record().get("pid")
         if pid:
             info = procs.read(int(pid))

@@ -7,6 +7,8 @@ import random
 import textwrap
 
 import pytest
+# Importable from here too for the modules that still import them from conftest.
+from testbed import REALPIPES, REPO, require_engine  # noqa: F401
 
 from vac.backends.fake import FakeBackend
 from vac.config import load, model
@@ -14,20 +16,6 @@ from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
 from vac.host.facts import HostFacts
 from vac.paths import Paths
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Real Vacuum Pipes and user_data template parts, copied into the repository (ORIGIN.md there).
-REALPIPES = os.path.join(REPO, "tests", "data", "realpipes")
-
-
-def require_engine(name: str, available: bool, reason: str = "") -> None:
-    """Skip a test whose engine is missing, but fail it under CI=true."""
-    if available:
-        return
-    message = f"{name} is not available here: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message + " (CI=true: a missing engine is a failure)")
-    pytest.skip(message)
 
 
 @pytest.fixture

@@ -4,100 +4,16 @@ outgoing queue read back with QueueSimple, rejects, and each step's exactly-once
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
+from accountingworld import fields
 from dirq.QueueSimple import QueueSimple
+from fakeclock import T0
 
 from vac.accounting import apel, store
 from vac.accounting.validate import RecordError, check_job, check_sync
-from vac.backends.fake import FakeBackend
-from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.machine.directory import MachineDir
 
-T0 = 1_700_000_000.0
-CONF = """
-[settings]
-state_dir = {state}
-vac_space = vac01.example.com
-factory_name = f1.example.com
-enable_fake_backend = true
-overload_per_processor = 100
-host_processors = 2
-{settings}
-
-[machinetype alpha]
-machine_model = fake
-target_share = 1
-user_data = {user_data}
-fizzle_seconds = 100
-max_wallclock_seconds = 5000
-accounting_fqan = /lhcb/Role=pilot
-fake_run_seconds = 1000
-fake_cpu_per_second = 0.5
-fake_shutdown_message = 200 Success
-"""
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def world(tmp_path, host):
-    class World:
-        def __init__(self, settings="gocdb_sitename = UKI-EXAMPLE\nhs06_per_processor = 10"):
-            self.clock = Clock()
-            self.conf = tmp_path / "vac.conf"
-            (tmp_path / "user_data").write_text("#!/bin/sh\n")
-            self.write(settings)
-            cfg = self.load()
-            self.paths = cfg.settings.paths
-            fake = FakeBackend(cfg.settings, clock=self.clock)
-            self.factory = Factory(self.load, BackendPool(cfg.settings, {"fake": fake}),
-                                   clock=self.clock, loadavg=lambda: (0.0, 0.0, 0.0),
-                                   rng=random.Random(1))
-            self.factory.started = T0 - 10_000
-
-        def write(self, settings):
-            self.conf.write_text(CONF.format(state=tmp_path / "state", settings=settings,
-                                             user_data=tmp_path / "user_data"))
-
-        def load(self):
-            return load.build(load.read_raw([str(self.conf)]), host)
-
-        def run(self, seconds=0.0):
-            self.clock.now += seconds
-            return self.factory.run_cycle()
-
-        def archived(self):
-            found = []
-            for day in sorted(os.listdir(self.paths.apel_archive)):
-                for name in sorted(os.listdir(os.path.join(self.paths.apel_archive, day))):
-                    with open(os.path.join(self.paths.apel_archive, day, name)) as f:
-                        found.append((day, name, f.read()))
-            return found
-
-        def queued(self):
-            q = QueueSimple(self.paths.apel_outgoing)
-            texts = []
-            for name in q:
-                if q.lock(name):
-                    texts.append(q.get(name).decode())
-                    q.unlock(name)
-            return texts
-
-    return World
-
-
-def fields(text):
-    return dict(line.split(": ", 1) for line in text.splitlines()[1:] if ": " in line)
 
 
 def test_finished_machines_get_one_archived_and_queued_record_each_with_every_field(world):

@@ -7,8 +7,9 @@ import os
 import time
 
 import pytest
+from accountingworld import fields
 from dirq.QueueSimple import QueueSimple
-from test_accounting import T0, fields, world  # noqa: F401 - the fixture
+from fakeclock import T0
 
 from vac import cli
 from vac.accounting import sync
@@ -29,7 +30,7 @@ def month_of(when):
     return time.strftime("%Y%m", time.gmtime(when))
 
 
-def test_sync_record_counts_the_months_job_records(world, capsys):  # noqa: F811
+def test_sync_record_counts_the_months_job_records(world, capsys):
     w = world()
     w.run()
     w.run(1500)
@@ -48,7 +49,7 @@ def test_sync_record_counts_the_months_job_records(world, capsys):  # noqa: F811
     assert "4 jobs" in capsys.readouterr().out
 
 
-def test_records_of_another_submit_host_are_skipped_and_months_are_separate(world):  # noqa: F811
+def test_records_of_another_submit_host_are_skipped_and_months_are_separate(world):
     w = world()
     w.run()
     w.run(1500)
@@ -69,7 +70,7 @@ def test_default_month_is_that_of_24_hours_ago():
 
 
 @pytest.mark.parametrize("month", ["2026", "202613", "20261x", "abcdef"])
-def test_a_bad_month_is_an_argument_error_exit_2(world, month, capsys):  # noqa: F811
+def test_a_bad_month_is_an_argument_error_exit_2(world, month, capsys):
     w = world()
     with pytest.raises(SystemExit) as caught:
         cli.main(["--config", str(w.conf), "apel-sync", month])
@@ -77,7 +78,7 @@ def test_a_bad_month_is_an_argument_error_exit_2(world, month, capsys):  # noqa:
     assert f"{month!r} is not a month YYYYMM" in capsys.readouterr().err
 
 
-def test_a_queue_that_cannot_be_written_exits_1(world):  # noqa: F811
+def test_a_queue_that_cannot_be_written_exits_1(world):
     w = world()
     w.run()
     w.run(1500)
@@ -88,7 +89,7 @@ def test_a_queue_that_cannot_be_written_exits_1(world):  # noqa: F811
     assert cli.main(["--config", str(w.conf), "apel-sync", month_of(T0 + 1500)]) == 1
 
 
-def test_without_sitename_the_record_is_printed_not_queued(world, capsys):  # noqa: F811
+def test_without_sitename_the_record_is_printed_not_queued(world, capsys):
     w = world(settings="")
     w.run()
     w.run(1500)

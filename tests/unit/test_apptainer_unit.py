@@ -7,10 +7,10 @@ import dataclasses
 import errno
 import json
 import os
-import pwd
 import shutil
 
 import pytest
+from apptainerfakes import NAME, USER, fake_process
 
 from vac.backends.apptainer.backend import (
     ApptainerBackend,
@@ -43,8 +43,6 @@ target_share = 1
 root_image = {image}
 user_data = /dev/null
 """
-USER = pwd.struct_passwd(("vacsngly", "x", 4242, 4242, "", "/nonexistent", "/bin/false"))
-NAME = "f1-01.example.com"
 
 
 class Kernel(CgroupFS):
@@ -104,16 +102,6 @@ def world(tmp_path, make_config, paths):
     return dataclasses.make_dataclass("World", ["backend", "spec", "dir", "proc", "kernel",
                                                 "cfg", "paths"])(
         backend, spec, directory, proc, kernel, cfg, paths)
-
-
-def fake_process(proc_root, pid, start=5000, uid=4242, state="S", cgroup="/",
-                 comm="starter (x) y"):
-    d = proc_root / str(pid)
-    d.mkdir(exist_ok=True)
-    fields = [state, "1", str(pid), str(pid)] + ["0"] * 15 + [str(start)] + ["0"] * 20
-    (d / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
-    (d / "status").write_text(f"Name:\tx\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
-    (d / "cgroup").write_text(f"4:memory:{cgroup}\n2:cpuacct:{cgroup}\n0::/\n")
 
 
 def record(w, pid=777, start=5000, uid=4242, **extra):

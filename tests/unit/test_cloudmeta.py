@@ -3,7 +3,8 @@
 the EC2 `network` tree of the VM's one interface, OpenStack vendor data `{}`."""
 from __future__ import annotations
 
-from test_metadata import FACTORY, _machine
+
+from metadatamachines import FACTORY, make_machine
 
 from vac.backends.libvirt import cloudmeta, metadata
 
@@ -14,7 +15,7 @@ def body(service, peer, path):
 
 
 def test_ec2_network_tree_names_the_slots_interface(paths):
-    _machine(paths, 5, "uuid-5")
+    make_machine(paths, 5, "uuid-5")
     service = metadata.MetadataService(paths, FACTORY)
     peer = "169.254.169.5"
     assert "network/" in body(service, peer, "/latest/meta-data/")[1].splitlines()
@@ -31,7 +32,7 @@ def test_ec2_network_tree_names_the_slots_interface(paths):
 
 
 def test_openstack_vendor_data_is_empty_json(paths):
-    _machine(paths, 3, "uuid-3")
+    make_machine(paths, 3, "uuid-3")
     service = metadata.MetadataService(paths, FACTORY)
     for name in ("vendor_data.json", "vendor_data2.json"):
         reply = service.get("169.254.169.3", f"/openstack/2018-08-27/{name}")

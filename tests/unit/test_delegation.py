@@ -8,13 +8,13 @@ from __future__ import annotations
 import os
 
 import pytest
-import test_cgroups as tc
+from cgroupfakes import MOUNTS_DEV, FakeKernel, put, v1_tree, v2_tree
 
-from vac.host import cgroupmount, delegation
+from vac.host import cgroupmount, cgroups, delegation
 from vac.host.cgroupmachine import CgroupError, MachineCgroup
 
 
-class DelegatingKernel(tc.FakeKernel):
+class DelegatingKernel(FakeKernel):
     """FakeKernel whose cgroups list the controllers their parent gives them, and which
     records chown calls."""
 
@@ -24,8 +24,8 @@ class DelegatingKernel(tc.FakeKernel):
 
     def mkdir(self, path):
         super().mkdir(path)
-        tc.put(path, "cgroup.controllers", "")   # read from the parent, as the kernel does
-        tc.put(path, "cgroup.threads", "")
+        put(path, "cgroup.controllers", "")   # read from the parent, as the kernel does
+        put(path, "cgroup.threads", "")
 
     def read(self, path):
         directory, name = os.path.split(path)
@@ -39,7 +39,7 @@ class DelegatingKernel(tc.FakeKernel):
 
 
 def tree(tmp_path):
-    h, _ = tc.v2_tree(tmp_path)
+    h, _ = v2_tree(tmp_path)
     kernel = DelegatingKernel(2)
     kernel.roots = [h.root("")]
     return h, kernel
@@ -62,7 +62,7 @@ def test_apptainer_cgroup_is_delegated_to_the_user_with_its_limits_kept_root_s(t
     assert set(kernel.owners.values()) == {(1234, 99)}
     assert str(top / "memory.max") not in kernel.owners and cg.memory_limit() == 64 << 20
     assert cg.pids() == set()
-    tc.put(str(leaf), "cgroup.procs", "77\n")
+    put(str(leaf), "cgroup.procs", "77\n")
     assert cg.pids() == {77}                # processes in the leaf are the machine's
 
 
@@ -77,7 +77,7 @@ def test_delegation_enables_only_the_controllers_the_host_has(tmp_path):
 
 
 def test_delegation_needs_v2(tmp_path):
-    h, kernel = tc.v1_tree(tmp_path)
+    h, kernel = v1_tree(tmp_path)
     cg = MachineCgroup(h, "apptainer-m3", fs=kernel)
     cg.create(processors=1, memory_bytes=32 << 20)
     with pytest.raises(CgroupError, match="needs cgroup v2"):
@@ -91,19 +91,19 @@ def test_move_all_empties_the_container_cgroup_into_its_leaf_then_enables(tmp_pa
         kernel.write(str(root / "cgroup.subtree_control"), f"+{c}")
     top = root / "ctr"
     kernel.mkdir(str(top))
-    tc.put(str(top), "cgroup.procs", "10\n11\n")
+    put(str(top), "cgroup.procs", "10\n11\n")
 
     class Moving(DelegatingKernel):
         def write(self, path, value):
             if os.path.basename(path) == "cgroup.procs" and path.endswith("/leaf/cgroup.procs"):
-                left = tc.cgroups.parse_pids(self.read(str(top / "cgroup.procs")))
+                left = cgroups.parse_pids(self.read(str(top / "cgroup.procs")))
                 self._set_procs(str(top), left - {int(value)})
             super().write(path, value)
 
     kernel.__class__ = Moving
     delegation.move_all(kernel, str(top), str(top / "leaf"))
-    assert tc.cgroups.parse_pids((top / "cgroup.procs").read_text()) == set()
-    assert tc.cgroups.parse_pids((top / "leaf/cgroup.procs").read_text()) == {10, 11}
+    assert cgroups.parse_pids((top / "cgroup.procs").read_text()) == set()
+    assert cgroups.parse_pids((top / "leaf/cgroup.procs").read_text()) == {10, 11}
     assert (top / "cgroup.subtree_control").read_text().split() == ["cpu", "memory", "pids"]
 
 
@@ -111,7 +111,7 @@ def test_move_all_gives_up_on_processes_that_stay(tmp_path):
     h, kernel = tree(tmp_path)
     top = tmp_path / "unified" / "ctr"
     kernel.mkdir(str(top))
-    tc.put(str(top), "cgroup.procs", "10\n")     # writes to the leaf never move it here
+    put(str(top), "cgroup.procs", "10\n")     # writes to the leaf never move it here
     with pytest.raises(delegation.DelegationError, match="1 processes stay"):
         delegation.move_all(kernel, str(top), str(top / "leaf"), timeout=0.05)
 
@@ -165,7 +165,7 @@ def test_doctor_says_whether_machines_get_their_cgroup_delegated(tmp_path, monke
         (proc / "mountinfo").write_text(mountinfo)
         return delegationcheck.host_delegation(str(tmp_path / "proc"))[0]
 
-    v1 = doctor(tc.MOUNTS_DEV)
+    v1 = doctor(MOUNTS_DEV)
     assert v1.status == "ok" and "not supported" in v1.detail
     monkeypatch.setattr(delegationcheck.delegation, "available", lambda fs, d: ["cpu", "memory"])
     plain = doctor(HOST.format("rw,seclabel"))

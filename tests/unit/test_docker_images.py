@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 import docker
 import pytest
-from test_docker_unit import CONF, make_spec
+from dockerspecs import CONF, make_spec
+from fakeclock import Clock
 
 from vac.backends.docker import backend as dk
 from vac.backends.docker import images as di
@@ -127,14 +128,6 @@ class Engine:
         pass
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def tracker(engine: Engine, clock: Clock, status: Optional[str] = None) -> di.ImageTracker:
     return di.ImageTracker(lambda: engine, lambda: status, clock=clock,
                            wall=lambda: 1_700_000_000.0 + clock.now, background=False)
@@ -142,7 +135,7 @@ def tracker(engine: Engine, clock: Clock, status: Optional[str] = None) -> di.Im
 
 def test_a_tag_is_re_resolved_at_most_every_interval_and_picks_up_the_new_version(caplog):
     caplog.set_level(logging.INFO)
-    engine, clock = Engine(), Clock()
+    engine, clock = Engine(), Clock(1000.0)
     t = tracker(engine, clock)
     engine.local[TAG] = engine.registry[TAG]
     t.remember("reg", TAG, 60, 30, di.inspect(engine, TAG), pulled=True)
@@ -164,7 +157,7 @@ def test_a_tag_is_re_resolved_at_most_every_interval_and_picks_up_the_new_versio
 
 
 def test_an_image_found_locally_is_refreshed_at_once_in_the_background():
-    engine, clock = Engine(), Clock()
+    engine, clock = Engine(), Clock(1000.0)
     t = tracker(engine, clock)
     engine.local[TAG] = (ID1, DIGEST1)         # stale local copy; the registry has v2
     engine.registry[TAG] = (ID2, DIGEST2)
@@ -178,7 +171,7 @@ def test_a_failing_registry_keeps_the_last_good_image_and_says_so_rate_limited(t
                                                                               caplog):
     caplog.set_level(logging.INFO)
     status = str(tmp_path / "docker-images.json")
-    engine, clock = Engine(), Clock()
+    engine, clock = Engine(), Clock(1000.0)
     t = tracker(engine, clock, status)
     engine.local[TAG] = engine.registry[TAG]
     t.remember("reg", TAG, 60, 30, di.inspect(engine, TAG), pulled=True)
@@ -214,7 +207,7 @@ def test_a_failing_registry_keeps_the_last_good_image_and_says_so_rate_limited(t
 
 
 def test_an_unreachable_engine_is_a_failure_that_keeps_the_image():
-    clock = Clock()
+    clock = Clock(1000.0)
 
     def connect():
         raise ConnectionError("no socket")
@@ -227,7 +220,7 @@ def test_an_unreachable_engine_is_a_failure_that_keeps_the_image():
 
 
 def test_a_pull_error_event_is_a_failure():
-    engine, clock = Engine(), Clock()
+    engine, clock = Engine(), Clock(1000.0)
     t = tracker(engine, clock)
     t.remember("reg", "gone/image:1", 60, 30, di.Resolved("gone/image:1", ID1), pulled=False)
     t.refresh_due()
@@ -260,7 +253,7 @@ def backend_and_spec(make_config, paths):
         engine = Engine()
         backend = dk.DockerBackend(config.settings)
         backend._api = engine
-        backend.images = tracker(engine, Clock(), config.settings.paths.docker_images)
+        backend.images = tracker(engine, Clock(1000.0), config.settings.paths.docker_images)
         return backend, engine, (lambda created=1700000000: make_spec(paths, config,
                                                                       created=created))
     return make
@@ -318,7 +311,7 @@ def test_a_machinetype_that_unsets_docker_pull_seconds_stops_the_refreshing(make
 
 
 def test_a_resolution_from_the_thread_is_not_overwritten_by_a_local_one():
-    engine, clock = Engine(), Clock()
+    engine, clock = Engine(), Clock(1000.0)
     t = tracker(engine, clock)
     t.remember("a", TAG, 60, 30, di.Resolved(TAG, ID2, DIGEST2), pulled=True)
     t.remember("b", TAG, 60, 30, di.Resolved(TAG, ID1, DIGEST1), pulled=False)

@@ -10,34 +10,19 @@ import sys
 import time
 
 import pytest
+from dockerspecs import CONF, make_spec
 
-from vac.backends.base import MachineSpec
 from vac.backends.docker import backend as dk
 from vac.backends.docker import engine
 from vac.backends.docker import spec as ds
 from vac.errors import BackendError, BackendUnavailable
 from vac.host import cgroups, procs
-from vac.machine.directory import MachineDir, MachineState
-from vac.machine.slots import Slot, machine_name
+from vac.machine.directory import MachineState
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(REPO, "tests", "data", "docker")
 CONTAINER_ID = "586ab0988ce1d4a4d7f7bc6e3dd2096d805bababd8763eaa976fb9de0fb20004"
 
-CONF = """
-[settings]
-vac_space = space.example.com
-factory_name = factory1.example.com
-mb_per_processor = 1000
-docker_url = {url}
-backend_timeout_seconds = 3
-
-[machinetype dock]
-machine_model = docker
-root_image = docker://vac-test/busybox:1
-target_share = 1
-{extra}
-"""
 
 
 def recorded(name: str) -> str:
@@ -50,19 +35,6 @@ def conf(make_config):
     def build(extra: str = "", url: str = "unix:///var/run/docker.sock"):
         return make_config(CONF.format(extra=extra, url=url))
     return build
-
-
-def make_spec(paths, config, processors: int = 2, created: int = 1700000000,
-              user_data: str = "#!/bin/sh\nexit 0\n") -> MachineSpec:
-    settings, mt = config.settings, config.machinetypes["dock"]
-    name = machine_name(settings.factory_name, 3)
-    directory = MachineDir.create(paths, created, mt.name, name)
-    if user_data is not None:
-        directory.write("user_data", user_data, mode=0o600)
-    return MachineSpec(name=name, machinetype=mt, settings=settings, slot=Slot(3, name),
-                       processors=processors, memory_mb=settings.mb_per_processor * processors,
-                       created=created, shutdown_time=created + 3600, uuid="uuid-1",
-                       directory=directory)
 
 
 # What we ask the engine for -------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import random
 
 import pytest
+from fakeclock import Clock
 
 from vac import planfile
 from vac.backends.fake import FakeBackend
@@ -36,14 +37,6 @@ fake_run_seconds = {run}
 fake_shutdown_message = {message}
 {extra_alpha}
 """
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -26,14 +26,6 @@ NAMES = [f"f1-{n:02d}.example.com" for n in range(3)]
 MISSING = "not configured yet: edit /etc/vac.conf (it does not exist)"
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def end_soon(fake, name, message="200 Success"):
     """The fake machine in this slot ends within 30 s of its start, with this message."""
     machines = fake._load()

@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+from fakeclock import Clock
 
 from vac.backends.fake import FakeBackend
 from vac.config import load
@@ -38,14 +39,6 @@ fake_shutdown_message = {message}
 """
 OOM = "700 Vac: container killed by the OOM killer (memory limit 2048 MiB)"
 NAMES = ["f1-00.example.com", "f1-01.example.com"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordingBackend(FakeBackend):

@@ -19,7 +19,7 @@ import unicodedata
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from test_metadata import FACTORY, _machine
+from metadatamachines import FACTORY, make_machine
 
 from vac.backends.libvirt import metadata
 from vac.machine import joboutputs
@@ -83,8 +83,8 @@ class Harness:
         self.root = root
         self.paths = Paths(os.path.join(root, "state"))
         self.paths.ensure()
-        self.vms = {3: _machine(self.paths, 3, UUID),
-                    5: _machine(self.paths, 5, "11111111-2222-4333-8444-555555555505")}
+        self.vms = {3: make_machine(self.paths, 3, UUID),
+                    5: make_machine(self.paths, 5, "11111111-2222-4333-8444-555555555505")}
         with open(os.path.join(root, "canary"), "w") as f:
             f.write("outside the state directory\n")
         self.errors = []
@@ -263,7 +263,7 @@ def _ask_as(address: str, port: int) -> int:
 def test_one_slow_vm_cannot_take_every_connection_from_the_others(paths):
     """A VM (here 127.0.0.2) holding MAX_CONNECTIONS half-sent requests open (each byte resets
     the handler's timeout, so it can keep them forever) must leave room for other VMs."""
-    _machine(paths, 3, UUID)
+    make_machine(paths, 3, UUID)
     service = metadata.MetadataService(
         paths, FACTORY, client_address=lambda peer: "169.254.169." + peer.rpartition(".")[2])
     server = metadata.serve(service, "127.0.0.1", 0)
@@ -309,7 +309,7 @@ def test_one_slow_vm_cannot_take_every_connection_from_the_others(paths):
 def test_a_half_sent_request_is_dropped_after_the_handler_timeout(paths):
     """A slowloris that stops sending is closed by the server (the handler's timeout, 10 s in
     service; 1 s here), its thread ends and its connection place is free again."""
-    vm = _machine(paths, 3, UUID)
+    vm = make_machine(paths, 3, UUID)
     service = metadata.MetadataService(paths, FACTORY, client_address=lambda p: "169.254.169.3")
     server = metadata.serve(service, "127.0.0.1", 0)
     assert 0 < server.RequestHandlerClass.timeout <= 30

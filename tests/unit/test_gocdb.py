@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_accounting import T0, world  # noqa: F401 - the fixture
+from fakeclock import T0
 
 from vac.accounting import gocdb
 from vac.errors import FetchError
@@ -118,7 +118,7 @@ def settings_for(pki, client="client"):
             f"gocdb_url = https://localhost:{PORT}/gocdbpi")
 
 
-def test_publish_looks_up_the_service_and_puts_capacity_and_shares(world, pki,  # noqa: F811
+def test_publish_looks_up_the_service_and_puts_capacity_and_shares(world, pki,
                                                                      gocdb_server):
     w = world(settings=settings_for(pki))
     w.paths.ensure()
@@ -145,7 +145,7 @@ def test_publish_looks_up_the_service_and_puts_capacity_and_shares(world, pki,  
         "PolicyRule": "VOMS:/lhcb/Role=pilot", "PolicyScheme": "org.glite.standard"}
 
 
-def test_a_certificate_the_server_does_not_trust_fails(world, pki, gocdb_server):  # noqa: F811
+def test_a_certificate_the_server_does_not_trust_fails(world, pki, gocdb_server):
     w = world(settings=settings_for(pki, "stranger"))
     w.paths.ensure()
     with pytest.raises(FetchError):
@@ -164,7 +164,7 @@ def test_a_reply_without_a_service_or_with_a_dtd_is_an_error():
     assert gocdb.service_id(REPLY) == "4321"
 
 
-def test_updates_are_at_most_daily_with_a_random_phase(world, pki):  # noqa: F811
+def test_updates_are_at_most_daily_with_a_random_phase(world, pki):
     w = world(settings=settings_for(pki))
     w.paths.ensure()
     calls = []
@@ -186,7 +186,7 @@ def test_updates_are_at_most_daily_with_a_random_phase(world, pki):  # noqa: F81
     assert gocdb.interval(24) == 86400 and gocdb.interval(48) == 2 * 86400
 
 
-def test_nothing_is_published_without_certificate_files(world):  # noqa: F811
+def test_nothing_is_published_without_certificate_files(world):
     w = world(settings="gocdb_sitename = X\ngocdb_cert_file = /nonexistent\n"
                        "gocdb_key_file = /nonexistent")
     w.paths.ensure()

@@ -23,7 +23,7 @@ import unicodedata
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_metadata import FACTORY, _machine
+from metadatamachines import FACTORY, make_machine
 
 from vac import cli
 from vac.backends.fake import FakeBackend
@@ -214,7 +214,7 @@ PLANTS = {"symlink to /etc/shadow": (_plant_symlink_shadow, "symlink"),
 
 @pytest.fixture
 def machine(paths):
-    d = _machine(paths, 3, "11111111-2222-4333-8444-555555555503")
+    d = make_machine(paths, 3, "11111111-2222-4333-8444-555555555503")
     d.write("user_data", "#!/bin/sh\nsecret user_data\n")
     return d
 

@@ -140,7 +140,7 @@ def test_sidecar_names_never_collide_with_cached_urls(paths):
 
 def test_an_apptainer_machine_records_the_sif_version_it_got(url, tmp_path, make_config,
                                                              paths):
-    from test_apptainer_unit import NAME, USER, fake_process
+    from apptainerfakes import NAME, USER, fake_process
 
     from vac.backends.apptainer.backend import ApptainerBackend
     from vac.backends.base import MachineSpec

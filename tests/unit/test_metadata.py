@@ -8,28 +8,9 @@ import os
 import socket
 
 import pytest
+from metadatamachines import FACTORY, KEY, make_machine
 
 from vac.backends.libvirt import metadata
-from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
-from vac.machine.slots import machine_name
-
-FACTORY = "f1.example.com"
-KEY = "ssh-rsa AAAAB3NzaC1yc2E vac@f1"
-
-
-def _machine(paths, ordinal, uuid, user_data="#!/bin/sh\necho hi\n", created=1700000000):
-    name = machine_name(FACTORY, ordinal)
-    write_slot_record(paths, name, SlotRecord(created, "vmtype", "vm-raw"))
-    d = MachineDir.create(paths, created, "vmtype", name)
-    d.write("jobfeatures/job_id", uuid)
-    d.write("jobfeatures/allocated_cpu", f"{ordinal}\n")
-    d.write("machinefeatures/total_cpu", str(10 + ordinal))
-    d.write("machinefeatures/hs06", "99.5")
-    if user_data is not None:
-        d.write("user_data", user_data)
-    d.write("root_public_key", KEY + "\n")
-    return d
-
 
 class Client:
     """Talks to the server as the VM at `self.address` (through the service's override)."""
@@ -68,8 +49,8 @@ class Client:
 
 @pytest.fixture
 def vms(paths):
-    return {3: _machine(paths, 3, "11111111-2222-4333-8444-555555555503"),
-            5: _machine(paths, 5, "11111111-2222-4333-8444-555555555505",
+    return {3: make_machine(paths, 3, "11111111-2222-4333-8444-555555555503"),
+            5: make_machine(paths, 5, "11111111-2222-4333-8444-555555555505",
                         user_data="#!/bin/sh\necho five\n")}
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from test_metadata import FACTORY, _machine
+
+from metadatamachines import FACTORY, make_machine
 
 from vac.backends.libvirt import metadata, unserved
 
@@ -15,7 +16,7 @@ def warnings(caplog):
 
 
 def test_an_unserved_path_is_logged_once_with_the_machine(paths, caplog):
-    _machine(paths, 3, "uuid-3")
+    make_machine(paths, 3, "uuid-3")
     service = metadata.MetadataService(paths, FACTORY)
     caplog.set_level(logging.INFO)
     assert service.get("169.254.169.3", "/latest/meta-data/instance-id").status == 200

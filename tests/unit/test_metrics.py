@@ -13,9 +13,9 @@ import time
 import urllib.request
 
 import pytest
+from fakeclock import T0
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from test_accounting import T0, world  # noqa: F401 - the fixture
 
 import vac
 from vac import planfile
@@ -34,7 +34,7 @@ def samples(metrics):
     return text, found
 
 
-def test_series_count_creations_finishes_fizzles_cpu_and_records(world):  # noqa: F811
+def test_series_count_creations_finishes_fizzles_cpu_and_records(world):
     w = world()
     config = {"c": None}
     metrics = Metrics(lambda: config["c"])
@@ -60,7 +60,7 @@ def test_series_count_creations_finishes_fizzles_cpu_and_records(world):  # noqa
             assert all(x.name.endswith(("_total", "_created")) for x in family.samples)
 
 
-def test_an_abort_shows_as_a_backoff_and_a_fizzle(world):  # noqa: F811
+def test_an_abort_shows_as_a_backoff_and_a_fizzle(world):
     w = world()
     w.conf.write_text(w.conf.read_text().replace("fake_run_seconds = 1000",
                                                  "fake_run_seconds = 10")
@@ -77,7 +77,7 @@ def test_an_abort_shows_as_a_backoff_and_a_fizzle(world):  # noqa: F811
     assert s[("vac_slots", (("machinetype", "alpha"), ("state", "shutdown")))] == 2
 
 
-def test_a_failed_creation_is_a_slot_state_of_its_own(world):  # noqa: F811
+def test_a_failed_creation_is_a_slot_state_of_its_own(world):
     w = world()
     w.conf.write_text(w.conf.read_text().replace(
         "fake_run_seconds = 1000", "fake_run_seconds = 1000\nfake_create_error = no such image"))
@@ -88,7 +88,7 @@ def test_a_failed_creation_is_a_slot_state_of_its_own(world):  # noqa: F811
     assert ("vac_slots", (("machinetype", "alpha"), ("state", "unknown"))) not in s
 
 
-def test_the_endpoint_is_off_unless_metrics_port_is_set(world):  # noqa: F811
+def test_the_endpoint_is_off_unless_metrics_port_is_set(world):
     w = world()
     endpoint = MetricsEndpoint(w.load)
     endpoint.after_cycle(w.run(), 0.1)
@@ -105,7 +105,7 @@ def test_the_endpoint_is_off_unless_metrics_port_is_set(world):  # noqa: F811
         endpoint.close()
 
 
-def test_an_accounting_failure_counts_as_a_failed_record_not_a_backend_error(world):  # noqa: F811
+def test_an_accounting_failure_counts_as_a_failed_record_not_a_backend_error(world):
     w = world()
     w.run()
     day = os.path.join(w.paths.apel_archive, apel.utc_day(T0 + 1500))
@@ -133,12 +133,12 @@ def record_plan(w, **kw):
     planfile.write(paths.plan, planfile.PlanRecord(time=T0, **kw))
 
 
-def test_build_info_names_the_version(world):  # noqa: F811
+def test_build_info_names_the_version(world):
     _, s = samples(Metrics(world().load))
     assert s[("vac_build_info", (("version", vac.__version__),))] == 1
 
 
-def test_every_counter_is_there_at_zero_before_anything_happened(world):  # noqa: F811
+def test_every_counter_is_there_at_zero_before_anything_happened(world):
     text, s = samples(Metrics(world().load))
     for code in ("100", "200", "300", "400", "500", "600", "700", "none"):
         assert s[("vac_machine_finishes_total", (("code", code), ("machinetype", "alpha")))] == 0
@@ -153,7 +153,7 @@ def test_every_counter_is_there_at_zero_before_anything_happened(world):  # noqa
     assert s[("vac_last_cycle_timestamp_seconds", ())] == 0
 
 
-def test_a_machinetype_added_later_gets_its_counters_at_the_next_cycle(world):  # noqa: F811
+def test_a_machinetype_added_later_gets_its_counters_at_the_next_cycle(world):
     w = world()
     metrics = Metrics(w.load)
     w.conf.write_text(w.conf.read_text() + "\n[machinetype beta]\nmachine_model = fake\n"
@@ -164,7 +164,7 @@ def test_a_machinetype_added_later_gets_its_counters_at_the_next_cycle(world):  
     assert s[("vac_machine_finishes_total", (("code", "300"), ("machinetype", "beta")))] == 0
 
 
-def test_last_cycle_timestamp_is_when_the_cycle_ended(world):  # noqa: F811
+def test_last_cycle_timestamp_is_when_the_cycle_ended(world):
     w = world()
     metrics = Metrics(w.load)
     after_cycle(metrics, w.load(), w.run(), 0.1, now=T0 + 5)
@@ -175,20 +175,20 @@ def test_last_cycle_timestamp_is_when_the_cycle_ended(world):  # noqa: F811
 
 
 @pytest.mark.parametrize("state, expected", [("ok", 1.0), ("rejected", 0.0), ("missing", 0.0)])
-def test_config_ok_follows_the_record(world, state, expected):  # noqa: F811
+def test_config_ok_follows_the_record(world, state, expected):
     w = world()
     record_plan(w, config_state=state,
                 config_error=None if state == "ok" else "vac.conf:3: vac_space is not set")
     assert samples(Metrics(w.load))[1][("vac_config_ok", ())] == expected
 
 
-def test_config_ok_is_0_without_a_record_or_a_configuration(world):  # noqa: F811
+def test_config_ok_is_0_without_a_record_or_a_configuration(world):
     w = world()
     assert samples(Metrics(w.load))[1][("vac_config_ok", ())] == 0
     assert samples(Metrics(lambda: None))[1][("vac_config_ok", ())] == 0
 
 
-def test_the_backoff_gauge_reads_the_structured_reasons(world):  # noqa: F811
+def test_the_backoff_gauge_reads_the_structured_reasons(world):
     w = world()
     until = T0 + 900
     backoff = planfile.IdleReason(planfile.BACKOFF, "backoff of alpha until then", "alpha",
@@ -201,7 +201,7 @@ def test_the_backoff_gauge_reads_the_structured_reasons(world):  # noqa: F811
     assert s[("vac_backoffs", (("machinetype", "alpha"),))] == 1     # the old name, an alias
 
 
-def test_no_backoff_from_a_sentence_or_an_ended_backoff(world):  # noqa: F811
+def test_no_backoff_from_a_sentence_or_an_ended_backoff(world):
     w = world()
     record_plan(w, idle={
         "f1-00.example.com": planfile.IdleReason(planfile.OTHER,
@@ -219,7 +219,7 @@ def with_metrics_port(w, port):
 
 
 def test_metrics_port_without_prometheus_client_is_one_clear_error(world, monkeypatch,
-                                                                   caplog):  # noqa: F811
+                                                                   caplog):
     """The same one line each cycle, no traceback (vacd's log shows a line that holds across
     cycles once: test_optional runs a real vacd without the module)."""
     w = world()
@@ -246,7 +246,7 @@ def test_metrics_port_without_prometheus_client_is_one_clear_error(world, monkey
         endpoint.close()
 
 
-def test_a_port_that_cannot_be_bound_is_one_line_tried_each_cycle(world, caplog):  # noqa: F811
+def test_a_port_that_cannot_be_bound_is_one_line_tried_each_cycle(world, caplog):
     w = world()
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))

@@ -11,6 +11,7 @@ import os
 import random
 
 import pytest
+from fakeclock import Clock
 
 from vac import planfile
 from vac.backends.fake import FakeBackend
@@ -101,14 +102,6 @@ def test_a_reading_round_trips_and_garbage_is_no_reading():
     r = reading(1.5, 2.5, {"/m/a": 3.0}, 4, ["s"])
     assert Reading.from_json(json.loads(json.dumps(r.to_json()))) == r
     assert Reading.from_json({"time": "x"}) is None and Reading.from_json(None) is None
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeHost:

@@ -9,6 +9,7 @@ import os
 import threading
 
 import pytest
+from fakeclock import Clock
 
 from vac.config import model, pipefetch, pipes
 from vac.config.pipecache import PipeState
@@ -48,14 +49,6 @@ class Job:
         if isinstance(answer, Exception):
             raise answer
         return answer
-
-
-class Clock:
-    def __init__(self):
-        self.now = NOW
-
-    def __call__(self):
-        return self.now
 
 
 FAIL = Landed(ok=False, error="timed out after 30 s", changed=False)

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import threading
 
+from pressuresamples import PRESSURE
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from vac import planfile
 from vac.web.metrics import StateCollector
 from vac.web.pressuremetrics import pressure_families
-
-PRESSURE = {"time": 10.0, "interval": 60.0,
-            "memory": {"some": {"avg10": 31.5, "avg60": 12.0, "avg300": 3.0,
-                                "total_seconds": 40.5, "stall_seconds": 2.0},
-                       "full": {"avg10": 10.0, "avg60": 4.0, "avg300": 1.0,
-                                "total_seconds": 12.0, "stall_seconds": 1.0}},
-            "cpu": {"some": {"avg10": 5.0, "avg60": None, "avg300": 1.0,
-                             "total_seconds": None, "stall_seconds": None}}}
-
 
 def _samples(record):
     found = {}

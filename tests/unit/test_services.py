@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from fakeclock import Clock
 
 from vac import daemon, planfile
 from vac.backends.fake import FakeBackend
@@ -47,14 +48,6 @@ machine_model = vm-raw
 target_share = 1
 kernel = /nonexistent/vmlinuz
 """
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class PreparingFake(FakeBackend):

@@ -13,7 +13,7 @@ import urllib.request
 
 import jinja2
 import pytest
-from test_accounting import T0, world  # noqa: F401 - the fixture
+from fakeclock import T0
 
 from vac.web import machinefiles, statuspages
 from vac.web.metricsserver import MetricsEndpoint
@@ -39,7 +39,7 @@ def assert_escaped(html):
     assert "<script" not in html
 
 
-def test_one_cell_per_slot_with_running_machines_their_age_and_processors(world):  # noqa: F811
+def test_one_cell_per_slot_with_running_machines_their_age_and_processors(world):
     w = world()
     w.run()
     view = factory_view(w.load(), now=T0 + 30)
@@ -55,7 +55,7 @@ def test_one_cell_per_slot_with_running_machines_their_age_and_processors(world)
     assert panel["factory_share"] == 1.0 and panel["space_share"] == 1.0   # a space of one
 
 
-def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes(world):  # noqa: F811,E501
+def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes(world):  # noqa: E501
     w = world()
     w.conf.write_text(w.conf.read_text().replace("fake_run_seconds = 1000",
                                                  "fake_run_seconds = 10")
@@ -83,7 +83,7 @@ def test_an_abort_shows_idle_slots_in_backoff_with_the_end_time_and_the_outcomes
     assert f"backoff of alpha until {statuspages.clock(until)} UTC" in html
 
 
-def test_the_last_cycles_errors_are_listed_escaped(world):  # noqa: F811
+def test_the_last_cycles_errors_are_listed_escaped(world):
     w = world()
     w.run()
     config = w.load()
@@ -99,7 +99,7 @@ def test_the_last_cycles_errors_are_listed_escaped(world):  # noqa: F811
     assert "creation failed: &lt;script&gt;alert(1)&lt;/script&gt;</li>" in html
 
 
-def test_an_idle_slot_says_why(world):  # noqa: F811
+def test_an_idle_slot_says_why(world):
     w = world("draining = yes")
     w.run()
     view = factory_view(w.load(), now=T0)
@@ -111,7 +111,7 @@ def test_an_idle_slot_says_why(world):  # noqa: F811
     assert "<b>2</b> slots (00, 01): <span" in html
 
 
-def test_a_failed_creation_shows_a_failed_slot_with_its_reason(world):  # noqa: F811
+def test_a_failed_creation_shows_a_failed_slot_with_its_reason(world):
     w = world()
     w.conf.write_text(w.conf.read_text().replace(
         "fake_shutdown_message = 200 Success", "fake_create_error = image not found"))
@@ -131,7 +131,7 @@ def test_a_failed_creation_shows_a_failed_slot_with_its_reason(world):  # noqa: 
     assert 'data-state="failed"' in html and "<b>1</b> failed" in html
 
 
-def test_a_rejected_configuration_makes_the_verdict_failing_with_the_reason(world):  # noqa: F811
+def test_a_rejected_configuration_makes_the_verdict_failing_with_the_reason(world):
     w = world()
     w.run()
     good = w.load()
@@ -152,7 +152,7 @@ def test_a_rejected_configuration_makes_the_verdict_failing_with_the_reason(worl
     assert factory_view(good, now=T0 + 121)["health"]["level"] == "ok"
 
 
-def test_before_any_cycle_every_slot_is_idle_and_says_so(world):  # noqa: F811
+def test_before_any_cycle_every_slot_is_idle_and_says_so(world):
     w = world()
     view = factory_view(w.load(), now=T0)
     assert [c["reason"] for c in view["slots"]] == ["no cycle has run yet"] * 2
@@ -171,7 +171,7 @@ def test_superslots_group_live_machines_by_their_shutdown_time():
                                            "cells": cells}]
 
 
-def test_superslots_are_drawn_as_framed_groups_with_their_end(world):  # noqa: F811
+def test_superslots_are_drawn_as_framed_groups_with_their_end(world):
     w = world()
     w.run()
     view = factory_view(w.load(), now=T0)
@@ -182,7 +182,7 @@ def test_superslots_are_drawn_as_framed_groups_with_their_end(world):  # noqa: F
     assert html.count('class="group"') == 1 and html.count('class="cell ') == 2
 
 
-def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
+def test_space_shares_come_from_the_last_poll(world):
     from vac.space.censusdata import Census
     w = world("factories = f1.example.com f2.example.com")
     w.run()
@@ -194,7 +194,7 @@ def test_space_shares_come_from_the_last_poll(world):  # noqa: F811
     assert silent["machinetypes"][0]["space_share"] == 1.0    # polled, nobody else answered
 
 
-def test_hostile_shutdown_message_and_joboutputs_names_render_as_text(world):  # noqa: F811
+def test_hostile_shutdown_message_and_joboutputs_names_render_as_text(world):
     w = world()
     w.run()
     directory = first_machine(w)
@@ -217,7 +217,7 @@ def test_hostile_shutdown_message_and_joboutputs_names_render_as_text(world):  #
     assert page.count("&#34;&gt;&lt;img src=x onerror=alert(1)&gt;") >= 2   # message, name
 
 
-def test_hostile_pipe_strings_render_as_text(world):  # noqa: F811
+def test_hostile_pipe_strings_render_as_text(world):
     w = world()
     w.conf.write_text(w.conf.read_text().replace("accounting_fqan = /lhcb/Role=pilot",
                                                  f"accounting_fqan = /lhcb/{IMG}"))
@@ -240,7 +240,7 @@ def test_templates_refuse_a_missing_name():
     assert env.autoescape is True and env.undefined is jinja2.StrictUndefined
 
 
-def test_the_pages_are_inline_and_refresh_themselves(world):  # noqa: F811
+def test_the_pages_are_inline_and_refresh_themselves(world):
     w = world()
     w.run()
     html = statuspages.factory_page(factory_view(w.load(), now=T0), 17)
@@ -252,7 +252,7 @@ def test_the_pages_are_inline_and_refresh_themselves(world):  # noqa: F811
     assert statuspages.refresh_seconds(60.0, 0) == 0
 
 
-def test_machine_files_are_bounded_and_symlinks_never_followed(world, tmp_path):  # noqa: F811
+def test_machine_files_are_bounded_and_symlinks_never_followed(world, tmp_path):
     w = world()
     w.run()
     config = w.load()
@@ -280,7 +280,7 @@ def test_machine_files_are_bounded_and_symlinks_never_followed(world, tmp_path):
     assert machinefiles.machine_view(config, directory, T0)["console"]["text"] is None
 
 
-def test_image_version_is_shown_when_backend_json_has_it(world):  # noqa: F811
+def test_image_version_is_shown_when_backend_json_has_it(world):
     w = world()
     w.run()
     config = w.load()
@@ -297,7 +297,7 @@ def test_image_version_is_shown_when_backend_json_has_it(world):  # noqa: F811
     assert cell["image_version"] == "sha256:" + "ab" * 32
 
 
-def test_machine_names_are_checked_against_the_slots_and_the_listing(world, tmp_path):  # noqa: F811,E501
+def test_machine_names_are_checked_against_the_slots_and_the_listing(world, tmp_path):  # noqa: E501
     w = world()
     w.run()
     config = w.load()
@@ -314,7 +314,7 @@ def test_machine_names_are_checked_against_the_slots_and_the_listing(world, tmp_
     assert machinefiles.directory_of_slot(config, "f1-99.example.com") is None
 
 
-def test_space_rows_from_the_census_with_silent_factories_marked(world):  # noqa: F811
+def test_space_rows_from_the_census_with_silent_factories_marked(world):
     w = world("factories = f1.example.com f2.example.com f3.example.com f4.example.com")
     w.run()
     config = w.load()
@@ -356,7 +356,7 @@ def get(path, method="GET", port=PORT):
 
 
 @pytest.fixture
-def served(world):  # noqa: F811
+def served(world):
     w = world(f"status_port = {PORT}")
     w.run()
     endpoint = StatusEndpoint(w.load)
@@ -365,7 +365,7 @@ def served(world):  # noqa: F811
     endpoint.close()
 
 
-def test_the_endpoint_is_off_unless_status_port_is_set(world):  # noqa: F811
+def test_the_endpoint_is_off_unless_status_port_is_set(world):
     w = world()
     w.run()
     endpoint = StatusEndpoint(w.load)
@@ -408,7 +408,7 @@ def test_unknown_paths_and_foreign_names_are_404_and_only_get_and_head_answer(se
     assert get("/" + "a" * 3000)[0] == 414
 
 
-def test_a_shared_port_serves_metrics_beside_the_pages(world):  # noqa: F811
+def test_a_shared_port_serves_metrics_beside_the_pages(world):
     w = world(f"status_port = {PORT + 1}\nmetrics_port = {PORT + 1}")
     metrics = MetricsEndpoint(w.load)
     status = StatusEndpoint(w.load, metrics=metrics)
@@ -490,7 +490,7 @@ def wait_for(check, timeout=15.0):
     return False
 
 
-def test_target_and_actual_shares_here_and_over_the_space(world):  # noqa: F811
+def test_target_and_actual_shares_here_and_over_the_space(world):
     from vac.space.censusdata import Census
     w = world("factories = f1.example.com f2.example.com")
     beta = w.conf.read_text().split("[machinetype alpha]")[1].replace("target_share = 1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from test_accounting import T0, world  # noqa: F401 - the fixture
-from test_pressuremetrics import PRESSURE
+from fakeclock import T0
+from pressuresamples import PRESSURE
 
 from vac import planfile
 from vac.web import statuspages
@@ -21,7 +21,7 @@ def _with_pressure(w, pressure, idle=None):
     return config
 
 
-def test_the_hosts_pressure_with_its_thresholds_and_the_pause(world):  # noqa: F811
+def test_the_hosts_pressure_with_its_thresholds_and_the_pause(world):
     w = world()
     w.run()
     reason = planfile.IdleReason(planfile.PRESSURE, "memory pressure 31.5 %",
@@ -41,7 +41,7 @@ def test_the_hosts_pressure_with_its_thresholds_and_the_pause(world):  # noqa: F
     assert "31.5%" in html and "creation paused for memory pressure" in html
 
 
-def test_a_host_without_psi_says_the_load_average_gates_alone(world):  # noqa: F811
+def test_a_host_without_psi_says_the_load_average_gates_alone(world):
     w = world()
     w.run()
     view = factory_view(_with_pressure(w, None), now=T0)
@@ -49,7 +49,7 @@ def test_a_host_without_psi_says_the_load_average_gates_alone(world):  # noqa: F
     assert "gated by the load average alone" in statuspages.factory_page(view, 30)
 
 
-def test_the_status_page_and_metrics_listen_on_ipv6_and_dual_stack(world):  # noqa: F811
+def test_the_status_page_and_metrics_listen_on_ipv6_and_dual_stack(world):
     """Issue 27: the status listener binds an IPv6 address, and "::" answers IPv4 too; the
     metrics listener (prometheus_client) binds by the address's family as well."""
     import socket

@@ -17,6 +17,7 @@ import random
 import urllib.parse
 
 import pytest
+from fakeclock import Clock
 
 from vac.backends.fake import FakeBackend
 from vac.config import load, model, pipes
@@ -156,13 +157,6 @@ max_wallclock_seconds = 5000
 fake_run_seconds = 300
 fake_shutdown_message = 200 Success
 """
-
-
-class Clock:
-    now = NOW
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _run_factory(tmp_path, paths, host) -> None:

@@ -8,7 +8,6 @@ import json
 import socket
 
 import pytest
-from test_accounting import world  # noqa: F401 - the fixture
 
 from vac.space import messages
 from vac.space import vacmon
@@ -40,7 +39,7 @@ def by_type(found, kind):
 
 
 def test_each_cycle_sends_factory_and_machinetype_status_and_each_finish_one_machine_status(
-        world, listener):  # noqa: F811
+        world, listener):
     w = world(settings=f"gocdb_sitename = UKI-EXAMPLE\nvacmon_hostport = 127.0.0.1:{PORT}")
     w.run()
     first = received(listener)
@@ -70,21 +69,21 @@ def test_each_cycle_sends_factory_and_machinetype_status_and_each_finish_one_mac
     assert by_type(received(listener), "machine_status") == []    # each finish once
 
 
-def test_nothing_is_sent_without_vacmon_hostport(world, listener):  # noqa: F811
+def test_nothing_is_sent_without_vacmon_hostport(world, listener):
     w = world()
     w.run()
     w.run(1500)
     assert received(listener) == []
 
 
-def test_an_unresolvable_destination_is_logged_not_raised(world, caplog):  # noqa: F811
+def test_an_unresolvable_destination_is_logged_not_raised(world, caplog):
     w = world()
     sender = vacmon.Sender([("no-such-host.invalid", 8884)])
     assert sender.cycle_status(w.load(), 0.0) == 0 and sender.failures == 2
 
 
 def test_the_version_logger_is_off_unless_set_then_sends_five_copies_at_start_and_daily(
-        world, listener, monkeypatch):  # noqa: F811
+        world, listener, monkeypatch):
     from vac.accounting import percycle
 
     monkeypatch.setattr(percycle, "VERSION_LOGGER", ("127.0.0.1", PORT))

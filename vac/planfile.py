@@ -40,11 +40,13 @@ SAME_SECOND = "same_second"             # the previous machine ended within its 
 CREATION_FAILED = "creation_failed"     # the creation in this slot failed (machinetype)
 DEFERRED = "deferred"                   # creation left for a later cycle (machinetype)
 PRESSURE = "pressure"                   # host pressure (PSI) above a threshold (resource, value)
+DISK = "disk"                           # too little free disk space (resource: path, value: bytes)
 OTHER = "other"
 
 KINDS = (NOT_CONFIGURED, CONFIG_REJECTED, NO_MACHINETYPES, NO_SHARE, BACKOFF, MIN_WALLCLOCK,
          SHUTDOWN_TIME, DRAINING, OVERLOAD, TOTAL_PROCESSORS, MAX_CREATIONS, NO_ROOM,
-         BACKEND_WAITING, YIELDING, SAME_SECOND, CREATION_FAILED, DEFERRED, PRESSURE, OTHER)
+         BACKEND_WAITING, YIELDING, SAME_SECOND, CREATION_FAILED, DEFERRED, PRESSURE, DISK,
+         OTHER)
 
 # The configuration's states.
 CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING = "ok", "rejected", "missing"
@@ -54,7 +56,8 @@ CONFIG_OK, CONFIG_REJECTED_STATE, CONFIG_MISSING = "ok", "rejected", "missing"
 class IdleReason:
     """Why a free slot stays empty: a kind from KINDS, its text for people, and what the
     kind needs (the machinetype concerned, the epoch it ends, the factory it comes from; for
-    PRESSURE the resource, "cpu", "memory" or "io", and its avg10 in per cent). `resource`
+    PRESSURE the resource, "cpu", "memory" or "io", and its avg10 in per cent; for DISK the
+    path of the filesystem short of space and its free bytes). `resource`
     and `value` are written only when set, so records of other kinds keep their shape."""
 
     kind: str

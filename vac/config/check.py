@@ -176,6 +176,21 @@ def _check_pressure(values: Dict[str, Any], origins: Dict[str, str], b: Builder)
                       "leave it empty to turn this off)", origins[name], name)
     if values["shed_grace_seconds"] < 0:
         b.problem("must not be negative", origins["shed_grace_seconds"], "shed_grace_seconds")
+    _check_disk(values, origins, b)
+
+
+def _check_disk(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
+    """Admission by free disk space: a floor not negative, a fraction below 1, an
+    overcommit of at least 1."""
+    if values["disk_floor_gb"] < 0:
+        b.problem("must not be negative (0: no absolute floor)", origins["disk_floor_gb"],
+                  "disk_floor_gb")
+    if not 0 <= values["disk_floor_fraction"] < 1:
+        b.problem("must be at least 0 and less than 1 (0: no floor by size)",
+                  origins["disk_floor_fraction"], "disk_floor_fraction")
+    if values["disk_overcommit"] < 1:
+        b.problem("must be at least 1 (1: every byte the machines' scratch may still grow "
+                  "into must be free)", origins["disk_overcommit"], "disk_overcommit")
 
 
 def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -45,6 +45,7 @@ from vac.cycle.censuskeeper import CensusKeeper, SpaceCensus
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
 from vac.cycle.finishing import Ending, finish_machine
+from vac.cycle.hostdisk import HostDisk
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
@@ -87,7 +88,7 @@ class Factory:
                  space_census: Optional[SpaceCensus] = None,
                  owner_load: Optional[OwnerLoad] = None, state_dir: Optional[str] = None,
                  host: Optional[facts.HostFacts] = None,
-                 pressure: Optional[HostPressure] = None):
+                 pressure: Optional[HostPressure] = None, disk: Optional[HostDisk] = None):
         self.load_config = load_config
         self.after_prepare = after_prepare
         self.census = CensusKeeper(space_census)
@@ -98,6 +99,7 @@ class Factory:
         self.fetcher = fetcher
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
         self.pressure = pressure or HostPressure.beside(loadavg is facts.read_loadavg)
+        self.disk = disk or HostDisk.beside(loadavg is facts.read_loadavg)   # free space
         fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
                                  else Paths().state_dir)
         self.keeper = ConfigKeeper(load_config, fallback, host)
@@ -189,10 +191,11 @@ class Factory:
         """The planner's decision (the same for a cycle and a refill)."""
         self.backoffs.update(loaded.config.machinetypes, census, now,
                              loaded.config.settings.factory_name)
-        return self.pressure.kept(planner.plan(
+        return self.disk.kept(self.pressure.kept(planner.plan(
             loaded.config, observed, census, load=max(self.loadavg()), now=now,
             daemon_started=self.started, rng=self.rng, yield_state=yield_state, owner=owner,
-            waiting=waiting, blocked=loaded.reason(), **self.pressure.inputs(now)))
+            waiting=waiting, blocked=loaded.reason(), **self.pressure.inputs(now),
+            **self.disk.inputs(loaded.config, self.pool))))
 
     def _act(self, last: _Last, plan: planner.Plan, slots: Tuple[Slot, ...], now: float,
              report: CycleReport) -> None:

@@ -14,8 +14,10 @@ What blocks creation from outside comes in as arguments, never as a doctored Con
 `waiting` (machinetypes whose backend is unavailable this cycle: they take no part in the
 shares and their slots say why) and `blocked` (the configuration is rejected or missing:
 nothing is created, every free slot gives that reason), and `pressure` (the host's PSI
-reading: creation pauses while it is above a threshold, vac.cycle.gate). The factory applies
-the plan;
+reading: creation pauses while it is above a threshold, vac.cycle.gate), and `disk` (the
+host's free disk space and the machines' scratch: creation stops near a floor,
+vac.cycle.diskgate). The factory applies the plan; a disk stop never stops the management of
+running machines;
 nothing here touches a file, a backend or a clock.
 """
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence,
 
 from vac import planfile
 from vac.config.model import Config, MachineType, Settings
-from vac.cycle import gate, shedding, yielding
+from vac.cycle import diskgate, gate, shedding, yielding
 from vac.cycle.shares import Shares, choose
+from vac.host.diskspace import DiskReading
 from vac.host.pressure import Reading as PressureReading
 from vac.machine.directory import MachineState
 from vac.machine.observed import Observed
@@ -149,6 +152,7 @@ class Plan:
     pressure_paused: FrozenSet[str] = frozenset()        # resources paused for pressure
     shed_state: shedding.ShedState = shedding.ShedState()   # shedding's, to keep
     pressure: Optional[PressureReading] = None               # the host's, as decided on
+    disk_stop: Optional[IdleReason] = None                   # why free space stops creation
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -211,7 +215,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
          blocked: Optional[IdleReason] = None,
          pressure: Optional[PressureReading] = None,
          pressure_paused: FrozenSet[str] = frozenset(),
-         shed_state: Optional[shedding.ShedState] = None) -> Plan:
+         shed_state: Optional[shedding.ShedState] = None,
+         disk: Optional[DiskReading] = None) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
@@ -221,7 +226,9 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     unavailable: ..."); `blocked`: why nothing at all may be created (configuration rejected).
     `pressure`: the host's PSI reading (None: no PSI), `pressure_paused` the resources the
     last plan paused for it (vac.cycle.gate.pressure_stop); the Plan says which are now.
-    `shed_state`: shedding's (vac.cycle.shedding), which the Plan gives back.
+    `shed_state`: shedding's (vac.cycle.shedding), which the Plan gives back. `disk`: the
+    host's free space and the machines' scratch (None: no stop for it); the Plan's disk_stop
+    says why it stopped creation.
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
@@ -233,8 +240,10 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     for name, part, abort_time in scan.ended:
         book.ended(name, part, abort_time)
     squeezed, paused = gate.pressure_stop(settings, pressure, pressure_paused)
-    hold = blocked or gate.yield_hold(verdict) or shed.hold or squeezed
-    creates, idle = _fill(config, scan, book, load, now, hold, held)
+    budget = diskgate.Budget(settings, disk)
+    short = budget.stop()
+    hold = blocked or gate.yield_hold(verdict) or shed.hold or squeezed or short
+    creates, idle = _fill(config, scan, book, load, now, hold, held, budget)
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
     return Plan(heartbeats=tuple(scan.heartbeats), lower_shutdown=tuple(scan.lowers),
@@ -242,7 +251,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 creates=tuple(creates), idle=tuple(idle), counts=counts,
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
                 yield_state=verdict.state if yielding.enabled(settings) else None,
-                pressure_paused=paused, shed_state=shed.state, pressure=pressure)
+                pressure_paused=paused, shed_state=shed.state, pressure=pressure,
+                disk_stop=short or budget.refused)
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------
@@ -386,11 +396,13 @@ def _insert_free(scan: _Scan, slot: Slot) -> None:
 
 def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
           hold: Optional[IdleReason] = None,
-          held: Sequence[IdleReason] = ()) -> Tuple[List[Create], List[Idle]]:
+          held: Sequence[IdleReason] = (),
+          budget: Optional[diskgate.Budget] = None) -> Tuple[List[Create], List[Idle]]:
     """Create in the lowest free slots while the gate, the cap and the shares allow.
 
     `hold` stops all creation first (configuration, yielding); `held` are the machinetypes
-    waiting for their backend, added to whatever else keeps a slot empty."""
+    waiting for their backend, added to whatever else keeps a slot empty; `budget` lets each
+    machine chosen in only if the free disk space allows its scratch too."""
     settings = config.settings
     per = settings.processors_per_superslot
     running = scan.processors
@@ -408,6 +420,8 @@ def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
             choice, nothing = choose(ordered, ((t, superslots[t]) for t in incomplete),
                                      settings.total_processors - running, per, now)
             reason = IdleReason(planfile.NO_ROOM, nothing) if nothing else None
+        if reason is None and budget is not None:
+            reason = budget.admit(choice.machinetype, choice.processors)
         if reason is not None:
             reason = gate.with_held(reason, held)
             break

@@ -1,0 +1,124 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""The host's disk space as admission by free space sees it: the filesystems that machines
+and the factory write to, and what each machine's scratch may still grow into.
+
+read() takes one reading: for each place watched (the state directory, the scratch pool
+<state_dir>/scratch, the Docker data root when known) the free and total bytes of the
+filesystem that holds it, places on the same filesystem (the same st_dev) reported once under
+all their names; and for each mounted scratch in the pool, the bytes used and free inside it
+(what that machine may still write: it grows the pool's files by as much at most; the
+caller names the pool and the mount points, vac.machine.scratch's). Free bytes
+are those unprivileged writers get (f_bavail, as df shows). A place that cannot be read is
+left out and named in `problems`; reading never raises.
+
+The decision is vac.cycle.diskgate (pure); vac.cycle.hostdisk takes the readings each cycle.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+STATE = "state directory"
+POOL = "scratch pool"
+DOCKER = "Docker data root"
+
+
+@dataclass(frozen=True)
+class Filesystem:
+    """One filesystem watched: what lives there (`names`, e.g. "state directory"), the path
+    it was read at, its free and total bytes, and whether the machines' scratch grows in it."""
+
+    names: Tuple[str, ...]
+    path: str
+    free: int
+    total: int
+    scratch: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{' and '.join(self.names)} {self.path}"
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """One machine's mounted scratch: bytes used and still free inside it."""
+
+    used: int
+    free: int
+
+
+@dataclass(frozen=True)
+class DiskReading:
+    """One reading of the host's disk: its filesystems, each machine's scratch (machine
+    directory name -> Scratch), whether new container machines get a scratch (this host has a
+    mechanism for it), and the places that could not be read."""
+
+    filesystems: Tuple[Filesystem, ...] = ()
+    scratches: Mapping[str, Scratch] = field(default_factory=dict)
+    scratch_made: bool = False
+    problems: Tuple[str, ...] = ()
+
+    def growth(self) -> int:
+        """Bytes the running machines' scratch may still grow into, all together."""
+        return sum(s.free for s in self.scratches.values())
+
+
+def read(state_dir: str, pool: str, mounts: Sequence[str], docker_root: Optional[str] = None,
+         scratch_made: bool = False,
+         statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
+         stat: Callable[[str], os.stat_result] = os.stat) -> DiskReading:
+    """The reading of the places this factory writes to (see the module's docstring):
+    `pool` is the scratch pool's directory, `mounts` the host's mount points (those in the
+    pool are the machines' scratch)."""
+    places = [(STATE, state_dir)]
+    if os.path.isdir(pool):
+        places.append((POOL, pool))
+    if docker_root:
+        places.append((DOCKER, docker_root))
+    filesystems, problems = _filesystems(places, statvfs, stat)
+    return DiskReading(filesystems, _scratches(pool, mounts, statvfs), scratch_made,
+                       tuple(problems))
+
+
+def _filesystems(places: Sequence[Tuple[str, str]], statvfs: Callable,
+                 stat: Callable) -> Tuple[Tuple[Filesystem, ...], List[str]]:
+    """The filesystems holding the places, one per device, in the places' order."""
+    found: Dict[int, Filesystem] = {}
+    problems = []
+    pool_device = None
+    for name, path in places:
+        try:
+            device = stat(path).st_dev
+            st = statvfs(path)
+        except OSError as e:
+            problems.append(f"{name} {path}: {e.strerror or e}")
+            continue
+        if name == POOL or (name == STATE and pool_device is None):
+            pool_device = device    # the pool lives in the state directory until it exists
+        if device in found:
+            old = found[device]
+            found[device] = Filesystem(old.names + (name,), old.path, old.free, old.total)
+        else:
+            found[device] = Filesystem((name,), path, st.f_bavail * st.f_frsize,
+                                       st.f_blocks * st.f_frsize)
+    marked = tuple(Filesystem(f.names, f.path, f.free, f.total, scratch=device == pool_device)
+                   for device, f in found.items())
+    return marked, problems
+
+
+def _scratches(pool: str, mounts: Sequence[str], statvfs: Callable) -> Dict[str, Scratch]:
+    """Machine directory name -> its mounted scratch's used and free bytes."""
+    prefix = pool.rstrip(os.sep) + os.sep
+    found = {}
+    for target in mounts:
+        name = target[len(prefix):]
+        if not target.startswith(prefix) or not name or os.sep in name or name.startswith("."):
+            continue
+        try:
+            st = statvfs(target)
+        except OSError:
+            continue
+        found[name] = Scratch((st.f_blocks - st.f_bfree) * st.f_frsize,
+                              st.f_bavail * st.f_frsize)
+    return found

@@ -3,14 +3,17 @@
 `vac config check` ("accepted but not supported: <reason>") instead of silently ignored.
 
 Only options a file or pipe actually set are reported, each with where it was set.
+cgroup_delegate depends on the host too: on a cgroup v1 (or hybrid) host it is accepted but
+does nothing (there is no safe delegation of a v1 hierarchy); a VM machinetype needs none.
 """
 from __future__ import annotations
 
-from typing import Any, List, Mapping
+from typing import Any, List, Mapping, Optional
 
 from vac.config import models
 from vac.config.model import Config
 from vac.errors import Problem
+from vac.host import cgroups
 
 VM_MODELS = models.VM_MODELS
 CONTAINER_MODELS = models.CONTAINER_MODELS
@@ -30,6 +33,14 @@ MACHINETYPE_NOTES = (
     ("cvmfs_repositories", CONTAINER_MODELS,
      "only containers get /cvmfs bound in; VMs mount CernVM-FS themselves"),
     ("tmp_binds", ("docker", "podman"), "only Docker and Podman containers get tmp_binds"),
+    ("cgroup_delegate", CONTAINER_MODELS,
+     "VMs need no delegated cgroup: the guest has its own kernel and cgroups"),
+)
+# (option, reason) of machinetype options that do nothing on a cgroup v1 host
+V1_MACHINETYPE_NOTES = (
+    ("cgroup_delegate", "this host has cgroup v1 (or hybrid) hierarchies, whose cgroups cannot "
+                        "be delegated safely: machines get a cgroup they cannot write, as "
+                        "before"),
 )
 
 
@@ -50,8 +61,9 @@ def _located(config: Config, origin: str, option: str, message: str) -> Problem:
                    line=config.lines.get((origin, option)))
 
 
-def findings(config: Config) -> List[Problem]:
-    """One warning per option set in the configuration that has no effect here."""
+def findings(config: Config, cgroup_version: Optional[int] = None) -> List[Problem]:
+    """One warning per option set in the configuration that has no effect here.
+    cgroup_version: the host's (1 or 2), read from this host when not given."""
     found = []
     s = config.settings
     for name, useless, reason in SETTINGS_NOTES:
@@ -68,6 +80,24 @@ def findings(config: Config) -> List[Problem]:
                 found.append(_located(config, origin, name, f"{name} = {_shown(value)}: "
                                       f"accepted but not supported: {reason} (machine_model "
                                       f"is {mt.machine_model})"))
+    return found + _v1_findings(config, cgroup_version)
+
+
+def _v1_findings(config: Config, cgroup_version: Optional[int]) -> List[Problem]:
+    """The options set for container machinetypes that a cgroup v1 host ignores (a VM's
+    are noted above already)."""
+    if cgroup_version is None:
+        cgroup_version = cgroups.read_hierarchy().version
+    if cgroup_version == 2:
+        return []
+    found = []
+    for _, mt in sorted(config.machinetypes.items()):
+        for name, reason in V1_MACHINETYPE_NOTES:
+            origin = _set_by(mt.origins, name)
+            if origin and mt.machine_model in CONTAINER_MODELS:
+                found.append(_located(config, origin, name, f"{name} = "
+                                      f"{_shown(getattr(mt, name))}: accepted but not "
+                                      f"supported: {reason}"))
     return found
 
 

@@ -228,8 +228,8 @@ class ApptainerBackend(Backend):
                                        "processes of an earlier machine", spec.name)
                 cgroup.remove()  # a fresh cgroup: CPU and OOM counters start at zero
             cgroup.create(spec.processors, spec.memory_mb * MIB)
-            if self.hierarchy.version == 2:  # the payload's own subtree (issue 31)
-                cgroup.delegate(user.pw_uid, user.pw_gid)
+            if self.hierarchy.version == 2 and spec.machinetype.cgroup_delegate:
+                cgroup.delegate(user.pw_uid, user.pw_gid)   # the payload's own subtree
         except CgroupError as e:
             raise BackendError(self.NAME, str(e), spec.name) from e
         return cgroup

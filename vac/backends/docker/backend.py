@@ -152,7 +152,8 @@ class DockerBackend(Backend):
                 network.create_args(api, place) if place else {})
             if fresh:
                 self._start(api, container_id, spec.name, parent)
-                delegation.delegate(api, container_id, spec.name, self.cgroups)
+                delegation.delegate(api, container_id, spec.name, self.cgroups,
+                                    spec.machinetype.cgroup_delegate)
         crash_point(CRASH_BEFORE_RECORD)   # the engine made the parent; nothing names it yet
         try:
             spec.directory.write_backend_record({

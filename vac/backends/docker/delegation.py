@@ -14,8 +14,9 @@ gets no capability and no other privilege. A payload that wants the subtree wait
 read-only mount): vacd moves the processes first and makes the mount writable last, moments
 after the container started.
 
-On cgroup v1, or where it is not safe (no nsdelegate, the host's cgroup namespace), the
-machine runs as before, without delegation, and the reason is logged.
+On cgroup v1, where it is not safe (no nsdelegate, the host's cgroup namespace), or where
+the machinetype's cgroup_delegate is off, the machine runs as before, without delegation: its
+/sys/fs/cgroup stays read-only and its processes stay in its cgroup. The reason is logged.
 """
 from __future__ import annotations
 
@@ -28,11 +29,16 @@ from vac.host.cgroups import Cgroups, V2, host_path
 log = logging.getLogger(__name__)
 
 
-def delegate(api: Any, container_id: str, name: str, cgroups: Cgroups) -> bool:
-    """Delegate a started container's cgroup to it; False (logged) where it cannot be.
+def delegate(api: Any, container_id: str, name: str, cgroups: Cgroups,
+             wanted: bool = True) -> bool:
+    """Delegate a started container's cgroup to it (if wanted: its machinetype's
+    cgroup_delegate); False where it is not wanted or cannot be (logged).
     Engine errors are the caller's (it runs inside the backend's error boundary)."""
     h = cgroups.hierarchies
     if h.for_machines().version != 2 or h.v2 is None:
+        return False
+    if not wanted:
+        log.info("%s: no cgroup delegation: cgroup_delegate is off for its machinetype", name)
         return False
     pid = int(((api.inspect_container(container_id) or {}).get("State") or {}).get("Pid") or 0)
     if pid <= 0:

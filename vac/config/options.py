@@ -176,6 +176,9 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
                 "destroyed and its slot refilled (unset: never, as the original)"),
     Option("mb_per_processor", "optint", None,
            help="memory per processor of this machinetype's machines (default: [settings])"),
+    Option("cgroup_delegate", "bool", True,
+           help="on cgroup v2, delegate each container machine's cgroup to what runs in it "
+                "(VMs need nothing; cgroup v1: accepted but not supported)"),
     # Ours: backend-specific, namespaced where the issue did not fix the name.
     Option("docker_network_mode", "str", "bridge", backend="docker"),
     Option("docker_network", "str", None, backend="docker",

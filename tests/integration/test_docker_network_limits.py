@@ -301,7 +301,7 @@ def test_per_machinetype_processors_and_memory_are_what_the_machine_gets_and_mjf
 
 def test_doctor_checks_that_the_network_exists_and_has_an_address_for_every_slot(mvdock,
                                                                                macvlan):
-    from vac.ops.backendchecks import docker_network
+    from vac.backends.docker.checks import docker_network
     from vac.ops.checks import FAIL, OK
 
     mvdock.write(NET_PAYLOAD, slots=2, extra_mt=f"docker_network = {macvlan.network}")

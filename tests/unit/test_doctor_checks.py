@@ -14,6 +14,8 @@ import threading
 import pytest
 
 from vac import cli, optional
+from vac.backends.apptainer import checks as apptainerchecks
+from vac.backends.docker import checks as dockerchecks
 from vac.ops import backendchecks, checks, doctor, filechecks, servicechecks
 
 SETTINGS = """
@@ -109,14 +111,14 @@ def test_an_engine_whose_library_is_missing_gets_the_install_not_start_the_engin
     monkeypatch.setattr(optional, "installed", lambda module: module != "docker" and real(module))
     line = backendchecks.engine("docker", config.settings)
     assert line.status == checks.FAIL and "python3-docker" in line.fix
-    assert line.fix != backendchecks.ENGINE_FIXES["docker"]
+    assert line.fix != dockerchecks.ENGINE_FIX
 
 
 def test_a_docker_root_image_that_is_not_docker_gets_the_root_image_fix(make_config):
     config = make_config(SETTINGS + FAKE)
     mt = dataclasses.replace(config.machinetypes["alpha"], machine_model="docker",
                              root_image="/images/busybox.tar")
-    line = backendchecks.docker_image(mt, config.settings)
+    line = dockerchecks.docker_image(mt, config.settings)
     assert line.status == checks.FAIL and "is not docker://<image>" in line.detail
     assert line.fix == "root_image = docker://<image> in [machinetype alpha]"
 
@@ -125,12 +127,12 @@ def test_apptainer_engine_fix_follows_the_cause(make_config):
     s = make_config(SETTINGS).settings
     missing = dataclasses.replace(s, singularity_path="/nonexistent/apptainer")
     assert backendchecks.engine_fix("apptainer", missing, None) == \
-        backendchecks.APPTAINER_BINARY_FIX
+        apptainerchecks.APPTAINER_BINARY_FIX
     no_user = dataclasses.replace(s, singularity_path="/bin/true",
                                   singularity_user="vac-no-such-user")
     assert backendchecks.engine_fix("apptainer", no_user, None) == "useradd -r -m vac-no-such-user"
     nobody = dataclasses.replace(s, singularity_path="/bin/true", singularity_user="nobody")
-    assert backendchecks.engine_fix("apptainer", nobody, "1.3.4") == backendchecks.CGROUP_FIX
+    assert backendchecks.engine_fix("apptainer", nobody, "1.3.4") == apptainerchecks.CGROUP_FIX
 
 
 def test_a_rejected_configuration_still_gets_host_checks_on_its_settings(tmp_path, capsys):
@@ -217,3 +219,37 @@ def test_while_vacd_runs_the_ports_must_answer_not_just_be_held(make_config, mon
                         lambda s: [servicechecks.responder(s, timeout=0.3)])
     line = by_name(doctor.run_checks(config))["vacquery-port"]
     assert line.status == checks.FAIL and line.detail.startswith("vacd runs but")
+
+
+VM = """
+[machinetype vm]
+machine_model = vm-raw
+root_image = /nonexistent/vac-doctor/vm.img
+target_share = 1
+"""
+DOCKER = """docker_url = unix:///nonexistent/vac-doctor/docker.sock
+[machinetype box]
+machine_model = docker
+root_image = docker://registry.example.com/payload:1
+target_share = 1
+"""
+
+
+def test_each_backend_says_its_own_lines_and_ports(make_config, monkeypatch):
+    """The doctor names no backend: the libvirt wing adds /dev/kvm, the QEMU user and the
+    metadata service's ports; container wings add the host's cgroup lines; VMs do not."""
+    config = make_config(SETTINGS + VM)
+    real = optional.installed
+    monkeypatch.setattr(optional, "installed", lambda module: module != "libvirt" and real(module))
+    names = [c.name for c in doctor.run_checks(config)]
+    start = names.index("libvirt-engine")
+    assert names[start:start + 3] == ["libvirt-engine", "image vm", "kvm"]
+    assert names[start + 3] in ("qemu-user", "qemu-traversal")
+    assert names.count("metadata-port") == 2 and "cgroups" not in names
+    docker = make_config(SETTINGS + DOCKER)
+    lines = doctor.run_checks(docker)
+    assert "cgroups" in by_name(lines) and "metadata-port" not in by_name(lines)
+    engine = by_name(lines)["docker-engine"]
+    if engine.status == checks.FAIL and "python3-docker" not in engine.fix:
+        assert engine.fix == dockerchecks.ENGINE_FIX
+        assert by_name(lines)["image box"].detail == "not checked: the engine is not usable"

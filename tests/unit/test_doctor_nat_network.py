@@ -8,8 +8,8 @@ import types
 import xml.etree.ElementTree as ET
 
 from vac.backends.libvirt import network as vmnetwork
-from vac.ops import backendchecks
-from vac.ops.checks import Check
+from vac.backends.checks import Check
+from vac.backends.libvirt import checks as libvirtchecks
 
 
 class FakeNet:
@@ -35,7 +35,7 @@ def doctor_line(monkeypatch, xml: str) -> Check:
     monkeypatch.setitem(sys.modules, "libvirt", fake)
     settings = types.SimpleNamespace(libvirt_uri="qemu:///system", factory_name="f1.example.com",
                                      forward_dev=None, fix_networking=True)
-    return backendchecks.nat_network(settings)
+    return libvirtchecks.nat_network(settings)
 
 
 def test_a_network_as_vac_defines_it_is_ok(monkeypatch):

@@ -15,8 +15,10 @@ import tempfile
 import pytest
 
 from vac import cli
+from vac.backends.apptainer import checks as apptainerchecks
+from vac.backends.libvirt import checks as libvirtchecks
 from vac.host import access
-from vac.ops import backendchecks, checks, doctor
+from vac.ops import checks, doctor
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -90,8 +92,8 @@ def test_port_in_use_by_another_program_fails_and_by_vacd_passes():
 def test_subordinate_ids_are_counted_by_name_or_uid(tmp_path):
     sub = tmp_path / "subuid"
     sub.write_text("other:100000:65536\nvacsngly:200000:1000\n995:300000:24\nbroken\n")
-    assert backendchecks._sub_ids(str(sub), "vacsngly", 995) == 1024
-    assert backendchecks._sub_ids(str(sub), "nobody", 65534) == 0
+    assert apptainerchecks.sub_ids(str(sub), "vacsngly", 995) == 1024
+    assert apptainerchecks.sub_ids(str(sub), "nobody", 65534) == 0
 
 
 def test_clock_before_2025_fails():
@@ -131,7 +133,7 @@ def test_a_crashing_check_is_a_line_and_the_others_still_run(tmp_path, monkeypat
 
 
 def test_kvm_missing_is_a_warning_with_the_emulation_fallback(tmp_path):
-    line = checks.kvm(str(tmp_path / "no-kvm"))[0]
+    line = libvirtchecks.kvm(str(tmp_path / "no-kvm"))[0]
     assert line.status == checks.WARN
     assert "QEMU's emulation (TCG)" in line.detail and "nested virtualisation" in line.fix
 
@@ -144,10 +146,7 @@ def test_kvm_missing_fails_when_kvm_is_required(tmp_path, make_config, monkeypat
         vacquery_port = 19255
         vacquery_address = 127.0.0.1
         """)
-    real = checks.kvm
-    monkeypatch.setattr(checks, "kvm", lambda: real(str(tmp_path / "no-kvm")))
-    monkeypatch.setattr(backendchecks, "for_backend", lambda n, m, s, extra: extra)
-    lines = doctor._backend("libvirt", [], config.settings)
+    lines = libvirtchecks.required_kvm(config.settings, str(tmp_path / "no-kvm"))
     assert lines[0].status == checks.FAIL
     assert "libvirt_virt_type = kvm" in lines[0].detail
 

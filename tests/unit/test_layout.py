@@ -8,7 +8,7 @@ import ast
 import os
 from typing import Dict, List, Set
 
-from conftest import REPO
+from testbed import REPO
 
 PACKAGE = os.path.join(REPO, "vac")
 # How a path to the folder beside the clone was spelt (built here, so this file has none).
@@ -193,3 +193,34 @@ def test_no_module_is_over_500_lines():
                 if lines > 500:
                     long[os.path.relpath(path, REPO)] = lines
     assert long == {}
+
+
+BACKEND_LIBRARIES = ("docker", "libvirt", "podman", "spython")
+
+
+def _library_imports(path: str) -> Set[str]:
+    """The backend libraries a file imports anywhere in it (top level or inside functions)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n.split(".")[0] for n in names} & set(BACKEND_LIBRARIES)
+
+
+def test_no_backend_library_is_imported_outside_the_backends():
+    """Only the backend wings know which library talks to their engine: a module elsewhere
+    (vac doctor, vacd) asks a backend through the registry and the contract instead."""
+    inside = os.path.join(PACKAGE, "backends") + os.sep
+    found = {os.path.relpath(p, REPO): sorted(_library_imports(p))
+             for p in _modules().values() if not p.startswith(inside)}
+    assert {path: libs for path, libs in found.items() if libs} == {}
+
+
+def test_the_library_check_sees_imports_inside_functions(tmp_path):
+    lazy = tmp_path / "lazy.py"
+    lazy.write_text("def f():\n    import docker.errors\n    from libvirt import open\n")
+    assert _library_imports(str(lazy)) == {"docker", "libvirt"}

@@ -158,15 +158,16 @@ def test_removal_waits_for_conmon_to_leave_its_cgroup(tmp_path):
 
 
 def test_doctor_says_podman_oom_kills_are_not_seen_on_cgroup_v1():
-    from vac.ops import backendchecks
+    from vac.backends.podman.checks import podman_oom
     from vac.ops.checks import OK, WARN
 
-    v1 = backendchecks.podman_oom(1)
+    v1 = podman_oom(1)
     assert v1.name == "podman-oom" and v1.status == WARN and "not seen" in v1.detail
-    assert backendchecks.podman_oom(2).status == OK
+    assert podman_oom(2).status == OK
 
 
 def test_doctor_asks_podman_for_images_at_podman_url(make_config):
+    from vac.backends.podman import checks as podmanchecks
     from vac.ops import backendchecks
     from vac.ops.checks import FAIL
 
@@ -184,7 +185,7 @@ def test_doctor_asks_podman_for_images_at_podman_url(make_config):
     assert lines[0].name == "podman-engine" and lines[0].status == FAIL
     assert "Podman API not reachable at unix:///nonexistent/vac-doctor/podman.sock" in \
         lines[0].detail
-    assert lines[0].fix == backendchecks.ENGINE_FIXES["podman"]
+    assert lines[0].fix == podmanchecks.ENGINE_FIX
     assert [c.name for c in lines[1:]] == ["image p", "podman-oom"]
 
 

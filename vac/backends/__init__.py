@@ -1,9 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The backend registry: machine model -> backend class, imported only when asked for."""
+"""The backend registry: machine model -> backend class, imported only when asked for; and
+each backend's `vac doctor` checks (its wing's `checks` module, a BackendChecks subclass)."""
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Type
+from typing import TYPE_CHECKING, Dict, Type
+
+if TYPE_CHECKING:
+    from vac.backends.checks import BackendChecks
+    from vac.config.model import Settings
 
 from vac.config import models
 from vac.errors import BackendUnavailable
@@ -17,6 +22,11 @@ BACKENDS = {
     "apptainer": ("vac.backends.apptainer.backend", "ApptainerBackend", "spython"),
     "fake": ("vac.backends.fake", "FakeBackend", ""),
 }
+
+# backend name -> the module whose CHECKS class says what `vac doctor` asks of it beyond its
+# probe (a backend not listed has nothing to add)
+CHECKS = {name: f"vac.backends.{name}.checks" for name in ("libvirt", "docker", "podman",
+                                                            "apptainer")}
 
 MODEL_BACKENDS = models.backends()     # machine_model -> backend name (vac.config.models)
 
@@ -48,3 +58,13 @@ def get_backend_class(name: str) -> Type:
         raise BackendUnavailable(name, f"cannot import {e.name or e}: install {package}") from e
     _loaded[name] = getattr(module, class_name)
     return _loaded[name]
+
+
+def backend_checks(name: str, settings: Settings) -> BackendChecks:
+    """What `vac doctor` asks of a backend beside its probe (images, networks, users, the ports
+    of its host services). Importing a checks module never imports the backend's library."""
+    if name not in CHECKS:
+        from vac.backends.checks import BackendChecks
+
+        return BackendChecks(name, settings)
+    return importlib.import_module(CHECKS[name]).CHECKS(name, settings)

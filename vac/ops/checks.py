@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""`vac doctor`'s checks of the host itself: the state directory (writable, free disk, and
-traversable by the QEMU user), the clock, /dev/kvm, cgroups, ports, and vacd's lock.
+"""`vac doctor`'s checks of the host itself: the state directory (writable, free disk), the
+clock, cgroups, ports, and vacd's lock. (The VMs' /dev/kvm and QEMU user are the libvirt
+backend's own checks; the Check line is vac.backends.checks', so that backends return it too.)
 
 Each check returns Check lines; none raises. A line says what was found and, when it is not
 ok, what to do. `fail` lines are what makes machines fail; `warn` lines work but cost something.
@@ -8,41 +9,20 @@ ok, what to do. `fail` lines are what makes machines fail; `warn` lines work but
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
+from vac.backends.checks import FAIL, OK, WARN, Check
 from vac.config.model import Settings
-from vac.host import access, cgroupmachine, cgroups
+from vac.host import cgroupmachine, cgroups
 from vac.ops import lock
 
-OK, WARN, FAIL = "ok", "warn", "FAIL"
 MIN_FREE_BYTES = 5 * 1000 ** 3
 WARN_FREE_BYTES = 20 * 1000 ** 3
-KVM_GET_API_VERSION = 0xAE00
-KVM_CREATE_VM = 0xAE01
 TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised
 EARLIEST_SANE_TIME = 1735689600  # 2025-01-01: a clock before this has not been set
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of `vac doctor`: name, ok/warn/FAIL, what was found, what to do."""
-
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
-
-    def line(self) -> str:
-        text = f"{self.status:4} {self.name}: {self.detail}"
-        return f"{text}; fix: {self.fix}" if self.fix else text
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def state_dir(settings: Settings) -> List[Check]:
@@ -67,25 +47,6 @@ def state_dir(settings: Settings) -> List[Check]:
         return [Check("state-disk", WARN, found + " (VM disks and images need more)",
                       f"free space on the filesystem of {path}")]
     return [Check("state-disk", OK, found)]
-
-
-def qemu_traversal(settings: Settings, extra: Sequence[str] = (),
-                   conf_path: str = access.QEMU_CONF) -> List[Check]:
-    """Can the QEMU user reach the VM disks under the state directory (and the images)?"""
-    user = access.qemu_user(conf_path)
-    if user is None:
-        return [Check("qemu-user", WARN, f"no QEMU user found ({conf_path}: user, or "
-                      f"{' / '.join(access.QEMU_USERS)})", "install libvirt-daemon-driver-qemu")]
-    paths = [settings.state_dir, os.path.join(settings.state_dir, "machines"),
-             os.path.join(settings.state_dir, "tmp"), *extra]
-    found = access.barrier_for(user, paths)
-    if found is not None:
-        path, why = found
-        detail, fix = why.split("; fix: ", 1)
-        return [Check("qemu-traversal", FAIL, f"{detail}, so every VM creation fails with "
-                      f"QEMU's \"Permission denied\" on its disk under {path}", fix)]
-    return [Check("qemu-traversal", OK, f"the QEMU user {user.pw_name} can reach "
-                  f"{settings.state_dir} and the VM images")]
 
 
 def clock(now: Optional[float] = None) -> List[Check]:
@@ -113,27 +74,6 @@ def _adjtimex_synced() -> Optional[bool]:
     except (OSError, AttributeError):
         return None
     return None if state < 0 else state != TIME_ERROR
-
-
-def kvm(path: str = "/dev/kvm") -> List[Check]:
-    """Is /dev/kvm usable (a VM can be created), else QEMU's emulation is the fallback."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as e:
-        return [Check("kvm", WARN, f"{path}: {e.strerror}: VMs will run under QEMU's "
-                      "emulation (TCG), many times slower",
-                      "enable virtualisation in the firmware (or nested virtualisation on the "
-                      "hypervisor) and load kvm_intel or kvm_amd")]
-    try:
-        version = fcntl.ioctl(fd, KVM_GET_API_VERSION)
-        vm_fd = fcntl.ioctl(fd, KVM_CREATE_VM, 0)
-        os.close(vm_fd)
-    except OSError as e:
-        return [Check("kvm", WARN, f"{path} opens but cannot create a VM ({e.strerror}): "
-                      "VMs will run under QEMU's emulation", "enable nested virtualisation")]
-    finally:
-        os.close(fd)
-    return [Check("kvm", OK, f"{path} usable (KVM API {version})")]
 
 
 def cgroup_setup(proc_root: str = "/proc") -> List[Check]:

@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from vac import optional
 from vac.config import hostcheck, load, pipes
 from vac.config.load import config_files
-from vac.config.model import Config, MachineType, RawConfig, Settings
+from vac.config.model import Config, RawConfig
 from vac.config.unsupported import notes as unsupported_notes
 from vac.errors import ConfigError, ConfigMissing
 from vac.host.facts import HostFacts
@@ -83,12 +83,13 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
     groups.append(("machinetype-fit", lambda: machinetype_fit(config)))
     for mt in config.machinetypes.values():
         groups.append((f"files {mt.name}", lambda mt=mt: filechecks.machinetype_files(mt)))
-    if used.keys() & {"docker", "podman", "apptainer"}:
+    if backendchecks.host_cgroups(used, s):
         groups.append(("cgroups", checks.cgroup_setup))
         groups.append((delegationcheck.NAME, delegationcheck.host_delegation))
     for name in sorted(used):
-        groups.append((f"{name}-engine", lambda name=name: _backend(name, used[name], s)))
-    groups.append(("ports", lambda: _ports(config, holder, "libvirt" in used)))
+        groups.append((f"{name}-engine",
+                       lambda name=name: backendchecks.for_backend(name, used[name], s)))
+    groups.append(("ports", lambda: _ports(config, holder, used)))
     groups.append((namecheck.NAME, lambda: namecheck.own_name(s)))
     groups.append(("pressure", lambda: pressurecheck.host_pressure(s)))
     groups.append(("scratch", lambda: scratchcheck.host_scratch(s, used)))
@@ -111,19 +112,7 @@ def libraries(config: Config) -> List[Check]:
     return [Check(f"library {m.module}", FAIL, m.text(), m.package) for m in missing]
 
 
-def _backend(name: str, machinetypes: List[MachineType], s: Settings) -> List[Check]:
-    extra = []
-    if name == "libvirt":
-        kvm = checks.kvm()
-        if kvm[0].status != OK and s.libvirt_virt_type == "kvm":  # no emulation to fall back to
-            kvm = [Check("kvm", FAIL, kvm[0].detail.split(":", 1)[0] + " is not usable and "
-                         "libvirt_virt_type = kvm", "libvirt_virt_type = auto, or " +
-                         kvm[0].fix)]
-        extra = kvm + checks.qemu_traversal(s, backendchecks.local_image_paths(machinetypes))
-    return backendchecks.for_backend(name, machinetypes, s, extra)
-
-
-def _ports(config: Config, holder: Optional[int], vms: bool) -> List[Check]:
+def _ports(config: Config, holder: Optional[int], used: dict) -> List[Check]:
     """While vacd runs: its listeners answer; else: each port is free to bind."""
     s = config.settings
     if holder:
@@ -137,12 +126,8 @@ def _ports(config: Config, holder: Optional[int], vms: bool) -> List[Check]:
         if s.status_port and s.status_port != s.metrics_port:  # equal: one listener for both
             lines.append(checks.port("status-port", socket.SOCK_STREAM, s.status_address,
                                      s.status_port, holder))
-    if vms:
-        from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT
-
-        lines += [checks.port("metadata-port", socket.SOCK_STREAM, address, DEFAULT_PORT,
-                              holder) for address in DEFAULT_ADDRESSES]
-    return lines
+    return lines + [checks.port(name, socket.SOCK_STREAM, address, number, holder)
+                    for name, address, number in backendchecks.listeners(used, s)]
 
 
 def rejected_lines(e: ConfigError, files: Sequence[str],

@@ -27,6 +27,8 @@ from vac.paths import Paths
 
 UUID = "11111111-2222-4333-8444-555555555503"
 MAX_PUT = 4096
+# A deadline that only ends a wait that would never end (VAC_TEST_DEADLINE seconds, 300).
+GENEROUS = float(os.environ.get("VAC_TEST_DEADLINE", "300"))
 FUZZ = settings(max_examples=600, deadline=None, database=None, derandomize=True,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink],
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -206,18 +208,41 @@ def test_memory_and_threads_stay_bounded_after_the_fuzz(harness):
     assert threading.active_count() <= harness.threads     # no handler thread left behind
 
 
+def _connections_from(server, peer: str) -> int:
+    """How many connections from `peer` the server counts now (its per-peer bound)."""
+    with server._peers_lock:
+        return server._peers.get(peer, 0)
+
+
+def _until_no_connections_from(server, peer: str) -> None:
+    """Wait (generous deadline) until the server counts no connection from `peer`."""
+    deadline = time.monotonic() + GENEROUS
+    while _connections_from(server, peer) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _connections_from(server, peer) == 0, "handler threads of earlier requests linger"
+
+
 def test_slow_partial_requests_do_not_block_other_requests(harness):
     """Blocked, a request would wait for a slow one's handler timeout; the bound is what an
-    answer takes on this machine right now (measured just before), well below that timeout."""
+    answer takes on this machine right now (measured just before), well below that timeout.
+
+    The server counts a connection against its peer until the connection's handler thread
+    ends, which is just after the client has read the answer: the GET of check_alive can still
+    be counted when its PUT arrives. So the test first waits until the server counts no
+    connection from 127.0.0.1 (earlier tests' handlers have ended), then holds
+    MAX_CONNECTIONS_PER_PEER - 2 slow requests: check_alive's PUT still finds room with its GET's
+    thread lingering, and a server that made it wait for the slow ones would still be caught."""
     handler_timeout = harness.server.RequestHandlerClass.timeout
+    _until_no_connections_from(harness.server, "127.0.0.1")
     started = time.monotonic()
     harness.check_alive()
     bound = max(2.0, 5 * (time.monotonic() - started))
     assert bound < handler_timeout / 2, f"an answer takes {bound / 5:.1f} s here: too slow " \
                                         f"to tell waiting from not waiting"
+    _until_no_connections_from(harness.server, "127.0.0.1")
     held = []
     try:
-        for _ in range(metadata.MAX_CONNECTIONS_PER_PEER - 1):
+        for _ in range(metadata.MAX_CONNECTIONS_PER_PEER - 2):
             s = socket.create_connection(("127.0.0.1", harness.port), timeout=5)
             s.sendall(b"PUT /joboutputs/slow HTTP/1.1\r\nContent-Length: 100\r\n\r\npart")
             held.append(s)

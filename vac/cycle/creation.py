@@ -18,7 +18,7 @@ from vac.backends.base import Backend, MachineSpec
 from vac.config.model import MachineType, Settings
 from vac.errors import VacError
 from vac.faults import crash_point
-from vac.machine import mjf, userdata
+from vac.machine import mjf, stamped, userdata
 from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 from vac.machine.slots import Slot
 
@@ -33,8 +33,11 @@ class Created:
 
 def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, processors: int,
                    shutdown_time: int, backend: Backend, now: float,
-                   fetcher: Optional[Callable] = None) -> Created:
+                   fetcher: Optional[Callable] = None,
+                   clock: Optional[Callable[[], float]] = None) -> Created:
     """Prepare the machine directory and start the machine.
+
+    `clock` stamps `started` and the first heartbeat when they are written (None: `now`).
 
     Raises:
         VacError: any step failed; the error is in joboutputs/shutdown_message ("700 Vac:
@@ -63,9 +66,11 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
     # jobfeatures/job_id stays the UUID of the MJF and user_data (##user_data_uuid##): the
     # machine may have read it already. The backend's own id is in its backend record.
     crash_point("create:after-backend")
-    directory.write("started", str(int(now)), mtime=now)
+    # Stamped when they are written, after the engine call, as the original's ctime reads
+    # them: with the factory's wall clock, the second each file lands in (vac.machine.stamped).
+    directory.write_started(now if clock is None else stamped.now_for(clock))
     crash_point("create:after-started")
-    directory.write_first_heartbeat(now)
+    directory.write_first_heartbeat(now if clock is None else stamped.now_for(clock))
     return Created(directory, backend_id)
 
 

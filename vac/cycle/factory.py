@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from vac import fsutil, planfile
+from vac import planfile
 from vac.accounting import percycle
 from vac.backends import backend_for_model
 from vac.config.model import Config, MachineType
@@ -54,7 +54,7 @@ from vac.cycle.record import Recorder
 from vac.cycle.report import CycleReport, acted, log_failures, merge
 from vac.errors import VacError
 from vac.host import facts
-from vac.machine import mjf
+from vac.machine import mjf, stamped
 from vac.machine.directory import MachineDir
 from vac.machine.slots import Slot, make_slots
 from vac.paths import Paths
@@ -127,7 +127,7 @@ class Factory:
         paths = config.settings.paths
         paths.ensure()
         now = self.clock()
-        fsutil.atomic_write(paths.factory_heartbeat, str(int(now)), mtime=now)
+        stamped.write(paths.factory_heartbeat, str, stamped.now_for(self.clock))
         self.pool.start_cycle()
         slots = make_slots(config.settings.factory_name, config.settings.host_processors)
         if not loaded.own:   # from the state directory alone: only the slots it records
@@ -315,7 +315,8 @@ class Factory:
         for beat in plan.heartbeats:
             if beat.name in seen.directories and beat.name not in seen.unmanaged:
                 self._guarded(report, beat.name, "heartbeat",
-                              seen.directories[beat.name].write_heartbeat, beat.cpu_seconds, now)
+                              seen.directories[beat.name].write_heartbeat, beat.cpu_seconds,
+                              stamped.now_for(self.clock))   # when written, not the cycle's start
         for lower in plan.lower_shutdown:
             if lower.name in seen.directories:
                 self._guarded(report, lower.name, "lowering shutdown time",
@@ -338,7 +339,8 @@ class Factory:
         except VacError:
             backend = None
         done = finish_machine(config.settings.paths, directory,
-                              config.machinetypes.get(directory.machinetype), backend, now, ending)
+                              config.machinetypes.get(directory.machinetype), backend, now,
+                              ending, clock=self.clock)
         report.finished.append(name)
         if done.destroy_error is not None:
             self._machine_failed(report, name, "destroy", done.destroy_error)
@@ -400,7 +402,8 @@ class Factory:
             if config.settings.shutdown_time is not None:
                 shutdown_time = min(shutdown_time, config.settings.shutdown_time)
             created = create_machine(config.settings, machinetype, slot, action.processors,
-                                     shutdown_time, backend, now, fetcher=self.fetcher)
+                                     shutdown_time, backend, now, fetcher=self.fetcher,
+                                     clock=self.clock)
         except VacError as e:
             self._creation_failed(config, machinetype, slot, str(e), backend, now, report)
             return

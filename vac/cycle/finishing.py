@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from vac import fsutil
 from vac.accounting import records as accounting
@@ -16,6 +16,7 @@ from vac.backends.base import Backend, MachineStatus
 from vac.config.model import MachineType
 from vac.errors import BackendError
 from vac.faults import crash_point
+from vac.machine import stamped
 from vac.machine.directory import MachineDir
 from vac.machine.finishes import update_finishes
 from vac.machine.outcome import outcome_message
@@ -43,7 +44,8 @@ class Finished:
 
 def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
                    backend: Optional[Backend], now: float,
-                   ending: Optional[Ending] = None) -> Finished:
+                   ending: Optional[Ending] = None,
+                   clock: Optional[Callable[[], float]] = None) -> Finished:
     """Collect, record, then destroy once.
 
     A machine the factory ends is first asked to stop (libvirt: an ACPI shutdown), so that
@@ -53,6 +55,7 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
     message, accounting mark, `finished`, finishes/) is on disk before the destroy, so a vacd
     killed after it leaves nothing unrecorded; a machine left running by a kill or a failed
     destroy is finished on disk, and the zombie killer removes it in the next cycle.
+    `clock` stamps the last heartbeat when it is written (vac.machine.stamped; None: `now`).
     """
     if ending is not None and backend is not None:
         _stop(backend, directory)
@@ -62,7 +65,7 @@ def finish_machine(paths: Paths, directory: MachineDir, machinetype: Optional[Ma
         if ending.message:  # after collect: an OOM kill it found is the truer message
             directory.write_shutdown_message_if_none(ending.message, when=now)
         crash_point("destroy:after-message")
-    _record(paths, directory, machinetype, final, now)
+    _record(paths, directory, machinetype, final, now, clock)
     error = _destroy(backend, directory, ending)
     if ending is not None and error is None:
         crash_point("destroy:after-backend")
@@ -87,11 +90,13 @@ def _collect(backend: Optional[Backend], directory: MachineDir) -> Optional[Mach
 
 
 def _record(paths: Paths, directory: MachineDir, machinetype: Optional[MachineType],
-            final: Optional[MachineStatus], now: float) -> None:
+            final: Optional[MachineStatus], now: float,
+            clock: Optional[Callable[[], float]] = None) -> None:
     """Heartbeat, outcome message, accounting mark, `finished`, finishes/<machinetype>."""
     started = directory.started
     if started is not None and final is not None and final.cpu_seconds > directory.cpu_seconds:
-        directory.write_heartbeat(final.cpu_seconds, now)
+        directory.write_heartbeat(final.cpu_seconds,
+                                  now if clock is None else stamped.now_for(clock))
     refusal = directory.shutdown_message_refusal()
     if refusal is not None:
         message = directory.replace_refused_shutdown_message(refusal, now)

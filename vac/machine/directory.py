@@ -8,8 +8,9 @@
 
 Only the factory writes here; the responder and metadata service only read. Everything under
 joboutputs/ is written by the guest and is read with size bounds and without following links.
-Times that the original took from ctime are taken from mtime, which we set explicitly, so an
-injected clock works in tests.
+Times that the original took from ctime (`started`, `heartbeat`) are taken from the time
+written in the file or from its mtime; vac.machine.stamped writes them so that all three name
+one second, and keeps an injected clock's time in tests.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from vac import fsutil
 from vac.errors import StateError
 from vac.faults import crash_point
-from vac.machine import heartbeat, removal
+from vac.machine import heartbeat, removal, stamped
 from vac.paths import Paths
 
 SHUTDOWN_MESSAGE_LIMIT = 4096
@@ -181,14 +182,22 @@ class MachineDir:
         """(CPU seconds, CPU %) of the heartbeat file (vac.machine.heartbeat)."""
         return heartbeat.parse(self.read(heartbeat.NAME, heartbeat.READ_LIMIT))
 
-    def write_heartbeat(self, cpu_seconds: float, now: float) -> None:
-        """Rewrite the heartbeat with these CPU seconds and the CPU % since the last one."""
-        self.write(heartbeat.NAME, heartbeat.line(cpu_seconds, self.cpu_seconds,
-                                                  self.heartbeat_time, now), mtime=now)
+    def write_heartbeat(self, cpu_seconds: float, now: Optional[float] = None) -> float:
+        """Rewrite the heartbeat with these CPU seconds and the CPU % since the last one;
+        return its time. `now`: an injected time, else None: the second the file lands in,
+        its mtime and ctime agreeing (vac.machine.stamped)."""
+        previous_cpu, previous_time = self.cpu_seconds, self.heartbeat_time
+        return stamped.write(self.file(heartbeat.NAME), lambda second: heartbeat.line(
+            cpu_seconds, previous_cpu, previous_time, second if now is None else now), now)
 
-    def write_first_heartbeat(self, when: Optional[float] = None) -> None:
-        """The heartbeat of a machine that starts (created, or adopted after a crash)."""
-        self.write(heartbeat.NAME, heartbeat.FIRST, mtime=when)
+    def write_first_heartbeat(self, when: Optional[float] = None) -> float:
+        """The heartbeat of a machine that starts (created, or adopted after a crash);
+        `when` as write_heartbeat's `now`."""
+        return stamped.write(self.file(heartbeat.NAME), lambda second: heartbeat.FIRST, when)
+
+    def write_started(self, when: Optional[float] = None) -> float:
+        """`started`, holding its time; `when` as write_heartbeat's `now`."""
+        return stamped.write(self.file("started"), str, when)
 
     @property
     def processors(self) -> int:

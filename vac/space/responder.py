@@ -20,8 +20,9 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from vac import __version__, fsutil
+from vac import __version__
 from vac.config.model import Config
+from vac.machine import stamped
 from vac.space import client
 from vac.space import messages as m
 from vac.space import replies
@@ -121,13 +122,12 @@ class Responder:
             self.handle(config, data, sender)
 
     def _heartbeat(self, config: Config) -> None:
-        now, tick = self.clock(), time.monotonic()
+        tick = time.monotonic()
         if tick - self._last_beat >= HEARTBEAT_INTERVAL:
             self._last_beat = tick
-            try:
-                fsutil.atomic_write(os.path.join(config.settings.state_dir,
-                                                 "responder-heartbeat"), str(int(now)),
-                                    mtime=now)
+            try:   # its time, mtime and ctime (which the original reads) name one second
+                stamped.write(os.path.join(config.settings.state_dir, "responder-heartbeat"),
+                              str, stamped.now_for(self.clock))
             except OSError as e:   # no state directory yet: the factory makes it
                 self._drop(f"responder-heartbeat not written: {e}")
 

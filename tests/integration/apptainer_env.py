@@ -10,7 +10,7 @@ import os
 import pwd
 from typing import Iterable
 
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.host import cgroupmachine
 

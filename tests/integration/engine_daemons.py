@@ -14,7 +14,7 @@ import subprocess
 import time
 from typing import Callable, Dict, List, Sequence
 
-from conftest import REPO
+from testbed import REPO
 
 SKIP_REASON = ("really stops and restarts the shared Docker and libvirt engines: runs only "
                "with CI=true or VAC_TEST_RESTART_ENGINES=1")

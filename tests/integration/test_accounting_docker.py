@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 from dirq.QueueSimple import QueueSimple
-from test_docker_backend import IMAGE, sdk, wait_until
-from test_docker_cycle import engine_ready
+from docker_engine import IMAGE, engine_ready, sdk
 from vacd_process import start_vacd, stop
+from waiting import wait_until
 
 from vac import cli, faults
 from vac.accounting import apel, store

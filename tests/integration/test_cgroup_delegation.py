@@ -16,12 +16,11 @@ from __future__ import annotations
 import os
 import time
 
+import apptainer_backend_env as ap
+import docker_backend_env as dk
 import pytest
-import test_apptainer_backend as ap
-import test_docker_backend as dk
 from apptainer_env import require_root, require_usable
-from conftest import require_engine
-from test_docker_backend import cleanup_module, make_backend  # noqa: F401 (fixtures)
+from testbed import require_engine
 from waiting import GENEROUS, wait_until
 
 from vac.host import cgroups
@@ -135,7 +134,7 @@ n=0; until grep -q ' /sys/fs/cgroup rw,' /proc/self/mountinfo; do n=$((n+1)); \
 
 
 def test_docker_payload_subdivides_its_slot_and_cannot_raise_or_escape_it(
-        paths, make_backend):  # noqa: F811 (the fixture imported above)
+        paths, make_backend):
     need_v2()
     backend = make_backend(mb=256)
     probe = backend.probe()

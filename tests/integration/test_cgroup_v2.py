@@ -26,7 +26,7 @@ from typing import Callable, List
 
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_usable
-from conftest import require_engine
+from testbed import require_engine
 from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, require_engine
+from testbed import REPO, require_engine
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

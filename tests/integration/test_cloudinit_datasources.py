@@ -16,7 +16,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.backends.libvirt import metadata
 from vac.machine.directory import MachineDir, SlotRecord, write_slot_record

@@ -18,7 +18,8 @@ import time
 from typing import List
 
 import pytest
-from test_docker_cycle import DockerFactory, engine_ready
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory, machine_dirs
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import GENEROUS, wait_until, wait_while_alive
 
@@ -26,7 +27,7 @@ from vac import faults
 from vac.backends.docker import cgroupparent
 from vac.backends.docker.backend import CRASH_BEFORE_PARENT_REMOVAL, CRASH_BEFORE_RECORD
 from vac.host.cgroups import Cgroups, host_path
-from vac.machine.directory import MachineDir, read_slot_record
+from vac.machine.directory import read_slot_record
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -43,12 +44,6 @@ def dock(tmp_path, make_config):
     world = DockerFactory(tmp_path, make_config)
     yield world
     world.remove_all()
-
-
-def machine_dirs(world: DockerFactory) -> List[MachineDir]:
-    machines = world.load().settings.paths.machines
-    return [MachineDir(os.path.join(machines, n)) for n in sorted(os.listdir(machines))
-            if not n.startswith(".")]
 
 
 def check_no_slot_has_two_live_machines(world: DockerFactory) -> None:

@@ -5,47 +5,25 @@ adoption, ownership by label, and an engine that goes away mid-run."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
 import time
-import uuid
-from typing import List, Optional
 
 import pytest
-from conftest import require_engine
+from docker_backend_env import FACTORY, SPACE, make_machine
+from docker_engine import IMAGE, sdk
+from socket_proxy import SocketProxy
+from testbed import require_engine
 from waiting import GENEROUS, Stopwatch, wait_until
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker import cgroupparent
 from vac.backends.docker.backend import DockerBackend
 from vac.errors import BackendError, BackendUnavailable
-from vac.machine import mjf
-from vac.machine.directory import MachineDir, MachineState, SlotRecord, write_slot_record
-from vac.machine.slots import Slot, machine_name
+from vac.machine.directory import MachineState
+from vac.machine.slots import machine_name
 
-pytestmark = [pytest.mark.docker]
-
-IMAGE = "vac-test/busybox:1"
-ENGINE = "unix:///var/run/docker.sock"
-FACTORY = f"dk{uuid.uuid4().hex[:8]}.example.com"   # this run's containers only
-SPACE = "space.example.com"
-
-CONF = """
-[settings]
-vac_space = {space}
-factory_name = {factory}
-mb_per_processor = {mb}
-docker_url = {url}
-backend_timeout_seconds = {timeout}
-
-[machinetype dock]
-machine_model = docker
-root_image = docker://{image}
-target_share = 1
-tmp_binds = /scratch
-docker_pids_limit = 123
-{extra}
-"""
+# docker_backend_cleanup: every test here (as make_backend does for any module) removes, at
+# the module's end, the containers of this run's DockerBackend factory that are left.
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("docker_backend_cleanup")]
 
 PAYLOAD = r"""#!/bin/sh
 cd "$JOBOUTPUTS"
@@ -65,53 +43,6 @@ exit 3
 """
 
 
-def config_text(mb: int = 64, url: str = ENGINE, timeout: float = 20, extra: str = "",
-                image: str = IMAGE) -> str:
-    return CONF.format(space=SPACE, factory=FACTORY, mb=mb, url=url, timeout=timeout,
-                       extra=extra, image=image)
-
-
-
-
-def sdk():
-    import docker
-    return docker.APIClient(base_url=ENGINE, timeout=30)
-
-
-def remove_ours() -> None:
-    api = sdk()
-    for c in api.containers(all=True, filters={"label": f"vac.factory={FACTORY}"}):
-        api.remove_container(c["Id"], force=True)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def cleanup_module():
-    yield
-    try:
-        remove_ours()
-    except Exception:  # engine gone: nothing we can clean
-        pass
-
-
-@pytest.fixture
-def make_backend(make_config):
-    made: List[DockerBackend] = []
-
-    def make(**kw) -> DockerBackend:
-        config = make_config(config_text(**kw))
-        backend = DockerBackend(config.settings)
-        backend.config = config
-        made.append(backend)
-        return backend
-
-    yield make
-    live = made[0] if made else None
-    if live is not None and live.probe().available:
-        for m in DockerBackend(live.settings).list_machines():
-            DockerBackend(live.settings).destroy(m.name, None)
-        remove_ours()
-
-
 @pytest.fixture
 def backend(make_backend) -> DockerBackend:
     b = make_backend()
@@ -129,26 +60,6 @@ def _image_present() -> bool:
         return True
     except docker.errors.ImageNotFound:
         return False
-
-
-def make_machine(paths, backend: DockerBackend, ordinal: int, payload: Optional[str],
-                 processors: int = 1, created: Optional[int] = None) -> MachineSpec:
-    """A machine directory as the factory makes it: slot record, MJF, user_data."""
-    settings = backend.config.settings
-    mt = backend.config.machinetypes["dock"]
-    name = machine_name(settings.factory_name, ordinal)
-    created = created or int(time.time())
-    write_slot_record(paths, name, SlotRecord(created, mt.name, mt.machine_model))
-    directory = MachineDir.create(paths, created, mt.name, name)
-    mjf.write_mjf(directory, mjf.MjfContext(settings=settings, machinetype=mt,
-                                            processors=processors, shutdown_time=created + 600,
-                                            now=created, job_id=None))
-    if payload is not None:
-        directory.write("user_data", payload, mode=0o644)
-    return MachineSpec(name=name, machinetype=mt, settings=settings, slot=Slot(ordinal, name),
-                       processors=processors, memory_mb=settings.mb_per_processor * processors,
-                       created=created, shutdown_time=created + 600, uuid=str(uuid.uuid4()),
-                       directory=directory)
 
 
 def finished(backend: DockerBackend, spec: MachineSpec, timeout: float = GENEROUS):
@@ -363,69 +274,6 @@ def test_cvmfs_repositories_are_bound_read_only(paths, make_backend, tmp_path):
 
 
 # The engine going away (last in this file) ----------------------------------------------------
-
-class SocketProxy:
-    """A UNIX socket in front of the engine's: stop() is the engine vanishing for every client
-    of the proxy (socket gone, connections cut), hang() an engine that accepts and never
-    answers. The shared dockerd itself is never stopped."""
-
-    def __init__(self, path: str, target: str = "/var/run/docker.sock"):
-        self.path, self.target = path, target
-        self.hanging = False
-        self.conns: List[socket.socket] = []
-        self.listener: Optional[socket.socket] = None
-
-    def start(self) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def stop(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
-        if os.path.exists(self.path):
-            os.unlink(self.path)
-        for c in self.conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        self.conns = []
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            self.conns.append(client)
-            if self.hanging:
-                continue
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            upstream.connect(self.target)
-            self.conns.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            try:
-                dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
 
 def test_engine_going_away_mid_run_is_unavailable_not_a_crash(paths, backend, make_backend,
                                                               tmp_path):

@@ -9,60 +9,25 @@ every container a test makes is removed by label (or id) in its teardown.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import signal
 import time
-import uuid
-from typing import Dict, List
+from typing import Dict
 
 import pytest
-from conftest import require_engine
-from test_docker_backend import (  # the engine-vanishing proxy and the waiting, reused
-    ENGINE,
-    IMAGE,
-    SocketProxy,
-    sdk,
-    wait_until,
-)
+from docker_engine import IMAGE, engine_ready, gone, inspect, sdk
+from dockerfactory import MT, SPACE, DockerFactory, all_exited
+from socket_proxy import SocketProxy
 from vacd_process import cycles_logged, start_vacd, stop
+from waiting import wait_until
 
 from vac.backends.docker import cgroupparent
-from vac.backends.docker.backend import DockerBackend
-from vac.cycle.factory import CycleReport, Factory
 from vac.host.cgroups import Cgroups
-from vac.machine.directory import MachineDir
 from vac.machine.finishes import last_outcome
-from vac.machine.slots import machine_name
 
 pytestmark = [pytest.mark.docker]
-
-SPACE = "cycle.example.com"
-MT = "dock"
-
-CONF = """
-[settings]
-vac_space = {space}
-factory_name = {factory}
-state_dir = {state}
-host_processors = {slots}
-overload_per_processor = 1000
-mb_per_processor = {mb}
-docker_url = {url}
-backend_timeout_seconds = {timeout}
-{extra_settings}
-
-[machinetype {mt}]
-machine_model = docker
-root_image = docker://{image}
-user_data = {user_data}
-target_share = 1
-docker_pids_limit = 200
-backoff_seconds = 600
-{extra_mt}
-"""
 
 # Copies what the machine sees into joboutputs, then runs on.
 MJF_PAYLOAD = r"""#!/bin/sh
@@ -88,107 +53,12 @@ SLEEP_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
 OOM_MESSAGE = "700 Vac: container killed by the OOM killer (memory limit 16 MiB)"
 
 
-def engine_ready() -> None:
-    """require_engine("docker"), and the local image must be there."""
-    try:
-        import docker
-        api = sdk()
-        api.version()
-    except Exception as e:  # any failure means: no engine here
-        require_engine("docker", False, f"{type(e).__name__}: {e}")
-        return
-    try:
-        api.inspect_image(IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.fail(f"image {IMAGE} missing: run scripts/ci/setup-docker.sh")
-
-
-class DockerFactory:
-    """One factory of its own on the real engine, driven cycle by cycle."""
-
-    def __init__(self, tmp_path, make_config):
-        self.tmp_path = tmp_path
-        self.make_config = make_config
-        self.name = f"dc{uuid.uuid4().hex[:8]}.example.com"
-        self.state = str(tmp_path / "state")
-        self.user_data = tmp_path / "user_data"
-        self.text = ""
-        self.factory = Factory(self.load)
-        self.extra_ids: List[str] = []
-
-    def write(self, payload: str, slots: int = 3, mb: int = 64, url: str = ENGINE,
-              timeout: float = 20, extra_settings: str = "", extra_mt: str = "") -> None:
-        self.user_data.write_text(payload)
-        self.text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
-                                mb=mb, url=url, timeout=timeout, extra_settings=extra_settings,
-                                mt=MT, image=IMAGE, user_data=self.user_data,
-                                extra_mt=extra_mt)
-        self.config_file = str(self.load().files[0])
-
-    def load(self):
-        return self.make_config(self.text)
-
-    def cycle(self) -> CycleReport:
-        return self.factory.run_cycle()
-
-    def slot(self, n: int) -> str:
-        return machine_name(self.name, n)
-
-    def slots(self, count: int) -> List[str]:
-        return [self.slot(n) for n in range(count)]
-
-    def dir(self, name: str) -> MachineDir:
-        d = MachineDir.for_slot(self.load().settings.paths, name)
-        assert d is not None, f"{name} has no machine directory"
-        return d
-
-    def containers(self) -> Dict[str, dict]:
-        """This factory's containers on the engine, by container name."""
-        found = sdk().containers(all=True, filters={"label": f"vac.factory={self.name}"})
-        return {c["Names"][0].lstrip("/"): c for c in found}
-
-    def remove_all(self) -> None:
-        """Every container of this test: ours through the backend (it removes their cgroup
-        parents too), then whatever is left by label or id."""
-        if self.text:
-            settings = dataclasses.replace(self.load().settings, docker_url=ENGINE)
-            backend = DockerBackend(settings)
-            for machine in backend.list_machines():
-                backend.destroy(machine.name, None)
-        api = sdk()
-        for c in api.containers(all=True, filters={"label": f"vac.factory={self.name}"}):
-            api.remove_container(c["Id"], force=True)
-        for ident in self.extra_ids:
-            try:
-                api.remove_container(ident, force=True)
-            except Exception:  # already gone
-                pass
-
-
 @pytest.fixture
 def dock(tmp_path, make_config):
     engine_ready()
     world = DockerFactory(tmp_path, make_config)
     yield world
     world.remove_all()
-
-
-def inspect(container_id: str) -> dict:
-    return sdk().inspect_container(container_id)
-
-
-def gone(container_id: str) -> bool:
-    import docker
-    try:
-        sdk().inspect_container(container_id)
-    except docker.errors.NotFound:
-        return True
-    return False
-
-
-def all_exited(world: DockerFactory, count: int) -> bool:
-    found = world.containers()
-    return len(found) == count and all(c["State"] == "exited" for c in found.values())
 
 
 # (a) one cycle fills every slot --------------------------------------------------------------

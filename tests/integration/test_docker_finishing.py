@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_docker_cycle import MT, DockerFactory, engine_ready, gone
+from docker_engine import engine_ready, gone
+from dockerfactory import MT, DockerFactory
 from waiting import wait_until
 
 from vac.cycle.finishing import Ending, finish_machine

@@ -24,8 +24,9 @@ import subprocess
 import uuid
 
 import pytest
-from test_docker_backend import sdk, wait_until
-from test_docker_cycle import MT, DockerFactory, engine_ready, inspect
+from docker_engine import engine_ready, inspect, sdk
+from dockerfactory import MT, DockerFactory
+from waiting import wait_until
 
 from vac.backends.docker.network import mac_per_endpoint
 
@@ -117,7 +118,7 @@ class Macvlan:
 
 
 def require_netns() -> None:
-    from conftest import require_engine
+    from testbed import require_engine
     if os.geteuid() != 0:
         require_engine("network namespaces", False, "needs root")
     probe = f"vac-test-mvprobe{os.getpid()}"

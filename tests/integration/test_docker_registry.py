@@ -29,9 +29,9 @@ import uuid
 from typing import Dict, List
 
 import pytest
-from conftest import require_engine
-from test_docker_backend import ENGINE, IMAGE, sdk, wait_until
-from test_docker_cycle import engine_ready
+from docker_engine import ENGINE, IMAGE, engine_ready, sdk
+from testbed import require_engine
+from waiting import wait_until
 
 from vac import cli
 from vac.machine.directory import MachineDir

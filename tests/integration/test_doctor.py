@@ -16,7 +16,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from conftest import REPO, require_engine
+from testbed import REPO, require_engine
 
 from vac.host import access
 

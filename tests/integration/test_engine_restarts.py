@@ -25,14 +25,14 @@ import tempfile
 import time
 from typing import Dict, List, Tuple
 
-import engine_daemons as engines
 import pytest
-from conftest import require_engine
+import engine_daemons as engines
 from test_docker_backend import sdk
 from test_docker_cycle import MT as DOCKER_MT
 from test_docker_cycle import DockerFactory, engine_ready
 from test_libvirt_cycle import MT as VM_MT
 from test_libvirt_cycle import URI, LibvirtFactory, _engine_problem
+from testbed import require_engine
 
 from waiting import Stopwatch, wait_until
 

@@ -20,8 +20,8 @@ import uuid as uuidlib
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import require_engine
 from libvirt_env import GUEST, guest_problem
+from testbed import require_engine
 from waiting import Stopwatch
 
 from vac.backends.base import MachineSpec

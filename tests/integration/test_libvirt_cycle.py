@@ -31,8 +31,8 @@ import uuid as uuidlib
 from typing import Callable, Dict, List, Optional
 
 import pytest
-from conftest import require_engine
 from libvirt_env import GUEST, guest_problem
+from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import GENEROUS, Stopwatch
 

@@ -11,7 +11,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.backends.libvirt.domainxml import DomainParams, render_domain_xml
 

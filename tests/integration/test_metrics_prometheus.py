@@ -17,10 +17,10 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import require_engine
-from test_docker_backend import IMAGE, sdk, wait_until
-from test_docker_cycle import engine_ready
+from docker_engine import IMAGE, engine_ready, sdk
+from testbed import require_engine
 from vacd_process import start_vacd, stop
+from waiting import wait_until
 
 import vac
 

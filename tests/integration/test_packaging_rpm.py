@@ -15,7 +15,7 @@ import sys
 from typing import Dict, List
 
 import pytest
-from conftest import REPO, require_engine
+from testbed import REPO, require_engine
 
 import vac
 

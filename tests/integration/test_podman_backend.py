@@ -13,7 +13,7 @@ import uuid
 from typing import Dict, List, Optional
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 from waiting import GENEROUS, wait_until
 
 from vac.backends.base import MachineSpec

@@ -11,8 +11,8 @@ import uuid
 from typing import Dict, List
 
 import pytest
-from conftest import require_engine
 from test_podman_backend import ENGINE, IMAGE, parent_dirs, sdk
+from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import wait_until, wait_while_alive
 

@@ -152,7 +152,7 @@ MINIMAL_DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64
 
 @pytest.mark.libvirt
 def test_libvirt_lifecycle_events_report_a_domain_that_stops():
-    from conftest import require_engine
+    from testbed import require_engine
     from libvirt_env import GUEST, guest_problem
 
     problem = guest_problem()

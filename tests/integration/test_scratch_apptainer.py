@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from apptainer_backend_env import CONF, Env
 from apptainer_env import SANDBOX, require_root, require_usable
-from test_apptainer_backend import CONF, Env
 
 from vac.machine import scratch
 from vac.machine.directory import MachineState

@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 from waiting import GENEROUS, wait_until
 
 from vac.backends.base import MachineSpec

@@ -26,8 +26,9 @@ import uuid
 from typing import Dict, List
 
 import pytest
-from conftest import REPO, require_engine
-from test_docker_backend import ENGINE, IMAGE, sdk, wait_until
+from docker_engine import ENGINE, IMAGE, sdk
+from testbed import REPO, require_engine
+from waiting import wait_until
 
 from vac.machine.directory import MachineDir, read_slot_record
 from vac.machine.slots import machine_name

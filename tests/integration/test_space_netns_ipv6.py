@@ -18,9 +18,9 @@ import uuid
 from typing import List
 
 import pytest
-from conftest import require_engine
 from test_docker_backend import sdk, wait_until
 from test_space_netns import DOMAIN, SLOTS, Host, ip, machines, running_hs06
+from testbed import require_engine
 
 pytestmark = [pytest.mark.docker]
 

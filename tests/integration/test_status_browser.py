@@ -21,11 +21,10 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import require_engine
-from test_docker_backend import IMAGE, sdk, wait_until
-from waiting import Stopwatch
-from test_docker_cycle import engine_ready
+from docker_engine import IMAGE, engine_ready, sdk
+from testbed import require_engine
 from vacd_process import start_vacd, stop
+from waiting import Stopwatch, wait_until
 
 pytestmark = [pytest.mark.docker]
 

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_root, require_usable
-from conftest import REPO
+from testbed import REPO
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.config import load

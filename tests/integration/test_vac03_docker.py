@@ -20,10 +20,11 @@ import subprocess
 import time
 
 import pytest
-from test_docker_backend import IMAGE, sdk, wait_until
-from test_docker_cycle import MT, DockerFactory, engine_ready, gone, inspect
+from docker_engine import IMAGE, engine_ready, gone, inspect, sdk
+from dockerfactory import MT, DockerFactory
 from vac03_state import machine_dir, mark_finished, mark_started
 from vacd_process import cycles_logged, start_vacd, stop
+from waiting import wait_until
 
 from vac.machine.slots import machine_name
 

@@ -20,7 +20,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.backends.libvirt import network as vmnetwork
 from vac.errors import BackendError

@@ -14,8 +14,9 @@ import sys
 from typing import Dict
 
 import pytest
-from conftest import REPO
-from test_docker_cycle import DockerFactory, engine_ready
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory
+from testbed import REPO
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import wait_until
 

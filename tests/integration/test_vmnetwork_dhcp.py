@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 import test_cloudinit_datasources
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.backends.libvirt import metadata
 from vac.backends.libvirt import network as vmnetwork

@@ -30,8 +30,9 @@ import uuid
 from typing import Dict, List, Optional
 
 import pytest
-from conftest import REPO, require_engine
-from test_docker_cycle import DockerFactory, engine_ready
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory
+from testbed import REPO, require_engine
 from vacd_process import start_vacd, stop
 from waiting import wait_while_alive
 

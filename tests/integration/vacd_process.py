@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import List, Mapping, Optional, Sequence
 
-from conftest import REPO
+from testbed import REPO
 
 
 def start_vacd(config_file: str, log_path: str, extra: Sequence[str] = (),

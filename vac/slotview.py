@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from vac import fsutil, planfile
 from vac.config.model import Config
+from vac.host import machinepressure
 from vac.machine import scratch
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
@@ -108,7 +109,7 @@ def _row(name: str, state: str, reason: Optional[planfile.IdleReason],
         "last_error": errors.get("last") or None,
         "idle": reason.to_json() if reason is not None else None,
         "image": None, "image_version": None, "ip": None, "scratch_bytes": None,
-        "scratch_limit_bytes": None}
+        "scratch_limit_bytes": None, "pressure": None}
     if directory is None:
         return row
     started = directory.started
@@ -134,6 +135,10 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
         when = f"ends {local_time(ends, now)} ({age_text(ends - now)} from now)" \
             if ends else "no shutdown time"
         detail = f"cpu {directory.cpu_seconds:.0f}s, {when}" + _scratch(directory, row)
+        row["pressure"] = machinepressure.parse_record(
+            directory.read(machinepressure.RECORD, machinepressure.RECORD_LIMIT))
+        if row["pressure"] is not None:
+            detail += ", " + machinepressure.summary(row["pressure"])
     else:
         detail = "creation in progress"
     if row["ip"]:

@@ -123,6 +123,12 @@ class Backend(abc.ABC):
         *_parallel_creations setting); 1 unless the backend is safe to call concurrently."""
         return 1
 
+    def cgroup_path(self, name: str, directory: Optional[MachineDir]) -> Optional[str]:
+        """The cgroup holding everything of one running machine, as /proc/<pid>/cgroup's
+        0:: line names it (its pressure is read there on cgroup v2), or None where the
+        backend cannot tell. Must not raise. Default: None."""
+        return None
+
     def release(self, directory: MachineDir) -> bool:
         """Release what a finished machine still holds of this backend's (a cgroup parent
         that a vacd killed during destroy left behind); True if something was released.

@@ -47,6 +47,7 @@ from vac.cycle.creation import create_machine
 from vac.cycle.finishing import Ending, finish_machine
 from vac.cycle.hostdisk import HostDisk
 from vac.cycle.hostpressure import HostPressure
+from vac.cycle.machinepressure import MachinePressureRecorder
 from vac.cycle.observe import Observation, find_zombies, observe
 from vac.cycle.ownerload import OwnerLoad
 from vac.cycle.parallel import run_grouped
@@ -99,6 +100,7 @@ class Factory:
         self.fetcher = fetcher
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
         self.pressure = pressure or HostPressure.beside(loadavg is facts.read_loadavg)
+        self.machine_pressure = MachinePressureRecorder()   # each machine's own cgroup's
         self.disk = disk or HostDisk.beside(loadavg is facts.read_loadavg)   # free space
         fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
                                  else Paths().state_dir)
@@ -148,6 +150,7 @@ class Factory:
         plan = self._plan(loaded, waiting, seen.observed, census, now, yield_state, owner)
         self.owner_load.keep(config, plan.yield_state)   # before a yield's destroy
         self._act(_Last(loaded, waiting, seen), plan, slots, now, report)
+        self.machine_pressure.record(self.pool, [b.name for b in plan.heartbeats], seen, now)
         if loaded.own:   # machinetypes' machines_dir_days are not known otherwise
             housekeeping.expire(config, seen, now, functools.partial(self._guarded, report))
         housekeeping.sweep(config, seen, now, everything=not self._swept_once)

@@ -27,7 +27,7 @@ from vac.backends import BACKENDS, MODEL_BACKENDS
 from vac.config.model import Config
 from vac.machine.directory import MachineDir, read_slot_record
 from vac.machine.slots import make_slots
-from vac.web.pressuremetrics import pressure_families
+from vac.web.pressuremetrics import machine_pressure_families, pressure_families
 from vac.web.scratchmetrics import scratch_families
 
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -67,6 +67,7 @@ class StateCollector:
         yield from self._slot_families(config)
         yield from self._backoff_families(config, record)
         yield from pressure_families(record)
+        yield from machine_pressure_families(config)
         yield from scratch_families(config)
         if self.responder is not None:
             queries = CounterMetricFamily("vac_responder_queries", "VacQuery datagrams the "

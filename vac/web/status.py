@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac import planfile
 from vac.config.model import Config
+from vac.host import machinepressure
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.machine.slots import make_slots
 from vac.space.census import others as census_others
@@ -133,7 +134,7 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
         "model": model, "processors": 0, "age_seconds": None, "cpu_seconds": None,
         "cpu_percentage": None, "hs06": None, "shutdown_time": None, "reason": None,
         "backoff_until": None, "last_message": None, "errors": 0, "last_error": None,
-        "image_version": None, "idle_reason": None}
+        "image_version": None, "idle_reason": None, "pressure": None}
     if directory is None:
         return cell
     state = directory.disk_state()
@@ -153,6 +154,8 @@ def _cell(ordinal: int, name: str, directory: Optional[MachineDir], model: Optio
     cell["state"] = "running" if state is MachineState.RUNNING else "starting"
     cell["cpu_seconds"], cell["cpu_percentage"] = heartbeat(directory)
     cell["hs06"] = two_decimals(machine_hs06(directory.hs06, processors))
+    cell["pressure"] = machinepressure.parse_record(
+        directory.read(machinepressure.RECORD, machinepressure.RECORD_LIMIT))
     return cell
 
 

@@ -302,6 +302,15 @@ class ApptainerBackend(Backend):
             oom_killed=(cgroup.oom_kills() > 0) if ours else bool(record.get("oom_killed")),
             extra={"pid": str(record.get("pid", "")), "cgroup": cgroup.relative_path})
 
+    def cgroup_path(self, name: str, directory: Optional[MachineDir]) -> Optional[str]:
+        record = directory.read_backend_record() if directory is not None else {}
+        if not self._ours(name) or record.get("backend") != self.NAME:
+            return None
+        try:
+            return self._machine_cgroup(name, record).relative_path
+        except (KeyError, CgroupError):
+            return None
+
     def _record_of(self, directory: Optional[MachineDir]) -> dict:
         """backend.json; for a machine Vac 03 started (no backend.json), its adoption record,
         written now."""

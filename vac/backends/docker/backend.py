@@ -480,6 +480,10 @@ class DockerBackend(Backend):
     def parallel_creations(self) -> int:
         return self.settings.docker_parallel_creations
 
+    def cgroup_path(self, name: str, directory: Optional[MachineDir]) -> Optional[str]:
+        record = directory.read_backend_record() if directory is not None else {}
+        return cgroupparent.cgroup_path(str(record.get("cgroup_parent") or ""))
+
     def release(self, directory: MachineDir) -> bool:
         return cgroupparent.release(directory, self.cgroups) | \
             scratchmount.release(self.settings, directory)

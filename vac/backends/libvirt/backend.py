@@ -38,7 +38,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from vac import fsutil, optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
-from vac.backends.libvirt import configdrive, console, metadata, signature
+from vac.backends.libvirt import configdrive, console, metadata, scope, signature
 from vac.backends.libvirt import images as vmimages
 from vac.backends.libvirt import network as vmnetwork
 from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail  # noqa: F401 - tests
@@ -425,6 +425,9 @@ class LibvirtBackend(Backend):
         else:   # running, blocked, no state, or powering off (VIR_DOMAIN_SHUTDOWN)
             ours = MachineState.RUNNING
         return MachineStatus(name, ours, cpu_seconds=cpu_ns / 1e9, backend_id=dom.UUIDString())
+
+    def cgroup_path(self, name: str, directory: Optional[MachineDir]) -> Optional[str]:
+        return scope.cgroup_path(name)
 
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         """Status, after moving joboutputs framed on the serial console into joboutputs/."""

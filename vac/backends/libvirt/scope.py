@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""Where a running VM's processes are in the cgroup tree: its systemd machine scope.
+
+libvirt's QEMU driver (qemu:///system) writes the QEMU process's pid to
+/run/libvirt/qemu/<domain name>.pid and has systemd-machined put the process in a scope of its
+own under machine.slice (/machine.slice/machine-qemu\\x2d<id>\\x2d<name>.scope); on cgroup v2
+it moves the emulator and vCPU threads into cgroups below the scope (.../libvirt/emulator,
+.../libvirt/vcpu0). The scope holds everything of the VM, so its pressure files are the VM's.
+
+The scope is read from the QEMU process's /proc/<pid>/cgroup (the 0:: line) rather than
+rebuilt from libvirt's naming rules, which have changed between releases. The pid file is
+libvirt's (root's), but what it says is checked: a pid whose cgroup is not a machine scope
+gives None.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from vac import fsutil
+from vac.host import procs
+
+PID_DIR = "/run/libvirt/qemu"
+PID_LIMIT = 64
+
+
+def scope_of(process_path: str) -> Optional[str]:
+    """The machine scope at or above a process's cgroup path (/machine.slice/machine-x.scope
+    from /machine.slice/machine-x.scope/libvirt/emulator), or None if there is none."""
+    parts = process_path.split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("machine-") and part.endswith(".scope") and i > 0:
+            return "/".join(parts[:i + 1])
+    return None
+
+
+def cgroup_path(name: str, pid_dir: str = PID_DIR, proc_root: str = "/proc") -> Optional[str]:
+    """The running domain `name`'s machine scope (as /proc/<pid>/cgroup names it), or None
+    (no pid file, the process gone, or not in a machine scope). Never raises."""
+    if not name or "/" in name or name.startswith("."):
+        return None
+    try:
+        text = fsutil.read_optional(os.path.join(pid_dir, f"{name}.pid"), PID_LIMIT)
+    except OSError:
+        return None
+    word = (text or "").strip()
+    if not word.isdigit() or int(word) <= 0:
+        return None
+    path = procs.cgroups_of(int(word), proc_root).get("")
+    return scope_of(path) if path else None

@@ -9,10 +9,13 @@ slot's, where a memory hog runs, and `calm`, where a well-behaved process runs; 
 itself into a third child. The hog is OOM-killed in its child only; the payload goes on and
 says so; its attempts to raise the slot's memory.max or to write outside its subtree fail
 with a permission error; the slot's CPU seconds include the children's; destroy leaves no
-cgroup and no process behind.
+cgroup and no process behind. A machinetype with cgroup_delegate off gets no subtree: the
+Apptainer machine's processes stay in its root-owned cgroup, the Docker container's
+/sys/fs/cgroup stays read-only, and neither can make a child.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -160,3 +163,72 @@ def test_docker_payload_subdivides_its_slot_and_cannot_raise_or_escape_it(
         time.sleep(0.2)
     assert not os.path.exists(top), f"{top} left behind"
     assert not os.path.exists(f"/proc/{pid}")
+
+
+# cgroup_delegate = false: the machine's cgroup is not delegated ----------------------------
+
+def undelegated(spec):
+    """The spec with its machinetype's cgroup_delegate off."""
+    mt = dataclasses.replace(spec.machinetype, cgroup_delegate=False)
+    return dataclasses.replace(spec, machinetype=mt)
+
+
+APPTAINER_OFF = r"""
+O=/tmp/joboutputs
+TOP=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
+sed -n 's/^0:://p' /proc/self/cgroup > $O/cgroup
+(mkdir $TOP/child) 2> $O/mkdir_err; echo $? > $O/mkdir_rc
+touch $O/ready
+exec sleep 600
+"""
+
+
+def test_apptainer_machine_of_a_machinetype_with_cgroup_delegate_off_gets_no_subtree(app_env):
+    env = app_env
+    spec = undelegated(env.machine(APPTAINER_OFF))
+    env.backend.create(spec)
+    d = spec.directory
+    wait_ready(d)
+    cg = env.cgroup(spec)
+    assert out(d, "cgroup") == cg.relative_path                 # no leaf
+    assert out(d, "mkdir_rc") != "0" and "ermission" in out(d, "mkdir_err")
+    assert not os.path.isdir(os.path.join(cg.dir(""), "leaf"))
+    assert os.stat(cg.dir("")).st_uid == 0
+    assert cg.memory_limit() == spec.memory_mb * 1024 * 1024
+    env.backend.destroy(spec.name, d)
+    assert not cg.exists()
+
+
+DOCKER_OFF = r"""#!/bin/sh
+O=$JOBOUTPUTS
+n=0; until [ -e $O/go ]; do n=$((n+1)); [ $n -gt 3000 ] && exit 9; sleep 0.1; done
+grep ' /sys/fs/cgroup ' /proc/self/mountinfo | cut -d' ' -f6 | cut -d, -f1 > $O/mount
+(mkdir /sys/fs/cgroup/child) 2> $O/mkdir_err; echo $? > $O/mkdir_rc
+sed -n 's/^0:://p' /proc/self/cgroup > $O/cgroup
+touch $O/ready
+exec sleep 600
+"""
+
+
+def test_docker_machine_of_a_machinetype_with_cgroup_delegate_off_gets_no_subtree(
+        paths, make_backend):
+    need_v2()
+    backend = make_backend(mb=256)
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = undelegated(dk.make_machine(paths, backend, 22, DOCKER_OFF))
+    container_id = backend.create(spec)
+    d = spec.directory
+    with open(d.file("joboutputs/go"), "w"):     # create() has returned: nothing more to do
+        pass
+    wait_ready(d)
+    assert out(d, "mount") == "ro" and out(d, "cgroup") == "/"
+    assert out(d, "mkdir_rc") != "0" and "ead-only" in out(d, "mkdir_err")
+    pid = dk.sdk().inspect_container(container_id)["State"]["Pid"]
+    top = "/sys/fs/cgroup" + cgroups.Cgroups().of_pid(pid)[cgroups.V2]
+    assert not os.path.isdir(f"{top}/leaf")
+    backend.destroy(spec.name, d)
+    deadline = time.monotonic() + GENEROUS
+    while os.path.exists(top) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists(top), f"{top} left behind"

@@ -7,12 +7,20 @@ from "conftest" (tests/testbed.py has REPO and require_engine).
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import List
 
 import pytest
+from apptainer_env import require_root, require_usable
+from apptainer_space import Space
 from docker_backend_env import config_text, remove_ours
+from libvirtfactory import LibvirtFactory, engine_problem
+from testbed import require_engine
 
 from vac.backends.docker.backend import DockerBackend
+from vac.host import cgroupmachine
 
 
 # DockerBackend on the real engine ---------------------------------------------------------
@@ -45,3 +53,37 @@ def make_backend(make_config, docker_backend_cleanup):
         for m in DockerBackend(live.settings).list_machines():
             DockerBackend(live.settings).destroy(m.name, None)
         remove_ours()
+
+
+# Apptainer machines of real vacd processes --------------------------------------------------
+
+@pytest.fixture
+def space():
+    """An Apptainer factory for real vacd processes (apptainer_space.Space); its machines'
+    cgroups and state directory are removed afterwards."""
+    require_root()
+    s = Space()
+    backend = s.backend()
+    require_usable(backend)
+    yield s
+    for child in s.machine_cgroups(backend):
+        cg = cgroupmachine.MachineCgroup(backend.hierarchy, child, backend.cgroup_parent)
+        cg.kill()
+        cg.remove()
+    shutil.rmtree(s.state, ignore_errors=True)
+
+
+# libvirt + QEMU -------------------------------------------------------------------------------
+
+@pytest.fixture
+def lv():
+    """A LibvirtFactory (libvirtfactory) in a directory of its own under /var/tmp, cleaned up
+    and removed afterwards."""
+    problem = engine_problem()
+    require_engine("libvirt", not problem, problem)
+    top = tempfile.mkdtemp(prefix="vac-libvirt-cycle-", dir="/var/tmp")
+    os.chmod(top, 0o755)           # QEMU runs as libvirt-qemu and must reach the files
+    world = LibvirtFactory(top)
+    yield world
+    world.cleanup()
+    shutil.rmtree(top, ignore_errors=True)

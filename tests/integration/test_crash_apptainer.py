@@ -16,104 +16,21 @@ from __future__ import annotations
 import os
 import random
 import re
-import shutil
 import signal
-import tempfile
 import time
-import uuid
-from typing import List
 
 import pytest
-from apptainer_env import SANDBOX, require_root, require_usable
+from apptainer_space import Space
 from vacd_process import start_vacd, stop
 from waiting import GENEROUS, wait_while_alive
 
-from vac.backends.apptainer.backend import ApptainerBackend
-from vac.config import load
-from vac.host import cgroupmachine, procs
-from vac.host.facts import HostFacts
-from vac.machine.directory import MachineDir, read_slot_record
+from vac.host import procs
+from vac.machine.directory import read_slot_record
 
 pytestmark = [pytest.mark.apptainer, pytest.mark.root, pytest.mark.slow]
 
 CODED = re.compile(r"\d{3} \S")
 FAST = ["--cycle-seconds", "0.3"]
-CONF = """
-[settings]
-vac_space = vac01.example.com
-factory_name = {factory}
-state_dir = {state}
-singularity_user = vacsngly
-host_processors = 4
-overload_per_processor = 1000
-mb_per_processor = 256
-draining = {draining}
-
-[machinetype app]
-machine_model = singularity
-target_share = 1
-root_image = {image}
-user_data = {template}
-backoff_seconds = 0
-fizzle_seconds = 0
-"""
-PAYLOAD = "#!/bin/sh\nsleep 1\necho '200 Success' > $JOBOUTPUTS/shutdown_message\n"
-
-
-class Space:
-    def __init__(self):
-        self.state = tempfile.mkdtemp(prefix="vac-crash-", dir="/var/tmp")
-        os.chmod(self.state, 0o755)
-        self.factory = f"k{uuid.uuid4().hex[:8]}.example.com"
-        self.conf = os.path.join(self.state, "vac.conf")
-        self.template = os.path.join(self.state, "user_data")
-        with open(self.template, "w") as f:
-            f.write(PAYLOAD)
-        self.write(draining=False)
-
-    def story(self, d: MachineDir) -> str:
-        """What the files and every vacd's log say of one machine (for a failure's message)."""
-        files = sorted(os.listdir(d.path))
-        lines = [f"files {files}; started {d.started}; finished {d.finished}; "
-                 f"backend.json {d.read_backend_record()}"]
-        for log in sorted(n for n in os.listdir(self.state) if n.endswith(".log")):
-            with open(os.path.join(self.state, log), errors="replace") as f:
-                lines += [f"{log}: {line.rstrip()}" for line in f if d.name in line]
-        return "\n".join(lines[-40:])
-
-    def write(self, draining: bool) -> None:
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(factory=self.factory, state=self.state, image=SANDBOX,
-                                template=self.template, draining="yes" if draining else "no"))
-
-    def backend(self) -> ApptainerBackend:
-        return ApptainerBackend(load.build(load.read_raw([self.conf]), HostFacts.read()).settings)
-
-    def dirs(self) -> List[MachineDir]:
-        machines = os.path.join(self.state, "machines")
-        if not os.path.isdir(machines):
-            return []
-        return [MachineDir(os.path.join(machines, n)) for n in sorted(os.listdir(machines))
-                if not n.startswith(".")]
-
-    def machine_cgroups(self, backend: ApptainerBackend) -> List[str]:
-        return [c for c in cgroupmachine.list_children(backend.hierarchy, ("apptainer-",),
-                                                       backend.cgroup_parent)
-                if self.factory.split(".")[0] in c]
-
-
-@pytest.fixture
-def space():
-    require_root()
-    s = Space()
-    backend = s.backend()
-    require_usable(backend)
-    yield s
-    for child in s.machine_cgroups(backend):
-        cg = cgroupmachine.MachineCgroup(backend.hierarchy, child, backend.cgroup_parent)
-        cg.kill()
-        cg.remove()
-    shutil.rmtree(s.state, ignore_errors=True)
 
 
 def check_no_slot_has_two_live_machines(space: Space) -> None:

@@ -25,15 +25,14 @@ import tempfile
 import time
 from typing import Dict, List, Tuple
 
-import pytest
 import engine_daemons as engines
-from test_docker_backend import sdk
-from test_docker_cycle import MT as DOCKER_MT
-from test_docker_cycle import DockerFactory, engine_ready
-from test_libvirt_cycle import MT as VM_MT
-from test_libvirt_cycle import URI, LibvirtFactory, _engine_problem
+import pytest
+from docker_engine import engine_ready, sdk
+from dockerfactory import DockerFactory
+from dockerfactory import MT as DOCKER_MT
+from libvirtfactory import URI, LibvirtFactory, engine_problem
+from libvirtfactory import MT as VM_MT
 from testbed import require_engine
-
 from waiting import Stopwatch, wait_until
 
 from vac import planfile
@@ -226,8 +225,8 @@ def check_docker_outcome(dock: DockerFactory, names: List[str], ids: Dict[str, s
 
 @pytest.fixture
 def lv():
-    """A LibvirtFactory (test_libvirt_cycle) whose libvirtd is restored before its cleanup."""
-    problem = _engine_problem()
+    """A LibvirtFactory (libvirtfactory) whose libvirtd is restored before its cleanup."""
+    problem = engine_problem()
     require_engine("libvirt", not problem, problem)
     top = tempfile.mkdtemp(prefix="vac-engine-restarts-", dir="/var/tmp")
     os.chmod(top, 0o755)           # QEMU runs as libvirt-qemu and must reach the files

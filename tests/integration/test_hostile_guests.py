@@ -15,9 +15,10 @@ import resource
 
 import pytest
 from apptainer_env import require_root, require_usable
-from test_apptainer_cycle import World, alive  # noqa: F401 - World's fixture needs alive
-from test_docker_backend import wait_until
-from test_docker_cycle import DockerFactory, engine_ready
+from apptainer_world import World
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory
+from waiting import wait_until
 
 from vac.machine import removal
 

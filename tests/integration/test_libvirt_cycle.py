@@ -21,61 +21,26 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid as uuidlib
-from typing import Callable, Dict, List, Optional
 
 import pytest
-from libvirt_env import GUEST, guest_problem
-from testbed import require_engine
+from libvirtfactory import MT, WAIT, LibvirtFactory
 from vacd_process import cycles_logged, start_vacd, stop
-from waiting import GENEROUS, Stopwatch
+from waiting import Stopwatch, wait_until
 
 from vac.backends.libvirt.services import MetadataSupervisor
-from vac.config import load
-from vac.cycle.factory import CycleReport, Factory
-from vac.host.facts import HostFacts
+from vac.cycle.factory import CycleReport
 from vac.machine.directory import MachineDir
 from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, Slot, machine_name, ordinal_of
 
 pytestmark = pytest.mark.libvirt
 
-URI = "qemu:///system"
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/vac-test/libvirt-sock"
-SPACE = "lvcycle.example.com"
-MT = "guest"
-CONSOLE = "console=ttyS0 quiet"
 NETWORK = "console=ttyS0 quiet vac.datasource=network"
-WAIT = 2           # libvirt_shutdown_wait_seconds: the guest ignores ACPI
-
-CONF = """
-[settings]
-vac_space = {space}
-factory_name = {factory}
-state_dir = {state}
-host_processors = {slots}
-total_processors = {total}
-overload_per_processor = 1000
-mb_per_processor = 256
-libvirt_uri = {uri}
-libvirt_virt_type = auto
-libvirt_shutdown_wait_seconds = {wait}
-draining = {draining}
-
-[machinetype {mt}]
-machine_model = vm-raw
-kernel = {guest}/vmlinuz
-initrd = {guest}/initrd.img
-cmdline = {cmdline}
-user_data = {user_data}
-target_share = 1
-max_wallclock_seconds = {wallclock}
-"""
 
 # Reads the MJF (files on the config drive, or URLs of the metadata service), returns what
 # it saw and what user_data substitution gave it, burns some CPU, says it is done. Over the
@@ -100,123 +65,6 @@ echo "200 Guest ##user_data_machine_hostname## done" > "$out/shutdown_message"
 """
 
 SLEEPER = "#!/bin/sh\nsleep 100000\n"
-
-
-def wait_until(check: Callable[[], bool], timeout: float = GENEROUS, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
-
-
-def _engine_problem() -> str:
-    problem = guest_problem()
-    if problem:
-        return problem
-    import libvirt
-
-    try:
-        libvirt.open(URI).close()
-    except libvirt.libvirtError as e:
-        return f"cannot connect to {URI}: {e.get_error_message()}"
-    return ""
-
-
-class LibvirtFactory:
-    """One factory of its own on the real libvirtd, driven cycle by cycle."""
-
-    def __init__(self, top: str):
-        import libvirt
-
-        self.top = top
-        self.name = f"lv{uuidlib.uuid4().hex[:8]}.example.com"
-        self.state = os.path.join(top, "state")
-        self.user_data = os.path.join(top, "user_data")
-        self.config_file = os.path.join(top, "vac.conf")
-        self.host = HostFacts(fqdn=self.name, processors=1, uid_of=lambda _u: None,
-                              vg_exists=lambda _v: False)
-        self.supervisor: Optional[MetadataSupervisor] = None
-        self.factory = Factory(self.load, after_prepare=self._after_prepare)
-        self.conn = libvirt.open(URI)
-        self.extra: List[str] = []       # other domains a test made
-
-    def write(self, payload: str, cmdline: str = CONSOLE, uri: str = URI,
-              draining: bool = False, wallclock: int = 3600, slots: int = 1,
-              total: int = 1) -> None:
-        with open(self.user_data, "w") as f:
-            f.write(payload)
-        with open(self.config_file, "w") as f:
-            f.write(CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
-                                total=total, uri=uri, wait=WAIT, mt=MT, guest=GUEST,
-                                draining="yes" if draining else "no", cmdline=cmdline,
-                                user_data=self.user_data, wallclock=wallclock))
-
-    def load(self):
-        return load.build(load.read_raw([self.config_file]), self.host)
-
-    def _after_prepare(self, config) -> List[str]:
-        return self.supervisor.ensure(config) if self.supervisor is not None else []
-
-    def cycle(self) -> CycleReport:
-        return self.factory.run_cycle()
-
-    def cycle_until_finished(self, *names: str, timeout: float = 120) -> List[CycleReport]:
-        """Cycle about once a second, as vacd would, until every one of `names` is finished."""
-        reports: List[CycleReport] = []
-        waiting = set(names)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            reports.append(self.cycle())
-            waiting -= set(reports[-1].finished)
-            if not waiting:
-                return reports
-            time.sleep(1)
-        pytest.fail(f"{sorted(waiting)} not finished after {timeout} s: {reports[-1]}")
-
-    def slot(self, n: int) -> str:
-        return machine_name(self.name, n)
-
-    def dir(self, name: str) -> MachineDir:
-        d = MachineDir.for_slot(self.load().settings.paths, name)
-        assert d is not None, f"{name} has no machine directory"
-        return d
-
-    def domains(self) -> Dict[str, object]:
-        """This factory's domains, by name."""
-        return {dom.name(): dom for dom in self.conn.listAllDomains(0)
-                if ordinal_of(self.name, dom.name()) >= 0}
-
-    def domain_uuid(self, name: str) -> Optional[str]:
-        dom = self.domains().get(name)
-        return dom.UUIDString() if dom is not None else None
-
-    def console(self, name: str) -> str:
-        return self.dir(name).read("console.log", 1 << 20) or ""
-
-    def cleanup(self) -> None:
-        if self.supervisor is not None:
-            self.supervisor.close()
-        for dom in self.conn.listAllDomains(0):
-            if ordinal_of(self.name, dom.name()) >= 0 or dom.name() in self.extra:
-                try:
-                    dom.destroy()
-                except Exception:  # noqa: BLE001 (already gone)
-                    pass
-        self.conn.close()
-
-
-@pytest.fixture
-def lv():
-    problem = _engine_problem()
-    require_engine("libvirt", not problem, problem)
-    top = tempfile.mkdtemp(prefix="vac-libvirt-cycle-", dir="/var/tmp")
-    os.chmod(top, 0o755)           # QEMU runs as libvirt-qemu and must reach the files
-    world = LibvirtFactory(top)
-    yield world
-    world.cleanup()
-    shutil.rmtree(top, ignore_errors=True)
 
 
 def heartbeat_cpu(d: MachineDir) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_libvirt_cycle import LibvirtFactory, lv  # noqa: F401 - the fixture
+from libvirtfactory import LibvirtFactory
 
 from vac.backends.libvirt.backend import CONSOLE_LOG, read_console_tail
 from vac.machine import joboutputs as jo
@@ -36,7 +36,7 @@ padding padding"; i=$((i+1)); done; } > "$JOBOUTPUTS_DIR/shutdown_message"
 """
 
 
-def test_a_guest_printing_hostile_console_lines_ends_with_a_coded_message(lv):  # noqa: F811
+def test_a_guest_printing_hostile_console_lines_ends_with_a_coded_message(lv):
     world: LibvirtFactory = lv
     world.write(HOSTILE)
     name = world.slot(0)
@@ -70,7 +70,7 @@ echo "200 Success with many logs" > "$JOBOUTPUTS_DIR/shutdown_message"
 """
 
 
-def test_a_guest_with_more_files_than_the_bound_still_returns_its_message(lv):  # noqa: F811
+def test_a_guest_with_more_files_than_the_bound_still_returns_its_message(lv):
     """/init sends files in name order: log00..log69 take the 64 places, shutdown_message
     comes last and is kept all the same."""
     world: LibvirtFactory = lv
@@ -93,7 +93,7 @@ head -c 1000000 /dev/urandom > "$JOBOUTPUTS_DIR/zlog2"
 """
 
 
-def test_joboutputs_across_a_console_log_rotation_are_kept(lv):  # noqa: F811
+def test_joboutputs_across_a_console_log_rotation_are_kept(lv):
     """virtlogd rolls console.log over at 2 MB (libvirt's default max_size): the
     shutdown_message line, printed before 2.7 MB of zlog lines, ends up in console.log.0."""
     world: LibvirtFactory = lv

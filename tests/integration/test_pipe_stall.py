@@ -9,7 +9,6 @@ machines keep coming."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import threading
@@ -17,11 +16,11 @@ import time
 from typing import List, Tuple
 
 import pytest
-from test_crash_docker import machine_dirs
-from test_docker_backend import IMAGE, wait_until
-from test_docker_cycle import DockerFactory, engine_ready
-from test_refill_engines import PAYLOAD
+from docker_engine import IMAGE, engine_ready
+from dockerfactory import DockerFactory, machine_dirs
+from refill_payload import PAYLOAD
 from vacd_process import start_vacd, stop
+from waiting import wait_until
 
 pytestmark = [pytest.mark.docker]
 

@@ -18,9 +18,9 @@ import time
 from typing import Callable, List
 
 import pytest
-from test_crash_apptainer import space  # noqa: F401 - the fixture
-from test_crash_docker import machine_dirs
-from test_docker_cycle import DockerFactory, engine_ready
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory, machine_dirs
+from refill_payload import PAYLOAD
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import wait_until, wait_while_alive
 
@@ -28,8 +28,6 @@ from bench import rawapptainer
 from bench.rawdocker import ENGINE, raw_run
 from vac.machine.directory import MachineDir
 
-PAYLOAD = ("#!/bin/sh\n: > $JOBOUTPUTS/began\nsleep 2\n"
-           "echo '200 Success' > $JOBOUTPUTS/shutdown_message\n")
 SLOW_CYCLES = ["--cycle-seconds", "3600"]   # one cycle: every refill after it is an event's
 # The bound: SLOWER x the raw start + EXTRA. A refill is vacd's own work (finish the old
 # machine, create the new one) plus the engine's start, and that work slows with a busy CPU
@@ -127,7 +125,7 @@ def test_a_docker_machines_end_refills_its_slot_within_a_second(tmp_path, make_c
 
 @pytest.mark.apptainer
 @pytest.mark.root
-def test_an_apptainer_machines_end_refills_its_slot_within_a_second(space):  # noqa: F811
+def test_an_apptainer_machines_end_refills_its_slot_within_a_second(space):
     raw = RawStart(raw_apptainer_start)
     raw.measure()
     with open(space.template, "w") as f:

@@ -18,9 +18,10 @@ import uuid
 from typing import List
 
 import pytest
-from test_docker_backend import sdk, wait_until
-from test_space_netns import DOMAIN, SLOTS, Host, ip, machines, running_hs06
+from docker_engine import sdk
+from netns_space import SLOTS, Host, ip, machines, running_hs06
 from testbed import require_engine
+from waiting import wait_until
 
 pytestmark = [pytest.mark.docker]
 
@@ -34,7 +35,7 @@ SETS = {
 
 
 class Host6(Host):
-    """A Host of test_space_netns with IPv4 and/or IPv6 addresses."""
+    """A Host (netns_space) with IPv4 and/or IPv6 addresses."""
 
     def __init__(self, tmp, tag, n, slots, shorts, v4, v6, bind):
         super().__init__(tmp, tag, n, slots, shorts)

@@ -23,9 +23,9 @@ import uuid
 
 import pytest
 from apptainer_env import SANDBOX, USER, require_root, require_usable
-from test_apptainer_cycle import BURN, World, alive
-from test_docker_backend import wait_until
+from apptainer_world import BURN, World, alive
 from vac03_state import machine_dir, mark_started
+from waiting import wait_until
 
 from vac.backends.apptainer.launch import child_setup
 from vac.host import cgroupmachine

@@ -1,0 +1,151 @@
+# SPDX-License-Identifier: BSD-2-Clause
+"""A factory of its own on the real libvirtd + QEMU, driven cycle by cycle by the tests,
+booting the Vac test guest from its kernel + initrd.
+
+Each LibvirtFactory has a factory_name of its own (slot names never collide with other tests'),
+keeps its files in a directory under /var/tmp (QEMU, running as libvirt-qemu, must reach them),
+and cleanup() destroys every domain of its factory. engine_problem() says why libvirt cannot be
+used here ("" when it can).
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid as uuidlib
+from typing import Dict, List, Optional
+
+import pytest
+from libvirt_env import GUEST, guest_problem
+
+from vac.backends.libvirt.services import MetadataSupervisor
+from vac.config import load
+from vac.cycle.factory import CycleReport, Factory
+from vac.host.facts import HostFacts
+from vac.machine.directory import MachineDir
+from vac.machine.slots import machine_name, ordinal_of
+
+URI = "qemu:///system"
+SPACE = "lvcycle.example.com"
+MT = "guest"
+CONSOLE = "console=ttyS0 quiet"
+WAIT = 2           # libvirt_shutdown_wait_seconds: the guest ignores ACPI
+
+CONF = """
+[settings]
+vac_space = {space}
+factory_name = {factory}
+state_dir = {state}
+host_processors = {slots}
+total_processors = {total}
+overload_per_processor = 1000
+mb_per_processor = 256
+libvirt_uri = {uri}
+libvirt_virt_type = auto
+libvirt_shutdown_wait_seconds = {wait}
+draining = {draining}
+
+[machinetype {mt}]
+machine_model = vm-raw
+kernel = {guest}/vmlinuz
+initrd = {guest}/initrd.img
+cmdline = {cmdline}
+user_data = {user_data}
+target_share = 1
+max_wallclock_seconds = {wallclock}
+"""
+
+
+def engine_problem() -> str:
+    problem = guest_problem()
+    if problem:
+        return problem
+    import libvirt
+
+    try:
+        libvirt.open(URI).close()
+    except libvirt.libvirtError as e:
+        return f"cannot connect to {URI}: {e.get_error_message()}"
+    return ""
+
+
+class LibvirtFactory:
+    """One factory of its own on the real libvirtd, driven cycle by cycle."""
+
+    def __init__(self, top: str):
+        import libvirt
+
+        self.top = top
+        self.name = f"lv{uuidlib.uuid4().hex[:8]}.example.com"
+        self.state = os.path.join(top, "state")
+        self.user_data = os.path.join(top, "user_data")
+        self.config_file = os.path.join(top, "vac.conf")
+        self.host = HostFacts(fqdn=self.name, processors=1, uid_of=lambda _u: None,
+                              vg_exists=lambda _v: False)
+        self.supervisor: Optional[MetadataSupervisor] = None
+        self.factory = Factory(self.load, after_prepare=self._after_prepare)
+        self.conn = libvirt.open(URI)
+        self.extra: List[str] = []       # other domains a test made
+
+    def write(self, payload: str, cmdline: str = CONSOLE, uri: str = URI,
+              draining: bool = False, wallclock: int = 3600, slots: int = 1,
+              total: int = 1) -> None:
+        with open(self.user_data, "w") as f:
+            f.write(payload)
+        with open(self.config_file, "w") as f:
+            f.write(CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
+                                total=total, uri=uri, wait=WAIT, mt=MT, guest=GUEST,
+                                draining="yes" if draining else "no", cmdline=cmdline,
+                                user_data=self.user_data, wallclock=wallclock))
+
+    def load(self):
+        return load.build(load.read_raw([self.config_file]), self.host)
+
+    def _after_prepare(self, config) -> List[str]:
+        return self.supervisor.ensure(config) if self.supervisor is not None else []
+
+    def cycle(self) -> CycleReport:
+        return self.factory.run_cycle()
+
+    def cycle_until_finished(self, *names: str, timeout: float = 120) -> List[CycleReport]:
+        """Cycle about once a second, as vacd would, until every one of `names` is finished."""
+        reports: List[CycleReport] = []
+        waiting = set(names)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reports.append(self.cycle())
+            waiting -= set(reports[-1].finished)
+            if not waiting:
+                return reports
+            time.sleep(1)
+        pytest.fail(f"{sorted(waiting)} not finished after {timeout} s: {reports[-1]}")
+
+    def slot(self, n: int) -> str:
+        return machine_name(self.name, n)
+
+    def dir(self, name: str) -> MachineDir:
+        d = MachineDir.for_slot(self.load().settings.paths, name)
+        assert d is not None, f"{name} has no machine directory"
+        return d
+
+    def domains(self) -> Dict[str, object]:
+        """This factory's domains, by name."""
+        return {dom.name(): dom for dom in self.conn.listAllDomains(0)
+                if ordinal_of(self.name, dom.name()) >= 0}
+
+    def domain_uuid(self, name: str) -> Optional[str]:
+        dom = self.domains().get(name)
+        return dom.UUIDString() if dom is not None else None
+
+    def console(self, name: str) -> str:
+        return self.dir(name).read("console.log", 1 << 20) or ""
+
+    def cleanup(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.close()
+        for dom in self.conn.listAllDomains(0):
+            if ordinal_of(self.name, dom.name()) >= 0 or dom.name() in self.extra:
+                try:
+                    dom.destroy()
+                except Exception:  # noqa: BLE001 (already gone)
+                    pass
+        self.conn.close()

@@ -41,6 +41,7 @@ CREATION_FAILED = "creation_failed"     # the creation in this slot failed (mach
 DEFERRED = "deferred"                   # creation left for a later cycle (machinetype)
 PRESSURE = "pressure"                   # host pressure (PSI) above a threshold (resource, value)
 DISK = "disk"                           # too little free disk space (resource: path, value: bytes)
+DISK = "disk"                           # too little free disk space (resource: path, value: bytes)
 OTHER = "other"
 
 KINDS = (NOT_CONFIGURED, CONFIG_REJECTED, NO_MACHINETYPES, NO_SHARE, BACKOFF, MIN_WALLCLOCK,
@@ -119,6 +120,7 @@ class PlanRecord:
     notes: Tuple[str, ...] = ()
     version: int = VERSION
     pressure: Optional[Mapping[str, Any]] = None   # the host's PSI (vac.host.pressure.as_dict)
+    disk: Optional[Mapping[str, Any]] = None       # the host's disk (vac.cycle.diskgate.as_dict)
 
     def idle_texts(self) -> Dict[str, str]:
         return {slot: reason.text for slot, reason in self.idle.items()}
@@ -132,7 +134,7 @@ class PlanRecord:
                 "unmanaged": dict(self.unmanaged) if isinstance(self.unmanaged, Mapping)
                 else {str(u): "" for u in self.unmanaged},
                 "counts": list(self.counts) if self.counts is not None else None,
-                "notes": list(self.notes), "pressure": self.pressure}
+                "notes": list(self.notes), "pressure": self.pressure, "disk": self.disk}
 
 
 def write(path: str, record: PlanRecord) -> None:
@@ -173,7 +175,7 @@ def _record(data: Dict[str, Any]) -> PlanRecord:
         counts=_counts(counts), notes=tuple(str(n) for n in data.get("notes") or ()
                                             if isinstance(n, str))[:1000],
         version=data.get("version") if isinstance(data.get("version"), int) else 1,
-        pressure=_pressure(data.get("pressure")))
+        pressure=_pressure(data.get("pressure")), disk=_disk(data.get("disk")))
 
 
 def _machine_errors(value: Any) -> Dict[str, Dict[str, Any]]:
@@ -218,6 +220,34 @@ def _pressure(value: Any) -> Optional[Dict[str, Any]]:
 
 
 _PRESSURE_FIELDS = ("avg10", "avg60", "avg300", "total_seconds", "stall_seconds")
+
+
+def _disk(value: Any) -> Optional[Dict[str, Any]]:
+    """The host's disk as written: filesystems with whole byte counts, the scratch's."""
+    if not isinstance(value, dict) or not isinstance(value.get("filesystems"), list):
+        return None
+    filesystems = []
+    for fs in value["filesystems"][:16]:
+        if not isinstance(fs, dict) or not isinstance(fs.get("path"), str):
+            continue
+        entry: Dict[str, Any] = {k: _bytes(fs.get(k)) for k in _DISK_FIELDS}
+        entry.update(path=fs["path"][:4096], scratch=fs.get("scratch") is True,
+                     holds=[h for h in fs.get("holds") or () if isinstance(h, str)][:8])
+        filesystems.append(entry)
+    used = value.get("scratch_used_bytes") if isinstance(value.get("scratch_used_bytes"),
+                                                         dict) else {}
+    return {"filesystems": filesystems,
+            "scratch_growth_bytes": _bytes(value.get("scratch_growth_bytes")),
+            "scratch_used_bytes": {str(k)[:256]: v for k, v in list(used.items())[:10000]
+                                   if _bytes(v) is not None}}
+
+
+_DISK_FIELDS = ("free_bytes", "size_bytes", "floor_bytes")
+
+
+def _bytes(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
+        else None
 
 
 def _str_or_none(value: Any) -> Optional[str]:

@@ -77,6 +77,7 @@ def test_creation_stops_below_the_floor_with_a_reason_naming_the_filesystem(conf
                         "< 5.0 GB floor (disk_floor_gb 5, disk_floor_fraction 0.05 of "
                         "100.0 GB)")
     assert result.disk_stop == why
+    assert result.disk["filesystems"][0]["free_bytes"] == 3 * GB   # for plan.json
 
 
 def test_the_floor_is_the_larger_of_gb_and_fraction(conf):

@@ -25,7 +25,7 @@ under test, or nothing could be read): no stop.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from vac import planfile
 from vac.config import models
@@ -94,6 +94,20 @@ def new_scratch(settings: Settings, reading: Optional[DiskReading], machinetype:
         return 0
     return scratch.limit_bytes(machinetype.disk_gb_per_processor,
                                settings.disk_gb_per_processor, processors) or 0
+
+
+def as_dict(settings: Settings, reading: Optional[DiskReading]) -> Optional[Dict[str, Any]]:
+    """A reading as plain data (plan.json, metrics, the status page): each filesystem's path,
+    what it holds, free, size and floor bytes and whether the scratch grows there; the bytes
+    the machines' scratch uses and may still grow into, in all and per machine directory.
+    None for None."""
+    if reading is None:
+        return None
+    return {"filesystems": [{"path": fs.path, "holds": list(fs.names), "free_bytes": fs.free,
+                             "size_bytes": fs.total, "floor_bytes": floor_bytes(settings, fs),
+                             "scratch": fs.scratch} for fs in reading.filesystems],
+            "scratch_growth_bytes": reading.growth(),
+            "scratch_used_bytes": {name: sc.used for name, sc in sorted(reading.scratches.items())}}
 
 
 def short_filesystems(reason: Optional[IdleReason]) -> List[str]:

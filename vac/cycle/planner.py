@@ -153,6 +153,7 @@ class Plan:
     shed_state: shedding.ShedState = shedding.ShedState()   # shedding's, to keep
     pressure: Optional[PressureReading] = None               # the host's, as decided on
     disk_stop: Optional[IdleReason] = None                   # why free space stops creation
+    disk: Optional[Dict] = None                              # the disk reading, as data
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -252,7 +253,7 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
                 yield_state=verdict.state if yielding.enabled(settings) else None,
                 pressure_paused=paused, shed_state=shed.state, pressure=pressure,
-                disk_stop=short or budget.refused)
+                disk_stop=short or budget.refused, disk=diskgate.as_dict(settings, disk))
 
 
 # The slot scan (§3.3) --------------------------------------------------------------------

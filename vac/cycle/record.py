@@ -61,6 +61,7 @@ class Recorder:
             errors=tuple(errors),
             machine_errors=self.errors.update(paths.plan, machines, report.machine_errors),
             unmanaged=dict(seen.unmanaged), notes=plan.notes, pressure=as_dict(plan.pressure),
+            disk=plan.disk,
             counts=(c.running_machines, c.slots, c.running_processors, c.total_processors,
                     c.running_hs06))
         planfile.write(paths.plan, self.last)

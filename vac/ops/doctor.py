@@ -27,6 +27,7 @@ from vac.ops import (
     backendchecks,
     checks,
     delegationcheck,
+    diskcheck,
     filechecks,
     namecheck,
     pressurecheck,
@@ -93,6 +94,7 @@ def host_checks(config: Config, now: Optional[float], used: dict) -> List[Check]
     groups.append((namecheck.NAME, lambda: namecheck.own_name(s)))
     groups.append(("pressure", lambda: pressurecheck.host_pressure(s)))
     groups.append(("scratch", lambda: scratchcheck.host_scratch(s, used)))
+    groups.append((diskcheck.NAME, lambda: diskcheck.host_disk(s)))
     for name, run in groups:
         try:
             lines += run()

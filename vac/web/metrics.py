@@ -28,7 +28,7 @@ from vac.config.model import Config
 from vac.machine.directory import MachineDir, read_slot_record
 from vac.machine.slots import make_slots
 from vac.web.pressuremetrics import machine_pressure_families, pressure_families
-from vac.web.scratchmetrics import scratch_families
+from vac.web.scratchmetrics import disk_families, scratch_families
 
 CYCLE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # MachineState values as vac_slots labels; a failed creation is a state of its own.
@@ -69,6 +69,7 @@ class StateCollector:
         yield from pressure_families(record)
         yield from machine_pressure_families(config)
         yield from scratch_families(config)
+        yield from disk_families(record)
         if self.responder is not None:
             queries = CounterMetricFamily("vac_responder_queries", "VacQuery datagrams the "
                                           "responder answered or dropped", labels=["outcome"])

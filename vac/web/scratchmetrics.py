@@ -7,14 +7,24 @@
 
 Only machines with a scratch mounted have samples; the pool's free space is there whenever a
 configuration is loaded (scratch is thin: this is what the machines can still grow into).
+
+And the filesystems admission by free disk space watches (vac.cycle.diskgate), as the last
+cycle read them (plan.json), one sample per filesystem labelled with its path and what it
+holds ("state directory", "scratch pool", "Docker data root"):
+
+    vac_disk_free_bytes{path, holds}      free bytes (as df shows them)
+    vac_disk_size_bytes{path, holds}      its size
+    vac_disk_floor_bytes{path, holds}     its floor (disk_floor_gb, disk_floor_fraction)
+    vac_scratch_growth_bytes              what the machines' scratch may still grow into
 """
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 from prometheus_client.core import GaugeMetricFamily
 
+from vac import planfile
 from vac.config.model import Config
 from vac.machine import scratch
 from vac.machine.directory import MachineDir, read_slot_record
@@ -47,6 +57,28 @@ def scratch_families(config: Optional[Config]) -> Iterable:
     yield used
     yield limit
     yield free
+
+
+def disk_families(record: Optional[planfile.PlanRecord]) -> Iterable:
+    """The watched filesystems' free, size and floor bytes, and the scratch's growth, as the
+    last cycle read them."""
+    disk: Mapping[str, Any] = (record.disk if record is not None else None) or {}
+    labels = ["path", "holds"]
+    families = {key: GaugeMetricFamily(f"vac_disk_{key}", text, labels=labels)
+                for key, text in (("free_bytes", "Free bytes of a filesystem vacd watches"),
+                                  ("size_bytes", "The size of a filesystem vacd watches"),
+                                  ("floor_bytes", "No creation while a watched filesystem "
+                                                  "has less free than this (and the growth)"))}
+    growth = GaugeMetricFamily("vac_scratch_growth_bytes", "Bytes the machines' scratch may "
+                               "still grow into, all together")
+    for fs in disk.get("filesystems", ()):
+        for key, family in families.items():
+            if fs.get(key) is not None:
+                family.add_metric([fs["path"], ",".join(fs.get("holds", ()))], float(fs[key]))
+    if disk.get("scratch_growth_bytes") is not None:
+        growth.add_metric([], float(disk["scratch_growth_bytes"]))
+    yield from families.values()
+    yield growth
 
 
 def _int(text: Optional[str]) -> Optional[int]:

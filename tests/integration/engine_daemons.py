@@ -12,9 +12,10 @@ import os
 import signal
 import subprocess
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 from testbed import REPO
+from waiting import wait_until
 
 SKIP_REASON = ("really stops and restarts the shared Docker and libvirt engines: runs only "
                "with CI=true or VAC_TEST_RESTART_ENGINES=1")
@@ -29,15 +30,6 @@ EXIT_TIMEOUT = 90       # dockerd waits 10 s for each container that ignores SIG
 def allowed() -> bool:
     """May the tests stop the shared engines here?"""
     return os.environ.get("CI") == "true" or os.environ.get("VAC_TEST_RESTART_ENGINES") == "1"
-
-
-def wait_until(check: Callable[[], bool], timeout: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
 
 
 def pids(engine: str) -> List[int]:
@@ -97,7 +89,7 @@ def stop(engine: str) -> List[int]:
     assert answers(engine), f"{DAEMON[engine]} runs but does not answer before the test"
     for pid in found:
         os.kill(pid, signal.SIGTERM)
-    assert wait_until(lambda: not answers(engine), EXIT_TIMEOUT), \
+    assert wait_until(lambda: not answers(engine), EXIT_TIMEOUT, step=0.2), \
         f"{DAEMON[engine]} still answers {EXIT_TIMEOUT} s after SIGTERM"
     return found
 
@@ -105,7 +97,7 @@ def stop(engine: str) -> List[int]:
 def wait_exited(engine: str, stopped: Sequence[int]) -> float:
     """Wait until the stopped daemon has exited and been reaped; return how long it took."""
     started = time.monotonic()
-    assert wait_until(lambda: all(gone(p) for p in stopped), EXIT_TIMEOUT), \
+    assert wait_until(lambda: all(gone(p) for p in stopped), EXIT_TIMEOUT, step=0.2), \
         f"{DAEMON[engine]} {[p for p in stopped if not gone(p)]} still there " \
         f"({'running' if any(alive(p) for p in stopped) else 'zombie'}) {EXIT_TIMEOUT} s " \
         "after SIGTERM"

@@ -22,12 +22,12 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Callable, List
+from typing import List
 
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_usable
 from testbed import require_engine
-from waiting import GENEROUS
+from waiting import wait_until
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
@@ -110,15 +110,6 @@ def require_v2(what: str, problem: str = "") -> None:
     if os.environ.get("VAC_V2_GUEST") == "1":
         pytest.fail(message + " (in the v2 guest: that is a failure)")
     pytest.skip(message + "; these run in the v2 guest (scripts/ci/run-v2-tests.sh)")
-
-
-def wait_until(check: Callable[[], bool], timeout: float = GENEROUS, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(step)
-    return check()
 
 
 def pids_at(cgroup_dir: str) -> List[int]:

@@ -23,8 +23,8 @@ import socket
 import subprocess
 import uuid
 
+import cloudinit_env
 import pytest
-import test_cloudinit_datasources
 from testbed import require_engine
 
 from vac.backends.libvirt import metadata
@@ -204,22 +204,22 @@ def test_cloud_inits_own_early_dhcp_reaches_the_metadata_service(lab, paths, tmp
     """cloud-init's init-local OpenStack datasource (chosen when the VM's SMBIOS product name
     is "OpenStack Nova"): its own DHCP on eth0, then Vac's real metadata service on the
     metadata address, from the namespace. About 3 s."""
-    site = test_cloudinit_datasources.SITE
+    site = cloudinit_env.SITE
     require_engine("cloud-init", os.path.isdir(f"{site}/cloudinit"),
                    "scripts/ci/setup-cloudinit.sh unpacks Debian's cloud-init")
     conn, lab = lab
     vmnetwork.ensure_network(conn, FACTORY)
     net = conn.networkLookupByName(vmnetwork.NETWORK_NAME)
     lab.plug(net.bridgeName())
-    test_cloudinit_datasources.machine(paths, ORDINAL)
+    cloudinit_env.machine(paths, ORDINAL)
     guest = f"10.{lab.octet}.169.{ORDINAL}"
     service = metadata.MetadataService(
-        paths, test_cloudinit_datasources.FACTORY,
+        paths, cloudinit_env.FACTORY,
         client_address=lambda peer: f"169.254.169.{ORDINAL}" if peer == guest else peer)
     server = metadata.serve(service, lab.meta, 0)
     try:
-        done = run("ip", "netns", "exec", lab.ns, test_cloudinit_datasources.PYTHON,
-                   test_cloudinit_datasources.DRIVER, "openstack-local",
+        done = run("ip", "netns", "exec", lab.ns, cloudinit_env.PYTHON,
+                   cloudinit_env.DRIVER, "openstack-local",
                    f"http://{lab.meta}:{server.server_address[1]}", str(tmp_path), site,
                    lab.guest_if, timeout=180)
     finally:
@@ -228,8 +228,8 @@ def test_cloud_inits_own_early_dhcp_reaches_the_metadata_service(lab, paths, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["ok"], (found["warnings"], done.stderr[-3000:])
-    assert found["instance_id"] == test_cloudinit_datasources.JOB_ID
-    assert found["user_data"] == test_cloudinit_datasources.USER_DATA
+    assert found["instance_id"] == cloudinit_env.JOB_ID
+    assert found["user_data"] == cloudinit_env.USER_DATA
     assert found["local_hostname"] == f"f1-{ORDINAL:02d}"
 
 

@@ -7,8 +7,8 @@ fork: systemd (or the demo script) runs it; without --foreground it logs to /var
 with it to stderr; under systemd (Type=notify) it says READY=1 after its first cycle, a
 one-line STATUS= after each, and pings the watchdog (vac.service). A missing or rejected
 configuration never stops it: it keeps cycling on what it has. When a VM machinetype is
-configured, vacd also runs the metadata service (vac.backends.libvirt.services), bound after
-each cycle's host preparation and closed on exit.
+configured, vacd also runs the metadata service (the backends' host services, asked of the
+backend registry), bound after each cycle's host preparation and closed on exit.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import time
 from typing import List, Optional, Set
 
 from vac import __version__, planfile
-from vac.backends.libvirt.services import DEFAULT_ADDRESSES, DEFAULT_PORT, MetadataSupervisor
+from vac.backends import host_services
 from vac.config import pipefetch, pipes, presence
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
@@ -70,8 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-file", default=LOG_FILE, help=argparse.SUPPRESS)
     # Tests of vacd itself serve metadata on 127.0.0.1 and port 0 instead.
     parser.add_argument("--metadata-address", action="append", help=argparse.SUPPRESS)
-    parser.add_argument("--metadata-port", type=int, default=DEFAULT_PORT,
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--metadata-port", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"vacd {__version__}")
     return parser
 
@@ -123,8 +122,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = Waker()
         self.host = HostFacts.read()
-        self.services = MetadataSupervisor(args.metadata_address or DEFAULT_ADDRESSES,
-                                           args.metadata_port)
+        self.services = host_services(args.metadata_address, args.metadata_port)
         self.factory = Factory(self._load_config, after_prepare=self.services.ensure,
                                space_census=SpacePoll(), state_dir=state_dir, host=self.host)
         # The VacQuery responder (vac.space): its own thread, answering from the state

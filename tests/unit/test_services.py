@@ -166,6 +166,22 @@ def test_supervisor_reports_addresses_it_cannot_bind(make_config):
     assert len(problems) == 1 and "cannot serve metadata on 192.0.2.77:0" in problems[0]
 
 
+def test_vacd_gets_the_host_services_from_the_backend_registry(make_config):
+    """vacd names no backend: the registry gives it the supervisor, with the defaults unless
+    tests give an address and a port."""
+    from vac.backends import host_services
+
+    default = host_services()
+    assert isinstance(default, MetadataSupervisor) and default.port == 80
+    assert default.addresses == ("169.254.169.253", "169.254.169.254")
+    supervisor = host_services(["127.0.0.1"], 0)
+    try:
+        assert supervisor.ensure(make_config(VM.format(factory="v1.example.com"))) == []
+        assert supervisor.bound()[0][0] == "127.0.0.1"
+    finally:
+        supervisor.close()
+
+
 def test_vacd_lives_while_libvirtd_is_unreachable_and_closes_the_service(tmp_path, caplog):
     conf = tmp_path / "vac.conf"
     conf.write_text(VM.format(factory="v1.example.com").replace(

@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The backend registry: machine model -> backend class, imported only when asked for; and
-each backend's `vac doctor` checks (its wing's `checks` module, a BackendChecks subclass)."""
+"""The backend registry: machine model -> backend class, imported only when asked for; each
+backend's `vac doctor` checks (its wing's `checks` module, a BackendChecks subclass); and the
+servers vacd runs beside its cycles for the backends' machines (host_services)."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Dict, Type
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Type
 
 if TYPE_CHECKING:
+    from vac.backends.base import HostServices
     from vac.backends.checks import BackendChecks
     from vac.config.model import Settings
 
@@ -27,6 +29,10 @@ BACKENDS = {
 # probe (a backend not listed has nothing to add)
 CHECKS = {name: f"vac.backends.{name}.checks" for name in ("libvirt", "docker", "podman",
                                                             "apptainer")}
+
+# The supervisor of the servers vacd runs for machines whose backend's Capabilities say they
+# need them (needs_metadata_server: the VMs' metadata service), as (module, class).
+HOST_SERVICES = ("vac.backends.libvirt.services", "MetadataSupervisor")
 
 MODEL_BACKENDS = models.backends()     # machine_model -> backend name (vac.config.models)
 
@@ -68,3 +74,14 @@ def backend_checks(name: str, settings: Settings) -> BackendChecks:
 
         return BackendChecks(name, settings)
     return importlib.import_module(CHECKS[name]).CHECKS(name, settings)
+
+
+def host_services(addresses: Optional[Sequence[str]] = None,
+                  port: Optional[int] = None) -> HostServices:
+    """vacd's supervisor of the servers beside its cycles (base.HostServices): it starts them
+    only when a configured backend's machines need them. addresses and port replace the
+    defaults (tests of vacd serve on 127.0.0.1 and port 0)."""
+    module, name = HOST_SERVICES
+    cls = getattr(importlib.import_module(module), name)
+    given = {"addresses": addresses, "port": port}
+    return cls(**{k: v for k, v in given.items() if v is not None})

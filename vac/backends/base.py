@@ -1,22 +1,36 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The backend contract: what the factory may ask of libvirt, Docker, Apptainer and fakes.
+"""The backend contract: what the factory may ask of libvirt, Docker, Podman, Apptainer and
+fakes.
 
-A backend is small: probe, create, destroy, list_machines, status. It declares the machine
-models it serves and where its machines see MJF and joboutputs. Foreign exceptions never
-leave a backend: they become vac.errors.BackendError (or a subclass) with `raise ... from e`.
-Nothing outside vac/backends/ knows which library a backend uses.
+Five methods every backend has: probe, create, destroy, list_machines, status. The others have
+defaults a backend overrides when it has more to do: prepare_host, watch, parallel_creations,
+cgroup_path, release, release_leftovers, kill_strays, stop, collect. A backend declares the
+machine models it serves and where its machines see MJF and joboutputs (Capabilities).
+
+Who writes what: create writes backend.json; status (and list_machines, which may call it) may
+write backend.json too, the adoption record of a machine Vac 03 started (Docker, Podman,
+Apptainer) and the exit code it reaped (Apptainer), and a fake's shutdown_message; collect
+writes what it finds of a machine's end into its directory; destroy and the release methods
+remove what the machine held on the host (containers, domains, cgroups, scratch, LVs, the
+config drive) and write nothing. probe, watch, parallel_creations and cgroup_path only read.
+Each method's docstring says the same for itself.
+
+Foreign exceptions never leave a backend: they become vac.errors.BackendError (or a subclass)
+with `raise ... from e`. Nothing outside vac/backends/ knows which library a backend uses: `vac
+doctor` asks a backend wing for its checks (vac.backends.checks) and vacd for the servers it
+runs beside its cycles (HostServices, through vac.backends.host_services).
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, ClassVar, FrozenSet, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, ClassVar, FrozenSet, List, Mapping, Optional, Protocol
 
 from vac.machine.directory import MachineDir, MachineState
 
 if TYPE_CHECKING:
     from vac.backends.watch import Watcher
-    from vac.config.model import MachineType, Settings
+    from vac.config.model import Config, MachineType, Settings
     from vac.machine.slots import Slot
 
 
@@ -85,16 +99,21 @@ class Backend(abc.ABC):
         self.settings = settings
 
     def prepare_host(self) -> None:  # noqa: B027 (optional hook, no-op by default)
-        """Optional once-per-cycle host preparation (networks, cgroup parents). No-op here."""
+        """Optional once-per-cycle host preparation, before creations (libvirt: the NAT
+        network, defined, started or completed). Writes nothing under the state directory.
+        No-op here."""
 
     @abc.abstractmethod
     def probe(self) -> Probe:
-        """Is the engine/library usable? Must not raise; must return within seconds."""
+        """Is the engine/library usable? Must not raise; must return within seconds. Reads
+        only (the factory asks once a cycle for each backend a machinetype uses)."""
 
     @abc.abstractmethod
     def create(self, spec: MachineSpec) -> str:
         """Start the machine; return its backend id (recorded by the backend in backend.json;
         jobfeatures/job_id stays the factory's UUID, which user_data and MJF already carry).
+        Writes backend.json and what the machine needs in its directory (libvirt: the config
+        drive); makes what it holds on the host (container, domain, cgroup, scratch, LV).
 
         Raises:
             BackendError: creation failed; nothing of the machine is left running.
@@ -103,19 +122,25 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
         """Stop the machine and release everything it holds. Absent counts as success.
-        It reads nothing of the machine's last state: finishing collects before it."""
+        It reads nothing of the machine's last state: finishing collects before it. It
+        writes nothing in the machine's directory (libvirt removes the config drive)."""
 
     @abc.abstractmethod
     def list_machines(self) -> List[MachineStatus]:
-        """Every machine this backend holds that Vac owns (by label/name and factory)."""
+        """Every machine this backend holds that Vac owns (by label/name and factory). May
+        write what status() writes (Apptainer lists through status)."""
 
     @abc.abstractmethod
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
-        """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none."""
+        """Current state and CPU seconds of one machine; SHUTDOWN if the backend has none.
+        Not only a read: it may write backend.json, the adoption record of a machine Vac 03
+        started and left without one (Docker, Podman, Apptainer) and the exit code it reaped
+        (Apptainer); the fake writes a machine's shutdown_message when it ends."""
 
     def watch(self, on_end: Callable[[str], None]) -> Optional[Watcher]:
         """A started Watcher calling on_end(machine name) as soon as a machine of this
-        factory ends, or None if this backend cannot tell (vacd then relies on cycles)."""
+        factory ends, or None if this backend cannot tell (vacd then relies on cycles).
+        Writes nothing: vacd's cycle does, when woken."""
         return None
 
     def parallel_creations(self) -> int:
@@ -159,3 +184,17 @@ class Backend(abc.ABC):
         (console.log, joboutputs/, an OOM shutdown_message if none, backend.json).
         Default: status()."""
         return self.status(name, directory)
+
+
+class HostServices(Protocol):
+    """The servers vacd runs beside its cycles for the backends' machines (the VMs' metadata
+    service), from vac.backends.host_services: vacd passes ensure to the Factory as its
+    after_prepare hook and closes them on exit."""
+
+    def ensure(self, config: Config) -> List[str]:
+        """After each cycle's host preparation: start or re-bind the servers if a configured
+        backend's machines need them (Capabilities.needs_metadata_server); return what could
+        not be bound, as sentences."""
+
+    def close(self) -> None:
+        """Stop every server (vacd's exit)."""

@@ -45,6 +45,7 @@ from vac.cycle.censuskeeper import CensusKeeper, SpaceCensus
 from vac.cycle.configstate import ConfigKeeper, Loaded
 from vac.cycle.creation import create_machine
 from vac.cycle.finishing import Ending, finish_machine
+from vac.cycle.fizzlehint import FizzleHints
 from vac.cycle.hostdisk import HostDisk
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.machinepressure import MachinePressureRecorder
@@ -108,6 +109,7 @@ class Factory:
         self.started = clock()
         self.recorder = Recorder()
         self.backoffs = BackoffLog()   # a line when a machinetype's backoff starts or ends
+        self.fizzle_hints = FizzleHints()   # once per machine that found no work
         self._swept_once = False
         self._last: Optional[_Last] = None
         self._dirty: Set[str] = set()   # slots acted on since they were last observed
@@ -194,6 +196,7 @@ class Factory:
         """The planner's decision (the same for a cycle and a refill)."""
         self.backoffs.update(loaded.config.machinetypes, census, now,
                              loaded.config.settings.factory_name)
+        self.fizzle_hints.update(observed)   # the original's "minimum fizzle_seconds" hint
         return self.disk.kept(self.pressure.kept(planner.plan(
             loaded.config, observed, census, load=max(self.loadavg()), now=now,
             daemon_started=self.started, rng=self.rng, yield_state=yield_state, owner=owner,

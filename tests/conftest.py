@@ -7,6 +7,7 @@ import random
 import textwrap
 
 import pytest
+from fakeclock import Clock
 # Importable from here too for the modules that still import them from conftest.
 from testbed import REALPIPES, REPO, require_engine  # noqa: F401
 
@@ -71,14 +72,6 @@ user_data = {user_data}
 backoff_seconds = 1000
 fake_run_seconds = 5000
 """
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import os
 import time
 
 import pytest
-from conftest import Clock
+from fakeclock import Clock
 
 from vac import cli, fsutil
 from vac.backends.fake import FakeBackend

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac import planfile
 

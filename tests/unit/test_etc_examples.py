@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac.config import load, model, pipes, presence
 from vac.errors import ConfigError, ConfigMissing

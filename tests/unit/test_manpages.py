@@ -14,7 +14,7 @@ import sys
 from typing import Dict, List, Set, Tuple
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac import cli, daemon
 from vac.config import options as O

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac import cli
 from vac.ops import squidconf

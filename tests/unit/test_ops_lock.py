@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac.errors import ConfigMissing, VacError
 from vac.ops import lock

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac import optional
 from vac.backends import BACKENDS, MODEL_BACKENDS

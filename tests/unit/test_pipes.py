@@ -7,7 +7,7 @@ import os
 import textwrap
 
 import pytest
-from conftest import REALPIPES
+from testbed import REALPIPES
 
 from vac.config import model, pipes
 from vac.errors import ConfigError, FetchError

@@ -11,7 +11,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac.service.sdnotify import MAX_STATUS, Notifier, WatchdogPinger, one_line
 

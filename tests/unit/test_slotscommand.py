@@ -13,7 +13,7 @@ import os
 import time
 
 import pytest
-from conftest import REPO
+from testbed import REPO
 
 from vac import cli, planfile, slotscommand
 from vac.errors import ConfigError, Problem

@@ -9,7 +9,7 @@ import os
 import re
 
 import pytest
-from conftest import REALPIPES
+from testbed import REALPIPES
 
 from vac.errors import FetchError, UserDataError
 from vac.machine.userdata import (

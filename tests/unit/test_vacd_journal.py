@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO
+from testbed import REPO
 
 CONF = """
 [settings]

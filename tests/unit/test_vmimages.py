@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import require_engine
+from testbed import require_engine
 
 from vac.backends.libvirt import images as vmimages
 from vac.errors import BackendError, FetchError

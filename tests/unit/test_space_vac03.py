@@ -18,6 +18,8 @@ import threading
 
 import pytest
 
+from vac.machine import heartbeat
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 from vac.space import census, client, render, replies
 from vac.space import censusdata
 from vac.space import messages as m
@@ -273,4 +275,36 @@ target_share = 1
     for name in ("cpu_seconds", "cpu_percentage", "hs06", "num_cpus", "num_processors",
                  "state", "machinetype", "uuid", "created_time", "started_time",
                  "heartbeat_time", "shutdown_message", "shutdown_time", "machine_model"):
+        assert ours[name] == original[name] and type(ours[name]) is type(original[name]), name
+
+
+@pytest.mark.parametrize("beat, cpu, percent", [("1234 87.5\n", 1234, 87.5),
+                                                ("1234\n", 1234, 0), ("0.0 0.0\n", 0, 0.0)])
+def test_our_running_machine_is_typed_as_the_original_types_one(make_config, paths, beat, cpu,
+                                                                 percent):
+    """Whole CPU seconds as an int, the heartbeat's CPU % as a float, 0 when it has none (the
+    original's reading of a heartbeat without a percentage)."""
+    config = make_config("""
+[settings]
+vac_space = space.example.org
+factory_name = ours.example.org
+enable_fake_backend = true
+host_processors = 2
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+""")
+    slot = "ours-00.example.org"
+    write_slot_record(paths, slot, SlotRecord(1796559448, "alpha", "fake"))
+    d = MachineDir.create(paths, 1796559448, "alpha", slot)
+    d.write("jobfeatures/allocated_cpu", "2")
+    d.write_started(1796559478.0)
+    d.write(heartbeat.NAME, beat, mtime=1796559478.0)
+    ours = replies.machine_statuses(config)[0]
+    original = json.loads(MACHINE_STATUS[0])
+    assert (ours["cpu_seconds"], ours["cpu_percentage"]) == (cpu, percent)
+    assert type(ours["cpu_seconds"]) is int and type(ours["cpu_percentage"]) is type(percent)
+    for name in ("hs06", "num_cpus", "num_processors", "state", "created_time",
+                 "started_time", "heartbeat_time"):
         assert ours[name] == original[name] and type(ours[name]) is type(original[name]), name

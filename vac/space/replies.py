@@ -58,14 +58,16 @@ def machine_statuses(config: Config) -> List[Dict[str, Any]]:
 
 
 def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
+    """A machine's machine_status fields, typed as the original sends them: whole CPU
+    seconds (an int), the heartbeat's CPU % (a float), or 0 when the heartbeat has none."""
     state = directory.disk_state()
     processors = directory.processors
-    percent = two_decimals(directory.heartbeat_values()[1])
+    cpu_seconds, percent = directory.heartbeat_values()
     body = {"state": state.value, "machine_model": model, "uuid": _cut(directory.job_id),
             "created_time": directory.created, "started_time": _int(directory.started),
             "heartbeat_time": _int(directory.heartbeat_time), "num_cpus": processors,
-            "num_processors": processors, "cpu_seconds": two_decimals(directory.cpu_seconds),
-            "cpu_percentage": percent,
+            "num_processors": processors, "cpu_seconds": int(cpu_seconds or 0),
+            "cpu_percentage": 0 if percent is None else two_decimals(percent),
             "hs06": two_decimals(censusdata.machine_hs06(directory.hs06, processors)),
             "machinetype": directory.machinetype, "shutdown_message": None,
             "shutdown_time": None}

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The one downloader: pycurl with Vac's user agent, timeouts, TLS rules, size bounds, image cache.
+"""The one downloader: pycurl with Vac's user agent, timeouts, TLS rules, size bounds, image cache;
+and its one request that sends (`request`: a PUT with a client certificate, for GOCDB).
 
 Rules (the original's, tightened):
 - https://, http:// and file:// URLs only; redirects are followed (at most MAX_REDIRECTS) but
@@ -20,7 +21,8 @@ import os
 import stat
 import tempfile
 import urllib.parse
-from typing import BinaryIO, Optional, Tuple
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional, Tuple
 
 import pycurl
 
@@ -81,6 +83,49 @@ def fetch_bytes(url: str, *, timeout: float = 30, max_bytes: int = DEFAULT_MAX_B
     return buf.getvalue()
 
 
+@dataclass(frozen=True)
+class Send:
+    """What a request sends beyond a plain GET, and whom it trusts."""
+
+    method: str = "GET"
+    body: Optional[bytes] = None
+    content_type: str = ""
+    cert: str = ""              # the client certificate and its key (PEM files), if any
+    key: str = ""
+    cafile: str = ""            # CAs trusted instead of the system bundle (tests' own CA)
+    redirects: bool = True      # False: a 3xx is the answer, not followed
+
+
+def request(url: str, send: Send, *, timeout: float = 30, max_bytes: int = DEFAULT_MAX_BYTES,
+            user_agent: str = USER_AGENT) -> Tuple[int, bytes]:
+    """One request under the rules above (a GET, or a PUT/POST of send.body); returns the HTTP
+    status and the body whatever the status is, for the caller to judge.
+
+    Raises:
+        FetchError: bad URL, transport or TLS failure, timeout, refused redirect, or a body
+            larger than max_bytes.
+    """
+    buf = io.BytesIO()
+    status, _, _ = _transfer(url, buf, timeout=timeout, max_bytes=max_bytes,
+                             user_agent=user_agent, setup=lambda curl: _set_send(curl, send))
+    return status, buf.getvalue()
+
+
+def _set_send(curl: pycurl.Curl, send: Send) -> None:
+    if send.method != "GET":
+        curl.setopt(pycurl.CUSTOMREQUEST, send.method)
+        curl.setopt(pycurl.POSTFIELDS, send.body or b"")
+    if send.content_type:
+        curl.setopt(pycurl.HTTPHEADER, [f"Content-Type: {send.content_type}"])
+    if send.cert:
+        curl.setopt(pycurl.SSLCERT, send.cert)
+        curl.setopt(pycurl.SSLKEY, send.key)
+    if send.cafile:
+        curl.setopt(pycurl.CAINFO, send.cafile)
+    if not send.redirects:
+        curl.setopt(pycurl.FOLLOWLOCATION, 0)
+
+
 def fetch_to_cache(url: str, cache_path: str, tmp_dir: str, *, timeout: float = 120,
                    max_bytes: int = DEFAULT_IMAGE_MAX_BYTES,
                    user_agent: str = USER_AGENT) -> str:
@@ -124,13 +169,17 @@ def fetch_to_cache(url: str, cache_path: str, tmp_dir: str, *, timeout: float = 
 
 
 def _transfer(url: str, out: BinaryIO, *, timeout: float, max_bytes: int, user_agent: str,
-              since: Optional[int] = None) -> Tuple[int, bool, int]:
-    """Run one transfer into out; return (HTTP status or 0, condition unmet, filetime or -1)."""
+              since: Optional[int] = None,
+              setup: Optional[Callable[[pycurl.Curl], None]] = None) -> Tuple[int, bool, int]:
+    """Run one transfer into out; return (HTTP status or 0, condition unmet, filetime or -1).
+    setup, if given, sets what the request sends after the rules are set."""
     scheme = _check_url(url)
     sink = _Sink(out, max_bytes)
     curl = pycurl.Curl()
     try:
         _set_options(curl, url, scheme, timeout, max_bytes, user_agent)
+        if setup is not None:
+            setup(curl)
         curl.setopt(pycurl.WRITEFUNCTION, sink.write)
         if since is not None:
             curl.setopt(pycurl.TIMECONDITION, pycurl.TIMECONDITION_IFMODSINCE)

@@ -160,6 +160,15 @@ def test_redirect_loop_is_bounded(base, server):
     assert len(server.requests) == fetch.MAX_REDIRECTS + 1
 
 
+def test_a_request_returns_any_status_and_follows_redirects_only_when_asked(base, server):
+    assert fetch.request(base + "/error", fetch.Send()) == (500, b"oops")
+    assert fetch.request(base + "/redirect-ok", fetch.Send(redirects=False))[0] == 302
+    assert [p for p, _ in server.requests] == ["/error", "/redirect-ok"]
+    assert fetch.request(base + "/redirect-ok", fetch.Send()) == (200, b"hello")
+    with pytest.raises(FetchError, match="larger than the limit"):
+        fetch.request(base + "/big", fetch.Send(), max_bytes=50_000)
+
+
 def test_size_bound_with_content_length(base):
     with pytest.raises(FetchError) as e:
         fetch.fetch_bytes(base + "/big", max_bytes=50_000)

@@ -1,18 +1,17 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """GOCDB: publish the space's capacity and VO shares as extension properties of its
-`uk.ac.gridpp.vac` service endpoint (§10.5), at most daily per factory with a random phase.
+`uk.ac.gridpp.vac` service endpoint, at most daily per factory with a random phase.
 
 Due when gocdb_cert_file and gocdb_key_file are set and exist and `gocdb-updated` is older than
 U = 86400 s (86400 x factories / 24 for spaces of more than 24 fresh census entries); its
 first mtime is now - random(0, U). Capacity sums space-catalogue.json and the fresh census
 (this factory's own status when neither has it). The service id is the PRIMARY_KEY (before
 its "G") of the SERVICE_ENDPOINT that get_service_endpoint returns; the JSON is PUT to
-<gocdb_url>/v5/Service/<id>/ExtensionProperties. Transfers use pycurl with the client
-certificate, TLS verified, bounded in time and size; any failure is a FetchError.
+<gocdb_url>/v5/Service/<id>/ExtensionProperties. Transfers go through vac.fetch with the
+client certificate, TLS verified, bounded in time and size; any failure is a FetchError.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -25,7 +24,6 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from vac import __version__, fsutil
 from vac.config.model import Config
 from vac.errors import FetchError
-from vac.paths import GRID_CA_DIR
 from vac.space import replies
 from vac.space.census import fresh_census
 
@@ -178,44 +176,13 @@ def update_if_due(config: Config, now: float, transport: Optional[Transport] = N
 
 def curl_transport(method: str, url: str, body: Optional[bytes], cert: str, key: str,
                    cafile: Optional[str]) -> Tuple[int, bytes]:
-    """One HTTPS request with the client certificate, peer verified, bounded."""
-    import pycurl
+    """One HTTPS request with the client certificate, peer verified, bounded in time and size,
+    redirects not followed (vac.fetch, the one downloader)."""
+    from vac import fetch   # lazily: pycurl is needed only where GOCDB is configured
 
     if not url.startswith("https://"):
         raise FetchError(url, "GOCDB is reached over https only")
-    out = io.BytesIO()
-    curl = pycurl.Curl()
-    try:
-        curl.setopt(pycurl.URL, url)
-        curl.setopt(pycurl.USERAGENT, f"Vac {__version__}")
-        curl.setopt(pycurl.SSLCERT, cert)
-        curl.setopt(pycurl.SSLKEY, key)
-        curl.setopt(pycurl.SSL_VERIFYPEER, 1)
-        curl.setopt(pycurl.SSL_VERIFYHOST, 2)
-        if cafile:
-            curl.setopt(pycurl.CAINFO, cafile)
-        elif os.path.isdir(GRID_CA_DIR):
-            curl.setopt(pycurl.CAPATH, GRID_CA_DIR)
-        curl.setopt(pycurl.TIMEOUT, TIMEOUT)
-        curl.setopt(pycurl.NOSIGNAL, 1)
-        curl.setopt(pycurl.FOLLOWLOCATION, 0)
-        curl.setopt(pycurl.WRITEFUNCTION, _bounded(out))
-        if method == "PUT":
-            curl.setopt(pycurl.CUSTOMREQUEST, "PUT")
-            curl.setopt(pycurl.POSTFIELDS, body or b"")
-            curl.setopt(pycurl.HTTPHEADER, ["Content-Type: application/json"])
-        curl.perform()
-        return int(curl.getinfo(pycurl.RESPONSE_CODE)), out.getvalue()
-    except pycurl.error as e:
-        raise FetchError(url, f"{method}: {e.args[-1] if e.args else e}") from e
-    finally:
-        curl.close()
-
-
-def _bounded(out: io.BytesIO) -> Callable[[bytes], Optional[int]]:
-    def write(chunk: bytes) -> Optional[int]:
-        if out.tell() + len(chunk) > REPLY_LIMIT:
-            return 0        # pycurl aborts the transfer
-        out.write(chunk)
-        return None
-    return write
+    send = fetch.Send(method=method, body=body, cert=cert, key=key, cafile=cafile or "",
+                      content_type="application/json" if method == "PUT" else "",
+                      redirects=False)
+    return fetch.request(url, send, timeout=TIMEOUT, max_bytes=REPLY_LIMIT)

@@ -39,6 +39,8 @@
 #       (cpu.shares, memory.soft_limit_in_bytes: Vac 03 knew no v2).
 # test_cgroup_delegation.py (issue 31): a payload subdividing its delegated v2 cgroup, the
 # kernel's permission and nsdelegate refusals, OOM in a child; it skips on the v1 host.
+# test_machine_pressure.py: a Docker machine's own pressure read from its slice's
+# cpu/memory/io.pressure (the systemd driver's slice path; the host reads the cgroupfs one).
 # Only here: test_vacd_systemd.py, vacd's RPMs (built on the host by run-v2-tests.sh) installed
 # and run by this guest's systemd, PID 1 (issue 22); last, as it installs and removes packages
 # (226 s of the guest's time when measured: 135 s of it the watchdog's 120 s after kill -STOP).
@@ -52,6 +54,7 @@ mkdir -p "$RESULTS"
 TESTS=(
   tests/integration/test_cgroup_v2.py
   tests/integration/test_cgroup_delegation.py
+  tests/integration/test_machine_pressure.py
   tests/integration/test_docker_backend.py::test_payload_reads_mjf_writes_joboutputs_and_finishes
   tests/integration/test_docker_backend.py::test_inspect_shows_labels_limits_binds_and_no_privileges
   tests/integration/test_docker_backend.py::test_hard_cpu_and_soft_memory_options

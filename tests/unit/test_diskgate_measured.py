@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The disk as measured for people: the reading in plan.json (written by the planner's plan,
-read back with guards), the Prometheus gauges of each watched filesystem, and `vac doctor`'s
+read back with guards), the Prometheus gauges of each watched filesystem, `vac doctor`'s
 disk line, ok with each filesystem's figures and warn in the words of the idle reason when
-creation stops for free space."""
+creation stops for free space, and the status page's filesystems and machines' scratch."""
 from __future__ import annotations
 
 import pytest
@@ -101,3 +101,37 @@ def test_doctor_on_the_real_state_directory(make_config):
     [line] = diskcheck.host_disk(make_config(CONF).settings)
     assert line.name == "disk"
     assert "GB free of" in line.detail or line.detail.startswith("creation stops now")
+
+
+def test_the_status_page_shows_each_filesystem_and_each_machines_scratch(world):
+    import dataclasses
+
+    from fakeclock import T0
+
+    from vac.web import statuspages
+    from vac.web.status import factory_view
+
+    w = world()
+    w.run()
+    config = w.load()
+    path = config.settings.paths.plan
+    view = factory_view(config, now=T0)
+    running = [c for c in view["slots"] if c["state"] == "running"]
+    assert running and view["disk"] == {"available": False, "growth_bytes": None, "rows": []}
+    data = diskgate.as_dict(config.settings, reading())
+    data["scratch_used_bytes"] = {running[0]["machine"]: 1_500_000_000}
+    why = planfile.IdleReason(planfile.DISK, "disk: ...", resource="/data/docker", value=8e9)
+    planfile.write(path, dataclasses.replace(planfile.read(path), disk=data,
+                                             idle={"f1-03.example.com": why}))
+    view = factory_view(config, now=T0)
+    disk = view["disk"]
+    assert disk["available"] and disk["growth_bytes"] == 7 * GB
+    assert [(r["path"], r["short"]) for r in disk["rows"]] == \
+        [("/var/lib/vac", False), ("/data/docker", True)]
+    cells = {c["machine"]: c for c in view["slots"] if c["machine"]}
+    assert cells[running[0]["machine"]]["scratch_bytes"] == 1_500_000_000
+    assert all(c["scratch_bytes"] is None for c in view["slots"]
+               if c["machine"] != running[0]["machine"])
+    html = statuspages.factory_page(view, 30)
+    assert 'data-path="/data/docker" class="backoff"' in html and "8.0 GB" in html
+    assert "scratch 1.5 GB" in html

@@ -27,7 +27,7 @@ from vac.machine.slots import make_slots
 from vac.space.census import others as census_others
 from vac.space.censusdata import Census, machine_hs06
 from vac.space.messages import two_decimals
-from vac.web import outcomes
+from vac.web import outcomes, statusdisk
 from vac.web.statuspressure import host_pressure
 
 FINISHED_SHOWN = 20
@@ -300,6 +300,7 @@ def factory_view(config: Config, now: Optional[float] = None,
     s = config.settings
     plan = read_plan(config)
     cells = slot_cells(config, plan, now)
+    statusdisk.add_scratch(cells, plan)
     finished = outcomes.recent_finished(s.paths, config.machinetypes)
     counts: Dict[str, int] = {"running": 0, "starting": 0, "idle": 0, "backoff": 0,
                               "failed": 0}
@@ -314,4 +315,5 @@ def factory_view(config: Config, now: Optional[float] = None,
             "machinetypes": machinetype_panels(config, cells, finished, space, now),
             "finished": finished[:FINISHED_SHOWN], "space_polled": space.polled,
             "warnings": [str(w)[:WARNING_LIMIT] for w in config.warnings[:WARNINGS_SHOWN]],
-            "cycle_seconds": s.cycle_seconds, "pressure": host_pressure(plan, s)}
+            "cycle_seconds": s.cycle_seconds, "pressure": host_pressure(plan, s),
+            "disk": statusdisk.host_disk(plan)}

@@ -13,9 +13,10 @@ Off unless `shed_memory_full` is set. Each cycle brings the host's PSI reading
     above at all                  ->  nothing is created (idle reason kind "pressure")
     no reading (no PSI)           ->  nothing is shed, the grace starts again
 
-The youngest, not the one whose own cgroup shows the most memory pressure: per-machine
-pressure is not read for every backend (VMs' memory is the QEMU process's), the youngest has
-done the least work, and it is the one admitted last, when the host had the least room; it is
+The youngest, not the one whose own cgroup shows the most memory pressure: a machine's own
+pressure (vac.host.machinepressure) is read only where its cgroup is in a cgroup2 mount
+(cgroup v1 keeps none, and a backend may not name the cgroup), the youngest has done the least
+work, and it is the one admitted last, when the host had the least room; it is
 also the rule opportunistic mode follows, so the two agree on the order machines go.
 
 The message's code is 100, "shutdown as requested by the VM's host/hypervisor", as a yield's:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 
 import pytest
@@ -86,3 +87,14 @@ def test_the_heartbeat_is_written(setup):
     resp._heartbeat(config)
     with open(f"{config.settings.state_dir}/responder-heartbeat") as f:
         assert int(f.read()) > 0
+
+
+def test_the_heartbeats_time_mtime_and_ctime_name_one_second(setup):
+    """The original reports responder_heartbeat_time from the file's ctime; ours from its
+    mtime: both, and the time written in it, are one second."""
+    config, resp, _ = setup
+    resp._heartbeat(config)
+    path = f"{config.settings.state_dir}/responder-heartbeat"
+    st = os.lstat(path)
+    with open(path) as f:
+        assert int(f.read()) == int(st.st_mtime) == int(st.st_ctime)

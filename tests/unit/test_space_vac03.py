@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A mixed space (issue 27): what an original Vac 03 factory sends, byte for byte, through our
 decoder, client, census and shares; hostile variants refused with the datagram named; our
-empty slot as the original reports one.
+empty slot and running machine as the original reports them; our responder and the original
+answering one query together.
 
 The datagrams below were captured from the original's own responder functions
 (makeMachinetypeResponses, makeMachineResponse, makeFactoryResponse of Vac 03.01 under
@@ -23,6 +24,7 @@ from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 from vac.space import census, client, render, replies
 from vac.space import censusdata
 from vac.space import messages as m
+from vac.space import responder as r
 
 SPACE = "space.example.org"
 SALT = "salt"
@@ -308,3 +310,49 @@ target_share = 1
     for name in ("hs06", "num_cpus", "num_processors", "state", "created_time",
                  "started_time", "heartbeat_time"):
         assert ours[name] == original[name] and type(ours[name]) is type(original[name]), name
+
+
+def test_a_mixed_space_our_responder_and_the_original_counted_together(original, make_config,
+                                                                       paths):
+    """Our responder (real socket, its own thread, a running alpha machine on disk) and a
+    factory answering as the original: one query each, every reply decoded, the census sums
+    both, the original's abort of beta is there, and `vac machinetype` totals both."""
+    config = make_config(f"""
+[settings]
+vac_space = {SPACE}
+factory_name = ours.example.org
+enable_fake_backend = true
+host_processors = 2
+
+[machinetype alpha]
+machine_model = fake
+target_share = 1
+
+[machinetype beta]
+machine_model = fake
+target_share = 1
+""")
+    slot = "ours-00.example.org"
+    d = MachineDir.create(paths, 1796559448, "alpha", slot)
+    write_slot_record(paths, slot, SlotRecord(d.created, "alpha", "fake"))
+    d.write_started()                     # the wall clock: running, heartbeat fresh
+    d.write_first_heartbeat()
+    ours = r.Responder(lambda: config, address="127.0.0.1", port=0)
+    ours.start()
+    try:
+        assert ours.bound.wait(30)
+        where = {FACTORY: original.sock.getsockname(),
+                 "ours.example.org": ("127.0.0.1", ours.bound_port)}
+        types = client.query(m.MACHINETYPES, SPACE, sorted(where), 10.0, addresses=where)
+        machines = client.query(m.MACHINES, SPACE, sorted(where), 10.0, addresses=where)
+    finally:
+        ours.stop()
+    assert types.silent() == [] and types.refused == [] and types.short() == []
+    merged = censusdata.merge_census(reply for f in types.replies.values()
+                                     for reply in f.values())
+    assert merged["alpha"].running_machines == 2 and merged["alpha"].running_processors == 3
+    assert merged["beta"].last_abort_time is not None
+    assert render.machinetype_lines(types, "alpha")[-1] == (
+        "Total: 2 running alpha machines, 3.0 HS06 on 2 factories")
+    assert machines.short() == [] and len(machines.replies[FACTORY]) == 3
+    assert len(machines.replies["ours.example.org"]) == 2

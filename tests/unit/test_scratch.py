@@ -165,6 +165,32 @@ def test_volume_group_exists_asks_lvm_not_dev():
     assert not volume_group_exists("--all", vgs("  x\n")) and not volume_group_exists("", missing)
 
 
+def test_an_empty_vac_volume_group_is_still_the_fallback(make_config, host):
+    """LVM reports vac_volume_group though it holds no LV (so there is no
+    /dev/vac_volume_group): an unset volume_group falls back to it, a set one is accepted,
+    and a group LVM does not report is rejected by name."""
+    import dataclasses
+    import functools
+
+    from vac.errors import ConfigError
+    from vac.host.facts import volume_group_exists
+    from vac.subp import Completed
+
+    def run(argv, timeout, check):
+        known = argv[-1] == "vac_volume_group"
+        return Completed(tuple(argv), 0 if known else 5, f"  {argv[-1]}\n" if known else "",
+                         "" if known else f"  Volume group \"{argv[-1]}\" not found")
+
+    facts = dataclasses.replace(host, vg_exists=functools.partial(volume_group_exists, run=run))
+    assert not os.path.exists("/dev/vac_volume_group")
+    text = "[settings]\nvac_space = vac01.example.com\nfactory_name = f1.example.com\n"
+    assert make_config(text, host_facts=facts).settings.volume_group == "vac_volume_group"
+    given = make_config(text + "volume_group = vac_volume_group\n", host_facts=facts)
+    assert given.settings.volume_group == "vac_volume_group"
+    with pytest.raises(ConfigError, match="vg_gone"):
+        make_config(text + "volume_group = vg_gone\n", host_facts=facts)
+
+
 # Measured: vac slots shows a running container's scratch ------------------------------------
 
 def test_slot_row_has_the_scratch_used_and_its_limit(paths, monkeypatch):

@@ -456,6 +456,8 @@ class Factory:
 
 
 def _mark_started(directory) -> bool:
+    # The creation time, though the original would read the adoption's (the ctime cannot be
+    # set back): the machine started between the two; its fizzle_seconds count from creation.
     directory.write("started", str(directory.created), mtime=float(directory.created))
     if directory.heartbeat_time is None:
         directory.write_first_heartbeat()

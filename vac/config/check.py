@@ -151,6 +151,7 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
         elif uid == 0:
             b.problem(f"user {user!r} is root; Apptainer containers must run as a non-root "
                       "user", origins["singularity_user"], "singularity_user")
+    _check_podman_user(values, origins, host, b)
     vg = values["volume_group"]
     if vg and not host.vg_exists(vg):
         b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
@@ -166,6 +167,24 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
                   "libvirt_shutdown_wait_seconds")
     _check_yield(values, origins, b)
     _check_pressure(values, origins, b)
+
+
+def _check_podman_user(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,
+                       b: Builder) -> None:
+    """Rootless Podman: podman_user exists and is not root; podman_url not given is that
+    user's own socket (its subordinate ranges and service are vac doctor's to check)."""
+    user = values["podman_user"]
+    if not user:
+        return
+    uid = host.uid_of(user)
+    if uid is None:
+        b.problem(f"user {user!r} does not exist", origins["podman_user"], "podman_user")
+    elif uid == 0:
+        b.problem(f"user {user!r} is root; leave podman_user unset for the rootful Podman",
+                  origins["podman_user"], "podman_user")
+    elif origins["podman_url"] == "default":
+        values["podman_url"] = f"unix:///run/user/{uid}/podman/podman.sock"
+        origins["podman_url"] = f"podman_user {user}'s socket"
 
 
 def _check_pressure(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

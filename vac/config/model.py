@@ -84,6 +84,7 @@ class Settings:
     disk_overcommit: float = 1.0
     podman_url: str = "unix:///run/podman/podman.sock"
     podman_parallel_creations: int = 4
+    podman_user: Optional[str] = None
     machinefeatures_options: Mapping[str, str] = field(default_factory=dict)
     user_data_options: Mapping[str, str] = field(default_factory=dict)
     user_data_files: Mapping[str, str] = field(default_factory=dict)

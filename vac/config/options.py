@@ -92,6 +92,9 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
     Option("docker_url", "str", "unix:///var/run/docker.sock", backend="docker"),
     Option("podman_url", "str", "unix:///run/podman/podman.sock", backend="podman",
            help="the Podman API socket (rootful: podman.socket's)"),
+    Option("podman_user", "str", None, backend="podman",
+           help="the non-root user whose rootless Podman runs podman machines (unset: the "
+                "rootful Podman); podman_url then defaults to that user's socket"),
     Option("podman_parallel_creations", "int", 4, backend="podman",
            help="Podman containers created at once within a cycle"),
     Option("backend_timeout_seconds", "float", 30.0),

@@ -12,7 +12,11 @@ backend is the Docker backend (vac.backends.docker.backend) pointed at it, with 
   both), read and removed through PodmanCgroups (vac.backends.podman.conmon), because Podman
   puts each container's conmon in a child cgroup of that parent;
 - images refreshed with docker_pull_seconds are reported in podman-images.json;
-- errors name the podman backend; podman_parallel_creations creations at once.
+- errors name the podman backend; podman_parallel_creations creations at once;
+- rootless (settings.podman_user): the user's own Podman at podman_url, containers in the
+  user namespace `nomap` (root in the container is the user's first subordinate uid), no cgroup
+  parent, limits only where that engine has the controllers, CPU seconds from /proc
+  (vac.backends.podman.rootless).
 
 Containers carry the same labels (vac.space, vac.factory, vac.machine, vac.machinetype,
 vac.created), binds, limits and machinetype options (docker_*) as Docker's. The `docker`
@@ -22,13 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 
+from vac import optional
 from vac.backends.base import MachineSpec, MachineStatus, Probe
 from vac.backends.docker.backend import DockerBackend, describe
 from vac.backends.docker.images import ImageTracker
 from vac.backends.docker.spec import NAME as DOCKER
+from vac.backends.podman import rootless
 from vac.backends.podman.conmon import PodmanCgroups
 from vac.backends.podman.watch import PodmanWatcher
 from vac.errors import BackendError
@@ -41,6 +47,7 @@ NAME = "podman"
 NAME_IN_USE = "is already in use"   # Podman's word for Docker's 409 Conflict on a name
 STATE_IMPROPER = "container state improper"   # stopping on its own while force-removed
 ENGINE = "Podman Engine"     # the component /version names when the engine is Podman
+PING_SECONDS = 5.0           # /_ping answers at once; /version asks the runtime and conmon
 
 
 @contextlib.contextmanager
@@ -70,10 +77,12 @@ class CompatClient:
     container name in use is a 500 from Podman 4.3 and a 409 from Docker (which the Docker
     code takes as: adopt or replace the container that has the name); a forced removal that
     meets the container stopping on its own ("container state improper") is a 500 from Podman
-    4.3 where Docker removes it: asked once more, the stopped container goes."""
+    4.3 where Docker removes it: asked once more, the stopped container goes. For a rootless
+    engine each new container's host config is made rootless (rootless.prepare)."""
 
-    def __init__(self, api: Any):
+    def __init__(self, api: Any, found: Optional[rootless.Rootless] = None):
         self._api = api
+        self.rootless = found
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._api, name)
@@ -81,6 +90,9 @@ class CompatClient:
     def create_container(self, *args: Any, **kwargs: Any) -> Any:
         import docker
 
+        if self.rootless is not None and kwargs.get("host_config") is not None:
+            kwargs["host_config"] = rootless.prepare(self.rootless, kwargs["host_config"],
+                                                     str(kwargs.get("name") or ""))
         try:
             return self._api.create_container(*args, **kwargs)
         except docker.errors.APIError as e:
@@ -101,7 +113,8 @@ class CompatClient:
 
 
 class PodmanBackend(DockerBackend):
-    """Containers of one rootful Podman engine (settings.podman_url) as Vac machines."""
+    """Containers of one Podman engine (settings.podman_url; rootless as settings.podman_user
+    if set) as Vac machines."""
 
     NAME = NAME
     MODELS = frozenset({"podman"})
@@ -111,9 +124,37 @@ class PodmanBackend(DockerBackend):
         self.url = settings.podman_url
         self.images = ImageTracker(self._refresh_client,
                                    lambda: self.settings.paths.podman_images)
+        self.user: Optional[str] = getattr(settings, "podman_user", None) or None
+        self._rootless: Optional[rootless.Rootless] = None
+        self._limits: Optional[Dict[str, Any]] = None
+        self._version: Optional[Dict[str, Any]] = None
+
+    def rootless(self) -> Optional[rootless.Rootless]:
+        """The rootless user with its ranges (None: rootful), looked up once.
+
+        Raises:
+            BackendError: the user is missing, root, or has no subordinate range.
+        """
+        if self.user and self._rootless is None:
+            self._rootless = rootless.resolve(self.user)
+        return self._rootless
 
     def _client(self) -> Any:
-        return CompatClient(super()._client())
+        return CompatClient(super()._client(), self.rootless())
+
+    def _cgroup_driver(self) -> str:
+        """Rootless: no cgroup parent of Vac's (the user's Podman cannot make one)."""
+        return "" if self.user else super()._cgroup_driver()
+
+    def engine_limits(self) -> Dict[str, Any]:
+        """Rootless: libpod's host facts (cgroupVersion, cgroupManager, cgroupControllers),
+        asked once; their limits text is logged when a rootless engine cannot apply one."""
+        if self._limits is None:
+            self._limits = rootless.engine_info(self._client())
+            if rootless.limits_applied(self._limits) != list(rootless.LIMITS):
+                log.warning("rootless Podman of %s: %s", self.user,
+                            rootless.limits_text(self._limits))
+        return self._limits
 
     def _unreachable(self, e: BaseException) -> str:
         return f"Podman API not reachable at {self.url}: {describe(e)}"
@@ -130,19 +171,67 @@ class PodmanBackend(DockerBackend):
                                        f"socket")
         return Probe(True, version=f"{engine} (compatible API {api_version})")
 
+    def _engine_version(self) -> Any:
+        """The engine's /version reply, asked once with backend_timeout_seconds (Podman runs
+        its runtime and conmon to answer it: seconds on a busy host), then kept while the
+        engine answers /_ping; or a failed Probe saying why there is none."""
+        if self._version is not None and self._pings():
+            return self._version
+        self._version = None
+        missing = optional.backend_missing(NAME)
+        if missing is not None:
+            return Probe(False, reason=missing.text())
+        import docker
+
+        api = None
+        try:
+            api = docker.APIClient(base_url=self.url, timeout=self.timeout,
+                                   version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+            version = api.version(api_version=False)
+        except Exception as e:  # never raises: every failure is a reason
+            return Probe(False, reason=self._unreachable(e))
+        finally:
+            if api is not None:
+                api.close()
+        if engine_of(version):
+            self._version = version
+        return version
+
+    def _pings(self) -> bool:
+        import docker
+
+        api = None
+        try:
+            api = docker.APIClient(base_url=self.url, timeout=PING_SECONDS,
+                                   version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+            return bool(api.ping())
+        except Exception:  # noqa: BLE001 (no answer: ask /version again, which says why)
+            return False
+        finally:
+            if api is not None:
+                api.close()
+
     def create(self, spec: MachineSpec) -> str:
+        found = self.rootless()
         with renamed():
             container_id = super().create(spec)
-        self._record_as_podman(spec.directory)
+        self._record_as_podman(spec.directory, found)
         return container_id
 
-    def _record_as_podman(self, directory: MachineDir) -> None:
-        """backend.json names this backend (the Docker code it ran wrote "docker")."""
+    def _record_as_podman(self, directory: MachineDir,
+                          found: Optional[rootless.Rootless] = None) -> None:
+        """backend.json names this backend (the Docker code it ran wrote "docker"); for a
+        rootless machine its user, the host uid of its root, and the limits applied."""
         record = directory.read_backend_record()
-        if record.get("backend") == NAME:
+        if record.get("backend") == NAME and found is None:
             return
         record.pop("version", None)
         record["backend"] = NAME
+        if found is not None:
+            host = self.engine_limits()
+            record.update({"rootless_user": found.user, "payload_uid": found.payload_uid,
+                           "limits_applied": rootless.limits_applied(host),
+                           "limits": rootless.limits_text(host)})
         try:
             directory.write_backend_record(record)
         except OSError as e:
@@ -163,6 +252,18 @@ class PodmanBackend(DockerBackend):
     def collect(self, name: str, directory: MachineDir) -> MachineStatus:
         with renamed():
             return super().collect(name, directory)
+
+    def _cpu(self, attrs: Dict[str, Any], alive: bool,
+             directory: Optional[MachineDir]) -> float:
+        """Rootless: the container's processes as /proc counts them while it runs (there is no
+        parent of Vac's; the cgroup of its pid is the user's service's, shared), else the last
+        value seen."""
+        if not self.user:
+            return super()._cpu(attrs, alive, directory)
+        pid = int((attrs.get("State") or {}).get("Pid") or 0)
+        cpu = rootless.tree_cpu_seconds(pid) if alive and pid > 0 else None
+        last = directory.cpu_seconds if directory is not None else 0.0
+        return max(cpu, last) if cpu is not None else last
 
     def watch(self, on_end) -> Optional[PodmanWatcher]:
         watcher = PodmanWatcher(self.url, self.settings.factory_name, on_end)

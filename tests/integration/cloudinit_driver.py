@@ -8,7 +8,8 @@ Usage: python3 cloudinit_driver.py ec2|openstack|openstack-local URL WORKDIR CLO
 
 openstack-local is cloud-init's init-local OpenStack datasource: it first brings NIC up with
 its own early DHCP (dhclient, then `ip addr add ... broadcast <offered>`), the step that failed
-in issue 28 when the offer said broadcast 169.254.169.254; run it in a network namespace.
+when the offer said broadcast 169.254.169.254 (as Vac's network once did); run it in a network
+namespace.
 
 Two platform answers that come from the VM's DMI are given as a QEMU guest of Vac's has them,
 whatever host the test runs on: the EC2 platform is unknown (not AWS, so no IMDSv2 token), and

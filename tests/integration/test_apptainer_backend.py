@@ -78,7 +78,7 @@ echo "200 Intended work completed" > $O/shutdown_message
     assert read("mjf_mode") == "ro"
     v2 = env.backend.hierarchy.version == 2
     line = [x for x in read("cgroup").splitlines() if x.startswith("0::") == v2][0]
-    leaf = "/leaf" if v2 else ""   # v2: the leaf of the delegated cgroup (issue 31)
+    leaf = "/leaf" if v2 else ""   # v2: the leaf of the cgroup delegated to the payload
     assert line.endswith(f":/{env.parent}/apptainer-{spec.name}{leaf}")
     assert read("nnp") == "NoNewPrivs:1"  # Apptainer sets no_new_privs for the payload
     pid = int(job_id.split("-", 1)[0])
@@ -123,7 +123,7 @@ def test_cpu_seconds_are_counted_for_a_cpu_burning_payload(env):
     status = env.backend.status(spec.name, spec.directory)
     assert status.state == MachineState.RUNNING
     assert status.cpu_seconds > 0.2
-    # Finishing's order (issue 25 item 3): collect reads the last state, then destroy; destroy
+    # Finishing's order: collect reads the last state, then destroy; destroy
     # itself no longer reads it.
     env.backend.collect(spec.name, spec.directory)
     env.backend.destroy(spec.name, spec.directory)

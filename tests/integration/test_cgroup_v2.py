@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The container backends on cgroup v2 under systemd, as on EL9 (issue 17).
+"""The container backends on cgroup v2 under systemd, as on EL9.
 
 These need a host whose /sys/fs/cgroup is the unified hierarchy, systemd as PID 1 and Docker
 with the systemd cgroup driver: the guest of scripts/ci/build-v2-guest.sh, where
@@ -256,7 +256,7 @@ def test_docker_container_is_in_a_slice_of_its_own_that_systemd_made(world, dock
     assert attrs["HostConfig"]["CgroupParent"] == expected
     pid = int(attrs["State"]["Pid"])
     path = f"/vac.slice/vac-docker.slice/{expected}/docker-{container_id}.scope"
-    # its processes in the leaf of the cgroup delegated to it (issue 31)
+    # its processes in the leaf of the cgroup delegated to it
     assert procs.cgroups_of(pid)[cgroups.V2] == path + "/leaf"
     assert slice_state(expected) == "active"
     scope = UNIFIED + path

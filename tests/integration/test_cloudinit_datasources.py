@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Debian's own cloud-init (22.4, bookworm) reads a machine's context from Vac's metadata
-service with its EC2 and its OpenStack datasource (issue 28).
+service with its EC2 and its OpenStack datasource.
 
 The datasources' own code runs (Debian's /usr/bin/python3 with the cloud-init package that
 scripts/ci/setup-cloudinit.sh unpacks) against the real service on 127.0.0.1, which takes the

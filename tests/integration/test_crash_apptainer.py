@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vacd SIGKILLed at random moments with real Apptainer machines (issue 9's crash suite).
+"""vacd SIGKILLed at random moments with real Apptainer machines (the crash suite).
 
 A real vacd process runs 1-processor machines as the non-root singularity_user and is killed
 again and again through more than 100 lifecycles; the machines outlive each vacd, the next one

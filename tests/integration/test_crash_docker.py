@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vacd SIGKILLed on the real Docker engine (issue 9's crash suite).
+"""vacd SIGKILLed on the real Docker engine (the crash suite).
 
 (a) At random moments through more than 100 machine lifecycles, then a clean drain.
 (b) Deterministically at every crash point between two steps of creation, finishing and destroy

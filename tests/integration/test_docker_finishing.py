@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Finishing collects before it destroys, on the real Docker engine (issue 25 item 3).
+"""Finishing collects before it destroys, on the real Docker engine.
 
 A container the factory ends for its wall time keeps its console.log (collect saves the
 engine's log before the single destroy removes the container), and a container OOM-killed

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Container networking and per-machinetype limits on the real engine (issue 16), each through
+"""Container networking and per-machinetype limits on the real engine, each through
 a real factory cycle (Factory.run_cycle, the real BackendPool):
 
 - a macvlan docker_network whose parent is the host end of a veth pair, the other end in a

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Rolling updates from a real registry (issue 16): Debian's docker-registry on 127.0.0.1:18650
+"""Rolling updates from a real registry: Debian's docker-registry on 127.0.0.1:18650
 (started and stopped by the test, storage in tmp_path), the real Docker engine and the
 factory's real cycle.
 

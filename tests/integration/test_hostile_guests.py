@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Hostile guests on the real engines (issue 9): Docker and Apptainer payloads that turn their
+"""Hostile guests on the real engines: Docker and Apptainer payloads that turn their
 joboutputs into a trap (symlinks to /etc/shadow and /, a FIFO, a directory, a 2 GB sparse file,
 a 3,000-level tree, non-UTF-8 names, a thousand files, a symlinked heartbeat file) and exit.
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A hostile VM on a real libvirtd + QEMU (issue 9): the Vac test guest whose payload prints
+"""A hostile VM on a real libvirtd + QEMU: the Vac test guest whose payload prints
 hostile VAC-JOBOUTPUT lines on its serial console (traversal and absolute names, names with
 a slash, non-UTF-8 bytes, bad base64, a body over the size bound, dozens of extra files) and
 leaves a shutdown_message over 4,096 bytes. The cycle stores only what is safe, writes nothing

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A machinetype's smbios_product reaches QEMU (issue 28): the domain Vac renders starts on the
+"""A machinetype's smbios_product reaches QEMU: the domain Vac renders starts on the
 real libvirtd and its QEMU gets `-smbios type=1,product=...`, which the guest reads as
 /sys/class/dmi/id/product_name (cloud-init's ds-identify: "OpenStack Nova" -> OpenStack).
 The domain has no disk and no interface (it idles in its BIOS; the factory network is others').

@@ -2,7 +2,7 @@
 """The metrics endpoint of a real vacd running Docker machines, scraped by a real Prometheus
 (Debian's prometheus, started here on a loopback port): the slot and creation series asked
 from Prometheus's HTTP API, and `promtool check metrics` on the endpoint's text; the series an
-alert needs (issue 22): the build, the last cycle's time, the configuration's state (0 while a
+alert needs: the build, the last cycle's time, the configuration's state (0 while a
 broken edit is rejected, 1 again when fixed, the machines running throughout), every counter
 at 0 from the start, and the backoff gauge with its old name."""
 from __future__ import annotations

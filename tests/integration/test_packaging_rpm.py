@@ -226,7 +226,7 @@ def test_installed_vac_config_check_on_the_installed_example(root, tmp_path):
     conf.write_text(body.replace("[settings]\n", f"[settings]\nstate_dir = {tmp_path}/state\n"
                                  "factory_name = f1.example.com\n", 1))
     # The example's user_data is a file in the machinetype's files/: until it is there,
-    # config check says so, resolved, and exits 1 (issue 23); then it is OK.
+    # config check says so, resolved, and exits 1; then it is OK.
     files = tmp_path / "state" / "machinetypes" / "example" / "files"
     done = _installed(root, f"{root}/usr/bin/vac", "--config", str(conf), "config", "check")
     assert done.returncode == 1, done.stdout + done.stderr

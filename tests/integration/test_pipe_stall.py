@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A pipe host that accepts and never answers holds up neither vacd's cycles nor its refills
-(issue 23): a real vacd with real Docker machines whose payloads run two seconds, a good pipe
+"""A pipe host that accepts and never answers holds up neither vacd's cycles nor its refills:
+a real vacd with real Docker machines whose payloads run two seconds, a good pipe
 (file://) whose machinetype runs too, then a second pipe on a real TCP listener that accepts
 and never sends a byte. The pace with the hanging pipe is compared with the pace measured just
 before in the same run (gaps between cycles, slot dead times); the hanging pipe is retried

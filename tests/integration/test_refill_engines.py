@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A machine's end refills its slot at once, not at the next cycle (issue 14): a real vacd
+"""A machine's end refills its slot at once, not at the next cycle: a real vacd
 with real Docker containers and real Apptainer machines whose payloads run two seconds and
 succeed, with a cycle so long (an hour) that only the first cycle runs. The dead time of a
 slot is measured from the payload's last act (its shutdown_message) to the next machine's

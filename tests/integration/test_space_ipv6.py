@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The space on IPv6 and IPv4 loopback (issue 27): an IPv6-only factory (::1), an IPv4-only
+"""The space on IPv6 and IPv4 loopback: an IPv6-only factory (::1), an IPv4-only
 one (127.0.0.2) and a dual-stack one (vacquery_address unset: [::]) with live responders,
 asked by the client under names that resolve to what each has; the cycle's space poll sums
 all three; an original Vac 03 client (an IPv4 socket) is answered by a dual-stack factory

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The three-host space of test_space_netns on IPv6 (issue 27): real vacds with Docker
+"""The three-host space of test_space_netns on IPv6: real vacds with Docker
 containers in network namespaces, as the IPv4 test, with
 
 - IPv6-only hosts (2001:db8::1-3, the documentation prefix; names resolve to AAAA only):

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Switching a running Vac 03 factory (Singularity): its machines are adopted, not killed.
 
-The machine is started the way the original did (reference §5.4): its directory in the
+The machine is started the way the original did: its directory in the
 original's layout with `pid` and jobfeatures/job_id, a process that joined the cpu and memory
 cgroups `<parent>/singularity-<job_id>` (cpu.shares, memory.soft_limit_in_bytes), chdir /tmp,
 dropped to singularity_user and exec'd `apptainer exec --contain --workdir <dir>/mnt --bind

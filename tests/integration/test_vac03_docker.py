@@ -2,7 +2,7 @@
 """Switching a running Vac 03 factory (Docker): containers the original started are adopted.
 
 The state directory is written in the original's layout (tests/integration/vac03_state.py) and
-its containers are started with the original's own `docker run` argv (reference §5.3: no
+its containers are started with the original's own `docker run` argv (no
 labels, --name and --hostname the machine's FQDN, the machine directory bound in). Then a real
 vacd runs on that state. The running one must be adopted (backend.json says so), kept running
 and heartbeated with whole CPU seconds, then finished with its own shutdown_message, accounted
@@ -43,7 +43,7 @@ NEW_PAYLOAD = "#!/bin/sh\nexec sleep 300\n"
 
 
 def vac03_docker_run(path: str, name: str, processors: int = 1, mb: int = 64) -> str:
-    """Start a container exactly as Vac 03 did (§5.3); returns the ID from the first line."""
+    """Start a container exactly as Vac 03 did; returns the ID from the first line."""
     argv = ["docker", "run", "--detach", "--cpu-shares", str(1024 * processors),
             "--memory-reservation", str(processors * mb * 1048576),
             "-v", f"{path}/joboutputs:/var/spool/joboutputs",

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Switching a running Vac 03 factory (libvirt): its NAT network is completed, not redefined.
 
-The original defined its network without the metadata address 169.254.169.254 (reference §8.4:
+The original defined its network without the metadata address 169.254.169.254 (it was
 one <ip address='169.254.169.253' netmask='255.255.0.0'> with 100 static DHCP hosts, NAT). With a
 domain running on such a network, ensure_network must leave the network running (same bridge,
 the domain keeps its interface), put the address into the definition and onto the running bridge;

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A real vacd process with Docker machines while its configuration is rejected (issue 22): it
+"""A real vacd process with Docker machines while its configuration is rejected: it
 never stops, creates nothing, keeps the machines that run, says why once in its log and
 check-vacd goes CRITICAL naming the problem; a fixed file is picked up (at the next cycle or at
 SIGHUP) and check-vacd is OK again. Started on a rejected file, and rejected by an edit while

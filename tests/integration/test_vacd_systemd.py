@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vacd's RPMs under a real systemd (issue 22), in the cgroup v2 guest only (VAC_V2_GUEST=1:
+"""vacd's RPMs under a real systemd, in the cgroup v2 guest only (VAC_V2_GUEST=1:
 systemd 257 is PID 1, Docker runs inside; scripts/ci/run-v2-tests.sh builds the RPMs on the
 host into /vac-src/.v2-rpms/{1,2}, release 2 being a rebuild to upgrade to).
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The factory network's DHCP offers the /16's broadcast address, so that every DHCP client
-reaches the metadata address (issue 28), checked with real clients against the real libvirtd.
+reaches the metadata address, checked with real clients against the real libvirtd.
 
 libvirt puts the metadata address (x.x.169.254/32) on the bridge with `brd x.x.169.254`, and
 dnsmasq offered that broadcast: ISC dhclient (Debian's ifupdown guests, cloud-init's early DHCP)
@@ -234,9 +234,10 @@ def test_cloud_inits_own_early_dhcp_reaches_the_metadata_service(lab, paths, tmp
 
 
 def test_a_network_without_the_option_is_fixed_live_on_its_bridge(lab):
-    """The defect as filed (a network defined before issue 28), and the repair vacd makes
-    while VMs use such a network: the metadata address re-added to the running bridge without
-    a broadcast address, after which the same dnsmasq offers the /16's broadcast."""
+    """The defect as filed (a network defined without the broadcast option), and the repair
+    vacd makes while VMs use such a network: the metadata address re-added to the running
+    bridge without a broadcast address, after which the same dnsmasq offers the /16's
+    broadcast."""
     import xml.etree.ElementTree as ET
 
     conn, lab = lab

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Opportunistic mode on a real host (issue 16): a real vacd (1-second cycles) with real Docker
+"""Opportunistic mode on a real host: a real vacd (1-second cycles) with real Docker
 machines, and a real CPU hog outside them (two busy-looping processes, one per core of a
 2-core host, each ending by itself after a minute at most and stopped by the test).
 
@@ -10,7 +10,7 @@ machines, and a real CPU hog outside them (two busy-looping processes, one per c
     no hog, the machines themselves burning both cores -> nothing yields: the machines' own
                  CPU time is not the owner's load
 
-The test does not need a quiet host (issue 24): it first measures how busy the host is
+The test does not need a quiet host: it first measures how busy the host is
 without it (the baseline: a CPU hog beside it, other test runs) and puts the threshold halfway
 between that and a full host, which its own hog makes. The machines' burn is checked against
 the host's whole busy time over the same cycles, not against a quiet host's. Only a host with

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A state directory as the original Vac 03 left it (reference §4.1, §4.2, §5.1, §7), for the
+"""A state directory as the original Vac 03 left it, for the
 switching tests: slots/<machine>, machines/<created>_<machinetype>_<machine>/ with MJF,
 joboutputs/, user_data, started and the `0.0 0.0` heartbeat, and nothing of ours (no
 backend.json). Written with plain file writes, the way the original's createFile did.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Waiting in the integration tests: for a condition, with a generous deadline (issue 24).
+"""Waiting in the integration tests: for a condition, with a generous deadline.
 
 A test never waits for "N cycles within T seconds": it waits until what it is about has
 happened, and the deadline only ends a wait that would otherwise never end, so it is set far

@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vac.config import hostcheck, pipes, unsupported
 from vac.config import options as O
-from vac.config.load import config_files
+from vac.config.forcommand import load_with_pipes_for_command
 from vac.config.model import SECTION, Config, MachineType
 from vac.config.spelling import suggestion
 from vac.errors import ConfigError, Problem
-from vac.host.facts import HostFacts
 
 OK, ERRORS, USAGE, WARNINGS = 0, 1, 2, 3
 WIDTH = 24      # the option column of the listing
@@ -53,9 +51,8 @@ def _say(text: str) -> None:
 
 def _load(args: argparse.Namespace, fetch: bool = False) -> Tuple[Config, pipes.PipeResult]:
     """Raises ConfigError (also ConfigMissing) as pipes.load_config_with_pipes."""
-    return pipes.load_config_with_pipes(    # --fetch: every pipe now, in parallel, saying so
-        config_files(args.config), HostFacts.read(), update=False, now=time.time(),
-        force=fetch, progress=_say if fetch else None)
+    # --fetch: every pipe now, in parallel, saying so
+    return load_with_pipes_for_command(args.config, fetch, _say if fetch else None)
 
 
 # ---- config check ----------------------------------------------------------------------------

@@ -14,11 +14,10 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vac import fsutil, planfile
-from vac.config import pipes
+from vac.config.forcommand import load_for_command
 from vac.config.load import config_files
 from vac.config.model import Config
 from vac.errors import ConfigError, ConfigMissing
-from vac.host.facts import HostFacts
 from vac.ops import lock
 from vac.paths import Paths
 from vac.slotview import (age_text, cycle_summary, image_notes, local_time, names_on_disk,
@@ -60,7 +59,7 @@ def slots_command(args: argparse.Namespace, now: Optional[float] = None) -> int:
 def build_view(explicit: Optional[Sequence[str]], now: float) -> Tuple[Dict[str, Any], bool]:
     """The whole view as data, and whether the configuration is rejected (or missing)."""
     files = config_files(explicit)
-    config, state, error = _load(files, now)
+    config, state, error = _load(explicit, now)
     paths = config.settings.paths if config is not None else _state_dir(files)
     if paths is None:    # a --config file that is not there: no state directory to show
         return {"version": JSON_VERSION, "time": int(now),
@@ -78,10 +77,11 @@ def build_view(explicit: Optional[Sequence[str]], now: float) -> Tuple[Dict[str,
     return view, config is None
 
 
-def _load(files: List[str], now: float) -> Tuple[Optional[Config], str, Optional[str]]:
+def _load(explicit: Optional[Sequence[str]],
+          now: float) -> Tuple[Optional[Config], str, Optional[str]]:
     """(config or None, its state: ok / rejected / missing, the reason)."""
     try:
-        config = pipes.load_config(files, HostFacts.read(), update=False, now=now)
+        config = load_for_command(explicit, now)
     except ConfigMissing as e:
         return None, planfile.CONFIG_MISSING, str(e)
     except ConfigError as e:

@@ -15,7 +15,7 @@ from typing import List, NamedTuple
 
 import pytest
 
-from vac import cli, configcommand
+from vac import cli
 from vac.config import pipes
 from vac.ops import doctor
 from vac.host.facts import HostFacts
@@ -132,7 +132,7 @@ MISTAKES: List[Mistake] = [
 
 @pytest.fixture(autouse=True)
 def fixed_host(monkeypatch):
-    monkeypatch.setattr(configcommand.HostFacts, "read", classmethod(lambda cls: HOST))
+    monkeypatch.setattr(HostFacts, "read", classmethod(lambda cls: HOST))
 
 
 def _write(tmp_path, mistake: Mistake) -> str:

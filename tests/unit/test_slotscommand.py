@@ -221,7 +221,7 @@ def test_golden_text_and_json(scene, tmp_path, capsys, monkeypatch):
     build, beta_model, code = SCENES[scene]
     w = World(tmp_path, beta_model)
     if code:
-        monkeypatch.setattr(slotscommand.pipes, "load_config", _rejecting(w.conf))
+        monkeypatch.setattr(slotscommand, "load_for_command", _rejecting(w.conf))
     try:
         build(w)
         assert w.run(capsys=capsys)[0] == code

@@ -13,11 +13,11 @@ import argparse
 import dataclasses
 import json
 import socket
-import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from vac import optional
-from vac.config import hostcheck, load, pipes
+from vac.config import hostcheck, load
+from vac.config.forcommand import load_for_command
 from vac.config.load import config_files
 from vac.config.model import Config, RawConfig
 from vac.config.unsupported import notes as unsupported_notes
@@ -167,11 +167,10 @@ def fallback_config(files: Sequence[str]) -> Tuple[Config, str]:
 
 
 def command(args: argparse.Namespace) -> int:
-    files = config_files(args.config)
     try:
-        config = pipes.load_config(files, HostFacts.read(), update=False, now=time.time())
+        config = load_for_command(args.config)
     except ConfigError as e:
-        lines = rejected_lines(e, files)
+        lines = rejected_lines(e, config_files(args.config))
     else:
         lines = run_checks(config)
     failed = any(line.status == FAIL for line in lines)

@@ -1,5 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""`vac cernvm-signature FILE`: print a CernVM image's signature check as JSON (§5.2.4)."""
+"""`vac cernvm-signature FILE`: print a CernVM image's signature check as JSON; exit 0 when the
+signature verifies, 1 when not.
+
+The check is the libvirt wing's own (the one that boots CernVM images reads it before each
+boot), imported from there directly: the arrow goes down from ops to the backends, the wing's
+code reads only the file, and no backend library is involved, so the registry is not needed."""
 from __future__ import annotations
 
 import argparse

@@ -16,9 +16,15 @@ USERADD = "useradd -r -m -d /var/lib/{user} -s /usr/sbin/nologin {user}"
 
 def service_fix(user: str, uid: Optional[int], url: str) -> str:
     """How to start a user's Podman API service (without systemd: as the user, detached)."""
+    if uid is None:
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            pass
     run = f"/run/user/{uid if uid is not None else '<uid>'}"
     return (f"loginctl enable-linger {user} && systemctl --user -M {user}@ enable --now "
-            f"podman.socket; or without systemd: install -d -o {user} -m 700 {run} && cd / && "
+            f"podman.socket; or without systemd: install -d -o {user} -m 700 {run} "
+            f"{run}/podman && cd / && "
             f"setsid runuser -u {user} -- env XDG_RUNTIME_DIR={run} podman system service "
             f"--time=0 {url} &")
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Backoff by the outcome reported last (issue 26 defect 2), and its log lines (defect 3).
+"""Backoff by the outcome reported last (not the newest machine's), and its log lines.
 
 Pilots race for the last task of a queue: the younger one gets it and ends 200, the older
 one then finds nothing and ends 300 inside fizzle_seconds. The 300 is the latest evidence: it

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""One bad machine never stops the factory (issue 9): the eight defects found by chaos, fuzz
+"""One bad machine never stops the factory: the eight defects found by chaos, fuzz
 and hostile-guest testing, each reproduced as it was found, and the bulkhead around every
 per-machine step, on the fake backend."""
 from __future__ import annotations

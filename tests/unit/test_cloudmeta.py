@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""What the metadata service answers for cloud-init besides the machine's context (issue 28):
+"""What the metadata service answers for cloud-init besides the machine's context:
 the EC2 `network` tree of the VM's one interface, OpenStack vendor data `{}`."""
 from __future__ import annotations
 

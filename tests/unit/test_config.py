@@ -114,7 +114,7 @@ def test_host_processors_override(make_config):
     ("no", False), ("False", False), ("off", False), ("0", False)])
 @pytest.mark.parametrize("option", ["draining", "fix_networking", "enable_fake_backend"])
 def test_booleans_mean_what_they_say(make_config, option, value, expected):
-    """Issue 23: the original's quirks (only yes, anything but false) are gone."""
+    """The original's quirks (only yes meant yes, anything but false meant true) are gone."""
     assert getattr(make_config(SETTINGS + f"{option} = {value}\n").settings,
                    option) is expected
 

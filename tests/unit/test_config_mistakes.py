@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Issue 23: the realistic vac.conf mistakes an admin makes, each through `vac config check`
+"""The realistic vac.conf mistakes an admin makes, each through `vac config check`
 as the admin runs it, with the exact message, its FILE:LINE [SECTION] OPTION, and the exit
 status: 1 for an error (rejected, or cannot work on this host), 0 for a warning, and 3 for
 the same warning with --strict. A typo gets a "did you mean".
@@ -122,7 +122,7 @@ MISTAKES: List[Mistake] = [
     Mistake("user_data_proxy = yes (the original read no)", "", "user_data_proxy = yes",
             WARNING, 11, M, "user_data_proxy", "user_data_proxy = yes now means yes; the "
             "original Vac read it as no (only true meant yes)"),
-    Mistake("disk over the site's ceiling (issue 26 item 6)", "disk_gb_per_processor = 20",
+    Mistake("disk over the site's ceiling", "disk_gb_per_processor = 20",
             "machine_model = vm-raw\nroot_image = http://images.example.com/x.img\n"
             "disk_gb_per_processor = 50", WARNING, 13, M, "disk_gb_per_processor",
             "50 is more than the site's ceiling, [settings] disk_gb_per_processor = 20: VMs "

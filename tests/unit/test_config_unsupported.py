@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac config check` names every original option that is accepted but does nothing here,
-located at FILE:LINE [SECTION] OPTION (the issue's named defect: no line numbers)."""
+located at FILE:LINE [SECTION] OPTION (a defect fixed here: the notice had no line numbers)."""
 from __future__ import annotations
 
 import json

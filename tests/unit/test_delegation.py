@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Delegation of a machine's cgroup v2 subtree (issue 31) on a fake tree: vac.host.delegation,
+"""Delegation of a machine's cgroup v2 subtree on a fake tree: vac.host.delegation,
 MachineCgroup.delegate, and vac.host.cgroupmount's safety checks on mountinfo text. The real
 kernel's answers (permission errors, nsdelegate, OOM in a child) are proved in the cgroup v2
 guest: tests/integration/test_cgroup_delegation.py."""

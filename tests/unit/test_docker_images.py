@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Docker rolling updates without an engine (issue 16): the pure refresh timing, the image
+"""Docker rolling updates without an engine: the pure refresh timing, the image
 tracker over a scripted engine and clock (re-resolved at most every docker_pull_seconds, the
 last good image kept through a failing registry, logged at most every 10 minutes, the status
 file), its thread, and what the backend creates from and records in backend.json."""

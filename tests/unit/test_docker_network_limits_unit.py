@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Container networking and per-machinetype limits without an engine (issue 16): a slot's
+"""Container networking and per-machinetype limits without an engine: a slot's
 address and MAC on a network, docker_ulimits parsing, the checks of `vac config check` with
 located errors, the per-machinetype memory in the spec and the MJF, and what is asked of the
 engine (network, ulimits, MAC per API version)."""

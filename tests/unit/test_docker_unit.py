@@ -326,7 +326,7 @@ def test_module_imports_and_probe_explains_without_the_sdk(tmp_path):
     assert done.returncode == 0, done.stderr
     reason, error = done.stdout.strip().splitlines()
     assert "pip install docker" in reason and "python3-docker" in reason
-    # issue 22: the setting that needs it and both packages, in one line
+    # the setting that needs it and both packages, in one line
     assert error == ("docker: machine_model = docker is set but the Python module docker is not "
                      "installed: install python3-docker (EL9) or pip install docker")
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac doctor (issue 23): warnings are a warning, not "ok config"; the machinetypes' local files
+"""vac doctor: warnings are a warning, not "ok config"; the machinetypes' local files
 and the configured features' Python modules are checked; a rejected or missing configuration
 still gets the host checks; each FAIL line gives the fix of its own cause; while vacd runs, its
 listeners must answer (a real silent UDP socket, real HTTP servers)."""

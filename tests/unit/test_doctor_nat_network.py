@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """vac doctor's nat-network line reports a running network that is not as Vac defines it, e.g.
-one whose DHCP offers the metadata address as broadcast (issue 28)."""
+one whose DHCP offers the metadata address as broadcast."""
 from __future__ import annotations
 
 import sys

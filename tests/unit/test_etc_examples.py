@@ -109,7 +109,7 @@ def test_squid_template_ends_where_squid_conf_appends():
 
 
 def test_every_file_under_etc_is_packaged_by_the_spec():
-    # A file added under etc/ (by any issue) must be installed by vac.spec, by name.
+    # A file added under etc/ (by any change) must be installed by vac.spec, by name.
     with open(os.path.join(REPO, "vac.spec")) as f:
         spec = f.read()
     missing = []

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Fuzz (issue 9): generated and mutated vac.conf texts through load_config and `vac config
+"""Fuzz: generated and mutated vac.conf texts through load_config and `vac config
 check [--json]`: never a traceback, every problem located, strict JSON, nothing executed.
 
 The seeds are the shipped etc/vac.conf and etc/vac.d files and a config made from the option

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Fuzz (issue 9): random and mutated HTTP requests to the VM metadata service over a real
+"""Fuzz: random and mutated HTTP requests to the VM metadata service over a real
 socket: methods, paths with traversal (.., %2e%2e, NUL), very long lines, huge, chunked and
 short bodies, wrong Content-Length, cut-off (slowloris) requests. The service never dies and
 never fails a request with a traceback, writes nothing outside the machine's joboutputs,

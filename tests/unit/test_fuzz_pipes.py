@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Fuzz (issue 9): generated and mutated Vacuum Pipe documents through parse_document, expand
+"""Fuzz: generated and mutated Vacuum Pipe documents through parse_document, expand
 and load_config with a file:// URL: never a traceback, every warning and error names the pipe
 URL (and the entry, for an entry's), the last good pipe stays in use when a new fetch is bad,
 and every share is finite.
@@ -239,7 +239,7 @@ def test_a_bad_fetch_keeps_the_last_good_pipe(workdir, seed, data):
         assert shown["rejected"] is False
         assert set(shown["machinetypes"]) == set(config.machinetypes)
         # Not ok only for what a pipe's machinetypes need of this host (config check checks
-        # it since issue 23: a real pipe's min_processors 8 cannot fit a 1-processor superslot)
+        # it: a real pipe's min_processors 8 cannot fit a 1-processor superslot)
         assert shown["ok"] or all(p["option"].startswith(HOST_NEEDS) and "(pipe p)" in p["file"]
                                   for p in shown["problems"]), shown["problems"]
         if fresh is None:

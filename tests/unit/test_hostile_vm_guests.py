@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Hostile VM guests (issue 9): what a VM can send back, through metadata PUTs and through
+"""Hostile VM guests: what a VM can send back, through metadata PUTs and through
 serial-console lines `VAC-JOBOUTPUT <name> <base64>`, against what may already lie in its
 joboutputs/ (symlinks to /etc/shadow, relative or to a directory, FIFOs, directories and deep
 trees under the target name, huge and sparse files, many files). Nothing is read or written
@@ -416,8 +416,7 @@ def test_a_hostile_guest_ends_with_a_coded_message_and_the_factory_goes_on(
     assert _digest("/etc/shadow") == shadow and _tree(str(outside)) == before
     # The factory keeps cycling: past alpha's backoff (1000 s, and 600 s more while the first
     # new machine is before fizzle) both slots have new machines. (Three cycles were enough
-    # only while the tie of an abort and a success reported in one cycle hid the abort,
-    # issue 26 defect 2.)
+    # only while the tie of an abort and a success reported in one cycle hid the abort.)
     for _ in range(6):
         clock.now += 400
         assert factory.run_cycle().errors == []

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The image version each machine got (issue 16): SIFs and VM images downloaded over http
+"""The image version each machine got: SIFs and VM images downloaded over http
 (a real loopback server with Last-Modified and If-Modified-Since, the real fetch_to_cache)
 recorded as sha256 of the cached file plus Last-Modified, hashed once per download; what the
 Apptainer and libvirt backends put in backend.json; and `vac slots` showing machine versions

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A request the metadata service does not serve is logged once, naming path and machine, so
-the next unknown client is a one-line diagnosis (issue 28)."""
+the next unknown client is a one-line diagnosis."""
 from __future__ import annotations
 
 import logging

@@ -45,7 +45,7 @@ def test_series_count_creations_finishes_fizzles_cpu_and_records(world):
     text, s = samples(metrics)
     assert s[("vac_machine_creations_total", (("machinetype", "alpha"),))] == 4
     assert s[("vac_machine_finishes_total", (("code", "200"), ("machinetype", "alpha")))] == 2
-    # no fizzle: the series is there at 0 (issue 22: counters present from the start)
+    # no fizzle: the series is there at 0 (counters are present from the start)
     assert s[("vac_machine_fizzles_total", (("machinetype", "alpha"),))] == 0
     assert s[("vac_slots", (("machinetype", "alpha"), ("state", "running")))] == 2
     # 2 finished machines of 500 CPU seconds each, 2 new ones at 0
@@ -118,13 +118,13 @@ def test_an_accounting_failure_counts_as_a_failed_record_not_a_backend_error(wor
     assert report.finished and all(n in report.machine_errors for n in report.finished)
     _, s = samples(metrics)
     assert s[("vac_apel_records_total", (("outcome", "failed"),))] == 2
-    # present at 0 (issue 22), not counted
+    # present at 0 from the start, not counted
     assert s[("vac_backend_errors_total", (("backend", "fake"),))] == 0
     os.unlink(day)                                  # repaired: the next cycle settles them
     assert len(w.run(1).accounting.archived) == 2
 
 
-# Issue 22: the series an alert needs ------------------------------------------------------
+# The series an alert needs ----------------------------------------------------------------
 
 
 def record_plan(w, **kw):

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac doctor's own-name check (issue 27): the factory's name resolves to an address its
+"""vac doctor's own-name check: the factory's name resolves to an address its
 responder listens on, by vacquery_address; what it resolves to and what is local injected."""
 from __future__ import annotations
 

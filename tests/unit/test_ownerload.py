@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Opportunistic mode's measurement (issue 16): /proc/stat's busy time, the load from outside
+"""Opportunistic mode's measurement: /proc/stat's busy time, the load from outside
 the machines per sample, and whole cycles on the fake backend with a fake host whose busy time
 is the owner's plus the machines': the machines' own CPU is never the owner's, the youngest
 yields with its coded message, creation pauses and resumes, and the grace survives a restart

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Creations of one cycle run in parallel, up to the backend's parallel_creations (issue 14):
+"""Creations of one cycle run in parallel, up to the backend's parallel_creations:
 really at once, each written on its own, a failure kept to its slot, the report in plan order."""
 from __future__ import annotations
 

@@ -91,7 +91,7 @@ def reasons(plan):
     return set(plan.idle_reasons().values())
 
 
-# Creation: many per cycle, gate, cap (§3.6, item 31 replaced) ---------------------------------
+# Creation: many per cycle, the creation gate, the cap ---------------------------------------
 
 def test_creates_in_every_free_slot_in_one_cycle(conf):
     plan = make_plan(conf(4), free(4))
@@ -121,7 +121,7 @@ def test_unordered_observations_are_taken_in_slot_order(conf):
 
 
 def test_overload_by_load_on_running_processors(conf):
-    # 5 running processors, load 8 > 1.5 x 5: nothing more is created (item 33)
+    # 5 running processors, load 8 > 1.5 x 5: nothing more is created
     observed = [running(s) for s in slots(5)] + free(10)[5:]
     plan = make_plan(conf(10), observed, load=8.0)
     assert plan.creates == ()
@@ -138,7 +138,7 @@ def test_overload_by_load_on_all_processors(conf):
 
 def test_load_rule_is_rechecked_with_planned_machines_counted(conf):
     # load 9 from outside Vac: 5 planned machines make R = 5 > 4, and the load the gate sees
-    # is 9 + the 5 processors just started (issue 14): 14 > 1.5 x 5
+    # is 9 + the 5 processors just started: 14 > 1.5 x 5
     plan = make_plan(conf(10), free(10), load=9.0)
     assert len(plan.creates) == 5
     (reason,) = reasons(plan)
@@ -166,7 +166,7 @@ def test_the_gate_sees_its_own_starts_and_stops_a_fill_mid_cycle(conf):
 
 
 def test_total_processors_limit(conf):
-    # item 34: total_processors 3 of 6 counted; two run already
+    # total_processors 3 of 6 counted; two run already
     observed = [running(s) for s in slots(2)] + free(6)[2:]
     plan = make_plan(conf(6, "total_processors = 3"), observed)
     assert [c.slot.ordinal for c in plan.creates] == [2]
@@ -192,18 +192,16 @@ def test_no_machinetypes_configured(make_config):
 
 
 def test_zero_share_machinetype_is_never_created(conf):
-    # item 37
     plan = make_plan(conf(2, shares_={"a": 0}, a=""), free(2))
     assert plan.creates == () and reasons(plan) == {"no machinetype has a share"}
 
 
 def test_min_wallclock_must_fit_before_global_shutdown_time(conf):
-    # item 36
     config = conf(2, f"shutdown_time = {int(NOW + 5000)}", a="min_wallclock_seconds = 5000",
                   b="min_wallclock_seconds = 4999\nmax_wallclock_seconds = 9000")
     plan = make_plan(config, free(2))
     assert [c.machinetype for c in plan.creates] == ["b", "b"]
-    # created with the full max_wallclock; the next cycle lowers it (§3.9 step 2)
+    # created with the full max_wallclock; the next cycle lowers it to the superslot's end
     assert plan.creates[0].shutdown_time == int(NOW) + 9000
     config = conf(2, f"shutdown_time = {int(NOW + 5000)}", a="min_wallclock_seconds = 5000")
     (reason,) = reasons(make_plan(config, free(2)))
@@ -223,7 +221,7 @@ def test_idle_unpacks_as_slot_and_reason(conf):
     assert slot.ordinal == 0 and reason == "draining"
 
 
-# Target shares across the space (§3.7, item 38) -----------------------------------------------
+# Target shares across the space ----------------------------------------------------------------
 
 def test_space_wide_scores_favour_the_starved_machinegroup(conf):
     config = conf(1, a="accounting_fqan = /atlas/Role=NULL",
@@ -264,7 +262,7 @@ def test_hs06_per_processor_weights_planned_machines(conf):
     assert [c.machinetype for c in plan.creates] == ["b", "b", "a", "b"]
 
 
-# Backoff and fizzle (§3.8, items 39-42) --------------------------------------------------------
+# Backoff and fizzle ----------------------------------------------------------------------------
 
 def test_abort_anywhere_in_space_blocks_until_backoff_ends(conf):
     config = conf(2)
@@ -303,7 +301,6 @@ def test_after_backoff_only_one_probe_is_created(conf):
 
 
 def test_success_message_does_not_back_off(conf):
-    # item 41
     config = conf(2)
     outcomes = {"a": LastOutcome("200 Success", NOW - 10, "f1-00.example.com", NOW - 100)}
     census = censusdata.local_census([], outcomes, config.machinetypes, NOW)
@@ -322,7 +319,7 @@ def test_machine_ended_now_with_abort_backs_off_in_the_same_cycle(conf):
 
 
 def test_short_run_without_message_backs_off(conf):
-    # item 42: ran 120 s < fizzle 600, no message -> "300 Vac detects fizzle"
+    # ran 120 s < fizzle 600, no message -> "300 Vac detects fizzle"
     config = conf(2)
     observed = free(2)
     observed[1] = dataclasses.replace(running(observed[1].slot, started=NOW - 120),
@@ -430,7 +427,7 @@ def test_backoff_does_not_hold_back_other_machinetypes_in_same_cycle(conf):
     assert plan.creates and all(c.machinetype == "b" for c in plan.creates)
 
 
-# Running machines (§3.3, §3.5, items 49-57) ------------------------------------------------------
+# Running machines: per-slot processing and heartbeat enforcement -------------------------------
 
 def test_running_machines_get_heartbeats(conf):
     observed = [running(s, cpu_seconds=10.0 * s.ordinal) for s in slots(2)] + free(3)[2:]
@@ -442,7 +439,7 @@ def test_running_machines_get_heartbeats(conf):
 
 
 def test_machine_past_shutdown_time_is_destroyed_and_slot_refilled(conf):
-    # item 51 (and the freed slot is refilled in the same cycle, §3.3)
+    # destroyed at its shutdown time, and the freed slot is refilled in the same cycle
     observed = [running(slots(1)[0], shutdown_time=int(NOW - 1))]
     plan = make_plan(conf(1), observed)
     (d,) = plan.destroys
@@ -457,7 +454,6 @@ def test_machine_without_shutdown_time_is_not_past_it(conf):
 
 
 def test_global_shutdown_time_lowers_machine_shutdown_time(conf):
-    # item 52
     st = int(NOW + 3600)
     observed = [running(slots(2)[0]), running(slots(2)[1], shutdown_time=st - 100)]
     plan = make_plan(conf(2, f"shutdown_time = {st}"), observed)
@@ -477,7 +473,6 @@ HB = "heartbeat_file = heartbeat\nheartbeat_seconds = 600"
 
 
 def test_heartbeat_file_never_created(conf):
-    # item 53
     observed = [running(slots(1)[0], started=NOW - 601, heartbeat_file_mtime=None)]
     plan = make_plan(conf(1, a=HB), observed)
     (d,) = plan.destroys
@@ -485,7 +480,6 @@ def test_heartbeat_file_never_created(conf):
 
 
 def test_heartbeat_file_not_updated(conf):
-    # item 54
     observed = [running(slots(1)[0], heartbeat_file_mtime=NOW - 601)]
     (d,) = make_plan(conf(1, a=HB), observed).destroys
     assert d.message == "700 Heartbeat file not updated"
@@ -508,7 +502,6 @@ def test_heartbeat_file_grace_after_machine_start(conf):
 
 
 def test_heartbeat_file_checks_suspended_after_daemon_start(conf):
-    # item 55
     observed = [running(slots(1)[0], heartbeat_file_mtime=None)]
     assert make_plan(conf(1, a=HB), observed, daemon_started=NOW - 600).destroys == ()
     assert len(make_plan(conf(1, a=HB), observed, daemon_started=NOW - 601).destroys) == 1
@@ -529,7 +522,7 @@ def test_heartbeat_destroy_is_an_abort_and_slot_backs_off(conf):
 
 
 def test_machines_own_message_decides_outcome(conf):
-    # item 56: Vac's message is written only if the machine wrote none, and the census
+    # Vac's message is written only if the machine wrote none, and the census
     # judges the machine by its own message
     observed = [running(slots(2)[0], heartbeat_file_mtime=None,
                         shutdown_message="200 Success")] + free(2)[1:]
@@ -539,7 +532,6 @@ def test_machines_own_message_decides_outcome(conf):
 
 
 def test_paused_machine_is_destroyed(conf):
-    # item 57
     observed = [dataclasses.replace(running(slots(1)[0]), state=PAUSED)]
     plan = make_plan(conf(1), observed)
     assert [(d.name, d.reason) for d in plan.destroys] == [(slots(1)[0].name, "paused")]
@@ -547,7 +539,7 @@ def test_paused_machine_is_destroyed(conf):
 
 
 def test_machine_left_starting_is_destroyed(conf):
-    # item 49: the factory then marks it finished
+    # the factory then marks it finished
     observed = [Observed(slot=slots(1)[0], machinetype="a", model="fake", state=STARTING,
                          created=int(NOW - 60))]
     plan = make_plan(conf(1), observed)
@@ -594,17 +586,16 @@ def test_cvmfs_repositories_of_running_machines(conf):
     assert plan.cvmfs_repositories == ("atlas.cern.ch", "grid.cern.ch")
 
 
-# Superslots (§3.9, items 44-47) ------------------------------------------------------------------
+# Superslots: size and shutdown time -------------------------------------------------------------
 
 def test_one_processor_superslots(conf):
-    # item 44
     plan = make_plan(conf(2, a="max_processors = 4\nmax_wallclock_seconds = 5000"), free(2))
     assert [(c.processors, c.shutdown_time) for c in plan.creates] == \
         [(1, int(NOW) + 5000)] * 2
 
 
 def test_new_superslot_gets_min_of_free_max_processors_and_size(conf):
-    # item 47: P = 4, max_processors 3 -> 3, 3, then 2 free processors left -> 2
+    # P = 4, max_processors 3 -> 3, 3, then 2 free processors left -> 2
     config = conf(8, "processors_per_superslot = 4", a="max_processors = 3")
     plan = make_plan(config, free(8))
     assert [c.processors for c in plan.creates] == [3, 1, 3, 1]
@@ -613,7 +604,7 @@ def test_new_superslot_gets_min_of_free_max_processors_and_size(conf):
 
 
 def test_incomplete_superslot_is_filled_first_with_same_shutdown_time(conf):
-    # item 45: 2 processors end at `end`; P = 4 -> a 2-processor machine joins them
+    # 2 processors end at `end`; P = 4 -> a 2-processor machine joins them
     end = int(NOW) + 40_000
     config = conf(8, "processors_per_superslot = 4",
                   a="max_processors = 4\nmin_wallclock_seconds = 3600")
@@ -628,7 +619,7 @@ def test_incomplete_superslot_needs_fitting_wallclock(conf):
     config = conf(6, "processors_per_superslot = 4", a="max_processors = 4")
     observed = [running(slots(6)[0], processors=2, shutdown_time=end)] + free(6)[1:]
     plan = make_plan(config, observed)
-    # item 46: 2 processors stay reserved for the incomplete superslot, 2 are left
+    # 2 processors stay reserved for the incomplete superslot, 2 are left
     assert [(c.processors, c.shutdown_time) for c in plan.creates] == \
         [(2, int(NOW) + 86400)]
     (reason,) = reasons(plan)
@@ -650,7 +641,7 @@ def test_smaller_machinetype_fills_what_bigger_cannot(conf):
         [("a", 4), ("b", 1), ("b", 1)]
 
 
-# Expiry (§4.3, item 60) ----------------------------------------------------------------------
+# Expiry of old machine directories -------------------------------------------------------------
 
 def test_expired_directories(conf):
     config = conf(1, a="machines_dir_days = 1", b="machines_dir_days = 0")

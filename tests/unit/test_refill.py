@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Event-driven refill (issue 14), on the fake backend: Factory.refill finishes the machine
+"""Event-driven refill, on the fake backend: Factory.refill finishes the machine
 that ended and fills its slot only, from the last cycle's view plus the slots it re-observes;
 vac.cycle.watchers starts a watcher per backend, and one that breaks is reported once and
 replaced (vacd falls back to cycles meanwhile)."""

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A container machine's scratch (issue 29): the mechanism chosen per host best first and why,
+"""A container machine's scratch: the mechanism chosen per host best first and why,
 the size, the mountinfo reading, the leftovers of this factory only; the docker mounts."""
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def test_doctor_fails_a_failed_trial_and_warns_without_mechanism(make_config, mo
     assert line.status == "warn" and "vacd is not root" in line.detail and line.fix
 
 
-# The volume group check (issue 29): LVM's own reporting, not /dev/<vg> -----------------------
+# The volume group check: LVM's own reporting, not /dev/<vg> ----------------------------------
 
 def test_volume_group_exists_asks_lvm_not_dev():
     from vac.errors import ProcessError

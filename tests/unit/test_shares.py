@@ -107,7 +107,7 @@ def test_outcome_message_leaves_other_outcomes_alone(message, started, ended, fi
     assert outcome.outcome_message(message, started, ended, fizzle) == expected
 
 
-# Local census (§9.3) ----------------------------------------------------------------------
+# Local census (what the responder reports of this factory) --------------------------------
 
 def test_local_census_counts_running_starting_and_before_fizzle(mts):
     observed = [
@@ -172,7 +172,7 @@ def test_machine_shut_down_now_counts_before_it_is_finished(mts):
 
 
 def test_an_older_machines_abort_reported_later_is_not_hidden(mts):
-    # Issue 26, defect 2: the original (and this test before) let the most recently created
+    # The original (and this test before) let the most recently created
     # machine's outcome win, so an older pilot's later abort was dropped for good.
     ending = obs(2, "a", state=MachineState.SHUTDOWN, created=int(NOW - 9000),
                  shutdown_message="500 broken", shutdown_message_time=NOW - 20)
@@ -255,7 +255,7 @@ def test_add_census_combines_local_and_remote(mts):
     assert total["a"].last_abort_time == NOW - 50 and "x" in total
 
 
-# Eligibility (§3.7 step 3, §3.8) ------------------------------------------------------------
+# Eligibility (below the target share, not in backoff) -------------------------------------
 
 def test_backoff_after_abort(mts):
     c = Census(last_abort_time=NOW - 50)
@@ -326,7 +326,7 @@ def test_ended_machine_leaves_census_and_records_abort(mts):
     assert "backoff of a" in book.ordered(NOW + 1, None)[1][0].text
 
 
-# Superslots (§3.9) ------------------------------------------------------------------------
+# Superslots ------------------------------------------------------------------------------
 
 def test_choose_new_superslot_gets_largest_machine(make_config):
     mt = make_config(CONF.replace("target_share = 1\nfizzle",

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Slots (names, ordinals, addresses) and host facts parsing (§2, §19 items 28-30)."""
+"""Slots (names, ordinals, addresses) and host facts parsing."""
 from __future__ import annotations
 
 import pytest

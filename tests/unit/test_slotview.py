@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The rows of `vac slots` from a state directory: never-used slots, failed creations (contract
-item 2: MachineState.FAILED / idle reason CREATION_FAILED and the slot's error count), local
+"""The rows of `vac slots` from a state directory: never-used slots, failed creations
+(MachineState.FAILED / idle reason CREATION_FAILED and the slot's error count), local
 times, the slots a state directory knows without a configuration."""
 from __future__ import annotations
 

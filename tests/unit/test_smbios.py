@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""smbios_product (issue 28): the VMs' SMBIOS system product name, e.g. "OpenStack Nova", from
+"""smbios_product: the VMs' SMBIOS system product name, e.g. "OpenStack Nova", from
 which cloud-init's ds-identify finds the OpenStack datasource."""
 from __future__ import annotations
 

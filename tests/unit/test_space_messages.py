@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""VacQuery 01.03 messages against datagrams written by hand from the reference's field lists
-(§9.1, §9.3), both ways: what an original Vac 03 client or factory sends is accepted, what we
-send has the original's fields and version, and hostile datagrams are rejected."""
+"""VacQuery 01.03 messages against datagrams written by hand from the original's field
+lists (the client's queries, the responder's replies), both ways: what an original Vac 03
+client or factory sends is accepted, what we send has the original's fields and version, and
+hostile datagrams are rejected."""
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The client's pacing (issue 27): queries bounded by the receive buffer, only the short
+"""The client's pacing: queries bounded by the receive buffer, only the short
 factories asked again, and the loss test: a burst far larger than the receive buffer, which
 loses replies when every factory is asked at once, loses nothing through the paced client."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A mixed space (issue 27): what an original Vac 03 factory sends, byte for byte, through our
+"""A mixed space: what an original Vac 03 factory sends, byte for byte, through our
 decoder, client, census and shares; hostile variants refused with the datagram named; our
 empty slot and running machine as the original reports them; our responder and the original
 answering one query together.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The status page's host pressure (issue 30): the last record's PSI per resource and line,
+"""The status page's host pressure: the last record's PSI per resource and line,
 the thresholds that gate creation, the pause, and what a host without PSI shows."""
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_a_host_without_psi_says_the_load_average_gates_alone(world):
 
 
 def test_the_status_page_and_metrics_listen_on_ipv6_and_dual_stack(world):
-    """Issue 27: the status listener binds an IPv6 address, and "::" answers IPv4 too; the
+    """The status listener binds an IPv6 address, and "::" answers IPv4 too; the
     metrics listener (prometheus_client) binds by the address's family as well."""
     import socket
     import urllib.request

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The original's volume group fallback (reference §19 item 17, issue 13): with volume_group
+"""The original's volume group fallback: with volume_group
 unset, vac_volume_group is used when it exists; a given volume group must exist."""
 from __future__ import annotations
 

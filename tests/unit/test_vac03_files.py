@@ -1,13 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Switching from and rolling back to Vac 03 (issue 13): the files both read.
+"""Switching from and rolling back to Vac 03: the files both read.
 
 - The per-machine heartbeat holds whole CPU seconds: the original parses its first field with
   int() (a float would read as 0) and the second with float().
 - Vac 03.00.02's pipe cache (named by the URL-quoted URL) is read while ours is missing.
 - Rollback: after cycles on the fake backend, every file the original reads back (slot records,
   started, heartbeat, finished, finishes/, MJF keys, shutdown_message) parses the way its
-  VacSlot and its finishes/ update parse them (reference §4, §6, §7; read with the original's
-  rules: split on single spaces, int() of stripped MJF values, ctime of marker files).
+  VacSlot and its finishes/ update parse them (the state tree, the machine states and MJF;
+  read with the original's rules: split on single spaces, int() of stripped MJF values, ctime
+  of marker files).
 """
 from __future__ import annotations
 

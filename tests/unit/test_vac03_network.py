@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The original Vac's NAT network (no 169.254.169.254) is recognised and completed (issue 13)."""
+"""The original Vac's NAT network (no 169.254.169.254) is recognised and completed."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -8,7 +8,7 @@ from vac.backends.libvirt import network as vmnetwork
 
 
 def vac03_xml(factory: str = "f1.example.com") -> str:
-    """vac_169.254.0.0 as the original defined it (reference §8.4)."""
+    """vac_169.254.0.0 as the original defined it (its NAT network, checked every cycle)."""
     net = ET.fromstring(vmnetwork.network_xml(factory))
     for ip in net.findall("ip"):
         if ip.get("address") == "169.254.169.254":

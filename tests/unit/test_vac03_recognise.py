@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Recognising the original's machines (issue 13) over fake /proc, cgroup trees and engines'
+"""Recognising the original's machines over fake /proc, cgroup trees and engines'
 answers: what is adopted, and every near miss that must not be."""
 from __future__ import annotations
 

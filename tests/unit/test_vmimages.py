@@ -167,7 +167,7 @@ def test_sparse_disk_size_and_sparseness(tmp_path, mt):
 
 
 def test_machinetype_disk_size_applies_up_to_the_settings_ceiling(mt):
-    # Issue 26 item 6: [settings] is the site's ceiling; a machinetype (or pipe) asks below it.
+    # [settings] is the site's ceiling; a machinetype (or pipe) asks below it.
     machinetype, settings = mt("x", settings="disk_gb_per_processor = 7",
                                machinetype="disk_gb_per_processor = 9")
     assert vmimages.disk_gb_per_processor(machinetype, settings) == 7

@@ -59,7 +59,7 @@ def without_option(xml: str) -> str:
 
 
 def test_dhcp_offers_the_broadcast_of_the_16_by_number():
-    """Issue 28: libvirt's /32 metadata address made dnsmasq offer broadcast 169.254.169.254."""
+    """libvirt's /32 metadata address made dnsmasq offer broadcast 169.254.169.254."""
     xml = vmnetwork.network_xml("f1.example.com")
     assert "xmlns:dnsmasq=\"http://libvirt.org/schemas/network/dnsmasq/1.0\"" in xml
     options = ET.fromstring(xml).findall(f"{DNSMASQ}options/{DNSMASQ}option")

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Opportunistic mode's decision (issue 16), pure: the planner with vac.cycle.yielding given
+"""Opportunistic mode's decision, pure: the planner with vac.cycle.yielding given
 samples of the load from outside the machines and the clock. Off by default; the youngest
 machine yields after the grace with a code-100 message (no abort, no backoff); creation pauses
 and is held while the load is high; the next youngest goes one grace later; superslots stay

@@ -87,7 +87,7 @@ def outage_bound(managed: Stopwatch, floor: float, timeout: float) -> float:
 
 @pytest.fixture
 def dock(tmp_path, make_config):
-    """A DockerFactory (test_docker_cycle) whose engine is restored before its cleanup."""
+    """A DockerFactory (dockerfactory) whose engine is restored before its cleanup."""
     engine_ready()
     world = DockerFactory(tmp_path, make_config)
     try:

@@ -18,7 +18,7 @@ import uuid
 from typing import List
 
 import pytest
-from docker_engine import sdk
+from docker_engine import IMAGE, sdk
 from netns_space import SLOTS, Host, ip, machines, running_hs06
 from testbed import require_engine
 from waiting import wait_until
@@ -79,7 +79,7 @@ def _namespaces(hosts: List[Host6], tag: str, made: List[str]) -> None:
 @pytest.fixture(params=sorted(SETS))
 def space6(request, tmp_path):
     try:
-        sdk().inspect_image(__import__("test_docker_backend").IMAGE)
+        sdk().inspect_image(IMAGE)
     except Exception as e:  # engine or image missing
         require_engine("docker", False, f"{type(e).__name__}: {e}")
     require_engine("netns", os.geteuid() == 0 and shutil.which("ip") is not None,

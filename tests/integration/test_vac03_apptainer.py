@@ -7,7 +7,7 @@ cgroups `<parent>/singularity-<job_id>` (cpu.shares, memory.soft_limit_in_bytes)
 dropped to singularity_user and exec'd `apptainer exec --contain --workdir <dir>/mnt --bind
 ...:/tmp/machinefeatures ... <image> /user_data`. Then the factory's cycles (vacd's Factory with
 the real Apptainer backend, its own cgroup parent standing for `vac`, and the zombie killer
-shown only this test's processes, as in test_apptainer_cycle.py) run on that state: the machine
+shown only this test's processes, as apptainer_world.World does) run on that state: the machine
 keeps running through several cycles while a stray of the same user is killed, is heartbeated
 with whole CPU seconds, and when its payload ends it is finished with its own
 shutdown_message, accounted, its cgroup removed, and the slot refilled with a machine of ours.

@@ -35,8 +35,7 @@ from vac.host.cvmfskeepalive import CvmfsKeepAlive
 from vac.host.facts import HostFacts
 from vac.ops.lock import StateLock, state_dir_of
 from vac.paths import Paths
-from vac.service import journal
-from vac.service import status as service_status
+from vac.service import journal, statusline
 from vac.service.sdnotify import Notifier, WatchdogPinger
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source
@@ -263,7 +262,7 @@ class Daemon:
         record = planfile.read(paths.plan)
         if record is not None and record.time < int(began) - 1:
             record = None   # an earlier cycle's: this one wrote none
-        text = service_status.line(number, record, self.config_problem)
+        text = statusline.line(number, record, self.config_problem)
         if number == 1:
             self.notifier.ready(text)
         else:

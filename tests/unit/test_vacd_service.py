@@ -11,7 +11,7 @@ import pytest
 from vac import planfile
 from vac.config import presence
 from vac.errors import ConfigError, ConfigMissing, Problem
-from vac.service import journal, status
+from vac.service import journal, statusline
 from vac.service.journal import JournalFormatter, Repeats
 
 
@@ -22,7 +22,7 @@ def _record(**kw) -> planfile.PlanRecord:
 def test_status_line_counts_running_and_idle_by_reason():
     backoff = planfile.IdleReason(planfile.BACKOFF, "backoff of lhcb", machinetype="lhcb")
     record = _record(counts=(14, 16, 14, 16, 140.0), idle={"a": backoff, "b": backoff})
-    assert status.line(812, record) == "cycle 812: 14 running, 2 idle (backoff lhcb), config OK"
+    assert statusline.line(812, record) == "cycle 812: 14 running, 2 idle (backoff lhcb), config OK"
 
 
 def test_status_line_says_starting_errors_and_the_rejection():
@@ -30,19 +30,19 @@ def test_status_line_says_starting_errors_and_the_rejection():
                      config_state=planfile.CONFIG_REJECTED_STATE,
                      config_error="/etc/vac.conf:[settings]: no vac_space",
                      idle={"c": planfile.IdleReason(planfile.CONFIG_REJECTED, "rejected")})
-    assert status.line(3, record) == ("cycle 3: 0 running, 2 starting/stopping, 1 idle, "
+    assert statusline.line(3, record) == ("cycle 3: 0 running, 2 starting/stopping, 1 idle, "
                                       "1 error, configuration rejected: "
                                       "/etc/vac.conf:[settings]: no vac_space")
 
 
 def test_status_line_without_a_record_says_the_configurations_problem():
     missing = ConfigMissing("/etc/vac.conf", "/etc/vac.conf does not exist: not configured yet")
-    assert status.line(1, None, missing) == "cycle 1: /etc/vac.conf does not exist: " \
+    assert statusline.line(1, None, missing) == "cycle 1: /etc/vac.conf does not exist: " \
                                             "not configured yet"
     rejected = ConfigError([Problem("no vac_space", file="/etc/vac.conf")])
-    assert status.line(2, None, rejected) == "cycle 2: configuration rejected: /etc/vac.conf: " \
+    assert statusline.line(2, None, rejected) == "cycle 2: configuration rejected: /etc/vac.conf: " \
                                              "no vac_space"
-    assert "no record" in status.line(4, None)
+    assert "no record" in statusline.line(4, None)
 
 
 def test_priorities_on_every_line_of_a_record():

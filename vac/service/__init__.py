@@ -3,5 +3,5 @@
 
 systemd's notify protocol and watchdog (sdnotify), log lines with the journal's priorities and
 without the same warning every cycle (journal), and the one-line status a person reads in
-`systemctl status vacd`, made from the cycle's record (status). Used by vac.daemon alone.
+`systemctl status vacd`, made from the cycle's record (statusline). Used by vac.daemon alone.
 """

@@ -43,9 +43,12 @@ target_share = 1
 """
 
 
+FLOOR = "disk_floor_gb = 5\ndisk_floor_fraction = 0.05"
+
+
 @pytest.fixture
 def conf(make_config):
-    return lambda settings="": make_config(CONF.format(settings=settings))
+    return lambda settings=FLOOR: make_config(CONF.format(settings=settings))
 
 
 def state_fs(free_gb: float, total_gb: float = 100.0, scratch: bool = True) -> Filesystem:
@@ -61,9 +64,9 @@ def plan(config, disk=None, observed=None):
 
 
 def test_defaults_and_no_reading_plans_as_before(conf):
-    config = conf()
+    config = conf("")
     s = config.settings
-    assert (s.disk_floor_gb, s.disk_floor_fraction, s.disk_overcommit) == (5.0, 0.05, 1.0)
+    assert (s.disk_floor_gb, s.disk_floor_fraction, s.disk_overcommit) == (0.5, 0.02, 1.0)
     result = plan(config)
     assert len(result.creates) == 4 and result.disk_stop is None
 
@@ -102,7 +105,7 @@ def test_the_machines_growth_counts_on_the_scratch_filesystem_divided_by_overcom
     assert stopped.creates == ()
     assert stopped.idle[0].why.text.endswith(
         "+ 15.0 GB the machines' scratch may grow into / disk_overcommit 1")
-    assert len(plan(conf("disk_overcommit = 2"), reading).creates) == 4   # 5 + 7.5 GB
+    assert len(plan(conf(FLOOR + "\ndisk_overcommit = 2"), reading).creates) == 4   # 5 + 7.5
     # The Docker data root on another filesystem needs its floor alone.
     docker = Filesystem(("Docker data root",), "/var/lib/docker", 6 * GB, 50 * GB)
     apart = DiskReading((state_fs(30.0), docker), grown)
@@ -120,7 +123,7 @@ def test_every_short_filesystem_is_named(conf):
 
 
 def test_each_planned_container_machine_counts_its_scratch(conf):
-    config = conf("disk_gb_per_processor = 2")
+    config = conf(FLOOR + "\ndisk_gb_per_processor = 2")
     mt = dataclasses.replace(config.machinetypes["a"], machine_model="docker")
     config = dataclasses.replace(config, machinetypes={"a": mt})
     # 9.5 GB free: a 5 GB floor and room for two machines' 2 GB scratch, not a third.

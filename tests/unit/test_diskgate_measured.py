@@ -21,6 +21,8 @@ vac_space = vac01.example.com
 factory_name = f1.example.com
 enable_fake_backend = true
 host_processors = 4
+disk_floor_gb = 5
+disk_floor_fraction = 0.05
 
 [machinetype a]
 machine_model = fake

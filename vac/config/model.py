@@ -79,8 +79,8 @@ class Settings:
     pressure_io_full: Optional[float] = 40.0
     shed_memory_full: Optional[float] = None
     shed_grace_seconds: float = 60.0
-    disk_floor_gb: float = 5.0
-    disk_floor_fraction: float = 0.05
+    disk_floor_gb: float = 0.5
+    disk_floor_fraction: float = 0.02
     disk_overcommit: float = 1.0
     podman_url: str = "unix:///run/podman/podman.sock"
     podman_parallel_creations: int = 4

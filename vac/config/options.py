@@ -130,10 +130,10 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
     Option("shed_grace_seconds", "float", 60.0,
            help="how long memory full avg10 must stay above shed_memory_full"),
     # Admission by free disk space (the state directory, scratch pool, Docker data root).
-    Option("disk_floor_gb", "float", 5.0,
+    Option("disk_floor_gb", "float", 0.5,
            help="no creation while a watched filesystem has less free than this many GB "
                 "(or disk_floor_fraction of it, whichever is more) plus the machines' growth"),
-    Option("disk_floor_fraction", "float", 0.05,
+    Option("disk_floor_fraction", "float", 0.02,
            help="the floor as a fraction of each watched filesystem's size"),
     Option("disk_overcommit", "float", 1.0,
            help="the running machines' scratch still to grow into counts divided by this"),

@@ -41,7 +41,6 @@ CREATION_FAILED = "creation_failed"     # the creation in this slot failed (mach
 DEFERRED = "deferred"                   # creation left for a later cycle (machinetype)
 PRESSURE = "pressure"                   # host pressure (PSI) above a threshold (resource, value)
 DISK = "disk"                           # too little free disk space (resource: path, value: bytes)
-DISK = "disk"                           # too little free disk space (resource: path, value: bytes)
 OTHER = "other"
 
 KINDS = (NOT_CONFIGURED, CONFIG_REJECTED, NO_MACHINETYPES, NO_SHARE, BACKOFF, MIN_WALLCLOCK,

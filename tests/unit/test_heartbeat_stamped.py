@@ -170,3 +170,10 @@ def test_the_factory_stamps_started_after_the_engine_call_and_every_file_agrees(
         assert mtime == ctime == d.heartbeat_time
     _, mtime, ctime = seconds(paths.factory_heartbeat)
     assert mtime == ctime
+
+
+def test_the_metadata_servers_heartbeats_agree_too(tmp_path, late_clock):
+    from vac.backends.libvirt.heartbeat import MJF, ServiceHeartbeat
+    ServiceHeartbeat(str(tmp_path), MJF).beat()
+    number, mtime, ctime = seconds(str(tmp_path / MJF))
+    assert number == mtime == ctime and len(late_clock) >= 2

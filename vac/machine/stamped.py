@@ -25,12 +25,13 @@ from typing import Callable, Optional
 from vac import fsutil
 
 TRIES = 5   # each further try lands in the second the last one landed in, unless it crosses
+WALL_CLOCK = time.time   # the factory's and the services' clock, unless a test injects one
 
 
 def now_for(clock: Callable[[], float]) -> Optional[float]:
     """The `when` to pass to write() for a caller with this clock: None for the wall clock
     (the second is the one the file lands in), else the injected clock's time."""
-    return None if clock is time.time else clock()
+    return None if clock is WALL_CLOCK else clock()
 
 
 def write(path: str, text_of: Callable[[int], str], when: Optional[float] = None,

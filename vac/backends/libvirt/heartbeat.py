@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Callable
 
-from vac import fsutil
+from vac.machine import stamped
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,8 @@ class ServiceHeartbeat:
             if tick - self._last < self.interval:
                 return
             self._last = tick
-        now = self.clock()
-        try:
-            fsutil.atomic_write(self.path, f"{int(now)}\n", mtime=now)
+        try:   # its time, mtime and ctime (which the original reads) name one second
+            stamped.write(self.path, lambda second: f"{second}\n", stamped.now_for(self.clock))
         except OSError as e:
             if not self._failing:
                 log.warning("%s not written: %s", os.path.basename(self.path), e)

@@ -38,9 +38,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 from vac import fsutil, optional
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
-from vac.backends.libvirt import configdrive, console, metadata, scope, signature
-from vac.backends.libvirt import images as vmimages
-from vac.backends.libvirt import network as vmnetwork
+from vac.backends.libvirt import configdrive, console, images, metadata, network, scope, signature
 from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail  # noqa: F401 - tests
 from vac.backends.libvirt.domainxml import (
     NWFILTER,
@@ -212,7 +210,7 @@ class LibvirtBackend(Backend):
         return Probe(True, version=version)
 
     def prepare_host(self) -> None:
-        vmnetwork.ensure_network(self._conn(), self.settings.factory_name,
+        network.ensure_network(self._conn(), self.settings.factory_name,
                                  self.settings.forward_dev)
 
     @property
@@ -264,7 +262,7 @@ class LibvirtBackend(Backend):
         mt = spec.machinetype
         kernel = mt.files_path(mt.kernel) if mt.kernel else None
         initrd = mt.files_path(mt.initrd) if mt.initrd and kernel else None
-        has_filter = vmnetwork.nwfilter_exists(self._conn(), NWFILTER)
+        has_filter = network.nwfilter_exists(self._conn(), NWFILTER)
         return DomainParams(
             virt_type=virt_type, name=spec.name, uuid=spec.uuid, memory_mb=spec.memory_mb,
             vcpus=spec.processors, mac=spec.slot.mac, ip=spec.slot.ip,
@@ -277,10 +275,10 @@ class LibvirtBackend(Backend):
         """(disks, temporary files to unlink after createXML, whether an LV was made)."""
         mt = spec.machinetype
         paths = self.settings.paths
-        gb = vmimages.disk_gb_per_processor(mt, self.settings)
+        gb = images.disk_gb_per_processor(mt, self.settings)
         image = None
         if mt.root_image or not mt.kernel:
-            image = vmimages.resolve_root_image(mt, paths)
+            image = images.resolve_root_image(mt, paths)
         if image and spec.model in ("cernvm3", "cernvm4"):  # refused unless signed as required
             signature.enforce(image, mt.image_signing_dn, spec.name)
         disks: List[Disk] = []
@@ -289,7 +287,7 @@ class LibvirtBackend(Backend):
         try:
             if spec.model == "vm-raw":
                 if image:
-                    overlay = vmimages.create_overlay(image, paths.tmp)
+                    overlay = images.create_overlay(image, paths.tmp)
                     temporary.append(overlay)
                     disks.append(Disk(overlay, mt.root_device, format="qcow2"))
                 scratch = self._volume(spec, gb, temporary, "scratch.disk.", gb is not None)
@@ -312,14 +310,14 @@ class LibvirtBackend(Backend):
         """An LV if a volume group is set, else a sparse file if wanted, else None."""
         vg_name = self.settings.volume_group
         if vg_name:
-            vg = vmimages.read_volume_group(vg_name)
-            size = vmimages.lv_bytes(spec.processors, gb, vg, self.settings.total_processors,
-                                     vmimages.vac_lv_pattern(self.settings.factory_name).fullmatch)
-            return Disk(vmimages.create_lv(vg, spec.name, size), "", kind="block")
+            vg = images.read_volume_group(vg_name)
+            size = images.lv_bytes(spec.processors, gb, vg, self.settings.total_processors,
+                                     images.vac_lv_pattern(self.settings.factory_name).fullmatch)
+            return Disk(images.create_lv(vg, spec.name, size), "", kind="block")
         if not file_wanted:
             return None
-        path = vmimages.create_sparse_file(self.settings.paths.tmp, prefix,
-                                           vmimages.sparse_disk_bytes(spec.processors, gb))
+        path = images.create_sparse_file(self.settings.paths.tmp, prefix,
+                                           images.sparse_disk_bytes(spec.processors, gb))
         temporary.append(path)
         return Disk(path, "")
 
@@ -381,7 +379,7 @@ class LibvirtBackend(Backend):
 
     def _remove_lv(self, name: str) -> None:
         if self.settings.volume_group:
-            vmimages.remove_lv(self.settings.volume_group, name)
+            images.remove_lv(self.settings.volume_group, name)
 
     def _remove_lv_quietly(self, name: str) -> None:
         """Undo an LV after a failed create without hiding the failure."""

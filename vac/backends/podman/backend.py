@@ -128,6 +128,7 @@ class PodmanBackend(DockerBackend):
         self._rootless: Optional[rootless.Rootless] = None
         self._limits: Optional[Dict[str, Any]] = None
         self._version: Optional[Dict[str, Any]] = None
+        self._cpu_seen: Dict[str, float] = {}     # rootless: container id -> most CPU seen
 
     def rootless(self) -> Optional[rootless.Rootless]:
         """The rootless user with its ranges (None: rootful), looked up once.
@@ -240,6 +241,8 @@ class PodmanBackend(DockerBackend):
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
         with renamed():
             super().destroy(name, directory)
+        if directory is not None:
+            self._cpu_seen.pop(str(directory.read_backend_record().get("container_id")), None)
 
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         with renamed():
@@ -256,14 +259,18 @@ class PodmanBackend(DockerBackend):
     def _cpu(self, attrs: Dict[str, Any], alive: bool,
              directory: Optional[MachineDir]) -> float:
         """Rootless: the container's processes as /proc counts them while it runs (there is no
-        parent of Vac's; the cgroup of its pid is the user's service's, shared), else the last
-        value seen."""
+        parent of Vac's; the cgroup of its pid is the user's service's, shared), else the most
+        seen by this vacd or in the heartbeat."""
         if not self.user:
             return super()._cpu(attrs, alive, directory)
+        ident = str(attrs.get("Id", ""))
         pid = int((attrs.get("State") or {}).get("Pid") or 0)
         cpu = rootless.tree_cpu_seconds(pid) if alive and pid > 0 else None
-        last = directory.cpu_seconds if directory is not None else 0.0
-        return max(cpu, last) if cpu is not None else last
+        seen = max(cpu or 0.0, self._cpu_seen.get(ident, 0.0),
+                   directory.cpu_seconds if directory is not None else 0.0)
+        if ident:
+            self._cpu_seen[ident] = seen
+        return seen
 
     def watch(self, on_end) -> Optional[PodmanWatcher]:
         watcher = PodmanWatcher(self.url, self.settings.factory_name, on_end)

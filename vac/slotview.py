@@ -258,7 +258,8 @@ def _note(tag: str, entry: Dict, now: float) -> Dict:
 def cycle_summary(config_or_paths: Any,
                   record: Optional[planfile.PlanRecord] = None) -> Dict:
     """The last cycle: when it ran, its error count and error lines, a rejected config, and
-    the host's pressure it decided on (`pressure`, only when the host has PSI)."""
+    the host's pressure it decided on (`pressure`, only when the host has PSI) and its disk
+    reading (`disk`, when it took one: vac.cycle.diskgate.as_dict)."""
     paths = config_or_paths.settings.paths if isinstance(config_or_paths, Config) \
         else config_or_paths
     if record is None and paths is not None:
@@ -269,6 +270,8 @@ def cycle_summary(config_or_paths: Any,
                "error_lines": list(record.errors), "config_error": record.config_error}
     if record.pressure is not None:
         summary["pressure"] = record.pressure
+    if record.disk is not None:
+        summary["disk"] = record.disk
     return summary
 
 

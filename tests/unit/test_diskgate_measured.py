@@ -137,3 +137,12 @@ def test_the_status_page_shows_each_filesystem_and_each_machines_scratch(world):
     html = statuspages.factory_page(view, 30)
     assert 'data-path="/data/docker" class="backoff"' in html and "8.0 GB" in html
     assert "scratch 1.5 GB" in html
+
+
+def test_vac_slots_json_cycle_has_the_disk_reading(make_config, paths):
+    from vac import slotview
+
+    settings = make_config(CONF).settings
+    data = diskgate.as_dict(settings, reading())
+    assert slotview.cycle_summary(paths, planfile.PlanRecord(time=NOW, disk=data))["disk"] == data
+    assert "disk" not in slotview.cycle_summary(paths, planfile.PlanRecord(time=NOW))

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import random
 import textwrap
 
 import pytest
 from fakeclock import Clock
-# Importable from here too for the modules that still import them from conftest.
+from fakefactory import factory_over
 from testbed import REALPIPES, REPO, require_engine  # noqa: F401
 
 from vac.backends.fake import FakeBackend
 from vac.config import load, model
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.host.facts import HostFacts
 from vac.paths import Paths
 
@@ -90,11 +87,7 @@ def make_factory(tmp_path, paths, host):
 
         clock = Clock()
         backend = backend_class(read_config().settings, clock=clock)
-        factory = Factory(read_config, BackendPool(read_config().settings, {"fake": backend}),
-                          clock=clock,
-                          loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
-        factory.started = clock.now - 10_000
-        return factory, backend, clock
+        return factory_over(read_config, backend, clock), backend, clock
 
     return make
 

@@ -5,15 +5,13 @@ outgoing queue. The `world` fixture (conftest.py) gives World bound to a test's 
 from __future__ import annotations
 
 import os
-import random
 
 from dirq.QueueSimple import QueueSimple
 from fakeclock import T0, Clock
+from fakefactory import factory_over
 
 from vac.backends.fake import FakeBackend
 from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 
 CONF = """
 [settings]
@@ -53,10 +51,7 @@ class World:
         cfg = self.load()
         self.paths = cfg.settings.paths
         fake = FakeBackend(cfg.settings, clock=self.clock)
-        self.factory = Factory(self.load, BackendPool(cfg.settings, {"fake": fake}),
-                               clock=self.clock, loadavg=lambda: (0.0, 0.0, 0.0),
-                               rng=random.Random(1))
-        self.factory.started = T0 - 10_000
+        self.factory = factory_over(self.load, fake, self.clock, cfg.settings)
 
     def write(self, settings):
         self.conf.write_text(CONF.format(state=self.tmp_path / "state", settings=settings,

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 
+from fakefactory import factory_over
+
 from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.backends.fake import FakeBackend
 from vac.host import cvmfskeepalive
 from vac.host.cvmfskeepalive import CvmfsKeepAlive
@@ -153,10 +152,7 @@ def test_the_factory_keeps_the_running_machines_repositories(tmp_path, paths, ho
 
     clock = [1_700_000_000.0]
     backend = FakeBackend(read_config().settings, clock=lambda: clock[0])
-    factory = Factory(read_config, BackendPool(read_config().settings, {"fake": backend}),
-                      clock=lambda: clock[0], loadavg=lambda: (0.0, 0.0, 0.0),
-                      rng=random.Random(1))
-    factory.started = clock[0] - 10_000
+    factory = factory_over(read_config, backend, lambda: clock[0])
     assert factory.recorder.cvmfs_repositories == ()
     assert factory.run_cycle().created
     clock[0] += 120

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 
 import pytest
 from fakeclock import Clock
+from fakefactory import factory_over
 
 from vac import planfile
 from vac.backends.fake import FakeBackend
 from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.errors import ConfigError
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
 from vac.space.replies import machine_body
@@ -69,10 +67,8 @@ def world(tmp_path, paths, host):
         def start(self):
             settings = self.load().settings
             self.fake = FakeBackend(settings, clock=self.clock)
-            self.pool = BackendPool(settings, {"fake": self.fake})
-            self.factory = Factory(self.load, self.pool, clock=self.clock,
-                                   loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1))
-            self.factory.started = self.clock.now - 10_000
+            self.factory = factory_over(self.load, self.fake, self.clock, settings)
+            self.pool = self.factory.pool
 
         def cycle(self, advance=0.0):
             self.clock.now += advance

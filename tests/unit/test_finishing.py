@@ -5,15 +5,13 @@ call recorded and checked against what is on disk at that moment."""
 from __future__ import annotations
 
 import os
-import random
 
 import pytest
 from fakeclock import Clock
+from fakefactory import factory_over
 
 from vac.backends.fake import FakeBackend
 from vac.config import load
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.cycle.finishing import Ending, finish_machine
 from vac.errors import BackendError
 from vac.machine.directory import MachineDir
@@ -95,10 +93,7 @@ def factory(tmp_path, paths, host):
             self.write()
             settings = self.load().settings
             self.backend = RecordingBackend(settings, self.clock)
-            self.factory = Factory(self.load, BackendPool(settings, {"fake": self.backend}),
-                                   clock=self.clock, loadavg=lambda: (0.0, 0.0, 0.0),
-                                   rng=random.Random(1))
-            self.factory.started = self.clock.now - 10_000
+            self.factory = factory_over(self.load, self.backend, self.clock, settings)
 
         def write(self, run=100_000, message="200 Success"):
             user_data = tmp_path / "user_data"

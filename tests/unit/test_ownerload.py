@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 import pytest
 from fakeclock import Clock
+from fakefactory import factory_over
 
 from vac import planfile
 from vac.backends.fake import FakeBackend
 from vac.config import load
 from vac.cycle import ownerload
-from vac.cycle.backendpool import BackendPool
 from vac.cycle.factory import Factory
 from vac.cycle.ownerload import OwnerLoad, Reading
 from vac.host import hostcpu
@@ -142,11 +141,7 @@ class World:
 
     def new_factory(self) -> Factory:
         """A vacd (re)started on the same state directory."""
-        factory = Factory(self.read, BackendPool(self.read().settings, {"fake": self.backend}),
-                          clock=self.clock, loadavg=lambda: (0.0, 0.0, 0.0),
-                          rng=random.Random(1), owner_load=OwnerLoad(self.host))
-        factory.started = self.clock.now - 10_000
-        return factory
+        return factory_over(self.read, self.backend, self.clock, owner_load=OwnerLoad(self.host))
 
     def cycles(self, count: int, seconds: float = 10.0):
         reports = []

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import signal
 import urllib.error
 import urllib.request
 
 import pytest
 from fakeclock import Clock
+from fakefactory import factory_over
 
 from vac import daemon, planfile
 from vac.backends.fake import FakeBackend
 from vac.backends.libvirt.services import MetadataSupervisor, needs_metadata
-from vac.cycle.backendpool import BackendPool
-from vac.cycle.factory import Factory
 from vac.errors import BackendError
 
 FAKE = """
@@ -75,10 +73,8 @@ def fake_factory(make_config):
         hook_calls.append(fake.prepared)
         return []
 
-    factory = Factory(lambda: make_config(FAKE), BackendPool(cfg.settings, {"fake": fake}),
-                      clock=clock, loadavg=lambda: (0.0, 0.0, 0.0), rng=random.Random(1),
-                      after_prepare=hook)
-    factory.started = clock.now - 10_000
+    factory = factory_over(lambda: make_config(FAKE), fake, clock, cfg.settings,
+                           after_prepare=hook)
     return factory, fake, hook_calls, clock
 
 

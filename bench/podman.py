@@ -16,7 +16,10 @@ the engine says the container is running:
 Containers are removed between runs, outside the timing. Needs the API socket and the image
 vac-test/busybox:1 (scripts/ci/setup-podman.sh). Run:
 
-    python3 bench/podman.py [--repeat N] [--slots N] [--parallel N]
+    python3 bench/podman.py [--repeat N] [--slots N] [--parallel N] [--rootless USER]
+
+With --rootless USER the same against that user's rootless Podman (its socket, podman_user =
+USER: ours in the user namespace nomap, the raw calls in the user's default one).
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ factory_name = {factory}
 mb_per_processor = 256
 podman_url = {url}
 podman_parallel_creations = {parallel}
+{rootless}
 
 [machinetype bench]
 machine_model = podman
@@ -103,11 +107,11 @@ def libpod_run(api, name: str) -> float:
     return time.perf_counter() - start
 
 
-def load_config(tmp: str, state: str, parallel: int) -> model.Config:
+def load_config(tmp: str, state: str, parallel: int, user: str = "") -> model.Config:
     path = os.path.join(tmp, "vac.conf")
     with open(path, "w") as f:
         f.write(CONF.format(state=state, factory=FACTORY, url=ENGINE, image=IMAGE,
-                            parallel=parallel))
+                            parallel=parallel, rootless=f"podman_user = {user}" if user else ""))
     return load.build(load.read_raw([path]), HostFacts(fqdn=FACTORY, processors=64))
 
 
@@ -179,13 +183,22 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--slots", type=int, default=16)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--rootless", metavar="USER", default="",
+                        help="the rootless Podman of this user instead of the rootful one")
     args = parser.parse_args()
+    if args.rootless:
+        import pwd
+
+        global SOCKET, ENGINE
+        SOCKET = f"/run/user/{pwd.getpwnam(args.rootless).pw_uid}/podman/podman.sock"
+        ENGINE = f"unix://{SOCKET}"
     client = docker.DockerClient(base_url=ENGINE, timeout=120)
     api = client.api
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+        os.chmod(tmp, 0o755)       # a rootless user and its mapped root reach the binds
         state = os.path.join(tmp, "state")
         Paths(state).ensure()
-        config = load_config(tmp, state, args.parallel)
+        config = load_config(tmp, state, args.parallel, args.rootless)
         backend = PodmanBackend(config.settings)
         probe = backend.probe()
         if not probe.available:
@@ -196,7 +209,8 @@ def main() -> int:
             filled = fill(backend, config, client, api, args.slots, args.parallel)
         finally:
             remove_bench(api)
-    print(f"engine {probe.version}, image {IMAGE}, {args.repeat} runs each, rotating")
+    print(f"engine {probe.version}{' rootless as ' + args.rootless if args.rootless else ''}, "
+          f"image {IMAGE}, {args.repeat} runs each, rotating")
     print(f"{'create until running':28}{'median':>10}{'min':>10}{'max':>10}")
     for label, values in zip(("PodmanBackend.create", "compat containers.run",
                               "libpod create+start"), times):

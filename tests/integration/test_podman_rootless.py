@@ -4,7 +4,8 @@ own API service; scripts/ci/setup-podman.sh makes both): every slot filled, each
 process on the host running as the user's first subordinate uid (not root, not the user),
 MJF read and joboutputs written through binds the mapped root can reach, limits recorded as
 this engine applies them (never claimed where `podman info` lists no controller), CPU seconds
-from /proc, finishing and refill, and a SIGKILLed vacd, restarted, adopting its containers.
+from /proc, finishing and refill (in a cycle, and from the user's Podman events), and a
+SIGKILLed vacd, restarted, adopting its containers.
 Each test has a factory and a state directory of its own."""
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Dict, List
 import pytest
 from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
-from waiting import wait_until
+from waiting import wait_until, wait_while_alive
 
 from vac.backends.podman import rootless
 from vac.backends.podman.backend import PodmanBackend
@@ -240,3 +241,26 @@ def test_sigkilled_vacd_restarted_adopts_its_rootless_containers(pod, tmp_path):
         assert after[name]["Id"] == before[name]["Id"]
         assert after[name]["State"]["Running"] is True
         assert after[name]["State"]["StartedAt"] == before[name]["State"]["StartedAt"]
+
+
+SHORT_PAYLOAD = ("#!/bin/sh\n: > $JOBOUTPUTS/began\nsleep 2\n"
+                 "echo '200 Success' > $JOBOUTPUTS/shutdown_message\n")
+
+
+def test_a_machines_end_refills_its_slot_from_the_users_podman_events(pod, tmp_path):
+    """An hour's cycle: only the first cycle runs, so every later machine is a refill that
+    the user's Podman event stream (the die of a container) set off."""
+    pod.write(SHORT_PAYLOAD, slots=2, extra_mt="backoff_seconds = 0\nfizzle_seconds = 0")
+    log = str(tmp_path / "vacd.log")
+    machines = os.path.join(pod.state, "machines")
+    vacd = start_vacd(pod.config_file, log, ["--cycle-seconds", "3600"])
+    try:
+        assert wait_while_alive(lambda: os.path.isdir(machines) and len(
+            [e for e in os.listdir(machines) if not e.startswith(".")]) >= 6, vacd, step=0.2), \
+            open(log).read()[-3000:]
+    finally:
+        stop(vacd, signal.SIGTERM)
+    text = open(log).read()
+    assert len(cycles_logged(log)) == 1, text[-3000:]
+    assert "refill" in text and "event watcher stopped" not in text and \
+        "event watcher cannot start" not in text, text[-3000:]

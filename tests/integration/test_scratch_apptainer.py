@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import scratchpool
 from apptainer_backend_env import CONF, Env
 from apptainer_env import SANDBOX, require_root, require_usable
 
@@ -45,9 +46,7 @@ class ScratchEnv(Env):
         self.backend = self.new_backend()
 
     def cleanup(self):
-        for name in os.listdir(scratch.pool(self.state)) if os.path.isdir(
-                scratch.pool(self.state)) else []:
-            scratch.remove(self.state, name[:-4] if name.endswith(".img") else name)
+        scratchpool.remove_pool(self.state)
         super().cleanup()
 
 

@@ -10,6 +10,7 @@ import time
 import uuid
 
 import pytest
+import scratchpool
 from testbed import require_engine
 from waiting import GENEROUS, wait_until
 
@@ -65,11 +66,8 @@ echo "200 neighbour done" > shutdown_message
 
 
 def remove_pool(state: str) -> None:
-    """Every scratch of the test's state directory, finished or not (teardown)."""
-    pool = scratch.pool(state)
-    for name in os.listdir(pool) if os.path.isdir(pool) else []:
-        scratch.remove(state, name[:-len(scratch.IMAGE_SUFFIX)]
-                       if name.endswith(scratch.IMAGE_SUFFIX) else name)
+    """Every scratch (and capped joboutputs) of the test's state directory (teardown)."""
+    scratchpool.remove_pool(state)
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ machinetype or [settings] sets disk_gb_per_processor and this host has a mechani
 (vac.machine.scratch.choose, asked once per process), the scratch is made and mounted, MJF
 jobfeatures/scratch_limit_bytes says its size, and the host path is returned for the backend
 to bind read-write at CONTAINER_PATH (/scratch); an Apptainer machine's --workdir (its /tmp,
-/var/tmp and home) goes there too (workdir()). remove() and release_leftovers() undo it.
+/var/tmp and home) goes there too (workdir()). Such a machine's joboutputs/ is capped too, at
+joboutputs_machine_mb (vac.machine.joboutputcap). remove() and release_leftovers() undo both,
+the capped joboutputs' files copied back into the plain directory.
 """
 from __future__ import annotations
 
@@ -16,13 +18,15 @@ from typing import Any, List, Optional
 
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError
-from vac.machine import scratch
+from vac.machine import joboutputcap, scratch
 from vac.machine.directory import MachineDir
+from vac.machine.slots import ordinal_of
 
 log = logging.getLogger(__name__)
 
 CONTAINER_PATH = scratch.CONTAINER_PATH
 APPTAINER_WORKDIR = ".apptainer"
+MIB = 1024 * 1024
 _chosen: List[scratch.Mechanism] = []
 _said: List[str] = []
 
@@ -53,9 +57,15 @@ def make(spec: MachineSpec, backend: str) -> Optional[str]:
                         "scratch (%s): containers run without one", chosen.detail)
         return None
     try:
-        return scratch.create(s.paths.state_dir, spec.directory, size)
+        area = scratch.create(s.paths.state_dir, spec.directory, size)
     except scratch.ScratchError as e:
         raise BackendError(backend, str(e), spec.name) from e
+    try:
+        joboutputcap.make(s.paths.state_dir, spec.directory, s.joboutputs_machine_mb * MIB)
+    except scratch.ScratchError as e:
+        scratch.remove(s.paths.state_dir, os.path.basename(spec.directory.path))
+        raise BackendError(backend, str(e), spec.name) from e
+    return area
 
 
 def workdir(area: Optional[str], user: Any) -> Optional[str]:
@@ -82,8 +92,10 @@ def remove(settings: Any, directory: Optional[MachineDir], backend: str) -> bool
     if directory is None:
         return False
     try:
-        return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path))
-    except scratch.ScratchError as e:
+        capped = joboutputcap.release(directory)
+        return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path)) or \
+            capped
+    except (scratch.ScratchError, OSError) as e:
         raise BackendError(backend, str(e), directory.name) from e
 
 
@@ -97,4 +109,12 @@ def release(settings: Any, directory: MachineDir) -> bool:
 
 
 def release_leftovers(settings: Any, factory_name: str) -> List[str]:
-    return scratch.release_leftovers(settings.paths.state_dir, factory_name)
+    """The scratch, and the capped joboutputs, of this factory's finished machines."""
+    state = settings.paths.state_dir
+    released = scratch.release_leftovers(state, factory_name)
+    for name, path in joboutputcap.mounted_in(state, scratch.mounted()):
+        directory = MachineDir(path)
+        if ordinal_of(factory_name, name.split("_")[-1]) >= 0 and directory.finished is not None \
+                and release(settings, directory) and name not in released:
+            released.append(name)
+    return released

@@ -213,6 +213,15 @@ def remove(state_dir: str, dir_name: str) -> bool:
     return found
 
 
+def unmount(target: str) -> None:
+    """Unmount what is mounted at target (lazily if it is busy).
+
+    Raises:
+        ScratchError: it stays mounted.
+    """
+    _unmount(target)
+
+
 def _unmount(target: str) -> None:
     try:
         subp.run(["umount", target], timeout=TIMEOUT)

@@ -26,7 +26,7 @@ import os
 import secrets
 import shutil
 import stat
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from vac import subp
 from vac.errors import ProcessError
@@ -42,12 +42,15 @@ BLOCK = 4096
 RESERVE = 1024 * 1024          # bytes kept for vacd's own writes
 MAX_DEPTH = 16
 MAX_ENTRIES = 10000
+_said: List[bool] = []
 MKFS = ["mkfs.ext4", "-q", "-F", "-b", str(BLOCK), "-O", "^has_journal", "-E",
         "nodiscard,lazy_itable_init=1", "-L", "vac-joboutputs"]
 
 
-def make(state_dir: str, directory: MachineDir, size: int) -> str:
-    """Mount the machine's capped joboutputs (kept if mounted already); its path.
+def make(state_dir: str, directory: MachineDir, size: int) -> Optional[str]:
+    """Mount the machine's capped joboutputs (kept if mounted already); its path, or None
+    when the host has no tune2fs to reserve vacd's blocks with (said once in the log: the
+    machine's joboutputs are then not capped).
 
     Raises:
         ScratchError: it could not be made (the plain directory is left as it was).
@@ -55,6 +58,12 @@ def make(state_dir: str, directory: MachineDir, size: int) -> str:
     target = directory.file(NAME)
     if scratch.is_mounted(target):
         return target
+    if not shutil.which("tune2fs"):
+        if not _said:
+            _said.append(True)
+            log.warning("tune2fs (e2fsprogs) is not installed: container machines' "
+                        "joboutputs are not capped")
+        return None
     before = os.stat(target, follow_symlinks=False)
     if not stat.S_ISDIR(before.st_mode) or os.listdir(target):
         raise scratch.ScratchError(f"{target} is not an empty directory")

@@ -33,9 +33,9 @@ from vac.cycle.watchers import MessageWatcher, Watchers
 from vac.errors import ConfigError, ConfigMissing, VacError
 from vac.host.cvmfskeepalive import CvmfsKeepAlive
 from vac.host.facts import HostFacts
-from vac.ops.lock import StateLock, state_dir_of
 from vac.paths import Paths
 from vac.service import journal, statusline
+from vac.service.lock import StateLock, state_dir_of
 from vac.service.sdnotify import Notifier, WatchdogPinger
 from vac.space.census import SpacePoll
 from vac.space.responder import Responder, config_source

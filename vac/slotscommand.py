@@ -18,8 +18,8 @@ from vac.config.forcommand import load_for_command
 from vac.config.load import config_files
 from vac.config.model import Config
 from vac.errors import ConfigError, ConfigMissing
-from vac.ops import lock
 from vac.paths import Paths
+from vac.service import lock
 from vac.slotview import (age_text, cycle_summary, image_notes, local_time, names_on_disk,
                           rows_at, slot_rows)
 

@@ -14,7 +14,7 @@ import pytest
 from testbed import REPO
 
 from vac.errors import ConfigMissing, VacError
-from vac.ops import lock
+from vac.service import lock
 
 CONF = """
 [settings]

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Operations: what a site's operator runs beside the factory cycle.
 
-The state directory's lock (one vacd per host), `vac doctor` (is this host ready, and what to
-fix), and the original's remaining commands: `vac proxy-init`, `vac squid-conf`,
-`vac cernvm-signature`. `add_commands` puts the commands on vac's parser; each handler imports
-its module only when run, so `vac --help` loads none of their libraries.
+`vac doctor` (is this host ready, and what to fix), and the original's remaining commands:
+`vac proxy-init`, `vac squid-conf`, `vac cernvm-signature`. `add_commands` puts the commands on
+vac's parser; each handler imports its module only when run, so `vac --help` loads none of
+their libraries.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 from vac.backends.checks import FAIL, OK, WARN, Check
 from vac.config.model import Settings
 from vac.host import cgroupmachine, cgroups
-from vac.ops import lock
+from vac.service import lock
 
 MIN_FREE_BYTES = 5 * 1000 ** 3
 WARN_FREE_BYTES = 20 * 1000 ** 3

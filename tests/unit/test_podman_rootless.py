@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
+import tempfile
 
 import pytest
 
@@ -197,3 +199,31 @@ def test_a_rootless_backend_has_no_cgroup_parent(make_config):
     backend = PodmanBackend(conf.settings)
     assert backend.user == "vacpodman" and backend._cgroup_driver() == ""
     assert backend.url == "unix:///run/user/994/podman/podman.sock"
+
+
+@pytest.fixture
+def open_dir():
+    """A directory every user can search (pytest's own tmp is closed to others)."""
+    top = tempfile.mkdtemp(prefix="vac-rootless-unit-", dir="/var/tmp")
+    os.chmod(top, 0o755)
+    yield top
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_doctor_says_when_the_machine_directories_are_out_of_reach(open_dir):
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody here")
+    ranges = os.path.join(open_dir, "subids")
+    with open(ranges, "w") as f:
+        f.write("nobody:66000000:65536\n")
+    closed = os.path.join(open_dir, "closed")
+    os.makedirs(os.path.join(closed, "machines"))
+    os.chmod(closed, 0o700)
+    line = rootlesschecks.reach_line("nobody", os.path.join(closed, "machines"), ranges, ranges)
+    assert line.status == FAIL and line.fix == f"chmod o+x {closed}", line
+    assert "nobody cannot reach" in line.detail
+    later = os.path.join(open_dir, "state", "machines")      # not made yet: vacd makes it 0755
+    line = rootlesschecks.reach_line("nobody", later, ranges, ranges)
+    assert line.status == OK and "uid 66000000" in line.detail, line

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s lines for rootless Podman (settings.podman_user): the user (exists, not
-root), its ranges in /etc/subuid and /etc/subgid, its Podman API service's socket, and which
-cgroup limits that engine can apply (none on cgroup v1: never reported as applied)."""
+root), its ranges in /etc/subuid and /etc/subgid, its Podman API service's socket, the
+machine directories reachable by the user and its containers' root, and which cgroup limits
+that engine can apply (none on cgroup v1: never reported as applied)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ from typing import Any, List, Optional
 
 from vac.backends.checks import FAIL, OK, PROBE_TIMEOUT, WARN, Check, one_line
 from vac.backends.podman import rootless
+from vac.host import procs
 
 USERADD = "useradd -r -m -d /var/lib/{user} -s /usr/sbin/nologin {user}"
 
@@ -89,6 +91,30 @@ def limits_line(url: str, api: Any = None) -> Check:
                  "(systemd user@.service Delegate=), or the rootful Podman")
 
 
+def reach_line(user: str, machines: str, subuid: str = rootless.SUBUID,
+               subgid: str = rootless.SUBGID) -> Check:
+    """The machine directories are reachable by the user (its runtime mounts the binds) and
+    by its containers' root (the first subordinate uid), or every creation fails."""
+    try:
+        found = rootless.resolve(user, subuid, subgid)
+    except Exception as e:  # noqa: BLE001 (the user lines say what is missing)
+        return Check("podman-reach", WARN, f"not checked: {e}")
+    existing = machines
+    while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)      # vacd makes the rest, mode 0755
+    probe = os.path.join(existing, "x")
+    for uid, gid, whom in ((found.uid, found.gid, user),
+                           (found.payload_uid, found.payload_gid,
+                            f"the containers' root (uid {found.payload_uid})")):
+        blocked = procs.unsearchable_ancestor(probe, uid, [gid])
+        if blocked:
+            return Check("podman-reach", FAIL, f"{whom} cannot reach {machines}: {blocked} "
+                         "is not searchable by it (every creation would fail)",
+                         f"chmod o+x {blocked}")
+    return Check("podman-reach", OK, f"{machines} reachable by {user} and its containers' "
+                 f"root (uid {found.payload_uid})")
+
+
 def lines(settings: Any, usable: bool) -> List[Check]:
     """Every rootless line ([] when podman_user is unset: rootful)."""
     user = getattr(settings, "podman_user", None)
@@ -98,6 +124,7 @@ def lines(settings: Any, usable: bool) -> List[Check]:
     if found[0].status == FAIL:
         return found
     found.append(service_line(user, settings.podman_url))
+    found.append(reach_line(user, settings.paths.machines))
     if usable:
         found.append(limits_line(settings.podman_url))
     return found

@@ -124,6 +124,8 @@ def test_doctor_names_the_mechanism_after_a_trial(make_config, monkeypatch):
     assert line.status == "ok" and tried
     assert line.detail.startswith("loop: ext4 in a file (not a thin LV: x); trial filled")
     assert "for dock at /scratch" in line.detail
+    assert line.detail.endswith("joboutputs/ capped at joboutputs_machine_mb 16 MiB") or \
+        "not capped (no tune2fs" in line.detail
 
 
 def test_doctor_fails_a_failed_trial_and_warns_without_mechanism(make_config, monkeypatch):

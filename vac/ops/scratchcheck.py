@@ -3,13 +3,15 @@
 
     ok    the mechanism (loop: an ext4 file system in a sparse file per machine) and why the
           better ones are passed over, proved by a trial scratch filled past its end, with the
-          pool's free space; or no container machinetype asks for scratch
+          pool's free space, and how their joboutputs/ are capped; or no container
+          machinetype asks for scratch
     warn  containers ask for scratch (disk_gb_per_processor) but this host has no mechanism:
           they run without one, their writes unbounded
     fail  the mechanism is there but the trial failed
 """
 from __future__ import annotations
 
+import shutil
 from typing import Dict, List
 
 from vac.config.model import MachineType, Settings
@@ -44,4 +46,12 @@ def host_scratch(settings: Settings, used: Dict[str, List[MachineType]]) -> List
     free = scratch.free_bytes(state)
     return [Check(NAME, OK, f"{chosen.name}: {chosen.detail}; trial filled to ENOSPC; pool "
                             f"{scratch.pool(state)} has {free / GB:.1f} GB free; for "
-                            f"{', '.join(asking)} at {scratch.CONTAINER_PATH}")]
+                            f"{', '.join(asking)} at {scratch.CONTAINER_PATH}; "
+                            f"{_capped(settings)}")]
+
+
+def _capped(settings: Settings) -> str:
+    """How those machines' joboutputs/ are bounded."""
+    if not shutil.which("tune2fs"):
+        return "their joboutputs/ not capped (no tune2fs: install e2fsprogs)"
+    return f"their joboutputs/ capped at joboutputs_machine_mb {settings.joboutputs_machine_mb} MiB"

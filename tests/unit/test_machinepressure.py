@@ -20,8 +20,9 @@ from vac.cycle.observe import Observation
 from vac.host import cgroups, machinepressure
 from vac.host.machinepressure import RECORD, MachinePressures
 from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
+from vac.web import statuspages
 from vac.web.pressuremetrics import machine_pressure_families
-from vac.web.status import _cell
+from vac.web.status import _cell, factory_view
 
 NOW = 1796544000
 SLOT = "f1-00.example.com"
@@ -188,9 +189,9 @@ def _samples(config):
     return found
 
 
-def test_metrics_per_machine_and_no_samples_without_a_reading(tmp_path, paths, make_config):
+def _config(tmp_path, make_config):
     (tmp_path / "user_data").write_text("#!/bin/sh\n")
-    conf = make_config(f"""
+    return make_config(f"""
         [settings]
         vac_space = vac01.example.com
         factory_name = f1.example.com
@@ -200,6 +201,21 @@ def test_metrics_per_machine_and_no_samples_without_a_reading(tmp_path, paths, m
         machine_model = fake
         user_data = {tmp_path / "user_data"}
         """)
+
+
+def test_the_status_page_shows_a_cells_pressure_and_nothing_without(tmp_path, paths,
+                                                                    make_config):
+    conf = _config(tmp_path, make_config)
+    d = _machine(paths)
+    assert "psi cpu" not in statuspages.factory_page(factory_view(conf, now=NOW), 30)
+    _recorded(tmp_path, d)
+    view = factory_view(conf, now=NOW)
+    assert view["slots"][0]["pressure"]["memory"]["some"]["avg10"] == 20.0
+    assert "psi cpu 1% mem 20% io 5%" in statuspages.factory_page(view, 30)
+
+
+def test_metrics_per_machine_and_no_samples_without_a_reading(tmp_path, paths, make_config):
+    conf = _config(tmp_path, make_config)
     d = _machine(paths)
     assert _samples(conf) == {}
     _recorded(tmp_path, d)

@@ -6,8 +6,10 @@ On cgroup v2 the kernel counts a cgroup's children in its own cpu.stat usage_use
 memory.events (memory.events.local holds the cgroup's own events only), so reading the
 machine's cgroup (Apptainer) or the container's parent (Docker) is reading the whole subtree:
 these tests put different numbers in the machine's files and its children's and check that
-the machine's are the ones read. The kernel's sums themselves are proved in the cgroup v2
-guest (tests/integration/test_cgroup_delegation.py)."""
+the machine's are the ones read. A live Docker container without a cgroup parent of Vac's is
+read at the root of its cgroup namespace, not at the cgroup its first process sits in. The
+kernel's sums themselves are proved in the cgroup v2 guest
+(tests/integration/test_cgroup_delegation.py)."""
 from __future__ import annotations
 
 import os
@@ -16,7 +18,8 @@ import pytest
 from cgroupfakes import FakeKernel, put, v2_tree
 
 from vac.backends.docker import cgroupparent
-from vac.host import cgroups
+from vac.backends.docker import delegation as docker_delegation
+from vac.host import cgroupmount, cgroups
 from vac.host.cgroupmachine import MachineCgroup
 
 # The kernel's view of a payload that made hog and calm beside the leaf: usage_usec of the
@@ -99,3 +102,51 @@ def test_destroy_of_a_machine_with_processes_in_children_leaves_nothing(tmp_path
     assert not cg.exists()
     vac = os.path.dirname(cg.dir(""))
     assert [d for d in os.listdir(vac) if os.path.isdir(os.path.join(vac, d))] == []
+
+
+# A live Docker container without a parent of Vac's: read at its cgroup namespace's root ----
+
+SCOPE = "/system.slice/docker-c0ffee.scope"
+MOUNTINFO = ("500 400 0:60 / / rw - overlay overlay rw\n"
+             "511 500 0:25 {root} /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n")
+
+
+def container_host(tmp_path, own, root):
+    """A fake host with a container whose first process (pid 42) is in `own` and whose
+    /sys/fs/cgroup is the cgroup2 mount rooted at `root` (None: a tmpfs, as on v1)."""
+    h, kernel = v2_tree(tmp_path)
+    unified = h.root("")
+    for path in ("/system.slice", SCOPE, f"{SCOPE}/leaf", f"{SCOPE}/pilot"):
+        kernel.mkdir(unified + path)
+    put(unified + SCOPE, "cpu.stat", "usage_usec 9000000\n")
+    put(unified + f"{SCOPE}/pilot", "cpu.stat", "usage_usec 2000000\n")
+    put(unified + "/system.slice", "cpu.stat", "usage_usec 99000000\n")
+    proc = tmp_path / "proc" / "42"
+    proc.mkdir(parents=True)
+    (proc / "cgroup").write_text(f"0::{own}\n")
+    mount = MOUNTINFO.format(root=root) if root else \
+        "511 500 0:25 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
+    (proc / "mountinfo").write_text(mount)
+    return cgroups.Cgroups(proc_root=str(tmp_path / "proc"), fs=kernel,
+                           hierarchies=cgroups.Hierarchies(v2=cgroups.Mount("/", unified)))
+
+
+def test_a_live_container_s_cpu_is_its_whole_cgroup_s_wherever_its_first_process_went(
+        tmp_path):
+    host = container_host(tmp_path, f"{SCOPE}/pilot", SCOPE)
+    assert docker_delegation.cpu_seconds(42, host) == 9.0       # not the pilot's 2.0
+    assert docker_delegation.cpu_seconds(43, host) is None      # gone
+
+
+@pytest.mark.parametrize("root", [None, "/", "/system.slice/other.scope"])
+def test_a_mount_root_that_is_not_the_process_s_own_ancestor_is_not_trusted(tmp_path, root):
+    host = container_host(tmp_path, f"{SCOPE}/pilot", root)
+    assert cgroupmount.namespace_root(42, f"{SCOPE}/pilot", host.proc_root) is None
+    assert docker_delegation.cpu_seconds(42, host) == 2.0       # the process's own cgroup
+
+
+def test_namespace_root_is_the_cgroup_itself_or_an_ancestor(tmp_path):
+    host = container_host(tmp_path, SCOPE, SCOPE)
+    assert cgroupmount.namespace_root(42, SCOPE, host.proc_root) == SCOPE
+    assert cgroupmount.namespace_root(42, SCOPE + "x/leaf", host.proc_root) is None
+    assert cgroupmount.namespace_root(42, None, host.proc_root) is None

@@ -108,6 +108,23 @@ def check(pid: int, cgroup_path: str, proc_root: str = "/proc") -> None:
         raise CgroupMountError(f"pid {pid} has no cgroup2 mount of its own namespace at {POINT}")
 
 
+def namespace_root(pid: int, cgroup_path: Optional[str],
+                   proc_root: str = "/proc") -> Optional[str]:
+    """The root of the cgroup2 mount a process sees at /sys/fs/cgroup (its cgroup namespace's
+    root in the host's view: a container's own cgroup), if it is a proper cgroup above or at
+    the process's own `cgroup_path`; None otherwise (no such mount, the host's root, or not
+    an ancestor: a process's mounts are not trusted further)."""
+    if cgroup_path is None:
+        return None
+    text = fsutil.read_optional(os.path.join(proc_root, str(pid), "mountinfo"), MOUNTINFO_LIMIT)
+    fields = cgroup2_at(text or "")
+    root = cgroups.clean_path(fields[0]) if fields is not None else None
+    own = cgroups.clean_path(cgroup_path)
+    if root is None or own is None or root == "/":
+        return None
+    return root if own == root or own.startswith(root + "/") else None
+
+
 def make_writable(pid: int, cgroup_path: str, proc_root: str = "/proc") -> None:
     """Check (as `check`), then remount the container's /sys/fs/cgroup read-write.
 

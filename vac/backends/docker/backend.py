@@ -384,7 +384,8 @@ class DockerBackend(Backend):
         cgroup, else the stats API, else the last heartbeat's value."""
         cpu = cgroupparent.cpu_seconds(cgroupparent.of_container(attrs), self.cgroups)
         if cpu is None and alive:
-            cpu = self.cgroups.cpu_seconds_of_pid(int((attrs.get("State") or {}).get("Pid") or 0))
+            cpu = delegation.cpu_seconds(int((attrs.get("State") or {}).get("Pid") or 0),
+                                         self.cgroups)
         if cpu is None and alive:
             cpu = self._stats_cpu(str(attrs.get("Id", "")))
         if cpu is None:

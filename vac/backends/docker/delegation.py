@@ -17,11 +17,16 @@ after the container started.
 On cgroup v1, where it is not safe (no nsdelegate, the host's cgroup namespace), or where
 the machinetype's cgroup_delegate is off, the machine runs as before, without delegation: its
 /sys/fs/cgroup stays read-only and its processes stay in its cgroup. The reason is logged.
+
+A delegated container's first process may sit in any child of its cgroup (the leaf, or where
+the payload moved it), so its CPU seconds are read at its cgroup namespace's root, which is
+the container's cgroup (cpu_seconds); the cgroup parent of Vac's, where there is one, is read
+before that and counts the same.
 """
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from vac.host import cgroupmount, delegation
 from vac.host.cgroups import Cgroups, V2, host_path
@@ -58,3 +63,16 @@ def delegate(api: Any, container_id: str, name: str, cgroups: Cgroups,
     log.info("%s: cgroup %s delegated to the container (its /sys/fs/cgroup, processes in /%s)",
              name, path, delegation.LEAF)
     return True
+
+
+def cpu_seconds(pid: int, cgroups: Cgroups) -> Optional[float]:
+    """CPU seconds of a live container by its first process: of the whole cgroup the container
+    sees as its /sys/fs/cgroup (children included) where that is an ancestor of the process's
+    own cgroup, else of the process's own cgroup (v1, the host's cgroup namespace); None if
+    the process has gone."""
+    paths = cgroups.of_pid(pid)
+    top = cgroupmount.namespace_root(pid, paths.get(V2), cgroups.proc_root)
+    value = cgroups.cpu_seconds_at({V2: top}) if top else None
+    if value is None and paths:
+        value = cgroups.cpu_seconds_at(paths)
+    return value

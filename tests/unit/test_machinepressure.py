@@ -236,6 +236,11 @@ def test_a_vms_machine_scope_from_qemus_pid_file(tmp_path):
         "0::/machine.slice/machine-qemu\\x2d3\\x2dvm\\x2d00.scope/libvirt/emulator\n")
     assert scope.cgroup_path("vm-00", str(pids), str(proc)) == \
         "/machine.slice/machine-qemu\\x2d3\\x2dvm\\x2d00.scope"
+    (proc / "4242" / "cgroup").write_text(   # libvirt without systemd
+        "4:memory:/machine/qemu-8-vm-00.libvirt-qemu\n"
+        "0::/machine/qemu-8-vm-00.libvirt-qemu/emulator\n")
+    assert scope.cgroup_path("vm-00", str(pids), str(proc)) == \
+        "/machine/qemu-8-vm-00.libvirt-qemu"
     (proc / "4242" / "cgroup").write_text("0::/user.slice\n")
     assert scope.cgroup_path("vm-00", str(pids), str(proc)) is None
     (pids / "vm-00.pid").write_text("x")

@@ -1,15 +1,16 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Where a running VM's processes are in the cgroup tree: its systemd machine scope.
+"""Where a running VM's processes are in the cgroup tree: its machine cgroup.
 
 libvirt's QEMU driver (qemu:///system) writes the QEMU process's pid to
-/run/libvirt/qemu/<domain name>.pid and has systemd-machined put the process in a scope of its
-own under machine.slice (/machine.slice/machine-qemu\\x2d<id>\\x2d<name>.scope); on cgroup v2
-it moves the emulator and vCPU threads into cgroups below the scope (.../libvirt/emulator,
-.../libvirt/vcpu0). The scope holds everything of the VM, so its pressure files are the VM's.
+/run/libvirt/qemu/<domain name>.pid and gives the VM a cgroup of its own: with systemd, a
+scope systemd-machined makes under machine.slice (/machine.slice/machine-qemu\\x2d<id>\\x2d
+<name>.scope); without it, /machine/qemu-<id>-<name>.libvirt-qemu. The emulator and vCPU
+threads are in cgroups below it (.../libvirt/emulator, .../emulator, .../vcpu0). That cgroup
+holds everything of the VM, so its pressure files are the VM's.
 
-The scope is read from the QEMU process's /proc/<pid>/cgroup (the 0:: line) rather than
+The cgroup is read from the QEMU process's /proc/<pid>/cgroup (the 0:: line) rather than
 rebuilt from libvirt's naming rules, which have changed between releases. The pid file is
-libvirt's (root's), but what it says is checked: a pid whose cgroup is not a machine scope
+libvirt's (root's), but what it says is checked: a pid whose cgroup is not a VM's
 gives None.
 """
 from __future__ import annotations
@@ -25,11 +26,13 @@ PID_LIMIT = 64
 
 
 def scope_of(process_path: str) -> Optional[str]:
-    """The machine scope at or above a process's cgroup path (/machine.slice/machine-x.scope
-    from /machine.slice/machine-x.scope/libvirt/emulator), or None if there is none."""
+    """The VM's cgroup at or above a process's cgroup path (/machine.slice/machine-x.scope
+    from /machine.slice/machine-x.scope/libvirt/emulator, /machine/qemu-1-x.libvirt-qemu from
+    /machine/qemu-1-x.libvirt-qemu/emulator), or None if there is none."""
     parts = process_path.split("/")
     for i, part in enumerate(parts):
-        if part.startswith("machine-") and part.endswith(".scope") and i > 0:
+        if i > 0 and ((part.startswith("machine-") and part.endswith(".scope")) or
+                      (part.startswith("qemu-") and part.endswith(".libvirt-qemu"))):
             return "/".join(parts[:i + 1])
     return None
 

@@ -14,8 +14,9 @@ import tempfile
 
 import pytest
 
-from vac import cli
+from vac import backends, cli
 from vac.backends.apptainer import checks as apptainerchecks
+from vac.backends.checks import BackendChecks
 from vac.backends.libvirt import checks as libvirtchecks
 from vac.host import access
 from vac.ops import checks, doctor
@@ -162,3 +163,17 @@ def test_metrics_port_is_checked_when_set(make_config):
         """)
     lines = {c.name: c for c in doctor.run_checks(config)}
     assert lines["metrics-port"].detail == "tcp 127.0.0.1:19257 free"
+
+
+
+
+def test_every_backend_has_its_checks_found_by_the_registry():
+    """The registry finds each backend wing's checks by name (the fake has none to add)."""
+    found = {n: backends.backend_checks(n, None) for n in backends.BACKENDS}
+    assert {n: type(c).__name__ for n, c in found.items()} == {
+        "apptainer": "ApptainerChecks", "docker": "DockerChecks", "fake": "BackendChecks",
+        "libvirt": "LibvirtChecks", "podman": "PodmanChecks"}
+    assert all(isinstance(c, BackendChecks) for c in found.values())
+    assert [c.HOST_CGROUPS for _, c in sorted(found.items())] == [True, True, False, False, True]
+    assert found["libvirt"].listeners() == [("metadata-port", "169.254.169.253", 80),
+                                            ("metadata-port", "169.254.169.254", 80)]

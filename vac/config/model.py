@@ -153,6 +153,7 @@ class MachineType:
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
     smbios_product: Optional[str] = None
     cgroup_delegate: bool = True
+    config_drive: bool = True
 
     def files_path(self, name: str) -> str:
         """A machinetype file: absolute as given, else under <machinetype_path>/files/."""

@@ -202,6 +202,9 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("cmdline", "str", None, backend="libvirt"),
     Option("smbios_product", "str", None, backend="libvirt", from_pipe=True,
            help="the VMs' SMBIOS system product name, e.g. OpenStack Nova (issue 28)"),
+    Option("config_drive", "bool", True, backend="libvirt",
+           help="attach the OpenStack config drive (label config-2); off: the VMs read "
+                "everything from the metadata service"),
     Option("fake_run_seconds", "float", 3600.0, backend="fake"),
     Option("fake_create_error", "str", None, backend="fake"),
     Option("fake_cpu_per_second", "float", 0.5, backend="fake"),

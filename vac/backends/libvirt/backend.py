@@ -233,10 +233,11 @@ class LibvirtBackend(Backend):
         virt_type = self.virt_type
         disks, temporary, lv = self._disks(spec)
         try:
-            drive = configdrive.build_config_drive(directory, self.settings.factory_name,
-                                                   directory.file(CONFIG_DRIVE))
-            disks.append(Disk(drive, config_drive_target([d.target for d in disks]),
-                              readonly=True))
+            if spec.machinetype.config_drive:
+                drive = configdrive.build_config_drive(directory, self.settings.factory_name,
+                                                       directory.file(CONFIG_DRIVE))
+                disks.append(Disk(drive, config_drive_target([d.target for d in disks]),
+                                  readonly=True))
             xml = render_domain_xml(self._params(spec, virt_type, disks))
             try:
                 self._call("createXML", conn.createXML, xml, 0, machine=spec.name)

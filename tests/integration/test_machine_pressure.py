@@ -23,7 +23,11 @@ from waiting import GENEROUS, wait_until
 from vac import slotview
 from vac.backends.docker.backend import DockerBackend
 from vac.host import machinepressure, pressure
-from vac.web.pressuremetrics import machine_pressure_families
+
+try:   # prometheus_client is a weak dependency (the v2 guest has none)
+    from vac.web.pressuremetrics import machine_pressure_families
+except ImportError:
+    machine_pressure_families = None
 
 pytestmark = [pytest.mark.root]
 
@@ -76,6 +80,8 @@ def test_a_docker_machines_own_cgroup_pressure_is_recorded_and_shown(dock):
     assert row["pressure"]["cpu"]["some"]["total_seconds"] >= \
         record["cpu"]["some"]["total_seconds"]
     assert "psi some avg10: cpu " in row["detail"]
+    if machine_pressure_families is None:
+        return
     samples = {(s.name, s.labels["resource"], s.labels["line"], s.labels.get("window")): s
                for family in machine_pressure_families(dock.load())
                for s in family.samples if s.labels["slot"] == name}

@@ -8,10 +8,14 @@ tests/integration/test_cloudinit_datasources.py runs against the service):
   DHCP on that MAC from it, and without it warns "Metadata 'network' key not valid".
 - OpenStack `vendor_data.json` and `vendor_data2.json`: `{}` (Vac has no vendor data; a 404
   is allowed too, but answering leaves the unserved-request log to real surprises).
+- OpenStack `network_data.json` (over HTTP and on the config drive): the VM's one interface,
+  by its MAC, with DHCP for IPv4 only, which is what the factory network offers. Without it,
+  cloud-init falls back to DHCP for IPv4 and IPv6 on the first interface, and an image with
+  ifupdown then waits minutes at boot for a DHCPv6 answer that never comes.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from vac.machine.slots import Slot
 
@@ -35,3 +39,14 @@ def ec2_network(ordinal: Optional[int]) -> Dict[str, str]:
         f"{base}/local-ipv4s": slot.ip,
         f"{base}/mac": mac,
     }
+
+
+def openstack_network_data(ordinal: Optional[int]) -> Dict[str, Any]:
+    """network_data.json for the VM in slot `ordinal` (lower-case MAC); {} without a slot."""
+    if ordinal is None:
+        return {}
+    mac = Slot(ordinal, "").mac.lower()
+    return {"links": [{"id": "vac0", "type": "phy", "ethernet_mac_address": mac}],
+            "networks": [{"id": "vac0-ipv4", "type": "ipv4_dhcp", "link": "vac0",
+                          "network_id": "vac"}],
+            "services": []}

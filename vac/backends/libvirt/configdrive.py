@@ -4,6 +4,7 @@
 Layout (Rock Ridge names; the ISO 9660 names underneath are generated):
 
     openstack/latest/meta_data.json      the same JSON the metadata service serves
+    openstack/latest/network_data.json   the VM's interface, DHCP for IPv4 (cloudmeta.py)
     openstack/latest/user_data           the machine's user_data (when it has one)
     openstack/latest/machinefeatures/    snapshot of the machine's MJF directories at
     openstack/latest/jobfeatures/        creation (the live values stay on the MJF service)
@@ -20,9 +21,10 @@ import tempfile
 from typing import Dict, Mapping
 
 from vac import optional
-from vac.backends.libvirt import metadata
+from vac.backends.libvirt import cloudmeta, metadata
 from vac.errors import StateError
 from vac.machine.directory import MachineDir
+from vac.machine.slots import ordinal_of
 
 LABEL = "config-2"
 BASE = "openstack/latest"
@@ -31,8 +33,11 @@ MAX_MJF_KEYS = 256
 
 def config_drive_files(directory: MachineDir, factory_name: str) -> Dict[str, bytes]:
     """Relative path -> content of every file the machine's config drive holds."""
+    ordinal = ordinal_of(factory_name, directory.name)
+    network = cloudmeta.openstack_network_data(ordinal if ordinal >= 0 else None)
     files = {f"{BASE}/meta_data.json":
-             json.dumps(metadata.meta_data(directory, factory_name), sort_keys=True).encode()}
+             json.dumps(metadata.meta_data(directory, factory_name), sort_keys=True).encode(),
+             f"{BASE}/network_data.json": json.dumps(network, sort_keys=True).encode()}
     user_data = directory.read("user_data", metadata.USER_DATA_LIMIT)
     if user_data is not None:
         files[f"{BASE}/user_data"] = user_data.encode()

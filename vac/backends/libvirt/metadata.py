@@ -16,7 +16,8 @@ Paths (any YYYY-MM-DD, "1.0" or "latest" as <v>; "//" folded; "." and ".." refus
     /<v>/meta-data/{ami-id,instance-id} job_id (the domain UUID)
     /<v>/meta-data/public-keys/0/openssh-key   the root public key
     /<v>/meta-data/network/...          the VM's interface (cloudmeta.py); OpenStack
-                                        vendor_data.json, vendor_data2.json: {}
+                                        vendor_data.json, vendor_data2.json: {};
+                                        network_data.json: its interface, DHCP for IPv4
     /machinefeatures[/], /jobfeatures[/]       HTML listing; /machinefeatures/KEY raw value
     PUT /joboutputs/NAME                one component, Content-Length required -> 201
 
@@ -218,11 +219,12 @@ class MetadataService:
             return self._mjf(directory, parts)
         if not parts:
             return text_reply("\n".join(EC2_VERSIONS))
+        ordinal = ordinal_from_address(self.client_address(peer))
         if parts[0] == "openstack":
             if len(parts) == 1:
                 return text_reply("\n".join(OPENSTACK_VERSIONS))
-            return self._versioned(directory, parts[1], parts[2:], openstack=True)
-        ordinal = ordinal_from_address(self.client_address(peer))
+            return self._versioned(directory, parts[1], parts[2:], openstack=True,
+                                   ordinal=ordinal)
         return self._versioned(directory, parts[0], parts[1:], openstack=False, ordinal=ordinal)
 
     def _mjf(self, directory: MachineDir, parts: Sequence[str]) -> Reply:
@@ -255,6 +257,9 @@ class MetadataService:
             return self._ec2_meta_data(directory, rest[1:], ordinal)
         if openstack and head in cloudmeta.OPENSTACK_EMPTY and len(rest) == 1:
             return text_reply("{}", "application/json")
+        if openstack and head == "network_data.json" and len(rest) == 1:
+            body = json.dumps(cloudmeta.openstack_network_data(ordinal), sort_keys=True)
+            return text_reply(body, "application/json")
         return NOT_FOUND
 
     def _ec2_meta_data(self, directory: MachineDir, rest: Sequence[str],

@@ -97,6 +97,9 @@ class LibvirtBackend(Backend):
         self._lock = threading.Lock()
         self._virt_type: Optional[Tuple[str, str]] = None   # (setting, chosen type)
         self._stopped: Set[str] = set()   # names whose domain stop() has given its ACPI shutdown
+        # The CPU seconds last seen of each domain: a transient domain that powered off is gone
+        # with its counters, so status() and collect() report what was seen while it ran.
+        self._cpu_seen: Dict[str, float] = {}
 
     @property
     def shutdown_wait_seconds(self) -> float:
@@ -357,6 +360,7 @@ class LibvirtBackend(Backend):
             self.stop(name, directory)
             dom = self._lookup(name)
         self._stopped.discard(name)
+        self._cpu_seen.pop(name, None)
         if dom is not None:
             try:
                 dom.destroy()
@@ -405,13 +409,14 @@ class LibvirtBackend(Backend):
     def status(self, name: str, directory: Optional[MachineDir]) -> MachineStatus:
         libvirt = _libvirt()
         dom = self._lookup(name)
+        gone = MachineStatus(name, MachineState.SHUTDOWN, cpu_seconds=self._cpu_seen.get(name, 0.0))
         if dom is None:
-            return MachineStatus(name, MachineState.SHUTDOWN)
+            return gone
         try:
             return self._status_of(name, dom)
         except libvirt.libvirtError as e:
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return MachineStatus(name, MachineState.SHUTDOWN)
+                return gone
             raise BackendError("libvirt", f"info: {e.get_error_message()}", name) from e
 
     def _status_of(self, name: str, dom: Any) -> MachineStatus:
@@ -423,7 +428,9 @@ class LibvirtBackend(Backend):
             ours = MachineState.SHUTDOWN       # a transient domain on its way out
         else:   # running, blocked, no state, or powering off (VIR_DOMAIN_SHUTDOWN)
             ours = MachineState.RUNNING
-        return MachineStatus(name, ours, cpu_seconds=cpu_ns / 1e9, backend_id=dom.UUIDString())
+        cpu = max(cpu_ns / 1e9, self._cpu_seen.get(name, 0.0))
+        self._cpu_seen[name] = cpu
+        return MachineStatus(name, ours, cpu_seconds=cpu, backend_id=dom.UUIDString())
 
     def cgroup_path(self, name: str, directory: Optional[MachineDir]) -> Optional[str]:
         return scope.cgroup_path(name)

@@ -24,6 +24,10 @@ class DockerWatcher(Watcher):
         return {"type": ["container"], "event": EVENTS,
                 "label": [f"vac.factory={self.factory_name}"]}
 
+    def replay(self) -> dict:
+        """More arguments of each (re)opening of the stream (a subclass's `since`)."""
+        return {}
+
     def machine_of(self, event: Any) -> str:
         """The machine an event (one the filters let through) says has ended."""
         attributes = (event.get("Actor") or {}).get("Attributes") or {}
@@ -35,7 +39,7 @@ class DockerWatcher(Watcher):
 
         api = docker.APIClient(base_url=self.url, timeout=QUIET_SECONDS, version="auto")
         while not self.stopping.is_set():
-            self.stream = api.events(filters=self.filters(), decode=True)
+            self.stream = api.events(filters=self.filters(), decode=True, **self.replay())
             try:
                 for event in self.stream:
                     self.ended(self.machine_of(event))

@@ -2,8 +2,9 @@
 """Benchmark: memory overcommitted, side by side in one run: the load average gate alone, the
 pressure gate, and the pressure gate with shedding (scenario 1 of admission by pressure).
 
-Docker machines whose memory limits sum to about twice the host's RAM, each payload growing its
-resident memory slowly (8 MiB a second, to 800 MiB) and ending with 200 Success once grown. A
+Docker machines whose memory limits sum to about twice the host's RAM, each payload taking 300
+MiB at once, then growing its resident memory slowly (8 MiB a second, to 800 MiB) and ending
+with 200 Success once grown. A
 real Factory (the real load average and /proc/pressure) runs cycles for a phase with each
 configuration in turn, creating one machine a cycle; a machine that ends frees its slot for the
 next. Each phase reports the machines created, those that finished with 200, those the OOM
@@ -73,15 +74,17 @@ CONFIGS = {"load gate": {"memory_some": "", "shed": ""},
            "shedding": {"memory_some": "20",
                         "shed": "shed_memory_full = 5\nshed_grace_seconds = 10"}}
 STEP_MB = 8
-# Grows 8 MiB a second in a busybox tail that keeps its one endless line; writes its progress
-# (MiB grown) and, once fully grown, 200 Success. An OOM kill of the tail ends the loop.
+# Takes `base` MiB at once, then grows 8 MiB a second, in a busybox tail that keeps its one
+# endless line; writes its progress (MiB taken) and, once fully grown, 200 Success. An OOM
+# kill of the tail ends the loop.
 PAYLOAD = """#!/bin/sh
 J=/var/spool/joboutputs
 i=0
+{{ head -c {base}m /dev/zero; echo {base} > $J/progress
 while [ $i -lt {steps} ]; do
   head -c {step}m /dev/zero || exit 1
-  i=$((i + 1)); echo $((i * {step})) > $J/progress; sleep 1
-done | tail > /dev/null
+  i=$((i + 1)); echo $(({base} + i * {step})) > $J/progress; sleep 1
+done; }} | tail > /dev/null
 [ "$(cat $J/progress)" -ge {total} ] && echo "200 Success" > $J/shutdown_message
 exit 0
 """
@@ -118,9 +121,10 @@ def phase(name: str, args, work: str) -> Dict:
     state = tempfile.mkdtemp(prefix="phase-", dir=work)
     os.chmod(state, 0o755)
     user_data = os.path.join(work, "user_data")
-    steps = args.grow_mb // STEP_MB
+    steps = (args.grow_mb - args.base_mb) // STEP_MB
     with open(user_data, "w") as f:
-        f.write(PAYLOAD.format(steps=steps, step=STEP_MB, total=steps * STEP_MB))
+        f.write(PAYLOAD.format(base=args.base_mb, steps=steps, step=STEP_MB,
+                               total=args.base_mb + steps * STEP_MB))
     conf = os.path.join(work, f"{name.split()[0]}.conf")
     with open(conf, "w") as f:
         f.write(CONF.format(factory=f"m{uuid.uuid4().hex[:8]}.example.com", state=state,
@@ -153,8 +157,9 @@ def phase(name: str, args, work: str) -> Dict:
 
 
 def report(results: List[Dict], args) -> str:
-    lines = [f"{args.slots} slots x {args.mb} MiB limits; payloads grow to {args.grow_mb} MiB "
-             f"at {STEP_MB} MiB/s; {args.phase:.0f} s per phase",
+    lines = [f"{args.slots} slots x {args.mb} MiB limits; payloads take {args.base_mb} MiB, "
+             f"then grow to {args.grow_mb} MiB by {STEP_MB} MiB a second; "
+             f"{args.phase:.0f} s per phase",
              f"{'':<14} {'created':>7} {'200':>4} {'OOM 700':>7} {'shed 100':>8} "
              f"{'cut':>4} {'kernel OOM':>10} {'MiB grown':>9} {'mem some':>8} {'mem full':>8}"]
     for r in results:
@@ -169,7 +174,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--slots", type=int, default=6)
     parser.add_argument("--mb", type=int, default=1024, help="memory limit per machine (MiB)")
     parser.add_argument("--grow-mb", type=int, default=800, help="what each payload grows to")
-    parser.add_argument("--phase", type=float, default=240.0, help="seconds per phase")
+    parser.add_argument("--base-mb", type=int, default=300, help="what it takes at once")
+    parser.add_argument("--phase", type=float, default=300.0, help="seconds per phase")
     parser.add_argument("--cycle", type=float, default=5.0, help="seconds between cycles")
     parser.add_argument("--overload", type=float, default=1.5,
                         help="overload_per_processor in every phase (the load gate)")

@@ -224,3 +224,14 @@ def test_the_library_check_sees_imports_inside_functions(tmp_path):
     lazy = tmp_path / "lazy.py"
     lazy.write_text("def f():\n    import docker.errors\n    from libvirt import open\n")
     assert _library_imports(str(lazy)) == {"docker", "libvirt"}
+
+
+def test_no_two_test_modules_share_a_name():
+    """pytest imports test modules by their file name: two with one name, in different
+    directories, stop a whole-suite run at collection."""
+    seen: Dict[str, List[str]] = {}
+    for top, _dirs, files in os.walk(os.path.join(REPO, "tests")):
+        for name in files:
+            if name.startswith("test_") and name.endswith(".py"):
+                seen.setdefault(name, []).append(os.path.relpath(os.path.join(top, name), REPO))
+    assert {n: p for n, p in seen.items() if len(p) > 1} == {}

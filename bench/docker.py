@@ -43,7 +43,7 @@ from bench.rawdocker import (  # noqa: E402
     raw_run,
     until_running,
 )
-from vac.config import pipes  # noqa: E402
+from vac.config import assemble  # noqa: E402
 from vac.cycle.factory import Factory  # noqa: E402
 from vac.host.facts import HostFacts  # noqa: E402
 
@@ -97,7 +97,7 @@ class Bench:
         BENCHES.append(self)
 
     def _load(self):
-        return pipes.load_config([self.conf], self.host, update=True, now=time.time())
+        return assemble.load_config([self.conf], self.host, update=True, now=time.time())
 
     def cycle(self, api) -> Tuple[float, sidebyside.TimedCreations]:
         def running(_slot, created) -> None:

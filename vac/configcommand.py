@@ -50,7 +50,7 @@ def _say(text: str) -> None:
 
 
 def _load(args: argparse.Namespace, fetch: bool = False) -> Tuple[Config, pipes.PipeResult]:
-    """Raises ConfigError (also ConfigMissing) as pipes.load_config_with_pipes."""
+    """Raises ConfigError (also ConfigMissing) as assemble.load_config_with_pipes."""
     # --fetch: every pipe now, in parallel, saying so
     return load_with_pipes_for_command(args.config, fetch, _say if fetch else None)
 

@@ -26,7 +26,7 @@ from typing import List, Optional, Set
 
 from vac import __version__, planfile
 from vac.backends import host_services
-from vac.config import pipefetch, pipes, presence
+from vac.config import assemble, pipefetch, pipes, presence
 from vac.config.load import config_files
 from vac.cycle.factory import SAME_SECOND, CycleReport, Factory
 from vac.cycle.watchers import MessageWatcher, Watchers
@@ -153,7 +153,8 @@ class Daemon:
         try:
             presence.require(files, explicit=bool(self.args.config))
             now = time.time()
-            config, found = pipes.load_config_with_pipes(files, self.host, update=False, now=now)
+            config, found = assemble.load_config_with_pipes(files, self.host, update=False,
+                                                            now=now)
         except ConfigError as e:
             self.config_problem = e
             raise
@@ -170,7 +171,7 @@ class Daemon:
     def _cached(self):
         files = self.files
         presence.require(files, explicit=bool(self.args.config))
-        return pipes.load_config(files, self.host, update=False, now=time.time())
+        return assemble.load_config(files, self.host, update=False, now=time.time())
 
     def _on_term(self, signum, frame) -> None:
         log.info("signal %d: stopping after this cycle; machines keep running", signum)

@@ -13,7 +13,7 @@ from fakeclock import Clock
 
 from vac import cli, fsutil
 from vac.backends.fake import FakeBackend
-from vac.config import pipes
+from vac.config import assemble
 from vac.cycle.factory import Factory
 from vac.errors import ConfigError, StateError
 from vac.machine import removal
@@ -136,7 +136,7 @@ def test_a_nul_byte_is_a_located_config_error(tmp_path, host, extra, capsys):
     conf.write_text("[settings]\nvac_space = s.example.com\nfactory_name = f1.example.com\n"
                     + extra)
     with pytest.raises(ConfigError) as e:
-        pipes.load_config([str(conf)], host, update=False, now=0.0)
+        assemble.load_config([str(conf)], host, update=False, now=0.0)
     assert f"{conf} [settings] " in str(e.value) and "NUL byte" in str(e.value)
     assert cli.main(["--config", str(conf), "config", "check"]) == 1
     assert "NUL byte" in capsys.readouterr().err
@@ -227,7 +227,7 @@ def test_huge_pipe_shares_rescale_to_finite_values(tmp_path, paths, host):
     conf.write_text(f"[settings]\nstate_dir = {paths.state_dir}\nvac_space = s.example.com\n"
                     f"factory_name = f1.example.com\nenable_fake_backend = true\n"
                     f"[vacuum_pipe p]\nvacuum_pipe_url = file://{pipe}\ntarget_share = 5\n")
-    config = pipes.load_config([str(conf)], host, update=True, now=time.time())
+    config = assemble.load_config([str(conf)], host, update=True, now=time.time())
     shares = {n: mt.target_share for n, mt in config.machinetypes.items()}
     assert shares == pytest.approx({"p-one": 2.0, "p-two": 2.0, "p-three": 1.0})
 

@@ -16,7 +16,7 @@ from typing import List, NamedTuple
 import pytest
 
 from vac import cli
-from vac.config import pipes
+from vac.config import assemble
 from vac.ops import doctor
 from vac.host.facts import HostFacts
 
@@ -255,7 +255,7 @@ def test_a_pipe_cannot_enlarge_disks_past_the_site_ceiling(tmp_path):
     conf.write_text(GOOD.format(state=tmp_path / "state", settings="disk_gb_per_processor = 20",
                                 machinetype="") +
                     f"[vacuum_pipe p]\nvacuum_pipe_url = file://{pipe}\ntarget_share = 1\n")
-    config, _ = pipes.load_config_with_pipes([str(conf)], HOST, update=True, now=1e9)
+    config, _ = assemble.load_config_with_pipes([str(conf)], HOST, update=True, now=1e9)
     assert config.machinetypes["p-big"].disk_gb_per_processor == 20
     assert config.machinetypes["p-small"].disk_gb_per_processor == 10
     assert [str(p.message) for p in config.findings if p.option == "disk_gb_per_processor"] == [
@@ -266,7 +266,7 @@ def test_a_pipe_cannot_enlarge_disks_past_the_site_ceiling(tmp_path):
 def test_vac_doctor_names_each_warning_where_config_check_does(tmp_path):
     mistake = next(m for m in MISTAKES if m.name.startswith("draining = true"))
     conf = _write(tmp_path, mistake)
-    config = pipes.load_config([conf], HOST, update=False, now=1e9)
+    config = assemble.load_config([conf], HOST, update=False, now=1e9)
     lines = doctor.config_lines(config, {})
     assert [(c.name, c.detail) for c in lines[1:]] == [
         ("config-warning", _expected(tmp_path, conf, mistake))]
@@ -278,8 +278,8 @@ def test_vac_doctor_names_each_warning_where_config_check_does(tmp_path):
 def test_vac_doctor_says_what_config_check_says_of_the_host(tmp_path, name, status):
     mistake = next(m for m in MISTAKES if m.name == name)
     conf = _write(tmp_path, mistake)
-    config = pipes.load_config([conf], HOST, update=False, now=1e9)
+    config = assemble.load_config([conf], HOST, update=False, now=1e9)
     assert [(c.name, c.status, c.detail) for c in doctor.machinetype_fit(config)] == [
         ("machinetype-fit", status, _expected(tmp_path, conf, mistake))]
     good = _write(tmp_path, Mistake("", "", "", 0, 0, "", "", ""))
-    assert doctor.machinetype_fit(pipes.load_config([good], HOST, update=False, now=1e9)) == []
+    assert doctor.machinetype_fit(assemble.load_config([good], HOST, update=False, now=1e9)) == []

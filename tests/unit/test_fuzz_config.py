@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from vac import cli
 from vac.config import options as O
-from vac.config import pipes
+from vac.config import assemble
 from vac.errors import ConfigError
 from vac.host.facts import HostFacts
 
@@ -205,7 +205,7 @@ def _check_one(data, workdir: str) -> None:
     host = HostFacts(fqdn="f1.example.com", processors=4,
                      uid_of={"vacsngly": 990, "root": 0}.get, vg_exists=lambda n: False)
     try:
-        pipes.load_config(files, host, update=False, now=time.time())
+        assemble.load_config(files, host, update=False, now=time.time())
         loaded = True
     except ConfigError as e:
         loaded = False
@@ -303,7 +303,7 @@ def test_the_seeds_themselves_are_valid(workdir, seed):
         f.write(data)
     host = HostFacts(fqdn="f1.example.com", processors=4, uid_of={"vacsngly": 990}.get,
                      vg_exists=lambda n: False)
-    config = pipes.load_config([path], host, update=False, now=time.time())
+    config = assemble.load_config([path], host, update=False, now=time.time())
     assert config.machinetypes
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from vac import cli
 from vac.config import options as O
-from vac.config import pipes
+from vac.config import assemble, pipes
 from vac.config.model import PipeSection
 from vac.errors import PipeError
 from vac.host.facts import HostFacts
@@ -191,7 +191,7 @@ def _conf(workdir: str, state: str, pipe: str) -> str:
 
 
 def _load(conf: str, now: float):
-    config, result = pipes.load_config_with_pipes([conf], HOST, update=True, now=now)
+    config, result = assemble.load_config_with_pipes([conf], HOST, update=True, now=now)
     url = config.pipes[0].url
     for text in result.warnings + result.errors:
         assert url in text, text

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""vac.config.pipes: document validation, value rules, share rescaling, the cache, load_config."""
+"""vac.config.pipes: document validation, value rules, share rescaling, the cache; and the
+pipes merged into the whole configuration by vac.config.assemble.load_config."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import textwrap
 import pytest
 from testbed import REALPIPES
 
-from vac.config import model, pipes
+from vac.config import assemble, model, pipes
 from vac.errors import ConfigError, FetchError
 
 URL = "https://pipes.example.org/p.pipe"
@@ -497,7 +498,7 @@ def test_fetch_through_file_url(paths, tmp_path):
     assert _backoff(result) == "111" and os.path.exists(paths.pipe_cache("p"))
 
 
-# ---- end to end through load.build and load_config ---------------------------------------
+# ---- end to end through load.build and assemble.load_config ------------------------------
 
 ATLAS = f"file://{REAL}/projectvacuum-vmcondor__atlas.pipe"
 
@@ -631,14 +632,14 @@ def test_load_config_all_real_pipes(tmp_path, paths, host):
         target_share = 1
         root_image = local.iso
         """)
-    cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW)
+    cfg, result = assemble.load_config_with_pipes(files, host, update=True, now=NOW)
     assert sorted(cfg.machinetypes) == ["atlas-vm-mcore", "atlas-vm-mcore-sl6", "atlas-vm-score",
                                         "example-prod", "gridpp-prod", "iris-vmcondor", "local"]
     assert cfg.machinetypes["atlas-vm-mcore-sl6"].target_share == 10.0
     assert result.errors == () and result.warnings == ()
     # the responder and CLI: cache only, same answer
-    cfg2 = pipes.load_config(files, host, update=False, now=NOW + 10 ** 6,
-                             fetcher=FakeFetcher())
+    cfg2 = assemble.load_config(files, host, update=False, now=NOW + 10 ** 6,
+                                fetcher=FakeFetcher())
     assert cfg2.machinetypes == cfg.machinetypes
 
 
@@ -650,11 +651,11 @@ def test_load_config_pipe_errors_in_warnings(tmp_path, paths, host):
         vacuum_pipe_url = {URL}
         """)
     fetcher = FakeFetcher({URL: FetchError(URL, "HTTP status 404", 404)})
-    cfg = pipes.load_config(files, host, update=True, now=NOW, fetcher=fetcher)
+    cfg = assemble.load_config(files, host, update=True, now=NOW, fetcher=fetcher)
     assert cfg.machinetypes == {}
     assert [w for w in cfg.warnings if w.startswith(f"{URL} (pipe p): cannot update: ")]
-    cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW,
-                                               fetcher=fetcher)
+    cfg, result = assemble.load_config_with_pipes(files, host, update=True, now=NOW,
+                                                  fetcher=fetcher)
     assert len(result.errors) == 1
     assert result.errors[0] in cfg.warnings
 
@@ -667,7 +668,7 @@ def test_load_config_bad_suffix_is_not_a_config_error(tmp_path, paths, host):
         vacuum_pipe_url = {URL}
         """)
     bad = doc({"suffix": "Bad_Name"}, {"suffix": "good", "user_data_option_X": "1"})
-    cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW,
+    cfg, result = assemble.load_config_with_pipes(files, host, update=True, now=NOW,
                                     fetcher=FakeFetcher({URL: encode(bad)}))
     assert list(cfg.machinetypes) == ["p-good"]
     assert len(result.warnings) == 2 and all(w in cfg.warnings for w in result.warnings)
@@ -683,7 +684,7 @@ def test_load_config_drops_pipe_machinetype_that_config_rejects(tmp_path, paths,
     bad = doc({"suffix": "inverted", "min_processors": 8, "max_processors": 2},
               {"suffix": "sing", "machine_model": "singularity"},      # no singularity_user
               {"suffix": "fine", "target_share": 1})
-    cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW,
+    cfg, result = assemble.load_config_with_pipes(files, host, update=True, now=NOW,
                                     fetcher=FakeFetcher({URL: encode(bad)}))
     assert list(cfg.machinetypes) == ["p-fine"]
     assert len(result.errors) == 2
@@ -702,8 +703,8 @@ def test_load_config_local_error_still_raises(tmp_path, paths, host):
         machine_model = no-such-model
         """)
     with pytest.raises(ConfigError) as e:
-        pipes.load_config(files, host, update=True, now=NOW,
-                          fetcher=FakeFetcher({URL: encode(GOOD)}))
+        assemble.load_config(files, host, update=True, now=NOW,
+                             fetcher=FakeFetcher({URL: encode(GOOD)}))
     assert "no-such-model" in str(e.value)
 
 
@@ -715,7 +716,8 @@ def test_load_config_without_pipes_never_fetches(tmp_path, paths, host):
         root_image = a.iso
         """)
     fetcher = FakeFetcher()
-    cfg, result = pipes.load_config_with_pipes(files, host, update=True, now=NOW, fetcher=fetcher)
+    cfg, result = assemble.load_config_with_pipes(files, host, update=True, now=NOW,
+                                                  fetcher=fetcher)
     assert list(cfg.machinetypes) == ["a"] and fetcher.calls == [] and result.values == {}
 
 

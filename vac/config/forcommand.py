@@ -10,16 +10,17 @@ from __future__ import annotations
 import time
 from typing import Optional, Sequence, Tuple
 
-from vac.config import pipes
+from vac.config import assemble, pipes
 from vac.config.load import config_files
 from vac.config.model import Config
 from vac.host.facts import HostFacts
 
 
 def load_for_command(explicit: Optional[Sequence[str]], now: Optional[float] = None) -> Config:
-    """Raises ConfigError (ConfigMissing when there is no configuration) as pipes.load_config."""
-    return pipes.load_config(config_files(explicit), HostFacts.read(), update=False,
-                             now=time.time() if now is None else now)
+    """Raises ConfigError (ConfigMissing when there is no configuration) as
+    assemble.load_config."""
+    return assemble.load_config(config_files(explicit), HostFacts.read(), update=False,
+                                now=time.time() if now is None else now)
 
 
 def load_with_pipes_for_command(explicit: Optional[Sequence[str]], fetch: bool = False,
@@ -29,7 +30,8 @@ def load_with_pipes_for_command(explicit: Optional[Sequence[str]], fetch: bool =
     parallel, telling progress(text) what it waits for (`vac config check --fetch`).
 
     Raises:
-        ConfigError: as pipes.load_config_with_pipes (ConfigMissing: no configuration).
+        ConfigError: as assemble.load_config_with_pipes (ConfigMissing: no configuration).
     """
-    return pipes.load_config_with_pipes(config_files(explicit), HostFacts.read(), update=False,
-                                        now=time.time(), force=fetch, progress=progress)
+    return assemble.load_config_with_pipes(config_files(explicit), HostFacts.read(),
+                                           update=False, now=time.time(), force=fetch,
+                                           progress=progress)

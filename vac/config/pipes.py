@@ -4,7 +4,8 @@
 A [vacuum_pipe PREFIX] section names a JSON document (standards.md §2.7) whose entries become
 machinetypes PREFIX-SUFFIX. This module produces only the values the *document* gives; the
 section's inherited options and local [machinetype] overrides are layered on by load.build
-(pipe document < [vacuum_pipe] section < local section).
+(pipe document < [vacuum_pipe] section < local section); vac.config.assemble merges the pipes'
+values with the files into the whole configuration.
 
 Differences from the original, on purpose:
 - A failed fetch or an invalid document keeps the last good cached copy in use and records an
@@ -14,8 +15,8 @@ Differences from the original, on purpose:
   background, in parallel, with a backoff for a failing URL (see refresh). update=True
   fetches the due pipes now, in parallel; force=True every pipe whatever its cache's age.
 - A bad suffix, a bad value or a value of the wrong type drops that entry or option with a
-  warning; a pipe can never make the whole configuration fail (load_config drops a pipe
-  machinetype that load.build still rejects, with an error).
+  warning; a pipe can never make the whole configuration fail (vac.config.assemble drops a
+  pipe machinetype that load.build still rejects, with an error).
 - Values must be scalars, at most MAX_VALUE_CHARS long, without control characters; JSON
   true/false become "true"/"false"; machine_model "fake" is never taken from a pipe.
 - The cache (vac.config.pipecache) is written once, atomically, with the URL it came from: a
@@ -27,7 +28,6 @@ Differences from the original, on purpose:
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import unicodedata
@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from vac import fetch
 from vac.config import check as configcheck
-from vac.config import load, model, pipecache, pipefetch
+from vac.config import model, pipecache, pipefetch
 from vac.config import options as O
 from vac.config.pipecache import (  # noqa: F401 - CACHE_URL_KEY, legacy_cache_path re-exported
     CACHE_URL_KEY,
@@ -55,8 +55,7 @@ from vac.config.pipedoc import (  # noqa: F401 - the document's names, re-export
 )
 from vac.config.pipedoc import show as _show
 from vac.config.pipeshares import PipeTotal, share_of
-from vac.errors import ConfigError, PipeError, StateError, VacError
-from vac.host.facts import HostFacts
+from vac.errors import PipeError, StateError, VacError
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -102,39 +101,6 @@ class PipeResult:
         """A sentence for each pipe that gives no machinetypes because it has not been
         fetched yet (no usable cached copy)."""
         return tuple(n for n in (s.note() for s in self.states) if n is not None)
-
-
-def load_config(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
-                fetcher: Fetcher = fetch.fetch_bytes) -> model.Config:
-    """Read the config files, the pipes (fetching them only if update), and build the Config.
-
-    vacd, the responder and the CLI call this with update=False (cache only; vacd fetches
-    due pipes in the background, vac.config.pipefetch); update=True fetches due pipes first. Pipe warnings and pipe errors are in Config.warnings (errors
-    start "URL (pipe PREFIX): "); load_config_with_pipes also returns them apart.
-
-    Raises:
-        ConfigError: the local configuration is unusable (never because of a pipe).
-    """
-    return load_config_with_pipes(files, host, update=update, now=now, fetcher=fetcher)[0]
-
-
-def load_config_with_pipes(files: Sequence[str], host: HostFacts, *, update: bool, now: float,
-                           fetcher: Fetcher = fetch.fetch_bytes, force: bool = False,
-                           progress: Progress = None) -> Tuple[model.Config, PipeResult]:
-    """load_config, also returning what the pipes gave (errors, warnings, sources, states)
-    apart. force fetches every pipe now whatever its cache's age (`config check --fetch`),
-    in parallel, telling progress(text) what it waits for.
-
-    Raises:
-        ConfigError: the local configuration is unusable (never because of a pipe).
-    """
-    raw = load.read_raw(files)
-    sections = load.pipe_sections(raw)
-    result = PipeResult()
-    if sections:
-        result = load_pipes(sections, _paths_of(raw), update=update, now=now, fetcher=fetcher,
-                            force=force, progress=progress)
-    return _build(raw, host, result)
 
 
 def load_pipes(pipe_sections: Sequence[model.PipeSection], paths: Paths, *, update: bool,
@@ -428,38 +394,6 @@ def _check_kind(key: str, value: str) -> None:
     lowest = 1 if key in ("min_processors", "max_processors") else 0
     if not math.isfinite(number) or number < lowest:
         raise ValueError(f"{_show(value)} must be at least {lowest}")
-
-
-# ---- building the Config -------------------------------------------------------------------
-
-def _build(raw: model.RawConfig, host: HostFacts,
-           result: PipeResult) -> Tuple[model.Config, PipeResult]:
-    """load.build with the pipe values; a pipe machinetype it rejects is dropped, not fatal."""
-    try:
-        return load.build(raw, host, result.values, result.warnings + result.errors), result
-    except ConfigError:
-        if not result.values:
-            raise
-    kept: Dict[str, Dict[str, RawValue]] = {}
-    rejected: List[str] = []
-    for name in sorted(result.values):
-        trial = dict(kept)
-        trial[name] = result.values[name]
-        try:
-            load.build(raw, host, trial)
-        except ConfigError as e:
-            rejected.append(f"{result.sources.get(name, 'pipe')}: machinetype {name} not "
-                            f"used: {e}")
-        else:
-            kept = trial
-    result = replace(result, values=kept, errors=result.errors + tuple(rejected),
-                     sources={k: v for k, v in result.sources.items() if k in kept})
-    return load.build(raw, host, kept, result.warnings + result.errors), result
-
-
-def _paths_of(raw: model.RawConfig) -> Paths:
-    value, _ = raw.section("settings").get("state_dir", ("", ""))
-    return Paths(value or O.by_name(O.SETTINGS_OPTIONS)["state_dir"].default)
 
 
 # ---- small helpers -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Vacuum Pipes: fetch and cache pipe documents, validate their hostile values, expand them.
 
-A [vacuum_pipe PREFIX] section names a JSON document (standards.md §2.7) whose entries become
+A [vacuum_pipe PREFIX] section names a JSON document (the Vacuum Pipe format) whose entries become
 machinetypes PREFIX-SUFFIX. This module produces only the values the *document* gives; the
 section's inherited options and local [machinetype] overrides are layered on by load.build
 (pipe document < [vacuum_pipe] section < local section); vac.config.assemble merges the pipes'
@@ -9,7 +9,7 @@ values with the files into the whole configuration.
 
 Differences from the original, on purpose:
 - A failed fetch or an invalid document keeps the last good cached copy in use and records an
-  error naming the URL (the original hid the pipe for that cycle, §17.14).
+  error naming the URL (the original hid the pipe for that cycle).
 - Fetches never hold up vacd's cycle: vacd reads the cache only (update=False) and hands the
   pipes that are due (PipeResult.states) to vac.config.pipefetch, which fetches them in the
   background, in parallel, with a backoff for a failing URL (see refresh). update=True

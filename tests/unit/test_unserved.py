@@ -22,10 +22,10 @@ def test_an_unserved_path_is_logged_once_with_the_machine(paths, caplog):
     assert service.get("169.254.169.3", "/latest/meta-data/instance-id").status == 200
     assert warnings(caplog) == []
     for _ in range(3):
-        assert service.get("169.254.169.3", "/openstack/latest/network_data.json").status == 404
+        assert service.get("169.254.169.3", "/openstack/latest/password").status == 404
     lines = warnings(caplog)
     assert len(lines) == 1
-    assert "/openstack/latest/network_data.json" in lines[0] and "f1-03.example.com" in lines[0]
+    assert "/openstack/latest/password" in lines[0] and "f1-03.example.com" in lines[0]
     assert "169.254.169.3" in lines[0] and "404" in lines[0]
     service.get("10.0.0.1", "/latest/meta-data/")          # not a slot address: 404, named so
     assert "no slot of this factory" in warnings(caplog)[-1]

@@ -78,10 +78,12 @@ def _value_text(kind: str, default, name: str = "") -> str:
 def _table_seed() -> str:
     """Every option of the table, with a value of its kind (defaults where they exist)."""
     skip = {"state_dir", "vac_space", "factory_name", "singularity_user", "volume_group",
-            "gocdb_cert_file", "gocdb_key_file", "forward_dev", "vacmon_hostport", "factories"}
+            "gocdb_cert_file", "gocdb_key_file", "forward_dev", "vacmon_hostport", "factories",
+            "podman_user"}
     lines = ["[settings]", "state_dir = @STATE@", "vac_space = s.example.com",
              "factory_name = f1.example.com", "factories = f1.example.com f2.example.com",
              "vacmon_hostport = mon.example.com:8884", "singularity_user = vacsngly",
+             "podman_user = vacpodman",
              "enable_fake_backend = true", "user_data_option_site = x",
              "machinefeatures_option_hs06 = 10"]
     lines += [f"{o.name} = {_value_text(o.kind, o.default)}" for o in O.SETTINGS_OPTIONS
@@ -203,7 +205,7 @@ def _check_one(data, workdir: str) -> None:
         texts[path] = body.decode("utf-8", errors="replace")
     files = sorted(texts)
     host = HostFacts(fqdn="f1.example.com", processors=4,
-                     uid_of={"vacsngly": 990, "root": 0}.get, vg_exists=lambda n: False)
+                     uid_of={"vacsngly": 990, "vacpodman": 991, "root": 0}.get, vg_exists=lambda n: False)
     try:
         assemble.load_config(files, host, update=False, now=time.time())
         loaded = True
@@ -301,7 +303,7 @@ def test_the_seeds_themselves_are_valid(workdir, seed):
     path = os.path.join(workdir, f"seed{seed}.conf")
     with open(path, "wb") as f:
         f.write(data)
-    host = HostFacts(fqdn="f1.example.com", processors=4, uid_of={"vacsngly": 990}.get,
+    host = HostFacts(fqdn="f1.example.com", processors=4, uid_of={"vacsngly": 990, "vacpodman": 991}.get,
                      vg_exists=lambda n: False)
     config = assemble.load_config([path], host, update=False, now=time.time())
     assert config.machinetypes

@@ -51,8 +51,11 @@ def test_the_bounds_are_settings(make_config):
     ("joboutputs_file_mb = 257\n", "joboutputs_file_mb", "must be 1 to 256"),
     ("joboutputs_machine_mb = 5000\n", "joboutputs_machine_mb", "must be 1 to 4096"),
     ("joboutputs_machine_files = -1\n", "joboutputs_machine_files", "must be 1 to 4096"),
-    ("joboutputs_file_mb = 20\n", "joboutputs_machine_mb",
+    ("joboutputs_file_mb = 20\njoboutputs_machine_mb = 18\n", "joboutputs_machine_mb",
      "must not be less than joboutputs_file_mb (20)"),
+    # the machine's bound left at its default: the problem is where the file's was set
+    ("joboutputs_file_mb = 20\n", "vac.conf:[settings]:joboutputs_file_mb",
+     "must not be more than joboutputs_machine_mb (16, its default)"),
     ("joboutputs_file_mb = 1.5\n", "joboutputs_file_mb", ""),
 ])
 def test_a_wrong_bound_is_an_error_naming_the_option(make_config, lines, option, words):

@@ -230,8 +230,14 @@ def _check_joboutputs(values: Dict[str, Any], origins: Dict[str, str], b: Builde
     for name, ceiling in JOBOUTPUTS_CEILINGS:
         if not 1 <= values[name] <= ceiling:
             b.problem(f"must be 1 to {ceiling}", origins[name], name)
-    if 1 <= values["joboutputs_machine_mb"] < values["joboutputs_file_mb"]:
-        b.problem(f"must not be less than joboutputs_file_mb ({values['joboutputs_file_mb']})",
+    machine, file = values["joboutputs_machine_mb"], values["joboutputs_file_mb"]
+    if not 1 <= machine < file:
+        return
+    if origins["joboutputs_machine_mb"] == "default":     # the file's value was set: name it
+        b.problem(f"must not be more than joboutputs_machine_mb ({machine}, its default)",
+                  origins["joboutputs_file_mb"], "joboutputs_file_mb")
+    else:
+        b.problem(f"must not be less than joboutputs_file_mb ({file})",
                   origins["joboutputs_machine_mb"], "joboutputs_machine_mb")
 
 

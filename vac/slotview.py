@@ -149,7 +149,7 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
 
 
 def _scratch(directory: MachineDir, row: Dict) -> str:
-    """A running container's /scratch (issue 29): used and limit bytes into the row, and
+    """A running container's /scratch: used and limit bytes into the row, and
     ', scratch U of L GB' for the detail; '' when it has none mounted."""
     used = scratch.used_bytes(os.path.dirname(os.path.dirname(directory.path)),
                               os.path.basename(directory.path))

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """APEL records as text (pure): the individual job record v0.3 and the sync record v0.1.
 
-The field order and values are the original's (reference §10.1, standards §3.2); a record is
+The field order and values are the original Vac's (job record v0.3 as APEL parses it); a record is
 `Key: value` lines after the header, closed by `%%` on its own line.
 """
 from __future__ import annotations

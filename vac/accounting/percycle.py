@@ -52,7 +52,7 @@ def monitor_cycle(config: Config, now: float) -> None:
 
 def _version_logger(config: Config, now: float) -> Optional[threading.Thread]:
     """Send factory_status VERSION_COPIES times, 1 s apart, in a thread of its own, at start
-    and then version_logger times a day (§10.4; off unless version_logger is set)."""
+    and then version_logger times a day (off unless version_logger is set)."""
     per_day = config.settings.version_logger
     if per_day <= 0:
         return None

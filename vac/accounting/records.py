@@ -65,7 +65,7 @@ def facts_of(directory: MachineDir) -> apel.JobFacts:
 
 
 def why_not_accounted(config: Config, directory: MachineDir) -> Optional[str]:
-    """The original's rule (§10.1): started, a heartbeat, a configured machinetype, and a
+    """The original's rule: started, a heartbeat, a configured machinetype, and a
     wallclock of at least fizzle_seconds; None when the machine is accounted."""
     machinetype = config.machinetypes.get(directory.machinetype)
     if directory.started is None:
@@ -146,7 +146,7 @@ def _settle_one(config: Config, name: str, now: float, result: Settled,
             account(config, directory, now, result)
         else:
             result.skipped[directory.name] = reason
-        if after is not None and directory.started is not None:   # §10.3: those that started
+        if after is not None and directory.started is not None:   # VacMon: started ones only
             after(directory)
     except (OSError, StateError, ValueError) as e:
         log.error("%s: accounting failed, retried next cycle: %s", directory.name, e)

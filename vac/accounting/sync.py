@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""APEL sync records (§10.2): how many job records this factory archived for a month.
+"""APEL sync records: how many job records this factory archived for a month.
 
 The archive holds each record under the UTC day of its EndTime (vac.accounting.store), the
 month the APEL server counts it in. The newest record of the month gives Site and SubmitHost;

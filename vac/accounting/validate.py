@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The APEL loader's rules for the records we send, checked before a record is queued (pure).
 
-Parsed as the loader parses (standards §3.1, §3.6): the header line gives the message type, the
+Parsed as APEL's own loader parses: the header line gives the message type, the
 rest is split on `%%`, each record is `Key: value` lines split at the first colon. A job record
 v0.3 must carry only known fields, every mandatory one, integers and epoch times where the
 loader wants them, EndTime >= StartTime and not after now + 2 days, a ServiceLevelType the

@@ -156,7 +156,7 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     if vg and not host.vg_exists(vg):
         b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
                   "volume_group")
-    elif not vg and host.vg_exists(DEFAULT_VOLUME_GROUP):   # as the original (§19 item 17)
+    elif not vg and host.vg_exists(DEFAULT_VOLUME_GROUP):   # as the original: if it exists
         values["volume_group"] = DEFAULT_VOLUME_GROUP
         origins["volume_group"] = f"{DEFAULT_VOLUME_GROUP} exists"
     _check_ranges(values, origins, b)
@@ -344,7 +344,7 @@ def _defaults_from_others(values: Dict[str, Any], origins: Dict[str, str], name:
 def _cap_disk(name: str, values: Dict[str, Any], origins: Dict[str, str], settings: Settings,
               b: Builder) -> None:
     """[settings] disk_gb_per_processor, when set, is the site's ceiling: a machinetype's or a
-    pipe's larger value is cut to it (issue 26 item 6), said once where it was given."""
+    pipe's larger value is cut to it, said once where it was given."""
     ceiling, asked = settings.disk_gb_per_processor, values["disk_gb_per_processor"]
     if ceiling is None or asked is None or asked <= ceiling:
         return

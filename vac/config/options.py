@@ -201,7 +201,7 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("initrd", "str", None, backend="libvirt"),
     Option("cmdline", "str", None, backend="libvirt"),
     Option("smbios_product", "str", None, backend="libvirt", from_pipe=True,
-           help="the VMs' SMBIOS system product name, e.g. OpenStack Nova (issue 28)"),
+           help="the VMs' SMBIOS system product name, e.g. OpenStack Nova for cloud-init"),
     Option("config_drive", "bool", True, backend="libvirt",
            help="attach the OpenStack config drive (label config-2); off: the VMs read "
                 "everything from the metadata service"),

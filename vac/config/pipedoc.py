@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A pipe document's structure: parsed as bounded JSON, hostile to the last byte.
 
-A pipe (standards.md §2.7) is a JSON object with a list `machinetypes` of at most MAX_ENTRIES
+A pipe (a Vacuum Pipe) is a JSON object with a list `machinetypes` of at most MAX_ENTRIES
 objects and an optional `cache_seconds`; numbers must be finite and short, NaN and Infinity are
 refused. What each entry's values may be is vac.config.pipes' job (expand).
 """

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """finishes/<machinetype>: the record naming the finished machine of each machinetype whose
-outcome was reported last, "<created> <machinetype> <machine>" (§3.3, the original's format;
+outcome was reported last, "<created> <machinetype> <machine>" (the original's format;
 the original named the most recently created one, which hid an abort reported after a younger
 machine's success). Its one writer (finishing) and its one reader (the census, in the cycle
 and in the responder's replies).

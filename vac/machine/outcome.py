@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """How a machine ended: its shutdown code, whether that is an abort, the fizzle rule, and the
-message its outcome is judged by (§3.8). The one place for these rules: the planner, the
+message its outcome is judged by. The one place for these rules: the planner, the
 census, finishing, the space's replies and the web pages all ask here.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-ABORT_CODE = 300          # shutdown codes >= 300 are aborts (§3.8)
+ABORT_CODE = 300          # shutdown codes >= 300 are aborts, as in the original
 FIZZLE_FORMAT = "300 Vac detects fizzle after {} seconds"
 
 
@@ -49,7 +49,8 @@ def fizzled(started: Optional[float], ended: Optional[float], fizzle_seconds: fl
 
 def outcome_message(message: Optional[str], started: Optional[float], ended: Optional[float],
                     fizzle_seconds: float) -> Optional[str]:
-    """The message a machine's outcome is judged by (the intended rule of §3.8, §17 item 3).
+    """The message a machine's outcome is judged by (the rule the original
+    meant; its own fizzle synthesis never ran).
 
     A message with a code is returned as it is. A machine that ran (it has `started`) for less
     than fizzle_seconds and left no coded message gets "300 Vac detects fizzle after N

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""`vac doctor`'s cgroup delegation check (issue 31): does this host delegate each container
+"""`vac doctor`'s cgroup delegation check: does this host delegate each container
 machine's cgroup to what runs in it (vacd.8, CGROUP DELEGATION).
 
     ok    cgroup v2 at /sys/fs/cgroup: Apptainer machines get their subtree, Docker machines

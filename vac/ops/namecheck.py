@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s check that the factory's own name resolves to an address its VacQuery
-responder listens on (issue 27): the other factories ask it by that name, at every address
+responder listens on: the other factories ask it by that name, at every address
 it resolves to (AAAA and A), so an address it does not listen on costs them an ask, and a
 name without one makes the factory silent to the whole space.
 

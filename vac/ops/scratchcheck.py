@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""`vac doctor`'s scratch check: how this host bounds container machines' scratch (issue 29).
+"""`vac doctor`'s scratch check: how this host bounds container machines' scratch.
 
     ok    the mechanism (loop: an ext4 file system in a sparse file per machine) and why the
           better ones are passed over, proved by a trial scratch filled past its end, with the

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The census as data: per machinetype, how much HS06 runs, how many machines are still
-"before fizzle" and the last outcome and abort (§3.7, §3.8, §9.3).
+"before fizzle" and the last outcome and abort, as the original's space shares and
+VacQuery replies count them.
 
 One factory's census is counted from its observed slots (local_census: the cycle's
 observation, or the responder's reading of the disk); other factories' machinetype_status
@@ -20,8 +21,8 @@ from vac.machine.observed import Observed
 from vac.machine.outcome import (LastOutcome, is_abort, latest, message_code,
                                  outcome_message)
 
-STARTING_WINDOW = 3600    # a Starting machine counts for an hour after creation (§9.3)
-HEARTBEAT_WINDOW = 3600   # a Running machine counts while its heartbeat is this fresh (§9.3)
+STARTING_WINDOW = 3600    # a Starting machine counts for an hour after creation
+HEARTBEAT_WINDOW = 3600   # a Running machine counts while its heartbeat is this fresh
 REMOTE_MESSAGE_LIMIT = 1024
 
 
@@ -48,13 +49,13 @@ class Census:
 
 
 def machine_hs06(hs06: Optional[float], processors: int) -> float:
-    """A machine's HS06: its machinefeatures/hs06, else 1.0 per processor (§3.3)."""
+    """A machine's HS06: its machinefeatures/hs06, else 1.0 per processor."""
     return hs06 if hs06 is not None else float(processors)
 
 
 def contribution(obs: Observed, fizzle_seconds: float,
                  now: float) -> Optional[Tuple[float, int, bool]]:
-    """(hs06, processors, before fizzle) that a machine adds to the census, or None (§9.3).
+    """(hs06, processors, before fizzle) that a machine adds to the census, or None.
 
     Running (and Paused, which the disk cannot tell from Running) machines count while their
     heartbeat is under an hour old; Starting ones for an hour after creation, before fizzle.

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The container machines' scratch (issue 29) as Prometheus metrics, read at scrape time:
+"""The container machines' scratch as Prometheus metrics, read at scrape time:
 
     vac_machine_scratch_bytes{slot, machinetype}         bytes in use in a machine's /scratch
     vac_machine_scratch_limit_bytes{slot, machinetype}   its size (scratch_limit_bytes)

@@ -13,6 +13,7 @@ import uuid
 from typing import Dict, List, Optional
 
 import pytest
+from podman_engine import ENGINE, IMAGE, parent_dirs, sdk
 from testbed import require_engine
 from waiting import GENEROUS, wait_until
 
@@ -27,8 +28,6 @@ from vac.machine.slots import Slot, machine_name
 
 pytestmark = [pytest.mark.podman]
 
-IMAGE = "vac-test/busybox:1"
-ENGINE = "unix:///run/podman/podman.sock"
 FACTORY = f"pm{uuid.uuid4().hex[:8]}.example.com"   # this run's containers only
 SPACE = "space.example.com"
 MIB = 1024 * 1024
@@ -70,11 +69,6 @@ SLEEPER = "#!/bin/sh\nsleep 300\n"
 
 def config_text(mb: int = 64, url: str = ENGINE, extra: str = "", image: str = IMAGE) -> str:
     return CONF.format(space=SPACE, factory=FACTORY, mb=mb, url=url, extra=extra, image=image)
-
-
-def sdk():
-    import docker
-    return docker.APIClient(base_url=ENGINE, timeout=30)
 
 
 def remove_ours() -> None:
@@ -151,18 +145,6 @@ def finished(backend: PodmanBackend, spec: MachineSpec):
     assert wait_until(lambda: backend.status(spec.name, spec.directory).state
                       is MachineState.SHUTDOWN, GENEROUS), f"{spec.name} did not finish"
     return backend.status(spec.name, spec.directory)
-
-
-def parent_dirs(parent: str) -> List[str]:
-    """The directories of a cgroup parent in every mounted hierarchy that has it."""
-    path = cgroupparent.cgroup_path(parent)
-    assert path, parent
-    found = []
-    for mount in Cgroups().hierarchies.mounts():
-        directory = host_path(mount, path)
-        if directory is not None and os.path.isdir(directory):
-            found.append(directory)
-    return found
 
 
 def own_cgroup(pid: int) -> Dict[str, str]:

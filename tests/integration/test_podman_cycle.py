@@ -11,7 +11,7 @@ import uuid
 from typing import Dict, List
 
 import pytest
-from test_podman_backend import ENGINE, IMAGE, parent_dirs, sdk
+from podman_engine import ENGINE, IMAGE, parent_dirs, sdk
 from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import wait_until, wait_while_alive

@@ -7,8 +7,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_docker_cycle import DockerFactory, all_exited, engine_ready
-from test_scratch_docker import remove_pool
+from docker_engine import engine_ready
+from dockerfactory import DockerFactory, all_exited
+from scratchpool import remove_pool
 from waiting import wait_until
 
 from vac.machine import scratch

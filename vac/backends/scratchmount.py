@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A container machine's scratch area as its backend makes, binds and removes it (issue 29).
+"""A container machine's scratch area as its backend makes, binds and removes it:
+bounded, so no machine can fill the host.
 
 The Docker (and Podman) and Apptainer backends call make() while creating a machine: when its
 machinetype or [settings] sets disk_gb_per_processor and this host has a mechanism

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Creating one machine: slot record, directory, MJF, user_data, then the backend.
 
-The order is the original's (§5.1): the slot record is written first, so a crash leaves a
+The order is the original's: the slot record is written first, so a crash leaves a
 Starting machine that the next cycle cleans up; `started` and `heartbeat` are written last,
 only when the backend has the machine running.
 """

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The creation gate and why free slots stay empty, as idle reasons (pure).
 
-The gate (§3.6, in the original's order: overload, shutdown_time, draining, total_processors)
+The gate (in the original's order: overload, shutdown_time, draining, total_processors)
 and the other stops of creation (a configuration that is rejected or missing, opportunistic
 mode's pause, host pressure, max_creations_per_cycle, machinetypes waiting for their
 backend) each give a vac.planfile.IdleReason: its kind, the machinetype and the time it ends
@@ -109,7 +109,7 @@ def with_held(reason: IdleReason, held: Sequence[IdleReason]) -> IdleReason:
 
 def gate(settings: Settings, measured: float, running: int, now: float,
          started: int = 0) -> Optional[IdleReason]:
-    """Why no (further) machine may be created, or None (§3.6, in the original's order).
+    """Why no (further) machine may be created, or None (checked in the original's order).
 
     The load is the measured load average plus the processors started since it was read.
     """

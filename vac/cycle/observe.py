@@ -143,7 +143,7 @@ def find_zombies(config: Config, observation: Observation,
 
     A machine is ours to keep only if its slot's directory is unfinished, of a model this
     backend serves, and its id matches the slot's job_id or the id the backend recorded for
-    the slot's machine (a container id: job_id stays the UUID the machine was given, §5.5).
+    the slot's machine (a container id: job_id stays the UUID the machine was given).
     """
     live = {o.slot.name: o for o in observation.observed
             if o.machinetype is not None and not o.finished}

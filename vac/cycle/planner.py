@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The factory cycle's decisions: observed slots + space census -> one Plan of actions (pure).
 
-plan() walks the slots in order (§3.3): running machines get a heartbeat, a lowered shutdown
-time and, past their time or failing the heartbeat-file rule (§3.5), a destroy; paused
+plan() walks the slots in order: running machines get a heartbeat, a lowered shutdown
+time and, past their time or failing the heartbeat-file rule, a destroy; paused
 machines and creations left Starting are destroyed; shut-down machines not yet finished are
 finished. Every slot that ends up empty may be refilled in the same cycle: as many machines
-as the creation gate (§3.6) allows, up to settings.max_creations_per_cycle, each chosen by
-target shares, backoff/fizzle (§3.7, §3.8) and superslots (§3.9), the gate re-checked after
+as the creation gate allows, up to settings.max_creations_per_cycle, each chosen by
+target shares, backoff/fizzle and superslots, the gate re-checked after
 each one with the planned machines counted as running. Every free slot left empty gets the
 reason why, as data (vac.planfile.IdleReason: kind, machinetype, until, factory, text).
 
@@ -256,7 +256,7 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 disk_stop=short or budget.refused, disk=diskgate.as_dict(settings, disk))
 
 
-# The slot scan (§3.3) --------------------------------------------------------------------
+# The slot scan ---------------------------------------------------------------------------
 
 def _scan(machinetypes: Mapping[str, MachineType], observed: Sequence[Observed],
           shutdown_time: Optional[int], now: float, daemon_started: float) -> _Scan:
@@ -326,7 +326,7 @@ def _running(obs: Observed, mt: Optional[MachineType], scan: _Scan,
 
 def _heartbeat_file_rule(obs: Observed, mt: Optional[MachineType], now: float,
                          daemon_started: float) -> Optional[str]:
-    """The 700 message if the machine fails its machinetype's heartbeat_file rule (§3.5)."""
+    """The 700 message if the machine fails its machinetype's heartbeat_file rule."""
     if mt is None or not mt.heartbeat_file or mt.fizzle_seconds <= 0 or obs.started is None:
         return None
     if now <= obs.started + mt.fizzle_seconds or now <= daemon_started + mt.fizzle_seconds:
@@ -393,7 +393,7 @@ def _insert_free(scan: _Scan, slot: Slot) -> None:
     scan.free.insert(at, slot)
 
 
-# Creation (§3.6, §3.9) ---------------------------------------------------------------------
+# Creation ----------------------------------------------------------------------------------
 
 def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
           hold: Optional[IdleReason] = None,
@@ -448,7 +448,7 @@ def _add_to_superslot(superslots: Dict[int, int], incomplete: List[int], when: i
         bisect.insort(incomplete, when)
 
 
-# Expiry of machine directories (§4.3) -----------------------------------------------------
+# Expiry of machine directories ------------------------------------------------------------
 
 def expired(dirs: Sequence[Tuple[str, str, Optional[float]]],
             machinetypes: Mapping[str, MachineType], now: float,

@@ -4,7 +4,7 @@
 From the space's census (vac.space.censusdata: per machinetype, HS06 running, machines before
 fizzle, the last abort), `Shares` keeps one cycle's working scores and tells which
 machinetypes may start, most starved machinegroup first; `choose` then picks a machinetype, a
-size and a shutdown time from the superslot map (§3.9). Nothing here reads a file or a clock.
+size and a shutdown time from the superslot map. Nothing here reads a file or a clock.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def embargo_until(mt: MachineType, census: Census) -> Optional[float]:
 
 def ineligible_reason(mt: MachineType, census: Census, now: float,
                       shutdown_time: Optional[int]) -> Optional[IdleReason]:
-    """Why mt may not be started now (§3.7 step 3), or None if it may."""
+    """Why mt may not be started now (no share, past shutdown_time, or backing off after
+    an abort), or None if it may."""
     if mt.target_share <= 0:
         return IdleReason(planfile.NO_SHARE, f"{mt.name} has no target_share",
                           machinetype=mt.name)
@@ -143,7 +144,7 @@ class Shares:
         self._rescore(mt.machinegroup)
 
     def notes(self, now: float) -> List[str]:
-        """One log line per machinetype with a recent abort (§3.7 step 4)."""
+        """One log line per machinetype with a recent abort, as the original logged them."""
         lines = []
         for mt in self._types:
             c = self._census[mt.name]
@@ -168,7 +169,7 @@ class Choice:
 
 def choose(ordered: Sequence[MachineType], incomplete: Iterable[Tuple[int, int]], free: int,
            per_superslot: int, now: float) -> Tuple[Optional[Choice], str]:
-    """Pick from the eligible machinetypes (in order) by the superslot rules of §3.9.
+    """Pick from the eligible machinetypes (in order) by the superslot rules.
 
     `incomplete` is (shutdown time, processors running until then) for every superslot whose
     processors are not a multiple of per_superslot, in ascending time. Processors needed to

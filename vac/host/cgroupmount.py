@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A container's own cgroup2 mount made writable, when that is safe (issue 31, Docker).
+"""A container's own cgroup2 mount made writable, when that is safe (Docker).
 
 A container started with a private cgroup namespace (Docker's default on cgroup v2) has
 cgroup2 mounted read-only at /sys/fs/cgroup, rooted at its own cgroup. Making that mount

@@ -61,7 +61,7 @@ def user_uid(name: str) -> Optional[int]:
 def volume_group_exists(name: str, run: Callable[..., Any] = subp.run) -> bool:
     """True if LVM reports a volume group of this name (`vgs`). Not its /dev/<vg> directory:
     LVM makes that only while the group holds an active volume, so an empty group would be
-    taken for a missing one (issue 29). False without LVM's tools."""
+    taken for a missing one. False without LVM's tools."""
     if not name or name.startswith("-") or (run is subp.run and not shutil.which("vgs")):
         return False
     try:

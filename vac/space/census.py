@@ -4,7 +4,7 @@
 SpacePoll is the Factory's `space_census` hook. Every cycle it asks the factories named in
 `factories` (this factory's own census is the cycle's, counted locally) for their
 machinetype_status replies, merges them into the planner's Census per machinetype and adds
-the local one (§3.7): target shares summed over the space, and backoff from an abort
+the local one, as the original did: target shares summed over the space, and backoff from an abort
 anywhere. The poll never takes longer than udp_timeout_seconds; a factory that does not
 answer is left out, and a failing poll leaves the local census alone. Machinetypes only
 other factories know are ignored.
@@ -12,7 +12,7 @@ other factories know are ignored.
 Once an hour (marker `census-updated`), in a thread of its own so the cycle does not wait,
 it also asks every factory for its factory_status and writes each reply to
 `space-census/<factory>`; files older than two days are deleted, and fresh_census() gives
-those of the last day (§10.5).
+those of the last day.
 """
 from __future__ import annotations
 

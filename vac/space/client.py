@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The VacQuery client: ask factories, re-ask the short ones, collect the replies (§9.1).
+"""The VacQuery client: ask factories, re-ask the short ones, collect the replies.
 
 One call sends a query of one kind to every named factory, each with the cookie
 sha256(salt + factory) for a fresh salt, and receives until every factory has sent all its

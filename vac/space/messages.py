@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""VacQuery 01.03 messages (reference §9): field tables, cookies, encode and decode (pure).
+"""VacQuery 01.03 messages, as the original's: field tables, cookies, encode and decode (pure).
 
 Datagrams are JSON objects, as the original sent them (json.dumps with its default
 separators). Decoding is for hostile input: a datagram over its size bound, not UTF-8 JSON,
 not an object, of another space or version, without a well-formed cookie or with a field of
 the wrong type is rejected with MessageError, never repaired. A reply must also carry the
-cookie the client derived for the factory that the reply names (§9.1).
+cookie the client derived for the factory that the reply names.
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ FACTORY_FIELDS = {name: "num?" for name in (
 FACTORY_FIELDS.update({"kernel_version": "str?", "os_issue": "str?"})
 REPLY_FIELDS = {"machine_status": MACHINE_FIELDS, "machinetype_status": MACHINETYPE_FIELDS,
                 "factory_status": FACTORY_FIELDS}
-# Keys a client needs in each reply (§9.1); the others are typed when present.
+# Keys a client needs in each reply; the others are typed when present.
 REQUIRED = {
     "machine_status": ("num_machines", "machine", "state", "uuid", "created_time",
                        "started_time", "heartbeat_time", "cpu_seconds", "cpu_percentage",
@@ -127,7 +127,7 @@ def make_query(kind: str, space: str, cookie: str, vac_version: str) -> Dict[str
 
 def reply_header(kind: str, cookie: str, space: str, factory: str, site: str,
                  version: str, time_sent: int) -> Dict[str, Any]:
-    """The fields every reply to a query of this kind starts with (§9.3)."""
+    """The fields every reply to a query of this kind starts with."""
     return {"message_type": REPLY_TYPE[kind], "vac_version": version,
             "daemon_version": version, "vacquery_version": VACQUERY_VERSION,
             "cookie": cookie, "space": space, "factory": factory,

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The text of `vac machines`, `vac machinetype` and `vac factories` (reference §13), pure.
+"""The text of `vac machines`, `vac machinetype` and `vac factories` (pure).
 
 Each function takes the client's Result and `now` and returns lines: a header naming the
 columns, the original's columns, then a totals line, then one line per factory that sent

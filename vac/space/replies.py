@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The bodies of the responder's replies, read from the state directory alone (§9.3).
+"""The bodies of the responder's replies, read from the state directory alone.
 
 machine_status per slot, machinetype_status per configured machinetype (this factory's
 census, counted as the cycle counts it) and factory_status (counts, capacity, host facts).
@@ -127,7 +127,7 @@ def machinetype_statuses(config: Config, now: float) -> List[Dict[str, Any]]:
 
 
 def factory_status(config: Config, now: float, proc_root: str = "/proc") -> Dict[str, Any]:
-    """The factory_status body: counts, capacity, disk, memory, load, heartbeats (§9.3)."""
+    """The factory_status body: counts, capacity, disk, memory, load, heartbeats."""
     s = config.settings
     counts = (fsutil.read_optional(s.paths.counts, 256) or "").split()
     numbers = [_float(v) for v in counts] if len(counts) == 5 else [0.0] * 5

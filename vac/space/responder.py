@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The VacQuery responder: a thread in vacd answering other factories and `vac` (§9.2).
+"""The VacQuery responder: a thread in vacd answering other factories and `vac`.
 
 It binds vacquery_address:vacquery_port (UDP; with no address, [::] for IPv6 and IPv4
 alike, see bind_udp), touches `responder-heartbeat` about once a
@@ -96,7 +96,7 @@ class Responder:
         while not self.stopping.is_set():
             try:
                 self._step()
-            except Exception:  # noqa: BLE001 - the responder never dies (§9.2)
+            except Exception:  # noqa: BLE001 - the responder never dies
                 self._drop("internal error", exc_info=True)
                 self.stopping.wait(0.1)
 

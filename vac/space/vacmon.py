@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""VacMon: VacQuery status datagrams sent unasked to each `vacmon_hostport` (§10.3), the same
+"""VacMon: VacQuery status datagrams sent unasked to each `vacmon_hostport`, the same
 bodies the responder answers with (vac.space.replies), and the version logger's copies.
 
 Each cycle one factory_status and every machinetype_status; at each finish one machine_status

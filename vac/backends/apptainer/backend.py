@@ -173,7 +173,7 @@ class ApptainerBackend(Backend):
         has_user_data = prepare.prepare_directory(self.NAME, spec, user)
         specs = bind_specs(directory.path, bool(spec.machinetype.cvmfs_repositories),
                            has_user_data)
-        area = scratchmount.make(spec, self.NAME)   # issue 29: bounded /scratch
+        area = scratchmount.make(spec, self.NAME)   # a bounded /scratch, if asked for
         specs += [f"{area}:{scratchmount.CONTAINER_PATH}:rw"] if area else []
         prepare.check_sources(self.NAME, spec.name, specs, [image], user, groups)
         argv = build_argv(binary, image, directory.path, spec.name, command,

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def kill_strays(backend: Any, live_names: Optional[Iterable[str]] = None) -> int:
-    """The Singularity zombie killer (§5.5), once per cycle: SIGKILL every process of
+    """The Singularity zombie killer, as the original's, once per cycle: SIGKILL every process of
     singularity_user outside the cgroup of a live machine, then remove every empty Vac
     Apptainer cgroup that no live machine owns. Returns the number of processes killed.
 

@@ -2,7 +2,7 @@
 """Recognising the Singularity machines the original Vac 03 started, so a switched factory
 adopts them instead of killing them as strays.
 
-Vac 03 (reference §5.4) forked a child that joined the cgroups `vac/singularity-<job_id>`
+Vac 03 forked a child that joined the cgroups `vac/singularity-<job_id>`
 (cpu and memory), dropped to singularity_user and exec'd `singularity exec --contain --workdir
 <machine dir>/mnt ...`; it wrote the child's pid to <machine dir>/pid and the id to
 jobfeatures/job_id. A machine directory without our backend.json is taken for Vac 03's only if

@@ -7,8 +7,8 @@ vac.machine, vac.machinetype, vac.created naming the machine). The machine sees 
 to /var/spool/joboutputs; /user_data is its command. Each container gets a cgroup parent of its
 own in the form the engine's cgroup driver wants (/vac/docker-<machine dir> with cgroupfs, the
 slice vac-docker-<machine dir>.slice with systemd: vac.backends.docker.cgroupparent), which
-keeps the container's CPU seconds after the container has ended (§5.3 read cpuacct.usage of the
-live container only). What the engine is asked for (labels, mounts, limits) is built by
+keeps the container's CPU seconds after the container has ended (the original read cpuacct.usage
+of the live container only). What the engine is asked for (labels, mounts, limits) is built by
 vac.backends.docker.spec.
 
 The `docker` package is imported lazily (vac.backends.docker.engine): importing this module

@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""A new Docker machine's cgroup delegated to its container on cgroup v2 (issue 31).
+"""A new Docker machine's cgroup delegated to its container on cgroup v2, for a
+payload that manages its own slot.
 
 Right after the engine has started the container, while vacd is still creating the machine:
 its processes are moved from the container's cgroup into the leaf /leaf below it, the cpu,

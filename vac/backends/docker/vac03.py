@@ -2,7 +2,7 @@
 """Recognising the containers the original Vac 03 started, so a switched factory adopts them.
 
 Vac 03 ran `docker run --detach ... -v <machine dir>/joboutputs:/var/spool/joboutputs ...
---name <machine> --hostname <machine> <image> <command>` (reference §5.3): no labels, the
+--name <machine> --hostname <machine> <image> <command>`: no labels, the
 machine's FQDN as container name and hostname, its machine directory bound in. A container is
 taken for Vac 03's only if all of that holds for one machine directory: its name and hostname
 are the machine's, it carries no `vac.*` label, and its /var/spool/joboutputs is that machine

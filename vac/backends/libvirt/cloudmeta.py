@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Metadata answers that cloud-init's datasources read besides the machine's own context
-(issue 28; learnt from Debian bookworm's cloud-init 22.4, whose datasources
+(learnt from Debian bookworm's cloud-init 22.4, whose datasources
 tests/integration/test_cloudinit_datasources.py runs against the service):
 
 - EC2 `meta-data/network/interfaces/macs/<mac>/{device-number,local-ipv4s,mac}`: the VM's one

@@ -61,7 +61,7 @@ class DomainParams:
     cmdline: Optional[str] = None
     nwfilter: Optional[str] = NWFILTER
     network: str = vmnetwork.NETWORK_NAME
-    smbios_product: Optional[str] = None    # the machinetype's smbios_product (issue 28)
+    smbios_product: Optional[str] = None    # the machinetype's smbios_product
 
 
 def render_domain_xml(params: DomainParams) -> str:

@@ -14,7 +14,7 @@ file or an external data file is refused (it could expose host files to the gues
 
 Disks without a volume group are sparse files in <state>/tmp; the backend unlinks them once
 the VM has them open. With a volume group, each LM gets a logical volume named exactly as the
-LM's FQDN, sized to whole extents (§2).
+LM's FQDN, sized to whole extents.
 """
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ class VolumeGroup:
 
 def lv_bytes(processors: int, gb_per_processor: Optional[int], vg: VolumeGroup,
              total_processors: int, is_vac_lv) -> int:
-    """An LM's LV size, rounded down to whole extents (§2): fixed if gb_per_processor is
+    """An LM's LV size, rounded down to whole extents: fixed if gb_per_processor is
     set, else processors x (VG size - non-Vac LVs) / total_processors."""
     if gb_per_processor is not None:
         size = gb_per_processor * processors * GB

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The HTTP service VMs talk to: EC2/OpenStack metadata, MJF, and joboutputs PUT (§8).
+"""The HTTP service VMs talk to: EC2/OpenStack metadata, MJF, and joboutputs PUT.
 
 One service answers on both factory addresses (169.254.169.253 for MJF and joboutputs,
 169.254.169.254 for metadata; every path works on both). It answers each VM only about

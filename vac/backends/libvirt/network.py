@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The factory's libvirt NAT network vac_169.254.0.0, checked and repaired every cycle (§8.4).
+"""The factory's libvirt NAT network vac_169.254.0.0, checked and repaired every cycle.
 
     <network>  forward nat [dev=forward_dev]
       ip 169.254.169.253/16 with DHCP: 100 static hosts, ordinal n -> MAC 56:4D:A9:FE:A9:nn,
@@ -12,8 +12,8 @@ The broadcast option is needed because libvirt puts 169.254.169.254/32 on the br
 `brd 169.254.169.254`, and dnsmasq (whose static range has no netmask of its own) takes the
 broadcast of the last bridge address inside the /16: without the option every offer says
 broadcast 169.254.169.254; clients that apply it (ISC dhclient with ifupdown, cloud-init's
-early DHCP) then treat the metadata address as a local broadcast and cannot open TCP to it
-(issue 28). It is given by number: dnsmasq's own option 28 is then not sent.
+early DHCP) then treat the metadata address as a local broadcast and cannot open TCP to it.
+It is given by number: dnsmasq's own option 28 is then not sent.
 
 libvirt's dnsmasq gives the VMs DHCP and DNS; the VMs' gateway is 169.254.169.253. Everything
 goes through the libvirt API (no shell, no brctl/ifconfig), except adding the metadata address
@@ -23,7 +23,7 @@ network whose host names alone differ (factory renamed) gets them in its definit
 and live when no VM uses it. The original Vac's network (no 169.254.169.254) is completed
 without a restart: the address goes into its definition and onto the running bridge (`ip addr
 add`), and the network is restarted on that definition only when no VM uses it. A network
-without the broadcast option (the original's, and Vac's before issue 28) is completed the same
+without the broadcast option (the original's, and this Vac's earlier ones) is completed the same
 way; while VMs use it, the metadata address on the running bridge is re-added without a
 broadcast (`ip addr del` + `add`), which makes the running dnsmasq offer 169.254.255.255.
 """
@@ -147,7 +147,7 @@ def missing_metadata() -> str:
 
 def missing_broadcast() -> str:
     """The problem check_network reports for a network whose DHCP does not say the broadcast
-    address (the original's, and Vac's before issue 28)."""
+    address (the original's, and this Vac's earlier ones)."""
     return (f"DHCP does not offer broadcast {broadcast_address()} (no dnsmasq "
             f"{broadcast_option()}): dhclient guests cannot reach {METADATA_ADDRESS}")
 

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""CernVM image signatures (reference §5.2.4): read, verify, and enforce image_signing_dn.
+"""CernVM image signatures, checked as the original did: read, verify, and enforce image_signing_dn.
 
 A signed CernVM ISO ends with two 32 KiB blocks: a JSON metadata block (its `ucernvm-version`
 is the image's version), then a JSON signature block with the base64 PEM `certificate` of the

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The metadata service's note of a request it does not serve: one warning per (client, path),
 naming the path and the machine, so that the next unknown client (a cloud-init datasource
-asking for something Vac lacks) is a one-line diagnosis in vacd's log (issue 28).
+asking for something Vac lacks) is a one-line diagnosis in vacd's log.
 
 Guests are hostile: paths are shown escaped and cut to PATH_SHOWN characters, and at most
 MAX_NOTED distinct requests are remembered (then one line says that further ones go unlogged),

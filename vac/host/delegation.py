@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Delegating a machine's cgroup v2 subtree to what runs in it, for payloads that manage their own slot.
+"""Delegating a machine's cgroup v2 subtree to what runs in it, for
+payloads that manage their own slot.
 
 A pilot sub-partitions its slot: it makes child cgroups, moves payloads into them and limits
 them there. The kernel's delegation rules (Documentation/admin-guide/cgroup-v2.rst,

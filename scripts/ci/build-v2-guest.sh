@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the cgroup v2 test guest (issue 17): a Debian trixie VM with systemd as PID 1 on the
+# Build the cgroup v2 test guest: a Debian trixie VM with systemd as PID 1 on the
 # unified hierarchy, Docker with the systemd cgroup driver and Apptainer, in which
 # scripts/ci/run-v2-tests.sh runs the container backends' tests. Outputs in OUTDIR:
 #   vmlinuz, initrd.img  the guest's kernel (linux-image-amd64) and its initramfs

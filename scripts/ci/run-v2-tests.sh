@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the container backends' tests on cgroup v2 with systemd (issue 17): boot the guest of
+# Run the container backends' tests on cgroup v2 with systemd, as on EL9: boot the guest of
 # scripts/ci/build-v2-guest.sh under QEMU (TCG: no KVM here; direct kernel boot, no libvirt,
 # no network, so the libvirt tests' NAT network is not touched) on a qcow2 overlay of its root
 # image, with the tree under test (this clone's `git ls-files` plus untracked files that are

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian's own cloud-init, unpacked (not installed: no units on this host) for the tests that
-# run its EC2 and OpenStack datasources against Vac's metadata service (issue 28,
-# tests/integration/test_cloudinit_datasources.py), idempotently:
+# run its EC2 and OpenStack datasources against Vac's metadata service
+# (tests/integration/test_cloudinit_datasources.py), idempotently:
 #   - apt-get install (no recommends) the Python modules cloud-init imports, for Debian's
 #     /usr/bin/python3, and isc-dhcp-client;
 #   - apt-get download cloud-init and dpkg-deb -x it into $STATE/cloud-init (its modules are

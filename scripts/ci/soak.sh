@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The soak of issue 24: `CI=true bash .ci/run` on a fresh clean clone of main, N times in a
+# The soak: `CI=true bash .ci/run` on a fresh clean clone of main, N times in a
 # row (default 3), while a CPU hog keeps one core busy (stress-ng --cpu 1 if installed, else
 # `yes >/dev/null`), as a shared CI machine is. Prints each run's result and duration (the
 # README's timing line comes from here) and exits 1 if any run failed or the hog died.

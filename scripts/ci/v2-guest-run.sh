@@ -37,12 +37,12 @@
 #       CPU from /proc/stat, the same on v1;
 #   test_vac03_apptainer.py   makes the original's Singularity cgroups, which are v1 only
 #       (cpu.shares, memory.soft_limit_in_bytes: Vac 03 knew no v2).
-# test_cgroup_delegation.py (issue 31): a payload subdividing its delegated v2 cgroup, the
+# test_cgroup_delegation.py: a payload subdividing its delegated v2 cgroup, the
 # kernel's permission and nsdelegate refusals, OOM in a child; it skips on the v1 host.
 # test_machine_pressure.py: a Docker machine's own pressure read from its slice's
 # cpu/memory/io.pressure (the systemd driver's slice path; the host reads the cgroupfs one).
 # Only here: test_vacd_systemd.py, vacd's RPMs (built on the host by run-v2-tests.sh) installed
-# and run by this guest's systemd, PID 1 (issue 22); last, as it installs and removes packages
+# and run by this guest's systemd, PID 1; last, as it installs and removes packages
 # (226 s of the guest's time when measured: 135 s of it the watchdog's 120 s after kill -STOP).
 # Libvirt's cases everywhere: no libvirtd in the guest. pytest prints each test's duration
 # (--durations=0), and the console says how long the whole run took.

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Benchmark: one cycle filling N empty Apptainer slots against the best raw fill with 1, 2, 4
-and 8 concurrent `runuser ... apptainer exec` calls, all in the same run (issue 14).
+and 8 concurrent `runuser ... apptainer exec` calls, all in the same run.
 
 Both sides run the busybox sandbox as vacsngly and are timed until every payload has touched
 its file in a bound directory. vacd's side is Factory.run_cycle() of an empty N-slot factory

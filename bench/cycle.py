@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Benchmark: the whole cycle (observe + plan + apply + housekeeping) at 100, 300 and 1,000
-slots on an in-memory fake backend, side by side: is it linear in slots? (issue 14)
+slots on an in-memory fake backend, side by side: is it linear in slots?
 
 Each size: one cycle fills every slot, then steady-state cycles (every machine running:
 observed, heartbeated, kept) are timed; a tenth of the machines end before each timed cycle so

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Benchmark: the idle cost of vacd managing 64 running Docker machines for 5 minutes with the
 default cycle (60 s), beside a bare docker SDK process that only lists the containers every
-minute for the same time (issue 14). Both are measured from /proc: RSS at the end and peak,
+minute for the same time. Both are measured from /proc: RSS at the end and peak,
 CPU seconds used (utime + stime), as a share of one core. Targets: vacd RSS <= 60 MB, CPU <=
 1 % of a core.
 

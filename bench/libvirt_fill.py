@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Benchmark: VMs at engine speed (issue 14), side by side in one run.
+"""Benchmark: VMs at engine speed, side by side in one run.
 
 (a) Fill: one cycle of an empty 4-slot factory (libvirt_parallel_creations at its default)
     until libvirt says all 4 domains run, against createXML of the same 4 domain XMLs (the

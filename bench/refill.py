@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Benchmark: a slot's dead time, from its machine's exit to the next machine in it running,
-with cycle_seconds = 60, against the raw start time of the same backend (issue 14).
+with cycle_seconds = 60, against the raw start time of the same backend.
 
 For Docker and Apptainer, a real vacd runs 2 slots whose payload touches joboutputs/began,
 sleeps 2 s, writes 200 Success and exits; the dead time is the next machine's `began` minus

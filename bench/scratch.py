@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Benchmark (issue 29): the cost of a container's scratch, made and removed, against the plain
+"""Benchmark: the cost of a container's scratch, made and removed, against the plain
 bind directory a machine had before: median seconds to make and to remove, for sizes of 1, 40
 and 320 GB (sparse: the size costs no space),. Root
 only (loop mounts). Run:

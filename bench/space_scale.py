@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Benchmark the space at site scale (issue 27): 1,000 factories x 64 machines, in one run.
+"""Benchmark the space at site scale: 1,000 factories x 64 machines, in one run.
 
 (1) `vac machines` (client and rendering) over the first 100 and then all 1,000 factories,
     ours beside the raw call, alternately: the raw call is the original's pattern, every

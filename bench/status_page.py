@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""Benchmark: the status page at 100 and 1,000 slots on the fake backend (issue 15).
+"""Benchmark: the status page at 100 and 1,000 slots on the fake backend.
 
 A factory is filled by real cycles on the in-memory fake backend (bench/cycle.py's) up to
 total_processors (nine tenths of the slots: the rest idle, with the planner's reason), then a

@@ -18,7 +18,7 @@ Responders are the real vac.space.responder.Responder.handle (status read from e
 factory's state directory, one fake-backend cycle filled its slots), many per process on
 loopback ports, served by one selector loop per process. Building 1,000 state directories
 takes minutes: --state DIR keeps them for the next run. No target is asserted here; the
-numbers are printed with the issue's targets beside them.
+numbers are printed with their targets beside them.
 
     python3 bench/space_scale.py [--factories 1000] [--state DIR] [--quick]
 """

@@ -182,7 +182,7 @@ MACHINETYPE_OPTIONS: Tuple[Option, ...] = (
     Option("cgroup_delegate", "bool", True,
            help="on cgroup v2, delegate each container machine's cgroup to what runs in it "
                 "(VMs need nothing; cgroup v1: accepted but not supported)"),
-    # Ours: backend-specific, namespaced by backend unless the name was given.
+    # Ours: backend-specific, most named with their backend's prefix (docker_, fake_).
     Option("docker_network_mode", "str", "bridge", backend="docker"),
     Option("docker_network", "str", None, backend="docker",
            help="an existing Docker network; macvlan/ipvlan: the slot's own IP (and MAC)"),

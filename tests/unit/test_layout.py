@@ -235,3 +235,22 @@ def test_no_two_test_modules_share_a_name():
             if name.startswith("test_") and name.endswith(".py"):
                 seen.setdefault(name, []).append(os.path.relpath(os.path.join(top, name), REPO))
     assert {n: p for n, p in seen.items() if len(p) > 1} == {}
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in a directory's conftest.py and helpers in modules named for
+    their job: a test module importing another runs that module's fixtures and state twice."""
+    found = []
+    for top, _dirs, files in os.walk(os.path.join(REPO, "tests")):
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(top, name)
+            with open(path, encoding="utf-8") as f:
+                tree = ast.parse(f.read(), path)
+            for node in ast.walk(tree):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                found += [f"{os.path.relpath(path, REPO)}: {n}" for n in names
+                          if n.split(".")[-1].startswith("test_")]
+    assert found == []

@@ -40,6 +40,7 @@ SUITE=trixie
 IMAGE_SIZE=8G
 SELF=$(readlink -f "$0")
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/guestlib.sh"
 
 # debootstrap installs only BASE (its own dependency order is fragile with many packages: it
 # once failed configuring python3-cryptography); apt installs PACKAGES in the chroot.
@@ -54,7 +55,7 @@ PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"
 
 [ "$(id -u)" = 0 ] || die "run as root"
-sum=$(sha256sum "$SELF" | cut -d' ' -f1)
+sum=$(cat "$SELF" "$(dirname "$SELF")/guestlib.sh" | sha256sum | cut -d' ' -f1)
 fresh=yes
 for f in $OUTPUTS; do [ -s "$OUTDIR/$f" ] || fresh=no; done
 [ "$(cat "$OUTDIR/.script-sha256" 2>/dev/null)" = "$sum" ] || fresh=no
@@ -64,11 +65,8 @@ if [ "$fresh" = yes ]; then
 fi
 
 apt_install debootstrap e2fsprogs qemu-utils qemu-system-x86
-# shellcheck disable=SC2016  # apt's own $(...) field names
-mirror=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE) $(IDENTIFIER)' \
-  | awk '$2 == "bookworm" && $3 == "Packages" { print $1; exit }')
-[ -n "$mirror" ] || die "no bookworm source in the apt configuration to take the archive from"
-mkdir -p "$CACHE/debootstrap" "$CACHE/archives/partial" "$CACHE/apt/lists/partial"
+mirror=$(debian_mirror)
+mkdir -p "$CACHE/apt/lists/partial"
 
 # ---- apptainer from sid (a .deb; its dependencies come from trixie inside the chroot) -------
 apt_sid=(-o "Dir::Etc::SourceList=$CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
@@ -88,45 +86,12 @@ fi
 
 work=$(mktemp -d /var/tmp/vac-v2guest.XXXXXX)
 root=$work/root
-cleanup() {  # never rm -rf through a mount left behind (the host's /dev is bound in)
-  for m in var/cache/apt/archives dev/pts dev proc sys; do umount "$root/$m" 2>/dev/null || true; done
-  if grep -q " $root/" /proc/mounts; then
-    say "mounts are left under $root: not removing $work"
-    return
-  fi
-  rm -rf --one-file-system "$work"
-}
-trap cleanup EXIT
-
-say "debootstrap $SUITE (minbase + $BASE; log: $LOG)"
-# shellcheck disable=SC2086  # the list is meant to split
-if ! debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap" \
-  --include="$(echo $BASE | tr ' ' ',')" "$SUITE" "$root" "$mirror" >>"$LOG" 2>&1; then
-  cat "$root/debootstrap/debootstrap.log" >>"$LOG" 2>/dev/null || true
-  tail -n 30 "$LOG" >&2
-  die "debootstrap $SUITE (log: $LOG)"
-fi
-
-in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-  DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
-mount -t proc proc "$root/proc"
-mount -t sysfs sysfs "$root/sys"
-mount --bind /dev "$root/dev"
-mount --bind /dev/pts "$root/dev/pts"
-printf 'deb %s %s main\n' "$mirror" "$SUITE" >"$root/etc/apt/sources.list"
-mkdir -p "$root/var/cache/apt/archives"
+trap guest_cleanup EXIT
+guest_debootstrap "$SUITE" "$mirror" "$BASE"
 cp "$app_deb" "$root/tmp/"
 say "apt-get install in the guest: $(basename "$app_deb") and $(echo "$PACKAGES" | wc -w) packages"
-mount --bind "$CACHE/archives" "$root/var/cache/apt/archives"
-in_root apt-get update -q >>"$LOG" 2>&1 || { umount "$root/var/cache/apt/archives"; die "apt-get update in the guest"; }
 # shellcheck disable=SC2086  # the list is meant to split
-if ! in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$app_deb")" $PACKAGES \
-  >>"$LOG" 2>&1; then
-  umount "$root/var/cache/apt/archives"
-  tail -n 30 "$LOG" >&2
-  die "apt-get install in the guest (log: $LOG)"
-fi
-umount "$root/var/cache/apt/archives"
+guest_apt_install "/tmp/$(basename "$app_deb")" $PACKAGES
 rm -f "$root/tmp/$(basename "$app_deb")"
 # Wheels made by the host's pip (its certificate setup reaches PyPI), installed offline.
 say "pip wheel $PIP_PACKAGES (host), pip install in the guest"
@@ -247,8 +212,7 @@ chmod -R a+rX "$sb"
 chmod 755 "$root/var/lib/vac-test"
 
 # ---- outputs ------------------------------------------------------------------------------
-kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
-[ -f "$root/boot/initrd.img-$kver" ] || die "no initrd for kernel $kver in the guest"
+kver=$(guest_kernel)
 {
   echo "kernel $kver"
   echo "systemd $(in_root dpkg-query -W -f='${Version}' systemd)"
@@ -256,15 +220,7 @@ kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
   echo "apptainer $(in_root dpkg-query -W -f='${Version}' apptainer)"
   echo "python3 $(in_root python3 -c 'import platform; print(platform.python_version())')"
 } >"$work/versions"
-for m in dev/pts dev proc sys; do umount "$root/$m"; done
-rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
-mkdir -p "$OUTDIR"
-cp "$root/boot/vmlinuz-$kver" "$OUTDIR/vmlinuz.new"
-cp "$root/boot/initrd.img-$kver" "$OUTDIR/initrd.img.new"
-say "mkfs.ext4 -d (image $IMAGE_SIZE, sparse)"
-rm -f "$OUTDIR/rootfs.img.new"
-mkfs.ext4 -q -F -L vac-v2-root -d "$root" "$OUTDIR/rootfs.img.new" "$IMAGE_SIZE" >>"$LOG" 2>&1 \
-  || die "mkfs.ext4 -d (log: $LOG)"
+guest_image "$kver" "$OUTDIR" "$IMAGE_SIZE" vac-v2-root
 echo "root=/dev/vda rw console=ttyS0 systemd.unified_cgroup_hierarchy=1 net.ifnames=0" >"$OUTDIR/cmdline.new"
 cp "$work/versions" "$OUTDIR/versions.new"
 for f in $OUTPUTS; do mv "$OUTDIR/$f.new" "$OUTDIR/$f"; done

@@ -24,12 +24,13 @@ run_step() {
 run_step python bash "$here/setup-python.sh"
 run_step docker bash "$here/setup-docker.sh"
 run_step registry bash "$here/setup-registry.sh"
-run_step podman bash "$here/setup-podman.sh"   # Podman + its API socket (issue 32)
+run_step podman bash "$here/setup-podman.sh"   # Podman's API: rootful, and rootless (vacpodman)
 run_step libvirt bash "$here/setup-libvirt.sh"
-run_step cloudinit bash "$here/setup-cloudinit.sh"   # Debian's cloud-init, unpacked (issue 28)
+run_step cloudinit bash "$here/setup-cloudinit.sh"   # Debian's cloud-init, unpacked, for its datasources
 run_step test-guest bash "$here/build-test-guest.sh"
 run_step apptainer bash "$here/setup-apptainer.sh"
-run_step v2-guest bash "$here/build-v2-guest.sh"   # the cgroup v2 guest (issue 17)
+run_step v2-guest bash "$here/build-v2-guest.sh"   # the cgroup v2 guest (systemd, cgroup v2)
+run_step cloudinit-guest bash "$here/build-cloudinit-guest.sh"   # a Debian cloud image with its own cloud-init
 run_step accounting bash "$here/setup-accounting.sh"
 run_step packaging bash "$here/setup-packaging.sh"
 run_step space bash "$here/setup-space.sh"

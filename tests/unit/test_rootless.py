@@ -227,3 +227,44 @@ def test_doctor_says_when_the_machine_directories_are_out_of_reach(open_dir):
     later = os.path.join(open_dir, "state", "machines")      # not made yet: vacd makes it 0755
     line = rootlesschecks.reach_line("nobody", later, ranges, ranges)
     assert line.status == OK and "uid 66000000" in line.detail, line
+
+
+def test_rootless_containers_are_created_one_at_a_time(tmp_path, monkeypatch):
+    """libsubid in the user's Podman service is not safe for two creations at once (it has
+    crashed the service): concurrent create_container calls reach it one after the other,
+    and a rootful engine's are not held back."""
+    import threading
+    import time as clock
+
+    from vac.backends.podman import backend as pb
+
+    monkeypatch.setattr(rootless, "prepare", lambda found, host_config, name: host_config)
+
+    class Api:
+        def __init__(self):
+            self.inside, self.most = 0, 0
+            self.lock = threading.Lock()
+
+        def create_container(self, *args, **kwargs):
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+            clock.sleep(0.5)     # long beside starting six threads, however busy the host
+            with self.lock:
+                self.inside -= 1
+            return {"Id": kwargs["name"]}
+
+    def most_at_once(found) -> int:
+        api = Api()
+        client = pb.CompatClient(api, found)
+        threads = [threading.Thread(target=client.create_container,
+                                    kwargs={"name": f"c{i}", "host_config": {}})
+                   for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return api.most
+
+    assert most_at_once(_rootless(tmp_path)) == 1
+    assert most_at_once(None) > 1

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from typing import Any, Dict, Iterator, List, Optional
 
 
@@ -46,6 +47,13 @@ log = logging.getLogger(__name__)
 NAME = "podman"
 NAME_IN_USE = "is already in use"   # Podman's word for Docker's 409 Conflict on a name
 STATE_IMPROPER = "container state improper"   # stopping on its own while force-removed
+# A rootless Podman service reads the user's subordinate ranges through libsubid when it
+# creates each container in a user namespace of its own; libsubid keeps its file state in
+# globals, and two creations at once have crashed the service (SIGSEGV in
+# subid_get_uid_ranges, seen here with Podman 4.3 and reported upstream as containers/storage
+# issue 2030). So this process creates rootless containers one at a time; starts stay
+# concurrent.
+ROOTLESS_CREATE = threading.Lock()
 ENGINE = "Podman Engine"     # the component /version names when the engine is Podman
 PING_SECONDS = 5.0           # /_ping answers at once; /version asks the runtime and conmon
 
@@ -78,7 +86,8 @@ class CompatClient:
     code takes as: adopt or replace the container that has the name); a forced removal that
     meets the container stopping on its own ("container state improper") is a 500 from Podman
     4.3 where Docker removes it: asked once more, the stopped container goes. For a rootless
-    engine each new container's host config is made rootless (rootless.prepare)."""
+    engine each new container's host config is made rootless (rootless.prepare), and
+    containers are created one at a time (ROOTLESS_CREATE)."""
 
     def __init__(self, api: Any, found: Optional[rootless.Rootless] = None):
         self._api = api
@@ -94,7 +103,10 @@ class CompatClient:
             kwargs["host_config"] = rootless.prepare(self.rootless, kwargs["host_config"],
                                                      str(kwargs.get("name") or ""))
         try:
-            return self._api.create_container(*args, **kwargs)
+            if self.rootless is None:
+                return self._api.create_container(*args, **kwargs)
+            with ROOTLESS_CREATE:
+                return self._api.create_container(*args, **kwargs)
         except docker.errors.APIError as e:
             if e.response is not None and e.status_code == 500 and \
                     NAME_IN_USE in str(e.explanation or ""):

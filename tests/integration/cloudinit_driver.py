@@ -55,6 +55,13 @@ else:
     ec2_metadata = ec2.get_instance_metadata
     ec2.get_instance_metadata = lambda *a, **kw: ec2_metadata(
         *a, **dict(kw, metadata_address=url))
+    # network_data.json names the VM's one interface by its MAC, which the host running the
+    # test does not have: cloud-init is told the VM's NIC has it (NIC, else eth0).
+    from cloudinit.sources.helpers import openstack  # noqa: E402
+    convert = openstack.convert_net_json
+    openstack.convert_net_json = lambda data, known_macs=None: convert(data, known_macs={
+        link["ethernet_mac_address"].lower(): nic or "eth0"
+        for link in (data or {}).get("links", []) if link.get("ethernet_mac_address")})
     if kind == "openstack-local":
         ds = DataSourceOpenStack.DataSourceOpenStackLocal(sys_cfg, distro, paths)
         ds._fallback_interface = nic

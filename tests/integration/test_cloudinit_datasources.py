@@ -64,4 +64,10 @@ def test_openstack_datasource(url, tmp_path):
     found = datasource("openstack", url, tmp_path)
     check_context(found)
     assert found["availability_zone"] == FACTORY
+    # network_data.json: DHCP for IPv4 only on the interface with the slot's MAC (the driver
+    # gives the VM's NIC as eth0: the host running the test has no such NIC)
+    (link,) = found["network"]["config"]
+    assert (link["type"], link["name"], link["mac_address"]) == \
+        ("physical", "eth0", "56:4d:a9:fe:a9:03"), link
+    assert [s["type"] for s in link["subnets"]] == ["dhcp4"], link
     assert found["warnings"] == []

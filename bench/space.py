@@ -6,13 +6,15 @@
     queries in flight.
 (b) The `vac machines` client and rendering against 100 responders of 32 slots each on
     loopback ports (four processes of 25): wall time until every reply is in.
-(c) A space simulation with the real planner and a simulated clock: 50 factories x 32 slots,
-    four machinetypes with target shares 4:3:2:1 and random run times, every factory deciding
-    from the space-wide census each 60 s cycle; the error between each machinetype's running
-    HS06 share and its target at steady state, beside the same with the original's one
-    creation per cycle.
+(c) A space simulation with the real planner and census code and a simulated clock: 50
+    factories (--factories, e.g. 1000) x 32 slots, four machinetypes with target shares
+    4:3:2:1 and random run times, every factory deciding each 60 s cycle from the space-wide
+    census, in which each other factory counts as of its own last cycle (up to one cycle old,
+    as in the space); the error between each machinetype's running HS06 share and its target
+    at steady state, beside the same with the original's one creation per cycle (the two run
+    side by side in two processes).
 
-    python3 bench/space.py [--quick]
+    python3 bench/space.py [--quick] [--factories N] [--hours H] [--simulation-only]
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import socket
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from typing import Dict, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,6 +41,7 @@ from vac.machine.directory import MachineState  # noqa: E402
 from vac.machine.observed import Observed  # noqa: E402
 from vac.machine.slots import machine_name, make_slots  # noqa: E402
 from vac.space import censusdata, client, render  # noqa: E402
+from vac.space.censusdata import Census  # noqa: E402
 from vac.space import messages as m  # noqa: E402
 from vac.space.responder import Responder  # noqa: E402
 
@@ -210,44 +214,116 @@ def check_listed(result, lines, names, slots):
 class SimFactory:
     def __init__(self, i, slots):
         self.slots = make_slots(f"f{i:02d}.example.com", slots)
+        self.index = {slot.name: k for k, slot in enumerate(self.slots)}
         self.machines: Dict[int, Tuple[str, float, float]] = {}   # ordinal -> (mt, start, end)
 
     def observed(self, now):
-        found = []
-        for slot in self.slots:
-            held = self.machines.get(slot.ordinal)
-            if held is None:
-                found.append(Observed(slot=slot, finished=True, processors=0))
-                continue
-            mt, start, end = held
-            state = MachineState.SHUTDOWN if now >= end else MachineState.RUNNING
-            found.append(Observed(slot=slot, machinetype=mt, model="fake", state=state,
-                                  created=int(start), started=start, processors=1,
-                                  shutdown_time=int(start) + 100000, last_heartbeat=now,
-                                  shutdown_message="200 Success" if now >= end else None))
-        return found
+        return [self.observe(slot, now) for slot in self.slots]
+
+    def observe(self, slot, now):
+        held = self.machines.get(slot.ordinal)
+        if held is None:
+            return Observed(slot=slot, finished=True, processors=0)
+        mt, start, end = held
+        state = MachineState.SHUTDOWN if now >= end else MachineState.RUNNING
+        return Observed(slot=slot, machinetype=mt, model="fake", state=state,
+                        created=int(start), started=start, processors=1,
+                        shutdown_time=int(start) + 100000, last_heartbeat=now,
+                        shutdown_message="200 Success" if now >= end else None)
+
+    def carry_out(self, plan, seen, now, rng):
+        """Finish and create as planned; the slots as observed after (only those changed are
+        observed again)."""
+        after = list(seen)
+        for finish in plan.finishes:
+            k = self.index[finish.name]
+            self.machines.pop(self.slots[k].ordinal)
+            after[k] = self.observe(self.slots[k], now)
+        for create in plan.creates:
+            k = self.index[create.slot.name]
+            self.machines[create.slot.ordinal] = (create.machinetype, now,
+                                                  now + rng.uniform(3600, 4 * 3600))
+            after[k] = self.observe(self.slots[k], now)
+        return after
+
+
+COUNTED = ("running_hs06", "num_before_fizzle", "running_machines", "running_processors")
+
+
+class SiteCensus:
+    """Every factory's census as it last counted it, and what each factory is told of the others.
+
+    As in the space, a factory hears each other factory's census as that factory counted it
+    at its own last cycle: up to one cycle old. others(i) gives exactly what
+    add_census(every other factory's census, in factory order) would, without folding all of
+    them for each factory (which made the simulation grow with the square of the factories):
+    the counted fields are running totals less factory i's own; the last outcome and last
+    abort, which are not sums, are folded with add_census from the factories whose census
+    has an outcome time and the first other factory (add_census keeps the first of equal
+    times, and the first entry's when none has one). The counted fields are whole numbers
+    here (1 HS06 per processor), so the totals are exact.
+    """
+
+    def __init__(self, factories):
+        self.local = [{} for _ in range(factories)]
+        self.totals: Dict[str, list] = {}
+        self.having: Dict[str, int] = {}     # machinetype -> factories whose census has it
+        self.timed = set()                   # factories whose census has an outcome time
+        self.outcomes: Dict[int, dict] = {}  # factory -> its census with the counts zeroed
+
+    def update(self, i, census):
+        self._count(self.local[i], -1)
+        self._count(census, 1)
+        self.local[i] = census
+        self.outcomes.pop(i, None)
+        if any(c.shutdown_time is not None or c.last_abort_time is not None
+               for c in census.values()):
+            self.timed.add(i)
+        else:
+            self.timed.discard(i)
+
+    def _count(self, census, sign):
+        for name, entry in census.items():
+            total = self.totals.setdefault(name, [0.0, 0, 0, 0])
+            for k, field in enumerate(COUNTED):
+                total[k] += sign * getattr(entry, field)
+            self.having[name] = self.having.get(name, 0) + sign
+
+    def others(self, i):
+        own = self.local[i]
+        first = next((j for j, c in enumerate(self.local) if j != i and c), None)
+        folded = sorted((self.timed - {i}) | ({first} if first is not None else set()))
+        outcomes = [self._outcome(j) for j in folded]
+        sums = {}
+        for name, total in self.totals.items():
+            if self.having[name] - (name in own) > 0:
+                mine = own.get(name)
+                sums[name] = Census(**{f: t - (getattr(mine, f) if mine else 0)
+                                       for f, t in zip(COUNTED, total)})
+        return censusdata.add_census(*outcomes, sums)
+
+    def _outcome(self, j):
+        if j not in self.outcomes:
+            self.outcomes[j] = {n: replace(c, **dict.fromkeys(COUNTED, 0))
+                                for n, c in self.local[j].items()}
+        return self.outcomes[j]
 
 
 def simulate(config, factories, slots, hours, rng):
     fleet = [SimFactory(i, slots) for i in range(factories)]
     now, step, end = 1_700_000_000.0, 60.0, 1_700_000_000.0 + hours * 3600
-    local = [{} for _ in fleet]
+    site = SiteCensus(factories)
     errors, filled_at = [], None
     while now < end:
         for i in rng.sample(range(factories), factories):   # factories cycle in turn
             f = fleet[i]
             seen = f.observed(now)
             mine = censusdata.local_census(seen, {}, config.machinetypes, now)
-            census = censusdata.add_census(*(local[j] for j in range(factories) if j != i),
-                                           mine)
+            census = censusdata.add_census(site.others(i), mine)
             plan = planner.plan(config, seen, census, load=0.0, now=now,
                                 daemon_started=now - 10 ** 6, rng=rng)
-            for finish in plan.finishes:
-                f.machines.pop(next(s.ordinal for s in f.slots if s.name == finish.name))
-            for create in plan.creates:
-                f.machines[create.slot.ordinal] = (create.machinetype, now,
-                                                   now + rng.uniform(3600, 4 * 3600))
-            local[i] = censusdata.local_census(f.observed(now), {}, config.machinetypes, now)
+            after = f.carry_out(plan, seen, now, rng)
+            site.update(i, censusdata.local_census(after, {}, config.machinetypes, now))
         now += step
         running = {n: 0 for n in TYPES}
         for f in fleet:
@@ -263,29 +339,48 @@ def simulate(config, factories, slots, hours, rng):
     return sum(errors) / max(1, len(errors)), max(errors or [0]), filled_at
 
 
+RUNS = (("ours (many creations per cycle)", 1000), ("original (one creation per cycle)", 1))
+
+
+def simulate_run(folder, factories, slots, hours, creations):
+    """One simulation with max_creations_per_cycle = creations: its results and CPU seconds."""
+    text = config_text("f00.example.com", os.path.join(folder, f"sim{creations}"), slots,
+                       creations=creations)
+    config = build(os.path.join(folder, f"sim{creations}.conf"), text, slots)
+    began = time.process_time()
+    result = simulate(config, factories, slots, hours, random.Random(7))
+    return result + (time.process_time() - began,)
+
+
 def bench_simulation(folder, factories, slots, hours):
-    for label, creations in (("ours (many creations per cycle)", 1000),
-                             ("original (one creation per cycle)", 1)):
-        text = config_text("f00.example.com", os.path.join(folder, "sim"), slots,
-                           creations=creations)
-        config = build(os.path.join(folder, f"sim{creations}.conf"), text, slots)
-        began = time.monotonic()
-        mean, worst, filled = simulate(config, factories, slots, hours, random.Random(7))
+    """Ours and the original's one creation per cycle, side by side in two processes."""
+    began = time.monotonic()
+    with multiprocessing.get_context("fork").Pool(len(RUNS)) as pool:
+        results = pool.starmap(simulate_run, [(folder, factories, slots, hours, creations)
+                                              for _label, creations in RUNS])
+    took = time.monotonic() - began
+    for (label, _creations), (mean, worst, filled, cpu) in zip(RUNS, results):
         shown = f"{filled / 60:.0f} min" if filled is not None else "never"
-        print(f"(c) {label}: {factories} x {slots} slots, {hours} h simulated in "
-              f"{time.monotonic() - began:.0f} s: share error at steady state mean "
-              f"{100 * mean:.1f} %, worst {100 * worst:.1f} % (target <= 5 %); 95 % of "
-              f"slots full after {shown}")
+        print(f"(c) {label}: {factories} x {slots} slots, {hours:g} h simulated in "
+              f"{cpu:.0f} s of CPU: share error at steady state mean {100 * mean:.1f} %, "
+              f"worst {100 * worst:.1f} % (target <= 5 %); 95 % of slots full after {shown}")
+    print(f"(c) both simulations in {took:.0f} s wall time")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs")
+    parser.add_argument("--factories", type=int, default=50,
+                        help="factories in the simulation (c) (default 50)")
+    parser.add_argument("--hours", type=float, help="hours simulated (default 12, quick 4)")
+    parser.add_argument("--simulation-only", action="store_true", help="only (c)")
     args = parser.parse_args()
+    hours = args.hours or (4 if args.quick else 12)
     with tempfile.TemporaryDirectory() as folder:
-        bench_responder(folder, 2.0 if args.quick else 5.0)
-        bench_machines(folder, repeat=3 if args.quick else 5)
-        bench_simulation(folder, 50, 32, 4 if args.quick else 12)
+        if not args.simulation_only:
+            bench_responder(folder, 2.0 if args.quick else 5.0)
+            bench_machines(folder, repeat=3 if args.quick else 5)
+        bench_simulation(folder, args.factories, 32, hours)
     return 0
 
 

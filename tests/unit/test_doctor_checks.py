@@ -23,7 +23,7 @@ SETTINGS = """
 vac_space = vac01.example.com
 factory_name = f1.example.com
 enable_fake_backend = true
-vacquery_port = 19261
+vacquery_port = 19263
 vacquery_address = 127.0.0.1
 """
 FAKE = """
@@ -145,7 +145,7 @@ def test_a_rejected_configuration_still_gets_host_checks_on_its_settings(tmp_pat
     assert lines["config"]["status"] == "FAIL" and "target_share" in lines["config"]["detail"]
     assert "[settings] of the configuration alone" in lines["config-fallback"]["detail"]
     assert lines["state-disk"]["detail"].startswith(f"{state}:")
-    assert lines["vacquery-port"]["detail"] == "udp 127.0.0.1:19261 free"
+    assert lines["vacquery-port"]["detail"] == "udp 127.0.0.1:19263 free"
     assert {"clock", "vacd", "libraries"} <= set(lines)
 
 

@@ -79,15 +79,15 @@ def test_explain_names_the_directory_and_the_fix(open_top):
 
 def test_port_in_use_by_another_program_fails_and_by_vacd_passes():
     held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    held.bind(("127.0.0.1", 19253))
+    held.bind(("127.0.0.1", 19258))
     try:
-        line = checks.port("vacquery-port", socket.SOCK_DGRAM, "127.0.0.1", 19253, None)
+        line = checks.port("vacquery-port", socket.SOCK_DGRAM, "127.0.0.1", 19258, None)
         assert line.status == checks.FAIL and "in use by another program" in line.detail
-        line = checks.port("vacquery-port", socket.SOCK_DGRAM, "127.0.0.1", 19253, 1234)
+        line = checks.port("vacquery-port", socket.SOCK_DGRAM, "127.0.0.1", 19258, 1234)
         assert line.status == checks.OK and "vacd (pid 1234)" in line.detail
     finally:
         held.close()
-    assert checks.port("p", socket.SOCK_DGRAM, "127.0.0.1", 19253, None).status == checks.OK
+    assert checks.port("p", socket.SOCK_DGRAM, "127.0.0.1", 19258, None).status == checks.OK
 
 
 def test_subordinate_ids_are_counted_by_name_or_uid(tmp_path):
@@ -120,7 +120,7 @@ def test_a_crashing_check_is_a_line_and_the_others_still_run(tmp_path, monkeypat
     config = make_config("""
         [settings]
         vac_space = vac01.example.com
-        vacquery_port = 19254
+        vacquery_port = 19259
         vacquery_address = 127.0.0.1
         """)
 

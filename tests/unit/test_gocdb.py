@@ -23,7 +23,7 @@ from fakeclock import T0
 from vac.accounting import gocdb
 from vac.errors import FetchError
 
-PORT = 19155
+PORT = 19156
 REPLY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<results>\n'
          b'<SERVICE_ENDPOINT PRIMARY_KEY="4321G0"><HOSTNAME>vac01.example.com</HOSTNAME>'
          b'<SERVICE_TYPE>uk.ac.gridpp.vac</SERVICE_TYPE></SERVICE_ENDPOINT>\n</results>\n')

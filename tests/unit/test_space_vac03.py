@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """A mixed space: what an original Vac 03 factory sends, byte for byte, through our
 decoder, client, census and shares; hostile variants refused with the datagram named; our
-empty slot and running machine as the original reports them; our responder and the original
-answering one query together.
+empty slot, running machine and shutdown times as the original reports them; our responder
+and the original answering one query together.
 
 The datagrams below were captured from the original's own responder functions
 (makeMachinetypeResponses, makeMachineResponse, makeFactoryResponse of Vac 03.01 under
@@ -14,13 +14,16 @@ state directory in the original's layout: slot 00 a running alpha machine of 2 p
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
+import time
 
 import pytest
 
 from vac.machine import heartbeat
 from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
+from vac.machine.finishes import update_finishes
 from vac.space import census, client, render, replies
 from vac.space import censusdata
 from vac.space import messages as m
@@ -356,3 +359,44 @@ target_share = 1
         "Total: 2 running alpha machines, 3.0 HS06 on 2 factories")
     assert machines.short() == [] and len(machines.replies[FACTORY]) == 3
     assert len(machines.replies["ours.example.org"]) == 2
+
+
+def original_shutdown_time(directory: MachineDir):
+    """The shutdown_time the original sends for a machine that finished with a coded message
+    (makeMachineResponse through its VacSlot, makeMachinetypeResponses through finishes/):
+    int(st_ctime) of its joboutputs/shutdown_message."""
+    return int(os.stat(directory.file("joboutputs/shutdown_message")).st_ctime)
+
+
+@pytest.mark.parametrize("dated", [1_600_000_000, 9_999_999_999])   # back and ahead
+def test_a_message_whose_mtime_is_not_its_ctime_is_timed_as_the_original_times_it(
+        make_config, paths, dated):
+    """A guest dated its shutdown_message (its mtime) away from when it landed (its ctime):
+    machine_status and machinetype_status send the ctime's second, as the original does."""
+    config = make_config("""
+[settings]
+vac_space = space.example.org
+factory_name = ours.example.org
+enable_fake_backend = true
+host_processors = 1
+
+[machinetype beta]
+machine_model = fake
+target_share = 1
+""")
+    slot, created = "ours-00.example.org", int(time.time()) - 7200
+    write_slot_record(paths, slot, SlotRecord(created, "beta", "fake"))
+    d = MachineDir.create(paths, created, "beta", slot)
+    d.write_started()
+    d.write("joboutputs/shutdown_message", "300 No more work", mtime=dated)
+    d.write("finished", "")
+    update_finishes(paths, d)
+    st = os.lstat(d.file("joboutputs/shutdown_message"))
+    assert int(st.st_mtime) == dated != int(st.st_ctime)
+    machine = replies.machine_statuses(config)[0]
+    beta = replies.machinetype_statuses(config, time.time())[0]
+    assert (machine["state"], machine["shutdown_message"]) == ("Shut down", "300 No more work")
+    assert machine["shutdown_time"] == original_shutdown_time(d)
+    assert (beta["machinetype"], beta["shutdown_message"]) == ("beta", "300 No more work")
+    assert beta["shutdown_time"] == original_shutdown_time(d)
+    assert beta["shutdown_machine"] == slot

@@ -11,11 +11,13 @@ import os
 from typing import Optional
 
 from vac import fsutil
+from vac.machine import stamped
 from vac.machine.directory import MachineDir
 from vac.machine.outcome import LastOutcome, latest
 from vac.paths import Paths
 
 RECORD_LIMIT = 1024     # bytes read of a finishes/ record
+SHUTDOWN_MESSAGE = "joboutputs/shutdown_message"
 
 
 def update_finishes(paths: Paths, directory: MachineDir) -> None:
@@ -31,16 +33,25 @@ def update_finishes(paths: Paths, directory: MachineDir) -> None:
                         f"{directory.created} {directory.machinetype} {directory.name}")
 
 
-def last_outcome(paths: Paths, machinetype: str) -> Optional[LastOutcome]:
-    """The finished machine named by finishes/<machinetype>, as the census wants it."""
+def last_outcome(paths: Paths, machinetype: str, landed: bool = False) -> Optional[LastOutcome]:
+    """The finished machine named by finishes/<machinetype>, as the census wants it; `landed`
+    as outcome_of's."""
     directory = _named(paths, machinetype)
-    return outcome_of(directory) if directory is not None else None
+    return outcome_of(directory, landed) if directory is not None else None
 
 
-def outcome_of(directory: MachineDir) -> LastOutcome:
+def outcome_of(directory: MachineDir, landed: bool = False) -> LastOutcome:
     """A finished machine's outcome, timed when it was reported: when its shutdown_message
-    was written, never later than `finished` (a guest cannot date its message ahead)."""
-    told, finished = directory.shutdown_message_time, directory.finished
+    was written, never later than `finished` (a guest cannot date its message ahead).
+
+    The cycle times it by the files' mtimes; `landed` (what the responder reports) by the
+    seconds they landed in, their ctimes, as the original reports them (vac.machine.stamped).
+    """
+    if landed:
+        told = stamped.landed(directory.file(SHUTDOWN_MESSAGE))
+        finished = stamped.landed(directory.file("finished"))
+    else:
+        told, finished = directory.shutdown_message_time, directory.finished
     when = finished if told is None else told if finished is None else min(told, finished)
     return LastOutcome(message=directory.shutdown_message, time=when, machine=directory.name,
                        started=directory.started, created=directory.created)

@@ -15,6 +15,14 @@ again naming the second it landed in, until the three agree.
 
 With an injected clock (tests, simulations) no ctime can agree with it: its time is written
 as the truth, content and mtime, and the ctime is not looked at.
+
+A fourth file cannot be written this way: joboutputs/shutdown_message, which the guest writes
+(and whose mtime it can set to anything) or which lands on the host when the guest's PUT is
+renamed into place. What the responder reports of it and of `finished` (machine_status and
+machinetype_status shutdown_time, VacMon's messages) is therefore read as the original reads
+it, the second it landed in (landed(): its ctime), so both name the same second for the same
+directory. The cycle's own decisions (the shutdown_message grace, its own backoff) read the
+mtime, bounded by `finished` and the cycle's time, as they do with an injected clock.
 """
 from __future__ import annotations
 
@@ -26,6 +34,15 @@ from vac import fsutil
 
 TRIES = 5   # each further try lands in the second the last one landed in, unless it crosses
 WALL_CLOCK = time.time   # the factory's and the services' clock, unless a test injects one
+
+
+def landed(path: str) -> Optional[int]:
+    """The second the file landed in, as the original reads a time it reports: int(st_ctime)
+    of the file itself (a final link is not followed); None if it is absent."""
+    try:
+        return int(os.lstat(path).st_ctime)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def now_for(clock: Callable[[], float]) -> Optional[float]:

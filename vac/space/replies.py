@@ -4,7 +4,8 @@
 machine_status per slot, machinetype_status per configured machinetype (this factory's
 census, counted as the cycle counts it) and factory_status (counts, capacity, host facts).
 Nothing here calls a backend or fetches a pipe: machine directories, the counts file,
-finishes/ and /proc are all it reads.
+finishes/ and /proc are all it reads. A shutdown time is the second its file landed in (its
+ctime), as the original reports it (vac.machine.stamped).
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Any, Dict, List, Optional
 from vac import fsutil
 from vac.config.model import Config
 from vac.host import facts
+from vac.machine import stamped
 from vac.machine.directory import MachineDir, MachineState, read_slot_record
-from vac.machine.finishes import last_outcome
+from vac.machine.finishes import SHUTDOWN_MESSAGE, last_outcome
 from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
 from vac.space import censusdata
@@ -73,11 +75,18 @@ def machine_body(directory: MachineDir, model: str) -> Dict[str, Any]:
             "shutdown_time": None}
     if state in (MachineState.SHUTDOWN, MachineState.FAILED):   # Failed: creation failed
         body["shutdown_message"] = _cut(directory.shutdown_message)
-        body["shutdown_time"] = _int(directory.shutdown_message_time or directory.finished)
+        body["shutdown_time"] = _landed(directory, SHUTDOWN_MESSAGE) or \
+            _landed(directory, "finished")
     fqan = directory.read("accounting_fqan", 1024)
     if fqan and fqan.strip():
         body["fqan"] = _cut(fqan.strip())
     return body
+
+
+def _landed(directory: MachineDir, rel: str) -> Optional[int]:
+    """A time reported as the original reports it: the second the file landed in (its
+    ctime), which the guest cannot set as it can the mtime (vac.machine.stamped)."""
+    return stamped.landed(directory.file(rel))
 
 
 def observed_from_disk(config: Config) -> List[Observed]:
@@ -103,7 +112,7 @@ def local_census(config: Config, now: float) -> Dict[str, censusdata.Census]:
     paths = config.settings.paths
     outcomes = {}
     for name in config.machinetypes:
-        outcome = last_outcome(paths, name)
+        outcome = last_outcome(paths, name, landed=True)
         if outcome is not None:
             outcomes[name] = outcome
     return censusdata.local_census(observed_from_disk(config), outcomes, config.machinetypes, now)

@@ -120,7 +120,7 @@ def test_doctor_names_the_mechanism_after_a_trial(make_config, monkeypatch):
     tried = []
     line = _doctor(make_config, monkeypatch, machinetype="disk_gb_per_processor = 5",
                    chosen=scratch.Mechanism(scratch.LOOP, "ext4 in a file (not a thin LV: x)"),
-                   trial=lambda state: tried.append(state) or 1)
+                   trial=lambda state, maker=None: tried.append(state) or 1)
     assert line.status == "ok" and tried
     assert line.detail.startswith("loop: ext4 in a file (not a thin LV: x); trial filled")
     assert "for dock at /scratch" in line.detail
@@ -129,7 +129,7 @@ def test_doctor_names_the_mechanism_after_a_trial(make_config, monkeypatch):
 
 
 def test_doctor_fails_a_failed_trial_and_warns_without_mechanism(make_config, monkeypatch):
-    def broken(state):
+    def broken(state, maker=None):
         raise scratch.ScratchError("mount: permission denied")
 
     line = _doctor(make_config, monkeypatch, settings="disk_gb_per_processor = 5",

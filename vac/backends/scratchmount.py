@@ -6,20 +6,24 @@ The Docker (and Podman) and Apptainer backends call make() while creating a mach
 machinetype or [settings] sets disk_gb_per_processor and this host has a mechanism
 (vac.machine.scratch.choose, asked once per process), the scratch is made and mounted, MJF
 jobfeatures/scratch_limit_bytes says its size, and the host path is returned for the backend
-to bind read-write at CONTAINER_PATH (/scratch); an Apptainer machine's --workdir (its /tmp,
+to bind read-write at CONTAINER_PATH (/scratch): on a thin LV of volume_group's pool
+(vac.machine.scratchlv) or in a loop-mounted file; an Apptainer machine's --workdir (its /tmp,
 /var/tmp and home) goes there too (workdir()). Such a machine's joboutputs/ is capped too, at
 joboutputs_machine_mb (vac.machine.joboutputcap). remove() and release_leftovers() undo both,
-the capped joboutputs' files copied back into the plain directory.
+the capped joboutputs' files copied back into the plain directory, and remove the machine's
+LV; release_leftovers() also removes every leftover LV of this factory in volume_group (the
+original Vac's too), never another's, and never a living machine's.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from vac.backends.base import MachineSpec
 from vac.errors import BackendError
-from vac.machine import joboutputcap, scratch
+from vac.host import lvm
+from vac.machine import joboutputcap, scratch, scratchlv
 from vac.machine.directory import MachineDir
 from vac.machine.slots import ordinal_of
 
@@ -28,15 +32,25 @@ log = logging.getLogger(__name__)
 CONTAINER_PATH = scratch.CONTAINER_PATH
 APPTAINER_WORKDIR = ".apptainer"
 MIB = 1024 * 1024
-_chosen: List[scratch.Mechanism] = []
+_chosen: Dict[Optional[str], scratch.Mechanism] = {}
 _said: List[str] = []
 
 
 def mechanism(volume_group: Optional[str]) -> scratch.Mechanism:
-    """This host's mechanism, chosen on first use."""
-    if not _chosen:
-        _chosen.append(scratch.choose(volume_group))
-    return _chosen[0]
+    """This host's mechanism for this volume_group, chosen on first use."""
+    if volume_group not in _chosen:
+        _chosen[volume_group] = scratch.choose(volume_group)
+        log.info("container scratch: %s (%s)", _chosen[volume_group].name,
+                 _chosen[volume_group].detail)
+    return _chosen[volume_group]
+
+
+def maker(volume_group: Optional[str]) -> Optional[scratch.Maker]:
+    """How this host's scratch is made and dropped: a thin LV's maker, None for the loop."""
+    chosen = mechanism(volume_group)
+    if chosen.name == scratch.LVM_THIN:
+        return scratchlv.ThinVolume(chosen.group, chosen.pool)
+    return None
 
 
 def make(spec: MachineSpec, backend: str) -> Optional[str]:
@@ -57,14 +71,18 @@ def make(spec: MachineSpec, backend: str) -> Optional[str]:
             log.warning("disk_gb_per_processor is set but this host cannot bound a container's "
                         "scratch (%s): containers run without one", chosen.detail)
         return None
+    made = maker(s.volume_group)
     try:
-        area = scratch.create(s.paths.state_dir, spec.directory, size)
+        area = scratch.create(s.paths.state_dir, spec.directory, size, made)
     except scratch.ScratchError as e:
         raise BackendError(backend, str(e), spec.name) from e
     try:
         joboutputcap.make(s.paths.state_dir, spec.directory, s.joboutputs_machine_mb * MIB)
     except scratch.ScratchError as e:
-        scratch.remove(s.paths.state_dir, os.path.basename(spec.directory.path))
+        try:
+            scratch.remove(s.paths.state_dir, os.path.basename(spec.directory.path), made)
+        except scratch.ScratchError as undo:
+            log.warning("%s: %s", spec.name, undo)
         raise BackendError(backend, str(e), spec.name) from e
     return area
 
@@ -94,8 +112,8 @@ def remove(settings: Any, directory: Optional[MachineDir], backend: str) -> bool
         return False
     try:
         capped = joboutputcap.release(directory)
-        return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path)) or \
-            capped
+        return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path),
+                              maker(settings.volume_group)) or capped
     except (scratch.ScratchError, OSError) as e:
         raise BackendError(backend, str(e), directory.name) from e
 
@@ -110,7 +128,8 @@ def release(settings: Any, directory: MachineDir) -> bool:
 
 
 def release_leftovers(settings: Any, factory_name: str) -> List[str]:
-    """The scratch, and the capped joboutputs, of this factory's finished machines."""
+    """The scratch, and the capped joboutputs, of this factory's finished machines; then its
+    logical volumes that nothing living holds."""
     state = settings.paths.state_dir
     released = scratch.release_leftovers(state, factory_name)
     for name, path in joboutputcap.mounted_in(state, scratch.mounted()):
@@ -118,4 +137,13 @@ def release_leftovers(settings: Any, factory_name: str) -> List[str]:
         if ordinal_of(factory_name, name.split("_")[-1]) >= 0 and directory.finished is not None \
                 and release(settings, directory) and name not in released:
             released.append(name)
-    return released
+    return released + [name for name in release_volumes(settings, factory_name)
+                       if name not in released]
+
+
+def release_volumes(settings: Any, factory_name: str) -> List[str]:
+    """This factory's leftover LVs in volume_group removed (none without one, or where LVM
+    cannot work); the names removed."""
+    if not settings.volume_group or lvm.missing():
+        return []
+    return scratchlv.release_leftovers(settings.paths, factory_name, settings.volume_group)

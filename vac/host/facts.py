@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple
 
-from vac import subp
-from vac.errors import ProcessError
-
-VGS_TIMEOUT = 30.0
+from vac.host import lvm
 
 
 def count_processors(cpuinfo_text: str) -> int:
@@ -58,18 +54,10 @@ def user_uid(name: str) -> Optional[int]:
         return None
 
 
-def volume_group_exists(name: str, run: Callable[..., Any] = subp.run) -> bool:
-    """True if LVM reports a volume group of this name (`vgs`). Not its /dev/<vg> directory:
-    LVM makes that only while the group holds an active volume, so an empty group would be
-    taken for a missing one. False without LVM's tools."""
-    if not name or name.startswith("-") or (run is subp.run and not shutil.which("vgs")):
-        return False
-    try:
-        done = run(["vgs", "--noheadings", "-o", "vg_name", name], timeout=VGS_TIMEOUT,
-                   check=False)
-    except ProcessError:
-        return False
-    return done.returncode == 0 and name in done.stdout.split()
+def volume_group_exists(name: str, run: Optional[Callable[..., Any]] = None) -> bool:
+    """True if LVM reports a volume group of this name (vac.host.lvm.group_exists: `vgs`, not
+    the /dev/<vg> directory, which an empty group has not). False without LVM's tools."""
+    return lvm.group_exists(name, run)
 
 
 def parse_meminfo(text: str) -> dict:

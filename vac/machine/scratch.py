@@ -5,18 +5,24 @@ A container machine whose machinetype (or [settings]) sets disk_gb_per_processor
 disk_gb_per_processor x processors x 10^9 bytes of scratch. The mechanism is chosen per host,
 best first (`vac doctor` names it and why the better ones are not used):
 
-    loop   an ext4 filesystem made in a sparse file, loop-mounted (nosuid, nodev, discard) at
-           <state_dir>/scratch/<machine directory name>; the file is unlinked once mounted, so
-           its blocks are freed when the last mount of it goes (and a reboot leaves nothing).
-           Thin: nothing is reserved up front; writing past the size is ENOSPC inside the
-           scratch and nowhere else. Needs root, /dev/loop-control, mkfs.ext4 and mount.
-    none   the host can do none of them: the machine runs without a scratch area, as before.
+    lvm-thin  an ext4 filesystem on a thin LV of volume_group's thin pool (vac.host.lvm:
+              the pool named vac_thin_pool, else the group's only one; Vac never makes a
+              pool), named as the machine directory, mounted (nosuid, nodev, discard) at
+              <state_dir>/scratch/<machine directory name> (vac.machine.scratchlv). Needs
+              root, lvm2, a kernel with device-mapper, the pool, mkfs.ext4 and mount.
+    loop      an ext4 filesystem made in a sparse file, loop-mounted (nosuid, nodev, discard)
+              at the same mount point; the file is unlinked once mounted, so its blocks are
+              freed when the last mount of it goes (and a reboot leaves nothing). Needs root,
+              /dev/loop-control, mkfs.ext4 and mount.
+    none      the host can do none of them: the machine runs without a scratch area.
 
-A thin LV from volume_group (best where device-mapper works) and project quotas are named by
-the choice but not made for containers yet. The root of the scratch filesystem is mode 1777
-(as /tmp), so the payload's user, whoever it is, can write there. The scratch is removed when
-the machine's container is destroyed, and by release_leftovers() for machines of this factory
-that are finished or whose directory has gone (after a vacd restart), never another's.
+Both are thin: nothing is reserved up front; writing past the size is ENOSPC inside the
+scratch and nowhere else. Project quotas are named by the choice but not made. The root of the
+scratch filesystem is mode 1777 (as /tmp), so the payload's user, whoever it is, can write
+there. The scratch is removed when the machine's container is destroyed, and by
+release_leftovers() for machines of this factory that are finished or whose directory has gone
+(after a vacd restart), never another's. How one is made and dropped is a Maker: Loop here,
+scratchlv.ThinVolume for an LV.
 """
 from __future__ import annotations
 
@@ -25,10 +31,11 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Protocol, Tuple
 
 from vac import subp
 from vac.errors import ProcessError, VacError
+from vac.host import lvm
 from vac.machine.directory import MachineDir
 from vac.machine.slots import ordinal_of
 
@@ -44,8 +51,10 @@ TIMEOUT = 60.0
 MOUNT_OPTIONS = "loop,nosuid,nodev,discard"
 MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
         "nodiscard,lazy_itable_init=1", "-L", "vac-scratch"]
+LVM_THIN = "lvm-thin"
 LOOP = "loop"
 NONE = "none"
+PoolFinder = Callable[[str], Tuple[Optional[str], str]]
 
 
 class ScratchError(VacError):
@@ -54,19 +63,47 @@ class ScratchError(VacError):
 
 @dataclass(frozen=True)
 class Mechanism:
-    """How this host gives machines their scratch: name (loop or none) and why."""
+    """How this host gives machines their scratch: name (lvm-thin, loop or none) and why;
+    for lvm-thin the volume group and its thin pool."""
 
     name: str
     detail: str
+    group: str = ""
+    pool: str = ""
+
+
+class Maker(Protocol):
+    """How a mechanism makes a scratch (mounted at the pool's `name`; its mount point
+    returned) and drops what it made besides the mount (True if there was something)."""
+
+    def make(self, state_dir: str, name: str, size: int) -> str: ...
+
+    def drop(self, name: str) -> bool: ...
+
+
+class Loop:
+    """The loop mechanism's maker: a sparse file's filesystem, nothing to drop after."""
+
+    def make(self, state_dir: str, name: str, size: int) -> str:
+        return _make(state_dir, name, size)
+
+    def drop(self, name: str) -> bool:
+        return False
 
 
 # Choosing the mechanism ----------------------------------------------------------------
 
 def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = shutil.which,
            exists: Callable[[str], bool] = os.path.exists,
-           euid: Callable[[], int] = os.geteuid) -> Mechanism:
+           euid: Callable[[], int] = os.geteuid,
+           find_pool: PoolFinder = lvm.find_pool) -> Mechanism:
     """The best mechanism this host has, with the reasons the better ones are passed over."""
-    passed = [_not_lvm(volume_group, which, exists)]
+    pool, not_lvm = _thin_pool(volume_group, which, exists, find_pool,
+                               _fs_missing(which, euid))
+    if pool:
+        return Mechanism(LVM_THIN, f"an ext4 filesystem on a thin LV per machine in "
+                                   f"{volume_group}/{pool}", volume_group or "", pool)
+    passed = [not_lvm]
     missing = _loop_missing(which, exists, euid)
     if not missing:
         return Mechanism(LOOP, "an ext4 filesystem in a sparse file per machine, "
@@ -76,24 +113,28 @@ def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = 
     return Mechanism(NONE, "; ".join(passed))
 
 
-def _not_lvm(volume_group: Optional[str], which: Callable[[str], Optional[str]],
-             exists: Callable[[str], bool]) -> str:
+def _thin_pool(volume_group: Optional[str], which: Callable[[str], Optional[str]],
+               exists: Callable[[str], bool], find_pool: PoolFinder,
+               missing: str) -> Tuple[Optional[str], str]:
+    """(the thin pool scratch LVs go in, or None; why not). missing: why no filesystem can be
+    made and mounted here ('' if it can)."""
     if not volume_group:
-        return "no volume_group"
-    if not which("lvcreate"):
-        return "lvcreate not installed"
-    if not exists("/dev/mapper/control"):
-        return "this kernel has no device-mapper (/dev/mapper/control)"
-    return "LVs for containers are not implemented yet"
+        return None, "no volume_group"
+    why = lvm.missing(which, exists) or missing
+    return (None, why) if why else find_pool(volume_group)
 
 
 def _loop_missing(which: Callable[[str], Optional[str]], exists: Callable[[str], bool],
                   euid: Callable[[], int]) -> str:
     """Why loop mounts cannot work here, or ''."""
+    return _fs_missing(which, euid) or (
+        "" if exists("/dev/loop-control") else "no /dev/loop-control (loop module not loaded)")
+
+
+def _fs_missing(which: Callable[[str], Optional[str]], euid: Callable[[], int]) -> str:
+    """Why vacd cannot make and mount a scratch filesystem (on a file or an LV), or ''."""
     if euid() != 0:
         return "vacd is not root"
-    if not exists("/dev/loop-control"):
-        return "no /dev/loop-control (loop module not loaded)"
     absent = [p for p in ("mkfs.ext4", "mount", "umount") if not which(p)]
     return f"{' and '.join(absent)} not installed" if absent else ""
 
@@ -118,35 +159,39 @@ def mount_point(state_dir: str, dir_name: str) -> str:
     return os.path.join(pool(state_dir), dir_name)
 
 
-def create(state_dir: str, directory: MachineDir, size: int) -> str:
-    """Make, mount and export the machine's scratch of `size` bytes (kept if this machine's is
-    mounted already); return its mount point, for the backend to bind at CONTAINER_PATH.
+def create(state_dir: str, directory: MachineDir, size: int,
+           maker: Optional[Maker] = None) -> str:
+    """Make (with maker, Loop by default), mount and export the machine's scratch of `size`
+    bytes (kept if this machine's is mounted already); return its mount point, for the
+    backend to bind at CONTAINER_PATH.
 
     Raises:
         ScratchError: it could not be made (nothing of it is left behind).
     """
+    maker = maker or Loop()
     name = os.path.basename(directory.path)
     target = mount_point(state_dir, name)
     if not is_mounted(target):      # mounted: a create() again for the same machine (adoption)
-        _make(state_dir, name, size)
+        maker.make(state_dir, name, size)
     try:
         directory.write(MJF_KEY, str(size))
     except OSError as e:
-        remove(state_dir, name)
+        remove(state_dir, name, maker)
         raise ScratchError(f"cannot write {MJF_KEY} of {directory.name}: {e}") from e
     log.info("%s: scratch of %d bytes mounted at %s", directory.name, size, target)
     return target
 
 
-def trial(state_dir: str) -> int:
+def trial(state_dir: str, maker: Optional[Maker] = None) -> int:
     """Make, fill past its end and remove a small scratch in the pool (vac doctor's proof
     that the mechanism works here); returns the bytes it took before ENOSPC.
 
     Raises:
         ScratchError: any step failed, or the write was not stopped at the size.
     """
+    maker = maker or Loop()
     name = f".trial-{os.getpid()}"
-    target = _make(state_dir, name, MIN_BYTES)
+    target = maker.make(state_dir, name, MIN_BYTES)
     written = 0
     try:
         with open(os.path.join(target, "fill"), "wb") as f:
@@ -158,7 +203,7 @@ def trial(state_dir: str) -> int:
         if e.errno != errno.ENOSPC:
             raise ScratchError(f"writing the trial scratch {target}: {e}") from e
     finally:
-        remove(state_dir, name)
+        remove(state_dir, name, maker)
     if written > MIN_BYTES:
         raise ScratchError(f"the trial scratch took {written} bytes, more than its {MIN_BYTES}")
     return written
@@ -191,11 +236,12 @@ def _sparse(path: str, size: int) -> None:
         os.close(fd)
 
 
-def remove(state_dir: str, dir_name: str) -> bool:
-    """Unmount and remove the scratch of this machine directory name; True if there was one.
+def remove(state_dir: str, dir_name: str, maker: Optional[Maker] = None) -> bool:
+    """Unmount and remove the scratch of this machine directory name (and with a maker, what
+    it made: an LV); True if there was one.
 
     Raises:
-        ScratchError: it is mounted and stays so.
+        ScratchError: it is mounted and stays so, or the maker's volume stays.
     """
     target = mount_point(state_dir, dir_name)
     found = False
@@ -210,7 +256,7 @@ def remove(state_dir: str, dir_name: str) -> bool:
             pass
         except OSError as e:
             raise ScratchError(f"cannot remove {path}: {e}") from e
-    return found
+    return (maker.drop(dir_name) if maker is not None else False) or found
 
 
 def unmount(target: str) -> None:
@@ -246,6 +292,18 @@ def mounted(mountinfo: str = "/proc/self/mountinfo") -> List[str]:
         return []
     return [_unescape(fields[4]) for fields in (line.split() for line in lines)
             if len(fields) > 4]
+
+
+def mounts_of(device: int, mountinfo: str = "/proc/self/mountinfo") -> List[str]:
+    """Where the block device numbered `device` (a stat's st_rdev) is mounted."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    return [_unescape(fields[4]) for fields in (line.split() for line in lines)
+            if len(fields) > 4 and fields[2] == wanted]
 
 
 def _unescape(text: str) -> str:

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s scratch check: how this host bounds container machines' scratch.
 
-    ok    the mechanism (loop: an ext4 file system in a sparse file per machine) and why the
+    ok    the mechanism (lvm-thin: an ext4 file system on a thin LV per machine in
+          volume_group's thin pool; loop: one in a sparse file per machine) and why the
           better ones are passed over, proved by a trial scratch filled past its end, with the
-          pool's free space, and how their joboutputs/ are capped; or no container
-          machinetype asks for scratch
+          free space of the thin pool or of the pool directory's filesystem, and how their
+          joboutputs/ are capped; or no container machinetype asks for scratch
     warn  containers ask for scratch (disk_gb_per_processor) but this host has no mechanism:
           they run without one, their writes unbounded
     fail  the mechanism is there but the trial failed
@@ -15,7 +16,8 @@ import shutil
 from typing import Dict, List
 
 from vac.config.model import MachineType, Settings
-from vac.machine import scratch
+from vac.host import lvm
+from vac.machine import scratch, scratchlv
 from vac.ops.checks import FAIL, OK, WARN, Check
 
 NAME = "scratch"
@@ -32,22 +34,39 @@ def host_scratch(settings: Settings, used: Dict[str, List[MachineType]]) -> List
         return [Check(NAME, OK, "no container machinetype sets disk_gb_per_processor: "
                                 "containers get no /scratch")]
     chosen = scratch.choose(settings.volume_group)
+    maker = scratchlv.ThinVolume(chosen.group, chosen.pool) \
+        if chosen.name == scratch.LVM_THIN else None
     if chosen.name == scratch.NONE:
         return [Check(NAME, WARN, f"{', '.join(asking)} set disk_gb_per_processor but this "
                                   f"host cannot bound a scratch: {chosen.detail}; they run "
                                   "without /scratch", "run vacd as root on a host with loop "
-                                  "devices and mkfs.ext4 (e2fsprogs)")]
+                                  "devices and mkfs.ext4 (e2fsprogs), or with lvm2 and a "
+                                  f"thin pool ({lvm.POOL_NAME}) in volume_group")]
     state = settings.paths.state_dir
     try:
-        scratch.trial(state)
+        scratch.trial(state, maker)
     except scratch.ScratchError as e:
         return [Check(NAME, FAIL, f"{chosen.name}: the trial scratch failed: {e}",
-                      "see the error: loop devices, mkfs.ext4 and mount must work for root")]
-    free = scratch.free_bytes(state)
-    return [Check(NAME, OK, f"{chosen.name}: {chosen.detail}; trial filled to ENOSPC; pool "
-                            f"{scratch.pool(state)} has {free / GB:.1f} GB free; for "
+                      "see the error: lvcreate in the thin pool, mkfs.ext4 and mount must "
+                      "work for root" if maker else "see the error: loop devices, mkfs.ext4 "
+                      "and mount must work for root")]
+    return [Check(NAME, OK, f"{chosen.name}: {chosen.detail}; trial filled to ENOSPC; "
+                            f"{_free(chosen, state)}; for "
                             f"{', '.join(asking)} at {scratch.CONTAINER_PATH}; "
                             f"{_capped(settings)}")]
+
+
+def _free(chosen: scratch.Mechanism, state: str) -> str:
+    """The free space the scratch areas grow into: the thin pool's, or the pool directory's."""
+    if chosen.name == scratch.LVM_THIN:
+        try:
+            group = lvm.read_group(chosen.group)
+        except lvm.LvmError as e:
+            return f"thin pool {chosen.group}/{chosen.pool} unread: {e}"
+        return (f"thin pool {chosen.group}/{chosen.pool} has "
+                f"{group.pool_free(chosen.pool) / GB:.1f} GB of "
+                f"{group.pool_size(chosen.pool) / GB:.1f} GB free")
+    return f"pool {scratch.pool(state)} has {scratch.free_bytes(state) / GB:.1f} GB free"
 
 
 def _capped(settings: Settings) -> str:

@@ -11,6 +11,8 @@ Disks (vac.backends.libvirt.images): cernvm3/cernvm4 boot the root_image ISO fro
 and get a root disk (an LV with volume_group, else a sparse file of disk_gb_per_processor
 (default 40) x processors GB); vm-raw gets a qcow2 overlay over the (cached) image plus a
 scratch disk (an LV with volume_group, else a sparse file only if disk_gb_per_processor is set).
+The LV (vac.host.lvm) is thin when the group has a thin pool for Vac, else thick; destroy()
+removes it, and release_leftovers() the ones of finished machines that a failed destroy left.
 Temporary disk files live in <state>/tmp and are unlinked once QEMU has them open. With
 machinetype kernel/initrd/cmdline the domain boots that kernel directly, and root_image may be
 unset.
@@ -36,6 +38,7 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from vac import fsutil, optional
+from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.imageversion import url_image_record
 from vac.backends.libvirt import configdrive, console, images, metadata, network, scope, signature
@@ -311,13 +314,12 @@ class LibvirtBackend(Backend):
 
     def _volume(self, spec: MachineSpec, gb: Optional[int], temporary: List[str],
                 prefix: str, file_wanted: bool) -> Optional[Disk]:
-        """An LV if a volume group is set, else a sparse file if wanted, else None."""
+        """An LV if a volume group is set (thin in its pool, if it has one for Vac), else a
+        sparse file if wanted, else None."""
         vg_name = self.settings.volume_group
         if vg_name:
-            vg = images.read_volume_group(vg_name)
-            size = images.lv_bytes(spec.processors, gb, vg, self.settings.total_processors,
-                                     images.vac_lv_pattern(self.settings.factory_name).fullmatch)
-            return Disk(images.create_lv(vg, spec.name, size), "", kind="block")
+            return Disk(images.create_lv(self.settings, spec.name, spec.processors, gb), "",
+                        kind="block")
         if not file_wanted:
             return None
         path = images.create_sparse_file(self.settings.paths.tmp, prefix,
@@ -392,6 +394,11 @@ class LibvirtBackend(Backend):
             self._remove_lv(name)
         except BackendError as e:
             log.warning("%s: %s", name, e)
+
+    def release_leftovers(self, machines_dir: str, factory_name: str) -> List[str]:
+        """This factory's LVs in volume_group that no living machine holds (a VM's disk left
+        by a failed destroy or a killed vacd, the original Vac's), removed."""
+        return scratchmount.release_volumes(self.settings, factory_name)
 
     def list_machines(self) -> List[MachineStatus]:
         libvirt = _libvirt()

@@ -14,7 +14,8 @@ file or an external data file is refused (it could expose host files to the gues
 
 Disks without a volume group are sparse files in <state>/tmp; the backend unlinks them once
 the VM has them open. With a volume group, each LM gets a logical volume named exactly as the
-LM's FQDN, sized to whole extents.
+LM's FQDN (as the original named them), sized to whole extents: a thin volume when the group
+has a thin pool for Vac (vac.host.lvm.thin_pool), else a thick one.
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ import os
 import re
 import stat
 import tempfile
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Optional
 
 from vac import subp
 from vac.errors import BackendError, FetchError, ProcessError
+from vac.host import lvm
+from vac.host.lvm import VolumeGroup
 
 if TYPE_CHECKING:
     from vac.config.model import MachineType, Settings
@@ -40,7 +42,6 @@ GB = 1000 ** 3
 DEFAULT_DISK_GB_PER_PROCESSOR = 40
 IMAGE_FORMATS = ("raw", "qcow2")
 QEMU_IMG_TIMEOUT = 60.0
-LVM_TIMEOUT = 120.0
 FETCH_TIMEOUT = 3600.0
 
 
@@ -175,71 +176,54 @@ def create_sparse_file(tmp_dir: str, prefix: str, size: int) -> str:
     return path
 
 
-# Logical volumes -----------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class VolumeGroup:
-    name: str
-    size: int
-    extent: int
-    volumes: Dict[str, int]
-
+# Logical volumes (made by vac.host.lvm) ------------------------------------------------
 
 def lv_bytes(processors: int, gb_per_processor: Optional[int], vg: VolumeGroup,
-             total_processors: int, is_vac_lv) -> int:
-    """An LM's LV size, rounded down to whole extents: fixed if gb_per_processor is
-    set, else processors x (VG size - non-Vac LVs) / total_processors."""
+             total_processors: int, is_vac_lv, pool: Optional[str] = None) -> int:
+    """An LM's LV size, rounded down to whole extents: fixed if gb_per_processor is set,
+    else its processors' share: of the thin pool's size for a thin volume, of (VG size -
+    non-Vac LVs) for a thick one."""
     if gb_per_processor is not None:
         size = gb_per_processor * processors * GB
+    elif pool:
+        size = processors * vg.pool_size(pool) // max(1, total_processors)
     else:
         others = sum(s for n, s in vg.volumes.items() if not is_vac_lv(n))
         size = processors * (vg.size - others) // max(1, total_processors)
     return size // vg.extent * vg.extent
 
 
-def vac_lv_pattern(factory_name: str) -> re.Pattern[str]:
-    """Names of LVs of this factory's slots, <host>-NN.<domain> (use fullmatch)."""
-    host, _, domain = factory_name.partition(".")
-    return re.compile(rf"{re.escape(host)}-[0-9][0-9]+\.{re.escape(domain)}")
+def create_lv(settings: Settings, name: str, processors: int, gb: Optional[int]) -> str:
+    """The device of a new LV for the VM `name` in volume_group (replacing a leftover of its
+    name): thin if the group has a thin pool for Vac, else thick; sized by lv_bytes.
 
-
-def read_volume_group(vg: str) -> VolumeGroup:
-    """Size, extent size and LVs of a volume group (bytes)."""
+    Raises:
+        BackendError: LVM could not read the group or make the volume.
+    """
     try:
-        out = subp.run(["vgs", "--noheadings", "--units", "b", "--nosuffix",
-                        "-o", "vg_size,vg_extent_size", vg], timeout=LVM_TIMEOUT).stdout
-        size, extent = (int(float(x)) for x in out.split()[:2])
-        out = subp.run(["lvs", "--noheadings", "--units", "b", "--nosuffix",
-                        "-o", "lv_name,lv_size", vg], timeout=LVM_TIMEOUT).stdout
-    except (ProcessError, ValueError) as e:
-        raise _error(f"cannot read volume group {vg}: {e}") from e
-    volumes = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) == 2:
-            volumes[fields[0]] = int(float(fields[1]))
-    return VolumeGroup(vg, size, extent, volumes)
-
-
-def create_lv(vg: VolumeGroup, name: str, size: int) -> str:
-    """Create (replacing any leftover of the same name) the LV vg/name; return its device."""
-    if size <= 0:
-        raise _error(f"no room for a logical volume in {vg.name}", name)
-    if name in vg.volumes:
-        remove_lv(vg.name, name)
-    try:
-        subp.run(["lvcreate", "--yes", "--wipesignatures", "y", "--name", name,
-                  "--size", f"{size}b", vg.name], timeout=LVM_TIMEOUT)
-    except ProcessError as e:
-        raise _error(f"cannot create logical volume {vg.name}/{name}: {e}", name) from e
-    return f"/dev/{vg.name}/{name}"
+        vg = lvm.read_group(settings.volume_group or "")
+        pool = lvm.thin_pool(vg)
+        size = lv_bytes(processors, gb, vg, settings.total_processors,
+                        vac_lv_pattern(settings.factory_name).fullmatch, pool)
+        return lvm.create(vg, name, size, pool)
+    except lvm.LvmError as e:
+        raise _error(str(e), name) from e
 
 
 def remove_lv(vg: str, name: str) -> None:
-    """Remove vg/name; a missing LV counts as removed."""
+    """Remove vg/name; a missing LV counts as removed.
+
+    Raises:
+        BackendError: lvremove failed.
+    """
     try:
-        subp.run(["lvremove", "--force", f"{vg}/{name}"], timeout=LVM_TIMEOUT)
-    except ProcessError as e:
-        if "not found" in (e.stderr or "") or "Failed to find" in (e.stderr or ""):
-            return
-        raise _error(f"cannot remove logical volume {vg}/{name}: {e}", name) from e
+        lvm.remove(vg, name)
+    except lvm.LvmError as e:
+        raise _error(str(e), name) from e
+
+
+def vac_lv_pattern(factory_name: str) -> re.Pattern[str]:
+    """Names of LVs of this factory's slots, <host>-NN.<domain> (use fullmatch): the names
+    vac.machine.slots.ordinal_of takes for this factory's, the original's LV names too."""
+    host, _, domain = factory_name.partition(".")
+    return re.compile(rf"{re.escape(host)}-[0-9][0-9]+\.{re.escape(domain)}")

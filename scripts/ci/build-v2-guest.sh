@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Build the cgroup v2 test guest: a Debian trixie VM with systemd as PID 1 on the
-# unified hierarchy, Docker with the systemd cgroup driver and Apptainer, in which
-# scripts/ci/run-v2-tests.sh runs the container backends' tests. Outputs in OUTDIR:
+# unified hierarchy, Docker with the systemd cgroup driver, Podman (rootful and rootless) and
+# Apptainer, in which scripts/ci/run-v2-tests.sh runs the container backends' tests. Outputs in OUTDIR:
 #   vmlinuz, initrd.img  the guest's kernel (linux-image-amd64) and its initramfs
 #   rootfs.img           raw ext4 image (sparse), made with `mkfs.ext4 -d` (no loop mount);
 #                        runs boot a qcow2 overlay of it, so it stays clean
 #   cmdline              the kernel command line (root=/dev/vda, console=ttyS0,
 #                        systemd.unified_cgroup_hierarchy=1)
-#   versions             kernel, systemd, Docker, Apptainer, Python of the guest
+#   versions             kernel, systemd, Docker, Apptainer, Podman, crun, Python of the guest
 # Why trixie and not bookworm: sid's apptainer .deb installs natively (it needs glibc 2.38,
 # trixie has 2.41; bookworm would need the private-glibc trick of setup-apptainer.sh), and its
 # Docker 26 is nearer the docker-ce EL9 sites run than bookworm's 20.10; systemd 257 and kernel
@@ -20,6 +20,15 @@
 #                          /vac-src/scripts/ci/v2-guest-run.sh (from the tree, so the test
 #                          selection changes without a rebuild), writes its exit code to the
 #                          console as "VAC-V2: exit N" and powers off
+#   vac-v2-podman-images.service  loads the same image into the rootful Podman (podman.socket,
+#                          enabled) and into the rootless one of the user vacpodman (its own
+#                          podman.socket, in its systemd: the user lingers), through their sockets
+# Podman as Debian 13 ships it (crun, netavark, passt for rootless networks; slirp4netns and
+# fuse-overlayfs beside them), with the systemd cgroup manager and journald events (the defaults
+# on a systemd host; the CI host's cgroupfs and file settings are setup-podman.sh's, not here);
+# the user vacpodman with subordinate ranges as setup-podman.sh gives it on the host;
+# lvm2 and thin-provisioning-tools (device-mapper, which the guest's kernel has and the CI
+# host's sandbox has not: tests/integration/test_lvm.py).
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
 # sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
 # pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian);
@@ -49,7 +58,10 @@ PACKAGES="iproute2 procps linux-image-amd64 initramfs-tools docker.io docker-cli
 ca-certificates containernetworking-plugins libseccomp2 libsqlite3-0 python3 python3-pytest
 python3-hypothesis python3-docker python3-spython python3-pycurl python3-jinja2
 python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pip
-rpm"
+rpm
+podman crun conmon netavark aardvark-dns nftables catatonit passt slirp4netns fuse-overlayfs
+dbus-user-session libpam-systemd
+lvm2 thin-provisioning-tools"
 # Not in Debian: from PyPI into the guest's python3 (the APEL queue of the accounting tests).
 PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"
@@ -112,6 +124,28 @@ in_root useradd --system --create-home --home-dir /var/lib/vacsngly --shell /usr
   --comment "Vac Apptainer containers" vacsngly
 uid=$(in_root id -u vacsngly)
 for f in subuid subgid; do echo "vacsngly:$((1000000 + uid * 65536)):65536" >>"$root/etc/$f"; done
+# The rootless Podman user, as setup-podman.sh makes it on the host (a system user with a
+# subordinate range of 65536 ids above every range in /etc/subuid and /etc/subgid, its storage
+# on overlay), but with what a systemd host gives it: lingering (logind starts the user's own
+# systemd at boot, without a login) and podman.socket enabled there, so the user's API service
+# is socket-activated: a crash of the service loses the requests it was serving, and the next
+# connection starts it again.
+in_root useradd --system --create-home --home-dir /var/lib/vacpodman --shell /usr/sbin/nologin \
+  --comment "Vac rootless Podman containers" vacpodman
+pm_uid=$(in_root id -u vacpodman)
+end=$(awk -F: '{ e = $2 + $3; if (e > m) m = e } END { print m + 0 }' "$root/etc/subuid" "$root/etc/subgid")
+[ "$end" -ge 100000 ] || end=100000
+for f in subuid subgid; do
+  grep -q '^vacpodman:' "$root/etc/$f" || echo "vacpodman:$end:65536" >>"$root/etc/$f"
+done
+pm_home=$root/var/lib/vacpodman
+mkdir -p "$pm_home/.config/containers" "$pm_home/.config/systemd/user/sockets.target.wants"
+printf '[storage]\ndriver = "overlay"\n' >"$pm_home/.config/containers/storage.conf"
+[ -f "$root/usr/lib/systemd/user/podman.socket" ] || die "the guest's podman has no user unit podman.socket"
+ln -sfn /usr/lib/systemd/user/podman.socket \
+  "$pm_home/.config/systemd/user/sockets.target.wants/podman.socket"
+in_root chown -R vacpodman:vacpodman /var/lib/vacpodman
+mkdir -p "$root/var/lib/systemd/linger" && touch "$root/var/lib/systemd/linger/vacpodman"
 in_root passwd -d root >/dev/null
 echo v2guest >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 v2guest.example.com v2guest\n' >"$root/etc/hosts"
@@ -194,8 +228,52 @@ TimeoutStartSec=infinity
 [Install]
 WantedBy=multi-user.target
 UNIT
-chmod 755 "$root/usr/local/sbin/vac-v2-images" "$root/usr/local/sbin/vac-v2-run"
-in_root systemctl enable vac-v2-images.service vac-v2-run.service docker.service >>"$LOG" 2>&1
+# The same image in the rootful Podman and in vacpodman's, loaded through each one's API socket
+# (so in the service's own cgroup and user namespace, as the tests use it). Not ordered before
+# vac-v2-run.service: v2-guest-run.sh waits for it (systemctl start) only when it runs Podman tests.
+cat >"$root/usr/local/sbin/vac-v2-podman-images" <<'IMAGES'
+#!/bin/sh
+# Load vac-test/busybox:1 from the guest's Docker into the rootful and the rootless Podman.
+set -eu
+IMAGE=vac-test/busybox:1
+TAR=/var/lib/vac-test/busybox-image.tar
+uid=$(id -u vacpodman)
+if [ ! -s "$TAR" ]; then
+  docker save -o "$TAR.new" "$IMAGE"
+  mv "$TAR.new" "$TAR"
+fi
+for sock in /run/podman/podman.sock "/run/user/$uid/podman/podman.sock"; do
+  waited=0
+  until [ -S "$sock" ]; do   # vacpodman's comes with its systemd, which logind starts
+    waited=$((waited + 1))
+    [ "$waited" -le 300 ] || { echo "no socket $sock after 300 s" >&2; exit 1; }
+    sleep 1
+  done
+  podman --url "unix://$sock" image exists "$IMAGE" && continue
+  podman --url "unix://$sock" load -q -i "$TAR"
+  podman --url "unix://$sock" image exists "$IMAGE"
+done
+IMAGES
+cat >"$root/etc/systemd/system/vac-v2-podman-images.service" <<UNIT
+[Unit]
+Description=Vac v2 guest: the test image in the rootful and the rootless Podman
+After=vac-v2-images.service podman.socket user@$pm_uid.service
+Requires=vac-v2-images.service
+Wants=podman.socket
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/vac-v2-podman-images
+TimeoutStartSec=900
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+chmod 755 "$root/usr/local/sbin/vac-v2-images" "$root/usr/local/sbin/vac-v2-run" \
+  "$root/usr/local/sbin/vac-v2-podman-images"
+in_root systemctl enable vac-v2-images.service vac-v2-run.service docker.service \
+  vac-v2-podman-images.service podman.socket >>"$LOG" 2>&1
 
 # ---- the Apptainer sandbox image (as setup-apptainer.sh makes it on the host) ---------------
 sb=$root/var/lib/vac-test/busybox-sandbox
@@ -218,6 +296,8 @@ kver=$(guest_kernel)
   echo "systemd $(in_root dpkg-query -W -f='${Version}' systemd)"
   echo "docker.io $(in_root dpkg-query -W -f='${Version}' docker.io)"
   echo "apptainer $(in_root dpkg-query -W -f='${Version}' apptainer)"
+  echo "podman $(in_root dpkg-query -W -f='${Version}' podman)"
+  echo "crun $(in_root dpkg-query -W -f='${Version}' crun)"
   echo "python3 $(in_root python3 -c 'import platform; print(platform.python_version())')"
 } >"$work/versions"
 guest_image "$kver" "$OUTDIR" "$IMAGE_SIZE" vac-v2-root

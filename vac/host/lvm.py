@@ -105,14 +105,25 @@ def _runner(run: Optional[Runner]) -> Runner:
     return run if run is not None else subp.run
 
 
+def device_mapper() -> bool:
+    """Does this kernel have device-mapper? Its control node opens (opening it as root loads
+    dm-mod if that is a module); a node that is there without the driver says ENODEV."""
+    try:
+        fd = os.open(MAPPER_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
 def missing(which: Callable[[str], Optional[str]] = shutil.which,
-            exists: Callable[[str], bool] = os.path.exists) -> str:
+            exists: Optional[Callable[[str], bool]] = None) -> str:
     """Why LVM volumes cannot be made on this host ('' when they can): its tools, or a kernel
-    without device-mapper."""
+    without device-mapper (exists(MAPPER_CONTROL) if given, else device_mapper())."""
     absent = [p for p in ("lvcreate", "lvremove", "lvs", "vgs") if not which(p)]
     if absent:
         return f"{' and '.join(absent)} not installed (lvm2)"
-    if not exists(MAPPER_CONTROL):
+    if not (exists(MAPPER_CONTROL) if exists is not None else device_mapper()):
         return f"this kernel has no device-mapper ({MAPPER_CONTROL})"
     return ""
 

@@ -94,17 +94,19 @@ class Loop:
 # Choosing the mechanism ----------------------------------------------------------------
 
 def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = shutil.which,
-           exists: Callable[[str], bool] = os.path.exists,
+           exists: Optional[Callable[[str], bool]] = None,
            euid: Callable[[], int] = os.geteuid,
            find_pool: PoolFinder = lvm.find_pool) -> Mechanism:
-    """The best mechanism this host has, with the reasons the better ones are passed over."""
+    """The best mechanism this host has, with the reasons the better ones are passed over.
+    exists: the test for /dev/loop-control and /dev/mapper/control (default: the first must
+    exist, the second must open: lvm.device_mapper)."""
     pool, not_lvm = _thin_pool(volume_group, which, exists, find_pool,
                                _fs_missing(which, euid))
     if pool:
         return Mechanism(LVM_THIN, f"an ext4 filesystem on a thin LV per machine in "
                                    f"{volume_group}/{pool}", volume_group or "", pool)
     passed = [not_lvm]
-    missing = _loop_missing(which, exists, euid)
+    missing = _loop_missing(which, exists or os.path.exists, euid)
     if not missing:
         return Mechanism(LOOP, "an ext4 filesystem in a sparse file per machine, "
                                f"loop-mounted (not a thin LV: {passed[0]})")
@@ -114,7 +116,7 @@ def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = 
 
 
 def _thin_pool(volume_group: Optional[str], which: Callable[[str], Optional[str]],
-               exists: Callable[[str], bool], find_pool: PoolFinder,
+               exists: Optional[Callable[[str], bool]], find_pool: PoolFinder,
                missing: str) -> Tuple[Optional[str], str]:
     """(the thin pool scratch LVs go in, or None; why not). missing: why no filesystem can be
     made and mounted here ('' if it can)."""

@@ -321,3 +321,19 @@ def test_the_cycle_sweep_needs_a_volume_group_and_lvm(paths, fake, make_config, 
     none = dataclasses.replace(settings, volume_group=None)
     assert scratchmount.release_volumes(none, FACTORY) == [] and fake.calls == []
     assert scratchmount.release_volumes(settings, FACTORY) == ["f1-02.example.com"]
+
+
+def test_a_control_node_without_the_driver_is_no_device_mapper(monkeypatch):
+    """The node can be there (made by a package) on a kernel without device-mapper: it must
+    open, not merely exist."""
+    import errno
+
+    def no_driver(path, flags):
+        assert path == lvm.MAPPER_CONTROL
+        raise OSError(errno.ENODEV, "No such device", path)
+
+    monkeypatch.setattr(lvm.os, "open", no_driver)
+    assert not lvm.device_mapper()
+    assert lvm.missing(_which()) == "this kernel has no device-mapper (/dev/mapper/control)"
+    m = scratch.choose("vg0", _which(), None, lambda: 0, lambda vg: ("p", ""))
+    assert m.name != scratch.LVM_THIN and "no device-mapper" in m.detail

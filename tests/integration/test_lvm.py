@@ -203,16 +203,16 @@ def test_a_filled_thin_scratch_ends_its_machine_alone_and_finish_removes_its_vol
 
 def test_leftover_volumes_of_this_factory_go_and_no_others(dock, vg, tmp_path):
     _write(dock, vg, 1)
-    factory = dock.name
-    host, _, domain = factory.partition(".")
-    slot_name = f"{host}-07.{domain}"                      # the original's (and VMs') name
+    assert dock.cycle().created == dock.slots(1)          # a container lives in slot 00
+    host, _, domain = dock.name.partition(".")
+    slot_name = f"{host}-00.{domain}"          # the original's name for slot 00's machine
     dir_name = f"1000000000_dock_{host}-05.{domain}"       # a machine directory's, gone
-    others = [f"x{host}-07.{domain}", f"{host}-07.other.org", "admins_volume",
+    others = [f"x{host}-00.{domain}", f"{host}-00.other.org", "admins_volume",
               f"1000000000_dock_{host}x-05.{domain}"]
     for name in [slot_name, dir_name] + others:
         _thin(vg, name)
     run(["mkfs.ext4", "-q", lvm.device(vg, slot_name)])
-    elsewhere = tmp_path / "mnt"                            # as the original mounted them
+    elsewhere = tmp_path / "mnt"                 # where the original mounted a container's
     elsewhere.mkdir()
     run(["mount", lvm.device(vg, slot_name), str(elsewhere)])
     report = dock.cycle()
@@ -222,7 +222,7 @@ def test_leftover_volumes_of_this_factory_go_and_no_others(dock, vg, tmp_path):
     assert set(others) <= left and POOL in left
     assert not os.path.ismount(str(elsewhere))
     [machine] = machine_dirs(dock)
-    assert _lv_of(vg, machine) is not None                  # the living machine's stays
+    assert _lv_of(vg, machine) is not None and _mounted_on_its_lv(vg, dock.state, machine)
     for name in others:
         run(["lvremove", "--yes", f"{vg}/{name}"])
 

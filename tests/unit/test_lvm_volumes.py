@@ -262,10 +262,13 @@ def test_a_full_pool_fails_the_creation_cleanly(paths, fake, thin):
 
 # Leftovers: this factory's only, never a living machine's ------------------------------------
 
-def _machine(paths, created, name, finished=False, record=True):
+VMS = ("cernvm3", "cernvm4", "vm-raw")
+
+
+def _machine(paths, created, name, finished=False, record=True, model="docker"):
     d = MachineDir.create(paths, created, "dock", name)
     if record:
-        write_slot_record(paths, name, SlotRecord(created, "dock", "docker"))
+        write_slot_record(paths, name, SlotRecord(created, "dock", model))
     if finished:
         with open(d.file("finished"), "w") as f:
             f.write(f"{created + 10}\n")
@@ -274,36 +277,41 @@ def _machine(paths, created, name, finished=False, record=True):
 
 def test_leftover_volumes_of_this_factory_are_removed_and_no_others(paths, fake):
     fake.add_pool()
-    _machine(paths, 1000, "f1-00.example.com")                          # running VM
-    _machine(paths, 1000, "f1-01.example.com", finished=True)           # finished VM
+    _machine(paths, 1000, "f1-00.example.com", model="vm-raw")          # running VM
+    _machine(paths, 1000, "f1-01.example.com", finished=True, model="cernvm4")
     _machine(paths, 1001, "f1-04.example.com")                          # running container
     _machine(paths, 1002, "f1-03.example.com", finished=True, record=False)
+    _machine(paths, 1003, "f1-06.example.com")        # a container: the slot's LV not its
+    adopted = _machine(paths, 1004, "f1-07.example.com")               # the original's
+    adopted.write_backend_record({"backend": "docker", "adopted": "vac03"})
     ours = ["f1-00.example.com", "f1-01.example.com", "f1-02.example.com",
             "1001_dock_f1-04.example.com", "1002_dock_f1-03.example.com",
-            "999_dock_f1-05.example.com"]
+            "999_dock_f1-05.example.com", "f1-06.example.com", "f1-07.example.com"]
     others = ["f2-01.example.com", "g1-01.example.com", "f1-01.example.org", "root",
               "f1-1.example.com", "1000_dock_f2-01.example.com", "1000_dock_f1-1.example.com",
               "x_dock_f1-01.example.com", "f1-01.example.com.bak"]
     for name in ours + others:
         fake.volumes[name] = FakeVolume(4 * MIB)
-    released = scratchlv.release_leftovers(paths, FACTORY, "vg0", fake)
+    released = scratchlv.release_leftovers(paths, FACTORY, "vg0", VMS, fake)
     assert sorted(released) == ["1002_dock_f1-03.example.com", "999_dock_f1-05.example.com",
-                                "f1-01.example.com", "f1-02.example.com"]
+                                "f1-01.example.com", "f1-02.example.com", "f1-06.example.com"]
     assert sorted(fake.volumes) == sorted(["f1-00.example.com", "1001_dock_f1-04.example.com",
-                                           "vac_thin_pool"] + others)
+                                           "f1-07.example.com", "vac_thin_pool"] + others)
 
 
 def test_a_busy_leftover_is_kept_for_next_time_and_the_others_go(paths, fake):
     for name in ("f1-01.example.com", "f1-02.example.com"):
         fake.volumes[name] = FakeVolume(4 * MIB)
     fake.busy.add("f1-01.example.com")
-    assert scratchlv.release_leftovers(paths, FACTORY, "vg0", fake) == ["f1-02.example.com"]
+    assert scratchlv.release_leftovers(paths, FACTORY, "vg0", VMS, fake) == \
+        ["f1-02.example.com"]
     fake.busy.clear()
-    assert scratchlv.release_leftovers(paths, FACTORY, "vg0", fake) == ["f1-01.example.com"]
+    assert scratchlv.release_leftovers(paths, FACTORY, "vg0", VMS, fake) == \
+        ["f1-01.example.com"]
 
 
 def test_an_unreadable_group_removes_nothing(paths, fake):
-    assert scratchlv.release_leftovers(paths, FACTORY, "othervg", fake) == []
+    assert scratchlv.release_leftovers(paths, FACTORY, "othervg", VMS, fake) == []
     assert fake.commands("lvremove") == []
 
 

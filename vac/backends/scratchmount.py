@@ -21,6 +21,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 from vac.backends.base import MachineSpec
+from vac.config import models
 from vac.errors import BackendError
 from vac.host import lvm
 from vac.machine import joboutputcap, scratch, scratchlv
@@ -146,4 +147,5 @@ def release_volumes(settings: Any, factory_name: str) -> List[str]:
     cannot work); the names removed."""
     if not settings.volume_group or lvm.missing():
         return []
-    return scratchlv.release_leftovers(settings.paths, factory_name, settings.volume_group)
+    return scratchlv.release_leftovers(settings.paths, factory_name, settings.volume_group,
+                                       models.VM_MODELS)

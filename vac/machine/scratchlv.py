@@ -16,18 +16,20 @@ was the original Vac's). A volume is this factory's if its name is
         original Vac made (it named each machine's LV, VM or container, as the machine), or
     one of its machine directories' names (<created>_<machinetype>_host-NN.domain): the
         container scratch volumes above.
-It is kept while its slot's current machine (for a slot name) or its machine directory (for
-a directory name) is unfinished, so an adopted running machine keeps its volume; otherwise it
-is unmounted wherever it is mounted (the original mounted a container's at <machine dir>/mnt)
-and removed. A volume of any other name (another factory's, the admin's, the thin pool) is
-never touched.
+A slot-named volume is kept while its slot's current machine is unfinished and uses such a
+volume: a VM (its disk), or a machine adopted from the original Vac (whatever it is); a
+directory-named one while its machine directory is unfinished. So an adopted running machine
+keeps its volume, and the original's volume of a container that has finished goes even when
+the slot holds a new machine. Otherwise it is unmounted wherever it is mounted (the original
+mounted a container's at <machine dir>/mnt) and removed. A volume of any other name (another
+factory's, the admin's, the thin pool) is never touched.
 """
 from __future__ import annotations
 
 import logging
 import os
 import stat
-from typing import List, Optional, Set
+from typing import Collection, List, Optional, Set
 
 from vac import subp
 from vac.errors import ProcessError
@@ -100,16 +102,18 @@ def _undo(state_dir: str, name: str, maker: ThinVolume) -> None:
 
 # Leftovers -------------------------------------------------------------------------------
 
-def release_leftovers(paths: Paths, factory_name: str, vg: str,
+def release_leftovers(paths: Paths, factory_name: str, vg: str, vm_models: Collection[str],
                       run: Optional[lvm.Runner] = None) -> List[str]:
     """Remove this factory's volumes in vg that nothing living holds; return their names.
+    vm_models: the machine models whose machines have a slot-named volume as their disk.
     Never raises: what fails is logged and tried again next time."""
     try:
         group = lvm.read_group(vg, run)
     except lvm.LvmError as e:
         _say(f"leftover logical volumes not looked for: {e}")
         return []
-    live = {name for name, _, _ in unfinished_machines(paths)}
+    live = {name for name, record, directory in unfinished_machines(paths)
+            if record.model in vm_models or directory.read_backend_record().get("adopted")}
     released = []
     for volume in group.listed:
         if volume.hidden or volume.is_thin_pool or \
@@ -129,7 +133,7 @@ def release_leftovers(paths: Paths, factory_name: str, vg: str,
 
 def leftover(name: str, factory_name: str, paths: Paths, live: Set[str]) -> bool:
     """Is the volume `name` this factory's with nothing living holding it? live: the slots
-    whose current machine is unfinished."""
+    whose current machine is unfinished and has a slot-named volume."""
     if ordinal_of(factory_name, name) >= 0:
         return name not in live
     parts = name.split("_")

@@ -18,6 +18,7 @@ import time
 import pytest
 from apptainer_backend_env import Env
 from apptainer_env import USER, require_root, require_usable, user_uid
+from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.errors import BackendError
@@ -140,7 +141,7 @@ def test_destroy_kills_every_process_not_only_the_head(env):
     # The head has exited, but its background sleepers are still in the machine's cgroup.
     status = env.wait(spec, MachineState.SHUTDOWN)
     assert status.state == MachineState.SHUTDOWN and status.exit_code == 0
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + GENEROUS
     while len(env.cgroup(spec).pids()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     left = env.cgroup(spec).pids()

@@ -19,6 +19,7 @@ import time
 import pytest
 from apptainer_env import require_root, require_usable, user_uid
 from apptainer_world import BURN, World, alive
+from waiting import GENEROUS
 
 from vac.host import cgroupmachine, procs
 from vac.machine.directory import MachineState, read_slot_record
@@ -118,7 +119,7 @@ def test_a_machine_past_max_wallclock_is_destroyed_with_all_its_processes(world)
     world.drain()
     world.wait_for_output("up")
     d = world.dir()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + GENEROUS
     while len(world.cgroup().pids()) < 5 and time.monotonic() < deadline:
         time.sleep(0.05)
     pids = world.cgroup().pids()
@@ -177,7 +178,7 @@ def test_user_processes_outside_every_machine_are_killed_by_the_next_cycle(world
     leftover = world.cgroup(gone)
     leftover.create(1, 64 * 1024 * 1024)
     held = world.stray(leftover)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + GENEROUS
     while not leftover.pids() and time.monotonic() < deadline:
         time.sleep(0.02)
     assert held.pid in leftover.pids()

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from waiting import GENEROUS
 
 from vac import cli, daemon
 
@@ -109,7 +110,7 @@ def test_sigterm_stops_vacd_and_leaves_machines(conf, tmp_path):
                              "--foreground", "--cycle-seconds", "30"],
                             stderr=subprocess.PIPE, text=True)
     fake = tmp_path / "state" / "fake-backend.json"
-    deadline = time.time() + 20
+    deadline = time.time() + GENEROUS
     while not fake.exists() and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
@@ -124,13 +125,13 @@ def test_sighup_runs_the_next_cycle_at_once(conf, tmp_path):
                              "--foreground", "--cycle-seconds", "300"],
                             stderr=subprocess.PIPE, text=True)
     heartbeat = tmp_path / "state" / "factory-heartbeat"
-    deadline = time.time() + 20
+    deadline = time.time() + GENEROUS
     while not heartbeat.exists() and time.time() < deadline:
         time.sleep(0.1)
     first = heartbeat.stat().st_mtime_ns
     time.sleep(1.1)  # heartbeat contents have one-second resolution
     proc.send_signal(signal.SIGHUP)
-    deadline = time.time() + 20
+    deadline = time.time() + GENEROUS
     while heartbeat.stat().st_mtime_ns == first and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 from space_env import SPACE, Clock, SpaceFactory, free_udp_port, loopback_resolver
+from waiting import GENEROUS
 
 from vac import __version__, cli
 from vac.machine.directory import MachineDir
@@ -64,7 +65,7 @@ def test_machinetypes_and_factory_replies_carry_the_census_and_capacity(space):
     assert alpha["running_hs06"] == 3.0 and alpha["running_machines"] == 3
     assert alpha["num_before_fizzle"] == 3 and result.expected["f3.example.com"] == 2
     beat = os.path.join(space[0].factory.config.settings.state_dir, "responder-heartbeat")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + GENEROUS
     while not os.path.exists(beat) and time.monotonic() < deadline:
         time.sleep(0.1)
     space[0].responder._cache.clear()

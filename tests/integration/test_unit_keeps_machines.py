@@ -20,6 +20,7 @@ import uuid
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_root, require_usable
 from testbed import REPO
+from waiting import GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.config import load
@@ -123,7 +124,7 @@ def test_stopping_vacd_as_systemd_does_leaves_the_apptainer_machine_running(worl
             creator.wait(timeout=10)
         creator.stdout.close()
     beat = os.path.join(machine_dir, "joboutputs", "beat")
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + GENEROUS
     while not os.path.exists(beat):
         assert time.monotonic() < deadline, "the machine never wrote its heartbeat"
         time.sleep(0.05)

@@ -9,6 +9,7 @@ collected in a Builder, not raised one by one, so a site admin sees all of them 
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
@@ -154,8 +155,8 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
     _check_podman_user(values, origins, host, b)
     vg = values["volume_group"]
     if vg and not host.vg_exists(vg):
-        b.problem(f"volume group {vg!r} does not exist", origins["volume_group"],
-                  "volume_group")
+        b.problem(f"volume group {vg!r} does not exist ({_vgs_said()})",
+                  origins["volume_group"], "volume_group")
     elif not vg and host.vg_exists(DEFAULT_VOLUME_GROUP):   # as the original: if it exists
         values["volume_group"] = DEFAULT_VOLUME_GROUP
         origins["volume_group"] = f"{DEFAULT_VOLUME_GROUP} exists"
@@ -167,6 +168,13 @@ def _check_settings(values: Dict[str, Any], origins: Dict[str, str], host: HostF
                   "libvirt_shutdown_wait_seconds")
     _check_yield(values, origins, b)
     _check_pressure(values, origins, b)
+
+
+def _vgs_said() -> str:
+    """What the volume group check rests on: LVM's vgs, which sees nothing unless root."""
+    if os.geteuid() != 0:
+        return "LVM's vgs does not report it to a non-root user: check as root, as vacd runs"
+    return "LVM's vgs does not report it"
 
 
 def _check_podman_user(values: Dict[str, Any], origins: Dict[str, str], host: HostFacts,

@@ -331,7 +331,7 @@ class LibvirtHarness(Harness):
                 "libvirt_shutdown_wait_seconds = 1")
     EXIT_CODE = None   # a virtual machine that powers off has no exit status
     MACHINETYPE = (f"machine_model = vm-raw\nkernel = {GUEST}/vmlinuz\n"
-                   f"initrd = {GUEST}/initrd.img\ncmdline = console=ttyS0 quiet")
+                   f"initrd = {GUEST}/initrd.img\ncmdline = console=ttyS0 quiet no_timer_check")
     finish_timeout = GENEROUS
 
     def problem(self) -> str:

@@ -49,27 +49,27 @@ libvirt_virt_type = auto
 machine_model = vm-raw
 kernel = {guest}/vmlinuz
 initrd = {guest}/initrd.img
-cmdline = console=ttyS0 quiet
+cmdline = console=ttyS0 quiet no_timer_check
 
 [machinetype netguest]
 machine_model = vm-raw
 kernel = {guest}/vmlinuz
 initrd = {guest}/initrd.img
-cmdline = console=ttyS0 quiet vac.datasource=network
+cmdline = console=ttyS0 quiet no_timer_check vac.datasource=network
 
 [machinetype rawdisk]
 machine_model = vm-raw
 root_image = disk.img
 kernel = {guest}/vmlinuz
 initrd = {guest}/initrd.img
-cmdline = console=ttyS0 quiet
+cmdline = console=ttyS0 quiet no_timer_check
 
 [machinetype cernvm]
 machine_model = cernvm3
 root_image = cernvm.iso
 kernel = {guest}/vmlinuz
 initrd = {guest}/initrd.img
-cmdline = console=ttyS0 quiet
+cmdline = console=ttyS0 quiet no_timer_check
 """
 
 

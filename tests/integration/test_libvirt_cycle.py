@@ -40,7 +40,7 @@ from vac.machine.slots import BRIDGE_ADDRESS, METADATA_ADDRESS, Slot, machine_na
 pytestmark = pytest.mark.libvirt
 
 UNREACHABLE = "qemu+unix:///system?socket=/nonexistent/vac-test/libvirt-sock"
-NETWORK = "console=ttyS0 quiet vac.datasource=network"
+NETWORK = "console=ttyS0 quiet no_timer_check vac.datasource=network"
 
 # Reads the MJF (files on the config drive, or URLs of the metadata service), returns what
 # it saw and what user_data substitution gave it, burns some CPU, says it is done. Over the

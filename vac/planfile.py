@@ -241,7 +241,7 @@ def _disk(value: Any) -> Optional[Dict[str, Any]]:
                                    if _bytes(v) is not None}}
 
 
-_DISK_FIELDS = ("free_bytes", "size_bytes", "floor_bytes")
+_DISK_FIELDS = ("free_bytes", "size_bytes", "floor_bytes", "growth_bytes")
 
 
 def _bytes(value: Any) -> Optional[int]:

@@ -149,10 +149,9 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
 
 
 def _scratch(directory: MachineDir, row: Dict) -> str:
-    """A running container's /scratch: used and limit bytes into the row, and
-    ', scratch U of L GB' for the detail; '' when it has none mounted."""
-    used = scratch.used_bytes(os.path.dirname(os.path.dirname(directory.path)),
-                              os.path.basename(directory.path))
+    """A running container's /scratch: used (as its last heartbeat says) and limit bytes
+    into the row, and ', scratch U of L GB' for the detail; '' when it has none mounted."""
+    used = directory.scratch_bytes
     limit = _int(directory.read(scratch.MJF_KEY, 64))
     if used is None or limit is None:
         return ""

@@ -14,6 +14,7 @@ anything left with this run's factory names, and removes the state directories.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -21,7 +22,7 @@ import pytest
 from backendharness import GENEROUS, HARNESSES, Made
 from testbed import require_engine
 
-from vac.backends.base import Backend, MachineStatus, Probe
+from vac.backends.base import Backend, DiskGrowth, MachineStatus, Probe
 from vac.machine.directory import MachineDir, MachineState
 from vac.machine.slots import machine_name, ordinal_of
 
@@ -152,6 +153,23 @@ def test_a_new_backend_instance_adopts_the_running_machine(harness, running):
         assert status.backend_id == running.backend_id, (directory, status)
     machines = listed(fresh)
     assert running.name in machines and machines[running.name].backend_id == running.backend_id
+
+
+def test_the_data_root_is_none_or_an_existing_directory_and_disk_files_are_well_formed(
+        harness, running):
+    """data_root(): None (the backend keeps nothing of its own on disk that grows) or an
+    absolute path of an existing directory, the same when asked again; disk_growth() while a
+    machine runs: files of live machines, in absolute existing directories, whole byte
+    counts."""
+    root = harness.backend.data_root()
+    assert root is None or (os.path.isabs(root) and os.path.isdir(root)), root
+    assert harness.new_backend().data_root() == root
+    assert settled(harness.backend, running).state is MachineState.RUNNING
+    for grown in harness.backend.disk_growth():
+        assert isinstance(grown, DiskGrowth), grown
+        assert os.path.isabs(grown.directory) and os.path.isdir(grown.directory), grown
+        assert grown.size >= 0 and grown.allocated >= 0 and grown.room >= 0, grown
+        assert grown.machine in listed(harness.backend), grown
 
 
 def test_destroy_then_shutdown(harness):

@@ -189,16 +189,17 @@ def test_reading_groups_places_by_filesystem_and_reads_each_scratch(tmp_path):
         return os.stat_result((0, 0, devices[path], 0, 0, 0, 0, 0, 0, 0))
 
     mounts = ["/", pool + "/m1", pool + "/.trial-1", pool + "/m1/deeper", "/elsewhere/m2"]
-    got = diskspace.read(state, pool, mounts, "/docker", True, statvfs=sizes.__getitem__,
-                         stat=stat)
+    got = diskspace.read(state, pool, mounts, [("docker data root", "/docker")], True,
+                         statvfs=sizes.__getitem__, stat=stat)
     assert [(f.names, f.path, f.free, f.total, f.scratch) for f in got.filesystems] == [
         (("state directory", "scratch pool"), state, 300 * 4096, 1000 * 4096, True),
-        (("Docker data root",), "/docker", 50 * 4096, 2000 * 4096, False)]
+        (("docker data root",), "/docker", 50 * 4096, 2000 * 4096, False)]
     assert got.scratches == {"m1": Scratch(40 * 4096, 60 * 4096)}
     assert got.growth() == 60 * 4096 and got.scratch_made and got.problems == ()
-    missing = diskspace.read(state, pool, [], "/gone", statvfs=sizes.__getitem__, stat=stat)
+    missing = diskspace.read(state, pool, [], [("docker data root", "/gone")],
+                             statvfs=sizes.__getitem__, stat=stat)
     assert [f.path for f in missing.filesystems] == [state]
-    assert missing.problems == ("Docker data root /gone: No such file or directory",)
+    assert missing.problems == ("docker data root /gone: No such file or directory",)
 
 
 def test_host_disk_warns_once_when_creation_stops_and_says_when_it_resumes(conf, caplog):

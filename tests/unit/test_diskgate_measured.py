@@ -42,7 +42,8 @@ def test_the_reading_as_data_round_trips_through_plan_json(make_config, tmp_path
     data = diskgate.as_dict(settings, reading())
     assert data["filesystems"][0] == {
         "path": "/var/lib/vac", "holds": ["state directory", "scratch pool"],
-        "free_bytes": 30 * GB, "size_bytes": 100 * GB, "floor_bytes": 5 * GB, "scratch": True}
+        "free_bytes": 30 * GB, "size_bytes": 100 * GB, "floor_bytes": 5 * GB,
+        "growth_bytes": 0, "scratch": True}
     assert data["scratch_growth_bytes"] == 7 * GB and data["scratch_used_bytes"] == {"m1": 3 * GB}
     path = str(tmp_path / "plan.json")
     planfile.write(path, planfile.PlanRecord(time=NOW, disk=data))

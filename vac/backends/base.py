@@ -4,7 +4,9 @@ fakes.
 
 Five methods every backend has: probe, create, destroy, list_machines, status. The others have
 defaults a backend overrides when it has more to do: prepare_host, watch, parallel_creations,
-cgroup_path, release, release_leftovers, kill_strays, stop, collect. A backend declares the
+cgroup_path, release, release_leftovers, kill_strays, stop, collect, and the disk's two,
+data_root and disk_growth (what admission by free disk space watches besides the state
+directory and the scratch pool). A backend declares the
 machine models it serves and where its machines see MJF and joboutputs (Capabilities).
 
 Who writes what: create writes backend.json; status (and list_machines, which may call it) may
@@ -12,8 +14,8 @@ write backend.json too, the adoption record of a machine Vac 03 started (Docker,
 Apptainer) and the exit code it reaped (Apptainer), and a fake's shutdown_message; collect
 writes what it finds of a machine's end into its directory; destroy and the release methods
 remove what the machine held on the host (containers, domains, cgroups, scratch, LVs, the
-config drive) and write nothing. probe, watch, parallel_creations and cgroup_path only read.
-Each method's docstring says the same for itself.
+config drive) and write nothing. probe, watch, parallel_creations, cgroup_path, data_root and
+disk_growth only read. Each method's docstring says the same for itself.
 
 Foreign exceptions never leave a backend: they become vac.errors.BackendError (or a subclass)
 with `raise ... from e`. Nothing outside vac/backends/ knows which library a backend uses: `vac
@@ -88,12 +90,30 @@ class MachineStatus:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DiskGrowth:
+    """A disk file of a running machine that may still grow on the host's disk (a sparse
+    file, a qcow2 overlay): the machine's name, the directory the file is (or was, if unlinked)
+    in, the size it may reach and the bytes allocated to it now."""
+
+    machine: str
+    directory: str
+    size: int
+    allocated: int
+
+    @property
+    def room(self) -> int:
+        """Bytes it may still grow by."""
+        return max(self.size - self.allocated, 0)
+
+
 class Backend(abc.ABC):
     """Base class of every backend. Subclasses set NAME, MODELS and CAPABILITIES."""
 
     NAME: ClassVar[str]
     MODELS: ClassVar[FrozenSet[str]]
     CAPABILITIES: ClassVar[Capabilities]
+    DATA_ROOT_NAME: ClassVar[str] = "data root"   # what data_root() is, in `vac doctor`'s words
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -153,6 +173,30 @@ class Backend(abc.ABC):
         0:: line names it (its pressure is read there on cgroup v2), or None where the
         backend cannot tell. Must not raise. Default: None."""
         return None
+
+    def data_root(self) -> Optional[str]:
+        """The directory where this backend's engine keeps, outside the factory's state
+        directory, what grows on the host's disk with its machines (Docker: its DockerRootDir,
+        images and the containers' writable layers; Podman: its storage's graph root, the
+        user's own for a rootless Podman), as an absolute path of an existing directory.
+        None (the default) when the backend keeps nothing of its own on disk that grows: what
+        its machines write is in the state directory (libvirt's disk files in its tmp/,
+        Apptainer's images in its imagecache/) or in their scratch, both watched already.
+        Admission by free disk space watches its filesystem, labelled "<NAME>
+        <DATA_ROOT_NAME>". Reads only; may ask the engine.
+
+        Raises:
+            BackendError: the engine could not be asked (asked again next cycle).
+        """
+        return None
+
+    def disk_growth(self) -> List[DiskGrowth]:
+        """The disk files of this backend's running machines that may still grow on the
+        host's filesystems (libvirt: a VM's sparse disk file or qcow2 overlay; a logical volume
+        is none, it takes no more as it fills): admission by free disk space counts their room
+        where their directory is, as it counts the room left in the machines' scratch. Reads
+        only; must not raise. Default: none."""
+        return []
 
     def release(self, directory: MachineDir) -> bool:
         """Release what a finished machine still holds of this backend's (a cgroup parent

@@ -129,7 +129,7 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
                 "memory full avg10 (per cent) stays above this"),
     Option("shed_grace_seconds", "float", 60.0,
            help="how long memory full avg10 must stay above shed_memory_full"),
-    # Admission by free disk space (the state directory, scratch pool, Docker data root).
+    # Admission by free disk space (the state directory, scratch pool, engines' data roots).
     Option("disk_floor_gb", "float", 0.5,
            help="no creation while a watched filesystem has less free than this many GB "
                 "(or disk_floor_fraction of it, whichever is more) plus the machines' growth"),

@@ -1,21 +1,25 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """Admission by free disk space (pure): "thin, but safe".
 
-A machine's scratch is thin (a sparse file, nothing reserved up front), so admission looks at
-the real free space instead. Each filesystem watched (the state directory's, the scratch
-pool's, the Docker data root's: vac.host.diskspace reads them, one entry per filesystem) has
-a floor, the larger of disk_floor_gb and disk_floor_fraction of its size. No machine is
-created while a filesystem has less free than
+A machine's scratch is thin (a sparse file, nothing reserved up front), and so is a VM's disk
+file, so admission looks at the real free space instead. Each filesystem watched (the state
+directory's, the scratch pool's, and those of the places the backends name: the Docker data
+root, Podman's storage; vac.host.diskspace reads them, one entry per filesystem) has a floor,
+the larger of disk_floor_gb and disk_floor_fraction of its size. No machine is created while a
+filesystem has less free than
 
-    floor + (what the running machines' scratch may still grow into
-             + the scratch of the machines planned this cycle, this one included)
+    floor + (what the running machines may still grow into there
+             + the scratch of the machines planned this cycle, this one included, on the
+               scratch pool's filesystem)
             / disk_overcommit
 
-where the growth counts only on the filesystem the scratch pool lives on (the state
-directory's and the Docker data root's, if elsewhere, need their floor alone). A machine's
-growth is the free space inside its mounted scratch; a planned container machine's is its
-scratch size (disk_gb_per_processor x processors) when the host gives containers a scratch.
-VMs' disks are not counted.
+What the running machines may still grow into: the free space inside each mounted scratch
+(on the scratch pool's filesystem), and each running VM's disk files' size less what is
+allocated to them (on the filesystem of their directory, the state directory's tmp/ for
+libvirt; a logical volume counts nothing). A filesystem where nothing grows needs its floor
+alone. A planned container machine's scratch is its size (disk_gb_per_processor x
+processors) when the host gives containers a scratch; a planned VM's disk is not counted (it
+starts empty and is counted from the next cycle on).
 
 There is no hysteresis: creation resumes as soon as the space is back above the mark (free
 space moves slowly and every creation raises the mark by its own scratch, so it does not
@@ -52,9 +56,9 @@ class Budget:
         """Why no machine (needing `adding` bytes of scratch) may be created, or None."""
         if self.reading is None:
             return None
-        growth = self.reading.growth() + self.planned + adding
-        reasons = [r for r in (self._short(fs, growth) for fs in self.reading.filesystems)
-                   if r is not None]
+        scratch_growth = self.reading.scratch_growth() + self.planned + adding
+        reasons = [r for r in (self._short(fs, fs.growth + (scratch_growth if fs.scratch else 0))
+                               for fs in self.reading.filesystems) if r is not None]
         return planfile.combined(reasons) if reasons else None
 
     def admit(self, machinetype: MachineType, processors: int) -> Optional[IdleReason]:
@@ -67,16 +71,19 @@ class Budget:
         return reason
 
     def _short(self, fs: Filesystem, growth: int) -> Optional[IdleReason]:
+        """Why this filesystem stops creation, with `growth` bytes that may still grow in it;
+        None if it does not."""
         s = self.settings
         floor = floor_bytes(s, fs)
-        counted = growth / s.disk_overcommit if fs.scratch else 0.0
+        counted = growth / s.disk_overcommit
         if fs.free >= floor + counted:
             return None
         text = (f"disk: {fs.label} has {_gb(fs.free)} GB free < {_gb(floor)} GB floor "
                 f"(disk_floor_gb {s.disk_floor_gb:g}, disk_floor_fraction "
                 f"{s.disk_floor_fraction:g} of {_gb(fs.total)} GB)")
         if counted:
-            text += (f" + {_gb(growth)} GB the machines' scratch may grow into / "
+            what = "scratch and disk files" if fs.growth else "scratch"
+            text += (f" + {_gb(growth)} GB the machines' {what} may grow into / "
                      f"disk_overcommit {s.disk_overcommit:g}")
         return IdleReason(planfile.DISK, text, resource=fs.path, value=float(fs.free))
 
@@ -98,14 +105,16 @@ def new_scratch(settings: Settings, reading: Optional[DiskReading], machinetype:
 
 def as_dict(settings: Settings, reading: Optional[DiskReading]) -> Optional[Dict[str, Any]]:
     """A reading as plain data (plan.json, metrics, the status page): each filesystem's path,
-    what it holds, free, size and floor bytes and whether the scratch grows there; the bytes
-    the machines' scratch uses and may still grow into, in all and per machine directory.
-    None for None."""
+    what it holds, free, size and floor bytes, what disk files may still grow by there and
+    whether the scratch grows there; the bytes
+    the machines' scratch and disk files may still grow into, all together; the bytes each
+    machine's scratch uses, per machine directory. None for None."""
     if reading is None:
         return None
     return {"filesystems": [{"path": fs.path, "holds": list(fs.names), "free_bytes": fs.free,
                              "size_bytes": fs.total, "floor_bytes": floor_bytes(settings, fs),
-                             "scratch": fs.scratch} for fs in reading.filesystems],
+                             "growth_bytes": fs.growth, "scratch": fs.scratch}
+                            for fs in reading.filesystems],
             "scratch_growth_bytes": reading.growth(),
             "scratch_used_bytes": {name: sc.used for name, sc in sorted(reading.scratches.items())}}
 

@@ -320,9 +320,10 @@ class Factory:
                slots: Tuple[Slot, ...], now: float, report: CycleReport) -> None:
         for beat in plan.heartbeats:
             if beat.name in seen.directories and beat.name not in seen.unmanaged:
-                self._guarded(report, beat.name, "heartbeat",
-                              seen.directories[beat.name].write_heartbeat, beat.cpu_seconds,
-                              stamped.now_for(self.clock))   # when written, not the cycle's start
+                directory = seen.directories[beat.name]
+                self._guarded(report, beat.name, "heartbeat", directory.write_heartbeat,
+                              beat.cpu_seconds, stamped.now_for(self.clock),   # when written
+                              self.disk.scratch_bytes(os.path.basename(directory.path)))
         for lower in plan.lower_shutdown:
             if lower.name in seen.directories:
                 self._guarded(report, lower.name, "lowering shutdown time",

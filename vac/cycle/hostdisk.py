@@ -2,24 +2,28 @@
 """Admission by free disk space, the cycle's side: the host's disk read for each plan, and a
 warning in vacd's log when free space starts (and stops) holding creation back.
 
-The decision is vac.cycle.diskgate (pure, in the planner). Here: HostDisk reads the
-filesystems of the state directory, the scratch pool and the Docker data root (asked of the
-Docker backend once it is available) and each mounted scratch's free space, through
-vac.host.diskspace. Reading never raises and never stops a cycle: a place that cannot be read
-is left out (said once in the log), and the running machines are managed whatever the disk.
+The decision is vac.cycle.diskgate (pure, in the planner). Here: HostDisk reads, through
+vac.host.diskspace, the filesystems of the state directory, the scratch pool and each data
+root the pool's backends found available this cycle say they have (Backend.data_root, asked
+until a backend answers, then kept; labelled "<backend> <what it is>": "docker data root",
+"podman storage"), each mounted scratch's free space, and the room of the running machines'
+disk files (Backend.disk_growth, asked each cycle; their directories are watched too, as
+"<backend> disk files"). Reading never raises and never stops a cycle: a place that cannot be
+read is left out (said once in the log), and the running machines are managed whatever the
+disk. It also says each machine's scratch bytes in use, for its heartbeat (scratch_bytes).
 """
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
-from vac.backends.docker import dataroot
+from vac.backends.base import Backend
 from vac.config.model import Config
 from vac.cycle.planner import Plan
 from vac.errors import VacError
 from vac.host import diskspace
-from vac.host.diskspace import DiskReading
+from vac.host.diskspace import DiskReading, Growing, Place
 from vac.machine import scratch
 
 log = logging.getLogger(__name__)
@@ -29,10 +33,10 @@ class HostDisk:
     """The host's disk for the planner: planner.plan(..., **inputs(config, pool)), then
     kept(plan) says in the log when creation stops for free space and when it resumes."""
 
-    def __init__(self, read: Optional[Callable[[Config, Any, Dict[str, str]],
+    def __init__(self, read: Optional[Callable[[Config, Any, Dict[str, Optional[str]]],
                                               Optional[DiskReading]]] = None):
         self._read = read if read is not None else read_host
-        self._roots: Dict[str, str] = {}      # engine -> its data root, once known
+        self._roots: Dict[str, Optional[str]] = {}   # backend -> its data root, once known
         self.stopped: Optional[str] = None    # the text of the stop, while there is one
         self._problems: tuple = ()
         self.last: Optional[DiskReading] = None
@@ -58,6 +62,12 @@ class HostDisk:
         self.last = reading
         return {"disk": reading}
 
+    def scratch_bytes(self, directory_name: str) -> Optional[int]:
+        """The bytes in use in this machine directory's mounted scratch, as the last reading
+        found them; None when it has none (or there was no reading)."""
+        found = self.last.scratches.get(directory_name) if self.last is not None else None
+        return found.used if found is not None else None
+
     def kept(self, plan: Plan) -> Plan:
         """Log the start and the end of a stop for free disk space; the plan."""
         now = plan.disk_stop.text if plan.disk_stop is not None else None
@@ -69,27 +79,59 @@ class HostDisk:
         return plan
 
 
-def read_host(config: Config, pool: Any, roots: Dict[str, str]) -> DiskReading:
-    """The reading of this host for this configuration (the Docker data root when the pool's
-    Docker backend answers; `roots` keeps it once known)."""
+def read_host(config: Config, pool: Any, roots: Dict[str, Optional[str]]) -> DiskReading:
+    """The reading of this host for this configuration: the places and disk files of the
+    pool's backends found available this cycle (`roots` keeps their data roots once known)."""
     s = config.settings
     made = scratchmount.mechanism(s.volume_group).name != scratch.NONE
+    backends = available(pool)
+    places, growing = disk_files(backends)
     return diskspace.read(s.paths.state_dir, scratch.pool(s.paths.state_dir), scratch.mounted(),
-                          docker_root(pool, roots), made)
+                          data_roots(backends, roots) + places, made, growing)
 
 
-def docker_root(pool: Any, roots: Dict[str, str]) -> Optional[str]:
-    """The Docker engine's data root, if the pool has a Docker backend found available this
-    cycle that says it (asked until it does); None otherwise."""
-    if "docker" in roots or pool is None:
-        return roots.get("docker")
-    probe = pool.probed().get("docker")
-    if probe is None or not probe.available:
-        return None
-    try:
-        root = dataroot.data_root(pool.get("docker"))
-    except (OSError, VacError):   # an engine that cannot say: not watched this cycle
-        return None
-    if root:
-        roots["docker"] = root
-    return root or None
+def available(pool: Any) -> List[Backend]:
+    """The pool's backends found available this cycle, by name."""
+    found = []
+    for name, probe in sorted((pool.probed() if pool is not None else {}).items()):
+        if probe.available:
+            try:
+                found.append(pool.get(name))
+            except VacError:
+                continue
+    return found
+
+
+def data_roots(backends: List[Backend], roots: Dict[str, Optional[str]]) -> List[Place]:
+    """(label, data root) of each backend that has one, asked until it answers (kept in
+    `roots`, None too: a backend that keeps nothing is not asked again)."""
+    places = []
+    for backend in backends:
+        if backend.NAME not in roots:
+            try:
+                roots[backend.NAME] = backend.data_root()
+            except (OSError, VacError):   # an engine that cannot say: not watched this cycle
+                continue
+        root = roots[backend.NAME]
+        if root:
+            places.append((f"{backend.NAME} {backend.DATA_ROOT_NAME}", root))
+    return places
+
+
+def disk_files(backends: List[Backend]) -> Tuple[List[Place], List[Growing]]:
+    """The directories of the running machines' growing disk files, each labelled
+    "<backend> disk files", and each file's room by its directory."""
+    places: List[Place] = []
+    growing: List[Growing] = []
+    for backend in backends:
+        try:
+            files = backend.disk_growth()
+        except (OSError, VacError) as e:   # the contract says it does not: never stop a cycle
+            log.warning("backend %s: cannot say its disk files' growth: %s", backend.NAME, e)
+            continue
+        for grown in files:
+            growing.append((grown.directory, grown.room))
+            place = (f"{backend.NAME} disk files", grown.directory)
+            if place not in places:
+                places.append(place)
+    return places, growing

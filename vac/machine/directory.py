@@ -182,13 +182,22 @@ class MachineDir:
         """(CPU seconds, CPU %) of the heartbeat file (vac.machine.heartbeat)."""
         return heartbeat.parse(self.read(heartbeat.NAME, heartbeat.READ_LIMIT))
 
-    def write_heartbeat(self, cpu_seconds: float, now: Optional[float] = None) -> float:
-        """Rewrite the heartbeat with these CPU seconds and the CPU % since the last one;
-        return its time. `now`: an injected time, else None: the second the file lands in,
-        its mtime and ctime agreeing (vac.machine.stamped)."""
+    @property
+    def scratch_bytes(self) -> Optional[int]:
+        """The bytes in use in the machine's scratch as its last heartbeat says them; None
+        when it has none."""
+        return heartbeat.scratch_bytes(self.read(heartbeat.NAME, heartbeat.READ_LIMIT))
+
+    def write_heartbeat(self, cpu_seconds: float, now: Optional[float] = None,
+                        scratch: Optional[int] = None) -> float:
+        """Rewrite the heartbeat with these CPU seconds, the CPU % since the last one and the
+        scratch bytes in use (None: the machine has no scratch); return its time. `now`: an
+        injected time, else None: the second the file lands in, its mtime and ctime agreeing
+        (vac.machine.stamped)."""
         previous_cpu, previous_time = self.cpu_seconds, self.heartbeat_time
         return stamped.write(self.file(heartbeat.NAME), lambda second: heartbeat.line(
-            cpu_seconds, previous_cpu, previous_time, second if now is None else now), now)
+            cpu_seconds, previous_cpu, previous_time, second if now is None else now,
+            scratch), now)
 
     def write_first_heartbeat(self, when: Optional[float] = None) -> float:
         """The heartbeat of a machine that starts (created, or adopted after a crash);

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s disk check: the free space of each filesystem that admission by free disk
-space watches (the state directory's, the scratch pool's and the Docker data root's, as the
-last cycle found it in plan.json), against its floor and what the machines' scratch may still
-grow into (vac.cycle.diskgate, the rule vacd applies).
+space watches (the state directory's, the scratch pool's, and the places of the backends the
+last cycle found in plan.json under every label: "docker data root", "podman storage",
+"libvirt disk files"), against its floor and what the machines' scratch and disk files may
+still grow into (the scratch read now, the disk files' room as the last cycle counted it;
+vac.cycle.diskgate, the rule vacd applies).
 
     ok    each filesystem's free bytes, size and floor; creation is not stopped for them
     warn  a filesystem is short: vacd creates no machine until space is freed (its words), or
@@ -10,7 +12,7 @@ grow into (vac.cycle.diskgate, the rule vacd applies).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Tuple
 
 from vac import planfile
 from vac.config.model import Settings
@@ -21,7 +23,7 @@ from vac.ops.checks import OK, WARN, Check
 
 NAME = "disk"
 GB = 10 ** 9
-FIX = ("free space there (or move the state directory, the scratch pool or the Docker data "
+FIX = ("free space there (or move the state directory, the scratch pool or the engine's data "
        "root to a larger filesystem), or lower disk_floor_gb / disk_floor_fraction, or raise "
        "disk_overcommit")
 
@@ -30,8 +32,9 @@ def host_disk(settings: Settings, made: bool = False) -> List[Check]:
     """One line: the watched filesystems' free space and whether it stops creation now.
     `made`: whether new container machines get a scratch on this host."""
     state = settings.paths.state_dir
-    reading = diskspace.read(state, scratch.pool(state), scratch.mounted(),
-                             docker_root(settings), made)
+    places, growing = recorded(settings)
+    reading = diskspace.read(state, scratch.pool(state), scratch.mounted(), places, made,
+                             growing)
     if not reading.filesystems:
         return [Check(NAME, WARN, "cannot read any watched filesystem: "
                                   + "; ".join(reading.problems), "see the errors")]
@@ -42,17 +45,24 @@ def host_disk(settings: Settings, made: bool = False) -> List[Check]:
                      f"(floor {diskgate.floor_bytes(settings, fs) / GB:.1f} GB)"
                      for fs in reading.filesystems)
     if reading.growth():
-        said += f"; the machines' scratch may still grow {reading.growth() / GB:.1f} GB"
+        said += (f"; the machines' scratch and disk files may still grow "
+                 f"{reading.growth() / GB:.1f} GB")
     if reading.problems:
         return [Check(NAME, WARN, f"{said}; not watched: {'; '.join(reading.problems)}",
                       "see the errors")]
     return [Check(NAME, OK, said)]
 
 
-def docker_root(settings: Settings) -> Optional[str]:
-    """The Docker data root the last cycle watched (plan.json), if any."""
+def recorded(settings: Settings) -> Tuple[List[diskspace.Place], List[diskspace.Growing]]:
+    """The backends' places the last cycle watched (plan.json), each path under every label
+    it held there but the state directory's and the pool's (read here anyway), and the room
+    of the disk files it counted on each filesystem."""
     record = planfile.read(settings.paths.plan)
+    places: List[diskspace.Place] = []
+    growing: List[diskspace.Growing] = []
     for fs in ((record.disk or {}).get("filesystems", ()) if record is not None else ()):
-        if diskspace.DOCKER in fs.get("holds", ()):
-            return fs["path"]
-    return None
+        places += [(label, fs["path"]) for label in fs.get("holds", ())
+                   if label not in (diskspace.STATE, diskspace.POOL)]
+        if fs.get("growth_bytes"):
+            growing.append((fs["path"], fs["growth_bytes"]))
+    return places, growing

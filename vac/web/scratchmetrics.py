@@ -2,6 +2,7 @@
 """The container machines' scratch as Prometheus metrics, read at scrape time:
 
     vac_machine_scratch_bytes{slot, machinetype}         bytes in use in a machine's /scratch
+                                                         (as its last heartbeat says)
     vac_machine_scratch_limit_bytes{slot, machinetype}   its size (scratch_limit_bytes)
     vac_scratch_pool_free_bytes                          free bytes where the scratch files grow
 
@@ -10,7 +11,8 @@ configuration is loaded (scratch is thin: this is what the machines can still gr
 
 And the filesystems admission by free disk space watches (vac.cycle.diskgate), as the last
 cycle read them (plan.json), one sample per filesystem labelled with its path and what it
-holds ("state directory", "scratch pool", "Docker data root"):
+holds ("state directory", "scratch pool", "docker data root", "podman storage", "libvirt
+disk files"):
 
     vac_disk_free_bytes{path, holds}      free bytes (as df shows them)
     vac_disk_size_bytes{path, holds}      its size
@@ -19,7 +21,6 @@ holds ("state directory", "scratch pool", "Docker data root"):
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Iterable, Mapping, Optional
 
 from prometheus_client.core import GaugeMetricFamily
@@ -45,7 +46,7 @@ def scratch_families(config: Optional[Config]) -> Iterable:
                                               read_slot_record(s.paths, slot.name))
             if directory is None:
                 continue
-            got = scratch.used_bytes(s.paths.state_dir, os.path.basename(directory.path))
+            got = directory.scratch_bytes
             size = _int(directory.read(scratch.MJF_KEY, 64))
             if got is not None and size is not None:
                 used.add_metric([slot.name, directory.machinetype], float(got))

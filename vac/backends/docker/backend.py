@@ -9,7 +9,8 @@ own in the form the engine's cgroup driver wants (/vac/docker-<machine dir> with
 slice vac-docker-<machine dir>.slice with systemd: vac.backends.docker.cgroupparent), which
 keeps the container's CPU seconds after the container has ended (the original read cpuacct.usage
 of the live container only). What the engine is asked for (labels, mounts, limits) is built by
-vac.backends.docker.spec.
+vac.backends.docker.spec. A container's writable layer is bounded to its scratch size where
+the engine's storage driver takes a size (vac.backends.docker.storage).
 
 The `docker` package is imported lazily (vac.backends.docker.engine): importing this module
 never needs it, and probe() says what to install. Every docker/requests exception becomes
@@ -19,14 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
-from vac.backends.docker import cgroupparent, console, delegation, network, vac03
+from vac.backends.docker import cgroupparent, console, delegation, network, storage, vac03
 from vac.backends.docker.engine import boundary, describe, owned, state_of
 from vac.backends.docker.engine import sdk as _sdk
+from vac.backends.docker.existing import adopt_existing
 from vac.backends.docker.images import ImageTracker, Resolved, inspect, pull
 from vac.backends.docker.spec import (
     CVMFS,
@@ -45,6 +46,7 @@ from vac import optional
 from vac.errors import BackendError, BackendUnavailable
 from vac.faults import crash_point
 from vac.host.cgroups import Cgroups
+from vac.machine import scratch
 from vac.machine.directory import MachineDir, MachineState
 from vac.machine.outcome import oom_message
 
@@ -64,6 +66,7 @@ class DockerBackend(Backend):
     MODELS = frozenset({"docker"})
     CAPABILITIES = Capabilities(machinefeatures_url=MACHINEFEATURES,
                                 jobfeatures_url=JOBFEATURES, joboutputs_url=JOBOUTPUTS)
+    user: Optional[str] = None    # a rootless engine's user (Podman's podman_user)
 
     def __init__(self, settings: Any, cgroups: Optional[Cgroups] = None):
         super().__init__(settings)
@@ -73,6 +76,8 @@ class DockerBackend(Backend):
         self.cvmfs_root = CVMFS
         self._api: Any = None
         self._driver: Optional[str] = None
+        self._engine_info: Optional[Dict[str, Any]] = None
+        self._layer: Optional[storage.Layer] = None
         self.images = ImageTracker(self._refresh_client,
                                    lambda: self.settings.paths.docker_images)
 
@@ -102,12 +107,22 @@ class DockerBackend(Backend):
         creations' connections)."""
         return _sdk().APIClient(base_url=self.url, timeout=self.timeout, version="auto")
 
+    def _info(self) -> Dict[str, Any]:
+        """The engine's /info, asked once (until it answers)."""
+        if self._engine_info is None:
+            with self._boundary("info"):
+                info = self._client().info()
+            self._engine_info = dict(info) if isinstance(info, dict) else {}
+        return self._engine_info
+
     def _cgroup_driver(self) -> str:
         """The engine's cgroup driver (cgroupfs, systemd), asked once."""
         if self._driver is None:
-            with self._boundary("info"):
-                self._driver = str(self._client().info().get("CgroupDriver", ""))
+            self._driver = str(self._info().get("CgroupDriver", ""))
         return self._driver
+
+    def data_root(self) -> Optional[str]:
+        return storage.data_root(self._info())
 
     def probe(self) -> Probe:
         version = self._engine_version()
@@ -207,7 +222,8 @@ class DockerBackend(Backend):
         docker = _sdk()
         lost = False
         for _ in range(3):
-            host_config = api.create_host_config(**host_config_args(spec, mounts, parent))
+            host_config = api.create_host_config(**host_config_args(spec, mounts, parent),
+                                                 **storage.size_option(self._layer_size(spec)))
             try:
                 made = api.create_container(resolved.image_id, host_config=host_config,
                                             **container_args(spec), **networking)
@@ -225,10 +241,21 @@ class DockerBackend(Backend):
             except docker.errors.APIError as e:
                 if e.status_code != 409:
                     raise
-                existing = self._existing(api, spec)
+                existing = adopt_existing(api, spec, self.cgroups)
                 if existing:
                     return existing, False, resolved
         raise BackendError(NAME, f"container name {spec.name} stays in use", spec.name)
+
+    def _layer_size(self, spec: MachineSpec) -> Optional[int]:
+        """The bound of a new container's writable layer: its scratch size, where the storage
+        driver takes a size (decided once per engine: vac.backends.docker.storage)."""
+        if self._layer is None:
+            self._layer = storage.layer(self._info(), storage.read_mountinfo(), bool(self.user))
+            log.info("%s: containers' writable layers %s: %s", self.NAME, "bounded"
+                     if self._layer.bounded else "not bounded", self._layer.why)
+        mt = spec.machinetype
+        return scratch.limit_bytes(mt.disk_gb_per_processor, spec.settings.disk_gb_per_processor,
+                                   spec.processors) if self._layer.bounded else None
 
     def _attachment(self, api: Any, spec: MachineSpec) -> Optional[network.Attachment]:
         """Where the machinetype's docker_network puts this slot's container (on a macvlan
@@ -245,44 +272,6 @@ class DockerBackend(Backend):
         except _sdk().errors.NotFound:
             raise network.missing(mt, spec.slot) from None
         return network.attachment(attrs, spec.slot, mt.name, mt.docker_network)
-
-    def _existing(self, api: Any, spec: MachineSpec) -> Optional[str]:
-        """Id of this machine's container if it already exists (then started if it was only
-        created); None after removing a stale container of ours that has the name."""
-        docker = _sdk()
-        try:
-            attrs = api.inspect_container(spec.name)
-        except docker.errors.NotFound:
-            return None
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
-        if self._vac03_leftover(attrs, spec):
-            log.warning("%s: removing container %s that Vac 03 left for its finished machine",
-                        spec.name, attrs["Id"][:12])
-            api.remove_container(attrs["Id"], force=True, v=True)
-            return None
-        if not owned(labels, spec.settings.vac_space, spec.settings.factory_name):
-            raise BackendError(NAME, f"a container named {spec.name} exists that is not this "
-                                     f"factory's (no vac.factory/vac.space labels); remove it",
-                               spec.name)
-        if labels.get("vac.created") == str(spec.created) and \
-                labels.get("vac.machinetype") == spec.machinetype.name:
-            if attrs["State"]["Status"] == "created":
-                api.start(attrs["Id"])
-            log.info("%s: adopting existing container %s", spec.name, attrs["Id"][:12])
-            return str(attrs["Id"])
-        log.warning("%s: removing stale container %s of an earlier machine (created %s)",
-                    spec.name, attrs["Id"][:12], labels.get("vac.created"))
-        api.remove_container(attrs["Id"], force=True, v=True)
-        cgroupparent.remove(cgroupparent.of_container(attrs), self.cgroups)
-        return None
-
-    def _vac03_leftover(self, attrs: Dict[str, Any], spec: MachineSpec) -> bool:
-        """A container Vac 03 started for an earlier machine of this slot whose directory is
-        finished or gone (not the one being created)."""
-        earlier = vac03.vac03_directory(attrs, spec.settings.paths)
-        if earlier is None or earlier.name != spec.name or earlier.path == spec.directory.path:
-            return False
-        return not os.path.isdir(earlier.path) or earlier.exists("finished")
 
     def _pull(self, api: Any, image: str, spec: MachineSpec) -> None:
         """Pull an image within docker_pull_timeout_seconds.

@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """`vac doctor`'s checks of the Docker backend (and of Podman's Docker-compatible API): each
-machinetype's image present in the engine or known to the registry, and its docker_network
-there with an address for every slot on macvlan/ipvlan. Never raises: every failure is a line.
+machinetype's image present in the engine or known to the registry, its docker_network there
+with an address for every slot on macvlan/ipvlan, and whether the engine's storage driver
+bounds the containers' writable layers (`<engine>-layer`: warn where it cannot, naming the
+driver and why; vac.backends.docker.storage). Never raises: every failure is a line.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import List
 
 from vac import optional
 from vac.backends.checks import FAIL, OK, PROBE_TIMEOUT, WARN, BackendChecks, Check, one_line
+from vac.backends.docker import storage
 from vac.backends.docker.network import attachment
 from vac.backends.docker.spec import image_of
 from vac.config.model import MachineType, Settings
@@ -31,8 +34,10 @@ class DockerChecks(BackendChecks):
                     for mt in machinetypes]
         found = [docker_image(mt, self.settings, self.name, self.ENGINE_FIX)
                  for mt in machinetypes]
+        rootless = self.name == "podman" and bool(getattr(self.settings, "podman_user", None))
         return found + [docker_network(mt, self.settings, self.name, self.ENGINE_FIX)
-                        for mt in machinetypes if mt.docker_network]
+                        for mt in machinetypes if mt.docker_network] + \
+            [writable_layer(self.settings, self.name, rootless, self.ENGINE_FIX)]
 
 
 def _client(settings: Settings, engine: str):
@@ -110,6 +115,35 @@ def docker_network(mt: MachineType, settings: Settings, engine: str = "docker",
     finally:
         if api is not None:
             api.close()
+
+
+def writable_layer(settings: Settings, engine: str = "docker", rootless: bool = False,
+                   engine_fix: str = ENGINE_FIX) -> Check:
+    """Does the engine bound the containers' writable layers (to their scratch size)? Warn
+    where its storage driver takes no size: they are watched only through the free space of
+    its data root."""
+    name = f"{engine}-layer"
+    api = None
+    try:
+        api = _client(settings, engine)
+        info = api.info()
+    except Exception as e:  # noqa: BLE001 (the engine check says why the engine is down)
+        return Check(name, WARN, f"cannot ask the engine's storage driver: {one_line(e)}",
+                     engine_fix)
+    finally:
+        if api is not None:
+            api.close()
+    info = info if isinstance(info, dict) else {}
+    found = storage.layer(info, storage.read_mountinfo(), rootless)
+    if found.bounded:
+        return Check(name, OK, f"containers' writable layers bounded to their scratch size "
+                               f"(disk_gb_per_processor): {found.why}")
+    return Check(name, WARN, f"containers' writable layers not bounded: {found.why}; they are "
+                             f"watched only through the free space of the data root "
+                             f"{storage.data_root(info) or '(not named)'}",
+                 "to bound them, put the engine's data root on xfs mounted with pquota "
+                 "(overlay2) and set disk_gb_per_processor; else keep disk_floor_gb above what "
+                 "a payload may write outside /scratch")
 
 
 CHECKS = DockerChecks

@@ -71,6 +71,16 @@ def vac03_directory(attrs: Mapping[str, Any], paths: Paths) -> Optional[MachineD
     return directory if directory.name == container_name(attrs) == hostname else None
 
 
+def earlier_leftover(attrs: Mapping[str, Any], name: str, directory: MachineDir,
+                     paths: Paths) -> bool:
+    """A container Vac 03 started for an earlier machine `name` of this slot whose directory
+    is finished or gone (not `directory`, the one being created)."""
+    earlier = vac03_directory(attrs, paths)
+    if earlier is None or earlier.name != name or earlier.path == directory.path:
+        return False
+    return not os.path.isdir(earlier.path) or earlier.exists("finished")
+
+
 def adoption_record(attrs: Mapping[str, Any], directory: MachineDir) -> Dict[str, Any]:
     """What backend.json records of an adopted container."""
     host = attrs.get("HostConfig") or {}

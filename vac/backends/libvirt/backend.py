@@ -456,6 +456,13 @@ class LibvirtBackend(Backend):
         """Store the VAC-JOBOUTPUT lines of console.log; return the names stored."""
         return console.store_joboutputs(directory, bounds)
 
+    def disk_growth(self) -> List[Any]:
+        """The running VMs' disk files in tmp/ that may still grow: a list of
+        vac.backends.base.DiskGrowth (vac.backends.libvirt.diskgrowth). Never raises."""
+        from vac.backends.libvirt import diskgrowth
+
+        return list(diskgrowth.growth(self.settings.paths.tmp))
+
 
 def _version(number: int) -> str:
     return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"

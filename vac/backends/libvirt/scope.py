@@ -37,9 +37,9 @@ def scope_of(process_path: str) -> Optional[str]:
     return None
 
 
-def cgroup_path(name: str, pid_dir: str = PID_DIR, proc_root: str = "/proc") -> Optional[str]:
-    """The running domain `name`'s machine scope (as /proc/<pid>/cgroup names it), or None
-    (no pid file, the process gone, or not in a machine scope). Never raises."""
+def qemu_pid(name: str, pid_dir: str = PID_DIR) -> Optional[int]:
+    """The pid libvirt's pid file names for the running domain `name`, or None (no pid file,
+    or not a pid). Never raises."""
     if not name or "/" in name or name.startswith("."):
         return None
     try:
@@ -47,7 +47,14 @@ def cgroup_path(name: str, pid_dir: str = PID_DIR, proc_root: str = "/proc") -> 
     except OSError:
         return None
     word = (text or "").strip()
-    if not word.isdigit() or int(word) <= 0:
+    return int(word) if word.isdigit() and int(word) > 0 else None
+
+
+def cgroup_path(name: str, pid_dir: str = PID_DIR, proc_root: str = "/proc") -> Optional[str]:
+    """The running domain `name`'s machine scope (as /proc/<pid>/cgroup names it), or None
+    (no pid file, the process gone, or not in a machine scope). Never raises."""
+    pid = qemu_pid(name, pid_dir)
+    if pid is None:
         return None
-    path = procs.cgroups_of(int(word), proc_root).get("")
+    path = procs.cgroups_of(pid, proc_root).get("")
     return scope_of(path) if path else None

@@ -13,6 +13,8 @@ backend is the Docker backend (vac.backends.docker.backend) pointed at it, with 
   puts each container's conmon in a child cgroup of that parent;
 - images refreshed with docker_pull_seconds are reported in podman-images.json;
 - errors name the podman backend; podman_parallel_creations creations at once;
+- its data root (admission by free disk space watches it) is its storage's graph root,
+  labelled "podman storage";
 - rootless (settings.podman_user): the user's own Podman at podman_url, containers in the
   user namespace `nomap` (root in the container is the user's first subordinate uid), no cgroup
   parent, limits only where that engine has the controllers, CPU seconds from /proc
@@ -130,6 +132,7 @@ class PodmanBackend(DockerBackend):
 
     NAME = NAME
     MODELS = frozenset({"podman"})
+    DATA_ROOT_NAME = "storage"
 
     def __init__(self, settings: Any, cgroups: Optional[Cgroups] = None):
         super().__init__(settings, cgroups or PodmanCgroups())
@@ -168,6 +171,12 @@ class PodmanBackend(DockerBackend):
                 log.warning("rootless Podman of %s: %s", self.user,
                             rootless.limits_text(self._limits))
         return self._limits
+
+    def data_root(self) -> Optional[str]:
+        """The storage's graph root (the compatible /info's DockerRootDir), the user's own
+        storage (~/.local/share/containers/storage by default) for a rootless Podman."""
+        with renamed():
+            return super().data_root()
 
     def _unreachable(self, e: BaseException) -> str:
         return f"Podman API not reachable at {self.url}: {describe(e)}"

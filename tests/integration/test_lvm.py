@@ -20,8 +20,10 @@ with a trial LV filled to ENOSPC.
 from __future__ import annotations
 
 import os
+import pathlib
 import shutil
 import subprocess
+import tempfile
 import uuid
 from typing import List
 
@@ -145,12 +147,17 @@ def host() -> HostFacts:
 
 
 @pytest.fixture
-def dock(vg, tmp_path, make_config):
+def dock(vg, make_config):
+    """A Docker factory whose state directory is on /var/tmp, beside the PV's file: the
+    guest's /tmp is a small tmpfs, and admission by free disk counts each machine's scratch
+    against the state directory's file system."""
     engine_ready()
-    world = DockerFactory(tmp_path, make_config)
+    top = tempfile.mkdtemp(prefix="vac-lvm-", dir="/var/tmp")
+    world = DockerFactory(pathlib.Path(top), make_config)
     yield world
     world.remove_all()
     remove_pool(world.state)
+    shutil.rmtree(top, ignore_errors=True)
 
 
 def _write(world: DockerFactory, vg: str, slots: int, payload: str = SLEEP) -> None:

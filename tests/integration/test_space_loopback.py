@@ -12,7 +12,7 @@ import time
 
 import pytest
 from space_env import SPACE, Clock, SpaceFactory, free_udp_port, loopback_resolver
-from waiting import GENEROUS
+from waiting import GENEROUS, Stopwatch
 
 from vac import __version__, cli
 from vac.machine.directory import MachineDir
@@ -46,14 +46,21 @@ def ask(kind, names=NAMES, timeout=3.0, port=None, space_name=SPACE):
                         resolver=loopback_resolver(TABLE))
 
 
+def _all_in(space) -> Stopwatch:
+    """What a query every factory answers takes here now (the reference of the bounds)."""
+    answered = Stopwatch()
+    assert answered.time(lambda: ask(m.MACHINES, port=space[0].port)).silent() == []
+    return answered
+
+
 def test_machines_query_returns_every_slot_as_soon_as_all_are_in(space):
     began = time.monotonic()
-    result = ask(m.MACHINES, port=space[0].port)
+    result = ask(m.MACHINES, timeout=10.0, port=space[0].port)
     took = time.monotonic() - began
     assert result.silent() == []
     assert sorted(result.replies) == NAMES
     assert all(len(result.replies[n]) == 3 and result.expected[n] == 3 for n in NAMES)
-    assert took < 1.0, f"waited {took:.2f}s for replies that were all in"
+    assert took < 5.0, f"waited {took:.2f}s of the 10 s timeout for replies that were all in"
     reply = result.replies["f2.example.com"]["f2-01.example.com"]
     assert reply["state"] == "Running" and reply["machinetype"] == "alpha"
     assert reply["machine_model"] == "fake" and reply["num_processors"] == 1
@@ -75,13 +82,14 @@ def test_machinetypes_and_factory_replies_carry_the_census_and_capacity(space):
 
 
 def test_a_stopped_factory_is_silent_and_the_call_ends_at_the_timeout(space):
+    bound = 1.2 + _all_in(space).bound(3, 0.8)      # the timeout, then about one whole query
     space[2].stop()
     began = time.monotonic()
     result = ask(m.MACHINES, timeout=1.2, port=space[0].port)
     took = time.monotonic() - began
     assert result.silent() == ["f3.example.com"]
     assert sorted(result.replies) == NAMES[:2]
-    assert 1.0 <= took < 2.0 and result.rounds == client.ROUNDS
+    assert 1.0 <= took < bound and result.rounds == client.ROUNDS
 
 
 def test_vac_machines_machinetype_and_factories_commands(space, capsys):
@@ -127,13 +135,14 @@ def test_an_unknown_machinetype_is_said_so_with_exit_1(space, capsys):
 
 
 def test_nothing_answering_exits_1_and_says_why_for_each_factory(space, capsys):
+    conf = str(space[0].conf)
+    bound = 0.6 + _all_in(space).bound(3, 4.4)      # the timeout, then about one whole query
     for f in space:
         f.stop()
-    conf = str(space[0].conf)
     began = time.monotonic()
     code = cli.main(["--config", conf, "factories", "-t", "0.6", "f1", "nosuch.invalid"])
     took = time.monotonic() - began
-    assert code == 1 and took < 5
+    assert code == 1 and took < bound
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-2:] == [
         "f1 (silent: no reply in 0.6 s; in the census 0h00m ago)",

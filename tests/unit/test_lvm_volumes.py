@@ -345,3 +345,44 @@ def test_a_control_node_without_the_driver_is_no_device_mapper(monkeypatch):
     assert lvm.missing(_which()) == "this kernel has no device-mapper (/dev/mapper/control)"
     m = scratch.choose("vg0", _which(), None, lambda: 0, lambda vg: ("p", ""))
     assert m.name != scratch.LVM_THIN and "no device-mapper" in m.detail
+
+
+def test_a_container_backends_scratch_on_lvm_thin_is_made_and_removed(paths, fake,
+                                                                      make_config,
+                                                                      monkeypatch):
+    """scratchmount, as the Docker, Podman and Apptainer backends call it, with the lvm-thin
+    mechanism: the machine directory's thin volume made and mounted, then removed with the
+    machine; a failure after it (the capped joboutputs) removes it again."""
+    import types
+
+    from vac.backends import scratchmount
+    from vac.machine import joboutputcap
+
+    fake.vg = "vac_volume_group"
+    fake.add_pool()
+    monkeypatch.setattr(subp, "run", fake)
+    monkeypatch.setitem(scratchmount._chosen, "vac_volume_group", scratch.Mechanism(
+        scratch.LVM_THIN, "thin", "vac_volume_group", "vac_thin_pool"))
+    monkeypatch.setattr(joboutputcap, "make", lambda state, directory, size: None)
+    monkeypatch.setattr(joboutputcap, "release", lambda directory: False)
+    text = "[settings]\nvac_space = vac01.example.com\nfactory_name = f1.example.com\n"
+    settings = make_config(text).settings
+    assert settings.volume_group == "vac_volume_group"
+    d = MachineDir.create(paths, 1000, "dock", "f1-00.example.com")
+    spec = types.SimpleNamespace(settings=settings, processors=2, directory=d,
+                                 name="f1-00.example.com",
+                                 machinetype=types.SimpleNamespace(disk_gb_per_processor=1))
+    area = scratchmount.make(spec, "docker")
+    name = "1000_dock_f1-00.example.com"
+    assert area == scratch.mount_point(paths.state_dir, name)
+    assert fake.volumes[name].pool == "vac_thin_pool" and fake.volumes[name].size >= 2 * GB
+    assert scratchmount.remove(settings, d, "docker")
+    assert name not in fake.volumes and not os.path.exists(area)
+
+    def full(state, directory, size):
+        raise scratch.ScratchError("no room for joboutputs")
+
+    monkeypatch.setattr(joboutputcap, "make", full)
+    with pytest.raises(BackendError, match="no room for joboutputs"):
+        scratchmount.make(spec, "docker")
+    assert list(fake.volumes) == ["vac_thin_pool"] and not os.path.exists(area)

@@ -2,39 +2,52 @@
 """Benchmark: memory overcommitted, side by side in one run: the load average gate alone, the
 pressure gate, and the pressure gate with shedding (scenario 1 of admission by pressure).
 
-Docker machines whose memory limits sum to about twice the host's RAM, each payload taking 128
-MiB at once, then growing its resident memory slowly (8 MiB at a time, a second apart, to 480
-MiB) and ending with 200 Success once grown. A
+Docker machines whose memory limits sum to about twice the host's RAM (8 x 256 MiB for a
+guest of 1 GiB), each payload taking 32 MiB at once, then growing its resident memory (32 MiB
+more every 2 s or so, to 224 MiB), holding it 45 s and ending with 200 Success. A
 real Factory (the real load average and /proc/pressure) runs cycles for a phase with each
 configuration in turn, creating one machine a cycle; a machine that ends frees its slot for the
 next. Each phase reports the machines created, those that finished with 200, those the OOM
 killer ended (Vac's 700 message), those shed (100), those still running when the phase ended,
-the kernel's OOM kills (/proc/vmstat oom_kill, the cgroups' included), the payload work done
-(MiB grown, in all) and the highest memory pressure the cycles saw.
+the kernel's OOM kills (/proc/vmstat oom_kill, the cgroups' included) with their victims' names
+from the kernel log, the payload work done (MiB taken, in all), the highest memory pressure the
+cycles saw and the cycles whose creation the pressure or the load gate stopped; and a trace, a
+line a cycle, of the slots busy, MemAvailable, memory and io pressure, the load and the kills.
 
     load gate        overload_per_processor 1.5, no pressure thresholds
     pressure gate    the same, and pressure_memory_some 20 (the default)
     shedding         the same, and shed_memory_full 5 with shed_grace_seconds 10
 
-It is made for the cgroup v2 guest, given 1.5 GB of RAM (6 x 512 MiB is twice that; under
-TCG a payload grows about 1 MiB a second, too slowly to fill the usual 3 GB in a phase), where
-pytest runs it (a file named on the command line is collected whatever its name):
+How a payload takes memory: each step is one busybox dd reading a block of /dev/zero into a
+buffer of the step's size (the kernel touches the pages in one read) and then blocking for
+ever writing it to a pipe whose reader never reads, so it holds the pages. Under the guest's
+TCG, touching pages through many small copies (head | tail keeping one endless line) grew
+about 1 MiB/s a payload, too slowly to overcommit in a phase; the run starts by measuring
+both ways (MiB/s outside any container). A payload watches its dd's: one killed (the OOM
+killer chose it) ends the payload at once without 200, and Vac writes its 700 message.
 
-    VAC_V2_MEMORY_MB=1536 VAC_V2_LOGDIR=/var/log/vac-v2-bench bash scripts/ci/run-v2-tests.sh \\
-        tests/integration/test_machine_pressure.py bench/pressure_memory.py -s
+It is made for the cgroup v2 guest, given 1 GiB of RAM, where pytest runs it (a file named on
+the command line is collected whatever its name; naming a tests/ file too replaces the guest's
+own selection, and -k keeps only this benchmark):
+
+    VAC_V2_MEMORY_MB=1024 VAC_V2_LOGDIR=/var/log/vac-v2-bench bash scripts/ci/run-v2-tests.sh \\
+        tests/integration/test_machine_pressure.py bench/pressure_memory.py -k side_by_side -s
 
 or as root on any host with Docker and the vac-test/busybox:1 image:
-python3 bench/pressure_memory.py [--slots 6] [--mb 512] [--phase 240].
+python3 bench/pressure_memory.py [--slots 8] [--mb 256] [--phase 210].
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +55,7 @@ if __name__ == "__main__":
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
     sys.path.insert(0, os.path.dirname(HERE))
 
+from vac import planfile  # noqa: E402
 from vac.backends.docker.backend import DockerBackend  # noqa: E402
 from vac.config import load  # noqa: E402
 from vac.cycle.factory import Factory  # noqa: E402
@@ -74,21 +88,40 @@ CONFIGS = {"load gate": {"memory_some": "", "shed": ""},
            "pressure gate": {"memory_some": "20", "shed": ""},
            "shedding": {"memory_some": "20",
                         "shed": "shed_memory_full = 5\nshed_grace_seconds = 10"}}
-STEP_MB = 8
-# Takes `base` MiB at once, then grows 8 MiB a second, in a busybox tail that keeps its one
-# endless line; writes its progress (MiB taken) and, once fully grown, 200 Success. An OOM
-# kill of the tail ends the loop.
+# take SIZE N: a dd holds SIZE MiB (blocked writing to a pipe nobody reads) once its resident
+# size shows the pages touched; its pid goes into $HELD. alive: every dd still there.
 PAYLOAD = """#!/bin/sh
 J=/var/spool/joboutputs
-i=0
-{{ head -c {base}m /dev/zero; echo {base} > $J/progress
-while [ $i -lt {steps} ]; do
-  head -c {step}m /dev/zero || exit 1
-  i=$((i + 1)); echo $(({base} + i * {step})) > $J/progress; sleep 1
-done; }} | tail > /dev/null
-[ "$(cat $J/progress)" -ge {total} ] && echo "200 Success" > $J/shutdown_message
+HELD=
+take() {{
+  sh -c "echo \\$\\$ > /tmp/held.$2; exec dd if=/dev/zero bs=$1M count=1 2>/dev/null" \\
+    | sleep 2147483647 &
+  until [ -s /tmp/held.$2 ]; do sleep 0.1; done
+  pid=$(cat /tmp/held.$2)
+  HELD="$HELD $pid"
+  while kill -0 $pid 2>/dev/null; do
+    kb=$(sed -n 's/^VmRSS:[^0-9]*\\([0-9]*\\) kB$/\\1/p' /proc/$pid/status 2>/dev/null)
+    [ "${{kb:-0}}" -ge $(($1 * 1000)) ] && return 0
+    sleep 0.2
+  done
+  return 1
+}}
+alive() {{ for p in $HELD; do kill -0 $p 2>/dev/null || return 1; done; }}
+take {base} 0 && alive || exit 1
+echo {base} > $J/progress
+i=1
+while [ $i -le {steps} ]; do
+  sleep {interval}
+  take {step} $i && alive || exit 1
+  echo $(({base} + i * {step})) > $J/progress
+  i=$((i + 1))
+done
+n=0
+while [ $n -lt {hold} ]; do sleep 1; alive || exit 1; n=$((n + 1)); done
+echo "200 Success" > $J/shutdown_message
 exit 0
 """
+KILLED = re.compile(r"(Memory cgroup out of memory|Out of memory).*Killed process \d+ \((.+?)\)")
 
 
 def oom_kills() -> int:
@@ -99,13 +132,48 @@ def oom_kills() -> int:
     return 0
 
 
-def memory_pressure() -> tuple:
-    stall = pressure.read_file("/proc/pressure/memory")
-    return stall.some.avg10, stall.full.avg10 if stall.full else 0.0
+def available_mib() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return -1
+
+
+def avg10(resource: str, line: str) -> float:
+    stall = pressure.read_file(f"/proc/pressure/{resource}")
+    found = stall.line(line)
+    return found.avg10 if found is not None else 0.0
+
+
+def kernel_kills() -> List[str]:
+    """The kernel log's OOM kills so far, each as "cgroup:NAME" or "host:NAME"."""
+    try:
+        text = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [("cgroup:" if m.group(1).startswith("Memory") else "host:") + m.group(2)
+            for m in KILLED.finditer(text)]
+
+
+def touch_rate(command: str, mib: int) -> str:
+    """MiB/s of one way of touching fresh pages, run here (outside any container)."""
+    if not shutil.which("busybox"):
+        return "no busybox"
+    start = time.monotonic()
+    done = subprocess.run(["sh", "-c", command.format(mib=mib)], timeout=600)
+    took = time.monotonic() - start
+    return f"{mib / took:.1f} MiB/s" if done.returncode == 0 else f"exit {done.returncode}"
+
+
+def calibrate(mib: int = 32) -> str:
+    dd = touch_rate("busybox dd if=/dev/zero of=/dev/null bs={mib}M count=1 2>/dev/null", mib)
+    tail = touch_rate("busybox head -c {mib}m /dev/zero | busybox tail >/dev/null", mib)
+    return f"touching {mib} MiB of fresh pages: one dd read {dd}; head | tail {tail}"
 
 
 def outcomes(state: str) -> Dict[str, int]:
-    """Machines by the code of their shutdown message, and the MiB their payloads grew."""
+    """Machines by the code of their shutdown message, and the MiB their payloads took."""
     found = {"created": 0, "200": 0, "700": 0, "100": 0, "other": 0, "mib": 0}
     machines = os.path.join(state, "machines")
     for name in os.listdir(machines) if os.path.isdir(machines) else ():
@@ -118,33 +186,60 @@ def outcomes(state: str) -> Dict[str, int]:
     return found
 
 
-def phase(name: str, args, work: str) -> Dict:
-    state = tempfile.mkdtemp(prefix="phase-", dir=work)
-    os.chmod(state, 0o755)
+def stopped_by(report) -> str:
+    """Which gates stopped creation this cycle: P (pressure), L (load), - (neither)."""
+    kinds = set()
+    for reason in report.reasons.values():
+        kinds.update(r.kind for r in (reason,) + tuple(reason.parts))
+    return ("P" if planfile.PRESSURE in kinds else "") + \
+        ("L" if planfile.OVERLOAD in kinds else "") or "-"
+
+
+def trace_line(t: float, slots: int, report, kills: int) -> str:
+    some, full = avg10("memory", "some"), avg10("memory", "full")
+    return (f"    {t:5.0f} s  busy {slots - len(report.idle)}/{slots}  "
+            f"+{len(report.created)} -{len(report.finished) + len(report.destroyed)}  "
+            f"avail {available_mib():5d} MiB  mem some {some:5.1f} full {full:5.1f}  "
+            f"io full {avg10('io', 'full'):5.1f}  load {facts.read_loadavg()[0]:5.2f}  "
+            f"oom {kills}  stop {stopped_by(report)}")
+
+
+def write_files(name: str, args, work: str, state: str) -> str:
     user_data = os.path.join(work, "user_data")
-    steps = (args.grow_mb - args.base_mb) // STEP_MB
+    steps = (args.grow_mb - args.base_mb) // args.step_mb
     with open(user_data, "w") as f:
-        f.write(PAYLOAD.format(base=args.base_mb, steps=steps, step=STEP_MB,
-                               total=args.base_mb + steps * STEP_MB))
+        f.write(PAYLOAD.format(base=args.base_mb, steps=steps, step=args.step_mb,
+                               interval=args.interval, hold=args.hold))
     conf = os.path.join(work, f"{name.split()[0]}.conf")
     with open(conf, "w") as f:
         f.write(CONF.format(factory=f"m{uuid.uuid4().hex[:8]}.example.com", state=state,
                             slots=args.slots, mb=args.mb, image=IMAGE, user_data=user_data,
-                            overload=args.overload,
-                            **CONFIGS[name]))
+                            overload=args.overload, **CONFIGS[name]))
+    return conf
+
+
+def phase(name: str, args, work: str) -> Dict:
+    state = tempfile.mkdtemp(prefix="phase-", dir=work)
+    os.chmod(state, 0o755)
+    conf = write_files(name, args, work, state)
     host = facts.HostFacts.read()
 
     def read_config():
         return load.build(load.read_raw([conf]), host)
     factory = Factory(read_config)
     factory.started -= 10_000
-    kills, peak = oom_kills(), [0.0, 0.0]
-    end = time.monotonic() + args.phase
+    kills, victims, peak = oom_kills(), len(kernel_kills()), [0.0, 0.0]
+    stops = Counter()
+    print(f"  {name}: MemAvailable {available_mib()} MiB at the start", flush=True)
+    start = time.monotonic()
     try:
-        while time.monotonic() < end:
-            factory.run_cycle()
-            some, full = memory_pressure()
-            peak[0], peak[1] = max(peak[0], some), max(peak[1], full)
+        while time.monotonic() < start + args.phase:
+            report = factory.run_cycle()
+            line = trace_line(time.monotonic() - start, args.slots, report, oom_kills() - kills)
+            print(line, flush=True)
+            peak[0] = max(peak[0], avg10("memory", "some"))
+            peak[1] = max(peak[1], avg10("memory", "full"))
+            stops.update(stopped_by(report))
             time.sleep(args.cycle)
     finally:
         backend = DockerBackend(read_config().settings)
@@ -153,41 +248,54 @@ def phase(name: str, args, work: str) -> Dict:
             backend.destroy(machine.name, None)
     result = outcomes(state)
     result.update(gate=name, running=len(running), kernel=oom_kills() - kills,
-                  some=peak[0], full=peak[1])
+                  some=peak[0], full=peak[1], paused_p=stops["P"], paused_l=stops["L"],
+                  victims=dict(Counter(kernel_kills()[victims:])))
     return result
 
 
 def report(results: List[Dict], args) -> str:
-    lines = [f"{args.slots} slots x {args.mb} MiB limits; payloads take {args.base_mb} MiB, "
-             f"then grow to {args.grow_mb} MiB by {STEP_MB} MiB a second; "
-             f"{args.phase:.0f} s per phase",
+    lines = [f"{args.slots} slots x {args.mb} MiB limits, {available_mib()} MiB available "
+             f"now; payloads take {args.base_mb} MiB, then {args.step_mb} MiB every "
+             f"{args.interval} s or so to {args.grow_mb} MiB, hold it {args.hold} s, end 200; "
+             f"{args.phase:.0f} s per phase, a cycle every {args.cycle:g} s",
              f"{'':<14} {'created':>7} {'200':>4} {'OOM 700':>7} {'shed 100':>8} "
-             f"{'cut':>4} {'kernel OOM':>10} {'MiB grown':>9} {'mem some':>8} {'mem full':>8}"]
+             f"{'cut':>4} {'kernel OOM':>10} {'MiB taken':>9} {'mem some':>8} {'mem full':>8} "
+             f"{'cycles P/L':>10}"]
     for r in results:
         lines.append(f"{r['gate']:<14} {r['created']:>7} {r['200']:>4} {r['700']:>7} "
                      f"{r['100']:>8} {r['running']:>4} {r['kernel']:>10} {r['mib']:>9} "
-                     f"{r['some']:>7.1f}% {r['full']:>7.1f}%")
+                     f"{r['some']:>7.1f}% {r['full']:>7.1f}% "
+                     f"{r['paused_p']:>4}/{r['paused_l']:<5}")
+    lines += [f"{r['gate']}: OOM victims {r['victims'] or 'none'}" for r in results]
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def arguments(argv: Optional[List[str]]):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slots", type=int, default=6)
-    parser.add_argument("--mb", type=int, default=512, help="memory limit per machine (MiB)")
-    parser.add_argument("--grow-mb", type=int, default=480, help="what each payload grows to")
-    parser.add_argument("--base-mb", type=int, default=128, help="what it takes at once")
-    parser.add_argument("--phase", type=float, default=240.0, help="seconds per phase")
+    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--mb", type=int, default=256, help="memory limit per machine (MiB)")
+    parser.add_argument("--grow-mb", type=int, default=224, help="what each payload grows to")
+    parser.add_argument("--base-mb", type=int, default=32, help="what it takes at once")
+    parser.add_argument("--step-mb", type=int, default=32, help="what it takes at each step")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between steps")
+    parser.add_argument("--hold", type=int, default=45, help="seconds held once grown")
+    parser.add_argument("--phase", type=float, default=210.0, help="seconds per phase")
     parser.add_argument("--cycle", type=float, default=5.0, help="seconds between cycles")
     parser.add_argument("--overload", type=float, default=1.5,
                         help="overload_per_processor in every phase (the load gate)")
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds between phases, for the pressure averages to fall")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = arguments(argv)
     try:   # spare the factory, as vacd's unit does (lowering it needs CAP_SYS_RESOURCE)
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("-900")
     except OSError as e:
         print(f"the factory's oom_score_adj stays: {e}", flush=True)
+    print(calibrate(), flush=True)
     work = tempfile.mkdtemp(prefix="vac-bench-memory-", dir="/var/tmp")
     os.chmod(work, 0o755)
     results = []

@@ -220,7 +220,8 @@ def test_network_guest_uses_the_metadata_service(lab):
 
 def test_destroy_forces_a_guest_that_ignores_acpi(lab):
     spec, d = _machine(lab, "guest", 12, "#!/bin/sh\nsleep 600\n")
-    lab.backend.create(spec)
+    made = Stopwatch()              # what starting a guest costs here now
+    made.time(lambda: lab.backend.create(spec))
     _wait_console(d, "VAC-GUEST: payload start")
     assert lab.backend.status(spec.name, d).state == MachineState.RUNNING
     _rename_while_in_use(lab)
@@ -231,7 +232,8 @@ def test_destroy_forces_a_guest_that_ignores_acpi(lab):
     started = time.monotonic()
     lab.backend.destroy(spec.name, d)
     elapsed = time.monotonic() - started
-    assert lab.backend.shutdown_wait_seconds <= elapsed < 20
+    wait = lab.backend.shutdown_wait_seconds        # then forced: at most 3 starts' cost
+    assert wait <= elapsed < made.bound(3, 20 - wait, plus=wait), (elapsed, made.samples)
     assert lab.backend.status(spec.name, d).state == MachineState.SHUTDOWN
     assert spec.name not in {s.name for s in lab.backend.list_machines()}
     lab.backend.destroy(spec.name, d)                  # absent counts as success

@@ -271,3 +271,31 @@ def test_a_deleted_files_link_still_names_its_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(diskgrowth.os, "readlink", lambda p: f"{held} (deleted)")
     [got] = diskgrowth.held("vm", str(fds), str(tmp))
     assert got.size == 10 and diskgrowth.qcow2_size(str(held)) is None
+
+
+def test_files_this_process_holds_unlinked_are_read_through_proc(tmp_path):
+    """The real /proc: a sparse file and a qcow2 file, opened then unlinked as QEMU's are,
+    found through this process's fds with their room."""
+    if not os.path.isdir(f"/proc/{os.getpid()}/fd"):
+        pytest.skip("no /proc here")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    raw, overlay = tmp / "scratch.disk.1", tmp / "root.disk.2"
+    qcow2(overlay, 20 * GB)
+    held = [open(overlay, "rb"), open(raw, "wb")]
+    try:
+        held[1].write(b"x" * 4096)
+        held[1].truncate(5 * GB)
+        held[1].flush()
+        os.unlink(raw)
+        os.unlink(overlay)
+        pids = tmp_path / "run"
+        pids.mkdir()
+        (pids / "f1-02.example.com.pid").write_text(str(os.getpid()))
+        got = sorted(diskgrowth.growth(str(tmp), str(pids)), key=lambda g: g.size)
+        assert [(g.machine, g.size) for g in got] == [("f1-02.example.com", 5 * GB),
+                                                      ("f1-02.example.com", 20 * GB)]
+        assert all(0 < g.allocated < GB for g in got)
+    finally:
+        for f in held:
+            f.close()

@@ -22,6 +22,7 @@ import contextlib
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
+from vac import optional
 from vac.backends import scratchmount
 from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
 from vac.backends.docker import cgroupparent, console, delegation, network, storage, vac03
@@ -42,7 +43,6 @@ from vac.backends.docker.spec import (
     with_scratch,
 )
 from vac.backends.docker.watch import DockerWatcher
-from vac import optional
 from vac.errors import BackendError, BackendUnavailable
 from vac.faults import crash_point
 from vac.host.cgroups import Cgroups

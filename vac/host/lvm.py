@@ -246,8 +246,8 @@ def device(vg: str, name: str) -> str:
 
 
 def whole_extents(size: int, extent: int) -> int:
-    """size rounded down to whole extents, at least one extent."""
-    return max(extent, size // extent * extent)
+    """size rounded up to whole extents (at least one): a volume never smaller than asked."""
+    return max(extent, -(-size // extent) * extent)
 
 
 def create(group: VolumeGroup, name: str, size: int, pool: Optional[str] = None,

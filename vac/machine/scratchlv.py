@@ -66,8 +66,8 @@ class ThinVolume:
         run = self.run or subp.run
         try:
             group = lvm.read_group(self.group, self.run)
-            extents = -(-size // group.extent) * group.extent
-            dev = lvm.create(group, name, extents, self.pool, self.run)
+            dev = lvm.create(group, name, lvm.whole_extents(size, group.extent), self.pool,
+                             self.run)
             os.mkdir(target, 0o700)
             run(scratch.MKFS + [dev], timeout=scratch.TIMEOUT)
             run(["mount", "-t", "ext4", "-o", MOUNT_OPTIONS, dev, target],

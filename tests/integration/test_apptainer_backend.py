@@ -209,7 +209,7 @@ def test_kill_strays_kills_user_processes_outside_live_machines(env, monkeypatch
         monkeypatch.setattr(procs, "pids_of_user", lambda u, root="/proc": [
             p for p in real if p in ours])
         assert env.backend.kill_strays([live.name]) == 1
-        assert stray.wait(timeout=5) == -9
+        assert stray.wait(timeout=GENEROUS) == -9
         assert not empty.exists()
         assert env.backend.status(live.name, live.directory).state == MachineState.RUNNING
         assert env.backend.kill_strays([]) >= 1  # no live machine: its processes go too

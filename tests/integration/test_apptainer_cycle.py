@@ -186,8 +186,8 @@ def test_user_processes_outside_every_machine_are_killed_by_the_next_cycle(world
     report = world.cycle()
     assert report.errors == [] and report.created == [] and report.destroyed == []
     assert report.zombies == [gone]
-    assert loose.wait(timeout=5) == -9
-    assert held.wait(timeout=5) == -9
+    assert loose.wait(timeout=GENEROUS) == -9
+    assert held.wait(timeout=GENEROUS) == -9
     assert not leftover.exists()
     assert world.cgroup().pids() == machine  # the live machine is left alone
     assert world.backend.status(world.name, world.dir()).state == MachineState.RUNNING
@@ -198,4 +198,4 @@ def test_an_empty_factory_kills_user_processes_too(world):
     loose = world.stray()
     report = world.cycle()
     assert report.created == [] and report.errors == []
-    assert loose.wait(timeout=5) == -9
+    assert loose.wait(timeout=GENEROUS) == -9

@@ -73,8 +73,7 @@ def test_the_cycle_writes_each_machines_scratch_and_vac_slots_reads_it(world):
         return DiskReading(scratches={name: Scratch(used.get(name, 7_000_000), 10 ** 9)
                                       for name in os.listdir(machines)})
     w.factory.disk = HostDisk(reading)
-    w.run(10)     # this cycle's reading ...
-    w.run(10)     # ... is in the next heartbeats
+    w.run(10)     # read when the cycle plans, written with its heartbeats
     running = [MachineDir(os.path.join(machines, n)) for n in sorted(os.listdir(machines))]
     running = [d for d in running if d.read(heartbeat.NAME) and not d.finished]
     assert running and all(d.scratch_bytes == 7_000_000 for d in running)

@@ -17,7 +17,8 @@ disk files"):
     vac_disk_free_bytes{path, holds}      free bytes (as df shows them)
     vac_disk_size_bytes{path, holds}      its size
     vac_disk_floor_bytes{path, holds}     its floor (disk_floor_gb, disk_floor_fraction)
-    vac_scratch_growth_bytes              what the machines' scratch may still grow into
+    vac_scratch_growth_bytes              what the machines' scratch and the VMs' disk files
+                                          may still grow into
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def disk_families(record: Optional[planfile.PlanRecord]) -> Iterable:
                                   ("size_bytes", "The size of a filesystem vacd watches"),
                                   ("floor_bytes", "No creation while a watched filesystem "
                                                   "has less free than this (and the growth)"))}
-    growth = GaugeMetricFamily("vac_scratch_growth_bytes", "Bytes the machines' scratch may "
-                               "still grow into, all together")
+    growth = GaugeMetricFamily("vac_scratch_growth_bytes", "Bytes the machines' scratch and "
+                               "VMs' disk files may still grow into, all together")
     for fs in disk.get("filesystems", ()):
         for key, family in families.items():
             if fs.get(key) is not None:

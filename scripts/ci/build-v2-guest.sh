@@ -235,6 +235,7 @@ cat >"$root/usr/local/sbin/vac-v2-podman-images" <<'IMAGES'
 #!/bin/sh
 # Load vac-test/busybox:1 from the guest's Docker into the rootful and the rootless Podman.
 set -eu
+export HOME=/root   # podman's client reads its configuration from there; a unit has no HOME
 IMAGE=vac-test/busybox:1
 TAR=/var/lib/vac-test/busybox-image.tar
 uid=$(id -u vacpodman)

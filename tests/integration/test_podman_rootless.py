@@ -6,7 +6,9 @@ MJF read and joboutputs written through binds the mapped root can reach, limits 
 this engine applies them (never claimed where `podman info` lists no controller), CPU seconds
 from /proc, finishing and refill (in a cycle, and from the user's Podman events), and a
 SIGKILLed vacd, restarted, adopting its containers.
-Each test has a factory and a state directory of its own."""
+Each test has a factory and a state directory of its own. On a host without systemd as PID 1
+(the CI host), a dead API service of the user's is started again before each test
+(podman_engine.revive_rootless), with a warning; under systemd its podman.socket does that."""
 from __future__ import annotations
 
 import os
@@ -14,9 +16,11 @@ import pwd
 import shutil
 import signal
 import uuid
+import warnings
 from typing import Dict, List
 
 import pytest
+from podman_engine import revive_rootless
 from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
 from waiting import wait_until, wait_while_alive
@@ -140,12 +144,17 @@ class RootlessFactory:
 @pytest.fixture
 def pod(tmp_path, make_config):
     entry = user_entry()
+    # A crash of the user's service (no systemd here to start it again) must cost the test it
+    # happened in, not every later one: started again, and said so in the warnings.
+    up, note = revive_rootless(USER)
+    if up and note:
+        warnings.warn(note, stacklevel=2)
     try:
         import docker
         sdk().version()
     except Exception as e:  # noqa: BLE001 (any failure means: no rootless engine here)
         require_engine("podman-rootless", False, f"{USER}'s Podman API: "
-                       f"{type(e).__name__}: {e}")
+                       f"{type(e).__name__}: {e}" + (f" ({note})" if note else ""))
     try:
         sdk().inspect_image(IMAGE)
     except docker.errors.ImageNotFound:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
-from waiting import GENEROUS
+from waiting import GENEROUS, wait_until
 
 from vac import cli, daemon
+
+CYCLE = re.compile(r"\bcycle \d+: created ")    # vacd's line at the end of each cycle
 
 CONF = """
 [settings]
@@ -157,19 +161,31 @@ def test_vacd_on_a_rejected_configuration_keeps_cycling_then_takes_the_fix(conf,
     proc = subprocess.Popen([sys.executable, "-m", "vac.daemon", "--config", str(conf),
                              "--foreground", "--cycle-seconds", "0.2"],
                             stderr=subprocess.PIPE, text=True)
+    lines = []                          # vacd's log, read as it comes
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     fake = tmp_path / "state" / "fake-backend.json"
     try:
-        time.sleep(2)   # several cycles on the rejected file: it must still be running
-        assert proc.poll() is None
+        # several cycles on the rejected file, however long they take: it must still be running
+        assert wait_until(lambda: sum(bool(CYCLE.search(line)) for line in lines) >= 3
+                          or proc.poll() is not None), "".join(lines)
+        assert proc.poll() is None, "".join(lines)
         assert not fake.exists()
         os.replace(fresh, conf)
-        deadline = time.time() + 60
+        deadline = time.time() + GENEROUS
         while not (fake.exists() and len(json.loads(fake.read_text())) == 3) \
                 and time.time() < deadline:
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=GENEROUS)
+        reader.join(GENEROUS)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "AttributeError" not in err, err
     rejected = [line for line in err.splitlines() if " ERROR " in line]

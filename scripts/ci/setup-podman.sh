@@ -18,8 +18,11 @@
 #     storage on overlay, the test image loaded into it, /dev/net/tun usable by it (0666 as
 #     Debian's udev makes it: slirp4netns opens it as the user), and its own API service on
 #     unix:///run/user/<uid>/podman/podman.sock started as that user with XDG_RUNTIME_DIR set,
-#     detached, in / (no systemd as PID 1 here: no linger, no user podman.socket); checked
-#     like the rootful one, and that a container's root is the user's first subordinate uid.
+#     detached, in / (no systemd as PID 1 here: no linger, no user podman.socket, and nothing
+#     that holds the socket across a crash of the service); checked like the rootful one, and
+#     that a container's root is the user's first subordinate uid. Should the service die, the
+#     rootless tests' fixture starts it again the same way (tests/integration/podman_engine.py:
+#     revive_rootless); the v2 guest runs it socket-activated in the user's systemd instead.
 # Usage: scripts/ci/setup-podman.sh      (root; after setup-docker.sh)
 set -euo pipefail
 

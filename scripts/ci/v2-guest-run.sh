@@ -183,9 +183,10 @@ if printf '%s\n' "${TESTS[@]}" "${extra[@]}" | grep -q podman; then
   podman_ready
 fi
 
+# -v: each test named as it runs, so a guest stopped at its timeout still says where it was.
 export CI=true VAC_V2_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/vac-src HOME=/root
 t0=$SECONDS
-python3 -m pytest -p no:cacheprovider -q -o addopts="--strict-markers -ra" --durations=0 \
+python3 -m pytest -p no:cacheprovider -v -o addopts="--strict-markers -ra" --durations=0 \
   --junitxml="$RESULTS/junit.xml" "${DESELECT[@]}" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"
 rc=${PIPESTATUS[0]}
 say "pytest exit $rc after $((SECONDS - t0)) s"

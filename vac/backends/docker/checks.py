@@ -138,12 +138,12 @@ def writable_layer(settings: Settings, engine: str = "docker", rootless: bool = 
     if found.bounded:
         return Check(name, OK, f"containers' writable layers bounded to their scratch size "
                                f"(disk_gb_per_processor): {found.why}")
+    keep = "keep disk_floor_gb above what a payload may write outside /scratch"
     return Check(name, WARN, f"containers' writable layers not bounded: {found.why}; they are "
                              f"watched only through the free space of the data root "
                              f"{storage.data_root(info) or '(not named)'}",
-                 "to bound them, put the engine's data root on xfs mounted with pquota "
-                 "(overlay2) and set disk_gb_per_processor; else keep disk_floor_gb above what "
-                 "a payload may write outside /scratch")
+                 keep if rootless else "to bound them, put the engine's data root on xfs "
+                 f"mounted with pquota (overlay2) and set disk_gb_per_processor; else {keep}")
 
 
 CHECKS = DockerChecks

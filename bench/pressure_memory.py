@@ -4,7 +4,7 @@ pressure gate, and the pressure gate with shedding (scenario 1 of admission by p
 
 Docker machines whose memory limits sum to about twice the host's RAM (8 x 256 MiB for a
 guest of 1 GiB), each payload taking 32 MiB at once, then growing its resident memory (32 MiB
-more every 2 s or so, to 224 MiB), holding it 45 s and ending with 200 Success. A
+more every 5 s or so, to 224 MiB), holding it 2 minutes and ending with 200 Success. A
 real Factory (the real load average and /proc/pressure) runs cycles for a phase with each
 configuration in turn, creating one machine a cycle; a machine that ends frees its slot for the
 next. Each phase reports the machines created, those that finished with 200, those the OOM
@@ -117,7 +117,7 @@ while [ $i -le {steps} ]; do
   i=$((i + 1))
 done
 n=0
-while [ $n -lt {hold} ]; do sleep 1; alive || exit 1; n=$((n + 1)); done
+while [ $n -lt {hold} ]; do sleep 5; alive || exit 1; n=$((n + 5)); done
 echo "200 Success" > $J/shutdown_message
 exit 0
 """
@@ -203,6 +203,18 @@ def outcomes(state: str) -> Dict[str, int]:
     return found
 
 
+def taken_now(state: str) -> int:
+    """MiB the payloads still running have taken (their progress files)."""
+    total = 0
+    machines = os.path.join(state, "machines")
+    for name in os.listdir(machines) if os.path.isdir(machines) else ():
+        d = MachineDir(os.path.join(machines, name))
+        text = (d.read("joboutputs/progress", 64) or "").strip()
+        if d.shutdown_message is None and text.isdigit():
+            total += int(text)
+    return total
+
+
 def stopped_by(report) -> str:
     """Which gates stopped creation this cycle: P (pressure), L (load), - (neither)."""
     kinds = set()
@@ -212,11 +224,12 @@ def stopped_by(report) -> str:
         ("L" if planfile.OVERLOAD in kinds else "") or "-"
 
 
-def trace_line(t: float, slots: int, report, kills: int) -> str:
+def trace_line(t: float, slots: int, report, kills: int, taken: int) -> str:
     some, full = avg10("memory", "some"), avg10("memory", "full")
     return (f"    {t:5.0f} s  busy {slots - len(report.idle)}/{slots}  "
             f"+{len(report.created)} -{len(report.finished) + len(report.destroyed)}  "
-            f"avail {available_mib():5d} MiB  mem some {some:5.1f} full {full:5.1f}  "
+            f"taken {taken:4d}  avail {available_mib():4d} MiB  "
+            f"mem some {some:5.1f} full {full:5.1f}  "
             f"io full {avg10('io', 'full'):5.1f}  load {facts.read_loadavg()[0]:5.2f}  "
             f"oom {kills}  stop {stopped_by(report)}")
 
@@ -269,7 +282,8 @@ def phase(name: str, args, work: str) -> Dict:
                 print(f"    a cycle failed: {type(e).__name__}: {e}", flush=True)
                 time.sleep(args.cycle)
                 continue
-            line = trace_line(time.monotonic() - start, args.slots, report, oom_kills() - kills)
+            line = trace_line(time.monotonic() - start, args.slots, report,
+                              oom_kills() - kills, taken_now(state))
             print(line, flush=True)
             peak[0] = max(peak[0], avg10("memory", "some"))
             peak[1] = max(peak[1], avg10("memory", "full"))
@@ -308,8 +322,8 @@ def arguments(argv: Optional[List[str]]):
     parser.add_argument("--grow-mb", type=int, default=224, help="what each payload grows to")
     parser.add_argument("--base-mb", type=int, default=32, help="what it takes at once")
     parser.add_argument("--step-mb", type=int, default=32, help="what it takes at each step")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between steps")
-    parser.add_argument("--hold", type=int, default=45, help="seconds held once grown")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between steps")
+    parser.add_argument("--hold", type=int, default=120, help="seconds held once grown")
     parser.add_argument("--phase", type=float, default=300.0, help="seconds per phase")
     parser.add_argument("--cycle", type=float, default=5.0, help="seconds between cycles")
     parser.add_argument("--overload", type=float, default=1.5,

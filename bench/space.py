@@ -362,8 +362,8 @@ def bench_simulation(folder, factories, slots, hours):
     for (label, _creations), (mean, worst, filled, cpu) in zip(RUNS, results):
         shown = f"{filled / 60:.0f} min" if filled is not None else "never"
         print(f"(c) {label}: {factories} x {slots} slots, {hours:g} h simulated in "
-              f"{cpu:.0f} s of CPU: share error at steady state mean {100 * mean:.1f} %, "
-              f"worst {100 * worst:.1f} % (target <= 5 %); 95 % of slots full after {shown}")
+              f"{cpu:.0f} s of CPU: share error at steady state mean {100 * mean:.2f} %, "
+              f"worst {100 * worst:.2f} % (target <= 5 %); 95 % of slots full after {shown}")
     print(f"(c) both simulations in {took:.0f} s wall time")
 
 

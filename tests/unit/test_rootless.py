@@ -107,6 +107,7 @@ def test_prepare_gives_nomap_no_parent_and_hands_rw_binds(tmp_path):
                               {"Source": str(ro), "Target": "/m", "ReadOnly": True}]}
     found = rootless.prepare(_rootless(tmp_path), host_config, "m1")
     assert found["UsernsMode"] == "nomap" and "CgroupParent" not in found
+    assert found["LogConfig"] == {"Type": "k8s-file", "Config": {}}   # readable by the user
     assert found["Memory"] == 1 and host_config["CgroupParent"] == "/vac/docker-x"
 
 

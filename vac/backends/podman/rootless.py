@@ -8,6 +8,10 @@ subordinate ranges (/etc/subuid, /etc/subgid), never root and never the user its
 payload that escapes its container owns nothing but its machine's joboutputs/. For that:
 
 - the user must exist, not be root, and have a range in /etc/subuid and in /etc/subgid;
+- the container's output goes to a file of the engine's (log driver k8s-file), which Vac reads
+  back through the API as the machine's console.log: Podman's default on a systemd host is
+  journald, which keeps what a system user's containers print (uids below 1000) in the
+  system journal, where that user's Podman cannot read it back: console.log stayed empty;
 - joboutputs/ is handed to the container's root (the first subordinate uid and gid) and every
   bind source must be reachable by that id and by the user (whose runtime mounts them);
 - the engine's cgroup limits apply only where `podman info` (libpod's /info) lists the
@@ -29,6 +33,7 @@ NAME = "podman"
 SOCKET = "unix:///run/user/{uid}/podman/podman.sock"
 SUBUID, SUBGID = "/etc/subuid", "/etc/subgid"
 USERNS = "nomap"           # the user's own id is not mapped: container root is a subuid
+LOG_DRIVER = "k8s-file"    # not journald: the user must be able to read the output back
 LIMITS = ("memory", "cpu", "pids")
 LIBPOD_INFO = "/v4.0.0/libpod/info"
 
@@ -95,15 +100,17 @@ def resolve(user: str, subuid: str = SUBUID, subgid: str = SUBGID) -> Rootless:
 
 
 def prepare(rootless: Rootless, host_config: Dict[str, Any], name: str) -> Dict[str, Any]:
-    """The host config for the user's Podman: user namespace `nomap`, no cgroup parent, every
-    read-write bind source (joboutputs/, tmp_binds, scratch) handed to the container's root,
-    and every bind source reachable by the user (its runtime mounts them) and by that root.
+    """The host config for the user's Podman: user namespace `nomap`, no cgroup parent, the
+    output in a file of the engine's (LOG_DRIVER), every read-write bind source (joboutputs/,
+    tmp_binds, scratch) handed to the container's root, and every bind source reachable by the
+    user (its runtime mounts them) and by that root.
 
     Raises:
         BackendError: naming the directory that blocks and whom.
     """
     adjusted = dict(host_config)
     adjusted["UsernsMode"] = USERNS
+    adjusted["LogConfig"] = {"Type": LOG_DRIVER, "Config": {}}
     adjusted.pop("CgroupParent", None)
     who = ((rootless.uid, [rootless.gid], f"podman_user {rootless.user}"),
            (rootless.payload_uid, [rootless.payload_gid],

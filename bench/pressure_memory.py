@@ -128,7 +128,8 @@ while [ $n -lt {hold} ]; do sleep 5; alive || exit 1; n=$((n + 5)); done
 echo "200 Success" > $J/shutdown_message
 exit 0
 """
-KILLED = re.compile(r"(Memory cgroup out of memory|Out of memory).*Killed process \d+ \((.+?)\)")
+KILLED = re.compile(r"(Memory cgroup out of memory|Out of memory).*Killed process \d+ \((.+?)\) "
+                    r"total-vm")
 
 
 def oom_kills() -> int:

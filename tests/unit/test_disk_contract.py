@@ -214,13 +214,14 @@ def test_doctor_reads_the_places_of_every_label(settings, monkeypatch):
     monkeypatch.setattr(diskcheck, "recorded", lambda s: (
         [("podman storage", "/srv/storage")], [("/var/lib/vac/tmp", 2 * GB)]))
 
-    def read(state, pool, mounts, places, made, growing):
-        seen.append((places, growing))
+    def read(state, pool, mounts, places, made, growing, thin=None):
+        seen.append((places, growing, thin))
         return DiskReading((Filesystem(("podman storage",), "/srv/storage", 30 * GB,
                                        100 * GB, growth=2 * GB),))
     monkeypatch.setattr(diskcheck.diskspace, "read", read)
     [line] = diskcheck.host_disk(settings)
-    assert seen == [([("podman storage", "/srv/storage")], [("/var/lib/vac/tmp", 2 * GB)])]
+    assert seen == [([("podman storage", "/srv/storage")], [("/var/lib/vac/tmp", 2 * GB)],
+                     None)]      # the loop mechanism (or none) here: no thin pool
     assert line.detail.startswith("podman storage /srv/storage: 30.0 GB free of 100.0 GB")
     assert line.detail.endswith("the machines' scratch and disk files may still grow 2.0 GB")
 

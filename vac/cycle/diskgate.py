@@ -16,7 +16,9 @@ filesystem has less free than
 What the running machines may still grow into: the free space inside each mounted scratch
 (on the scratch pool's filesystem), and each running VM's disk files' size less what is
 allocated to them (on the filesystem of their directory, the state directory's tmp/ for
-libvirt; a logical volume counts nothing). A filesystem where nothing grows needs its floor
+libvirt; a thick logical volume counts nothing). When the scratch is made in a thin pool
+(lvm-thin), the pool is the place the scratch grows in, read through LVM
+(vac.machine.thinpool), with its other thin volumes' room (VM disks) as its growth. A filesystem where nothing grows needs its floor
 alone. A planned container machine's scratch is its size (disk_gb_per_processor x
 processors) when the host gives containers a scratch; a planned VM's disk is not counted (it
 starts empty and is counted from the next cycle on).

@@ -15,6 +15,7 @@ disk. It also says each machine's scratch bytes in use, for its heartbeat (scrat
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
@@ -24,7 +25,7 @@ from vac.cycle.planner import Plan
 from vac.errors import VacError
 from vac.host import diskspace
 from vac.host.diskspace import DiskReading, Growing, Place
-from vac.machine import scratch
+from vac.machine import scratch, thinpool
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +84,26 @@ def read_host(config: Config, pool: Any, roots: Dict[str, Optional[str]]) -> Dis
     """The reading of this host for this configuration: the places and disk files of the
     pool's backends found available this cycle (`roots` keeps their data roots once known)."""
     s = config.settings
-    made = scratchmount.mechanism(s.volume_group).name != scratch.NONE
+    mechanism = scratchmount.mechanism(s.volume_group)
     backends = available(pool)
     places, growing = disk_files(backends)
-    return diskspace.read(s.paths.state_dir, scratch.pool(s.paths.state_dir), scratch.mounted(),
-                          data_roots(backends, roots) + places, made, growing)
+    return read_with_pool(s.paths.state_dir, mechanism, data_roots(backends, roots) + places,
+                          growing)
+
+
+def read_with_pool(state_dir: str, mechanism: scratch.Mechanism, places: List[Place],
+                   growing: List[Growing]) -> DiskReading:
+    """diskspace.read of these places, with the thin pool the scratch is made in when it is
+    (one that LVM cannot report is named among the problems: the rest is still read)."""
+    mounts = scratch.mounted()
+    try:
+        thin = thinpool.reading(mechanism, scratch.pool(state_dir), mounts)
+        problem = ()
+    except VacError as e:
+        thin, problem = None, (f"{diskspace.THIN} {mechanism.group}/{mechanism.pool}: {e}",)
+    got = diskspace.read(state_dir, scratch.pool(state_dir), mounts, places,
+                         mechanism.name != scratch.NONE, growing, thin=thin)
+    return replace(got, problems=got.problems + problem) if problem else got
 
 
 def available(pool: Any) -> List[Backend]:

@@ -19,11 +19,12 @@ The decision is vac.cycle.diskgate (pure); vac.cycle.hostdisk takes the readings
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 STATE = "state directory"
 POOL = "scratch pool"
+THIN = "thin pool"         # a volume group's thin pool, read through LVM, not statvfs
 Place = Tuple[str, str]        # (label, path) of a place watched
 Growing = Tuple[str, int]      # (directory, bytes) a running machine's disk file may grow by
 
@@ -78,16 +79,21 @@ class DiskReading:
 def read(state_dir: str, pool: str, mounts: Sequence[str], places: Sequence[Place] = (),
          scratch_made: bool = False, growing: Sequence[Growing] = (),
          statvfs: Callable[[str], os.statvfs_result] = os.statvfs,
-         stat: Callable[[str], os.stat_result] = os.stat) -> DiskReading:
+         stat: Callable[[str], os.stat_result] = os.stat,
+         thin: Optional[Filesystem] = None) -> DiskReading:
     """The reading of the places this factory writes to (see the module's docstring):
     `pool` is the scratch pool's directory, `mounts` the host's mount points (those in the
     pool are the machines' scratch), `places` the backends' labelled places, `growing` the
-    running machines' disk files' room by the directory each is in."""
+    running machines' disk files' room by the directory each is in, `thin` the thin pool the
+    machines' scratch is made in, when it is (it is then where the scratch grows, not the
+    filesystem of the pool's directory, which holds only the mount points)."""
     watched = [(STATE, state_dir)]
     if os.path.isdir(pool):
         watched.append((POOL, pool))
     watched.extend((label, path) for label, path in places if path)
     filesystems, problems = _filesystems(watched, _grown(growing, stat), statvfs, stat)
+    if thin is not None:
+        filesystems = tuple(replace(f, scratch=False) for f in filesystems) + (thin,)
     return DiskReading(filesystems, _scratches(pool, mounts, statvfs), scratch_made,
                        tuple(problems))
 

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Optional, Tuple
 
 from vac import subp
 from vac.errors import ProcessError, VacError
@@ -94,6 +94,12 @@ class VolumeGroup:
             if v.name == pool:
                 return int(v.size * max(0.0, 100.0 - v.data_percent) / 100)
         return 0
+
+    def pool_room(self, pool: str, leave: Collection[str] = ()) -> int:
+        """Bytes the thin volumes of the pool (but those named in `leave`) may still take
+        from it: each one's size less what it has been given."""
+        return sum(int(v.size * max(0.0, 100.0 - v.data_percent) / 100)
+                   for v in self.listed if v.pool == pool and v.name not in leave)
 
 
 def valid_name(name: str) -> bool:

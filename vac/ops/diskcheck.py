@@ -12,13 +12,14 @@ vac.cycle.diskgate, the rule vacd applies).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import List, Tuple
 
 from vac import planfile
+from vac.backends import scratchmount
 from vac.config.model import Settings
-from vac.cycle import diskgate
+from vac.cycle import diskgate, hostdisk
 from vac.host import diskspace
-from vac.machine import scratch
 from vac.ops.checks import OK, WARN, Check
 
 NAME = "disk"
@@ -31,10 +32,11 @@ FIX = ("free space there (or move the state directory, the scratch pool or the e
 def host_disk(settings: Settings, made: bool = False) -> List[Check]:
     """One line: the watched filesystems' free space and whether it stops creation now.
     `made`: whether new container machines get a scratch on this host."""
-    state = settings.paths.state_dir
     places, growing = recorded(settings)
-    reading = diskspace.read(state, scratch.pool(state), scratch.mounted(), places, made,
-                             growing)
+    reading = hostdisk.read_with_pool(settings.paths.state_dir,
+                                      scratchmount.mechanism(settings.volume_group), places,
+                                      growing)
+    reading = replace(reading, scratch_made=made)
     if not reading.filesystems:
         return [Check(NAME, WARN, "cannot read any watched filesystem: "
                                   + "; ".join(reading.problems), "see the errors")]
@@ -62,7 +64,7 @@ def recorded(settings: Settings) -> Tuple[List[diskspace.Place], List[diskspace.
     growing: List[diskspace.Growing] = []
     for fs in ((record.disk or {}).get("filesystems", ()) if record is not None else ()):
         places += [(label, fs["path"]) for label in fs.get("holds", ())
-                   if label not in (diskspace.STATE, diskspace.POOL)]
-        if fs.get("growth_bytes"):
+                   if label not in (diskspace.STATE, diskspace.POOL, diskspace.THIN)]
+        if fs.get("growth_bytes") and diskspace.THIN not in fs.get("holds", ()):
             growing.append((fs["path"], fs["growth_bytes"]))
     return places, growing

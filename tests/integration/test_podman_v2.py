@@ -11,7 +11,8 @@ Podman tests it runs by node id (scripts/ci/v2-guest-run.sh) do not:
   lingering systemd): the container's own scope in the user's systemd (user@<uid>.service),
   not the API service's cgroup; memory, CPU and pids limits applied (the user's systemd has
   those controllers delegated) and read from its cgroup files; the payload's uid on the host
-  the first of vacpodman's subordinate ids; a memory hog OOM-killed and reported.
+  the first of vacpodman's subordinate ids; a backend made afresh (a restarted vacd) adopting
+  the running machine and ending it, its scope gone; a memory hog OOM-killed and reported.
 
 On another host (the cgroup v1 CI host) they skip, saying where they run; in the guest
 (VAC_V2_GUEST=1) a host that is not systemd on cgroup v2 fails them, and under CI=true a
@@ -241,8 +242,13 @@ def test_rootless_machine_is_in_its_own_scope_in_the_users_systemd_with_its_limi
         uid = procs.parse_status_uid(f.read())
     first, count = found.subuid
     assert uid == first and first <= uid < first + count and uid not in (0, found.uid), uid
-    backend.destroy(spec.name, spec.directory)
+    fresh = rootless_world.backend()                 # a restarted vacd adopts it and ends it
+    st = fresh.status(spec.name, spec.directory)
+    assert st.state is MachineState.RUNNING and st.backend_id == container_id
+    assert [m.name for m in fresh.list_machines()] == [spec.name]
+    fresh.destroy(spec.name, spec.directory)
     assert wait_until(lambda: not os.path.exists(UNIFIED + scope)), scope
+    assert fresh.status(spec.name, spec.directory).state is MachineState.SHUTDOWN
 
 
 def test_rootless_memory_hog_is_oom_killed_and_reported(rootless_world):

@@ -154,14 +154,43 @@ def avg10(resource: str, line: str) -> float:
     return found.avg10 if found is not None else 0.0
 
 
-def kernel_kills() -> List[str]:
-    """The kernel log's OOM kills so far, each as "cgroup:NAME" or "host:NAME"."""
-    try:
-        text = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [("cgroup:" if m.group(1).startswith("Memory") else "host:") + m.group(2)
-            for m in KILLED.finditer(text)]
+class KernelLog:
+    """The kernel's OOM kills as they are logged, each victim as "cgroup:NAME" or "host:NAME",
+    read from /dev/kmsg (from where it stood when opened) a cycle at a time: reading the whole
+    ring buffer at the end of a phase (dmesg) misses the first kills once the long OOM reports
+    have filled it."""
+
+    def __init__(self):
+        self.victims: Counter = Counter()
+        try:
+            self.fd: Optional[int] = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+            os.lseek(self.fd, 0, os.SEEK_END)
+        except OSError:
+            self.fd = None
+
+    def read(self) -> None:
+        while self.fd is not None:
+            try:
+                record = os.read(self.fd, 8192)
+            except BrokenPipeError:   # overwritten before it was read: on to the next
+                continue
+            except OSError:           # nothing more now (EAGAIN), or unreadable
+                return
+            if not record:
+                return
+            self.count(record.decode(errors="replace").split(";", 1)[-1])
+
+    def count(self, message: str) -> None:
+        for m in KILLED.finditer(message):
+            self.victims[("cgroup:" if m.group(1).startswith("Memory") else "host:") +
+                         m.group(2)] += 1
+
+    def close(self) -> Dict[str, int]:
+        self.read()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        return dict(self.victims)
 
 
 def touch_rate(command: str, mib: int) -> str:
@@ -282,7 +311,7 @@ def phase(name: str, args, work: str) -> Dict:
         return load.build(load.read_raw([conf]), host)
     factory = Factory(read_config)
     factory.started -= 10_000
-    kills, victims, peak = oom_kills(), len(kernel_kills()), [0.0, 0.0]
+    kills, kmsg, peak = oom_kills(), KernelLog(), [0.0, 0.0]
     stops = Counter()
     print(f"  {name}: MemAvailable {available_mib()} MiB at the start", flush=True)
     start = time.monotonic()
@@ -300,6 +329,7 @@ def phase(name: str, args, work: str) -> Dict:
             peak[0] = max(peak[0], avg10("memory", "some"))
             peak[1] = max(peak[1], avg10("memory", "full"))
             stops.update(stopped_by(report))
+            kmsg.read()
             time.sleep(args.cycle)
     finally:
         clear(read_config().settings)
@@ -307,7 +337,7 @@ def phase(name: str, args, work: str) -> Dict:
     result.update(gate=name, kernel=oom_kills() - kills,
                   some=peak[0], full=peak[1], paused_p=stops["P"], paused_l=stops["L"],
                   backoff=stops["B"],
-                  victims=dict(Counter(kernel_kills()[victims:])))
+                  victims=kmsg.close())
     return result
 
 

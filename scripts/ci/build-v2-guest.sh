@@ -27,7 +27,7 @@
 # fuse-overlayfs beside them), with the systemd cgroup manager and journald events (the defaults
 # on a systemd host; the CI host's cgroupfs and file settings are setup-podman.sh's, not here);
 # the user vacpodman with subordinate ranges as setup-podman.sh gives it on the host;
-# lvm2, thin-provisioning-tools and e2fsprogs (device-mapper, which the guest's kernel has and the CI
+# lvm2 and thin-provisioning-tools (device-mapper, which the guest's kernel has and the CI
 # host's sandbox has not: tests/integration/test_lvm.py); e2fsprogs, which Debian 13's minbase
 # no longer has: mkfs.ext4 for the machines' scratch file systems (loop or thin LV).
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the

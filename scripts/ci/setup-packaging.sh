@@ -3,7 +3,8 @@
 # cpio, systemd-analyze (package systemd), man-db/groff for the man pages, and the test
 # dependencies of the Python 3.9 run (pyenv's 3.9, when this machine has one).
 # A second run only checks and takes about a second.
-# Usage: scripts/ci/setup-packaging.sh      (root; Debian; apt and PyPI reachable)
+# Usage: scripts/ci/setup-packaging.sh [--rpmbuild]      (root; Debian; apt and PyPI reachable)
+#   --rpmbuild   only rpm and cpio (what the cgroup v2 guest's run needs to build the RPMs)
 set -euo pipefail
 
 STEP=packaging
@@ -14,8 +15,13 @@ STATE=/var/lib/vac-test
 
 [ "$(id -u)" = 0 ] || die "run as root"
 mkdir -p "$STATE"
-apt_install rpm cpio systemd man-db groff-base
+apt_install rpm cpio
+[ "${1:-}" = --rpmbuild ] || apt_install systemd man-db groff-base
 command -v rpmbuild >/dev/null || die "rpmbuild missing after installing rpm"
+if [ "${1:-}" = --rpmbuild ]; then
+  summary "ok: $(rpmbuild --version)"
+  exit 0
+fi
 
 # Python 3.9 (EL9's system Python) for the unit and contract tests, if pyenv has it here.
 py39=$(ls -d /root/.pyenv/versions/3.9*/bin/python3 2>/dev/null | sort -V | tail -n 1 || true)

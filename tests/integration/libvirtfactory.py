@@ -91,7 +91,9 @@ class LibvirtFactory:
 
     def write(self, payload: str, cmdline: str = CONSOLE, uri: str = URI,
               draining: bool = False, wallclock: int = 3600, slots: int = 1,
-              total: int = 1) -> None:
+              total: int = 1, disk_gb: Optional[int] = None) -> None:
+        """The factory's user_data and vac.conf; disk_gb: the machinetype's
+        disk_gb_per_processor (a vm-raw VM's scratch disk), none if None."""
         with open(self.user_data, "w") as f:
             f.write(payload)
         with open(self.config_file, "w") as f:
@@ -99,6 +101,8 @@ class LibvirtFactory:
                                 total=total, uri=uri, wait=WAIT, mt=MT, guest=GUEST,
                                 draining="yes" if draining else "no", cmdline=cmdline,
                                 user_data=self.user_data, wallclock=wallclock))
+            if disk_gb is not None:
+                f.write(f"disk_gb_per_processor = {disk_gb}\n")
 
     def load(self):
         return load.build(load.read_raw([self.config_file]), self.host)

@@ -22,14 +22,12 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
-import uuid
-from typing import List
 
 import pytest
 from docker_engine import engine_ready
 from dockerfactory import DockerFactory, machine_dirs
+from loopvg import loop_volume_group, run, volumes
 from scratchpool import remove_pool
 from waiting import wait_until
 
@@ -40,7 +38,6 @@ from vac.machine import scratch
 
 pytestmark = [pytest.mark.root, pytest.mark.docker]
 
-GIB = 1024 ** 3
 GB = 10 ** 9
 POOL = lvm.POOL_NAME
 TOOLS = ("losetup", "pvcreate", "vgcreate", "vgremove", "pvremove", "lvcreate", "lvremove",
@@ -92,48 +89,15 @@ def require_lvm() -> None:
                           "tests/integration/test_lvm.py)")
 
 
-def run(argv: List[str], check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=check)
-
-
 # The volume group (made as an admin would) ----------------------------------------------------
 
 @pytest.fixture(scope="module")
 def vg():
     require_lvm()
-    name = f"vactest{uuid.uuid4().hex[:6]}"
-    image = f"/var/tmp/{name}.pv"
-    with open(image, "wb") as f:
-        f.truncate(6 * GIB)                       # sparse: only what is written takes space
-    loop = run(["losetup", "--find", "--show", image]).stdout.strip()
-    try:
-        run(["pvcreate", "--yes", loop])
-        run(["vgcreate", "--yes", name, loop])
-        # 5 GB: admission by free disk counts the pool's free data against its floor plus
-        # the room of every thin volume in it (the others' the leftover test keeps, too).
-        run(["lvcreate", "--yes", "--type", "thin-pool", "-L", "5g", "-n", POOL, name])
+    # 5 GB: admission by free disk counts the pool's free data against its floor plus
+    # the room of every thin volume in it (the others' the leftover test keeps, too).
+    with loop_volume_group(pv_gib=6, pool="5g") as name:
         yield name
-    finally:
-        for volume in _volumes(name):
-            _unmount_everywhere(name, volume)
-        run(["vgremove", "--yes", "--force", name], check=False)
-        run(["pvremove", "--yes", loop], check=False)
-        run(["losetup", "--detach", loop], check=False)
-        os.unlink(image)
-
-
-def _volumes(vg: str) -> List[str]:
-    done = run(["lvs", "--noheadings", "-o", "lv_name", vg], check=False)
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
-
-
-def _unmount_everywhere(vg: str, volume: str) -> None:
-    try:
-        device = os.stat(lvm.device(vg, volume)).st_rdev
-    except OSError:
-        return
-    for point in scratch.mounts_of(device):
-        run(["umount", "-l", point], check=False)
 
 
 def _thin(vg: str, name: str, size: str = "16m") -> None:
@@ -229,7 +193,7 @@ def test_leftover_volumes_of_this_factory_go_and_no_others(dock, vg, tmp_path):
     run(["mount", lvm.device(vg, slot_name), str(elsewhere)])
     report = dock.cycle()
     assert report.errors == []
-    left = set(_volumes(vg))
+    left = set(volumes(vg))
     assert slot_name not in left and dir_name not in left
     assert set(others) <= left and POOL in left
     assert not os.path.ismount(str(elsewhere))
@@ -270,4 +234,4 @@ def test_doctor_proves_the_thin_volumes_with_a_trial(dock, vg):
     assert line.status == "ok", line.detail
     assert line.detail.startswith(f"lvm-thin: an ext4 filesystem on a thin LV per machine in "
                                   f"{vg}/{POOL}; trial filled to ENOSPC; thin pool")
-    assert not [v for v in _volumes(vg) if v.startswith(".trial")]
+    assert not [v for v in volumes(vg) if v.startswith(".trial")]

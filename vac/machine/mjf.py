@@ -8,8 +8,8 @@ HSF-TN-2016-02 and its consumers: integers for every *_secs / *_bytes / count ke
 them with int()), floats only for hs06 / hs06_job, no trailing newline except allocated_cpu and
 allocated_CPU, which the original always wrote with one.
 
-jobfeatures/scratch_limit_bytes is written by vac.machine.scratch, only for a container
-machine that got a bounded /scratch. Deliberately not written, as in the original:
+jobfeatures/scratch_limit_bytes is written by vac.machine.scratch for a container machine
+that got a bounded /scratch, and by the libvirt backend for a vm-raw VM's scratch disk. Deliberately not written, as in the original:
 max_swap_bytes, grace_secs and grace_secs_job. grace_secs is a promise about how early a changed shutdowntime is announced;
 Vac lowers shutdowntime as soon as a site sets an earlier global shutdown_time, so it cannot
 promise any grace period. A site that can may add one with machinefeatures_option_grace_secs.

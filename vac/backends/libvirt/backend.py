@@ -300,6 +300,7 @@ class LibvirtBackend(Backend):
                 scratch = self._volume(spec, gb, temporary, "scratch.disk.", gb is not None)
                 if scratch:
                     disks.append(dataclasses.replace(scratch, target=mt.scratch_device))
+                    images.export_scratch_limit(spec.directory, scratch.source)
             else:
                 if image:
                     disks.append(Disk(image, "hdc", device="cdrom", readonly=True))

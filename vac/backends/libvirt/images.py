@@ -31,9 +31,11 @@ from vac import subp
 from vac.errors import BackendError, FetchError, ProcessError
 from vac.host import lvm
 from vac.host.lvm import VolumeGroup
+from vac.machine.scratch import MJF_KEY as SCRATCH_MJF_KEY
 
 if TYPE_CHECKING:
     from vac.config.model import MachineType, Settings
+    from vac.machine.directory import MachineDir
     from vac.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,21 @@ def create_sparse_file(tmp_dir: str, prefix: str, size: int) -> str:
         raise _error(f"cannot make a {size}-byte disk file in {tmp_dir}: {e}") from e
     os.close(fd)
     return path
+
+
+def export_scratch_limit(directory: MachineDir, disk_path: str) -> None:
+    """Write the size of a VM's scratch disk (a sparse file or an LV's device) as the MJF
+    jobfeatures/scratch_limit_bytes, as a container's bounded /scratch has it.
+
+    Raises:
+        BackendError: the disk's size could not be read or the key not written.
+    """
+    try:
+        with open(disk_path, "rb") as f:      # a block device's size is where its end is
+            size = f.seek(0, os.SEEK_END)
+        directory.write(SCRATCH_MJF_KEY, str(size))
+    except OSError as e:
+        raise _error(f"cannot export the scratch disk's size of {directory.name}: {e}") from e
 
 
 # Logical volumes (made by vac.host.lvm) ------------------------------------------------

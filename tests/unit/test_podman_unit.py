@@ -1,19 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
 """The Podman backend's own parts: registration of machine_model podman, its configuration
-(podman_url, podman_parallel_creations, docker:// images), conmon's cgroup under a machine's
-parent (removed first, its CPU seconds not charged to the machine), errors named podman, and
-the probe's reading of Podman's /version."""
+(podman_url, podman_parallel_creations, docker:// images), errors named podman, and the
+probe's reading of Podman's /version (conmon's cgroups: test_podman_conmon.py)."""
 from __future__ import annotations
 
 import pytest
 
 from vac.backends import backend_for_model, get_backend_class
 from vac.backends.podman import backend as pb
-from vac.backends.podman.conmon import PodmanCgroups
 from vac.errors import BackendError, BackendUnavailable, ConfigError
-from vac.host import cgroups
-
-PARENT = "/vac/docker-1700000000_pod_factory1-03.example.com"
 
 
 def test_machine_model_podman_is_served_by_the_podman_backend():
@@ -89,42 +84,6 @@ def test_the_probe_knows_podman_by_its_version_components():
         assert pb.engine_of(garbled) == ""
 
 
-def tree(tmp_path, usage: dict) -> PodmanCgroups:
-    """A v2 tree with cpu.stat usage_usec at each path."""
-    root = tmp_path / "cgroup"
-    for path, usec in usage.items():
-        d = root / path.lstrip("/")
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "cpu.stat").write_text(f"usage_usec {usec}\nuser_usec 1\nsystem_usec 2\n")
-    return PodmanCgroups(hierarchies=cgroups.Hierarchies(v2=cgroups.Mount("/", str(root))))
-
-
-def test_conmons_cpu_is_not_charged_to_the_machine(tmp_path):
-    cg = tree(tmp_path, {PARENT: 5_000_000, f"{PARENT}/conmon": 250_000,
-                         f"{PARENT}/libpod-abc": 4_750_000})
-    assert cg.cpu_seconds(PARENT) == pytest.approx(4.75)
-    assert cg.cpu_seconds(f"{PARENT}/conmon") == pytest.approx(0.25)
-    plain = tree(tmp_path / "plain", {PARENT: 5_000_000})
-    assert plain.cpu_seconds(PARENT) == pytest.approx(5.0)
-    assert plain.cpu_seconds("/vac/docker-gone") is None
-
-
-def test_a_parent_is_removed_with_conmons_cgroup(tmp_path):
-    cg = tree(tmp_path, {PARENT: 1, f"{PARENT}/conmon": 1})
-    root = tmp_path / "cgroup"
-    for d in (root / PARENT.lstrip("/"), root / PARENT.lstrip("/") / "conmon"):
-        (d / "cpu.stat").unlink()              # a cgroup directory has no removable files
-    assert cg.remove(PARENT) == []
-    assert not (root / PARENT.lstrip("/")).exists()
-
-
-def test_a_busy_conmon_keeps_the_parent_and_says_which(tmp_path):
-    cg = tree(tmp_path, {f"{PARENT}/conmon": 1})     # conmon's cpu.stat: rmdir fails
-    left = cg.remove(PARENT)
-    assert left == [str(tmp_path / "cgroup" / PARENT.lstrip("/") / "conmon")]
-    assert (tmp_path / "cgroup" / PARENT.lstrip("/")).is_dir()
-
-
 def test_the_watcher_picks_the_die_events_of_containers():
     from vac.backends.podman.watch import ended_machine
 
@@ -135,26 +94,6 @@ def test_the_watcher_picks_the_die_events_of_containers():
     for other in ({**die, "Action": "start"}, {**die, "Type": "image"}, {**die, "Actor": None},
                   {**die, "Actor": {"Attributes": "x"}}, None, "die", {}):
         assert ended_machine(other) == "", other
-
-
-def test_removal_waits_for_conmon_to_leave_its_cgroup(tmp_path):
-    root = tmp_path / "cgroup"
-    conmon = root / PARENT.lstrip("/") / "conmon"
-    conmon.mkdir(parents=True)
-    procs = conmon / "cgroup.procs"
-    procs.write_text("4242\n")
-    slept = []
-
-    class ExitingConmon(cgroups.CgroupFS):
-        def sleep(self, seconds):
-            slept.append(seconds)
-            if len(slept) == 3:             # conmon leaves; the kernel empties the file
-                procs.unlink()
-
-    cg = PodmanCgroups(hierarchies=cgroups.Hierarchies(v2=cgroups.Mount("/", str(root))),
-                       fs=ExitingConmon())
-    assert cg.remove(PARENT) == []
-    assert len(slept) == 3 and not (root / PARENT.lstrip("/")).exists()
 
 
 def test_doctor_says_podman_oom_kills_are_not_seen_on_cgroup_v1():

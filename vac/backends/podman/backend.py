@@ -10,7 +10,9 @@ backend is the Docker backend (vac.backends.docker.backend) pointed at it, with 
 - the cgroup parent: the same per-machine parent as Docker's (/vac/docker-<machine dir> with
   the cgroupfs manager, the slice vac-docker-<dir>.slice with systemd; one release path for
   both), read and removed through PodmanCgroups (vac.backends.podman.conmon), because Podman
-  puts each container's conmon in a child cgroup of that parent;
+  puts each container's conmon in a cgroup of its own under that parent (the child `conmon`,
+  or with systemd the scope libpod-conmon-<id>.scope), whose CPU the machine is not charged
+  for, and which is left (bounded) to finish before the parent goes;
 - images refreshed with docker_pull_seconds are reported in podman-images.json;
 - errors name the podman backend; podman_parallel_creations creations at once;
 - its data root (admission by free disk space watches it) is its storage's graph root,
@@ -30,7 +32,6 @@ import contextlib
 import logging
 import threading
 from typing import Any, Dict, Iterator, List, Optional
-
 
 from vac import optional
 from vac.backends.base import MachineSpec, MachineStatus, Probe
@@ -260,8 +261,16 @@ class PodmanBackend(DockerBackend):
             log.warning("%s: cannot update backend.json: %s", directory.name, e)
 
     def destroy(self, name: str, directory: Optional[MachineDir]) -> None:
+        """As Docker's; first, if the container has ended, conmon (with its exit command) is
+        given time to leave the parent, so that a slice is not stopped with it inside."""
+        parent = self.cgroup_path(name, directory)
+        podman_cgroups = self.cgroups if isinstance(self.cgroups, PodmanCgroups) else None
+        if parent and podman_cgroups is not None:
+            podman_cgroups.let_conmon_leave(parent)
         with renamed():
             super().destroy(name, directory)
+        if parent and podman_cgroups is not None:
+            podman_cgroups.forget(parent)
         if directory is not None:
             self._cpu_seen.pop(str(directory.read_backend_record().get("container_id")), None)
 

@@ -15,8 +15,12 @@ cycles saw and the cycles whose creation the pressure or the load gate stopped; 
 line a cycle, of the slots busy, MemAvailable, memory and io pressure, the load and the kills.
 
     load gate        overload_per_processor 1.5, no pressure thresholds
-    pressure gate    the same, and pressure_memory_some 20 (the default)
+    pressure gate    the same, and pressure_memory_some 20 (the default) and admission by
+                     memory, memory_overcommit 1.0 (vac.cycle.memorygate)
     shedding         the same, and shed_memory_full 5 with shed_grace_seconds 10
+
+Each phase prints what its configuration sets, and the trace says M for a cycle that admission
+by memory stopped (P for the pressure gate, L for the load gate).
 
 An OOM kill's 700 is an abort, after which Vac backs off the machinetype for backoff_seconds
 plus, while any machine is younger, fizzle_seconds (600 by default): in every phase alike that
@@ -81,6 +85,7 @@ overload_per_processor = {overload}
 backend_timeout_seconds = 120
 pressure_io_full =
 pressure_memory_some = {memory_some}
+{memory}
 {shed}
 
 [machinetype grow]
@@ -91,9 +96,10 @@ target_share = 1
 backoff_seconds = 0
 fizzle_seconds = {fizzle}
 """
-CONFIGS = {"load gate": {"memory_some": "", "shed": ""},
-           "pressure gate": {"memory_some": "20", "shed": ""},
-           "shedding": {"memory_some": "20",
+MEMORY = "memory_overcommit = 1.0"
+CONFIGS = {"load gate": {"memory_some": "", "memory": "", "shed": ""},
+           "pressure gate": {"memory_some": "20", "memory": MEMORY, "shed": ""},
+           "shedding": {"memory_some": "20", "memory": MEMORY,
                         "shed": "shed_memory_full = 5\nshed_grace_seconds = 10"}}
 # take SIZE N: a dd holds SIZE MiB (blocked writing to a pipe nobody reads) once its resident
 # size shows the pages touched; its pid goes into $HELD. alive: every dd still there.
@@ -252,16 +258,19 @@ def taken_now(state: str) -> int:
     return total
 
 
-STOPS = {planfile.PRESSURE: "P", planfile.OVERLOAD: "L", planfile.BACKOFF: "B"}
+MEMORY_STOP = "memory"   # admission by memory: a PRESSURE reason whose text starts "memory: "
+STOPS = {MEMORY_STOP: "M", planfile.PRESSURE: "P", planfile.OVERLOAD: "L",
+         planfile.BACKOFF: "B"}
 
 
 def stopped_by(report) -> str:
-    """What stopped creation this cycle: P (the pressure gate, shedding's hold too), L (the
-    load gate), B (a backoff after an abort), the name of any other kind but
-    max_creations_per_cycle, - (nothing)."""
+    """What stopped creation this cycle: M (admission by memory), P (the pressure gate,
+    shedding's hold too), L (the load gate), B (a backoff after an abort), the name of any
+    other kind but max_creations_per_cycle, - (nothing)."""
     kinds = set()
     for reason in report.reasons.values():
-        kinds.update(r.kind for r in (reason,) + tuple(reason.parts))
+        kinds.update(MEMORY_STOP if r.text.startswith("memory: ") else r.kind
+                     for r in (reason,) + tuple(reason.parts))
     others = sorted(kinds - set(STOPS) - {planfile.MAX_CREATIONS})
     return "".join(letter for kind, letter in STOPS.items() if kind in kinds) + \
         "".join(f" {kind}" for kind in others) or "-"
@@ -313,7 +322,8 @@ def phase(name: str, args, work: str) -> Dict:
     factory.started -= 10_000
     kills, kmsg, peak = oom_kills(), KernelLog(), [0.0, 0.0]
     stops = Counter()
-    print(f"  {name}: MemAvailable {available_mib()} MiB at the start", flush=True)
+    print(f"  {name}: MemAvailable {available_mib()} MiB at the start; sets "
+          f"{settings_said(name)}", flush=True)
     start = time.monotonic()
     try:
         while time.monotonic() < start + args.phase:
@@ -335,10 +345,18 @@ def phase(name: str, args, work: str) -> Dict:
         clear(read_config().settings)
     result = outcomes(state)   # "other": no message, still running when the phase ended
     result.update(gate=name, kernel=oom_kills() - kills,
-                  some=peak[0], full=peak[1], paused_p=stops["P"], paused_l=stops["L"],
+                  some=peak[0], full=peak[1], paused_m=stops["M"], paused_p=stops["P"],
+                  paused_l=stops["L"],
                   backoff=stops["B"],
                   victims=kmsg.close())
     return result
+
+
+def settings_said(name: str) -> str:
+    """What a configuration sets beside overload_per_processor, on one line."""
+    said = [f"pressure_memory_some = {CONFIGS[name]['memory_some'] or '(off)'}",
+            CONFIGS[name]["memory"] or "memory_overcommit unset (admission by memory off)"]
+    return "; ".join(said + CONFIGS[name]["shed"].splitlines())
 
 
 def report(results: List[Dict], args) -> str:
@@ -349,13 +367,14 @@ def report(results: List[Dict], args) -> str:
              f"fizzle_seconds {args.fizzle}",
              f"{'':<14} {'created':>7} {'200':>4} {'OOM 700':>7} {'shed 100':>8} "
              f"{'cut':>4} {'kernel OOM':>10} {'MiB taken':>9} {'mem some':>8} {'mem full':>8} "
-             f"{'cycles P/L/B':>12}"]
+             f"{'cycles M/P/L/B':>14}"]
     for r in results:
         lines.append(f"{r['gate']:<14} {r['created']:>7} {r['200']:>4} {r['700']:>7} "
                      f"{r['100']:>8} {r['other']:>4} {r['kernel']:>10} {r['mib']:>9} "
                      f"{r['some']:>7.1f}% {r['full']:>7.1f}% "
-                     f"{r['paused_p']:>4}/{r['paused_l']}/{r['backoff']}")
+                     f"{r['paused_m']:>6}/{r['paused_p']}/{r['paused_l']}/{r['backoff']}")
     lines += [f"{r['gate']}: OOM victims {r['victims'] or 'none'}" for r in results]
+    lines += [f"{r['gate']}: sets {settings_said(r['gate'])}" for r in results]
     return "\n".join(lines)
 
 

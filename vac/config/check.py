@@ -208,7 +208,7 @@ def _check_pressure(values: Dict[str, Any], origins: Dict[str, str], b: Builder)
 
 def _check_disk(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:
     """Admission by free disk space: a floor not negative, a fraction below 1, an
-    overcommit of at least 1."""
+    overcommit of at least 1; admission by memory's overcommit, when set, at least 1."""
     if values["disk_floor_gb"] < 0:
         b.problem("must not be negative (0: no absolute floor)", origins["disk_floor_gb"],
                   "disk_floor_gb")
@@ -218,6 +218,10 @@ def _check_disk(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> 
     if values["disk_overcommit"] < 1:
         b.problem("must be at least 1 (1: every byte the machines' scratch may still grow "
                   "into must be free)", origins["disk_overcommit"], "disk_overcommit")
+    if values["memory_overcommit"] is not None and values["memory_overcommit"] < 1:
+        b.problem("must be at least 1 (1: no overcommit, every machine's limit must fit in "
+                  "MemAvailable; leave it empty to turn admission by memory off)",
+                  origins["memory_overcommit"], "memory_overcommit")
 
 
 def _check_yield(values: Dict[str, Any], origins: Dict[str, str], b: Builder) -> None:

@@ -82,6 +82,7 @@ class Settings:
     disk_floor_gb: float = 0.5
     disk_floor_fraction: float = 0.02
     disk_overcommit: float = 1.0
+    memory_overcommit: Optional[float] = None
     podman_url: str = "unix:///run/podman/podman.sock"
     podman_parallel_creations: int = 4
     podman_user: Optional[str] = None
@@ -154,6 +155,11 @@ class MachineType:
     smbios_product: Optional[str] = None
     cgroup_delegate: bool = True
     config_drive: bool = True
+
+    def memory_mb(self, processors: int) -> int:
+        """The memory limit of one of its machines with this many processors, in MiB, as the
+        backends set it (MachineSpec.memory_mb) and admission by memory counts it."""
+        return self.mb_per_processor * processors
 
     def files_path(self, name: str) -> str:
         """A machinetype file: absolute as given, else under <machinetype_path>/files/."""

@@ -137,6 +137,11 @@ SETTINGS_OPTIONS: Tuple[Option, ...] = (
            help="the floor as a fraction of each watched filesystem's size"),
     Option("disk_overcommit", "float", 1.0,
            help="the running machines' scratch still to grow into counts divided by this"),
+    # Admission by memory (off unless set): MemAvailable against the machines' limits.
+    Option("memory_overcommit", "optfloat", None,
+           help="admission by memory (off unless set, at least 1): a machine is created only "
+                "if MemAvailable times this covers its memory limit plus what the running "
+                "machines may still take up to theirs"),
 )
 
 # The pressure thresholds: (option, resource, line of its pressure file).

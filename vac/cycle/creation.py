@@ -56,7 +56,7 @@ def create_machine(settings: Settings, machinetype: MachineType, slot: Slot, pro
                   machine_uuid, backend, now, fetcher)
         spec = MachineSpec(name=slot.name, machinetype=machinetype, settings=settings,
                            slot=slot, processors=processors,
-                           memory_mb=machinetype.mb_per_processor * processors, created=created,
+                           memory_mb=machinetype.memory_mb(processors), created=created,
                            shutdown_time=shutdown_time, uuid=machine_uuid, directory=directory)
         crash_point("create:after-populate")
         backend_id = backend.create(spec) or machine_uuid

@@ -47,6 +47,7 @@ from vac.cycle.creation import create_machine
 from vac.cycle.finishing import Ending, finish_machine
 from vac.cycle.fizzlehint import FizzleHints
 from vac.cycle.hostdisk import HostDisk
+from vac.cycle.hostmemory import HostMemory
 from vac.cycle.hostpressure import HostPressure
 from vac.cycle.machinepressure import MachinePressureRecorder
 from vac.cycle.observe import Observation, find_zombies, observe
@@ -102,6 +103,8 @@ class Factory:
         self.owner_load = owner_load or OwnerLoad()   # opportunistic mode's measurement
         self.pressure = pressure or HostPressure.beside(loadavg is facts.read_loadavg)
         self.machine_pressure = MachinePressureRecorder()   # each machine's own cgroup's
+        self.memory = HostMemory.beside(loadavg is facts.read_loadavg,   # MemAvailable
+                                        lambda: self.machine_pressure.usage)
         self.disk = disk or HostDisk.beside(loadavg is facts.read_loadavg)   # free space
         fallback = state_dir or (pool.settings.paths.state_dir if pool is not None
                                  else Paths().state_dir)
@@ -197,11 +200,12 @@ class Factory:
         self.backoffs.update(loaded.config.machinetypes, census, now,
                              loaded.config.settings.factory_name)
         self.fizzle_hints.update(observed)   # the original's "minimum fizzle_seconds" hint
-        return self.disk.kept(self.pressure.kept(planner.plan(
+        return self.memory.kept(self.disk.kept(self.pressure.kept(planner.plan(
             loaded.config, observed, census, load=max(self.loadavg()), now=now,
             daemon_started=self.started, rng=self.rng, yield_state=yield_state, owner=owner,
             waiting=waiting, blocked=loaded.reason(), **self.pressure.inputs(now),
-            **self.disk.inputs(loaded.config, self.pool))))
+            **self.disk.inputs(loaded.config, self.pool),
+            **self.memory.inputs(loaded.config)))))
 
     def _act(self, last: _Last, plan: planner.Plan, slots: Tuple[Slot, ...], now: float,
              report: CycleReport) -> None:

@@ -13,7 +13,10 @@ above its threshold (pressure_cpu_some, pressure_memory_some, pressure_io_full),
 only once it is down to RESUME_FRACTION of it (hysteresis: the resources paused are the
 planner's input and output, kept by the factory between cycles). It adds to the load average
 gate (overload_per_processor), which stays: either one stops creation. A host without PSI
-gives no reading, and the load average gate decides alone, as before.
+gives no reading, and the load average gate decides alone, as before. PSI's memory `some`
+stays near 0 without swap until the RAM is all but gone, so admission by memory
+(memory_overcommit: MemAvailable against the machines' limits) is vac.cycle.memorygate, a
+budget the planner asks for each machine it chooses.
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ shares and their slots say why) and `blocked` (the configuration is rejected or 
 nothing is created, every free slot gives that reason), and `pressure` (the host's PSI
 reading: creation pauses while it is above a threshold, vac.cycle.gate), and `disk` (the
 host's free disk space and the machines' scratch: creation stops near a floor,
-vac.cycle.diskgate). The factory applies the plan; a disk stop never stops the management of
-running machines;
+vac.cycle.diskgate), and `memory` (MemAvailable and the machines' usage: each creation must
+fit beside what the running ones may still take, vac.cycle.memorygate). The factory applies
+the plan; a disk stop never stops the management of running machines;
 nothing here touches a file, a backend or a clock.
 """
 from __future__ import annotations
@@ -30,9 +31,10 @@ from typing import Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence,
 
 from vac import planfile
 from vac.config.model import Config, MachineType, Settings
-from vac.cycle import diskgate, gate, shedding, yielding
+from vac.cycle import diskgate, gate, memorygate, shedding, yielding
 from vac.cycle.shares import Shares, choose
 from vac.host.diskspace import DiskReading
+from vac.host.memory import MemoryReading
 from vac.host.pressure import Reading as PressureReading
 from vac.machine.directory import MachineState
 from vac.machine.observed import Observed
@@ -154,6 +156,7 @@ class Plan:
     pressure: Optional[PressureReading] = None               # the host's, as decided on
     disk_stop: Optional[IdleReason] = None                   # why free space stops creation
     disk: Optional[Dict] = None                              # the disk reading, as data
+    memory_stop: Optional[IdleReason] = None                 # why memory stopped creation
 
     def idle_reasons(self) -> Dict[str, str]:
         """Machine name of each idle slot -> why it stays empty (the text)."""
@@ -217,7 +220,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
          pressure: Optional[PressureReading] = None,
          pressure_paused: FrozenSet[str] = frozenset(),
          shed_state: Optional[shedding.ShedState] = None,
-         disk: Optional[DiskReading] = None) -> Plan:
+         disk: Optional[DiskReading] = None,
+         memory: Optional[MemoryReading] = None) -> Plan:
     """Decide one cycle. `census` is space-wide, this factory's local_census included.
 
     `load` is the load average to throttle by; `daemon_started` starts the heartbeat-file
@@ -229,7 +233,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     last plan paused for it (vac.cycle.gate.pressure_stop); the Plan says which are now.
     `shed_state`: shedding's (vac.cycle.shedding), which the Plan gives back. `disk`: the
     host's free space and the machines' scratch (None: no stop for it); the Plan's disk_stop
-    says why it stopped creation.
+    says why it stopped creation. `memory`: the host's MemAvailable and the machines' usage
+    (None: no stop for it; the rule is off unless memory_overcommit is set), memory_stop why.
     """
     settings = config.settings
     scan = _scan(config.machinetypes, observed, settings.shutdown_time, now, daemon_started)
@@ -243,8 +248,9 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
     squeezed, paused = gate.pressure_stop(settings, pressure, pressure_paused)
     budget = diskgate.Budget(settings, disk)
     short = budget.stop()
+    room = memorygate.Budget(settings, memory, [(o, mt) for o, _, mt in scan.kept.values()])
     hold = blocked or gate.yield_hold(verdict) or shed.hold or squeezed or short
-    creates, idle = _fill(config, scan, book, load, now, hold, held, budget)
+    creates, idle = _fill(config, scan, book, load, now, hold, held, (room, budget))
     counts = Counts(scan.machines, len(observed), scan.processors, settings.total_processors,
                     scan.hs06)
     return Plan(heartbeats=tuple(scan.heartbeats), lower_shutdown=tuple(scan.lowers),
@@ -253,7 +259,8 @@ def plan(config: Config, observed: Sequence[Observed], census: Mapping[str, Cens
                 cvmfs_repositories=tuple(sorted(scan.cvmfs)), notes=tuple(book.notes(now)),
                 yield_state=verdict.state if yielding.enabled(settings) else None,
                 pressure_paused=paused, shed_state=shed.state, pressure=pressure,
-                disk_stop=short or budget.refused, disk=diskgate.as_dict(settings, disk))
+                disk_stop=short or budget.refused, disk=diskgate.as_dict(settings, disk),
+                memory_stop=room.refused)
 
 
 # The slot scan ---------------------------------------------------------------------------
@@ -398,12 +405,12 @@ def _insert_free(scan: _Scan, slot: Slot) -> None:
 def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
           hold: Optional[IdleReason] = None,
           held: Sequence[IdleReason] = (),
-          budget: Optional[diskgate.Budget] = None) -> Tuple[List[Create], List[Idle]]:
+          budgets: Sequence = ()) -> Tuple[List[Create], List[Idle]]:
     """Create in the lowest free slots while the gate, the cap and the shares allow.
 
     `hold` stops all creation first (configuration, yielding); `held` are the machinetypes
-    waiting for their backend, added to whatever else keeps a slot empty; `budget` lets each
-    machine chosen in only if the free disk space allows its scratch too."""
+    waiting for their backend, added to whatever else keeps a slot empty; `budgets` (memory's,
+    free disk space's) let each machine chosen in only if each in turn allows it too."""
     settings = config.settings
     per = settings.processors_per_superslot
     running = scan.processors
@@ -421,8 +428,9 @@ def _fill(config: Config, scan: _Scan, shares: Shares, load: float, now: float,
             choice, nothing = choose(ordered, ((t, superslots[t]) for t in incomplete),
                                      settings.total_processors - running, per, now)
             reason = IdleReason(planfile.NO_ROOM, nothing) if nothing else None
-        if reason is None and budget is not None:
-            reason = budget.admit(choice.machinetype, choice.processors)
+        if reason is None:
+            reason = next((r for r in (b.admit(choice.machinetype, choice.processors)
+                                       for b in budgets) if r is not None), None)
         if reason is not None:
             reason = gate.with_held(reason, held)
             break

@@ -29,7 +29,9 @@
 # the user vacpodman with subordinate ranges as setup-podman.sh gives it on the host;
 # lvm2 and thin-provisioning-tools (device-mapper, which the guest's kernel has and the CI
 # host's sandbox has not: tests/integration/test_lvm.py); e2fsprogs, which Debian 13's minbase
-# no longer has: mkfs.ext4 for the machines' scratch file systems (loop or thin LV).
+# no longer has: mkfs.ext4 for the machines' scratch file systems (loop or thin LV); xfsprogs
+# (mkfs.xfs: tests/integration/test_scratch_quota.py, project quotas, which the CI host's
+# kernel cannot mount).
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
 # sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
 # pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian);
@@ -62,7 +64,7 @@ python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pi
 rpm
 podman crun conmon netavark aardvark-dns nftables catatonit passt slirp4netns fuse-overlayfs
 dbus-user-session libpam-systemd
-lvm2 thin-provisioning-tools e2fsprogs"
+lvm2 thin-provisioning-tools e2fsprogs xfsprogs"
 # Not in Debian: from PyPI into the guest's python3 (the APEL queue of the accounting tests).
 PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"

@@ -103,7 +103,7 @@ def _doctor(make_config, monkeypatch, settings="", machinetype="", chosen=None, 
 
     config = make_config(DOCTOR_CONF.format(settings=settings, machinetype=machinetype))
     if chosen is not None:
-        monkeypatch.setattr(scratch, "choose", lambda vg: chosen)
+        monkeypatch.setattr(scratch, "choose", lambda vg, **kw: chosen)
     if trial is not None:
         monkeypatch.setattr(scratch, "trial", trial)
     used = {"docker": list(config.machinetypes.values())}

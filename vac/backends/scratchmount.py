@@ -7,12 +7,15 @@ machinetype or [settings] sets disk_gb_per_processor and this host has a mechani
 (vac.machine.scratch.choose, asked once per process), the scratch is made and mounted, MJF
 jobfeatures/scratch_limit_bytes says its size, and the host path is returned for the backend
 to bind read-write at CONTAINER_PATH (/scratch): on a thin LV of volume_group's pool
-(vac.machine.scratchlv) or in a loop-mounted file; an Apptainer machine's --workdir (its /tmp,
+(vac.machine.scratchlv), in a loop-mounted file, or a directory bounded by a project quota
+(vac.machine.scratchquota); an Apptainer machine's --workdir (its /tmp,
 /var/tmp and home) goes there too (workdir()). Such a machine's joboutputs/ is capped too, at
-joboutputs_machine_mb (vac.machine.joboutputcap). remove() and release_leftovers() undo both,
-the capped joboutputs' files copied back into the plain directory, and remove the machine's
-LV; release_leftovers() also removes every leftover LV of this factory in volume_group (the
-original Vac's too), never another's, and never a living machine's.
+joboutputs_machine_mb (vac.machine.joboutputcap), except on a host whose scratch is a project
+quota: the cap is a loop-mounted file system, which such a host cannot make. remove() and
+release_leftovers() undo both, the capped joboutputs' files copied back into the plain
+directory, and remove the machine's LV; release_leftovers() also removes every leftover LV of
+this factory in volume_group (the original Vac's too), never another's, and never a living
+machine's.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from vac.backends.base import MachineSpec
 from vac.config import models
 from vac.errors import BackendError
 from vac.host import lvm
-from vac.machine import joboutputcap, scratch, scratchlv
+from vac.machine import joboutputcap, scratch, scratchlv, scratchquota
 from vac.machine.directory import MachineDir
 from vac.machine.slots import ordinal_of
 
@@ -37,20 +40,26 @@ _chosen: Dict[Optional[str], scratch.Mechanism] = {}
 _said: List[str] = []
 
 
-def mechanism(volume_group: Optional[str]) -> scratch.Mechanism:
-    """This host's mechanism for this volume_group, chosen on first use."""
+def mechanism(volume_group: Optional[str],
+              state_dir: Optional[str] = None) -> scratch.Mechanism:
+    """This host's mechanism for this volume_group (and state directory, whose filesystem
+    may hold project quotas), chosen on first use."""
     if volume_group not in _chosen:
-        _chosen[volume_group] = scratch.choose(volume_group)
+        _chosen[volume_group] = scratch.choose(volume_group, state_dir=state_dir)
         log.info("container scratch: %s (%s)", _chosen[volume_group].name,
                  _chosen[volume_group].detail)
     return _chosen[volume_group]
 
 
-def maker(volume_group: Optional[str]) -> Optional[scratch.Maker]:
-    """How this host's scratch is made and dropped: a thin LV's maker, None for the loop."""
-    chosen = mechanism(volume_group)
+def maker(volume_group: Optional[str],
+          state_dir: Optional[str] = None) -> Optional[scratch.Maker]:
+    """How this host's scratch is made and dropped: a thin LV's or a project quota's maker,
+    None for the loop."""
+    chosen = mechanism(volume_group, state_dir)
     if chosen.name == scratch.LVM_THIN:
         return scratchlv.ThinVolume(chosen.group, chosen.pool)
+    if chosen.name == scratch.QUOTA and state_dir:
+        return scratchquota.ProjectQuota(state_dir)
     return None
 
 
@@ -65,20 +74,26 @@ def make(spec: MachineSpec, backend: str) -> Optional[str]:
                                s.disk_gb_per_processor, spec.processors)
     if size is None:
         return None
-    chosen = mechanism(s.volume_group)
+    chosen = mechanism(s.volume_group, s.paths.state_dir)
     if chosen.name == scratch.NONE:
         if not _said:
             _said.append(chosen.detail)
             log.warning("disk_gb_per_processor is set but this host cannot bound a container's "
                         "scratch (%s): containers run without one", chosen.detail)
         return None
-    made = maker(s.volume_group)
+    made = maker(s.volume_group, s.paths.state_dir)
     try:
         area = scratch.create(s.paths.state_dir, spec.directory, size, made)
     except scratch.ScratchError as e:
         raise BackendError(backend, str(e), spec.name) from e
     try:
-        joboutputcap.make(s.paths.state_dir, spec.directory, s.joboutputs_machine_mb * MIB)
+        if chosen.name != scratch.QUOTA:
+            joboutputcap.make(s.paths.state_dir, spec.directory, s.joboutputs_machine_mb * MIB)
+        elif not _said:
+            _said.append(chosen.name)
+            log.warning("container machines' joboutputs are not capped: the cap is a "
+                        "loop-mounted file system, which this host (project quota scratch) "
+                        "cannot make")
     except scratch.ScratchError as e:
         try:
             scratch.remove(s.paths.state_dir, os.path.basename(spec.directory.path), made)
@@ -114,7 +129,7 @@ def remove(settings: Any, directory: Optional[MachineDir], backend: str) -> bool
     try:
         capped = joboutputcap.release(directory)
         return scratch.remove(settings.paths.state_dir, os.path.basename(directory.path),
-                              maker(settings.volume_group)) or capped
+                              maker(settings.volume_group, settings.paths.state_dir)) or capped
     except (scratch.ScratchError, OSError) as e:
         raise BackendError(backend, str(e), directory.name) from e
 
@@ -132,7 +147,9 @@ def release_leftovers(settings: Any, factory_name: str) -> List[str]:
     """The scratch, and the capped joboutputs, of this factory's finished machines; then its
     logical volumes that nothing living holds."""
     state = settings.paths.state_dir
-    released = scratch.release_leftovers(state, factory_name)
+    quota = maker(settings.volume_group, state)
+    released = scratch.release_leftovers(
+        state, factory_name, quota if isinstance(quota, scratchquota.ProjectQuota) else None)
     for name, path in joboutputcap.mounted_in(state, scratch.mounted()):
         directory = MachineDir(path)
         if ordinal_of(factory_name, name.split("_")[-1]) >= 0 and directory.finished is not None \

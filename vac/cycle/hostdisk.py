@@ -6,7 +6,8 @@ The decision is vac.cycle.diskgate (pure, in the planner). Here: HostDisk reads,
 vac.host.diskspace, the filesystems of the state directory, the scratch pool and each data
 root the pool's backends found available this cycle say they have (Backend.data_root, asked
 until a backend answers, then kept; labelled "<backend> <what it is>": "docker data root",
-"podman storage"), each mounted scratch's free space, and the room of the running machines'
+"podman storage"), each mounted scratch's free space (a project quota's directory: its
+limit less its usage, as the quota counts them), and the room of the running machines'
 disk files (Backend.disk_growth, asked each cycle; their directories are watched too, as
 "<backend> disk files"). Reading never raises and never stops a cycle: a place that cannot be
 read is left out (said once in the log), and the running machines are managed whatever the
@@ -15,6 +16,7 @@ disk. It also says each machine's scratch bytes in use, for its heartbeat (scrat
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -84,7 +86,7 @@ def read_host(config: Config, pool: Any, roots: Dict[str, Optional[str]]) -> Dis
     """The reading of this host for this configuration: the places and disk files of the
     pool's backends found available this cycle (`roots` keeps their data roots once known)."""
     s = config.settings
-    mechanism = scratchmount.mechanism(s.volume_group)
+    mechanism = scratchmount.mechanism(s.volume_group, s.paths.state_dir)
     backends = available(pool)
     places, growing = disk_files(backends)
     return read_with_pool(s.paths.state_dir, mechanism, data_roots(backends, roots) + places,
@@ -103,7 +105,23 @@ def read_with_pool(state_dir: str, mechanism: scratch.Mechanism, places: List[Pl
         thin, problem = None, (f"{diskspace.THIN} {mechanism.group}/{mechanism.pool}: {e}",)
     got = diskspace.read(state_dir, scratch.pool(state_dir), mounts, places,
                          mechanism.name != scratch.NONE, growing, thin=thin)
+    if mechanism.name == scratch.QUOTA:
+        got = replace(got, scratches={**got.scratches, **quota_scratches(state_dir)})
     return replace(got, problems=got.problems + problem) if problem else got
+
+
+def quota_scratches(state_dir: str) -> Dict[str, diskspace.Scratch]:
+    """Machine directory name -> the used and free bytes of its project quota scratch."""
+    try:
+        names = os.listdir(scratch.pool(state_dir))
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        got = scratch.quota_usage(state_dir, name) if not name.startswith(".") else None
+        if got is not None:
+            found[name] = diskspace.Scratch(got[0], max(got[1] - got[0], 0))
+    return found
 
 
 def available(pool: Any) -> List[Backend]:

@@ -14,15 +14,23 @@ best first (`vac doctor` names it and why the better ones are not used):
               at the same mount point; the file is unlinked once mounted, so its blocks are
               freed when the last mount of it goes (and a reboot leaves nothing). Needs root,
               /dev/loop-control, mkfs.ext4 and mount.
+    project-quota
+              a plain directory at the same path on the state directory's own filesystem,
+              given a project ID of Vac's (vac.host.projquota.FIRST_ID and the ID_COUNT after
+              it) with the inherit flag and a hard block limit of the size
+              (vac.machine.scratchquota). Needs root and, under <state_dir>/scratch, XFS
+              mounted with prjquota (or pquota). Not ext4: its project quotas give EDQUOT,
+              and do not bound root.
     none      the host can do none of them: the machine runs without a scratch area.
 
-Both are thin: nothing is reserved up front; writing past the size is ENOSPC inside the
-scratch and nowhere else. Project quotas are named by the choice but not made. The root of the
-scratch filesystem is mode 1777 (as /tmp), so the payload's user, whoever it is, can write
-there. The scratch is removed when the machine's container is destroyed, and by
-release_leftovers() for machines of this factory that are finished or whose directory has gone
-(after a vacd restart), never another's. How one is made and dropped is a Maker: Loop here,
-scratchlv.ThinVolume for an LV.
+All are thin: nothing is reserved up front; writing past the size fails inside the scratch and
+nowhere else: ENOSPC. The root of the scratch is mode 1777 (as /tmp), so the payload's user,
+whoever it is, can write there. The scratch is removed when the machine's container is
+destroyed, and by release_leftovers() for machines of this factory that are finished or whose
+directory has gone (after a vacd restart), never another's. How one is made and dropped is a
+Maker: Loop here, scratchlv.ThinVolume for an LV, scratchquota.ProjectQuota for a project
+quota. A quota's directory is not a mount: remove() unmounts only what is mounted, and removes
+the tree of a plain directory (never crossing a mount); used_bytes() reads its project's usage.
 """
 from __future__ import annotations
 
@@ -35,7 +43,7 @@ from typing import Callable, List, Optional, Protocol, Tuple
 
 from vac import subp
 from vac.errors import ProcessError, VacError
-from vac.host import lvm
+from vac.host import lvm, projquota
 from vac.machine.directory import MachineDir
 from vac.machine.slots import ordinal_of
 
@@ -53,8 +61,10 @@ MKFS = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E",
         "nodiscard,lazy_itable_init=1", "-L", "vac-scratch"]
 LVM_THIN = "lvm-thin"
 LOOP = "loop"
+QUOTA = "project-quota"
 NONE = "none"
 PoolFinder = Callable[[str], Tuple[Optional[str], str]]
+QuotaProbe = Callable[[str], str]
 
 
 class ScratchError(VacError):
@@ -63,7 +73,8 @@ class ScratchError(VacError):
 
 @dataclass(frozen=True)
 class Mechanism:
-    """How this host gives machines their scratch: name (lvm-thin, loop or none) and why;
+    """How this host gives machines their scratch: name (lvm-thin, loop, project-quota or
+    none) and why;
     for lvm-thin the volume group and its thin pool."""
 
     name: str
@@ -96,10 +107,13 @@ class Loop:
 def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = shutil.which,
            exists: Optional[Callable[[str], bool]] = None,
            euid: Callable[[], int] = os.geteuid,
-           find_pool: PoolFinder = lvm.find_pool) -> Mechanism:
+           find_pool: PoolFinder = lvm.find_pool, state_dir: Optional[str] = None,
+           quota_missing: QuotaProbe = projquota.missing) -> Mechanism:
     """The best mechanism this host has, with the reasons the better ones are passed over.
     exists: the test for /dev/loop-control and /dev/mapper/control (default: the first must
-    exist, the second must open: lvm.device_mapper)."""
+    exist, the second must open: lvm.device_mapper); quota_missing: why the filesystem under
+    a path cannot bound a directory by a project quota, or '' (asked of the pool, or the
+    state directory until the pool exists; not asked without a state_dir)."""
     pool, not_lvm = _thin_pool(volume_group, which, exists, find_pool,
                                _fs_missing(which, euid))
     if pool:
@@ -111,8 +125,22 @@ def choose(volume_group: Optional[str], which: Callable[[str], Optional[str]] = 
         return Mechanism(LOOP, "an ext4 filesystem in a sparse file per machine, "
                                f"loop-mounted (not a thin LV: {passed[0]})")
     passed.append(f"not a loop-mounted file: {missing}")
-    passed.append("not a project quota: not implemented")
+    why = _quota_missing(state_dir, euid, quota_missing)
+    if not why:
+        return Mechanism(QUOTA, "a directory per machine bounded by a project quota on the "
+                                f"state directory's filesystem ({'; '.join(passed)})")
+    passed.append(f"not a project quota: {why}")
     return Mechanism(NONE, "; ".join(passed))
+
+
+def _quota_missing(state_dir: Optional[str], euid: Callable[[], int],
+                   probe: QuotaProbe) -> str:
+    """Why the pool cannot hold project quota scratch directories, or ''."""
+    if not state_dir:
+        return "no state directory to look at"
+    if euid() != 0:
+        return "vacd is not root"
+    return probe(pool(state_dir) if os.path.isdir(pool(state_dir)) else state_dir)
 
 
 def _thin_pool(volume_group: Optional[str], which: Callable[[str], Optional[str]],
@@ -239,18 +267,20 @@ def _sparse(path: str, size: int) -> None:
 
 
 def remove(state_dir: str, dir_name: str, maker: Optional[Maker] = None) -> bool:
-    """Unmount and remove the scratch of this machine directory name (and with a maker, what
-    it made: an LV); True if there was one.
+    """Unmount (if mounted) and remove the scratch of this machine directory name, with a
+    maker what it made (an LV; a project quota's directory and limit) first; a plain
+    directory's tree is removed too (never crossing a mount). True if there was one.
 
     Raises:
-        ScratchError: it is mounted and stays so, or the maker's volume stays.
+        ScratchError: it is mounted and stays so, or the maker's volume or tree stays.
     """
     target = mount_point(state_dir, dir_name)
     found = False
     if is_mounted(target):
         found = True
         _unmount(target)
-    for path, drop in ((target + IMAGE_SUFFIX, os.unlink), (target, os.rmdir)):
+    found = (maker.drop(dir_name) if maker is not None else False) or found
+    for path, drop in ((target + IMAGE_SUFFIX, os.unlink), (target, _remove_dir)):
         try:
             drop(path)
             found = True
@@ -258,7 +288,34 @@ def remove(state_dir: str, dir_name: str, maker: Optional[Maker] = None) -> bool
             pass
         except OSError as e:
             raise ScratchError(f"cannot remove {path}: {e}") from e
-    return (maker.drop(dir_name) if maker is not None else False) or found
+    return found
+
+
+def _remove_dir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        if e.errno != errno.ENOTEMPTY:
+            raise
+        remove_tree(path)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the directory tree at path (symbolic links not followed), unless something is
+    mounted in it; a tree that is not there counts as removed.
+
+    Raises:
+        ScratchError: something is mounted under it, or it stays.
+    """
+    beneath = [m for m in mounted() if m.startswith(path.rstrip(os.sep) + os.sep)]
+    if beneath:
+        raise ScratchError(f"not removing {path}: {beneath[0]} is mounted in it")
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ScratchError(f"cannot remove {path}: {e}") from e
 
 
 def unmount(target: str) -> None:
@@ -322,15 +379,37 @@ def _unescape(text: str) -> str:
 
 
 def used_bytes(state_dir: str, dir_name: str) -> Optional[int]:
-    """Bytes in use in the machine's scratch, or None when it has none mounted."""
+    """Bytes in use in the machine's scratch (a project quota's as the quota counts them),
+    or None when it has none."""
     target = mount_point(state_dir, dir_name)
     if not is_mounted(target):
-        return None
+        found = quota_usage(state_dir, dir_name)
+        return found[0] if found is not None else None
     try:
         st = os.statvfs(target)
     except OSError:
         return None
     return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def quota_usage(state_dir: str, dir_name: str,
+                kernel: Optional[projquota.Kernel] = None) -> Optional[Tuple[int, int]]:
+    """(bytes used, hard limit in bytes) of the machine's project quota scratch, or None when
+    there is no directory with a project ID of Vac's (statvfs would not do: XFS shows a
+    project's limit there only when it is below the filesystem's size)."""
+    kernel = kernel or projquota.Kernel()
+    target = mount_point(state_dir, dir_name)
+    try:
+        _, projid = kernel.project(target)
+        if not projquota.owned(projid):
+            return None
+        device = projquota.device(target)[0]
+        if not device.startswith("/dev/"):
+            return None
+        used, _, limit = kernel.usage(device, projid)
+    except OSError:
+        return None
+    return used, limit
 
 
 def free_bytes(state_dir: str) -> int:
@@ -342,10 +421,12 @@ def free_bytes(state_dir: str) -> int:
 
 # Leftovers -------------------------------------------------------------------------------
 
-def release_leftovers(state_dir: str, factory_name: str) -> List[str]:
+def release_leftovers(state_dir: str, factory_name: str,
+                      maker: Optional[Maker] = None) -> List[str]:
     """Remove the scratch of every machine of this factory whose directory is finished or has
-    gone (a vacd stopped or killed before destroy removed it). Returns those directory names.
-    Another factory's scratch, and a living machine's, are left alone."""
+    gone (a vacd stopped or killed before destroy removed it), through `maker` when given (a
+    project quota's, whose limits are cleared). Returns those directory names. Another
+    factory's scratch, and a living machine's, are left alone."""
     released = []
     try:
         names = sorted(os.listdir(pool(state_dir)))
@@ -361,7 +442,7 @@ def release_leftovers(state_dir: str, factory_name: str) -> List[str]:
         if os.path.isdir(path) and not os.path.lexists(os.path.join(path, "finished")):
             continue
         try:
-            if remove(state_dir, name) and name not in released:
+            if remove(state_dir, name, maker) and name not in released:
                 log.warning("%s: removed the scratch a finished machine left", name)
                 released.append(name)
         except ScratchError as e:

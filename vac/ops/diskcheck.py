@@ -34,7 +34,8 @@ def host_disk(settings: Settings, made: bool = False) -> List[Check]:
     `made`: whether new container machines get a scratch on this host."""
     places, growing = recorded(settings)
     reading = hostdisk.read_with_pool(settings.paths.state_dir,
-                                      scratchmount.mechanism(settings.volume_group), places,
+                                      scratchmount.mechanism(settings.volume_group,
+                                                             settings.paths.state_dir), places,
                                       growing)
     reading = replace(reading, scratch_made=made)
     if not reading.filesystems:

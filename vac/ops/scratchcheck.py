@@ -2,10 +2,11 @@
 """`vac doctor`'s scratch check: how this host bounds container machines' scratch.
 
     ok    the mechanism (lvm-thin: an ext4 file system on a thin LV per machine in
-          volume_group's thin pool; loop: one in a sparse file per machine) and why the
-          better ones are passed over, proved by a trial scratch filled past its end, with the
-          free space of the thin pool or of the pool directory's filesystem, and how their
-          joboutputs/ are capped; or no container machinetype asks for scratch
+          volume_group's thin pool; loop: one in a sparse file per machine; project-quota: a
+          directory per machine bounded by a project quota on the state directory's XFS) and
+          why the better ones are passed over, proved by a trial scratch filled past its end,
+          with the free space of the thin pool or of the pool directory's filesystem, and how
+          their joboutputs/ are capped; or no container machinetype asks for scratch
     warn  containers ask for scratch (disk_gb_per_processor) but this host has no mechanism:
           they run without one, their writes unbounded
     fail  the mechanism is there but the trial failed
@@ -13,11 +14,11 @@
 from __future__ import annotations
 
 import shutil
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from vac.config.model import MachineType, Settings
 from vac.host import lvm
-from vac.machine import scratch, scratchlv
+from vac.machine import scratch, scratchlv, scratchquota
 from vac.ops.checks import FAIL, OK, WARN, Check
 
 NAME = "scratch"
@@ -33,27 +34,44 @@ def host_scratch(settings: Settings, used: Dict[str, List[MachineType]]) -> List
     if not asking:
         return [Check(NAME, OK, "no container machinetype sets disk_gb_per_processor: "
                                 "containers get no /scratch")]
-    chosen = scratch.choose(settings.volume_group)
-    maker = scratchlv.ThinVolume(chosen.group, chosen.pool) \
-        if chosen.name == scratch.LVM_THIN else None
+    state = settings.paths.state_dir
+    chosen = scratch.choose(settings.volume_group, state_dir=state)
+    maker = _maker(chosen, state)
     if chosen.name == scratch.NONE:
         return [Check(NAME, WARN, f"{', '.join(asking)} set disk_gb_per_processor but this "
                                   f"host cannot bound a scratch: {chosen.detail}; they run "
                                   "without /scratch", "run vacd as root on a host with loop "
                                   "devices and mkfs.ext4 (e2fsprogs), or with lvm2 and a "
-                                  f"thin pool ({lvm.POOL_NAME}) in volume_group")]
-    state = settings.paths.state_dir
+                                  f"thin pool ({lvm.POOL_NAME}) in volume_group, or with the "
+                                  "state directory on XFS mounted with prjquota")]
     try:
         scratch.trial(state, maker)
     except scratch.ScratchError as e:
         return [Check(NAME, FAIL, f"{chosen.name}: the trial scratch failed: {e}",
-                      "see the error: lvcreate in the thin pool, mkfs.ext4 and mount must "
-                      "work for root" if maker else "see the error: loop devices, mkfs.ext4 "
-                      "and mount must work for root")]
+                      _trial_fix(chosen))]
     return [Check(NAME, OK, f"{chosen.name}: {chosen.detail}; trial filled to ENOSPC; "
                             f"{_free(chosen, state)}; for "
                             f"{', '.join(asking)} at {scratch.CONTAINER_PATH}; "
-                            f"{_capped(settings)}")]
+                            f"{_capped(settings, chosen)}")]
+
+
+def _maker(chosen: scratch.Mechanism, state: str) -> Optional[scratch.Maker]:
+    """The chosen mechanism's maker (None: the loop's, scratch's default)."""
+    if chosen.name == scratch.LVM_THIN:
+        return scratchlv.ThinVolume(chosen.group, chosen.pool)
+    if chosen.name == scratch.QUOTA:
+        return scratchquota.ProjectQuota(state)
+    return None
+
+
+def _trial_fix(chosen: scratch.Mechanism) -> str:
+    """What must work for the chosen mechanism's trial."""
+    if chosen.name == scratch.LVM_THIN:
+        return "see the error: lvcreate in the thin pool, mkfs.ext4 and mount must work for root"
+    if chosen.name == scratch.QUOTA:
+        return ("see the error: setting a project ID and a project quota limit under the "
+                "state directory must work for root")
+    return "see the error: loop devices, mkfs.ext4 and mount must work for root"
 
 
 def _free(chosen: scratch.Mechanism, state: str) -> str:
@@ -69,8 +87,10 @@ def _free(chosen: scratch.Mechanism, state: str) -> str:
     return f"pool {scratch.pool(state)} has {scratch.free_bytes(state) / GB:.1f} GB free"
 
 
-def _capped(settings: Settings) -> str:
+def _capped(settings: Settings, chosen: scratch.Mechanism) -> str:
     """How those machines' joboutputs/ are bounded."""
+    if chosen.name == scratch.QUOTA:
+        return "their joboutputs/ not capped (the cap is a loop-mounted file system)"
     if not shutil.which("tune2fs"):
         return "their joboutputs/ not capped (no tune2fs: install e2fsprogs)"
     return f"their joboutputs/ capped at joboutputs_machine_mb {settings.joboutputs_machine_mb} MiB"

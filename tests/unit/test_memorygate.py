@@ -29,6 +29,7 @@ from vac.machine.directory import MachineDir, MachineState
 from vac.machine.observed import Observed
 from vac.machine.slots import make_slots
 from vac.space import censusdata
+from vac.web.statuspressure import paused_resources
 
 NOW = 1_700_000_000.0
 CONF = """
@@ -92,6 +93,15 @@ def test_each_creation_of_the_cycle_counts_its_whole_limit_up_to_the_boundary(co
     assert result.memory_stop == why and result.idle[1].why == why
     assert len(plan(conf(), MemoryReading(511 * MIB)).creates) == 1
     assert plan(conf(), MemoryReading(255 * MIB)).creates == ()
+
+
+def test_the_stop_reads_back_from_plan_json_as_a_pause_for_memory(conf, tmp_path):
+    why = plan(conf(), MemoryReading(255 * MIB)).memory_stop
+    path = str(tmp_path / "plan.json")
+    planfile.write(path, planfile.PlanRecord(time=NOW, idle={SLOTS[0].name: why}))
+    record = planfile.read(path)
+    assert record.idle[SLOTS[0].name] == why
+    assert paused_resources(record) == {"memory"}    # the status page's and the metrics'
 
 
 def test_the_overcommit_factor_multiplies_mem_available(conf):

@@ -56,6 +56,8 @@ mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || 
 qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
   || { say "qemu-img create of the overlay failed"; exit 1; }
 
+# timeout --foreground: without it timeout puts QEMU in a process group of its own, which the
+# caller's `kill -- -PGID` (scripts/run-tests, .ci/run when a step fails) does not reach.
 # panic=-1 with -no-reboot: a guest kernel panic ends QEMU at once instead of at the timeout.
 # thread=single: with multi-threaded TCG the guest kernel's live code patching on one vCPU
 # can meet the other vCPU mid-instruction (seen once: "Oops: int3" in get_random_u32 at boot).
@@ -64,7 +66,7 @@ qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
 cmdline="$(cat "$GUEST/cmdline") vac.v2run=1 quiet panic=-1 no_timer_check"
 say "booting $(tr '\n' ' ' <"$GUEST/versions" 2>/dev/null)under TCG (timeout $TIMEOUT s; console $LOGDIR/console.log)"
 t0=$SECONDS
-timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg,thread=single \
+timeout --foreground --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg,thread=single \
   -smp 2 -m "$MEMORY_MB" -display none -monitor none -no-reboot -nic none \
   -serial "file:$work/console.log" \
   -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "$cmdline" \

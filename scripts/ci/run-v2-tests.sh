@@ -11,7 +11,7 @@
 # VAC_V2_TIMEOUT seconds (default 3000); 2 the guest cannot be run here (not root, not
 # built, no qemu-system-x86_64): the caller decides whether that is a skip.
 # Everything of the last run stays in VAC_V2_LOGDIR (default /var/log/vac-v2): console.log,
-# pytest.log, junit.xml.
+# pytest.log, junit.xml, and after a failure journal.log (the guest's engines' journal).
 # Usage: scripts/ci/run-v2-tests.sh [PYTEST-ARGS...]      (root)
 set -uo pipefail
 
@@ -76,8 +76,8 @@ qrc=$?
 took=$((SECONDS - t0))
 grep -aq 'Kernel panic' "$work/console.log" && say "the guest kernel panicked (console: $LOGDIR/console.log)"
 cp "$work/console.log" "$LOGDIR/console.log" 2>/dev/null || true
-rm -f "$LOGDIR/pytest.log" "$LOGDIR/junit.xml"
-for f in pytest.log junit.xml; do
+rm -f "$LOGDIR/pytest.log" "$LOGDIR/junit.xml" "$LOGDIR/journal.log"
+for f in pytest.log junit.xml journal.log; do
   debugfs -R "dump /.v2-results/$f $LOGDIR/$f" "$work/src.img" >/dev/null 2>&1 || true
 done
 grep -a '^VAC-V2: ' "$work/console.log" | tr -d '\r' >&2 || true

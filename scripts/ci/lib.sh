@@ -9,10 +9,12 @@ summary() { awk -v s="$STEP" -v m="$1" -v a="$T0" -v b="$EPOCHREALTIME" \
 apt_update_once() {  # apt-get update at most once an hour
   if [ -z "$(find "$STATE/apt-updated" -mmin -60 2>/dev/null)" ]; then
     say "apt-get update"
-    apt-get update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
+    apt-get -o DPkg::Lock::Timeout=600 update -q >>"$LOG" 2>&1 || { tail -n 20 "$LOG" >&2; die "apt-get update (log: $LOG)"; }
     mkdir -p "$STATE" && touch "$STATE/apt-updated"
   fi
 }
+# Both wait up to 10 minutes for dpkg's lock (unattended-upgrades on a fresh machine, another
+# job's apt-get) instead of failing at once.
 apt_install() {  # install the Debian packages among "$@" that are missing
   local p missing=()
   for p in "$@"; do
@@ -21,7 +23,8 @@ apt_install() {  # install the Debian packages among "$@" that are missing
   [ "${#missing[@]}" -eq 0 ] && return 0
   apt_update_once
   say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+    --no-install-recommends "${missing[@]}" \
     >>"$LOG" 2>&1 || { tail -n 30 "$LOG" >&2; die "apt-get install ${missing[*]} (log: $LOG)"; }
 }
 detached() {  # "$@" in a session of its own, stdin /dev/null, no inherited fd above 2

@@ -11,7 +11,7 @@
 # VAC_V2_TIMEOUT seconds (default 3000); 2 the guest cannot be run here (not root, not
 # built, no qemu-system-x86_64): the caller decides whether that is a skip.
 # Everything of the last run stays in VAC_V2_LOGDIR (default /var/log/vac-v2): console.log,
-# pytest.log, junit.xml.
+# pytest.log, junit.xml, and after a failure journal.log (the guest's engines' journal).
 # Usage: scripts/ci/run-v2-tests.sh [PYTEST-ARGS...]      (root)
 set -uo pipefail
 
@@ -56,6 +56,8 @@ mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || 
 qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
   || { say "qemu-img create of the overlay failed"; exit 1; }
 
+# timeout --foreground: without it timeout puts QEMU in a process group of its own, which the
+# caller's `kill -- -PGID` (scripts/run-tests, .ci/run when a step fails) does not reach.
 # panic=-1 with -no-reboot: a guest kernel panic ends QEMU at once instead of at the timeout.
 # thread=single: with multi-threaded TCG the guest kernel's live code patching on one vCPU
 # can meet the other vCPU mid-instruction (seen once: "Oops: int3" in get_random_u32 at boot).
@@ -64,7 +66,7 @@ qemu-img create -q -f qcow2 -b "$GUEST/rootfs.img" -F raw "$work/root.qcow2" \
 cmdline="$(cat "$GUEST/cmdline") vac.v2run=1 quiet panic=-1 no_timer_check"
 say "booting $(tr '\n' ' ' <"$GUEST/versions" 2>/dev/null)under TCG (timeout $TIMEOUT s; console $LOGDIR/console.log)"
 t0=$SECONDS
-timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg,thread=single \
+timeout --foreground --kill-after=10 "$TIMEOUT" qemu-system-x86_64 -machine pc -accel tcg,thread=single \
   -smp 2 -m "$MEMORY_MB" -display none -monitor none -no-reboot -nic none \
   -serial "file:$work/console.log" \
   -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" -append "$cmdline" \
@@ -74,8 +76,8 @@ qrc=$?
 took=$((SECONDS - t0))
 grep -aq 'Kernel panic' "$work/console.log" && say "the guest kernel panicked (console: $LOGDIR/console.log)"
 cp "$work/console.log" "$LOGDIR/console.log" 2>/dev/null || true
-rm -f "$LOGDIR/pytest.log" "$LOGDIR/junit.xml"
-for f in pytest.log junit.xml; do
+rm -f "$LOGDIR/pytest.log" "$LOGDIR/junit.xml" "$LOGDIR/journal.log"
+for f in pytest.log junit.xml journal.log; do
   debugfs -R "dump /.v2-results/$f $LOGDIR/$f" "$work/src.img" >/dev/null 2>&1 || true
 done
 grep -a '^VAC-V2: ' "$work/console.log" | tr -d '\r' >&2 || true

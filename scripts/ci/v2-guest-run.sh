@@ -205,5 +205,11 @@ python3 -m pytest -p no:cacheprovider -v -o addopts="--strict-markers -ra" --dur
   --junitxml="$RESULTS/junit.xml" "${DESELECT[@]}" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"
 rc=${PIPESTATUS[0]}
 say "pytest exit $rc after $((SECONDS - t0)) s"
+# The engines' side of a failure: their journal since boot (the host copies it out with
+# pytest's log, into VAC_V2_LOGDIR/journal.log).
+if [ "$rc" -ne 0 ]; then
+  journalctl -b --no-pager -o short-monotonic -u docker.service -u containerd.service \
+    -u podman.service -u vac-v2-images.service 2>&1 | tail -n 3000 >"$RESULTS/journal.log"
+fi
 say "cgroups left: $(find /sys/fs/cgroup -type d \( -name 'vac*' -o -name 'docker-*' -o -name 'libpod-*' \) | grep -v '^/sys/fs/cgroup/vac.slice$' | tr '\n' ' ')"
 exit "$rc"

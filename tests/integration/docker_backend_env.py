@@ -11,6 +11,7 @@ import uuid
 from typing import Optional
 
 from docker_engine import ENGINE, IMAGE, sdk
+from waiting import ENGINE_CALL
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker.backend import DockerBackend
@@ -38,7 +39,7 @@ docker_pids_limit = 123
 {extra}
 """
 
-def config_text(mb: int = 64, url: str = ENGINE, timeout: float = 20, extra: str = "",
+def config_text(mb: int = 64, url: str = ENGINE, timeout: float = ENGINE_CALL, extra: str = "",
                 image: str = IMAGE) -> str:
     return CONF.format(space=SPACE, factory=FACTORY, mb=mb, url=url, timeout=timeout,
                        extra=extra, image=image)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from testbed import require_engine
+from waiting import ENGINE_CALL
 
 IMAGE = "vac-test/busybox:1"
 ENGINE = "unix:///var/run/docker.sock"
@@ -12,7 +13,7 @@ ENGINE = "unix:///var/run/docker.sock"
 
 def sdk():
     import docker
-    return docker.APIClient(base_url=ENGINE, timeout=30)
+    return docker.APIClient(base_url=ENGINE, timeout=ENGINE_CALL)
 
 
 def engine_ready() -> None:

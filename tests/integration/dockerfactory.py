@@ -12,6 +12,7 @@ import uuid
 from typing import Dict, List
 
 from docker_engine import ENGINE, IMAGE, sdk
+from waiting import ENGINE_CALL
 
 from vac.backends.docker.backend import DockerBackend
 from vac.cycle.factory import CycleReport, Factory
@@ -57,7 +58,7 @@ class DockerFactory:
         self.extra_ids: List[str] = []
 
     def write(self, payload: str, slots: int = 3, mb: int = 64, url: str = ENGINE,
-              timeout: float = 20, extra_settings: str = "", extra_mt: str = "") -> None:
+              timeout: float = ENGINE_CALL, extra_settings: str = "", extra_mt: str = "") -> None:
         self.user_data.write_text(payload)
         self.text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
                                 mb=mb, url=url, timeout=timeout, extra_settings=extra_settings,

@@ -12,7 +12,7 @@ import pwd
 import subprocess
 from typing import List, Optional, Tuple
 
-from waiting import wait_until
+from waiting import ENGINE_CALL, wait_until
 
 from vac.backends.docker import cgroupparent
 from vac.backends.podman import rootless
@@ -26,7 +26,7 @@ SERVICE_LOG = "/var/log/podman-service-{user}.log"     # as scripts/ci/setup-pod
 
 def sdk():
     import docker
-    return docker.APIClient(base_url=ENGINE, timeout=30)
+    return docker.APIClient(base_url=ENGINE, timeout=ENGINE_CALL)
 
 
 def parent_dirs(parent: str) -> List[str]:

@@ -27,7 +27,7 @@ from typing import List
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_usable
 from testbed import require_engine
-from waiting import wait_until
+from waiting import ENGINE_CALL, wait_until
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
@@ -72,7 +72,7 @@ factory_name = {factory}
 state_dir = {state}
 mb_per_processor = {mb}
 docker_url = {url}
-backend_timeout_seconds = 60
+backend_timeout_seconds = {engine_call:g}
 singularity_user = vacsngly
 
 [machinetype dock]
@@ -148,7 +148,7 @@ class World:
         self.configure(mb)
 
     def configure(self, mb: int) -> None:
-        self.cfg = self.make_config(CONF.format(
+        self.cfg = self.make_config(CONF.format(engine_call=ENGINE_CALL,
             factory=self.factory, state=self.state, mb=mb, url=ENGINE, image=IMAGE,
             sandbox=SANDBOX))
         self.paths = self.cfg.settings.paths

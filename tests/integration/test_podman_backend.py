@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import pytest
 from podman_engine import ENGINE, IMAGE, limit_within, parent_dirs, sdk
 from testbed import require_engine
-from waiting import GENEROUS, wait_until
+from waiting import ENGINE_CALL, GENEROUS, wait_until
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker import cgroupparent
@@ -38,7 +38,7 @@ vac_space = {space}
 factory_name = {factory}
 mb_per_processor = {mb}
 podman_url = {url}
-backend_timeout_seconds = 20
+backend_timeout_seconds = {engine_call:g}
 
 [machinetype pod]
 machine_model = podman
@@ -68,7 +68,8 @@ SLEEPER = "#!/bin/sh\nsleep 300\n"
 
 
 def config_text(mb: int = 64, url: str = ENGINE, extra: str = "", image: str = IMAGE) -> str:
-    return CONF.format(space=SPACE, factory=FACTORY, mb=mb, url=url, extra=extra, image=image)
+    return CONF.format(engine_call=ENGINE_CALL, space=SPACE, factory=FACTORY, mb=mb, url=url,
+                       extra=extra, image=image)
 
 
 def remove_ours() -> None:

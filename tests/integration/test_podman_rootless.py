@@ -23,7 +23,7 @@ import pytest
 from podman_engine import revive_rootless
 from testbed import require_engine
 from vacd_process import cycles_logged, start_vacd, stop
-from waiting import wait_until, wait_while_alive
+from waiting import ENGINE_CALL, wait_until, wait_while_alive
 
 from vac.backends.podman import rootless
 from vac.backends.podman.backend import PodmanBackend
@@ -51,7 +51,7 @@ host_processors = {slots}
 overload_per_processor = 1000
 mb_per_processor = 64
 podman_user = {user}
-backend_timeout_seconds = 30
+backend_timeout_seconds = {engine_call:g}
 
 [machinetype {mt}]
 machine_model = podman
@@ -110,7 +110,8 @@ class RootlessFactory:
 
     def write(self, payload: str, slots: int, extra_mt: str = "") -> None:
         self.user_data.write_text(payload)
-        self.text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
+        self.text = CONF.format(engine_call=ENGINE_CALL,
+                                space=SPACE, factory=self.name, state=self.state, slots=slots,
                                 user=USER, mt=MT, image=IMAGE, user_data=self.user_data)
         self.text += extra_mt + "\n"
         self.config_file = str(self.load().files[0])

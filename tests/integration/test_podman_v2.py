@@ -32,7 +32,7 @@ from typing import Iterator, List
 import pytest
 from podman_engine import ENGINE, IMAGE, limit_within
 from testbed import require_engine
-from waiting import GENEROUS, wait_until
+from waiting import ENGINE_CALL, GENEROUS, wait_until
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker import cgroupparent
@@ -59,7 +59,7 @@ factory_name = {factory}
 state_dir = {state}
 mb_per_processor = {mb}
 {engine}
-backend_timeout_seconds = 60
+backend_timeout_seconds = {engine_call:g}
 
 [machinetype pod]
 machine_model = podman
@@ -104,7 +104,7 @@ class World:
         self.configure(48)
 
     def configure(self, mb: int) -> None:
-        self.cfg = self.make_config(CONF.format(
+        self.cfg = self.make_config(CONF.format(engine_call=ENGINE_CALL,
             factory=self.factory, state=self.state, mb=mb, engine=self.engine, image=IMAGE,
             pids=PIDS), host_facts=HOST)
         self.cfg.settings.paths.ensure()

@@ -12,7 +12,7 @@ import uuid
 import pytest
 import scratchpool
 from testbed import require_engine
-from waiting import GENEROUS, wait_until
+from waiting import ENGINE_CALL, GENEROUS, wait_until
 
 from vac.backends.base import MachineSpec
 from vac.backends.docker.backend import DockerBackend
@@ -33,7 +33,7 @@ vac_space = space.example.com
 factory_name = {FACTORY}
 mb_per_processor = 64
 docker_url = {ENGINE}
-backend_timeout_seconds = 30
+backend_timeout_seconds = {ENGINE_CALL:g}
 
 [machinetype dock]
 machine_model = docker

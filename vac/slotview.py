@@ -149,8 +149,9 @@ def _detail(directory: MachineDir, state: str, reason: Optional[planfile.IdleRea
 
 
 def _scratch(directory: MachineDir, row: Dict) -> str:
-    """A running container's /scratch: used (as its last heartbeat says) and limit bytes
-    into the row, and ', scratch U of L GB' for the detail; '' when it has none mounted."""
+    """A running machine's scratch (a container's /scratch, a VM's scratch disk file): used
+    (as its last heartbeat says) and limit bytes into the row, and ', scratch U of L GB' for
+    the detail; '' when it has none (or, a VM's on an LV, none measured)."""
     used = directory.scratch_bytes
     limit = _int(directory.read(scratch.MJF_KEY, 64))
     if used is None or limit is None:

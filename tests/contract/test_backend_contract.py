@@ -22,7 +22,7 @@ import pytest
 from backendharness import GENEROUS, HARNESSES, Made
 from testbed import require_engine
 
-from vac.backends.base import Backend, DiskGrowth, MachineStatus, Probe
+from vac.backends.base import ROOT_DISK, SCRATCH_DISK, Backend, DiskGrowth, MachineStatus, Probe
 from vac.machine.directory import MachineDir, MachineState
 from vac.machine.slots import machine_name, ordinal_of
 
@@ -170,6 +170,7 @@ def test_the_data_root_is_none_or_an_existing_directory_and_disk_files_are_well_
         assert os.path.isabs(grown.directory) and os.path.isdir(grown.directory), grown
         assert grown.size >= 0 and grown.allocated >= 0 and grown.room >= 0, grown
         assert grown.machine in listed(harness.backend), grown
+        assert grown.kind in ("", ROOT_DISK, SCRATCH_DISK), grown
 
 
 def test_destroy_then_shutdown(harness):

@@ -13,7 +13,7 @@ import struct
 import pytest
 
 from vac import planfile
-from vac.backends.base import DiskGrowth, Probe
+from vac.backends.base import ROOT_DISK, SCRATCH_DISK, DiskGrowth, Probe
 from vac.backends.docker import backend as dk
 from vac.backends.docker import storage
 from vac.backends.fake import FakeBackend
@@ -23,6 +23,7 @@ from vac.cycle import diskgate, hostdisk
 from vac.errors import BackendError
 from vac.host import diskspace
 from vac.host.diskspace import DiskReading, Filesystem
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 from vac.ops import diskcheck
 
 GB = 10 ** 9
@@ -155,9 +156,45 @@ def test_the_disk_files_are_watched_where_they_are(settings, tmp_path):
     tmp = str(tmp_path)
     vm = Rooted(settings, "libvirt", None, [DiskGrowth("vm1", tmp, 40 * GB, 1 * GB),
                                             DiskGrowth("vm1", tmp, 10 * GB, 10 * GB)])
-    places, growing = hostdisk.disk_files([vm])
+    places, growing = hostdisk.disk_files(hostdisk.growth_files([vm]))
     assert places == [("libvirt disk files", tmp)]
     assert growing == [(tmp, 39 * GB), (tmp, 0)]
+
+
+def test_a_vms_scratch_disk_file_is_its_scratch_bytes(make_config, tmp_path):
+    """The allocated bytes of a VM's scratch-kind disk files, by its machine directory's name
+    (its slot record's): what its heartbeat says, in plan.json too; its root disk is none of
+    it, and the room is counted once, with the disk files' growth."""
+    config = make_config(CONF)
+    paths, tmp = config.settings.paths, str(tmp_path)
+    vm = MachineDir.create(paths, int(NOW), "a", "f1-00.example.com")
+    write_slot_record(paths, "f1-00.example.com", SlotRecord(int(NOW), "a", "vm-raw"))
+    libvirt = Rooted(config.settings, "libvirt", None, [
+        DiskGrowth("f1-00.example.com", tmp, 4 * GB, 3 * GB, SCRATCH_DISK),
+        DiskGrowth("f1-00.example.com", tmp, 20 * GB, 2 * GB, ROOT_DISK),
+        DiskGrowth("f1-01.example.com", tmp, 4 * GB, 1 * GB, SCRATCH_DISK)])   # no slot record
+    disk = hostdisk.HostDisk()
+    reading = disk.inputs(config, Pool({"libvirt": libvirt}, {"libvirt"}))["disk"]
+    name = os.path.basename(vm.path)
+    assert disk.scratch_bytes(name) == 3 * GB
+    assert disk.scratch_bytes("1700000000_a_f1-01.example.com") is None
+    assert diskgate.as_dict(config.settings, reading)["scratch_used_bytes"] == {name: 3 * GB}
+    assert reading.scratch_growth() == 0
+    assert sum(f.growth for f in reading.filesystems) == 1 * GB + 18 * GB + 3 * GB
+
+
+def test_without_a_scratch_disk_file_a_vm_has_no_scratch_bytes(make_config, tmp_path):
+    config = make_config(CONF)
+    paths = config.settings.paths
+    vm = MachineDir.create(paths, int(NOW), "a", "f1-00.example.com")
+    write_slot_record(paths, "f1-00.example.com", SlotRecord(int(NOW), "a", "vm-raw"))
+    growth = [DiskGrowth("f1-00.example.com", str(tmp_path), 20 * GB, 2 * GB, ROOT_DISK),
+              DiskGrowth("f1-00.example.com", str(tmp_path), 20 * GB, 2 * GB)]
+    assert hostdisk.disk_scratches(paths, growth) == {}
+    disk = hostdisk.HostDisk()
+    disk.inputs(config, Pool({"libvirt": Rooted(config.settings, "libvirt", None, growth)},
+                             {"libvirt"}))
+    assert disk.scratch_bytes(os.path.basename(vm.path)) is None
 
 
 def test_the_vms_disk_files_count_on_their_own_filesystem(tmp_path, settings):
@@ -255,8 +292,9 @@ def test_the_vms_disk_files_held_under_tmp_with_their_room(tmp_path):
                        ("7", tmp / "vanished"), ("x", raw)):
         os.symlink(str(target), str(fds / fd))
     got = diskgrowth.growth(str(tmp), str(pids), str(proc))
-    assert [(g.machine, g.directory, g.size) for g in got] == [
-        ("f1-00.example.com", str(tmp), 40 * GB), ("f1-00.example.com", str(tmp), 20 * GB)]
+    assert [(g.machine, g.directory, g.size, g.kind) for g in got] == [
+        ("f1-00.example.com", str(tmp), 40 * GB, ROOT_DISK),
+        ("f1-00.example.com", str(tmp), 20 * GB, ROOT_DISK)]
     assert 8192 <= got[0].allocated < 1 * GB and got[0].room == 40 * GB - got[0].allocated
     assert diskgrowth.growth(str(tmp), str(tmp_path / "none"), str(proc)) == []
 
@@ -272,6 +310,7 @@ def test_a_deleted_files_link_still_names_its_directory(tmp_path, monkeypatch):
     monkeypatch.setattr(diskgrowth.os, "readlink", lambda p: f"{held} (deleted)")
     [got] = diskgrowth.held("vm", str(fds), str(tmp))
     assert got.size == 10 and diskgrowth.qcow2_size(str(held)) is None
+    assert got.kind == SCRATCH_DISK
 
 
 def test_files_this_process_holds_unlinked_are_read_through_proc(tmp_path):
@@ -294,9 +333,16 @@ def test_files_this_process_holds_unlinked_are_read_through_proc(tmp_path):
         pids.mkdir()
         (pids / "f1-02.example.com.pid").write_text(str(os.getpid()))
         got = sorted(diskgrowth.growth(str(tmp), str(pids)), key=lambda g: g.size)
-        assert [(g.machine, g.size) for g in got] == [("f1-02.example.com", 5 * GB),
-                                                      ("f1-02.example.com", 20 * GB)]
+        assert [(g.machine, g.size, g.kind) for g in got] == [
+            ("f1-02.example.com", 5 * GB, SCRATCH_DISK), ("f1-02.example.com", 20 * GB, ROOT_DISK)]
         assert all(0 < g.allocated < GB for g in got)
     finally:
         for f in held:
             f.close()
+
+
+@pytest.mark.parametrize("path,kind", [("/v/tmp/root.disk.x1", ROOT_DISK),
+                                       ("/v/tmp/scratch.disk.y2", SCRATCH_DISK),
+                                       ("/v/tmp/config.iso", ""), ("/v/scratch.disk/z", "")])
+def test_which_disk_a_file_is_comes_from_its_name(path, kind):
+    assert diskgrowth.kind_of(path) == kind

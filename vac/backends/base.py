@@ -90,16 +90,23 @@ class MachineStatus:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
+ROOT_DISK = "root"           # DiskGrowth.kind of a machine's root disk (or its overlay)
+SCRATCH_DISK = "scratch"     # DiskGrowth.kind of a machine's scratch disk
+
+
 @dataclass(frozen=True)
 class DiskGrowth:
     """A disk file of a running machine that may still grow on the host's disk (a sparse
     file, a qcow2 overlay): the machine's name, the directory the file is (or was, if unlinked)
-    in, the size it may reach and the bytes allocated to it now."""
+    in, the size it may reach, the bytes allocated to it now and which disk it is (ROOT_DISK,
+    SCRATCH_DISK, "" when the backend cannot say): a scratch disk's allocated bytes are the
+    machine's scratch bytes in its heartbeat."""
 
     machine: str
     directory: str
     size: int
     allocated: int
+    kind: str = ""
 
     @property
     def room(self) -> int:

@@ -11,7 +11,10 @@ limit less its usage, as the quota counts them), and the room of the running mac
 disk files (Backend.disk_growth, asked each cycle; their directories are watched too, as
 "<backend> disk files"). Reading never raises and never stops a cycle: a place that cannot be
 read is left out (said once in the log), and the running machines are managed whatever the
-disk. It also says each machine's scratch bytes in use, for its heartbeat (scratch_bytes).
+disk. It also says each machine's scratch bytes in use, for its heartbeat (scratch_bytes): a
+container's mounted scratch, or a VM's scratch disk file (Backend.disk_growth's SCRATCH_DISK
+files: their allocated bytes, found by the slot record of the domain's machine name); a VM
+whose scratch disk is a logical volume (volume_group) has none said.
 """
 from __future__ import annotations
 
@@ -21,13 +24,15 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
-from vac.backends.base import Backend
+from vac.backends.base import SCRATCH_DISK, Backend, DiskGrowth
 from vac.config.model import Config
 from vac.cycle.planner import Plan
 from vac.errors import VacError
 from vac.host import diskspace
 from vac.host.diskspace import DiskReading, Growing, Place
 from vac.machine import scratch, thinpool
+from vac.machine.directory import MachineDir
+from vac.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,9 @@ class HostDisk:
         return {"disk": reading}
 
     def scratch_bytes(self, directory_name: str) -> Optional[int]:
-        """The bytes in use in this machine directory's mounted scratch, as the last reading
-        found them; None when it has none (or there was no reading)."""
+        """The bytes in use in this machine directory's mounted scratch or VM scratch disk
+        file, as the last reading found them; None when it has neither (an LV scratch disk
+        is no file: None too) or there was no reading."""
         found = self.last.scratches.get(directory_name) if self.last is not None else None
         return found.used if found is not None else None
 
@@ -88,9 +94,12 @@ def read_host(config: Config, pool: Any, roots: Dict[str, Optional[str]]) -> Dis
     s = config.settings
     mechanism = scratchmount.mechanism(s.volume_group, s.paths.state_dir)
     backends = available(pool)
-    places, growing = disk_files(backends)
-    return read_with_pool(s.paths.state_dir, mechanism, data_roots(backends, roots) + places,
-                          growing)
+    files = growth_files(backends)
+    places, growing = disk_files(files)
+    got = read_with_pool(s.paths.state_dir, mechanism, data_roots(backends, roots) + places,
+                         growing)
+    disks = disk_scratches(s.paths, [grown for _, grown in files])
+    return replace(got, scratches={**disks, **got.scratches}) if disks else got
 
 
 def read_with_pool(state_dir: str, mechanism: scratch.Mechanism, places: List[Place],
@@ -152,20 +161,47 @@ def data_roots(backends: List[Backend], roots: Dict[str, Optional[str]]) -> List
     return places
 
 
-def disk_files(backends: List[Backend]) -> Tuple[List[Place], List[Growing]]:
-    """The directories of the running machines' growing disk files, each labelled
-    "<backend> disk files", and each file's room by its directory."""
-    places: List[Place] = []
-    growing: List[Growing] = []
+def growth_files(backends: List[Backend]) -> List[Tuple[str, DiskGrowth]]:
+    """(backend name, file) of each running machine's growing disk file (a backend that
+    fails to say is left out this cycle, said in the log)."""
+    found: List[Tuple[str, DiskGrowth]] = []
     for backend in backends:
         try:
             files = backend.disk_growth()
         except (OSError, VacError) as e:   # the contract says it does not: never stop a cycle
             log.warning("backend %s: cannot say its disk files' growth: %s", backend.NAME, e)
             continue
-        for grown in files:
-            growing.append((grown.directory, grown.room))
-            place = (f"{backend.NAME} disk files", grown.directory)
-            if place not in places:
-                places.append(place)
+        found += [(backend.NAME, grown) for grown in files]
+    return found
+
+
+def disk_files(files: List[Tuple[str, DiskGrowth]]) -> Tuple[List[Place], List[Growing]]:
+    """The directories of the running machines' growing disk files, each labelled
+    "<backend> disk files", and each file's room by its directory."""
+    places: List[Place] = []
+    growing: List[Growing] = []
+    for name, grown in files:
+        growing.append((grown.directory, grown.room))
+        place = (f"{name} disk files", grown.directory)
+        if place not in places:
+            places.append(place)
     return places, growing
+
+
+def disk_scratches(paths: Paths, files: List[DiskGrowth]) -> Dict[str, diskspace.Scratch]:
+    """Machine directory name -> the bytes allocated to its scratch disk files (a VM's),
+    free 0: their room is counted with the disk files' growth where they are. A machine
+    name whose slot record cannot be read or points at no directory is left out."""
+    allocated: Dict[str, int] = {}
+    for grown in files:
+        if grown.kind == SCRATCH_DISK:
+            allocated[grown.machine] = allocated.get(grown.machine, 0) + grown.allocated
+    found = {}
+    for machine, used in allocated.items():
+        try:
+            directory = MachineDir.for_slot(paths, machine)
+        except (OSError, VacError):     # a slot record that cannot be read: said nothing
+            continue
+        if directory is not None:
+            found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
+    return found

@@ -49,7 +49,9 @@ class Filesystem:
 
 @dataclass(frozen=True)
 class Scratch:
-    """One machine's mounted scratch: bytes used and still free inside it."""
+    """One machine's scratch: bytes used and still free inside it (a mounted scratch; or a
+    VM's scratch disk file, vac.cycle.hostdisk: its allocated bytes, free 0, as its room is
+    counted with the disk files' growth)."""
 
     used: int
     free: int

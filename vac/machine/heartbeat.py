@@ -8,7 +8,8 @@ the metrics) goes through MachineDir.
 CPU seconds are whole, as the original wrote them: its readers (a rolled-back vacd, its
 responder) parse the first field with int(), so "12.3" would read as 0, and the second with
 float(), ignoring what follows. The third field, the bytes in use in the machine's mounted
-scratch as the cycle's disk reading found them, is there only for a machine with a scratch;
+scratch (a VM's: allocated to its scratch disk file) as the cycle's disk reading found them,
+is there only for a machine with a scratch measured;
 when the CPU % is not known yet its place holds "-" (the original reads it as 0, as it reads
 a missing one).
 """

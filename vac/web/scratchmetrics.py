@@ -1,12 +1,14 @@
 # SPDX-License-Identifier: BSD-2-Clause
-"""The container machines' scratch as Prometheus metrics, read at scrape time:
+"""The machines' scratch as Prometheus metrics, read at scrape time:
 
-    vac_machine_scratch_bytes{slot, machinetype}         bytes in use in a machine's /scratch
+    vac_machine_scratch_bytes{slot, machinetype}         bytes in use in a container's
+                                                         /scratch or a VM's scratch disk file
                                                          (as its last heartbeat says)
     vac_machine_scratch_limit_bytes{slot, machinetype}   its size (scratch_limit_bytes)
     vac_scratch_pool_free_bytes                          free bytes where the scratch files grow
 
-Only machines with a scratch mounted have samples; the pool's free space is there whenever a
+Only machines with a scratch measured have samples (a container's mounted scratch, a VM's
+scratch disk file; not a VM's scratch disk on an LV); the pool's free space is there whenever a
 configuration is loaded (scratch is thin: this is what the machines can still grow into).
 
 And the filesystems admission by free disk space watches (vac.cycle.diskgate), as the last
@@ -34,10 +36,12 @@ from vac.machine.slots import make_slots
 
 
 def scratch_families(config: Optional[Config]) -> Iterable:
-    used = GaugeMetricFamily("vac_machine_scratch_bytes", "Bytes in use in a container "
-                             "machine's /scratch", labels=["slot", "machinetype"])
-    limit = GaugeMetricFamily("vac_machine_scratch_limit_bytes", "The size of a container "
-                              "machine's /scratch", labels=["slot", "machinetype"])
+    used = GaugeMetricFamily("vac_machine_scratch_bytes", "Bytes in use in a machine's "
+                             "scratch (a container's /scratch, a VM's scratch disk)",
+                             labels=["slot", "machinetype"])
+    limit = GaugeMetricFamily("vac_machine_scratch_limit_bytes", "The size of a machine's "
+                              "scratch (a container's /scratch, a VM's scratch disk)",
+                              labels=["slot", "machinetype"])
     free = GaugeMetricFamily("vac_scratch_pool_free_bytes", "Free bytes of the file system "
                              "the machines' scratch files grow in")
     if config is not None:

@@ -297,14 +297,14 @@ class LibvirtBackend(Backend):
                     overlay = images.create_overlay(image, paths.tmp)
                     temporary.append(overlay)
                     disks.append(Disk(overlay, mt.root_device, format="qcow2"))
-                scratch = self._volume(spec, gb, temporary, "scratch.disk.", gb is not None)
+                scratch = self._volume(spec, gb, temporary, images.SCRATCH_PREFIX, gb is not None)
                 if scratch:
                     disks.append(dataclasses.replace(scratch, target=mt.scratch_device))
                     images.export_scratch_limit(spec.directory, scratch.source)
             else:
                 if image:
                     disks.append(Disk(image, "hdc", device="cdrom", readonly=True))
-                root = self._volume(spec, gb, temporary, "root.disk.", True)
+                root = self._volume(spec, gb, temporary, images.ROOT_PREFIX, True)
                 disks.append(dataclasses.replace(root, target=mt.root_device))
             lv = any(d.kind == "block" for d in disks)
         except BaseException:

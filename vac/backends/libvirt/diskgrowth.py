@@ -8,8 +8,10 @@ made in the state directory's tmp/ and unlinked once QEMU has them open
 domain's QEMU process (the pid libvirt writes to /run/libvirt/qemu/<name>.pid, as
 vac.backends.libvirt.scope reads it) is looked at through /proc/<pid>/fd for the files it
 holds under that directory, each file once. A raw file may grow to its apparent size, a
-qcow2 file to its virtual size (from its header); it takes its allocated blocks now. A
-logical volume is no file there and counts nothing. Never raises: a domain or a file that
+qcow2 file to its virtual size (from its header); it takes its allocated blocks now. Which
+disk a file is comes from the name vac.backends.libvirt.images gave it (root.disk.*, the root
+disk or overlay; scratch.disk.*, a vm-raw VM's scratch disk). A logical volume is no file
+there and counts nothing. Never raises: a domain or a file that
 cannot be read counts nothing.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ import os
 import struct
 from typing import List, Optional, Set, Tuple
 
-from vac.backends.base import DiskGrowth
-from vac.backends.libvirt import scope
+from vac.backends.base import ROOT_DISK, SCRATCH_DISK, DiskGrowth
+from vac.backends.libvirt import images, scope
 
 QCOW2_MAGIC = b"QFI\xfb"
 QCOW2_HEADER = 32        # magic, version, backing file offset and size, cluster bits, size
@@ -58,8 +60,17 @@ def held(name: str, fd_dir: str, directory: str) -> List[DiskGrowth]:
         seen.add((st.st_dev, st.st_ino))
         size = qcow2_size(link)
         found.append(DiskGrowth(name, directory, size if size is not None else st.st_size,
-                                st.st_blocks * 512))
+                                st.st_blocks * 512, kind_of(target)))
     return found
+
+
+def kind_of(path: str) -> str:
+    """Which disk the file at path is, by the prefix its name was made with ("" if neither)."""
+    name = os.path.basename(path)
+    for prefix, kind in ((images.ROOT_PREFIX, ROOT_DISK), (images.SCRATCH_PREFIX, SCRATCH_DISK)):
+        if name.startswith(prefix):
+            return kind
+    return ""
 
 
 def qcow2_size(path: str) -> Optional[int]:

@@ -45,6 +45,8 @@ DEFAULT_DISK_GB_PER_PROCESSOR = 40
 IMAGE_FORMATS = ("raw", "qcow2")
 QEMU_IMG_TIMEOUT = 60.0
 FETCH_TIMEOUT = 3600.0
+ROOT_PREFIX = "root.disk."          # a VM's root disk file or qcow2 overlay in tmp/
+SCRATCH_PREFIX = "scratch.disk."    # a vm-raw VM's scratch disk file in tmp/
 
 
 def _error(message: str, machine: Optional[str] = None) -> BackendError:
@@ -139,7 +141,7 @@ def create_overlay(image: str, tmp_dir: str) -> str:
         BackendError: the image is unusable or qemu-img failed.
     """
     fmt = image_format(image)
-    fd, path = tempfile.mkstemp(prefix="root.disk.", dir=tmp_dir)
+    fd, path = tempfile.mkstemp(prefix=ROOT_PREFIX, dir=tmp_dir)
     os.close(fd)
     try:
         subp.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b",

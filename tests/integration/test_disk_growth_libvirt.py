@@ -19,7 +19,7 @@ from libvirt_env import GUEST, guest_problem
 from testbed import require_engine
 from waiting import wait_until
 
-from vac.backends.base import MachineSpec
+from vac.backends.base import ROOT_DISK, SCRATCH_DISK, MachineSpec
 from vac.config import load
 from vac.cycle import hostdisk
 from vac.host import diskspace
@@ -125,7 +125,8 @@ def test_a_running_vms_disk_files_are_counted_with_their_room(lab):
         assert overlay.directory == disk.directory == paths.tmp
         assert disk.room == 2 * GB - disk.allocated and disk.allocated < GB
         assert os.listdir(paths.tmp) == []       # unlinked: only QEMU holds them
-        places, growing = hostdisk.disk_files([backend])
+        assert (overlay.kind, disk.kind) == (ROOT_DISK, SCRATCH_DISK)
+        places, growing = hostdisk.disk_files(hostdisk.growth_files([backend]))
         assert places == [("libvirt disk files", paths.tmp)]
         reading = diskspace.read(paths.state_dir, scratch.pool(paths.state_dir), [], places,
                                  False, growing)

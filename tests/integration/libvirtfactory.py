@@ -134,9 +134,26 @@ class LibvirtFactory:
         assert d is not None, f"{name} has no machine directory"
         return d
 
+    def connection(self):
+        """The test's own connection to libvirtd, opened again if libvirtd closed it (seen
+        once under a CPU hog: "Cannot write data: Broken pipe" with libvirtd still running)."""
+        import libvirt
+
+        try:
+            alive = self.conn.isAlive() == 1
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            try:
+                self.conn.close()
+            except libvirt.libvirtError:
+                pass
+            self.conn = libvirt.open(URI)
+        return self.conn
+
     def domains(self) -> Dict[str, object]:
         """This factory's domains, by name."""
-        return {dom.name(): dom for dom in self.conn.listAllDomains(0)
+        return {dom.name(): dom for dom in self.connection().listAllDomains(0)
                 if ordinal_of(self.name, dom.name()) >= 0}
 
     def domain_uuid(self, name: str) -> Optional[str]:
@@ -149,7 +166,7 @@ class LibvirtFactory:
     def cleanup(self) -> None:
         if self.supervisor is not None:
             self.supervisor.close()
-        for dom in self.conn.listAllDomains(0):
+        for dom in self.connection().listAllDomains(0):
             if ordinal_of(self.name, dom.name()) >= 0 or dom.name() in self.extra:
                 try:
                     dom.destroy()

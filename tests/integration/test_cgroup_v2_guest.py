@@ -28,8 +28,11 @@ RUNNER = os.path.join(REPO, "scripts", "ci", "run-v2-tests.sh")
 # The guest's budget, boot to power-off. Its 58 Docker and Apptainer tests took 925 s of pytest
 # on a quiet 2-core host, and Podman's 6 and LVM's 4 about 400 s more (each measured alone): about
 # 1,500 s in all. A soak run beside a CPU hog and other engineers' guests did not end the 58
-# within 1,800 s. So about twice the quiet run, well within CI's 90 minutes.
-BUDGET = 3000
+# within 1,800 s. Stop 36's soak runs, beside the hog and the host's own tests, were stopped
+# at 3,000 s at 84-91 % of the selection (which had grown by a Podman and a quota test): the
+# guest's core is shared three ways then. So about three times the quiet run, still within
+# CI's 90 minutes (the host's side took up to 2,600 s in the same runs).
+BUDGET = 4500
 CANNOT_RUN = 2
 
 

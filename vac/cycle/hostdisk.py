@@ -28,7 +28,7 @@ from vac.backends.base import SCRATCH_DISK, Backend, DiskGrowth
 from vac.config.model import Config
 from vac.cycle.planner import Plan
 from vac.errors import VacError
-from vac.host import diskspace
+from vac.host import diskspace, projquota
 from vac.host.diskspace import DiskReading, Growing, Place
 from vac.machine import scratch, thinpool
 from vac.machine.directory import MachineDir
@@ -120,14 +120,18 @@ def read_with_pool(state_dir: str, mechanism: scratch.Mechanism, places: List[Pl
 
 
 def quota_scratches(state_dir: str) -> Dict[str, diskspace.Scratch]:
-    """Machine directory name -> the used and free bytes of its project quota scratch."""
+    """Machine directory name -> the used and free bytes of its project quota scratch (the
+    pool's device and the quota interface found once for them all)."""
     try:
         names = os.listdir(scratch.pool(state_dir))
+        device = projquota.device(scratch.pool(state_dir))[0]
     except OSError:
         return {}
+    kernel = projquota.Kernel()
     found = {}
     for name in names:
-        got = scratch.quota_usage(state_dir, name) if not name.startswith(".") else None
+        got = (scratch.quota_usage(state_dir, name, kernel, device)
+               if not name.startswith(".") else None)
         if got is not None:
             found[name] = diskspace.Scratch(got[0], max(got[1] - got[0], 0))
     return found

@@ -23,8 +23,9 @@ Unknown usage (cgroup v1, no memory controller on the cgroup2 mount, a backend t
 name the cgroup, or a machine not read yet, one created in the last cycle) counts the
 machine's whole limit as still to come: we cannot see what it has taken, and that part of it
 is also missing from MemAvailable, so it is counted twice; erring this way can cost a slot, the
-other way an OOM kill. Since this is done only when the option is set, a cgroup v1 host that
-sets it admits as if every machine were empty: leave it unset there, or raise it. A machine
+other way an OOM kill. So a cgroup v1 host that sets it counts every running machine at its
+whole limit (and what it uses twice), and leaves slots empty that it could fill: leave it unset
+there, or raise it. A machine
 whose machinetype is no longer configured has no limit known: it counts no room (what it uses
 is already out of MemAvailable). Machines in an unknown state are left alone and count
 nothing either.

@@ -34,11 +34,13 @@ import platform
 import struct
 from typing import Optional, Set, Tuple
 
+from vac.host import mountinfo as mountinfo_file
+
 FIRST_ID = 0x56410000          # 1,447,100,416: "VA" then 16 bits, Vac's own project IDs
 ID_COUNT = 0x10000
 QUOTA_OPTIONS = frozenset({"prjquota", "pquota"})
 FILESYSTEMS = ("xfs",)
-MOUNTINFO = "/proc/self/mountinfo"
+MOUNTINFO = mountinfo_file.MOUNTINFO
 
 FSXATTR = struct.Struct("=IIIII8x")          # xflags, extsize, nextents, projid, cowextsize
 FS_IOC_FSGETXATTR = (2 << 30) | (FSXATTR.size << 16) | (ord("X") << 8) | 31
@@ -142,13 +144,7 @@ def device(path: str, mountinfo: str = MOUNTINFO) -> Tuple[str, str, Set[str]]:
     """
     st = os.stat(path)
     wanted = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return "", "", set()
-    for line in lines:
-        fields = line.split()
+    for fields in mountinfo_file.mounts(mountinfo):
         if len(fields) < 10 or fields[2] != wanted or "-" not in fields[6:]:
             continue
         dash = fields.index("-", 6)

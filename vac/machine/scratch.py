@@ -44,6 +44,7 @@ from typing import Callable, List, Optional, Protocol, Tuple
 from vac import subp
 from vac.errors import ProcessError, VacError
 from vac.host import lvm, projquota
+from vac.host import mountinfo as mountinfo_file
 from vac.machine.directory import MachineDir
 from vac.machine.slots import ordinal_of
 
@@ -338,44 +339,21 @@ def _unmount(target: str) -> None:
             raise ScratchError(f"cannot unmount {target}: {e2}") from e2
 
 
-def is_mounted(path: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+def is_mounted(path: str, mountinfo: str = mountinfo_file.MOUNTINFO) -> bool:
     """Is something mounted exactly at path (mountinfo's fifth field, octal escapes undone)?"""
     return path in mounted(mountinfo)
 
 
-def mounted(mountinfo: str = "/proc/self/mountinfo") -> List[str]:
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    return [_unescape(fields[4]) for fields in (line.split() for line in lines)
+def mounted(mountinfo: str = mountinfo_file.MOUNTINFO) -> List[str]:
+    return [mountinfo_file.unescape(fields[4]) for fields in mountinfo_file.mounts(mountinfo)
             if len(fields) > 4]
 
 
-def mounts_of(device: int, mountinfo: str = "/proc/self/mountinfo") -> List[str]:
+def mounts_of(device: int, mountinfo: str = mountinfo_file.MOUNTINFO) -> List[str]:
     """Where the block device numbered `device` (a stat's st_rdev) is mounted."""
     wanted = f"{os.major(device)}:{os.minor(device)}"
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    return [_unescape(fields[4]) for fields in (line.split() for line in lines)
+    return [mountinfo_file.unescape(fields[4]) for fields in mountinfo_file.mounts(mountinfo)
             if len(fields) > 4 and fields[2] == wanted]
-
-
-def _unescape(text: str) -> str:
-    """mountinfo's \\NNN octal escapes (space, tab, newline, backslash) undone."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and text[i + 1:i + 4].isdigit():
-            out.append(chr(int(text[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 def used_bytes(state_dir: str, dir_name: str) -> Optional[int]:
@@ -392,18 +370,19 @@ def used_bytes(state_dir: str, dir_name: str) -> Optional[int]:
     return (st.f_blocks - st.f_bfree) * st.f_frsize
 
 
-def quota_usage(state_dir: str, dir_name: str,
-                kernel: Optional[projquota.Kernel] = None) -> Optional[Tuple[int, int]]:
+def quota_usage(state_dir: str, dir_name: str, kernel: Optional[projquota.Kernel] = None,
+                device: Optional[str] = None) -> Optional[Tuple[int, int]]:
     """(bytes used, hard limit in bytes) of the machine's project quota scratch, or None when
     there is no directory with a project ID of Vac's (statvfs would not do: XFS shows a
-    project's limit there only when it is below the filesystem's size)."""
+    project's limit there only when it is below the filesystem's size). device: the block
+    device of the pool's filesystem, if the caller has it (else read from mountinfo)."""
     kernel = kernel or projquota.Kernel()
     target = mount_point(state_dir, dir_name)
     try:
         _, projid = kernel.project(target)
         if not projquota.owned(projid):
             return None
-        device = projquota.device(target)[0]
+        device = device or projquota.device(target)[0]
         if not device.startswith("/dev/"):
             return None
         used, _, limit = kernel.usage(device, projid)

@@ -14,7 +14,7 @@ import time
 import uuid
 
 from apptainer_env import SANDBOX, remove_cgroups
-from waiting import GENEROUS
+from waiting import ENGINE_CALL, GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.backends.base import MachineSpec
@@ -25,6 +25,7 @@ from vac.machine.slots import Slot, machine_name
 
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = vac01.example.com
 factory_name = {factory}
 state_dir = {state}
@@ -55,7 +56,8 @@ class Env:
         self.names = []
 
     def configure(self, mb, image=SANDBOX):
-        self.cfg = self.make_config(CONF.format(factory=self.factory, state=self.state, mb=mb,
+        self.cfg = self.make_config(CONF.format(engine_call=ENGINE_CALL,
+                                                factory=self.factory, state=self.state, mb=mb,
                                                 image=image))
         self.paths = self.cfg.settings.paths
         self.paths.ensure()

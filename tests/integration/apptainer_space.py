@@ -10,6 +10,7 @@ import uuid
 from typing import List
 
 from apptainer_env import SANDBOX
+from waiting import ENGINE_CALL
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.config import load
@@ -19,6 +20,7 @@ from vac.machine.directory import MachineDir
 
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = vac01.example.com
 factory_name = {factory}
 state_dir = {state}
@@ -66,7 +68,8 @@ class Space:
 
     def write(self, draining: bool) -> None:
         with open(self.conf, "w") as f:
-            f.write(CONF.format(factory=self.factory, state=self.state, image=SANDBOX,
+            f.write(CONF.format(engine_call=ENGINE_CALL,
+                                factory=self.factory, state=self.state, image=SANDBOX,
                                 template=self.template, draining="yes" if draining else "no"))
 
     def backend(self) -> ApptainerBackend:

@@ -135,25 +135,35 @@ class LibvirtFactory:
         return d
 
     def connection(self):
-        """The test's own connection to libvirtd, opened again if libvirtd closed it (seen
-        once under a CPU hog: "Cannot write data: Broken pipe" with libvirtd still running)."""
+        """The test's own connection to libvirtd, opened again when a call on it has failed."""
+        import libvirt
+
+        if self.conn is None:
+            self.conn = libvirt.open(URI)
+        return self.conn
+
+    def list_domains(self) -> List[object]:
+        """Every domain libvirtd has. Once a test in this process has run a libvirt watcher,
+        virEventRegisterDefaultImpl has been called, so libvirtd pings each later connection
+        for keepalive; with no event loop running, a connection left idle for 30 s (5 pings
+        unanswered) is closed by libvirtd, and the next call fails with "Cannot write data:
+        Broken pipe" while isAlive() still says 1. Such a call is made once more on a new
+        connection."""
         import libvirt
 
         try:
-            alive = self.conn.isAlive() == 1
+            return self.connection().listAllDomains(0)
         except libvirt.libvirtError:
-            alive = False
-        if not alive:
             try:
                 self.conn.close()
             except libvirt.libvirtError:
                 pass
-            self.conn = libvirt.open(URI)
-        return self.conn
+            self.conn = None
+            return self.connection().listAllDomains(0)
 
     def domains(self) -> Dict[str, object]:
         """This factory's domains, by name."""
-        return {dom.name(): dom for dom in self.connection().listAllDomains(0)
+        return {dom.name(): dom for dom in self.list_domains()
                 if ordinal_of(self.name, dom.name()) >= 0}
 
     def domain_uuid(self, name: str) -> Optional[str]:
@@ -166,7 +176,7 @@ class LibvirtFactory:
     def cleanup(self) -> None:
         if self.supervisor is not None:
             self.supervisor.close()
-        for dom in self.connection().listAllDomains(0):
+        for dom in self.list_domains():
             if ordinal_of(self.name, dom.name()) >= 0 or dom.name() in self.extra:
                 try:
                     dom.destroy()

@@ -14,6 +14,7 @@ from typing import Dict, List
 
 from docker_engine import ENGINE, IMAGE, sdk
 from testbed import REPO
+from waiting import ENGINE_CALL
 
 from vac.machine.directory import MachineDir, read_slot_record
 from vac.machine.slots import machine_name
@@ -23,6 +24,7 @@ DOMAIN = "vacsp.example.com"
 SLOTS = (3, 3, 2)
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = {domain}
 factory_name = {name}
 factories = {factories}
@@ -69,7 +71,8 @@ class Host:
         self.log = str(tmp / f"vacd{n}.log")
         user_data = tmp / "user_data"
         user_data.write_text("#!/bin/sh\nexec sleep 600\n")
-        self.conf.write_text(CONF.format(domain=DOMAIN, name=self.name,
+        self.conf.write_text(CONF.format(engine_call=ENGINE_CALL, domain=DOMAIN,
+                                         name=self.name,
                                          factories=" ".join(short_names), state=self.state,
                                          slots=slots, url=ENGINE, address=self.address,
                                          image=IMAGE, user_data=user_data))

@@ -14,7 +14,7 @@ import pytest
 from dirq.QueueSimple import QueueSimple
 from docker_engine import IMAGE, engine_ready, sdk
 from vacd_process import start_vacd, stop
-from waiting import wait_until
+from waiting import ENGINE_CALL, wait_until
 
 from vac import cli, faults
 from vac.accounting import apel, store
@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.docker]
 SPACE = "acct.example.com"
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = {space}
 factory_name = {factory}
 state_dir = {state}
@@ -65,7 +66,7 @@ class World:
         self.write(draining="no")
 
     def write(self, draining: str) -> None:
-        self.conf.write_text(CONF.format(space=SPACE, factory=self.factory,
+        self.conf.write_text(CONF.format(engine_call=ENGINE_CALL, space=SPACE, factory=self.factory,
                                          state=self.paths.state_dir, image=IMAGE,
                                          user_data=self.tmp_path / "user_data",
                                          draining=draining))

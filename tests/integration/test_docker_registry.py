@@ -31,7 +31,7 @@ from typing import Dict, List
 import pytest
 from docker_engine import ENGINE, IMAGE, engine_ready, sdk
 from testbed import require_engine
-from waiting import wait_until
+from waiting import ENGINE_CALL, wait_until
 
 from vac import cli
 from vac.machine.directory import MachineDir
@@ -58,6 +58,7 @@ http:
 
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = registry.example.com
 factory_name = {factory}
 state_dir = {state}
@@ -185,7 +186,8 @@ class World:
         self.name = f"rg{uuid.uuid4().hex[:8]}.example.com"
         user_data = tmp_path / "user_data"
         user_data.write_text(PAYLOAD)
-        self.text = CONF.format(factory=self.name, state=tmp_path / "state", url=ENGINE,
+        self.text = CONF.format(engine_call=ENGINE_CALL,
+                                factory=self.name, state=tmp_path / "state", url=ENGINE,
                                 mt=MT, image=TAG, user_data=user_data, pull=PULL_SECONDS)
         self.make_config = make_config
         self.factory = Factory(self.load)

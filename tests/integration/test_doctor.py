@@ -17,12 +17,14 @@ import uuid as uuidlib
 
 import pytest
 from testbed import REPO, require_engine
+from waiting import ENGINE_CALL
 
 from vac.host import access
 
 DOCKER_IMAGE = "vac-test/busybox:1"   # scripts/ci/setup-docker.sh builds it
 SETTINGS = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = vac01.example.com
 factory_name = f1.example.com
 state_dir = {state}
@@ -41,10 +43,11 @@ def top():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _doctor(top: str, body: str, state: str = ""):
-    conf = os.path.join(top, "vac.conf")
+def _doctor(top: str, body: str, state: str = "", name: str = "vac.conf"):
+    conf = os.path.join(top, name)
     with open(conf, "w") as f:
-        f.write(SETTINGS.format(state=state or os.path.join(top, "state")) + body)
+        f.write(SETTINGS.format(engine_call=ENGINE_CALL,
+                                state=state or os.path.join(top, "state")) + body)
     os.makedirs(state or os.path.join(top, "state"), exist_ok=True)
     done = subprocess.run([sys.executable, "-m", "vac.cli", "--config", conf, "doctor",
                            "--json"], capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -198,7 +201,8 @@ def test_a_real_vm_creation_denied_by_a_0700_parent_says_the_same(top):
     os.chmod(locked, 0o700)
     conf = os.path.join(top, "vac.conf")
     with open(conf, "w") as f:
-        f.write(SETTINGS.format(state=paths.state_dir) + "mb_per_processor = 256\n" +
+        f.write(SETTINGS.format(engine_call=ENGINE_CALL,
+                                state=paths.state_dir) + "mb_per_processor = 256\n" +
                 VM_MT.format(guest=GUEST))
     factory = "doctortest.example.com"
     host = HostFacts(fqdn=factory, processors=2, uid_of=lambda _u: None,
@@ -275,12 +279,13 @@ def test_a_running_vacd_must_answer_on_its_ports_not_just_hold_them(top):
         assert found["metrics-port"]["detail"] == \
             "http://127.0.0.1:19252/metrics answers (HTTP 200)"
         assert found["status-port"]["detail"] == "http://127.0.0.1:19253/api answers (HTTP 200)"
-        # a doctor asking where this vacd does not serve: held by vacd, and silent
-        rc, other = _doctor(top, body.replace("19252", "19254"))
-        assert rc == 1 and other["metrics-port"]["status"] == "FAIL"
+        # a doctor asking where this vacd does not serve: held by vacd, and silent. That
+        # configuration is a file of its own: vacd reads vac.conf each cycle and would move its
+        # listener to the port the doctor asks about.
+        rc, other = _doctor(top, body.replace("19252", "19254"), name="elsewhere.conf")
+        assert rc == 1 and other["metrics-port"]["status"] == "FAIL", other
         assert other["metrics-port"]["detail"].startswith(
             "vacd runs but http://127.0.0.1:19254/metrics does not answer")
-        _doctor(top, body)
     finally:
         stop(vacd, signal.SIGTERM)
     rc, checks = _doctor(top, body)

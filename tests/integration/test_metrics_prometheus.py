@@ -20,7 +20,7 @@ import pytest
 from docker_engine import IMAGE, engine_ready, sdk
 from testbed import require_engine
 from vacd_process import start_vacd, stop
-from waiting import wait_until
+from waiting import ENGINE_CALL, wait_until
 
 import vac
 
@@ -30,6 +30,7 @@ METRICS_PORT = 19151
 PROMETHEUS_PORT = 19152
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = metrics.example.com
 factory_name = {factory}
 state_dir = {state}
@@ -91,7 +92,8 @@ def vacd(tmp_path):
     factory = f"pm{uuid.uuid4().hex[:8]}.example.com"
     (tmp_path / "user_data").write_text("#!/bin/sh\nexec sleep 300\n")
     conf = tmp_path / "vac.conf"
-    conf.write_text(CONF.format(factory=factory, state=tmp_path / "state", port=METRICS_PORT,
+    conf.write_text(CONF.format(engine_call=ENGINE_CALL,
+                                factory=factory, state=tmp_path / "state", port=METRICS_PORT,
                                 image=IMAGE, user_data=tmp_path / "user_data"))
     log_path = str(tmp_path / "vacd.log")
     proc = start_vacd(str(conf), log_path)

@@ -24,7 +24,7 @@ import pytest
 from docker_engine import IMAGE, engine_ready, sdk
 from testbed import require_engine
 from vacd_process import start_vacd, stop
-from waiting import Stopwatch, wait_until
+from waiting import ENGINE_CALL, Stopwatch, wait_until
 
 pytestmark = [pytest.mark.docker]
 
@@ -37,6 +37,7 @@ BROWSER_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = status.example.com
 factory_name = {factory}
 factories = {factory} silent.invalid
@@ -114,7 +115,8 @@ def vacd(tmp_path):
     (census / "peer.invalid").write_text(json.dumps({"total_machines": 8,
                                                       "running_machines": 5}))
     conf = tmp_path / "vac.conf"
-    conf.write_text(CONF.format(factory=factory, state=tmp_path / "state", port=PORT,
+    conf.write_text(CONF.format(engine_call=ENGINE_CALL,
+                                factory=factory, state=tmp_path / "state", port=PORT,
                                 image=IMAGE, user_data=tmp_path / "user_data",
                                 pipe=tmp_path / "evil.pipe"))
     log_path = str(tmp_path / "vacd.log")

@@ -20,7 +20,7 @@ import uuid
 import pytest
 from apptainer_env import SANDBOX, remove_cgroups, require_root, require_usable
 from testbed import REPO
-from waiting import GENEROUS
+from waiting import ENGINE_CALL, GENEROUS
 
 from vac.backends.apptainer.backend import ApptainerBackend
 from vac.config import load
@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.apptainer, pytest.mark.root]
 
 CONF = """
 [settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = vac01.example.com
 factory_name = {factory}
 state_dir = {state}
@@ -82,7 +83,8 @@ def world():
     factory, parent = f"u{tag}.example.com", f"vac-test-{tag}"
     conf = os.path.join(state, "vac.conf")
     with open(conf, "w") as f:
-        f.write(CONF.format(factory=factory, state=os.path.join(state, "state"), image=SANDBOX))
+        f.write(CONF.format(engine_call=ENGINE_CALL,
+                            factory=factory, state=os.path.join(state, "state"), image=SANDBOX))
     cfg = load.build(load.read_raw([conf]), HostFacts.read())
     cfg.settings.paths.ensure()
     backend = ApptainerBackend(cfg.settings, cgroup_parent=parent)

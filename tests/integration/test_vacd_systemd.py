@@ -24,7 +24,7 @@ import uuid
 from typing import Dict, List
 
 import pytest
-from waiting import GENEROUS, wait_until
+from waiting import ENGINE_CALL, GENEROUS, wait_until
 
 from vac import planfile
 
@@ -38,6 +38,7 @@ PTH = "/usr/lib/python3/dist-packages/vac-el9-sitelib.pth"
 STAND_IN = "/usr/bin/ssmsend"
 SLOTS = 2
 REAL_CONF = """[settings]
+backend_timeout_seconds = {engine_call:g}
 vac_space = systemd.example.com
 factory_name = {factory}
 host_processors = {slots}
@@ -165,7 +166,7 @@ def installed():
 
 
 def good_config(factory: str) -> str:
-    return REAL_CONF.format(factory=factory, slots=SLOTS,
+    return REAL_CONF.format(engine_call=ENGINE_CALL, factory=factory, slots=SLOTS,
                             user_data=os.path.join(STATE, "payload.sh"))
 
 

@@ -292,6 +292,7 @@ class ApptainerBackend(Backend):
         if running and record.get("adopted"):  # Vac 03 made no cpuacct cgroup on some hosts
             cpu = max(cpu, vac03.tree_cpu_seconds(self._adopted_pids(record)))
         exit_code = self._reap(name, record, ended=not running)
+        running = running or self._still_exiting(name, record)
         if exit_code is not None and record.get("exit_code") is None and directory:
             record["exit_code"] = exit_code
             self._save(directory, record)
@@ -360,6 +361,14 @@ class ApptainerBackend(Backend):
         if not isinstance(pid, int) or pid <= 0:
             return False
         return procs.is_same(pid, record.get("start_time"), record.get("uid"), self.proc_root)
+
+    def _still_exiting(self, name: str, record: dict) -> bool:
+        """Our child's head is dead in /proc but not yet reaped (its threads still exiting):
+        the machine has not ended yet, and its counts (CPU, OOM kills) may not be final. Once,
+        in the cgroup v2 guest under TCG, a head still unreaped after REAP_WAIT_SECONDS was
+        reported shut down without its exit code, and without the OOM kill of its payload."""
+        proc = self._children.get(name)
+        return proc is not None and proc.pid == record.get("pid")
 
     def _reap(self, name: str, record: dict, ended: bool) -> Optional[int]:
         """The exit code if the head is our child and has ended (reaping it), else None.

@@ -4,8 +4,11 @@ loop-mounted with prjquota is the state directory; with loop mounts ruled out, c
 the project quota; a machine's scratch made by ProjectQuota fills to ENOSPC at its size, its
 used bytes are read from the quota (scratch.used_bytes, and the disk reading's), and remove()
 and release_leftovers() take the directory and clear the limit, while a directory of another
-project (an admin's, outside Vac's range) keeps its ID, limit and files. Needs root, loop
-devices, mkfs.xfs (xfsprogs) and a kernel with XFS quota support (CONFIG_XFS_QUOTA); no engine.
+project (an admin's, outside Vac's range) keeps its ID, limit and files. A real Docker machine
+there has its joboutputs/ capped by a project limit of its own: its payload gets ENOSPC there
+and vacd still writes its own shutdown message into the full directory. Needs root, loop
+devices, mkfs.xfs (xfsprogs) and a kernel with XFS quota support (CONFIG_XFS_QUOTA); Docker
+for the last test.
 The CI host's kernel has none (mount says "quota support not available in this kernel"), so
 this runs in the cgroup v2 guest (Debian's kernel; scripts/ci/run-v2-tests.sh, VAC_V2_GUEST=1),
 where, under CI=true, anything missing is a failure; elsewhere it skips, saying why."""
@@ -14,17 +17,24 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
+import uuid
 
 import pytest
-from waiting import wait_until
+from testbed import require_engine
+from waiting import ENGINE_CALL, GENEROUS, wait_until
 
 from vac import subp
+from vac.backends import scratchmount
+from vac.backends.base import MachineSpec
+from vac.backends.docker.backend import DockerBackend
 from vac.cycle.hostdisk import quota_scratches
 from vac.errors import ProcessError
 from vac.host import projquota
-from vac.machine import scratch
-from vac.machine.directory import MachineDir
+from vac.machine import mjf, scratch
+from vac.machine.directory import MachineDir, MachineState
 from vac.machine.scratchquota import ProjectQuota
+from vac.machine.slots import Slot, machine_name
 
 MIB = 1024 * 1024
 FACTORY = "q9quota.example.com"
@@ -155,3 +165,79 @@ def test_a_project_quota_scratch_fills_to_enospc_and_goes(xfs_state):
     assert kernel.project(other)[1] == ADMIN_PROJECT
     used, inodes, limit = kernel.usage(device, ADMIN_PROJECT)
     assert used >= MIB and inodes == 2 and limit == 5 * MIB
+
+
+DOCKER = """
+[settings]
+vac_space = space.example.com
+factory_name = {factory}
+state_dir = {state}
+mb_per_processor = 64
+docker_url = unix:///var/run/docker.sock
+backend_timeout_seconds = {engine_call:g}
+joboutputs_machine_mb = {jobs_mb}
+
+[machinetype dock]
+machine_model = docker
+root_image = docker://vac-test/busybox:1
+target_share = 1
+disk_gb_per_processor = 1
+"""
+JOBS_MB = 16
+# Fills joboutputs/ (more refused), says so in /scratch, and ends without a message.
+FILL_JOBOUTPUTS = r"""#!/bin/sh
+dd if=/dev/zero of="$JOBOUTPUTS/fill" bs=1M count=64 2> /scratch/dd.err
+echo "dd=$?" > /scratch/dd
+echo "more than the cap holds" > "$JOBOUTPUTS/more" || touch /scratch/refused
+exit 0
+"""
+
+
+def _docker_machine(backend: DockerBackend, config, payload: str) -> MachineSpec:
+    settings, mt = config.settings, config.machinetypes["dock"]
+    name = machine_name(settings.factory_name, 0)
+    created = int(time.time())
+    directory = MachineDir.create(settings.paths, created, mt.name, name)
+    mjf.write_mjf(directory, mjf.MjfContext(settings=settings, machinetype=mt, processors=1,
+                                            shutdown_time=created + 600, now=created,
+                                            job_id=None))
+    directory.write("user_data", payload, mode=0o644)
+    return MachineSpec(name=name, machinetype=mt, settings=settings, slot=Slot(0, name),
+                       processors=1, memory_mb=64, created=created, shutdown_time=created + 600,
+                       uuid=str(uuid.uuid4()), directory=directory)
+
+
+def test_a_docker_machines_joboutputs_are_capped_by_a_project_quota(xfs_state, make_config,
+                                                                    monkeypatch):
+    state = xfs_state
+    chosen = scratch.choose(None, exists=lambda path: False, state_dir=state)
+    assert chosen.name == scratch.QUOTA, chosen.detail
+    monkeypatch.setitem(scratchmount._chosen, None, chosen)      # this host's loop ruled out
+    config = make_config(DOCKER.format(factory=f"jq{uuid.uuid4().hex[:8]}.example.com",
+                                       state=state, engine_call=ENGINE_CALL, jobs_mb=JOBS_MB))
+    backend = DockerBackend(config.settings)
+    probe = backend.probe()
+    require_engine("docker", probe.available, probe.reason)
+    spec = _docker_machine(backend, config, FILL_JOBOUTPUTS)
+    kernel, device = projquota.Kernel(), projquota.device(state)[0]
+    try:
+        backend.create(spec)
+        jobs = spec.directory.file("joboutputs")
+        projid = kernel.project(jobs)[1]
+        assert projquota.owned(projid) and kernel.usage(device, projid)[2] == JOBS_MB * MIB
+        area = scratch.mount_point(state, os.path.basename(spec.directory.path))
+        assert projid != kernel.project(area)[1]
+        assert wait_until(lambda: backend.status(spec.name, spec.directory).state
+                          is MachineState.SHUTDOWN, GENEROUS)
+        assert "No space left on device" in open(os.path.join(area, "dd.err")).read()
+        assert open(os.path.join(area, "dd")).read().strip() == "dd=1"
+        assert os.path.exists(os.path.join(area, "refused"))
+        assert JOBS_MB * MIB - 2 * MIB <= kernel.usage(device, projid)[0] <= JOBS_MB * MIB
+        assert spec.directory.shutdown_message is None
+        # vacd's own message, as a cycle's finishing writes it, fits all the same
+        assert spec.directory.write_shutdown_message_if_none("300 Vac: ended without a message")
+        assert spec.directory.shutdown_message == "300 Vac: ended without a message"
+        assert kernel.usage(device, projid)[2] == 0                 # the limit lifted for it
+    finally:
+        backend.destroy(spec.name, spec.directory)
+    assert not os.path.exists(scratch.mount_point(state, os.path.basename(spec.directory.path)))

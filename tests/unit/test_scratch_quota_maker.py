@@ -275,7 +275,8 @@ def test_doctor_names_the_quota_and_its_trial(make_config, monkeypatch):
     assert line.status == "ok" and isinstance(makers[0], ProjectQuota)
     assert line.detail.startswith("project-quota: a directory per machine (x); trial filled "
                                   "to ENOSPC;")
-    assert line.detail.endswith("joboutputs/ not capped (the cap is a loop-mounted file system)")
+    assert line.detail.endswith("joboutputs/ capped at joboutputs_machine_mb 16 MiB by a "
+                                "project quota")
 
 
 def test_a_pool_without_a_block_device_is_refused(tmp_path, monkeypatch):
@@ -283,3 +284,81 @@ def test_a_pool_without_a_block_device_is_refused(tmp_path, monkeypatch):
     with pytest.raises(scratch.ScratchError, match="no block device"):
         ProjectQuota(str(tmp_path), FakeKernel()).make(str(tmp_path), NAME, MIB)
     assert not os.path.exists(scratch.mount_point(str(tmp_path), NAME))
+
+
+# joboutputs/ capped by a project quota --------------------------------------------------------
+
+def _machine_dir(tmp_path):
+    from vac.machine.directory import MachineDir
+
+    path = tmp_path / "machines" / NAME
+    (path / "joboutputs").mkdir(parents=True)
+    return MachineDir(str(path))
+
+
+def test_joboutputs_get_an_id_of_their_own_beside_the_scratch(tmp_path):
+    kernel = FakeKernel()
+    maker = _maker(tmp_path, kernel)
+    scratch_dir = maker.make(str(tmp_path), NAME, 5 * MIB)
+    d = _machine_dir(tmp_path)
+    jobs = d.file("joboutputs")
+    projid = maker.bound(jobs, 16 * MIB)
+    assert projquota.owned(projid) and projid != kernel.ids[scratch_dir]
+    assert kernel.ids[jobs] == projid and kernel.limits[projid] == 16 * MIB
+    assert maker.bound(jobs, 16 * MIB) == projid          # adopted: the same ID, set again
+    assert sorted(os.listdir(scratch.pool(str(tmp_path)))) == [".projquota.lock", NAME]
+
+
+def test_a_failed_bound_says_which_directory(tmp_path):
+    kernel = FakeKernel()
+    kernel.fail_assign = True
+    d = _machine_dir(tmp_path)
+    with pytest.raises(scratch.ScratchError, match=f"cannot bound {d.file('joboutputs')} at"):
+        _maker(tmp_path, kernel).bound(d.file("joboutputs"), MIB)
+
+
+class FullUntilLifted:
+    """XFS at a project's limit: every write into the directory fails with ENOSPC, root's
+    too, until the limit is cleared."""
+
+    def __init__(self, kernel, projid):
+        self.kernel, self.projid = kernel, projid
+
+    def __call__(self, real):
+        def write(path, data, mode=0o644, mtime=None):
+            if self.kernel.limits.get(self.projid):
+                raise OSError(errno.ENOSPC, "No space left on device", path)
+            real(path, data, mode=mode, mtime=mtime)
+        return write
+
+
+def test_vacd_lifts_a_full_joboutputs_limit_to_write_its_own_message(tmp_path, monkeypatch):
+    from vac import fsutil
+    from vac.machine import joboutputquota
+
+    kernel = FakeKernel()
+    d = _machine_dir(tmp_path)
+    projid = _maker(tmp_path, kernel).bound(d.file("joboutputs"), MIB)
+    monkeypatch.setattr(fsutil, "atomic_write", FullUntilLifted(kernel, projid)(
+        fsutil.atomic_write))
+    monkeypatch.setattr(projquota, "Kernel", lambda: kernel)
+    monkeypatch.setattr(projquota, "device", lambda path, mountinfo=None: (
+        "/dev/fake", "xfs", {"prjquota"}))
+    assert d.write_shutdown_message_if_none("700 Vac: container killed by the OOM killer")
+    assert d.shutdown_message == "700 Vac: container killed by the OOM killer"
+    assert kernel.limits[projid] == 0
+    assert not joboutputquota.lift(str(tmp_path))           # no ID of Vac's: nothing lifted
+
+
+def test_a_full_joboutputs_without_an_id_of_vacs_still_fails(tmp_path, monkeypatch):
+    from vac import fsutil
+
+    kernel = FakeKernel()
+    d = _machine_dir(tmp_path)
+
+    def full(path, data, mode=0o644, mtime=None):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+    monkeypatch.setattr(fsutil, "atomic_write", full)
+    monkeypatch.setattr(projquota, "Kernel", lambda: kernel)
+    with pytest.raises(OSError, match="No space left"):
+        d.write_shutdown_message_if_none("700 Vac: x")

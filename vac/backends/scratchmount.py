@@ -10,8 +10,9 @@ to bind read-write at CONTAINER_PATH (/scratch): on a thin LV of volume_group's 
 (vac.machine.scratchlv), in a loop-mounted file, or a directory bounded by a project quota
 (vac.machine.scratchquota); an Apptainer machine's --workdir (its /tmp,
 /var/tmp and home) goes there too (workdir()). Such a machine's joboutputs/ is capped too, at
-joboutputs_machine_mb (vac.machine.joboutputcap), except on a host whose scratch is a project
-quota: the cap is a loop-mounted file system, which such a host cannot make. remove() and
+joboutputs_machine_mb: a loop-mounted file system (vac.machine.joboutputcap), or on a host
+whose scratch is a project quota a project limit of its own (ProjectQuota.bound; vacd lifts it
+to write its own message, vac.machine.joboutputquota). remove() and
 release_leftovers() undo both, the capped joboutputs' files copied back into the plain
 directory, and remove the machine's LV; release_leftovers() also removes every leftover LV of
 this factory in volume_group (the original Vac's too), never another's, and never a living
@@ -87,13 +88,10 @@ def make(spec: MachineSpec, backend: str) -> Optional[str]:
     except scratch.ScratchError as e:
         raise BackendError(backend, str(e), spec.name) from e
     try:
-        if chosen.name != scratch.QUOTA:
+        if chosen.name == scratch.QUOTA:
+            made.bound(spec.directory.file(joboutputcap.NAME), s.joboutputs_machine_mb * MIB)
+        else:
             joboutputcap.make(s.paths.state_dir, spec.directory, s.joboutputs_machine_mb * MIB)
-        elif not _said:
-            _said.append(chosen.name)
-            log.warning("container machines' joboutputs are not capped: the cap is a "
-                        "loop-mounted file system, which this host (project quota scratch) "
-                        "cannot make")
     except scratch.ScratchError as e:
         try:
             scratch.remove(s.paths.state_dir, os.path.basename(spec.directory.path), made)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 from vac import fsutil
 from vac.errors import StateError
 from vac.faults import crash_point
-from vac.machine import heartbeat, removal, stamped
+from vac.machine import heartbeat, joboutputquota, removal, stamped
 from vac.paths import Paths
 
 SHUTDOWN_MESSAGE_LIMIT = 4096
@@ -251,8 +251,19 @@ class MachineDir:
         if self.exists("joboutputs/shutdown_message"):
             return False
         self._ensure_subdir("joboutputs")
-        self.write("joboutputs/shutdown_message", message, mtime=when)
+        self._write_own_output("shutdown_message", message, when)
         return True
+
+    def _write_own_output(self, name: str, message: str, when: Optional[float]) -> None:
+        """Write vacd's own file into joboutputs/: if the payload has filled it up to its
+        project quota (vac.machine.joboutputquota), the limit is lifted and it is written
+        again."""
+        try:
+            self.write(f"joboutputs/{name}", message, mtime=when)
+        except OSError as e:
+            if not joboutputquota.full(e) or not joboutputquota.lift(self.file("joboutputs")):
+                raise
+            self.write(f"joboutputs/{name}", message, mtime=when)
 
     def shutdown_message_refusal(self) -> Optional[str]:
         """Why joboutputs/shutdown_message exists but cannot be read (a symlink, FIFO,
@@ -286,7 +297,7 @@ class MachineDir:
         except OSError:
             # A same-named object is in the way: remove the refused one instead.
             removal.remove_tree(self.file("joboutputs/shutdown_message"))
-        self.write("joboutputs/shutdown_message", message, mtime=when)
+        self._write_own_output("shutdown_message", message, when)
         return message
 
     def _ensure_subdir(self, rel: str) -> None:

@@ -20,6 +20,9 @@ drop() removes the directory's tree (never crossing a mount) and then clears its
 limit. The plain directory is not a mount: scratch.remove() finds nothing mounted there, drops
 through the maker, and removes a leftover directory's tree itself when called without one
 (its limit then stays set on an ID that charges nothing, and is set anew when the ID is taken).
+
+bound() gives another directory on the same filesystem an ID and a limit the same way: a
+machine's joboutputs/ (vac.machine.joboutputquota).
 """
 from __future__ import annotations
 
@@ -85,6 +88,25 @@ class ProjectQuota:
                                        f"{target}: {e}") from e
         return target
 
+    def bound(self, path: str, size: int) -> int:
+        """Bound the existing directory at path (elsewhere on the pool's filesystem: a
+        machine's joboutputs) to size bytes with an ID of Vac's of its own, kept if it has one
+        already; the ID.
+
+        Raises:
+            ScratchError: it could not be bounded (the directory is left as it was).
+        """
+        try:
+            projid = self.project_of(path)
+            if projid is None:
+                os.makedirs(scratch.pool(self.state_dir), mode=0o711, exist_ok=True)
+                projid = self._allocate(path, path)
+            self.kernel.limit(self.device(), projid, size)
+        except OSError as e:
+            raise scratch.ScratchError(f"cannot bound {path} at {size} bytes with a project "
+                                       f"quota: {e}") from e
+        return projid
+
     def drop(self, name: str) -> bool:
         """Remove the directory `name` with an ID of Vac's and clear its limit; False if
         there is none such (anything else at the name is scratch.remove()'s).
@@ -113,7 +135,8 @@ class ProjectQuota:
         return projid if projquota.owned(projid) else None
 
     def _allocate(self, target: str, name: str) -> int:
-        """Give target the first free ID of Vac's from the name's hash; the ID."""
+        """Give target the first free ID of Vac's from the name's hash (a scratch's name, or
+        another directory's path); the ID."""
         pool = scratch.pool(self.state_dir)
         fd = os.open(os.path.join(pool, LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:

@@ -90,7 +90,8 @@ def _free(chosen: scratch.Mechanism, state: str) -> str:
 def _capped(settings: Settings, chosen: scratch.Mechanism) -> str:
     """How those machines' joboutputs/ are bounded."""
     if chosen.name == scratch.QUOTA:
-        return "their joboutputs/ not capped (the cap is a loop-mounted file system)"
+        return (f"their joboutputs/ capped at joboutputs_machine_mb "
+                f"{settings.joboutputs_machine_mb} MiB by a project quota")
     if not shutil.which("tune2fs"):
         return "their joboutputs/ not capped (no tune2fs: install e2fsprogs)"
     return f"their joboutputs/ capped at joboutputs_machine_mb {settings.joboutputs_machine_mb} MiB"

@@ -55,10 +55,12 @@ class Env:
         self.configure(2048)
         self.names = []
 
+    def conf_text(self, mb, image):
+        return CONF.format(engine_call=ENGINE_CALL, factory=self.factory, state=self.state,
+                           mb=mb, image=image)
+
     def configure(self, mb, image=SANDBOX):
-        self.cfg = self.make_config(CONF.format(engine_call=ENGINE_CALL,
-                                                factory=self.factory, state=self.state, mb=mb,
-                                                image=image))
+        self.cfg = self.make_config(self.conf_text(mb, image))
         self.paths = self.cfg.settings.paths
         self.paths.ensure()
         self.backend = self.new_backend()

@@ -10,8 +10,8 @@ import os
 
 import pytest
 import scratchpool
-from apptainer_backend_env import CONF, Env
-from apptainer_env import SANDBOX, require_root, require_usable
+from apptainer_backend_env import Env
+from apptainer_env import require_root, require_usable
 
 from vac.machine import scratch
 from vac.machine.directory import MachineState
@@ -38,12 +38,8 @@ echo "200 neighbour done" > $O/shutdown_message
 
 
 class ScratchEnv(Env):
-    def configure(self, mb, image=SANDBOX):
-        text = CONF.format(factory=self.factory, state=self.state, mb=mb, image=image)
-        self.cfg = self.make_config(text + "disk_gb_per_processor = 1\n")
-        self.paths = self.cfg.settings.paths
-        self.paths.ensure()
-        self.backend = self.new_backend()
+    def conf_text(self, mb, image):
+        return super().conf_text(mb, image) + "disk_gb_per_processor = 1\n"
 
     def cleanup(self):
         scratchpool.remove_pool(self.state)

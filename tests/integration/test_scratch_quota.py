@@ -212,9 +212,11 @@ def test_a_docker_machines_joboutputs_are_capped_by_a_project_quota(xfs_state, m
     state = xfs_state
     chosen = scratch.choose(None, exists=lambda path: False, state_dir=state)
     assert chosen.name == scratch.QUOTA, chosen.detail
-    monkeypatch.setitem(scratchmount._chosen, None, chosen)      # this host's loop ruled out
     config = make_config(DOCKER.format(factory=f"jq{uuid.uuid4().hex[:8]}.example.com",
                                        state=state, engine_call=ENGINE_CALL, jobs_mb=JOBS_MB))
+    # This host's loop ruled out, under the configuration's volume group (the fixture's host
+    # facts name one: choose() would try it, fail, and take the loop).
+    monkeypatch.setitem(scratchmount._chosen, config.settings.volume_group, chosen)
     backend = DockerBackend(config.settings)
     probe = backend.probe()
     require_engine("docker", probe.available, probe.reason)
@@ -224,7 +226,8 @@ def test_a_docker_machines_joboutputs_are_capped_by_a_project_quota(xfs_state, m
         backend.create(spec)
         jobs = spec.directory.file("joboutputs")
         projid = kernel.project(jobs)[1]
-        assert projquota.owned(projid) and kernel.usage(device, projid)[2] == JOBS_MB * MIB
+        seen = (os.path.ismount(jobs), kernel.usage(device, projid))
+        assert projquota.owned(projid) and seen[1][2] == JOBS_MB * MIB, (projid, seen)
         area = scratch.mount_point(state, os.path.basename(spec.directory.path))
         assert projid != kernel.project(area)[1]
         assert wait_until(lambda: backend.status(spec.name, spec.directory).state

@@ -55,15 +55,17 @@ class Space:
     def story(self, d: MachineDir) -> str:
         """What the files, the machine's console (Apptainer's own output) and every vacd's
         log say of one machine (for a failure's message): the files and the console always,
-        the last 40 log lines naming its slot."""
+        the last 40 log lines naming its slot or its process."""
         files = sorted(os.listdir(d.path))
         head = [f"files {files}; started {d.started}; finished {d.finished}; "
                 f"backend.json {d.read_backend_record()}",
                 f"console.log: {(d.read('console.log', 1 << 16) or '')[-2000:]!r}"]
         lines: List[str] = []
+        pid = d.read_backend_record().get("pid")     # the stray killer names only the pid
         for log in sorted(n for n in os.listdir(self.state) if n.endswith(".log")):
             with open(os.path.join(self.state, log), errors="replace") as f:
-                lines += [f"{log}: {line.rstrip()}" for line in f if d.name in line]
+                lines += [f"{log}: {line.rstrip()}" for line in f
+                          if d.name in line or (pid and f"process {pid} " in line)]
         return "\n".join(head + lines[-40:])
 
     def write(self, draining: bool) -> None:

@@ -411,6 +411,23 @@ def test_kill_strays_spares_live_machines_only(world, monkeypatch):
     assert live.exists() and not dead.exists() and not empty.exists()
 
 
+def test_a_head_shown_at_the_root_while_a_thread_execs_is_not_a_stray(world, monkeypatch):
+    """While a multi-threaded head (Apptainer's Go binary) execs from a thread other than its
+    leader, /proc/<pid>/cgroup is the exiting leader's, already moved to "/"; the exec'ing
+    thread, listed under task/, is still in the machine's cgroup."""
+    monkeypatch.setattr(ApptainerBackend, "user", lambda self: USER)
+    record(world)
+    fake_process(world.proc, 200, cgroup="/")
+    fake_process(world.proc, 201, cgroup="/")
+    for pid, tid, where in ((200, 200, "/"), (200, 207, f"/vac/apptainer-{NAME}"),
+                            (201, 201, "/"), (201, 208, "/user.slice")):
+        task = world.proc / str(pid) / "task" / str(tid)
+        task.mkdir(parents=True)
+        (task / "cgroup").write_text(f"4:memory:{where}\n2:cpuacct:{where}\n0::/\n")
+    assert world.backend.kill_strays() == 1
+    assert world.kernel.killed == [201]
+
+
 def test_finished_machines_are_not_live(world):
     assert world.backend.live_machine_names() == [NAME]
     world.dir.write("finished", "")

@@ -256,6 +256,28 @@ def test_a_new_vacd_sweeps_every_temp_file_at_once(make_factory, paths):
     assert sorted(os.listdir(paths.slots)) == SLOTS
 
 
+def test_a_new_vacd_sweeps_the_apel_directories_temp_files_too(make_factory, paths):
+    """A vacd killed while writing an APEL record leaves a temp file in the archive's day
+    directory or the pending spool; the next vacd's first cycle removes it, and nothing
+    else there."""
+    factory, backend, clock = make_factory()
+    factory.run_cycle()
+    day = os.path.join(paths.apel_archive, "20261207")
+    pending = os.path.join(paths.state_dir, "apel-pending")
+    for where in (day, pending):
+        os.makedirs(where, exist_ok=True)
+    left = [os.path.join(day, ".tmp-vr58ljvy"), os.path.join(pending, ".tmp-gr7uf6q3")]
+    kept = [os.path.join(day, "12000000001234"), os.path.join(pending, "m.queued")]
+    for p in left + kept:
+        with open(p, "w") as f:
+            f.write("half")
+    restarted = Factory(factory.load_config, factory.pool, clock=clock, loadavg=factory.loadavg)
+    clock.now += 10
+    restarted.run_cycle()
+    assert [p for p in left if os.path.exists(p)] == []
+    assert all(os.path.exists(p) for p in kept)
+
+
 def test_old_temp_files_are_swept_and_young_ones_kept(make_factory, paths):
     factory, backend, clock = make_factory()
     factory.run_cycle()

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from vac import fsutil
+from vac.accounting import store
 from vac.config.model import Config
 from vac.cycle import planner
 from vac.cycle.observe import Observation
@@ -40,12 +41,15 @@ def expire(config: Config, seen: Observation, now: float, guard: Guard) -> None:
 
 
 def sweep(config: Config, seen: Observation, now: float, everything: bool) -> int:
-    """Remove the temp files killed atomic writes left (state, slots, machines): with
-    `everything` (a new vacd's first cycle: it holds the state directory's lock, so nobody
-    else is writing there) all of them, else those older than an hour. The pipe cache, which
+    """Remove the temp files killed atomic writes left (state, slots, machines, the APEL
+    records' pending, rejected and archive directories): with `everything` (a new vacd's first
+    cycle: it holds the state directory's lock, so nobody else is writing there) all of them,
+    else those older than an hour. The archive's day directories only then: only vacd writes
+    there, so what a killed vacd left the next one's first cycle finds. The pipe cache, which
     `vac config check --fetch` also writes, always by age. Returns how many were removed."""
     paths = config.settings.paths
-    dirs = [paths.state_dir, paths.slots, paths.finishes]
+    dirs = [paths.state_dir, paths.slots, paths.finishes, store.pending_dir(paths),
+            store.rejected_dir(paths)] + (_archive_days(paths.apel_archive) if everything else [])
     for directory in seen.directories.values():
         dirs += [directory.path] + [directory.file(sub) for sub in
                                     ("machinefeatures", "jobfeatures", "joboutputs")]
@@ -59,3 +63,11 @@ def sweep(config: Config, seen: Observation, now: float, everything: bool) -> in
     if swept:
         log.info("removed %d temp files left by interrupted writes", swept)
     return swept
+
+
+def _archive_days(archive: str) -> List[str]:
+    """The APEL archive's day directories (never through a link)."""
+    try:
+        return [e.path for e in os.scandir(archive) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return []

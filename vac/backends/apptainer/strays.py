@@ -21,6 +21,10 @@ def kill_strays(backend: Any, live_names: Optional[Iterable[str]] = None) -> int
     singularity_user outside the cgroup of a live machine, then remove every empty Vac
     Apptainer cgroup that no live machine owns. Returns the number of processes killed.
 
+    A process is inside when any of its threads is (vac.host.procs.thread_cgroups): a machine's
+    head that is executing from another thread shows the root cgroup for a moment, and was
+    killed as a stray 0.3 s after its creation (a machine ended with no message).
+
     live_names: the live machines (default: live_machine_names() from the state dir).
     """
     if not backend.settings.singularity_user:
@@ -33,10 +37,11 @@ def kill_strays(backend: Any, live_names: Optional[Iterable[str]] = None) -> int
     spared = _adopted_trees(backend, live)
     strays = []
     for pid in procs.pids_of_user(uid, backend.proc_root):
-        where = procs.cgroups_of(pid, backend.proc_root).get(key, "")
-        if pid not in spared and not any(cgroups.in_cgroup(where, p) for p in inside):
+        places = [c.get(key, "") for c in procs.thread_cgroups(pid, backend.proc_root)]
+        if pid not in spared and not any(cgroups.in_cgroup(where, p)
+                                         for where in places for p in inside):
             log.warning("killing stray process %d of %s in cgroup %s",
-                        pid, backend.settings.singularity_user, where or "?")
+                        pid, backend.settings.singularity_user, places[0] or "?")
             strays.append(pid)
     killed = procs.kill_all(strays, backend.cgroup_fs.kill)
     _remove_unowned_cgroups(backend, set(owned.values()))

@@ -241,17 +241,26 @@ def test_config_check_json_is_strict_json(make_factory, tmp_path, capsys):
 
 # 8. Temp files a killed atomic write left -----------------------------------------------------
 
+def _half_written(files):
+    for p in files:
+        with open(p, "w") as f:
+            f.write("half")
+
+
+def _new_vacds_first_cycle(factory, clock):
+    """A vacd started afresh on the same state (its first cycle sweeps every temp file)."""
+    restarted = Factory(factory.load_config, factory.pool, clock=clock, loadavg=factory.loadavg)
+    clock.now += 10
+    restarted.run_cycle()
+
+
 def test_a_new_vacd_sweeps_every_temp_file_at_once(make_factory, paths):
     factory, backend, clock = make_factory()
     factory.run_cycle()
     d = MachineDir.for_slot(paths, SLOTS[0])
     left = [os.path.join(paths.slots, ".tmp-abc123"), d.file("joboutputs/.tmp-k2j3h4")]
-    for p in left:
-        with open(p, "w") as f:
-            f.write("half")
-    restarted = Factory(factory.load_config, factory.pool, clock=clock, loadavg=factory.loadavg)
-    clock.now += 10
-    restarted.run_cycle()
+    _half_written(left)
+    _new_vacds_first_cycle(factory, clock)
     assert [p for p in left if os.path.exists(p)] == []
     assert sorted(os.listdir(paths.slots)) == SLOTS
 
@@ -268,12 +277,8 @@ def test_a_new_vacd_sweeps_the_apel_directories_temp_files_too(make_factory, pat
         os.makedirs(where, exist_ok=True)
     left = [os.path.join(day, ".tmp-vr58ljvy"), os.path.join(pending, ".tmp-gr7uf6q3")]
     kept = [os.path.join(day, "12000000001234"), os.path.join(pending, "m.queued")]
-    for p in left + kept:
-        with open(p, "w") as f:
-            f.write("half")
-    restarted = Factory(factory.load_config, factory.pool, clock=clock, loadavg=factory.loadavg)
-    clock.now += 10
-    restarted.run_cycle()
+    _half_written(left + kept)
+    _new_vacds_first_cycle(factory, clock)
     assert [p for p in left if os.path.exists(p)] == []
     assert all(os.path.exists(p) for p in kept)
 

@@ -105,17 +105,24 @@ def cgroups_of(pid: int, proc_root: str = "/proc") -> Dict[str, str]:
 
 
 def thread_cgroups(pid: int, proc_root: str = "/proc") -> List[Dict[str, str]]:
-    """{controller: cgroup path} of the process and of each of its threads (those still
-    listed), the process's first. The process's own line is its leader thread's: while a
+    """{controller: cgroup path} of each thread of the process still listed in its task/
+    ([] if it has gone). The process's own line (cgroups_of) is its leader thread's: while a
     multi-threaded process execs from another thread, the leader is exiting and the kernel
     has already moved it to the root cgroup ("/"), where the exec'ing thread is not (seen
     with Apptainer's Go binary executing its starter)."""
-    found = [cgroups_of(pid, proc_root)]
     tasks = os.path.join(proc_root, str(int(pid)), "task")
     try:
         tids = [t for t in os.listdir(tasks) if t.isdigit()]
     except OSError:
-        return found
+        return []
+    found = []
+    for tid in tids:
+        try:
+            with open(os.path.join(tasks, tid, "cgroup")) as f:
+                found.append(parse_cgroup(f.read()))
+        except OSError:
+            continue
+    return found
     for tid in tids:
         try:
             with open(os.path.join(tasks, tid, "cgroup")) as f:

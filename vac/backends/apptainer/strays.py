@@ -5,7 +5,7 @@ ApptainerBackend whose cgroups and records these read."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from vac.backends.apptainer import vac03
 from vac.backends.apptainer.cgroupnames import CGROUP_PREFIX, LEGACY_CGROUP_PREFIX, cgroup_name
@@ -37,15 +37,23 @@ def kill_strays(backend: Any, live_names: Optional[Iterable[str]] = None) -> int
     spared = _adopted_trees(backend, live)
     strays = []
     for pid in procs.pids_of_user(uid, backend.proc_root):
-        places = [c.get(key, "") for c in procs.thread_cgroups(pid, backend.proc_root)]
-        if pid not in spared and not any(cgroups.in_cgroup(where, p)
-                                         for where in places for p in inside):
+        where = procs.cgroups_of(pid, backend.proc_root).get(key, "")
+        if pid not in spared and not _inside(pid, where, key, inside, backend.proc_root):
             log.warning("killing stray process %d of %s in cgroup %s",
-                        pid, backend.settings.singularity_user, places[0] or "?")
+                        pid, backend.settings.singularity_user, where or "?")
             strays.append(pid)
     killed = procs.kill_all(strays, backend.cgroup_fs.kill)
     _remove_unowned_cgroups(backend, set(owned.values()))
     return killed
+
+
+def _inside(pid: int, where: str, key: str, inside: List[str], proc_root: str) -> bool:
+    """Is the process (its own cgroup `where`) in one of the `inside` cgroups, or, if not,
+    is any of its threads (read only then: a payload may have thousands)?"""
+    if any(cgroups.in_cgroup(where, p) for p in inside):
+        return True
+    return any(cgroups.in_cgroup(thread.get(key, ""), p)
+               for thread in procs.thread_cgroups(pid, proc_root) for p in inside)
 
 
 def _live_records(backend: Any, live: Iterable[str]) -> Dict[str, dict]:

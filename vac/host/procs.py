@@ -123,13 +123,6 @@ def thread_cgroups(pid: int, proc_root: str = "/proc") -> List[Dict[str, str]]:
         except OSError:
             continue
     return found
-    for tid in tids:
-        try:
-            with open(os.path.join(tasks, tid, "cgroup")) as f:
-                found.append(parse_cgroup(f.read()))
-        except OSError:
-            continue
-    return found
 
 
 def sigkill(pid: int) -> None:

@@ -17,10 +17,11 @@ ALL_IN = 60.0     # a deadline only: the barrier opens the moment every creation
 
 
 class ParallelFake(FakeBackend):
-    """A fake that takes several creations at once (its JSON file behind a lock) and remembers
-    how many ran at the same time; creation fails in `failing` slots. Each creation waits at a
-    barrier for `width` of them: creations made one after another would break it (after
-    ALL_IN seconds) instead of passing, however fast or slow the machine."""
+    """A fake that takes several creations at once (its JSON file behind a lock, for creation
+    and destruction) and remembers how many ran at the same time; creation fails in `failing`
+    slots. Each creation waits at a barrier for `width` of them: creations made one after
+    another would break it (after ALL_IN seconds) instead of passing, however fast or slow
+    the machine."""
 
     width = 3
     failing = ()
@@ -48,6 +49,13 @@ class ParallelFake(FakeBackend):
         finally:
             with self.lock:
                 self.running -= 1
+
+    def destroy(self, name, directory):
+        # A failed creation is finished, so destroyed, while the others still create: the
+        # JSON file's read-change-write must not interleave with theirs (seen under load:
+        # a neighbour's machine lost from the file).
+        with self.lock:
+            super().destroy(name, directory)
 
 
 def test_creations_run_at_once_up_to_the_width(make_factory, paths):

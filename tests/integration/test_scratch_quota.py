@@ -226,8 +226,9 @@ def test_a_docker_machines_joboutputs_are_capped_by_a_project_quota(xfs_state, m
         backend.create(spec)
         jobs = spec.directory.file("joboutputs")
         projid = kernel.project(jobs)[1]
-        seen = (os.path.ismount(jobs), kernel.usage(device, projid))
-        assert projquota.owned(projid) and seen[1][2] == JOBS_MB * MIB, (projid, seen)
+        usage = kernel.usage(device, projid)
+        assert projquota.owned(projid) and usage[2] == JOBS_MB * MIB, \
+            f"project {projid}, usage {usage}, a mount: {os.path.ismount(jobs)}"
         area = scratch.mount_point(state, os.path.basename(spec.directory.path))
         assert projid != kernel.project(area)[1]
         assert wait_until(lambda: backend.status(spec.name, spec.directory).state

@@ -12,6 +12,7 @@ import pytest
 from fakeclock import Clock
 
 from vac import cli, fsutil
+from vac.accounting import store
 from vac.backends.fake import FakeBackend
 from vac.config import assemble
 from vac.cycle.factory import Factory
@@ -272,7 +273,7 @@ def test_a_new_vacd_sweeps_the_apel_directories_temp_files_too(make_factory, pat
     factory, backend, clock = make_factory()
     factory.run_cycle()
     day = os.path.join(paths.apel_archive, "20261207")
-    pending = os.path.join(paths.state_dir, "apel-pending")
+    pending = store.pending_dir(paths)
     for where in (day, pending):
         os.makedirs(where, exist_ok=True)
     left = [os.path.join(day, ".tmp-vr58ljvy"), os.path.join(pending, ".tmp-gr7uf6q3")]

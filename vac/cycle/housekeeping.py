@@ -16,6 +16,7 @@ from vac.config.model import Config
 from vac.cycle import planner
 from vac.cycle.observe import Observation
 from vac.machine import removal
+from vac.paths import Paths
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,16 @@ def expire(config: Config, seen: Observation, now: float, guard: Guard) -> None:
 
 
 def sweep(config: Config, seen: Observation, now: float, everything: bool) -> int:
-    """Remove the temp files killed atomic writes left (state, slots, machines, the APEL
-    records' pending, rejected and archive directories): with `everything` (a new vacd's first
-    cycle: it holds the state directory's lock, so nobody else is writing there) all of them,
-    else those older than an hour. The archive's day directories only then: only vacd writes
+    """Remove the temp files killed atomic writes left (state, slots, machines): with
+    `everything` (a new vacd's first cycle: it holds the state directory's lock, so nobody
+    else is writing there) all of them, else those older than an hour. The APEL records'
+    directories (pending, rejected, the archive's days) only then: only vacd's cycle writes
     there, so what a killed vacd left the next one's first cycle finds. The pipe cache, which
     `vac config check --fetch` also writes, always by age. Returns how many were removed."""
     paths = config.settings.paths
-    dirs = [paths.state_dir, paths.slots, paths.finishes, store.pending_dir(paths),
-            store.rejected_dir(paths)] + (_archive_days(paths.apel_archive) if everything else [])
+    dirs = [paths.state_dir, paths.slots, paths.finishes]
+    if everything:
+        dirs += _apel_dirs(paths)
     for directory in seen.directories.values():
         dirs += [directory.path] + [directory.file(sub) for sub in
                                     ("machinefeatures", "jobfeatures", "joboutputs")]
@@ -65,9 +67,11 @@ def sweep(config: Config, seen: Observation, now: float, everything: bool) -> in
     return swept
 
 
-def _archive_days(archive: str) -> List[str]:
-    """The APEL archive's day directories (never through a link)."""
+def _apel_dirs(paths: Paths) -> List[str]:
+    """The APEL records' pending and rejected directories and the archive's day directories
+    (never through a link)."""
     try:
-        return [e.path for e in os.scandir(archive) if e.is_dir(follow_symlinks=False)]
+        days = [e.path for e in os.scandir(paths.apel_archive) if e.is_dir(follow_symlinks=False)]
     except OSError:
-        return []
+        days = []
+    return [store.pending_dir(paths), store.rejected_dir(paths)] + days

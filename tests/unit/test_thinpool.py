@@ -9,9 +9,11 @@ import os
 import pytest
 from fakelvm import MIB, FakeLvm, FakeVolume
 
+from vac.backends.base import SCRATCH_VOLUME
 from vac.cycle import diskgate, hostdisk
 from vac.host import diskspace, lvm
 from vac.machine import scratch, thinpool
+from vac.machine.directory import MachineDir, SlotRecord, write_slot_record
 
 THIN = scratch.Mechanism(scratch.LVM_THIN, "test", "vg0", "vac_thin_pool")
 LOOP = scratch.Mechanism(scratch.LOOP, "test")
@@ -33,13 +35,17 @@ def group_with_volumes() -> FakeLvm:
 def test_the_pool_is_read_through_lvm_with_its_other_volumes_room(tmp_path):
     pool_dir = str(tmp_path / "scratch")
     mounts = [os.path.join(pool_dir, "1700000000_a_f1-00.example.com"), "/proc"]
-    fs = thinpool.reading(THIN, pool_dir, mounts, run=group_with_volumes())
+    got = thinpool.reading(THIN, pool_dir, mounts, run=group_with_volumes())
+    fs = got.filesystem
     assert fs.names == (diskspace.THIN,) and fs.path == "vg0/vac_thin_pool"
     assert fs.total == 400 * MIB and fs.free == 300 * MIB
     assert fs.scratch
     # The mounted scratch's room is counted inside it (as for the loop mechanism), so only
     # the VM disk's 60 MiB not yet given is the pool's own growth.
     assert fs.growth == 60 * MIB
+    # The same reading says what each of the pool's thin volumes has been given.
+    assert got.given == {"1700000000_a_f1-00.example.com": 20 * MIB,
+                         "f1-01.example.com": 40 * MIB}
 
 
 def test_no_pool_unless_the_scratch_is_made_in_one(tmp_path):
@@ -96,3 +102,31 @@ def test_a_pool_that_cannot_be_read_leaves_the_rest_watched(tmp_path, monkeypatc
     assert [f.names[0] for f in reading.filesystems] == [diskspace.STATE]
     assert reading.problems == ("thin pool vg0/vac_thin_pool: cannot read volume group vg0: "
                                 "vgs failed",)
+
+
+def test_a_vms_thin_scratch_volume_is_its_scratch_bytes(tmp_path, monkeypatch, make_config):
+    """What the thin pool has given a VM's scratch volume (named as its slot) is the scratch
+    bytes of the machine its slot record names, read in the pool's one reading; a VM whose
+    volume is its root disk (a CernVM's: its backend record does not say scratch) and a
+    container's scratch volume (named as its machine directory, counted where it is
+    mounted) are not."""
+    config = make_config(CONF)
+    paths = config.settings.paths
+    fake = group_with_volumes()
+    fake.volumes["f1-02.example.com"] = FakeVolume(100 * MIB, "Vwi-aotz--", "thin",
+                                                   "vac_thin_pool", "70.00")
+    dirs = {}
+    for name, record in (("f1-01.example.com", {SCRATCH_VOLUME: True}),
+                         ("f1-02.example.com", {SCRATCH_VOLUME: False})):
+        dirs[name] = MachineDir.create(paths, 1_700_000_000, "a", name)
+        write_slot_record(paths, name, SlotRecord(1_700_000_000, "a", "vm-raw"))
+        dirs[name].write_backend_record({"backend": "libvirt", **record})
+    real = lvm.read_group
+    monkeypatch.setattr(thinpool.lvm, "read_group", lambda vg, run=None: real(vg, fake))
+    monkeypatch.setattr(hostdisk.scratchmount, "mechanism", lambda vg, state: THIN)
+    disk = hostdisk.HostDisk()
+    disk.inputs(config, None)
+    assert disk.scratch_bytes(os.path.basename(dirs["f1-01.example.com"].path)) == 40 * MIB
+    assert disk.scratch_bytes(os.path.basename(dirs["f1-02.example.com"].path)) is None
+    assert disk.scratch_bytes("1700000000_a_f1-00.example.com") is None
+    assert len(fake.commands("lvs")) == 1      # the pool and its volumes read once

@@ -92,6 +92,9 @@ class MachineStatus:
 
 ROOT_DISK = "root"           # DiskGrowth.kind of a machine's root disk (or its overlay)
 SCRATCH_DISK = "scratch"     # DiskGrowth.kind of a machine's scratch disk
+# A machine's backend record (backend.json) key: true when its scratch disk is its logical
+# volume of volume_group, named as the machine (a VM's; its bytes in use are LVM's to say).
+SCRATCH_VOLUME = "scratch_volume"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ disk files (Backend.disk_growth, asked each cycle; their directories are watched
 read is left out (said once in the log), and the running machines are managed whatever the
 disk. It also says each machine's scratch bytes in use, for its heartbeat (scratch_bytes): a
 container's mounted scratch, or a VM's scratch disk file (Backend.disk_growth's SCRATCH_DISK
-files: their allocated bytes, found by the slot record of the domain's machine name); a VM
-whose scratch disk is a logical volume (volume_group) has none said.
+files: their allocated bytes, found by the slot record of the domain's machine name), or a
+VM's thin scratch volume (the bytes its thin pool has given it, from the pool's reading);
+a VM whose scratch disk is a thick logical volume has none said (all of it is its own from
+the start, and what the guest has written in it only the guest knows).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from vac.backends import scratchmount
-from vac.backends.base import SCRATCH_DISK, Backend, DiskGrowth
+from vac.backends.base import SCRATCH_DISK, SCRATCH_VOLUME, Backend, DiskGrowth
 from vac.config.model import Config
 from vac.cycle.planner import Plan
 from vac.errors import VacError
@@ -32,6 +34,7 @@ from vac.host import diskspace, projquota
 from vac.host.diskspace import DiskReading, Growing, Place
 from vac.machine import scratch, thinpool
 from vac.machine.directory import MachineDir
+from vac.machine.slots import ordinal_of
 from vac.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -98,7 +101,9 @@ def read_host(config: Config, pool: Any, roots: Dict[str, Optional[str]]) -> Dis
     places, growing = disk_files(files)
     got = read_with_pool(s.paths.state_dir, mechanism, data_roots(backends, roots) + places,
                          growing)
-    disks = disk_scratches(s.paths, [grown for _, grown in files])
+    volumes = {name: used for name, used in got.thin_given.items()
+               if ordinal_of(s.factory_name, name) >= 0}
+    disks = disk_scratches(s.paths, [grown for _, grown in files], volumes)
     return replace(got, scratches={**disks, **got.scratches}) if disks else got
 
 
@@ -113,7 +118,10 @@ def read_with_pool(state_dir: str, mechanism: scratch.Mechanism, places: List[Pl
     except VacError as e:
         thin, problem = None, (f"{diskspace.THIN} {mechanism.group}/{mechanism.pool}: {e}",)
     got = diskspace.read(state_dir, scratch.pool(state_dir), mounts, places,
-                         mechanism.name != scratch.NONE, growing, thin=thin)
+                         mechanism.name != scratch.NONE, growing,
+                         thin=thin.filesystem if thin is not None else None)
+    if thin is not None:
+        got = replace(got, thin_given=dict(thin.given))
     if mechanism.name == scratch.QUOTA:
         got = replace(got, scratches={**got.scratches, **quota_scratches(state_dir)})
     return replace(got, problems=got.problems + problem) if problem else got
@@ -192,20 +200,25 @@ def disk_files(files: List[Tuple[str, DiskGrowth]]) -> Tuple[List[Place], List[G
     return places, growing
 
 
-def disk_scratches(paths: Paths, files: List[DiskGrowth]) -> Dict[str, diskspace.Scratch]:
-    """Machine directory name -> the bytes allocated to its scratch disk files (a VM's),
-    free 0: their room is counted with the disk files' growth where they are. A machine
-    name whose slot record cannot be read or points at no directory is left out."""
+def disk_scratches(paths: Paths, files: List[DiskGrowth],
+                   volumes: Optional[Dict[str, int]] = None) -> Dict[str, diskspace.Scratch]:
+    """Machine directory name -> the bytes allocated to its scratch disk files (a VM's), or
+    given to its thin scratch volume (`volumes`: machine name -> bytes; only a machine whose
+    backend record says its scratch disk is its volume), free 0: their room is counted with
+    the disk files' growth or in the thin pool. A machine name whose slot record cannot be
+    read or points at no directory is left out."""
     allocated: Dict[str, int] = {}
     for grown in files:
         if grown.kind == SCRATCH_DISK:
             allocated[grown.machine] = allocated.get(grown.machine, 0) + grown.allocated
     found = {}
-    for machine, used in allocated.items():
+    for machine, used in list(allocated.items()) + list((volumes or {}).items()):
         try:
             directory = MachineDir.for_slot(paths, machine)
         except (OSError, VacError):     # a slot record that cannot be read: said nothing
             continue
-        if directory is not None:
-            found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
+        if directory is None or (machine in (volumes or {}) and
+                                 not directory.read_backend_record().get(SCRATCH_VOLUME)):
+            continue
+        found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
     return found

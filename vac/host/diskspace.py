@@ -67,6 +67,8 @@ class DiskReading:
     scratches: Mapping[str, Scratch] = field(default_factory=dict)
     scratch_made: bool = False
     problems: Tuple[str, ...] = ()
+    # Bytes the thin pool of the scratch has given to each of its thin volumes, by name.
+    thin_given: Mapping[str, int] = field(default_factory=dict)
 
     def scratch_growth(self) -> int:
         """Bytes the running machines' scratch may still grow into, all together."""

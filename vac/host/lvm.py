@@ -95,6 +95,11 @@ class VolumeGroup:
                 return int(v.size * max(0.0, 100.0 - v.data_percent) / 100)
         return 0
 
+    def given(self, pool: str) -> Dict[str, int]:
+        """Bytes of the thin pool given to each of its thin volumes, by volume name."""
+        return {v.name: int(v.size * v.data_percent / 100) for v in self.listed
+                if v.pool == pool}
+
     def pool_room(self, pool: str, leave: Collection[str] = ()) -> int:
         """Bytes the thin volumes of the pool (but those named in `leave`) may still take
         from it: each one's size less what it has been given."""

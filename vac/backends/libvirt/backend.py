@@ -39,7 +39,8 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 from vac import fsutil, optional
 from vac.backends import scratchmount
-from vac.backends.base import Backend, Capabilities, MachineSpec, MachineStatus, Probe
+from vac.backends.base import (SCRATCH_VOLUME, Backend, Capabilities, MachineSpec, MachineStatus,
+                               Probe)
 from vac.backends.imageversion import url_image_record
 from vac.backends.libvirt import configdrive, console, images, metadata, network, scope, signature
 from vac.backends.libvirt.console import CONSOLE_LOG, read_console_tail  # noqa: F401 - tests
@@ -259,6 +260,7 @@ class LibvirtBackend(Backend):
         directory.write_backend_record({"backend": self.NAME, "uuid": spec.uuid,
                                         "virt_type": virt_type, "volume_group":
                                         self.settings.volume_group if lv else None,
+                                        SCRATCH_VOLUME: lv and spec.model == "vm-raw",
                                         **url_image_record(spec.machinetype.root_image,
                                                            self.settings.paths)})
         log.info("%s created: %s domain, %d processors, %d MiB", spec.name, virt_type,

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Build the cgroup v2 test guest: a Debian trixie VM with systemd as PID 1 on the
-# unified hierarchy, Docker with the systemd cgroup driver, Podman (rootful and rootless) and
-# Apptainer, in which scripts/ci/run-v2-tests.sh runs the container backends' tests. Outputs in OUTDIR:
+# unified hierarchy, Docker with the systemd cgroup driver, Podman (rootful and rootless),
+# Apptainer and libvirtd, in which scripts/ci/run-v2-tests.sh runs what only a systemd
+# cgroup v2 host with device-mapper can prove. Outputs in OUTDIR:
 #   vmlinuz, initrd.img  the guest's kernel (linux-image-amd64) and its initramfs
 #   rootfs.img           raw ext4 image (sparse), made with `mkfs.ext4 -d` (no loop mount);
 #                        runs boot a qcow2 overlay of it, so it stays clean
 #   cmdline              the kernel command line (root=/dev/vda, console=ttyS0,
 #                        systemd.unified_cgroup_hierarchy=1)
-#   versions             kernel, systemd, Docker, Apptainer, Podman, crun, Python of the guest
+#   versions             kernel, systemd, Docker, Apptainer, Podman, crun, libvirt, QEMU,
+#                        Python of the guest
 # Why trixie and not bookworm: sid's apptainer .deb installs natively (it needs glibc 2.38,
 # trixie has 2.41; bookworm would need the private-glibc trick of setup-apptainer.sh), and its
 # Docker 26 is nearer the docker-ce EL9 sites run than bookworm's 20.10; systemd 257 and kernel
@@ -31,7 +33,8 @@
 # host's sandbox has not: tests/integration/test_lvm.py); e2fsprogs, which Debian 13's minbase
 # no longer has: mkfs.ext4 for the machines' scratch file systems (loop or thin LV); xfsprogs
 # (mkfs.xfs: tests/integration/test_scratch_quota.py, project quotas, which the CI host's
-# kernel cannot mount).
+# kernel cannot mount); libvirtd with QEMU and libvirt-python, for VMs whose disks are LVs
+# (tests/integration/test_lvm_libvirt.py: the VMs run under TCG inside this guest's TCG).
 # Also in the guest: the user vacsngly (Apptainer runs unprivileged, subuid/subgid ranges), the
 # sandbox /var/lib/vac-test/busybox-sandbox, python3 with pytest, hypothesis, docker, spython,
 # pycurl, jinja2, cryptography, pycdlib (Debian packages) and dirq (PyPI, not in Debian);
@@ -64,7 +67,9 @@ python3-cryptography python3-pycdlib python3-requests python3-urllib3 python3-pi
 rpm
 podman crun conmon netavark aardvark-dns nftables catatonit passt slirp4netns fuse-overlayfs
 dbus-user-session libpam-systemd
-lvm2 thin-provisioning-tools e2fsprogs xfsprogs"
+lvm2 thin-provisioning-tools e2fsprogs xfsprogs
+libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-daemon-driver-network
+libvirt-daemon-driver-nwfilter qemu-system-x86 python3-libvirt dnsmasq-base"
 # Not in Debian: from PyPI into the guest's python3 (the APEL queue of the accounting tests).
 PIP_PACKAGES="dirq"
 OUTPUTS="vmlinuz initrd.img rootfs.img cmdline versions"
@@ -302,6 +307,8 @@ kver=$(guest_kernel)
   echo "apptainer $(in_root dpkg-query -W -f='${Version}' apptainer)"
   echo "podman $(in_root dpkg-query -W -f='${Version}' podman)"
   echo "crun $(in_root dpkg-query -W -f='${Version}' crun)"
+  echo "libvirt $(in_root dpkg-query -W -f='${Version}' libvirt-daemon)"
+  echo "qemu $(in_root dpkg-query -W -f='${Version}' qemu-system-x86)"
   echo "python3 $(in_root python3 -c 'import platform; print(platform.python_version())')"
 } >"$work/versions"
 guest_image "$kver" "$OUTDIR" "$IMAGE_SIZE" vac-v2-root

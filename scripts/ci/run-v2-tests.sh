@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run the container backends' tests on cgroup v2 with systemd, as on EL9: boot the guest of
-# scripts/ci/build-v2-guest.sh under QEMU (TCG: no KVM here; direct kernel boot, no libvirt,
-# no network, so the libvirt tests' NAT network is not touched) on a qcow2 overlay of its root
+# Run the container backends' tests on cgroup v2 with systemd, as on EL9, and the VMs on LVM:
+# boot the guest of scripts/ci/build-v2-guest.sh under QEMU (TCG: no KVM here; direct kernel
+# boot, not through the host's libvirt, no network, so the host's libvirt tests' NAT network
+# is not touched; the test VM guest is brought along for the guest's own libvirtd) on a
+# qcow2 overlay of its root
 # image, with the tree under test (this clone's `git ls-files` plus untracked files that are
 # not ignored) on a second disk made with `mkfs.ext4 -d`. In the guest, vac-v2-run.service runs
 # scripts/ci/v2-guest-run.sh from that disk and powers off; here the console is read for its
@@ -50,6 +52,16 @@ if command -v rpmbuild >/dev/null; then
       say "scripts/build-rpm --release $release failed: the guest's systemd test will fail"
     fi
   done
+fi
+# The test VM guest (scripts/ci/build-test-guest.sh), for the VMs on LVM of
+# tests/integration/test_lvm_libvirt.py, booted by the guest's own libvirtd.
+VM_GUEST=${VAC_TEST_GUEST:-/var/lib/vac-test/guest}
+if [ -s "$VM_GUEST/vmlinuz" ] && [ -s "$VM_GUEST/initrd.img" ]; then
+  mkdir -p "$work/src/.v2-vmguest"
+  cp "$VM_GUEST/vmlinuz" "$VM_GUEST/initrd.img" "$work/src/.v2-vmguest/"
+  chmod 644 "$work/src/.v2-vmguest"/*
+else
+  say "no test VM guest in $VM_GUEST (scripts/ci/build-test-guest.sh): the guest's VM tests will fail"
 fi
 [ "$#" -eq 0 ] || printf '%s\n' "$@" >"$work/src/.v2-args"
 mkfs.ext4 -q -F -L vac-v2-src -d "$work/src" "$work/src.img" 512M >/dev/null || { say "mkfs.ext4 of the tree failed"; exit 1; }

@@ -5,8 +5,9 @@
 # Stops at the first failing step and names it. Logs: /var/log/vac-setup.log (apt, pip),
 # /var/log/dockerd.log, /var/log/libvirtd.log.
 # Usage: scripts/ci/setup-all.sh [guest|rest]      (root)
-#   guest  only what the cgroup v2 guest's run needs (the guest, rpmbuild): .ci/run starts
-#          the guest's tests after it, so that they run beside the rest of the setup
+#   guest  only what the cgroup v2 guest's run needs (the guest, the test VM it boots,
+#          rpmbuild): .ci/run starts the guest's tests after it, so that they run beside
+#          the rest of the setup
 #   rest   every other step (a step already done is only checked)
 set -euo pipefail
 
@@ -31,6 +32,7 @@ case $phase in
 esac
 if [ "$phase" != rest ]; then
   run_step v2-guest bash "$here/build-v2-guest.sh"   # the cgroup v2 guest (systemd, cgroup v2)
+  run_step test-guest bash "$here/build-test-guest.sh"   # the test VM, booted in that guest too
   run_step rpmbuild bash "$here/setup-packaging.sh" --rpmbuild   # the guest's run builds the RPMs
 fi
 if [ "$phase" = guest ]; then
@@ -43,7 +45,7 @@ run_step registry bash "$here/setup-registry.sh"
 run_step podman bash "$here/setup-podman.sh"   # Podman's API: rootful, and rootless (vacpodman)
 run_step libvirt bash "$here/setup-libvirt.sh"
 run_step cloudinit bash "$here/setup-cloudinit.sh"   # Debian's cloud-init, unpacked, for its datasources
-run_step test-guest bash "$here/build-test-guest.sh"
+run_step test-guest bash "$here/build-test-guest.sh"   # checked again (built by phase guest)
 run_step apptainer bash "$here/setup-apptainer.sh"
 run_step cloudinit-guest bash "$here/build-cloudinit-guest.sh"   # a Debian cloud image with its own cloud-init
 run_step accounting bash "$here/setup-accounting.sh"

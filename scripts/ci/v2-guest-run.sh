@@ -65,13 +65,16 @@
 # test_podman_rootless.py's first test (test_podman_v2.py's rootless one); the other Podman
 # tests (the API, binds, events, refill: the same on v1) and the contract's [podman] and
 # [podman-rootless] cases.
-# test_lvm.py: LVM needs device-mapper, which only the guest's kernel has.
+# test_lvm.py: LVM needs device-mapper, which only the guest's kernel has; and for VMs
+# test_lvm_libvirt.py, on the guest's own libvirtd, its VMs (the test VM guest, which
+# run-v2-tests.sh brings along in /vac-src/.v2-vmguest) under TCG inside the guest's TCG.
 # test_scratch_quota.py: XFS project quotas, which the CI host's kernel cannot mount (no quota
 # support built in).
 # Only here: test_vacd_systemd.py, vacd's RPMs (built on the host by run-v2-tests.sh) installed
 # and run by this guest's systemd, PID 1; last, as it installs and removes packages
 # (226 s of the guest's time when measured: 135 s of it the watchdog's 120 s after kill -STOP).
-# Libvirt's cases everywhere: no libvirtd in the guest. pytest prints each test's duration
+# Every other libvirt test: the host runs them (nothing of theirs differs on v2: QEMU is
+# libvirtd's, not a machine's cgroup of Vac's). pytest prints each test's duration
 # (--durations=0), and the console says how long the whole run took.
 set -uo pipefail
 cd /vac-src || exit 99
@@ -111,12 +114,13 @@ TESTS=(
   tests/integration/test_podman_backend.py::test_adoption_by_a_new_backend_idempotent_create_and_listing
   tests/integration/test_podman_cycle.py::test_exited_machines_are_finished_accounted_removed_and_refilled
   tests/integration/test_lvm.py
+  tests/integration/test_lvm_libvirt.py
   tests/integration/test_scratch_quota.py
   tests/integration/test_vacd_systemd.py
 )
 DESELECT=(
-  # no libvirt in the guest
-  -k "not libvirt"
+  # the guest's libvirtd serves only the VMs on LVM (above)
+  -k "not libvirt or lvm_libvirt"
   --deselect tests/integration/test_docker_cycle.py::test_engine_gone_or_hanging_leaves_machines_alone_then_management_resumes
   --deselect tests/integration/test_docker_cycle.py::test_sigkilled_vacd_restarted_adopts_its_containers
   --deselect "tests/integration/test_apptainer_cycle.py::test_a_machine_runs_as_the_user_and_is_finished_by_the_next_cycle[singularity]"
@@ -203,6 +207,7 @@ fi
 
 # -v: each test named as it runs, so a guest stopped at its timeout still says where it was.
 export CI=true VAC_V2_GUEST=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/vac-src HOME=/root
+export VAC_TEST_GUEST=/vac-src/.v2-vmguest
 t0=$SECONDS
 python3 -m pytest -p no:cacheprovider -v -o addopts="--strict-markers -ra" --durations=0 \
   --junitxml="$RESULTS/junit.xml" "${DESELECT[@]}" "${TESTS[@]}" "${extra[@]}" 2>&1 | tee "$RESULTS/pytest.log"

@@ -9,6 +9,7 @@ used here ("" when it can).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid as uuidlib
@@ -20,7 +21,7 @@ from libvirt_env import GUEST, guest_problem
 from vac.backends.libvirt.services import MetadataSupervisor
 from vac.config import load
 from vac.cycle.factory import CycleReport, Factory
-from vac.host.facts import HostFacts
+from vac.host.facts import HostFacts, volume_group_exists
 from vac.machine.directory import MachineDir
 from vac.machine.slots import machine_name, ordinal_of
 
@@ -91,16 +92,25 @@ class LibvirtFactory:
 
     def write(self, payload: str, cmdline: str = CONSOLE, uri: str = URI,
               draining: bool = False, wallclock: int = 3600, slots: int = 1,
-              total: int = 1, disk_gb: Optional[int] = None) -> None:
+              total: int = 1, disk_gb: Optional[int] = None,
+              volume_group: Optional[str] = None, shutdown_time: Optional[int] = None) -> None:
         """The factory's user_data and vac.conf; disk_gb: the machinetype's
-        disk_gb_per_processor (a vm-raw VM's scratch disk), none if None."""
+        disk_gb_per_processor (a vm-raw VM's scratch disk), none if None; volume_group: the
+        VMs' disks are LVs of this real group (checked by LVM, as vacd does); shutdown_time:
+        the site's, which ends every machine created to run past it."""
         with open(self.user_data, "w") as f:
             f.write(payload)
+        text = CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
+                           total=total, uri=uri, wait=WAIT, mt=MT, guest=GUEST,
+                           draining="yes" if draining else "no", cmdline=cmdline,
+                           user_data=self.user_data, wallclock=wallclock)
+        if volume_group is not None:
+            text = text.replace("[settings]\n", f"[settings]\nvolume_group = {volume_group}\n")
+            self.host = dataclasses.replace(self.host, vg_exists=volume_group_exists)
+        if shutdown_time is not None:
+            text = text.replace("[settings]\n", f"[settings]\nshutdown_time = {shutdown_time}\n")
         with open(self.config_file, "w") as f:
-            f.write(CONF.format(space=SPACE, factory=self.name, state=self.state, slots=slots,
-                                total=total, uri=uri, wait=WAIT, mt=MT, guest=GUEST,
-                                draining="yes" if draining else "no", cmdline=cmdline,
-                                user_data=self.user_data, wallclock=wallclock))
+            f.write(text)
             if disk_gb is not None:
                 f.write(f"disk_gb_per_processor = {disk_gb}\n")
 

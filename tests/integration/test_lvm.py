@@ -27,7 +27,7 @@ import tempfile
 import pytest
 from docker_engine import engine_ready
 from dockerfactory import DockerFactory, machine_dirs
-from loopvg import loop_volume_group, run, volumes
+from loopvg import loop_volume_group, require_lvm, run, volumes
 from scratchpool import remove_pool
 from waiting import wait_until
 
@@ -40,8 +40,6 @@ pytestmark = [pytest.mark.root, pytest.mark.docker]
 
 GB = 10 ** 9
 POOL = lvm.POOL_NAME
-TOOLS = ("losetup", "pvcreate", "vgcreate", "vgremove", "pvremove", "lvcreate", "lvremove",
-         "lvs", "vgs", "thin_check", "mkfs.ext4", "mount", "umount")
 
 # Slot 00 fills its scratch; the others write a little and run until told to stop.
 FILL = r"""#!/bin/sh
@@ -63,37 +61,11 @@ echo "200 payload: told to stop" > shutdown_message
 SLEEP = FILL.replace("*-00.*)", "*-no-such-slot.*)")
 
 
-# Where we are -------------------------------------------------------------------------------
-
-def lvm_problem() -> str:
-    """Why LVM cannot be tested here ('' if it can)."""
-    if os.geteuid() != 0:
-        return "not root"
-    if not lvm.device_mapper():
-        return f"this kernel has no device-mapper ({lvm.MAPPER_CONTROL})"
-    absent = [t for t in TOOLS if not shutil.which(t)]
-    if absent:
-        return f"{', '.join(absent)} not installed (lvm2, thin-provisioning-tools)"
-    return ""
-
-
-def require_lvm() -> None:
-    """Skip where LVM cannot work, saying where these run; fail in the v2 guest under CI."""
-    problem = lvm_problem()
-    if not problem:
-        return
-    message = f"LVM thin volumes: {problem}"
-    if os.environ.get("VAC_V2_GUEST") == "1" and os.environ.get("CI") == "true":
-        pytest.fail(message + " (in the v2 guest under CI: that is a failure)")
-    pytest.skip(message + "; these run in the cgroup v2 guest (scripts/ci/run-v2-tests.sh "
-                          "tests/integration/test_lvm.py)")
-
-
 # The volume group (made as an admin would) ----------------------------------------------------
 
 @pytest.fixture(scope="module")
 def vg():
-    require_lvm()
+    require_lvm("tests/integration/test_lvm.py")
     # 5 GB: admission by free disk counts the pool's free data against its floor plus
     # the room of every thin volume in it (the others' the leftover test keeps, too).
     with loop_volume_group(pv_gib=6, pool="5g") as name:

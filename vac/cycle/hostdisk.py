@@ -212,13 +212,21 @@ def disk_scratches(paths: Paths, files: List[DiskGrowth],
         if grown.kind == SCRATCH_DISK:
             allocated[grown.machine] = allocated.get(grown.machine, 0) + grown.allocated
     found = {}
-    for machine, used in list(allocated.items()) + list((volumes or {}).items()):
-        try:
-            directory = MachineDir.for_slot(paths, machine)
-        except (OSError, VacError):     # a slot record that cannot be read: said nothing
-            continue
-        if directory is None or (machine in (volumes or {}) and
-                                 not directory.read_backend_record().get(SCRATCH_VOLUME)):
-            continue
-        found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
+    for machine, used in allocated.items():
+        directory = _slot_directory(paths, machine)
+        if directory is not None:
+            found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
+    for machine, used in (volumes or {}).items():
+        directory = _slot_directory(paths, machine)
+        if directory is not None and directory.read_backend_record().get(SCRATCH_VOLUME):
+            found[os.path.basename(directory.path)] = diskspace.Scratch(used, 0)
     return found
+
+
+def _slot_directory(paths: Paths, machine: str) -> Optional[MachineDir]:
+    """The directory the slot record of `machine` points at; None if there is none or the
+    record cannot be read."""
+    try:
+        return MachineDir.for_slot(paths, machine)
+    except (OSError, VacError):
+        return None

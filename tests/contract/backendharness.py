@@ -33,6 +33,10 @@ from vac.machine.slots import Slot, machine_name, ordinal_of
 DOCKER_IMAGE = "vac-test/busybox:1"
 # A deadline that only ends a wait that would never end (tests/integration/waiting.py).
 GENEROUS = float(os.environ.get("VAC_TEST_DEADLINE", "300"))
+# The engines' API timeout (backend_timeout_seconds): generous too, as ENGINE_CALL is in
+# tests/integration/waiting.py. Docker's start of a container in the cgroup v2 guest took more
+# than the 20 s this harness once gave it.
+ENGINE_CALL = GENEROUS
 DOCKER_URL = "unix:///var/run/docker.sock"
 SANDBOX = "/var/lib/vac-test/busybox-sandbox"
 
@@ -196,7 +200,8 @@ class FakeHarness(Harness):
 
 class DockerHarness(Harness):
     NAME = "docker"
-    SETTINGS = f"mb_per_processor = 64\ndocker_url = {DOCKER_URL}\nbackend_timeout_seconds = 20"
+    SETTINGS = (f"mb_per_processor = 64\ndocker_url = {DOCKER_URL}\n"
+                f"backend_timeout_seconds = {ENGINE_CALL:g}")
     MACHINETYPE = f"machine_model = docker\nroot_image = docker://{DOCKER_IMAGE}"
 
     def new_backend(self, settings=None) -> Backend:
@@ -244,7 +249,8 @@ class PodmanHarness(DockerHarness):
 
     NAME = "podman"
     URL = "unix:///run/podman/podman.sock"
-    SETTINGS = f"mb_per_processor = 64\npodman_url = {URL}\nbackend_timeout_seconds = 20"
+    SETTINGS = (f"mb_per_processor = 64\npodman_url = {URL}\n"
+                f"backend_timeout_seconds = {ENGINE_CALL:g}")
     MACHINETYPE = f"machine_model = podman\nroot_image = docker://{DOCKER_IMAGE}"
 
     def new_backend(self, settings=None) -> Backend:
@@ -269,7 +275,8 @@ class PodmanRootlessHarness(PodmanHarness):
 
     NAME = "podman-rootless"
     USER = "vacpodman"
-    SETTINGS = f"mb_per_processor = 64\npodman_user = {USER}\nbackend_timeout_seconds = 20"
+    SETTINGS = (f"mb_per_processor = 64\npodman_user = {USER}\n"
+                f"backend_timeout_seconds = {ENGINE_CALL:g}")
 
     def problem(self) -> str:
         import pwd

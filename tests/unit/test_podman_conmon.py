@@ -138,6 +138,45 @@ def test_the_machine_read_after_its_end_stays_when_conmons_scope_goes(tmp_path):
     assert cg.cpu_seconds(SLICE_PATH) == pytest.approx(4.7)
 
 
+class ConmonRuns(cgroups.CgroupFS):
+    """A CgroupFS on which conmon's exit command runs just before each of the first `times`
+    reads of the slice's cpu.stat (after its scope's were read): 16 ms more in its scope and
+    in the slice."""
+
+    def __init__(self, tmp_path, times: int):
+        self.tmp_path, self.times, self.usec = tmp_path, times, {SLICE_PATH: 5_000_000,
+                                                                 SCOPE: 300_000}
+
+    def read(self, path: str) -> str:
+        if path.endswith(SLICE_PATH + "/cpu.stat") and self.times > 0:
+            self.times -= 1
+            for cgroup in (SLICE_PATH, SCOPE):
+                self.usec[cgroup] += 16_000
+                set_usage(self.tmp_path, cgroup, self.usec[cgroup])
+        return super().read(path)
+
+
+def test_conmon_running_between_the_reads_is_not_charged(tmp_path):
+    """The CI guest's case: conmon's exit command ran between the reads of its scope and the
+    slice, and the reading at collection came out 16 ms below the one at the end."""
+    fs = ConmonRuns(tmp_path, times=1)
+    cg = tree(tmp_path, {SLICE_PATH: 5_000_000, SCOPE: 300_000, CONTAINER: 4_700_000}, fs=fs)
+    set_populated(tmp_path, CONTAINER, False)
+    assert cg.cpu_seconds(SLICE_PATH) == pytest.approx(4.7, abs=1e-9)    # read again: exact
+    assert cg.cpu_seconds(SLICE_PATH) == pytest.approx(4.7, abs=1e-9)
+
+
+def test_a_conmon_busy_through_every_reading_is_never_charged_and_values_never_fall(tmp_path):
+    fs = ConmonRuns(tmp_path, times=1000)
+    cg = tree(tmp_path, {SLICE_PATH: 5_000_000, SCOPE: 300_000, CONTAINER: 4_700_000}, fs=fs)
+    set_populated(tmp_path, CONTAINER, False)
+    values = [cg.cpu_seconds(SLICE_PATH) for _ in range(4)]
+    assert all(4.7 - 0.016 - 1e-9 <= v <= 4.7 + 1e-9 for v in values), values
+    assert values == sorted(values), values
+    gone(tmp_path, SCOPE)                  # its usage stays in the slice's count
+    assert cg.cpu_seconds(SLICE_PATH) == values[-1]
+
+
 def test_without_a_reading_after_the_end_conmons_last_usage_read_is_subtracted(tmp_path):
     cg = tree(tmp_path, {SLICE_PATH: 5_000_000, SCOPE: 300_000, CONTAINER: 4_700_000})
     set_populated(tmp_path, CONTAINER, True)                 # still running when read

@@ -32,13 +32,20 @@ restarted since) the parent's usage less the usage last read of each scope is re
 charges the machine for conmon's CPU since that reading (a fraction of a second, mostly the
 exit command), or all of conmon's if no reading saw it.
 
+A reading is not atomic: conmon may run between the reads of its cgroups and the parent's
+(under TCG its exit command ran 16 ms between them). So conmon's cgroups are read before and
+after the parent's, up to BRACKET_TRIES times until the two agree (exact), and the later ones
+are subtracted: the machine is never charged for conmon's CPU, at worst a little less than its
+own. After the container's end each reading is a lower bound of one constant, and the highest
+is kept; no value returned for a parent is ever below one returned before.
+
 Every other cgroup path is passed through unchanged.
 """
 from __future__ import annotations
 
 import posixpath
 import time
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from vac.host.cgroups import Cgroups, host_path, parse_flat_keyed, read_value
 
@@ -47,6 +54,7 @@ SCOPE_PREFIX = "libpod-conmon-"    # the systemd manager's scope, libpod-conmon-
 SCOPE_SUFFIX = ".scope"
 EXIT_SECONDS = 10.0    # how long conmon may take to leave once its container has ended
 POLL_SECONDS = 0.1
+BRACKET_TRIES = 3      # readings of conmon's cgroups around the parent's, until two agree
 
 
 def is_scope(name: str) -> bool:
@@ -61,12 +69,14 @@ def is_monitor(name: str) -> bool:
 
 
 class Seen:
-    """What readings of one parent have seen: each conmon cgroup's last CPU seconds, and the
-    machine's CPU seconds read after its container had ended (None: not yet seen)."""
+    """What readings of one parent have seen: each conmon cgroup's last CPU seconds, the
+    machine's CPU seconds read after its container had ended (None: not yet seen), and the
+    value last returned."""
 
-    def __init__(self, monitors: Dict[str, float], final: Optional[float]):
+    def __init__(self, monitors: Dict[str, float], final: Optional[float], last: float):
         self.monitors = monitors
         self.final = final
+        self.last = last
 
 
 class PodmanCgroups(Cgroups):
@@ -154,16 +164,33 @@ class PodmanCgroups(Cgroups):
         if not names and seen is None:
             return super().cpu_seconds(cgroup_path)
         ended = self._ended(cgroup_path, kids)
+        read, total = self._bracketed(cgroup_path, names)
+        if total is None:
+            self.forget(cgroup_path)
+            return None
+        return self._charged(cgroup_path, total, read, ended, seen)
+
+    def _monitors(self, cgroup_path: str, names: List[str]) -> Dict[str, float]:
         read = {}
         for name in names:
             usage = super().cpu_seconds(posixpath.join(cgroup_path, name))
             if usage is not None:
                 read[name] = usage
-        total = super().cpu_seconds(cgroup_path)
-        if total is None:
-            self.forget(cgroup_path)
-            return None
-        return self._charged(cgroup_path, total, read, ended, seen)
+        return read
+
+    def _bracketed(self, cgroup_path: str,
+                   names: List[str]) -> Tuple[Dict[str, float], Optional[float]]:
+        """conmon's cgroups read after the parent's total, and that total: read until the
+        readings of conmon's before and after the total agree (at most BRACKET_TRIES)."""
+        read: Dict[str, float] = {}
+        total = None
+        for _ in range(BRACKET_TRIES):
+            before = self._monitors(cgroup_path, names)
+            total = super().cpu_seconds(cgroup_path)
+            read = self._monitors(cgroup_path, names)
+            if total is None or read == before:
+                break
+        return read, total
 
     def _charged(self, cgroup_path: str, total: float, read: Dict[str, float], ended: bool,
                  seen: Optional[Seen]) -> float:
@@ -175,8 +202,9 @@ class PodmanCgroups(Cgroups):
         value = max(0.0, total - sum(monitors.values()))
         final = seen.final if seen is not None and ended else None
         if read:
-            final = value if ended else None
-        elif final is not None:
-            value = final        # exact: the container had ended when it was read
-        self._seen[cgroup_path] = Seen(monitors, final)
+            final = max(value, final or 0.0) if ended else None   # bounds of one constant
+        if final is not None:
+            value = final        # the container had ended when it was read
+        value = max(value, seen.last if seen is not None else 0.0)
+        self._seen[cgroup_path] = Seen(monitors, final, value)
         return value

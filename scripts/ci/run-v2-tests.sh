@@ -10,7 +10,7 @@
 # "VAC-V2: " lines and pytest's log and JUnit XML are copied out of the disk image with
 # debugfs (no loop mount). Extra arguments go to pytest in the guest (e.g. -k, -x).
 # Exit: 0 the guest's tests passed; 1 they failed, or the guest did not finish within
-# VAC_V2_TIMEOUT seconds (default 4500); 2 the guest cannot be run here (not root, not
+# VAC_V2_TIMEOUT seconds (default 5000); 2 the guest cannot be run here (not root, not
 # built, no qemu-system-x86_64): the caller decides whether that is a skip.
 # Everything of the last run stays in VAC_V2_LOGDIR (default /var/log/vac-v2): console.log,
 # pytest.log, junit.xml, and after a failure journal.log (the guest's engines' journal).
@@ -20,7 +20,7 @@ set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 GUEST=${VAC_V2_GUEST_DIR:-/var/lib/vac-test/v2guest}
 LOGDIR=${VAC_V2_LOGDIR:-/var/log/vac-v2}
-TIMEOUT=${VAC_V2_TIMEOUT:-4500}   # the budget (test_cgroup_v2_guest.py: BUDGET)
+TIMEOUT=${VAC_V2_TIMEOUT:-5000}   # the budget (test_cgroup_v2_guest.py: BUDGET)
 MEMORY_MB=${VAC_V2_MEMORY_MB:-3072}
 say() { printf '[run-v2-tests] %s\n' "$*" >&2; }
 cannot() { say "cannot run: $*"; exit 2; }

@@ -67,7 +67,8 @@
 # [podman-rootless] cases.
 # test_lvm.py: LVM needs device-mapper, which only the guest's kernel has; and for VMs
 # test_lvm_libvirt.py, on the guest's own libvirtd, its VMs (the test VM guest, which
-# run-v2-tests.sh brings along in /vac-src/.v2-vmguest) under TCG inside the guest's TCG.
+# run-v2-tests.sh brings along in /vac-src/.v2-vmguest) under TCG inside the guest's TCG;
+# scripts/run-tests runs this file in a second guest (start-v2-guest.sh ... vms).
 # test_scratch_quota.py: XFS project quotas, which the CI host's kernel cannot mount (no quota
 # support built in).
 # Only here: test_vacd_systemd.py, vacd's RPMs (built on the host by run-v2-tests.sh) installed

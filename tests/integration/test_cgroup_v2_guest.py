@@ -30,9 +30,12 @@ RUNNER = os.path.join(REPO, "scripts", "ci", "run-v2-tests.sh")
 # 1,500 s in all. A soak run beside a CPU hog and other engineers' guests did not end the 58
 # within 1,800 s. Stop 36's soak runs, beside the hog and the host's own tests, were stopped
 # at 3,000 s at 84-91 % of the selection (which had grown by a Podman and a quota test): the
-# guest's core is shared three ways then. So about three times the quiet run, still within
-# CI's 90 minutes (the host's side took up to 2,600 s in the same runs).
-BUDGET = 4500
+# guest's core is shared three ways then. Stop 37 added a VM booted under TCG inside the
+# guest's TCG (test_lvm_libvirt.py, about 750 s), and a clean-clone CI run's guest then took
+# 3,774 s, 84 % of the 4,500 s it had: now 5,000 s, a third more than that run. With the
+# setup before it and the solo tests after it, a run that used the whole budget would still
+# end within CI's 90 minutes (about 5,150 s).
+BUDGET = 5000
 CANNOT_RUN = 2
 
 
@@ -41,13 +44,38 @@ def test_docker_and_apptainer_pass_on_cgroup_v2_with_systemd_in_the_guest():
         pytest.skip("this is the v2 guest: the guest's tests run here directly")
     if os.environ.get("VAC_TEST_V2") == "0":
         pytest.skip("VAC_TEST_V2=0: the cgroup v2 guest run is switched off")
+    for rc, output in guest_runs():
+        tail = "\n".join(output.splitlines()[-80:])
+        if rc == CANNOT_RUN:
+            require_engine("the cgroup v2 guest", False, tail)
+        assert rc == 0, tail
+        assert "VAC-V2: pytest exit 0" in output, tail
+
+
+def guest_runs():
+    """(exit code, output) of each guest run: the ones scripts/run-tests started in the
+    background (all the guest's tests but the VMs on LVM in one, those in the other:
+    scripts/ci/start-v2-guest.sh), or else one run of them all, here."""
     background = os.environ.get("VAC_V2_BACKGROUND")
-    rc, output = collect(background) if background else run_guest()
-    tail = "\n".join(output.splitlines()[-80:])
-    if rc == CANNOT_RUN:
-        require_engine("the cgroup v2 guest", False, tail)
-    assert rc == 0, tail
-    assert "VAC-V2: pytest exit 0" in output, tail
+    if not background:
+        return [run_guest()]
+    runs = [collect(background)]
+    vms = os.environ.get("VAC_V2_BACKGROUND_VMS")
+    if vms:
+        runs.append(collect(vms))
+    else:
+        assert part(background) != "main", \
+            f"the guest run in {background} leaves the VMs on LVM to a second guest, not started"
+    return runs
+
+
+def part(directory: str) -> str:
+    """Which of the guest's tests a background run took (start-v2-guest.sh's PART)."""
+    try:
+        with open(os.path.join(directory, "part")) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return "all"
 
 
 def run_guest():

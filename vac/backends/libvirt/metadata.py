@@ -328,70 +328,73 @@ def split_path(path: str) -> Optional[List[str]]:
     return parts
 
 
+class MetadataHandler(BaseHTTPRequestHandler):
+    """The HTTP side of a MetadataService (make_handler binds one as `service`)."""
+
+    service: MetadataService
+    server_version = "Vac metadata server"
+    sys_version = ""
+    protocol_version = "HTTP/1.1"      # answers "Expect: 100-continue" (curl -T)
+    timeout = 10
+
+    def do_GET(self) -> None:
+        self._send(self.service.get(self.client_address[0], self.path))
+
+    def do_HEAD(self) -> None:
+        reply = self.service.get(self.client_address[0], self.path)
+        self._send(Reply(reply.status, b"", reply.content_type), len(reply.body))
+
+    def do_PUT(self) -> None:
+        directory, name = self.service.put_allowed(self.client_address[0], self.path)
+        if directory is None:
+            log.info("PUT %s from %s refused: %s", loggable(self.path[:200]),
+                     self.client_address[0], loggable(name))
+            self.close_connection = True
+            return self._send(FORBIDDEN)
+        length = self.headers.get("Content-Length", "").strip()
+        if not CONTENT_LENGTH_RE.fullmatch(length):     # ASCII digits only, not "²"
+            self.close_connection = True
+            return self._send(Reply(411, b"Content-Length required\n"))
+        if int(length) > self.service.max_put_bytes:
+            return self._refuse_unread(Reply(413, b"Too large\n"), int(length))
+        body = self.rfile.read(int(length))
+        if len(body) != int(length):
+            self.close_connection = True
+            return self._send(Reply(400, b"Short body\n"))
+        self._send(self.service.put(directory, name, body))
+
+    def _refuse_unread(self, reply: Reply, length: int) -> None:
+        """Answer, then read and drop at most DRAIN_LIMIT bytes of the unread body (until
+        the handler's timeout), and close."""
+        self.close_connection = True
+        self._send(reply)
+        self.wfile.flush()
+        left = min(length, DRAIN_LIMIT)
+        try:
+            while left > 0:
+                chunk = self.rfile.read1(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    def _send(self, reply: Reply, length: Optional[int] = None) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body) if length is None
+                                               else length))
+        self.end_headers()
+        if reply.body:
+            self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib name)
+        log.info("%s %s", self.client_address[0], loggable(format % args))
+
+
 def make_handler(service: MetadataService) -> Type[BaseHTTPRequestHandler]:
     """A request handler class bound to one service."""
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "Vac metadata server"
-        sys_version = ""
-        protocol_version = "HTTP/1.1"      # answers "Expect: 100-continue" (curl -T)
-        timeout = 10
-
-        def do_GET(self) -> None:
-            self._send(service.get(self.client_address[0], self.path))
-
-        def do_HEAD(self) -> None:
-            reply = service.get(self.client_address[0], self.path)
-            self._send(Reply(reply.status, b"", reply.content_type), len(reply.body))
-
-        def do_PUT(self) -> None:
-            directory, name = service.put_allowed(self.client_address[0], self.path)
-            if directory is None:
-                log.info("PUT %s from %s refused: %s", loggable(self.path[:200]),
-                         self.client_address[0], loggable(name))
-                self.close_connection = True
-                return self._send(FORBIDDEN)
-            length = self.headers.get("Content-Length", "").strip()
-            if not CONTENT_LENGTH_RE.fullmatch(length):     # ASCII digits only, not "²"
-                self.close_connection = True
-                return self._send(Reply(411, b"Content-Length required\n"))
-            if int(length) > service.max_put_bytes:
-                return self._refuse_unread(Reply(413, b"Too large\n"), int(length))
-            body = self.rfile.read(int(length))
-            if len(body) != int(length):
-                self.close_connection = True
-                return self._send(Reply(400, b"Short body\n"))
-            self._send(service.put(directory, name, body))
-
-        def _refuse_unread(self, reply: Reply, length: int) -> None:
-            """Answer, then read and drop at most DRAIN_LIMIT bytes of the unread body (until
-            the handler's timeout), and close."""
-            self.close_connection = True
-            self._send(reply)
-            self.wfile.flush()
-            left = min(length, DRAIN_LIMIT)
-            try:
-                while left > 0:
-                    chunk = self.rfile.read1(min(left, 65536))
-                    if not chunk:
-                        break
-                    left -= len(chunk)
-            except OSError:
-                pass
-
-        def _send(self, reply: Reply, length: Optional[int] = None) -> None:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body) if length is None
-                                                   else length))
-            self.end_headers()
-            if reply.body:
-                self.wfile.write(reply.body)
-
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 (stdlib name)
-            log.info("%s %s", self.client_address[0], loggable(format % args))
-
-    return Handler
+    return type("Handler", (MetadataHandler,), {"service": service})
 
 
 class BoundedThreadingHTTPServer(ThreadingHTTPServer):

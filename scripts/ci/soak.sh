@@ -11,7 +11,8 @@
 #               of .ci/run and scripts/run-tests instead of running them (seconds, not hours)
 # Environment: SOAK_SOURCE (the repository cloned, default the one this script is in),
 # SOAK_BRANCH (default main), SOAK_LOGDIR (default /var/log/vac-soak: run-N.log per run).
-# Runs take about 25 minutes each; the machine should run nothing else meanwhile.
+# A run takes about an hour on a quiet 2-core machine, and longer beside the hog; the machine
+# should run nothing else meanwhile.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
@@ -20,7 +21,7 @@ BRANCH=${SOAK_BRANCH:-main}
 LOGDIR=${SOAK_LOGDIR:-/var/log/vac-soak}
 runs=3 keep=no dry=no
 say() { printf '[soak] %s\n' "$*"; }
-usage() { sed -n '/^# Usage:/,/^# Runs take/s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+usage() { sed -n '/^# Usage:/,/^# A run takes/s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 
 while [ "$#" -gt 0 ]; do
   case $1 in

@@ -3,10 +3,11 @@
 guest of scripts/ci/build-v2-guest.sh under QEMU with this tree on a disk of its own and runs
 scripts/ci/run-v2-tests.sh, which runs in it what only a systemd cgroup v2 host can prove
 (tests/integration/test_cgroup_v2.py and the selection of scripts/ci/v2-guest-run.sh, which
-says why the others are left out). The guest's tests failing, or not ending within its budget,
-fails this test, with the guest's log. A guest that cannot be run here (not root, not built,
-no QEMU) skips it, and fails it under CI=true. VAC_TEST_V2=0 skips it (a shared machine where
-a 10-minute TCG guest is not wanted); the logs of the last run are in /var/log/vac-v2.
+says why the others are left out). The guest's tests failing, or the guest stalling (nothing
+new on its console for run-v2-tests.sh's VAC_V2_STALL), fails this test, with the guest's
+log. A guest that cannot be run here (not root, not built, no QEMU) skips it, and fails it
+under CI=true. VAC_TEST_V2=0 skips it (a shared machine where an hour-long TCG guest is not
+wanted); the logs of the last run are in /var/log/vac-v2.
 
 A whole `scripts/run-tests` starts the guest first, in the background (the single-threaded
 TCG guest takes one core, the host's tests the other), and runs this test after the host's
@@ -25,19 +26,11 @@ from testbed import REPO, require_engine
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 RUNNER = os.path.join(REPO, "scripts", "ci", "run-v2-tests.sh")
-# The guest's budget, boot to power-off. Its 58 Docker and Apptainer tests took 925 s of pytest
-# on a quiet 2-core host, and Podman's 6 and LVM's 4 about 400 s more (each measured alone): about
-# 1,500 s in all. A soak run beside a CPU hog and other engineers' guests did not end the 58
-# within 1,800 s. Stop 36's soak runs, beside the hog and the host's own tests, were stopped
-# at 3,000 s at 84-91 % of the selection (which had grown by a Podman and a quota test): the
-# guest's core is shared three ways then. Stop 37 added a VM booted under TCG inside the
-# guest's TCG (test_lvm_libvirt.py, about 750 s), and a clean-clone CI run's guest then took
-# 3,774 s, 84 % of the 4,500 s it had: now 5,000 s, a third more than that run. With the
-# setup before it and the solo tests after it, a run that used the whole budget would still
-# end within CI's 90 minutes (about 5,150 s). Since stop 38 scripts/run-tests gives those VMs a
-# second guest of their own (start-v2-guest.sh, budget 2,400 s), started once the host's tests
-# end; in a clean-clone run the first guest then ended 3,539 s into the run, beside it.
-BUDGET = 5000
+# No budget on the guest's whole run: it takes 3,500 s beside a quiet run's host tests and half
+# again as long beside a CPU hog (issue 24), and a fixed budget failed such runs that were making
+# progress. run-v2-tests.sh stops a guest that stalls (nothing new on its console for
+# VAC_V2_STALL seconds) and caps the rest at VAC_V2_TIMEOUT: RUNNER_CAP here.
+RUNNER_CAP = 14400
 CANNOT_RUN = 2
 
 
@@ -81,21 +74,35 @@ def part(directory: str) -> str:
 
 
 def run_guest():
-    env = dict(os.environ, VAC_V2_TIMEOUT=str(BUDGET))
+    env = dict(os.environ, VAC_V2_TIMEOUT=str(RUNNER_CAP))
     done = subprocess.run(["bash", RUNNER], env=env, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=BUDGET + 120)
+                          timeout=RUNNER_CAP + 300)
     return done.returncode, done.stdout
 
 
 def collect(directory: str):
-    """(exit code, output) of the guest run scripts/run-tests started in the background."""
+    """(exit code, output) of the guest run scripts/run-tests started in the background: waits
+    for as long as the run goes on (run-v2-tests.sh ends a stalled guest itself)."""
     rc_file = os.path.join(directory, "rc")
-    deadline = time.monotonic() + BUDGET + 120      # run-v2-tests.sh ends itself at BUDGET
+    deadline = time.monotonic() + RUNNER_CAP + 300
     while not os.path.exists(rc_file):
+        assert running(directory) or os.path.exists(rc_file), \
+            f"the background guest run in {directory} ended without an exit code"
         assert time.monotonic() < deadline, f"the background guest run in {directory} never ended"
         time.sleep(1)
     with open(rc_file) as f:
         rc = int(f.read().strip() or 1)
     with open(os.path.join(directory, "output"), errors="replace") as f:
         return rc, f.read()
+
+
+def running(directory: str) -> bool:
+    """Whether the background run's process (start-v2-guest.sh's pid file) is still there."""
+    with open(os.path.join(directory, "pid")) as f:
+        pid = int(f.read().strip())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

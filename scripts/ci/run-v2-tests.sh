@@ -12,12 +12,12 @@
 # Exit: 0 the guest's tests passed; 1 they failed, or the guest was stopped (below); 2 the
 # guest cannot be run here (not root, not built, no qemu-system-x86_64): the caller decides
 # whether that is a skip.
-# No budget on the whole run: how long it takes depends on what else the machine runs (a CPU
-# hog beside it makes it half again as long). The guest is stopped when it stalls: nothing new
-# on its console for VAC_V2_STALL seconds (default 2400; pytest -v prints each test's name as
-# it starts and its result as it ends, and the longest test, test_vacd_systemd.py, takes
-# 340 s of a quiet run). VAC_V2_TIMEOUT (default 14400) only caps a run that goes on making
-# progress, so that no QEMU is left running for good.
+# No budget on the whole run: how long it takes depends on what else the machine runs (about
+# 3,530 s of a quiet run, 4,100 s beside a CPU hog). The guest is stopped when it stalls:
+# nothing new on its console for VAC_V2_STALL seconds (default 2400; pytest -v prints each
+# test's name as it starts and its result as it ends, and the longest test,
+# test_vacd_systemd.py, takes 340 s of a quiet run). VAC_V2_TIMEOUT (default 14400) only caps
+# a run that goes on making progress, so that no QEMU is left running for good.
 # Everything of the last run stays in VAC_V2_LOGDIR (default /var/log/vac-v2): console.log,
 # pytest.log, junit.xml, and after a failure journal.log (the guest's engines' journal).
 # Usage: scripts/ci/run-v2-tests.sh [PYTEST-ARGS...]      (root)

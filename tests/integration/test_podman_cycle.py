@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from typing import Dict, List
 
@@ -151,19 +152,24 @@ def test_one_cycle_starts_a_container_in_every_slot(pod):
 def test_exited_machines_are_finished_accounted_removed_and_refilled(pod):
     pod.write(FINISHING_PAYLOAD, slots=2)
     names = pod.slots(2)
+    began = time.monotonic()
     assert sorted(pod.factory.run_cycle().created) == names
     old = {n: pod.dir(n) for n in names}
     old_ids = {n: d.read_backend_record()["container_id"] for n, d in old.items()}
     parents = [d.read_backend_record()["cgroup_parent"] for d in old.values()]
     assert wait_until(lambda: len(pod.containers()) == 2 and all(
         c["State"] == "exited" for c in pod.containers().values())), pod.containers()
+    # No machine can have used more CPU than every core of this host for its whole life: a
+    # bound from this run's own clock, not a fixed one (a fixed 30 s failed beside a CPU hog
+    # in the TCG guest, 30.94 s, where starting the container is itself slow).
+    most = (time.monotonic() - began) * (os.cpu_count() or 1)
     report = pod.factory.run_cycle()
     assert sorted(report.finished) == names and report.errors == []
     for name, d in old.items():
         assert d.finished is not None
         assert d.shutdown_message == f"200 Success from {name}"
         cpu = d.read_backend_record()["cpu_seconds"]
-        assert 0.1 < cpu < 30, cpu
+        assert 0.1 < cpu < most, (cpu, most)
     for parent in parents:
         assert parent_dirs(parent) == [], f"{parent} left behind"
     assert sorted(report.created) == names                  # refilled in the same cycle
